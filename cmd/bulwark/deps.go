@@ -18,4 +18,4 @@ import (
 	_ "github.com/go-jose/go-jose/v4"
 )
 
-func main() {}
+

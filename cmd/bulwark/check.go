@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/bulwark-ai/bulwark/internal/config"
+	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/policy"
+)
+
+// headerFlags collects repeated -H 'name: value' flags.
+type headerFlags map[string]string
+
+func (h headerFlags) String() string { return fmt.Sprint(map[string]string(h)) }
+func (h headerFlags) Set(v string) error {
+	name, value, ok := strings.Cut(v, ":")
+	if !ok || strings.TrimSpace(name) == "" {
+		return fmt.Errorf("header %q is not 'name: value'", v)
+	}
+	h[strings.ToLower(strings.TrimSpace(name))] = strings.TrimSpace(value)
+	return nil
+}
+
+// checkResult is what `bulwark check` prints: the decision as Envoy would
+// enforce it.
+type checkResult struct {
+	Allowed              bool              `json:"allowed"`
+	HTTPStatus           int               `json:"http_status,omitempty"`
+	Reason               string            `json:"reason,omitempty"`
+	DecisionID           string            `json:"decision_id,omitempty"`
+	Headers              map[string]string `json:"headers,omitempty"`
+	HeadersToRemove      []string          `json:"request_headers_to_remove,omitempty"`
+	ResponseHeadersToAdd map[string]string `json:"response_headers_to_add,omitempty"`
+	Body                 string            `json:"body,omitempty"`
+	DynamicMetadata      map[string]any    `json:"dynamic_metadata,omitempty"`
+}
+
+func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bulwark check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "", "address of a running bulwark serve (empty: evaluate in-process)")
+	policyDir := fs.String("policy-dir", "", "in-process: policy directory (default: embedded policies)")
+	query := fs.String("policy-query", "bulwark/decision", "in-process: decision rule path")
+	regoV0 := fs.Bool("rego-v0", false, "in-process: parse policies with pre-1.0 Rego syntax")
+	method := fs.String("method", "GET", "HTTP method")
+	path := fs.String("path", "/", "request path with query string")
+	host := fs.String("host", "", "host/authority (default api.example.com)")
+	body := fs.String("body", "", "request body, or @FILE to read it from a file")
+	packAsBytes := fs.Bool("pack-as-bytes", false, "send the body as raw_body (Envoy's pack_as_bytes)")
+	principal := fs.String("source-principal", "", "peer identity Envoy reports (mTLS SAN / SPIFFE ID)")
+	timeout := fs.Duration("timeout", 2*time.Second, "deadline for the check")
+	headers := headerFlags{}
+	fs.Var(headers, "H", "request header 'name: value' (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return &exitError{2, err}
+	}
+	if fs.NArg() > 0 {
+		return &exitError{2, fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	var bodyBytes []byte
+	if strings.HasPrefix(*body, "@") {
+		b, err := os.ReadFile(strings.TrimPrefix(*body, "@"))
+		if err != nil {
+			return fmt.Errorf("read body: %w", err)
+		}
+		bodyBytes = b
+	} else if *body != "" {
+		bodyBytes = []byte(*body)
+	}
+	req := extauthz.NewCheckRequest(extauthz.HTTPRequest{
+		Method: strings.ToUpper(*method), Path: *path, Host: *host, Headers: headers,
+		Body: bodyBytes, PackAsBytes: *packAsBytes, SourcePrincipal: *principal,
+	})
+
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	var resp *authv3.CheckResponse
+	var err error
+	if *addr != "" {
+		resp, err = remoteCheck(ctx, *addr, req)
+	} else {
+		resp, err = localCheck(ctx, *policyDir, *query, *regoV0, req, stderr)
+	}
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(renderCheck(resp))
+}
+
+func remoteCheck(ctx context.Context, addr string, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", addr, err)
+	}
+	defer conn.Close()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+	return resp, nil
+}
+
+func localCheck(ctx context.Context, dir, query string, regoV0 bool, req *authv3.CheckRequest, stderr io.Writer) (*authv3.CheckResponse, error) {
+	cfg := config.Default()
+	cfg.PolicyDir, cfg.PolicyQuery, cfg.RegoV0 = dir, query, regoV0
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	engine, err := policy.New(ctx, policyConfig(cfg), logger, nil)
+	if err != nil {
+		return nil, err
+	}
+	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout}, engine, logger, nil)
+	if err != nil {
+		return nil, err
+	}
+	return extauthz.New(pipe).Check(ctx, req)
+}
+
+func renderCheck(resp *authv3.CheckResponse) checkResult {
+	var r checkResult
+	r.Reason = resp.GetStatus().GetMessage()
+	if md := resp.GetDynamicMetadata(); md != nil {
+		r.DynamicMetadata = md.AsMap()
+		if id, ok := r.DynamicMetadata["decision_id"].(string); ok {
+			r.DecisionID = id
+		}
+	}
+	if ok := resp.GetOkResponse(); resp.GetStatus().GetCode() == 0 {
+		r.Allowed = true
+		r.Headers = map[string]string{}
+		for _, h := range ok.GetHeaders() {
+			r.Headers[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+		}
+		r.HeadersToRemove = ok.GetHeadersToRemove()
+		r.ResponseHeadersToAdd = map[string]string{}
+		for _, h := range ok.GetResponseHeadersToAdd() {
+			r.ResponseHeadersToAdd[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+		}
+		return r
+	}
+	denied := resp.GetDeniedResponse()
+	r.HTTPStatus = int(denied.GetStatus().GetCode())
+	if r.HTTPStatus == 0 {
+		r.HTTPStatus = 403
+	}
+	r.Headers = map[string]string{}
+	for _, h := range denied.GetHeaders() {
+		r.Headers[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+	}
+	r.Body = denied.GetBody()
+	if r.Reason == "" {
+		r.Reason = "denied"
+	}
+	return r
+}
+

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/bulwark-ai/bulwark/internal/config"
+	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/server"
+	"github.com/bulwark-ai/bulwark/policies"
+)
+
+func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) error {
+	cfg, err := config.Load(args, os.Environ(), stderr)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	logger := newLogger(cfg, stderr)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	engine, err := policy.New(ctx, policyConfig(cfg), logger, reg)
+	if err != nil {
+		return fmt.Errorf("load policies: %w", err)
+	}
+	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout, DryRun: cfg.DryRun}, engine, logger, reg)
+	if err != nil {
+		return err
+	}
+
+	srv := server.New(server.Config{
+		GRPCAddr:             cfg.GRPCAddr,
+		AdminAddr:            cfg.AdminAddr,
+		Reflection:           cfg.GRPCReflection,
+		MaxRecvMsgBytes:      cfg.MaxRecvMsgBytes,
+		MaxSendMsgBytes:      cfg.MaxSendMsgBytes,
+		MaxConcurrentStreams: uint32(cfg.MaxConcurrentStreams),
+		KeepaliveMinTime:     cfg.KeepaliveMinTime,
+		ShutdownGrace:        cfg.ShutdownGrace,
+	}, logger, reg)
+	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe))
+	srv.AddReadinessCheck(server.ReadinessCheck{
+		Name: "policy",
+		Check: func() error {
+			if !engine.Status().Ready {
+				return errors.New("no policy loaded")
+			}
+			return nil
+		},
+		Detail: func() any { return engine.Status() },
+	})
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	if cfg.DryRun {
+		logger.Warn("dry-run mode: every request is allowed; denials are only logged and counted")
+	}
+	go func() {
+		if err := engine.Watch(ctx, cfg.ReloadDebounce); err != nil {
+			logger.Error("policy watch stopped; hot reload disabled", "error", err)
+		}
+	}()
+	return srv.Serve(ctx)
+}
+
+func policyConfig(cfg config.Config) policy.Config {
+	return policy.Config{
+		Dir:      cfg.PolicyDir,
+		Bundle:   cfg.Bundle,
+		Embedded: policies.FS,
+		Query:    cfg.PolicyQuery,
+		RegoV0:   cfg.RegoV0,
+	}
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

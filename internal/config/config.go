@@ -1,0 +1,297 @@
+// Package config is Bulwark's one typed configuration: defaults that run with
+// nothing else, overridden by a YAML file (--config), then BULWARK_*
+// environment variables, then command-line flags. Every setting has all three
+// names, derived from one table so they cannot drift apart.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/bulwark-ai/bulwark/internal/policy"
+)
+
+// Config is everything `bulwark serve` needs. The zero value is not useful;
+// start from Default.
+type Config struct {
+	// GRPCAddr is where Envoy reaches ext_authz, ext_proc and gRPC health.
+	GRPCAddr string `yaml:"grpc_addr"`
+	// AdminAddr serves /healthz, /readyz and /metrics; loopback by default so
+	// metrics are not exposed to the mesh unless asked for.
+	AdminAddr string `yaml:"admin_addr"`
+
+	// PolicyDir loads policies from a directory and hot-reloads it; empty means
+	// the policies embedded in the binary.
+	PolicyDir string `yaml:"policy_dir"`
+	// Bundle loads an OPA bundle tarball instead of PolicyDir.
+	Bundle string `yaml:"bundle"`
+	// PolicyQuery is the decision rule; OPA-Envoy policies use envoy/authz/allow.
+	PolicyQuery string `yaml:"policy_query"`
+	// RegoV0 parses policies written in pre-1.0 Rego syntax.
+	RegoV0 bool `yaml:"rego_v0"`
+
+	// CheckTimeout bounds one decision, OPA evaluation included, below Envoy's
+	// own 200 ms default so Bulwark answers (or fails) before Envoy gives up.
+	CheckTimeout time.Duration `yaml:"check_timeout"`
+	// DryRun computes, logs and counts decisions but always allows.
+	DryRun bool `yaml:"dry_run"`
+
+	// GRPCReflection exposes gRPC reflection (off: it documents the attack surface).
+	GRPCReflection bool `yaml:"grpc_reflection"`
+	// MaxRecvMsgBytes caps one inbound gRPC message; keep it at or above
+	// Envoy's with_request_body.max_request_bytes plus headers.
+	MaxRecvMsgBytes int `yaml:"max_recv_msg_bytes"`
+	// MaxSendMsgBytes caps one outbound gRPC message.
+	MaxSendMsgBytes int `yaml:"max_send_msg_bytes"`
+	// MaxConcurrentStreams caps streams per HTTP/2 connection from Envoy.
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
+	// KeepaliveMinTime is the shortest ping interval accepted from Envoy;
+	// faster pings are answered with GOAWAY (too_many_pings).
+	KeepaliveMinTime time.Duration `yaml:"keepalive_min_time"`
+	// ShutdownGrace is how long SIGTERM waits for in-flight calls before a hard stop.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// ReloadDebounce coalesces bursts of policy file changes into one reload.
+	ReloadDebounce time.Duration `yaml:"reload_debounce"`
+
+	// LogLevel is debug, info, warn or error. Allowed decisions log at debug.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is json or text.
+	LogFormat string `yaml:"log_format"`
+}
+
+// Default returns the configuration `make run` uses: loopback listeners,
+// embedded policies, in-process everything.
+func Default() Config {
+	return Config{
+		GRPCAddr:             "127.0.0.1:9191",
+		AdminAddr:            "127.0.0.1:9192",
+		PolicyQuery:          "bulwark/decision",
+		CheckTimeout:         100 * time.Millisecond,
+		MaxRecvMsgBytes:      16 << 20,
+		MaxSendMsgBytes:      16 << 20,
+		MaxConcurrentStreams: 1024,
+		KeepaliveMinTime:     5 * time.Second,
+		ShutdownGrace:        10 * time.Second,
+		ReloadDebounce:       100 * time.Millisecond,
+		LogLevel:             "info",
+		LogFormat:            "json",
+	}
+}
+
+// FieldError names the setting that failed validation, by its config-file key.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("config %s: %s", e.Field, e.Msg) }
+
+// Validate checks every field and returns the first problem as a *FieldError.
+func (c Config) Validate() error {
+	addr := func(field, v string) error {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			return &FieldError{field, fmt.Sprintf("%q is not host:port: %v", v, err)}
+		}
+		return nil
+	}
+	if err := addr("grpc_addr", c.GRPCAddr); err != nil {
+		return err
+	}
+	if err := addr("admin_addr", c.AdminAddr); err != nil {
+		return err
+	}
+	if c.PolicyDir != "" && c.Bundle != "" {
+		return &FieldError{"bundle", "set policy_dir or bundle, not both"}
+	}
+	if c.PolicyDir != "" {
+		if st, err := os.Stat(c.PolicyDir); err != nil || !st.IsDir() {
+			return &FieldError{"policy_dir", fmt.Sprintf("%q is not a readable directory", c.PolicyDir)}
+		}
+	}
+	if c.Bundle != "" {
+		if _, err := os.Stat(c.Bundle); err != nil {
+			return &FieldError{"bundle", err.Error()}
+		}
+	}
+	if _, err := policy.DataQuery(c.PolicyQuery); err != nil {
+		return &FieldError{"policy_query", err.Error()}
+	}
+	if c.CheckTimeout <= 0 || c.CheckTimeout > time.Minute {
+		return &FieldError{"check_timeout", fmt.Sprintf("%s must be in (0, 1m]", c.CheckTimeout)}
+	}
+	if c.MaxRecvMsgBytes < 64<<10 {
+		return &FieldError{"max_recv_msg_bytes", "must be at least 65536"}
+	}
+	if c.MaxSendMsgBytes < 64<<10 {
+		return &FieldError{"max_send_msg_bytes", "must be at least 65536"}
+	}
+	if c.MaxConcurrentStreams < 1 {
+		return &FieldError{"max_concurrent_streams", "must be positive"}
+	}
+	if c.KeepaliveMinTime < 0 {
+		return &FieldError{"keepalive_min_time", "must not be negative"}
+	}
+	if c.ShutdownGrace < 0 {
+		return &FieldError{"shutdown_grace", "must not be negative"}
+	}
+	if c.ReloadDebounce < 0 {
+		return &FieldError{"reload_debounce", "must not be negative"}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return &FieldError{"log_level", fmt.Sprintf("%q is not one of debug, info, warn, error", c.LogLevel)}
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	default:
+		return &FieldError{"log_format", fmt.Sprintf("%q is not json or text", c.LogFormat)}
+	}
+	return nil
+}
+
+// bind registers one flag per setting on fs, writing into c. Flag names are
+// the YAML keys with "-" for "_"; environment names are BULWARK_ + the YAML
+// key upper-cased.
+func bind(fs *flag.FlagSet, c *Config) {
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "gRPC listen address (ext_authz, ext_proc, health)")
+	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "admin HTTP listen address (/healthz, /readyz, /metrics)")
+	fs.StringVar(&c.PolicyDir, "policy-dir", c.PolicyDir, "directory of .rego and data files, hot-reloaded (default: embedded policies)")
+	fs.StringVar(&c.Bundle, "bundle", c.Bundle, "OPA bundle tarball to load instead of --policy-dir")
+	fs.StringVar(&c.PolicyQuery, "policy-query", c.PolicyQuery, "decision rule path (OPA-Envoy policies: envoy/authz/allow)")
+	fs.BoolVar(&c.RegoV0, "rego-v0", c.RegoV0, "parse policies with pre-1.0 Rego syntax")
+	fs.DurationVar(&c.CheckTimeout, "check-timeout", c.CheckTimeout, "deadline for one decision, policy evaluation included")
+	fs.BoolVar(&c.DryRun, "dry-run", c.DryRun, "compute, log and count decisions but always allow")
+	fs.BoolVar(&c.GRPCReflection, "grpc-reflection", c.GRPCReflection, "enable gRPC server reflection")
+	fs.IntVar(&c.MaxRecvMsgBytes, "max-recv-msg-bytes", c.MaxRecvMsgBytes, "largest gRPC message accepted")
+	fs.IntVar(&c.MaxSendMsgBytes, "max-send-msg-bytes", c.MaxSendMsgBytes, "largest gRPC message sent")
+	fs.IntVar(&c.MaxConcurrentStreams, "max-concurrent-streams", c.MaxConcurrentStreams, "concurrent streams per HTTP/2 connection")
+	fs.DurationVar(&c.KeepaliveMinTime, "keepalive-min-time", c.KeepaliveMinTime, "shortest client keepalive ping interval accepted")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time to drain in-flight calls on SIGTERM before a hard stop")
+	fs.DurationVar(&c.ReloadDebounce, "reload-debounce", c.ReloadDebounce, "quiet time after a policy file change before reloading")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
+}
+
+// Load builds the configuration for `bulwark serve` from args (without the
+// subcommand name) and the environment (as os.Environ returns it): defaults,
+// then the --config file, then BULWARK_* variables, then flags. It validates
+// the result. Unknown file keys, unknown BULWARK_ variables and bad values are
+// errors naming the culprit.
+func Load(args []string, environ []string, stderr io.Writer) (Config, error) {
+	// Pass 1 only finds --config; values land in a scratch Config.
+	scratch := Default()
+	pre := flag.NewFlagSet("serve", flag.ContinueOnError)
+	pre.SetOutput(io.Discard)
+	bind(pre, &scratch)
+	configPath := pre.String("config", "", "")
+	if err := pre.Parse(args); err != nil {
+		// Report with the real flag set below for a proper usage message.
+		fs := newFlagSet(&scratch, stderr)
+		return Config{}, fs.Parse(args)
+	}
+	if pre.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %q", pre.Args())
+	}
+
+	cfg := Default()
+	if *configPath == "" {
+		if p, ok := lookupEnv(environ, "BULWARK_CONFIG"); ok {
+			*configPath = p
+		}
+	}
+	if *configPath != "" {
+		if err := loadFile(*configPath, &cfg); err != nil {
+			return Config{}, err
+		}
+	}
+	fs := newFlagSet(&cfg, stderr)
+	if err := applyEnv(fs, environ); err != nil {
+		return Config{}, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+func newFlagSet(c *Config, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("bulwark serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	bind(fs, c)
+	fs.String("config", "", "YAML configuration file (keys are the flag names with _ for -)")
+	return fs
+}
+
+// LoadFile reads a YAML configuration file over c, rejecting unknown keys.
+func loadFile(path string, c *Config) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+func envName(flagName string) string {
+	return "BULWARK_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func lookupEnv(environ []string, name string) (string, bool) {
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// applyEnv sets every flag whose BULWARK_ variable is present. A BULWARK_
+// variable that names no setting is an error: a typo must not silently leave
+// a default in force.
+func applyEnv(fs *flag.FlagSet, environ []string) error {
+	known := map[string]string{"BULWARK_CONFIG": "config"}
+	fs.VisitAll(func(f *flag.Flag) { known[envName(f.Name)] = f.Name })
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, "BULWARK_") {
+			continue
+		}
+		name, ok := known[k]
+		if !ok {
+			if ignoredEnv[k] {
+				continue
+			}
+			return fmt.Errorf("environment variable %s names no setting", k)
+		}
+		if name == "config" {
+			continue
+		}
+		if err := fs.Set(name, v); err != nil {
+			return fmt.Errorf("environment variable %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// ignoredEnv lists BULWARK_ variables read elsewhere (secrets passed by
+// environment), so applyEnv does not reject them.
+var ignoredEnv = map[string]bool{
+	"BULWARK_KEY_PEPPER": true,
+}

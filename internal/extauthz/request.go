@@ -1,0 +1,123 @@
+package extauthz
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// HTTPRequest describes a request the way a client sent it to Envoy. It exists
+// for `bulwark check`, tests and benchmarks, which must play Envoy's part.
+type HTTPRequest struct {
+	Method  string
+	Path    string // with query string
+	Host    string
+	Headers map[string]string
+	Body    []byte
+	// PackAsBytes sends the body in raw_body (Envoy's pack_as_bytes) rather than body.
+	PackAsBytes bool
+	// MaxBodyBytes mimics with_request_body.max_request_bytes with
+	// allow_partial_message: only the first N bytes are sent and
+	// x-envoy-auth-partial-body is set. 0 sends the whole body.
+	MaxBodyBytes int
+	// SourceAddress and SourcePrincipal fill attributes.source.
+	SourceAddress   string
+	SourcePrincipal string
+}
+
+// NewCheckRequest builds the CheckRequest Envoy's ext_authz filter would send
+// for r: lower-cased headers including the HTTP/2 pseudo-headers, a request
+// id, source and destination addresses, and the body per with_request_body.
+func NewCheckRequest(r HTTPRequest) *authv3.CheckRequest {
+	method := r.Method
+	if method == "" {
+		method = "GET"
+	}
+	path := r.Path
+	if path == "" {
+		path = "/"
+	}
+	host := r.Host
+	if host == "" {
+		host = "api.example.com"
+	}
+	id := requestID()
+	headers := map[string]string{
+		":authority":        host,
+		":method":           method,
+		":path":             path,
+		":scheme":           "https",
+		"x-forwarded-proto": "https",
+		"x-request-id":      id,
+	}
+	for k, v := range r.Headers {
+		headers[strings.ToLower(k)] = v
+	}
+	httpReq := &authv3.AttributeContext_HttpRequest{
+		Id:       id,
+		Method:   method,
+		Headers:  headers,
+		Path:     path,
+		Host:     host,
+		Scheme:   "https",
+		Protocol: "HTTP/2",
+	}
+	if u, err := url.Parse(path); err == nil {
+		httpReq.Query = u.RawQuery
+		httpReq.Path = path
+	}
+	if len(r.Body) > 0 {
+		body := r.Body
+		headers["content-length"] = strconv.Itoa(len(body))
+		httpReq.Size = int64(len(body))
+		if r.MaxBodyBytes > 0 && len(body) > r.MaxBodyBytes {
+			body = body[:r.MaxBodyBytes]
+			headers["x-envoy-auth-partial-body"] = "true"
+		} else {
+			headers["x-envoy-auth-partial-body"] = "false"
+		}
+		if r.PackAsBytes {
+			httpReq.RawBody = body
+		} else {
+			httpReq.Body = string(body)
+		}
+	}
+	src := r.SourceAddress
+	if src == "" {
+		src = "10.0.0.7:51234"
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{
+			Address:   socketAddress(src),
+			Principal: r.SourcePrincipal,
+		},
+		Destination: &authv3.AttributeContext_Peer{Address: socketAddress("10.0.0.2:8080")},
+		Request: &authv3.AttributeContext_Request{
+			Time: timestamppb.New(time.Now()),
+			Http: httpReq,
+		},
+		ContextExtensions: map[string]string{},
+	}}
+}
+
+func socketAddress(hostport string) *corev3.Address {
+	host, portStr, _ := strings.Cut(hostport, ":")
+	port, _ := strconv.Atoi(portStr)
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       host,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}
+}
+
+func requestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

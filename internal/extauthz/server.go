@@ -1,0 +1,235 @@
+// Package extauthz adapts Envoy's ext_authz gRPC API to the pipeline: it
+// builds the policy input from a CheckRequest and renders the pipeline's
+// Outcome as a CheckResponse. A deny is an answer (a CheckResponse with a
+// non-OK status); only "could not decide" becomes a gRPC error, so Envoy's
+// failure_mode_allow applies exactly when it should.
+package extauthz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/policy"
+)
+
+// DecisionIDHeader carries the decision id to the client and upstream, so a
+// user's error report can be matched to logs and audit records.
+const DecisionIDHeader = "x-bulwark-decision-id"
+
+// Decider is the pipeline as this adapter needs it.
+type Decider interface {
+	Decide(ctx context.Context, req pipeline.Request) (pipeline.Outcome, error)
+}
+
+var _ Decider = (*pipeline.Pipeline)(nil)
+
+// Server implements envoy.service.auth.v3.Authorization.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+	decider Decider
+}
+
+// New returns a Server that asks d for every decision.
+func New(d Decider) *Server { return &Server{decider: d} }
+
+// Check answers one ext_authz request.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	if req.GetAttributes().GetRequest().GetHttp() == nil {
+		return nil, status.Error(codes.InvalidArgument, "check request has no attributes.request.http")
+	}
+	out, err := s.decider.Decide(ctx, pipeline.Request{
+		Phase: pipeline.PhaseRequestHeaders,
+		Input: BuildInput(req),
+	})
+	if err != nil {
+		return nil, grpcError(ctx, err)
+	}
+	return Response(out), nil
+}
+
+// grpcError is the one place a failure to decide becomes a gRPC status.
+func grpcError(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		return status.Error(codes.Canceled, "caller cancelled the check")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "decision not made within the check deadline")
+	default:
+		return status.Error(codes.Unavailable, "decision could not be made")
+	}
+}
+
+// Response renders an Outcome as Envoy expects it.
+func Response(out pipeline.Outcome) *authv3.CheckResponse {
+	d := out.Decision
+	md := metadata(out)
+	if d.Allowed {
+		ok := &authv3.OkHttpResponse{
+			Headers:                 headerOptions(d.Headers, policy.Header{Key: DecisionIDHeader, Value: out.DecisionID}),
+			HeadersToRemove:         d.RequestHeadersToRemove,
+			ResponseHeadersToAdd:    headerOptions(d.ResponseHeadersToAdd, policy.Header{Key: DecisionIDHeader, Value: out.DecisionID}),
+			QueryParametersToRemove: d.QueryParametersToRemove,
+		}
+		for _, q := range d.QueryParametersToSet {
+			ok.QueryParametersToSet = append(ok.QueryParametersToSet, &corev3.QueryParameter{Key: q.Key, Value: q.Value})
+		}
+		return &authv3.CheckResponse{
+			Status:          &rpcstatus.Status{Code: int32(codes.OK)},
+			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
+			DynamicMetadata: md,
+		}
+	}
+
+	code := d.HTTPStatus
+	if code == 0 {
+		code = http.StatusForbidden
+	}
+	if _, known := typev3.StatusCode_name[int32(code)]; !known {
+		code = http.StatusForbidden // Envoy only accepts the codes its enum defines
+	}
+	body := d.Body
+	headers := d.Headers
+	if body == "" {
+		body = errorBody(code, out)
+		headers = append(headers[:len(headers):len(headers)], policy.Header{Key: "content-type", Value: "application/json"})
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(grpcCodeFor(code)), Message: out.Reason},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)},
+			Headers: headerOptions(headers, policy.Header{Key: DecisionIDHeader, Value: out.DecisionID}),
+			Body:    body,
+		}},
+		DynamicMetadata: md,
+	}
+}
+
+// grpcCodeFor picks the gRPC code that best names a denial; Envoy only cares
+// that it is not OK, but logs and access logs read better.
+func grpcCodeFor(httpStatus int) codes.Code {
+	switch httpStatus {
+	case http.StatusUnauthorized:
+		return codes.Unauthenticated
+	case http.StatusTooManyRequests:
+		return codes.ResourceExhausted
+	case http.StatusServiceUnavailable:
+		return codes.Unavailable
+	default:
+		return codes.PermissionDenied
+	}
+}
+
+type errorDoc struct {
+	Error struct {
+		Code       string `json:"code"`
+		Message    string `json:"message"`
+		DecisionID string `json:"decision_id"`
+	} `json:"error"`
+}
+
+// errorBody is the JSON body of a deny whose policy gave none. Policy failures
+// say only that the policy failed; details stay in the logs.
+func errorBody(httpStatus int, out pipeline.Outcome) string {
+	var doc errorDoc
+	doc.Error.Code = out.Reason
+	doc.Error.DecisionID = out.DecisionID
+	switch {
+	case out.PolicyError != nil:
+		doc.Error.Message = "the request could not be authorized; quote the decision id when reporting this"
+	default:
+		doc.Error.Message = http.StatusText(httpStatus)
+	}
+	b, _ := json.Marshal(doc) // cannot fail: only strings
+	return string(b)
+}
+
+func headerOptions(hs []policy.Header, extra policy.Header) []*corev3.HeaderValueOption {
+	out := make([]*corev3.HeaderValueOption, 0, len(hs)+1)
+	seen := make(map[string]bool, len(hs)+1)
+	add := func(h policy.Header) {
+		action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		if seen[h.Key] {
+			action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+		}
+		seen[h.Key] = true
+		out = append(out, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: h.Key, Value: h.Value},
+			AppendAction: action,
+		})
+	}
+	for _, h := range hs {
+		add(h)
+	}
+	add(extra)
+	return out
+}
+
+// metadata is the dynamic metadata Envoy stores under
+// envoy.filters.http.ext_authz: the policy's own, plus decision_id, and
+// dry-run markers when a deny was overridden.
+func metadata(out pipeline.Outcome) *structpb.Struct {
+	fields := make(map[string]*structpb.Value, len(out.Decision.DynamicMetadata)+3)
+	for k, v := range out.Decision.DynamicMetadata {
+		fields[k] = structValue(v)
+	}
+	fields["decision_id"] = structpb.NewStringValue(out.DecisionID)
+	if out.Reason != "" {
+		fields["reason"] = structpb.NewStringValue(out.Reason)
+	}
+	if out.DryRunDenied {
+		fields["dry_run_denied"] = structpb.NewBoolValue(true)
+		fields["dry_run_reason"] = structpb.NewStringValue(out.Reason)
+	}
+	return &structpb.Struct{Fields: fields}
+}
+
+// structValue converts a decoded policy value (ast.JSON output, whose numbers
+// are json.Number) into a protobuf Value.
+func structValue(v any) *structpb.Value {
+	switch x := v.(type) {
+	case nil:
+		return structpb.NewNullValue()
+	case bool:
+		return structpb.NewBoolValue(x)
+	case string:
+		return structpb.NewStringValue(x)
+	case json.Number:
+		f, err := x.Float64()
+		if err != nil {
+			return structpb.NewStringValue(x.String())
+		}
+		return structpb.NewNumberValue(f)
+	case float64:
+		return structpb.NewNumberValue(x)
+	case int:
+		return structpb.NewNumberValue(float64(x))
+	case map[string]any:
+		fields := make(map[string]*structpb.Value, len(x))
+		for k, e := range x {
+			fields[k] = structValue(e)
+		}
+		return structpb.NewStructValue(&structpb.Struct{Fields: fields})
+	case []any:
+		vals := make([]*structpb.Value, len(x))
+		for i, e := range x {
+			vals[i] = structValue(e)
+		}
+		return structpb.NewListValue(&structpb.ListValue{Values: vals})
+	default:
+		if sv, err := structpb.NewValue(x); err == nil {
+			return sv
+		}
+		return structpb.NewNullValue()
+	}
+}

@@ -1,0 +1,171 @@
+// Package pipeline is where every decision is made, whichever door the request
+// came through (ext_authz, ext_proc, Bulwark's own API). Adapters translate
+// their protocol into a Request and an Outcome back into their protocol; no
+// decision logic lives in an adapter.
+//
+// Today the pipeline evaluates the policy; identity, detectors and limits
+// join it as stages before and after evaluation.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bulwark-ai/bulwark/internal/policy"
+)
+
+// Phase names where in an HTTP exchange a decision is made.
+type Phase string
+
+// The phases of the policy contract (input.phase).
+const (
+	PhaseRequestHeaders    Phase = "request_headers"
+	PhaseRequestBody       Phase = "request_body"
+	PhaseResponseHeaders   Phase = "response_headers"
+	PhaseResponseBody      Phase = "response_body"
+	PhaseResponseBodyChunk Phase = "response_body_chunk"
+)
+
+// Evaluator is the policy engine as the pipeline needs it.
+type Evaluator interface {
+	Evaluate(ctx context.Context, input ast.Value) (policy.Result, error)
+}
+
+var _ Evaluator = (*policy.Engine)(nil)
+
+// Config tunes the pipeline.
+type Config struct {
+	// Timeout bounds one decision. It is applied on top of any deadline the
+	// caller's context already carries; the earlier one wins.
+	Timeout time.Duration
+	// DryRun turns every deny into an allow after it has been logged and counted.
+	DryRun bool
+}
+
+// Request is one decision to make. Input holds the adapter-built,
+// OPA-Envoy-compatible fields (attributes, parsed_path, ...); the pipeline
+// adds its own (phase, decision_id, ...) before evaluation.
+type Request struct {
+	Phase Phase
+	Input ast.Object
+}
+
+// Outcome is the decision to enforce plus what explains it.
+type Outcome struct {
+	// DecisionID identifies this decision in responses, logs and audit records.
+	DecisionID string
+	// Decision is what to enforce. In dry-run mode it is always allowed.
+	Decision policy.Decision
+	// Reason is the policy's reason or, when the policy failed, the error code.
+	Reason string
+	// PolicyRevision is the content hash of the policy that decided.
+	PolicyRevision string
+	// PolicyError is set when the policy could not produce a valid decision;
+	// the Outcome is then a deny carrying the error code as its reason.
+	PolicyError *policy.Error
+	// DryRunDenied is set when dry-run mode overrode a deny.
+	DryRunDenied bool
+}
+
+// Pipeline runs the stages of a decision. It is safe for concurrent use.
+type Pipeline struct {
+	cfg     Config
+	eval    Evaluator
+	ids     *IDSource
+	logger  *slog.Logger
+	metrics *metrics
+}
+
+// New wires a pipeline. reg may be nil (no metrics registered, as in tests).
+func New(cfg Config, eval Evaluator, logger *slog.Logger, reg prometheus.Registerer) (*Pipeline, error) {
+	if eval == nil {
+		return nil, errors.New("pipeline: nil evaluator")
+	}
+	if cfg.Timeout <= 0 {
+		return nil, errors.New("pipeline: timeout must be positive")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Pipeline{cfg: cfg, eval: eval, ids: NewIDSource(), logger: logger, metrics: m}, nil
+}
+
+var (
+	keyPhase      = ast.StringTerm("phase")
+	keyDecisionID = ast.StringTerm("decision_id")
+)
+
+// Decide makes one decision. A policy deny, and a policy that fails to
+// produce a valid decision, are Outcomes (deny with a reason). An error is
+// returned only when no decision could be made in time: the caller maps it
+// to a transport error so Envoy's failure mode applies.
+func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+
+	out := Outcome{DecisionID: p.ids.New()}
+	input := req.Input
+	if input == nil {
+		input = ast.NewObject()
+	}
+	input.Insert(keyPhase, ast.StringTerm(string(req.Phase)))
+	input.Insert(keyDecisionID, ast.StringTerm(out.DecisionID))
+
+	res, err := p.eval.Evaluate(ctx, input)
+	elapsed := time.Since(start)
+	p.metrics.evalSeconds.Observe(elapsed.Seconds())
+	out.PolicyRevision = res.Revision
+	out.Decision = res.Decision
+	out.Reason = res.Decision.Reason
+
+	if err != nil {
+		var perr *policy.Error
+		if !errors.As(err, &perr) {
+			perr = &policy.Error{Code: policy.CodeEvalError, Detail: "policy evaluation failed", Err: err}
+		}
+		if perr.Code == policy.CodeTimeout || ctx.Err() != nil {
+			p.metrics.decision("error", string(policy.CodeTimeout))
+			p.logger.Warn("decision timed out", "decision_id", out.DecisionID, "phase", req.Phase, "elapsed", elapsed, "error", err)
+			return out, err
+		}
+		// The policy answered, but not with a usable decision: deny, and keep
+		// the detail in logs only.
+		out.PolicyError = perr
+		out.Decision = policy.Decision{Allowed: false}
+		out.Reason = string(perr.Code)
+		p.logger.Error("policy failed; denying", "decision_id", out.DecisionID, "phase", req.Phase,
+			"policy_revision", res.Revision, "code", perr.Code, "error", perr)
+	}
+
+	if !out.Decision.Allowed && out.Reason == "" {
+		out.Reason = "denied"
+	}
+	result := "allow"
+	if !out.Decision.Allowed {
+		result = "deny"
+		if p.cfg.DryRun {
+			result = "dry_run_deny"
+			out.DryRunDenied = true
+			out.Decision = policy.Decision{Allowed: true}
+		}
+	}
+	p.metrics.decision(result, out.Reason)
+	if result == "allow" {
+		p.logger.Debug("decision", "decision_id", out.DecisionID, "phase", req.Phase, "allowed", true,
+			"reason", out.Reason, "policy_revision", out.PolicyRevision, "elapsed", elapsed)
+	} else {
+		p.logger.Info("decision", "decision_id", out.DecisionID, "phase", req.Phase, "allowed", false,
+			"dry_run", out.DryRunDenied, "reason", out.Reason, "policy_revision", out.PolicyRevision, "elapsed", elapsed)
+	}
+	return out, nil
+}

@@ -1,0 +1,214 @@
+package policy
+
+import (
+	"fmt"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// Header is one header (or query parameter) name/value pair. A policy may give
+// a name several values (an array in Rego); each becomes its own Header so
+// repeated headers survive the trip to Envoy.
+type Header struct {
+	Key   string
+	Value string
+}
+
+// Decision is what a policy decided, in OPA-Envoy's result vocabulary plus
+// Bulwark's additions. The zero value is a deny.
+type Decision struct {
+	// Allowed is the verdict; everything else refines it.
+	Allowed bool
+	// HTTPStatus is the status of a denied response; 0 means the adapter default (403).
+	HTTPStatus int
+	// Headers go to the upstream request on allow and to the client on deny.
+	Headers []Header
+	// Body is the body of a denied response.
+	Body string
+	// RequestHeadersToRemove are dropped from the upstream request on allow.
+	RequestHeadersToRemove []string
+	// ResponseHeadersToAdd go to the client's response on allow.
+	ResponseHeadersToAdd []Header
+	// DynamicMetadata is handed to Envoy (namespace envoy.filters.http.ext_authz).
+	DynamicMetadata map[string]any
+	// QueryParametersToSet and QueryParametersToRemove rewrite the upstream query on allow.
+	QueryParametersToSet    []Header
+	QueryParametersToRemove []string
+	// Reason is a short machine-readable reason for logs, metrics and error bodies.
+	Reason string
+}
+
+// DecodeDecision turns a policy result into a Decision. A boolean is the
+// verdict alone; an object must carry a boolean "allowed" and fields of the
+// types OPA-Envoy documents. Anything else is an *Error with
+// CodeInvalidDecision naming the offending field.
+func DecodeDecision(v ast.Value) (Decision, error) {
+	switch x := v.(type) {
+	case ast.Boolean:
+		return Decision{Allowed: bool(x)}, nil
+	case ast.Object:
+		return decodeObject(x)
+	default:
+		return Decision{}, invalid("decision must be a boolean or an object, got %s", ast.ValueName(v))
+	}
+}
+
+func invalid(format string, args ...any) error {
+	return &Error{Code: CodeInvalidDecision, Detail: fmt.Sprintf(format, args...)}
+}
+
+var (
+	keyAllowed                 = ast.StringTerm("allowed")
+	keyHTTPStatus              = ast.StringTerm("http_status")
+	keyHeaders                 = ast.StringTerm("headers")
+	keyBody                    = ast.StringTerm("body")
+	keyRequestHeadersToRemove  = ast.StringTerm("request_headers_to_remove")
+	keyResponseHeadersToAdd    = ast.StringTerm("response_headers_to_add")
+	keyDynamicMetadata         = ast.StringTerm("dynamic_metadata")
+	keyQueryParametersToSet    = ast.StringTerm("query_parameters_to_set")
+	keyQueryParametersToRemove = ast.StringTerm("query_parameters_to_remove")
+	keyReason                  = ast.StringTerm("reason")
+)
+
+func decodeObject(o ast.Object) (Decision, error) {
+	var d Decision
+	t := o.Get(keyAllowed)
+	if t == nil {
+		return Decision{}, invalid(`decision object has no "allowed" field`)
+	}
+	b, ok := t.Value.(ast.Boolean)
+	if !ok {
+		return Decision{}, invalid(`"allowed" must be a boolean, got %s`, ast.ValueName(t.Value))
+	}
+	d.Allowed = bool(b)
+
+	if t := o.Get(keyHTTPStatus); t != nil {
+		n, ok := t.Value.(ast.Number)
+		if !ok {
+			return Decision{}, invalid(`"http_status" must be a number, got %s`, ast.ValueName(t.Value))
+		}
+		code, ok := n.Int()
+		if !ok || code < 100 || code > 599 {
+			return Decision{}, invalid(`"http_status" must be an integer in [100, 599], got %s`, n)
+		}
+		d.HTTPStatus = code
+	}
+	var err error
+	if d.Headers, err = headerList(o, keyHeaders); err != nil {
+		return Decision{}, err
+	}
+	if d.ResponseHeadersToAdd, err = headerList(o, keyResponseHeadersToAdd); err != nil {
+		return Decision{}, err
+	}
+	if d.QueryParametersToSet, err = headerList(o, keyQueryParametersToSet); err != nil {
+		return Decision{}, err
+	}
+	if d.RequestHeadersToRemove, err = stringList(o, keyRequestHeadersToRemove); err != nil {
+		return Decision{}, err
+	}
+	if d.QueryParametersToRemove, err = stringList(o, keyQueryParametersToRemove); err != nil {
+		return Decision{}, err
+	}
+	if d.Body, err = optString(o, keyBody); err != nil {
+		return Decision{}, err
+	}
+	if d.Reason, err = optString(o, keyReason); err != nil {
+		return Decision{}, err
+	}
+	if t := o.Get(keyDynamicMetadata); t != nil {
+		obj, ok := t.Value.(ast.Object)
+		if !ok {
+			return Decision{}, invalid(`"dynamic_metadata" must be an object, got %s`, ast.ValueName(t.Value))
+		}
+		js, err := ast.JSON(obj)
+		if err != nil {
+			return Decision{}, invalid(`"dynamic_metadata": %v`, err)
+		}
+		d.DynamicMetadata, _ = js.(map[string]any)
+	}
+	return d, nil
+}
+
+func optString(o ast.Object, key *ast.Term) (string, error) {
+	t := o.Get(key)
+	if t == nil {
+		return "", nil
+	}
+	s, ok := t.Value.(ast.String)
+	if !ok {
+		return "", invalid("%s must be a string, got %s", key, ast.ValueName(t.Value))
+	}
+	return string(s), nil
+}
+
+// stringList accepts an array or a set of strings.
+func stringList(o ast.Object, key *ast.Term) ([]string, error) {
+	t := o.Get(key)
+	if t == nil {
+		return nil, nil
+	}
+	var out []string
+	var bad error
+	each := func(e *ast.Term) {
+		s, ok := e.Value.(ast.String)
+		if !ok {
+			if bad == nil {
+				bad = invalid("%s must hold only strings, found %s", key, ast.ValueName(e.Value))
+			}
+			return
+		}
+		out = append(out, string(s))
+	}
+	switch x := t.Value.(type) {
+	case *ast.Array:
+		x.Foreach(each)
+	case ast.Set:
+		x.Foreach(each)
+	default:
+		return nil, invalid("%s must be an array of strings, got %s", key, ast.ValueName(t.Value))
+	}
+	return out, bad
+}
+
+// headerList accepts an object whose values are strings or arrays of strings,
+// as OPA-Envoy does for headers and query parameters.
+func headerList(o ast.Object, key *ast.Term) ([]Header, error) {
+	t := o.Get(key)
+	if t == nil {
+		return nil, nil
+	}
+	obj, ok := t.Value.(ast.Object)
+	if !ok {
+		return nil, invalid("%s must be an object, got %s", key, ast.ValueName(t.Value))
+	}
+	out := make([]Header, 0, obj.Len())
+	var bad error
+	obj.Foreach(func(k, v *ast.Term) {
+		if bad != nil {
+			return
+		}
+		name, ok := k.Value.(ast.String)
+		if !ok {
+			bad = invalid("%s keys must be strings, found %s", key, ast.ValueName(k.Value))
+			return
+		}
+		switch x := v.Value.(type) {
+		case ast.String:
+			out = append(out, Header{Key: string(name), Value: string(x)})
+		case *ast.Array:
+			x.Foreach(func(e *ast.Term) {
+				s, ok := e.Value.(ast.String)
+				if !ok {
+					if bad == nil {
+						bad = invalid("%s[%s] must hold only strings, found %s", key, name, ast.ValueName(e.Value))
+					}
+					return
+				}
+				out = append(out, Header{Key: string(name), Value: string(s)})
+			})
+		default:
+			bad = invalid("%s[%s] must be a string or an array of strings, got %s", key, name, ast.ValueName(v.Value))
+		}
+	})
+	return out, bad
+}

@@ -1,0 +1,399 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config says where policies come from and which rule decides.
+type Config struct {
+	// Dir loads .rego and data (.json/.yaml) files from a directory, watched
+	// for changes. Empty means the embedded defaults (Embedded).
+	Dir string
+	// Bundle loads an OPA bundle tarball (.tar.gz) instead of Dir.
+	Bundle string
+	// Embedded is the policy tree compiled into the binary, used when neither
+	// Dir nor Bundle is set.
+	Embedded fs.FS
+	// Query is the decision's path, "bulwark/decision" or "data.bulwark.decision".
+	Query string
+	// RegoV0 parses modules with pre-1.0 Rego syntax (`allow { ... }`).
+	RegoV0 bool
+}
+
+// DataQuery turns "bulwark/decision" or "data.bulwark.decision" into the
+// Rego query "data.bulwark.decision".
+func DataQuery(q string) (string, error) {
+	q = strings.TrimSpace(q)
+	if q == "" {
+		return "", errors.New("empty policy query")
+	}
+	if !strings.HasPrefix(q, "data.") && q != "data" {
+		q = "data." + strings.ReplaceAll(strings.Trim(q, "/"), "/", ".")
+	}
+	if _, err := ast.ParseRef(q); err != nil {
+		return "", fmt.Errorf("policy query %q is not a valid reference: %w", q, err)
+	}
+	return q, nil
+}
+
+// Status describes the policy currently in force, for /readyz and the admin API.
+type Status struct {
+	Ready       bool      `json:"ready"`
+	Revision    string    `json:"revision,omitempty"`
+	LoadedAt    time.Time `json:"loaded_at,omitempty"`
+	Source      string    `json:"source"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitempty"`
+}
+
+// Result is a decoded decision plus the revision of the policy that made it,
+// so audit records can name exactly what decided.
+type Result struct {
+	Decision Decision
+	Revision string
+}
+
+type compiled struct {
+	pq       rego.PreparedEvalQuery
+	revision string
+	loadedAt time.Time
+}
+
+// Engine evaluates the decision query. It is safe for concurrent use: Evaluate
+// reads the current compiled query with one atomic load, and Reload swaps a
+// fully compiled replacement in only after it compiled.
+type Engine struct {
+	cfg    Config
+	query  string
+	logger *slog.Logger
+
+	cur     atomic.Pointer[compiled]
+	mu      sync.Mutex // serialises reloads and guards lastErr
+	lastErr string
+	lastAt  time.Time
+
+	reloads *prometheus.CounterVec
+	loaded  prometheus.Gauge
+}
+
+// New loads and compiles the policies once. It fails if that first load fails:
+// a server with no policy would have to deny everything, so it should not start.
+func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
+	q, err := DataQuery(cfg.Query)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Dir == "" && cfg.Bundle == "" && cfg.Embedded == nil {
+		return nil, errors.New("policy: no source: set Dir, Bundle or Embedded")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{
+		cfg:    cfg,
+		query:  q,
+		logger: logger,
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulwark_policy_reloads_total",
+			Help: "Policy loads by result (success, failure, unchanged).",
+		}, []string{"result"}),
+		loaded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bulwark_policy_last_load_success",
+			Help: "1 if the most recent policy load succeeded, 0 if it failed (the last good policy stays in force).",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{e.reloads, e.loaded} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("policy: register metrics: %w", err)
+			}
+		}
+	}
+	if err := e.Reload(ctx); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Source names where policies come from, for logs and status.
+func (e *Engine) Source() string {
+	switch {
+	case e.cfg.Bundle != "":
+		return "bundle:" + e.cfg.Bundle
+	case e.cfg.Dir != "":
+		return "dir:" + e.cfg.Dir
+	default:
+		return "embedded"
+	}
+}
+
+// Reload reads the source again, compiles it and, only if that succeeds, makes
+// it the policy in force. An unchanged source (same revision) is a no-op.
+func (e *Engine) Reload(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	snap, err := e.read()
+	if err == nil {
+		if cur := e.cur.Load(); cur != nil && cur.revision == snap.revision {
+			e.reloads.WithLabelValues("unchanged").Inc()
+			return nil
+		}
+		var c *compiled
+		c, err = e.compile(ctx, snap)
+		if err == nil {
+			old := e.cur.Swap(c)
+			e.lastErr, e.lastAt = "", time.Time{}
+			e.reloads.WithLabelValues("success").Inc()
+			e.loaded.Set(1)
+			oldRev := ""
+			if old != nil {
+				oldRev = old.revision
+			}
+			e.logger.Info("policy loaded", "source", e.Source(), "revision", c.revision, "previous_revision", oldRev, "query", e.query)
+			return nil
+		}
+	}
+	e.lastErr, e.lastAt = err.Error(), time.Now()
+	e.reloads.WithLabelValues("failure").Inc()
+	e.loaded.Set(0)
+	if cur := e.cur.Load(); cur != nil {
+		e.logger.Error("policy reload failed; keeping the last good policy", "source", e.Source(), "revision", cur.revision, "error", err)
+	}
+	return err
+}
+
+// Status reports the policy in force and the last load error, if any.
+func (e *Engine) Status() Status {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := Status{Source: e.Source(), LastError: e.lastErr, LastErrorAt: e.lastAt}
+	if c := e.cur.Load(); c != nil {
+		s.Ready, s.Revision, s.LoadedAt = true, c.revision, c.loadedAt
+	}
+	return s
+}
+
+// Revision is the content hash of the policy in force ("" before the first load).
+func (e *Engine) Revision() string {
+	if c := e.cur.Load(); c != nil {
+		return c.revision
+	}
+	return ""
+}
+
+// Evaluate runs the decision query on input. ctx's deadline bounds the
+// evaluation: when it expires OPA is cancelled and the error has CodeTimeout
+// (and unwraps to the context error). Every failure is an *Error whose Code
+// the caller turns into a deny reason.
+func (e *Engine) Evaluate(ctx context.Context, input ast.Value) (Result, error) {
+	c := e.cur.Load()
+	if c == nil {
+		return Result{}, &Error{Code: CodeNotLoaded, Detail: "no policy loaded"}
+	}
+	cancel := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, cancel.Cancel)
+	rs, err := c.pq.Eval(ctx,
+		rego.EvalParsedInput(input),
+		rego.EvalExternalCancel(cancel),
+		rego.EvalGenerateJSON(keepTerm),
+	)
+	stop()
+	res := Result{Revision: c.revision}
+	if cerr := ctx.Err(); cerr != nil {
+		return res, &Error{Code: CodeTimeout, Detail: "policy evaluation did not finish in time", Err: cerr}
+	}
+	if err != nil {
+		return res, &Error{Code: CodeEvalError, Detail: "policy evaluation failed", Err: err}
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return res, &Error{Code: CodeUndefined, Detail: e.query + " is undefined for this input"}
+	}
+	if len(rs) > 1 {
+		return res, &Error{Code: CodeInvalidDecision, Detail: e.query + " produced more than one result"}
+	}
+	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
+	if !ok {
+		return res, &Error{Code: CodeInvalidDecision, Detail: fmt.Sprintf("unexpected result type %T", rs[0].Expressions[0].Value)}
+	}
+	res.Decision, err = DecodeDecision(t.Value)
+	return res, err
+}
+
+// keepTerm hands results back as *ast.Term, skipping OPA's conversion to Go
+// maps; DecodeDecision reads the AST directly.
+func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
+
+type snapshot struct {
+	modules  map[string]*ast.Module
+	data     map[string]any
+	revision string
+}
+
+func (e *Engine) regoVersion() ast.RegoVersion {
+	if e.cfg.RegoV0 {
+		return ast.RegoV0
+	}
+	return ast.RegoV1
+}
+
+func (e *Engine) read() (*snapshot, error) {
+	if e.cfg.Bundle != "" {
+		return e.readBundle()
+	}
+	fsys := e.cfg.Embedded
+	if e.cfg.Dir != "" {
+		st, err := os.Stat(e.cfg.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("policy dir: %w", err)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("policy dir %s is not a directory", e.cfg.Dir)
+		}
+		fsys = os.DirFS(e.cfg.Dir)
+	}
+	return readFS(fsys, e.regoVersion())
+}
+
+// policyFile reports whether a path takes part in serving: Rego modules other
+// than tests, and data files. Hidden entries are skipped, which also skips the
+// "..data" and timestamped directories a Kubernetes ConfigMap mount adds.
+func policyFile(p string, isDir bool) bool {
+	base := path.Base(p)
+	if p != "." && strings.HasPrefix(base, ".") {
+		return false
+	}
+	if isDir {
+		return true
+	}
+	switch path.Ext(base) {
+	case ".rego":
+		return !strings.HasSuffix(base, "_test.rego")
+	case ".json", ".yaml", ".yml":
+		return true
+	}
+	return false
+}
+
+func readFS(fsys fs.FS, v ast.RegoVersion) (*snapshot, error) {
+	h := sha256.New()
+	var files []string
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !policyFile(p, d.IsDir()) {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !d.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list policy files: %w", err)
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		b, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", f, err)
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
+		h.Write(b)
+	}
+	if len(files) == 0 {
+		return nil, errors.New("no policy files found")
+	}
+	res, err := loader.NewFileLoader().
+		WithFS(fsys).
+		WithRegoVersion(v).
+		Filtered([]string{"."}, func(abspath string, info fs.FileInfo, _ int) bool {
+			return !policyFile(abspath, info.IsDir())
+		})
+	if err != nil {
+		return nil, fmt.Errorf("load policies: %w", err)
+	}
+	return &snapshot{
+		modules:  res.ParsedModules(),
+		data:     res.Documents,
+		revision: hex.EncodeToString(h.Sum(nil))[:16],
+	}, nil
+}
+
+func (e *Engine) readBundle() (*snapshot, error) {
+	b, err := loader.NewFileLoader().WithRegoVersion(e.regoVersion()).AsBundle(e.cfg.Bundle)
+	if err != nil {
+		return nil, fmt.Errorf("load bundle: %w", err)
+	}
+	raw, err := os.ReadFile(e.cfg.Bundle)
+	if err != nil {
+		return nil, fmt.Errorf("read bundle: %w", err)
+	}
+	sum := sha256.Sum256(raw)
+	mods := make(map[string]*ast.Module, len(b.Modules))
+	for _, m := range b.Modules {
+		mods[m.Path] = m.Parsed
+	}
+	return &snapshot{modules: mods, data: b.Data, revision: hex.EncodeToString(sum[:])[:16]}, nil
+}
+
+func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
+	store := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	txn, err := store.NewTransaction(ctx, storage.WriteParams)
+	if err != nil {
+		return nil, fmt.Errorf("policy store: %w", err)
+	}
+	data := s.data
+	if data == nil {
+		data = map[string]any{}
+	}
+	if err := store.Write(ctx, txn, storage.AddOp, storage.RootPath, data); err != nil {
+		store.Abort(ctx, txn)
+		return nil, fmt.Errorf("policy data: %w", err)
+	}
+	if err := store.Commit(ctx, txn); err != nil {
+		return nil, fmt.Errorf("policy data: %w", err)
+	}
+	opts := []func(*rego.Rego){
+		rego.Query(e.query),
+		rego.Store(store),
+		rego.SetRegoVersion(e.regoVersion()),
+	}
+	names := make([]string, 0, len(s.modules))
+	for name := range s.modules {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		opts = append(opts, rego.ParsedModule(s.modules[name]))
+	}
+	pq, err := rego.New(opts...).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("compile policies: %w", err)
+	}
+	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now()}, nil
+}

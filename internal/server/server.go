@@ -1,0 +1,255 @@
+// Package server runs Bulwark's listeners: the gRPC server Envoy calls
+// (ext_authz, ext_proc, gRPC health, optional reflection) and the admin HTTP
+// server (/healthz, /readyz, /metrics). It owns their lifecycle: health goes
+// NOT_SERVING first on shutdown, then in-flight calls drain under a hard-stop
+// timer.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+)
+
+// Config holds the listener settings (a subset of config.Config).
+type Config struct {
+	GRPCAddr             string
+	AdminAddr            string
+	Reflection           bool
+	MaxRecvMsgBytes      int
+	MaxSendMsgBytes      int
+	MaxConcurrentStreams uint32
+	KeepaliveMinTime     time.Duration
+	ShutdownGrace        time.Duration
+}
+
+// ReadinessCheck reports one component's readiness: nil when ready, else why
+// not. Detail, when non-nil, is shown in /readyz's JSON.
+type ReadinessCheck struct {
+	Name   string
+	Check  func() error
+	Detail func() any
+}
+
+// Server is Bulwark's pair of listeners.
+type Server struct {
+	cfg      Config
+	logger   *slog.Logger
+	grpc     *grpc.Server
+	health   *health.Server
+	gatherer prometheus.Gatherer
+
+	mu       sync.Mutex
+	checks   []ReadinessCheck
+	draining bool
+
+	grpcLis  net.Listener
+	adminLis net.Listener
+}
+
+// New creates the gRPC server with explicit limits and a keepalive
+// enforcement policy that accepts Envoy's pings. Register services on GRPC()
+// before Serve.
+func New(cfg Config, logger *slog.Logger, gatherer prometheus.Gatherer, opts ...grpc.ServerOption) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	base := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		grpc.MaxSendMsgSize(cfg.MaxSendMsgBytes),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             cfg.KeepaliveMinTime,
+			PermitWithoutStream: true, // Envoy pings idle connections too
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    30 * time.Second,
+			Timeout: 10 * time.Second,
+		}),
+	}
+	gs := grpc.NewServer(append(base, opts...)...)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	if cfg.Reflection {
+		reflection.Register(gs)
+	}
+	return &Server{cfg: cfg, logger: logger, grpc: gs, health: hs, gatherer: gatherer}
+}
+
+// GRPC is the server to register Bulwark's services on.
+func (s *Server) GRPC() *grpc.Server { return s.grpc }
+
+// AddReadinessCheck adds a component to /readyz and to gRPC health.
+func (s *Server) AddReadinessCheck(c ReadinessCheck) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks = append(s.checks, c)
+}
+
+// Listen binds both listeners, so callers (and tests) learn the real
+// addresses before serving starts. Use ":0" ports to pick free ones.
+func (s *Server) Listen() error {
+	var err error
+	if s.grpcLis, err = net.Listen("tcp", s.cfg.GRPCAddr); err != nil {
+		return fmt.Errorf("listen grpc %s: %w", s.cfg.GRPCAddr, err)
+	}
+	if s.adminLis, err = net.Listen("tcp", s.cfg.AdminAddr); err != nil {
+		s.grpcLis.Close()
+		return fmt.Errorf("listen admin %s: %w", s.cfg.AdminAddr, err)
+	}
+	return nil
+}
+
+// GRPCAddr is the bound gRPC address (after Listen).
+func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
+
+// AdminAddr is the bound admin address (after Listen).
+func (s *Server) AdminAddr() string { return s.adminLis.Addr().String() }
+
+// Serve runs until ctx is done, then shuts down gracefully: health
+// NOT_SERVING, GracefulStop, and a hard Stop once ShutdownGrace has passed.
+// It returns the first listener error, or nil after a clean shutdown.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.grpcLis == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	admin := &http.Server{
+		Handler:           s.adminMux(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+	}
+	s.updateHealth()
+	errc := make(chan error, 2)
+	go func() { errc <- s.grpc.Serve(s.grpcLis) }()
+	go func() {
+		if err := admin.Serve(s.adminLis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+			return
+		}
+		errc <- nil
+	}()
+	s.logger.Info("serving", "grpc_addr", s.GRPCAddr(), "admin_addr", s.AdminAddr())
+
+	// Health follows readiness (a policy that failed to load, later Redis...).
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var serveErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errc:
+			serveErr = err
+			break loop
+		case <-tick.C:
+			s.updateHealth()
+		}
+	}
+
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	s.health.Shutdown() // every service NOT_SERVING: Envoy stops sending new work
+	s.logger.Info("draining", "grace", s.cfg.ShutdownGrace)
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	timer := time.NewTimer(s.cfg.ShutdownGrace)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		s.logger.Warn("grace period over; stopping hard")
+		s.grpc.Stop()
+		<-done
+	}
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = admin.Shutdown(shutCtx)
+	s.logger.Info("stopped")
+	return serveErr
+}
+
+func (s *Server) updateHealth() {
+	st := healthpb.HealthCheckResponse_SERVING
+	if _, ok := s.readiness(); !ok {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if !draining {
+		s.health.SetServingStatus("", st)
+		s.health.SetServingStatus("envoy.service.auth.v3.Authorization", st)
+		s.health.SetServingStatus("envoy.service.ext_proc.v3.ExternalProcessor", st)
+	}
+}
+
+type componentStatus struct {
+	Ready  bool   `json:"ready"`
+	Error  string `json:"error,omitempty"`
+	Detail any    `json:"detail,omitempty"`
+}
+
+func (s *Server) readiness() (map[string]componentStatus, bool) {
+	s.mu.Lock()
+	checks := append([]ReadinessCheck(nil), s.checks...)
+	draining := s.draining
+	s.mu.Unlock()
+	all := !draining
+	out := make(map[string]componentStatus, len(checks)+1)
+	for _, c := range checks {
+		cs := componentStatus{Ready: true}
+		if err := c.Check(); err != nil {
+			cs.Ready, cs.Error, all = false, err.Error(), false
+		}
+		if c.Detail != nil {
+			cs.Detail = c.Detail()
+		}
+		out[c.Name] = cs
+	}
+	if draining {
+		out["server"] = componentStatus{Ready: false, Error: "draining"}
+	}
+	return out, all
+}
+
+func (s *Server) adminMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		comps, ok := s.readiness()
+		w.Header().Set("content-type", "application/json")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"ready": ok, "components": comps})
+	})
+	if s.gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	}
+	return mux
+}
