@@ -60,6 +60,7 @@ func invalid(format string, args ...any) error {
 var (
 	keyAllowed                 = ast.StringTerm("allowed")
 	keyHTTPStatus              = ast.StringTerm("http_status")
+	keyStatusCode              = ast.StringTerm("status_code") // the name OPA's Envoy primer uses
 	keyHeaders                 = ast.StringTerm("headers")
 	keyBody                    = ast.StringTerm("body")
 	keyRequestHeadersToRemove  = ast.StringTerm("request_headers_to_remove")
@@ -82,7 +83,11 @@ func decodeObject(o ast.Object) (Decision, error) {
 	}
 	d.Allowed = bool(b)
 
-	if t := o.Get(keyHTTPStatus); t != nil {
+	t = o.Get(keyHTTPStatus)
+	if t == nil {
+		t = o.Get(keyStatusCode)
+	}
+	if t != nil {
 		n, ok := t.Value.(ast.Number)
 		if !ok {
 			return Decision{}, invalid(`"http_status" must be a number, got %s`, ast.ValueName(t.Value))

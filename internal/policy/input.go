@@ -15,25 +15,35 @@ import (
 )
 
 // ParsePath splits a request path the way OPA-Envoy does: parsed_path is the
-// URL path without its leading slashes, split on "/" (so "/" gives [""]), and
-// parsed_query maps each query parameter to the list of its values. A path
-// that is not a valid URL yields an error and empty values, so the policy
-// still runs (and can deny) instead of the Check failing.
+// decoded path without its leading slashes, split on "/" (so "/" gives [""]),
+// and parsed_query maps each query parameter to the list of its values.
+//
+// Unlike OPA-Envoy, which runs url.Parse, the path is never read as a URL
+// with an authority: "//admin/x" gives ["admin", "x"], not ["x"] with host
+// "admin", so a doubled slash cannot hide a segment from a policy. A path
+// that does not decode yields an error and empty values, so the policy still
+// runs (and can deny) instead of the Check failing.
 func ParsePath(path string) (parsedPath *ast.Array, parsedQuery ast.Object, err error) {
-	u, err := url.Parse(path)
+	rawPath, rawQuery, _ := strings.Cut(path, "?")
+	rawPath, _, _ = strings.Cut(rawPath, "#")
+	rawQuery, _, _ = strings.Cut(rawQuery, "#")
+	decoded, err := url.PathUnescape(rawPath)
 	if err != nil {
 		return ast.NewArray(), ast.NewObject(), fmt.Errorf("parse path: %w", err)
 	}
-	segs := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
+	segs := strings.Split(strings.TrimLeft(decoded, "/"), "/")
 	terms := make([]*ast.Term, len(segs))
 	for i, s := range segs {
 		terms[i] = ast.StringTerm(s)
 	}
 	parsedPath = ast.NewArray(terms...)
-	if u.RawQuery == "" {
+	if rawQuery == "" {
 		return parsedPath, ast.NewObject(), nil
 	}
-	q, qerr := url.ParseQuery(u.RawQuery)
+	q, qerr := url.ParseQuery(rawQuery)
+	if qerr != nil {
+		qerr = fmt.Errorf("parse query: %w", qerr)
+	}
 	return parsedPath, valuesObject(q), qerr
 }
 

@@ -64,7 +64,7 @@ func (e *Engine) Watch(ctx context.Context, debounce time.Duration) error {
 			}
 			e.logger.Warn("policy watch error", "error", err)
 		case <-timer.C:
-			add() // directories may have been replaced (ConfigMap swaps)
+			add()             // directories may have been replaced (ConfigMap swaps)
 			_ = e.Reload(ctx) // failures are logged, counted and kept in Status
 		}
 	}

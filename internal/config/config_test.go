@@ -1,0 +1,126 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultIsValid(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoadPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "bulwark.yaml")
+	if err := os.WriteFile(file, []byte("grpc_addr: 127.0.0.1:1000\ncheck_timeout: 50ms\nlog_level: debug\ndry_run: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(
+		[]string{"--config", file, "--log-level", "warn"},
+		[]string{"BULWARK_CHECK_TIMEOUT=70ms", "BULWARK_LOG_LEVEL=error", "PATH=/bin"},
+		io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.GRPCAddr != "127.0.0.1:1000" { // file over default
+		t.Errorf("grpc_addr = %s", cfg.GRPCAddr)
+	}
+	if cfg.CheckTimeout != 70*time.Millisecond { // env over file
+		t.Errorf("check_timeout = %s", cfg.CheckTimeout)
+	}
+	if cfg.LogLevel != "warn" { // flag over env
+		t.Errorf("log_level = %s", cfg.LogLevel)
+	}
+	if !cfg.DryRun || cfg.AdminAddr != Default().AdminAddr {
+		t.Errorf("cfg = %+v", cfg)
+	}
+	// BULWARK_CONFIG names the file when --config is absent.
+	cfg, err = Load(nil, []string{"BULWARK_CONFIG=" + file}, io.Discard)
+	if err != nil || cfg.GRPCAddr != "127.0.0.1:1000" {
+		t.Fatalf("BULWARK_CONFIG: %+v %v", cfg, err)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	unknown := filepath.Join(dir, "unknown.yaml")
+	_ = os.WriteFile(unknown, []byte("grpc_adr: 127.0.0.1:1\n"), 0o644)
+	badType := filepath.Join(dir, "badtype.yaml")
+	_ = os.WriteFile(badType, []byte("check_timeout: soon\n"), 0o644)
+	cases := []struct {
+		name    string
+		args    []string
+		env     []string
+		wantErr string
+	}{
+		{"unknown file key", []string{"--config", unknown}, nil, "grpc_adr"},
+		{"bad file type", []string{"--config", badType}, nil, "soon"},
+		{"missing file", []string{"--config", filepath.Join(dir, "nope.yaml")}, nil, "no such file"},
+		{"unknown env", nil, []string{"BULWARK_GRPC_ADR=x"}, "BULWARK_GRPC_ADR"},
+		{"bad env value", nil, []string{"BULWARK_CHECK_TIMEOUT=fast"}, "BULWARK_CHECK_TIMEOUT"},
+		{"unknown flag", []string{"--nope"}, nil, "nope"},
+		{"stray argument", []string{"extra"}, nil, "unexpected"},
+		{"invalid value", []string{"--grpc-addr", "nohostport"}, nil, "grpc_addr"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(tc.args, tc.env, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want mention of %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestValidateNamesField(t *testing.T) {
+	cases := []struct {
+		field string
+		mut   func(*Config)
+	}{
+		{"grpc_addr", func(c *Config) { c.GRPCAddr = "x" }},
+		{"admin_addr", func(c *Config) { c.AdminAddr = "" }},
+		{"policy_dir", func(c *Config) { c.PolicyDir = "/does/not/exist" }},
+		{"bundle", func(c *Config) { c.PolicyDir, c.Bundle = os.TempDir(), "b.tar.gz" }},
+		{"policy_query", func(c *Config) { c.PolicyQuery = "" }},
+		{"check_timeout", func(c *Config) { c.CheckTimeout = 0 }},
+		{"max_recv_msg_bytes", func(c *Config) { c.MaxRecvMsgBytes = 10 }},
+		{"max_send_msg_bytes", func(c *Config) { c.MaxSendMsgBytes = 10 }},
+		{"max_concurrent_streams", func(c *Config) { c.MaxConcurrentStreams = 0 }},
+		{"keepalive_min_time", func(c *Config) { c.KeepaliveMinTime = -1 }},
+		{"shutdown_grace", func(c *Config) { c.ShutdownGrace = -1 }},
+		{"reload_debounce", func(c *Config) { c.ReloadDebounce = -1 }},
+		{"log_level", func(c *Config) { c.LogLevel = "loud" }},
+		{"log_format", func(c *Config) { c.LogFormat = "xml" }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.field, func(t *testing.T) {
+			c := Default()
+			tc.mut(&c)
+			var fe *FieldError
+			if err := c.Validate(); !errors.As(err, &fe) || fe.Field != tc.field {
+				t.Fatalf("err = %v, want FieldError for %s", err, tc.field)
+			}
+		})
+	}
+}
+
+func FuzzLoadFile(f *testing.F) {
+	f.Add("grpc_addr: 127.0.0.1:1\n")
+	f.Add("check_timeout: 5ms\ndry_run: true\n")
+	f.Add("[1, 2")
+	f.Fuzz(func(t *testing.T, s string) {
+		p := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c := Default()
+		_ = loadFile(p, &c)
+	})
+}

@@ -1,0 +1,133 @@
+package policy
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+func TestDecodeDecision(t *testing.T) {
+	cases := []struct {
+		name    string
+		in      string
+		want    Decision
+		wantErr string // substring of the error, "" for success
+	}{
+		{name: "true", in: `true`, want: Decision{Allowed: true}},
+		{name: "false", in: `false`, want: Decision{}},
+		{name: "object allow", in: `{"allowed": true, "reason": "ok"}`, want: Decision{Allowed: true, Reason: "ok"}},
+		{name: "full deny", in: `{"allowed": false, "http_status": 429, "body": "slow down",
+			"headers": {"retry-after": "3", "x-multi": ["a", "b"]}, "reason": "rate_limited"}`,
+			want: Decision{HTTPStatus: 429, Body: "slow down", Reason: "rate_limited",
+				Headers: []Header{{"retry-after", "3"}, {"x-multi", "a"}, {"x-multi", "b"}}}},
+		{name: "allow mutations", in: `{"allowed": true, "request_headers_to_remove": ["cookie"],
+			"response_headers_to_add": {"x-a": "1"}, "query_parameters_to_set": {"q": "v"},
+			"query_parameters_to_remove": ["debug"], "dynamic_metadata": {"user": "u1", "n": 2}}`,
+			want: Decision{Allowed: true, RequestHeadersToRemove: []string{"cookie"},
+				ResponseHeadersToAdd: []Header{{"x-a", "1"}}, QueryParametersToSet: []Header{{"q", "v"}},
+				QueryParametersToRemove: []string{"debug"}}},
+		{name: "set of headers to remove", in: `{"allowed": true, "request_headers_to_remove": {"a"}}`,
+			want: Decision{Allowed: true, RequestHeadersToRemove: []string{"a"}}},
+		{name: "status_code alias", in: `{"allowed": false, "status_code": 401}`, want: Decision{HTTPStatus: 401}},
+		{name: "http_status wins", in: `{"allowed": false, "status_code": 401, "http_status": 429}`, want: Decision{HTTPStatus: 429}},
+		{name: "unknown fields ignored", in: `{"allowed": true, "limits": []}`, want: Decision{Allowed: true}},
+		{name: "string", in: `"yes"`, wantErr: "boolean or an object"},
+		{name: "number", in: `1`, wantErr: "boolean or an object"},
+		{name: "array", in: `[true]`, wantErr: "boolean or an object"},
+		{name: "no allowed", in: `{"reason": "x"}`, wantErr: `no "allowed"`},
+		{name: "allowed string", in: `{"allowed": "true"}`, wantErr: `"allowed" must be a boolean`},
+		{name: "status string", in: `{"allowed": false, "http_status": "403"}`, wantErr: "http_status"},
+		{name: "status range", in: `{"allowed": false, "http_status": 99}`, wantErr: "[100, 599]"},
+		{name: "status fraction", in: `{"allowed": false, "http_status": 403.5}`, wantErr: "integer"},
+		{name: "headers array", in: `{"allowed": true, "headers": ["a"]}`, wantErr: "must be an object"},
+		{name: "header number", in: `{"allowed": true, "headers": {"a": 1}}`, wantErr: "string or an array"},
+		{name: "header array number", in: `{"allowed": true, "headers": {"a": ["x", 1]}}`, wantErr: "only strings"},
+		{name: "remove not strings", in: `{"allowed": true, "request_headers_to_remove": [1]}`, wantErr: "only strings"},
+		{name: "body number", in: `{"allowed": false, "body": 5}`, wantErr: "must be a string"},
+		{name: "metadata array", in: `{"allowed": true, "dynamic_metadata": []}`, wantErr: "dynamic_metadata"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := ast.ParseTerm(tc.in)
+			if err != nil {
+				t.Fatalf("parse %s: %v", tc.in, err)
+			}
+			got, err := DecodeDecision(v.Value)
+			if tc.wantErr != "" {
+				var perr *Error
+				if !errors.As(err, &perr) || perr.Code != CodeInvalidDecision {
+					t.Fatalf("err = %v, want *Error with %s", err, CodeInvalidDecision)
+				}
+				if !contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %q, want it to mention %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			got.DynamicMetadata = nil // compared separately
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeDecisionMetadata(t *testing.T) {
+	v := ast.MustParseTerm(`{"allowed": true, "dynamic_metadata": {"user": "u1", "tags": ["a"], "nested": {"k": 1}}}`)
+	d, err := DecodeDecision(v.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.DynamicMetadata["user"] != "u1" || len(d.DynamicMetadata["tags"].([]any)) != 1 {
+		t.Fatalf("metadata = %#v", d.DynamicMetadata)
+	}
+}
+
+func contains(s, sub string) bool {
+	return len(sub) == 0 || (len(s) >= len(sub) && indexOf(s, sub) >= 0)
+}
+
+func indexOf(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return i
+		}
+	}
+	return -1
+}
+
+// FuzzDecodeDecision feeds arbitrary Rego/JSON values to the decoder: it must
+// never panic, and whatever it accepts as allowed must have come from an
+// explicit true.
+func FuzzDecodeDecision(f *testing.F) {
+	for _, s := range []string{`true`, `{"allowed": true}`, `{"allowed": false, "http_status": 401, "headers": {"a": ["b"]}}`,
+		`{"allowed": true, "dynamic_metadata": {"a": [1, {"b": null}]}}`, `[1,2]`, `{"allowed": 1}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		term, err := ast.ParseTerm(s)
+		if err != nil || !term.IsGround() {
+			return
+		}
+		d, err := DecodeDecision(term.Value)
+		if err != nil || !d.Allowed {
+			return
+		}
+		switch x := term.Value.(type) {
+		case ast.Boolean:
+			if !bool(x) {
+				t.Fatalf("false decoded as allowed")
+			}
+		case ast.Object:
+			if a := x.Get(ast.StringTerm("allowed")); a == nil || a.Value.Compare(ast.Boolean(true)) != 0 {
+				t.Fatalf("allowed without allowed: true in %s", s)
+			}
+		default:
+			t.Fatalf("%s decoded as allowed", s)
+		}
+	})
+}
