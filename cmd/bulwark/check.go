@@ -167,4 +167,3 @@ func renderCheck(resp *authv3.CheckResponse) checkResult {
 	}
 	return r
 }
-
