@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -40,7 +41,7 @@ func messageValue(m protoreflect.Message) ast.Value {
 	fields := m.Descriptor().Fields()
 	terms := make([][2]*ast.Term, 0, fields.Len())
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		terms = append(terms, [2]*ast.Term{ast.StringTerm(fd.JSONName()), ast.NewTerm(fieldValue(fd, v))})
+		terms = append(terms, [2]*ast.Term{fieldKey(fd), ast.NewTerm(fieldValue(fd, v))})
 		return true
 	})
 	return ast.NewObject(terms...)
@@ -53,7 +54,7 @@ func fieldValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) ast.Value
 		kvs := make([][2]*ast.Term, 0, mv.Len())
 		valFD := fd.MapValue()
 		mv.Range(func(k protoreflect.MapKey, e protoreflect.Value) bool {
-			kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k.String()), ast.NewTerm(singular(valFD, e))})
+			kvs = append(kvs, [2]*ast.Term{stringTerm(k.String()), ast.NewTerm(singular(valFD, e))})
 			return true
 		})
 		return ast.NewObject(kvs...)
@@ -74,7 +75,7 @@ func singular(fd protoreflect.FieldDescriptor, v protoreflect.Value) ast.Value {
 	case protoreflect.BoolKind:
 		return ast.Boolean(v.Bool())
 	case protoreflect.StringKind:
-		return ast.String(v.String())
+		return stringTerm(v.String()).Value
 	case protoreflect.BytesKind:
 		return ast.String(base64.StdEncoding.EncodeToString(v.Bytes()))
 	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
@@ -227,4 +228,45 @@ func anyValue(m protoreflect.Message) ast.Value {
 	}
 	// Well-known types inside Any are wrapped as {"@type": ..., "value": <json>}.
 	return ast.NewObject(typeTerm, [2]*ast.Term{ast.StringTerm("value"), ast.NewTerm(v)})
+}
+
+// fieldKeys memoises the key term of each field (its JSON name). Terms are
+// never mutated once built, so sharing them across inputs is safe, as OPA's
+// own interned terms are; it saves two allocations per field per request.
+var fieldKeys sync.Map // protoreflect.FieldDescriptor -> *ast.Term
+
+func fieldKey(fd protoreflect.FieldDescriptor) *ast.Term {
+	if t, ok := fieldKeys.Load(fd); ok {
+		return t.(*ast.Term)
+	}
+	t := ast.StringTerm(fd.JSONName())
+	fieldKeys.Store(fd, t)
+	return t
+}
+
+// commonStrings are header names and attribute values that appear in almost
+// every request; their terms are built once.
+var commonStrings = func() map[string]*ast.Term {
+	m := map[string]*ast.Term{}
+	for _, s := range []string{
+		":authority", ":method", ":path", ":scheme", "accept", "accept-encoding", "accept-language",
+		"authorization", "cache-control", "connection", "content-length", "content-type", "cookie",
+		"host", "origin", "referer", "user-agent", "x-api-key", "x-b3-sampled", "x-b3-spanid",
+		"x-b3-traceid", "x-b3-parentspanid", "traceparent", "tracestate", "x-envoy-auth-partial-body",
+		"x-envoy-expected-rq-timeout-ms", "x-envoy-internal", "x-forwarded-client-cert", "x-forwarded-for",
+		"x-forwarded-proto", "x-request-id", "x-envoy-attempt-count", "x-envoy-decorator-operation",
+		"x-envoy-peer-metadata", "x-envoy-peer-metadata-id", "true", "false", "",
+		"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "http", "https",
+		"HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3", "application/json", "*/*",
+	} {
+		m[s] = ast.StringTerm(s)
+	}
+	return m
+}()
+
+func stringTerm(s string) *ast.Term {
+	if t, ok := commonStrings[s]; ok {
+		return t
+	}
+	return ast.StringTerm(s)
 }
