@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Drives real ext_authz servers with ghz at a fixed concurrency and prints, for
+# each: requests/s, p50 and p99 latency, and the server's CPU time per Check
+# (user+sys from /proc/<pid>/stat over the measured run, divided by the number
+# of requests). The load generator shares the machine's cores, so requests/s
+# is capped by the client; CPU per Check is the figure that compares servers.
+#
+# Servers: a no-op ext_authz server (the gRPC floor), Bulwark on its default
+# policy, and Bulwark on the OPA-Envoy-style RBAC policy in test/load/rbac.
+# Set OPA_ENVOY=/path/to/opa-envoy-binary to add OPA-Envoy on the same policy.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+BULWARK=${BULWARK:-./bin/bulwark}
+GHZ=${GHZ:-ghz}
+CONCURRENCY=${CONCURRENCY:-16}
+REQUESTS=${REQUESTS:-50000}
+WARMUP=${WARMUP:-3000}
+TICKS=$(getconf CLK_TCK)
+DATA=test/load/check.json
+CALL=envoy.service.auth.v3.Authorization/Check
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+measure() { # name pid addr
+	local name=$1 pid=$2 addr=$3
+	"$GHZ" --insecure --call "$CALL" -D "$DATA" -c "$CONCURRENCY" -n "$WARMUP" "$addr" >/dev/null
+	local before after
+	before=$(cpu_ticks "$pid")
+	"$GHZ" --insecure --call "$CALL" -D "$DATA" -c "$CONCURRENCY" -n "$REQUESTS" -O json "$addr" >"$work/$name.json"
+	after=$(cpu_ticks "$pid")
+	python3 - "$work/$name.json" "$name" "$before" "$after" "$TICKS" <<'PY'
+import json, sys
+path, name, before, after, ticks = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+r = json.load(open(path))
+lat = {d["percentage"]: d["latency"] / 1e6 for d in r.get("latencyDistribution") or []}
+n = r["count"]
+errs = sum((r.get("errorDistribution") or {}).values())
+cpu_us = (after - before) / ticks * 1e6 / n
+print(f"{name:<22} {r['rps']:>9.0f} req/s   p50 {lat.get(50, 0):6.2f} ms   p99 {lat.get(99, 0):6.2f} ms   "
+      f"CPU/Check {cpu_us:6.1f} µs   errors {errs}")
+PY
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+wait_port() {
+	for _ in $(seq 1 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
+	echo "nothing listens on port $1" >&2; return 1
+}
+
+run_server() { # name port cmd...
+	local name=$1 port=$2; shift 2
+	"$@" >"$work/$name.log" 2>&1 &
+	local pid=$!
+	wait_port "$port" || { cat "$work/$name.log" >&2; return 1; }
+	measure "$name" "$pid" "127.0.0.1:$port"
+	kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+echo "ghz: concurrency $CONCURRENCY, $REQUESTS requests after $WARMUP warm-up; $(nproc) cores shared with the load generator"
+go build -o "$work/noop" ./test/load/noop
+p=$(free_port); run_server noop-floor "$p" "$work/noop" --addr "127.0.0.1:$p"
+p=$(free_port); run_server bulwark-default "$p" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 \
+	--grpc-reflection --log-level warn
+p=$(free_port); run_server bulwark-rbac "$p" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 \
+	--grpc-reflection --log-level warn --policy-dir test/load/rbac --policy-query envoy/authz/allow
+if [ -n "${OPA_ENVOY:-}" ]; then
+	p=$(free_port); run_server opa-envoy-rbac "$p" "$OPA_ENVOY" run --server --addr 127.0.0.1:0 --log-level error \
+		--set "plugins.envoy_ext_authz_grpc.addr=127.0.0.1:$p" --set plugins.envoy_ext_authz_grpc.path=envoy/authz/allow \
+		--set decision_logs.console=false test/load/rbac
+fi
