@@ -1,0 +1,229 @@
+package ratelimit
+
+import (
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Limit is one limit a policy decision attaches to a request. All limits of
+// one Check are decided together: if any enforced limit would be exceeded,
+// none is charged.
+type Limit struct {
+	// Name identifies the limit (e.g. "requests_per_minute"). It is part of
+	// the counter's identity, the metric label and the header policy name.
+	Name string
+	// Key is whose usage is counted (e.g. a principal or tenant id). The
+	// counter is (Name, Key). Every limit of one request must map to the same
+	// Redis Cluster hash tag, see the package comment: a Key with no braces is
+	// its own tag ("alice" → "{alice}"); a Key that contains "{tag}" uses that
+	// tag ("{acme}:alice" counts alice inside tenant acme's slot).
+	Key string
+	// Limit is how many units (requests or tokens) Period allows, and also the
+	// burst: a fresh key admits Limit units at once.
+	Limit int64
+	// Period is the window over which Limit units are allowed.
+	Period time.Duration
+	// Cost is the units this request uses; 0 means 1.
+	Cost int64
+	// Estimated marks Cost as an estimate (an LLM token reservation) that
+	// Reconcile later replaces with the actual usage. Request-count limits
+	// leave it false, so Reconcile never touches them.
+	Estimated bool
+	// Shadow limits are counted and reported but never deny.
+	Shadow bool
+	// FailureMode overrides Config.FailureMode for this limit ("" = default).
+	FailureMode FailureMode
+}
+
+func (l Limit) cost() int64 {
+	if l.Cost == 0 {
+		return 1
+	}
+	return l.Cost
+}
+
+// emissionMicros is the GCRA emission interval T = Period/Limit in
+// microseconds: the time one unit takes to become available again.
+func (l Limit) emissionMicros() float64 {
+	return float64(l.Period.Microseconds()) / float64(l.Limit)
+}
+
+func (l Limit) validate() error {
+	switch {
+	case l.Name == "":
+		return invalidf("limit with key %q has no name", l.Key)
+	case l.Key == "":
+		return invalidf("limit %q has no key", l.Name)
+	case l.Limit <= 0:
+		return invalidf("limit %q: limit %d must be > 0", l.Name, l.Limit)
+	case l.Period < time.Microsecond:
+		return invalidf("limit %q: period %v must be >= 1µs", l.Name, l.Period)
+	case l.Cost < 0:
+		return invalidf("limit %q: cost %d must be >= 0", l.Name, l.Cost)
+	case !l.FailureMode.valid():
+		return invalidf("limit %q: failure mode %q", l.Name, l.FailureMode)
+	case strings.ContainsAny(l.Name, "{}"):
+		return invalidf("limit %q: name must not contain '{' or '}'", l.Name)
+	}
+	if strings.ContainsAny(l.Key, "{}") && hashTag(l.Key) == "" {
+		return invalidf("limit %q: key %q has braces but no valid {hash tag}", l.Name, l.Key)
+	}
+	return nil
+}
+
+// hashTag returns the Redis Cluster hash tag of key ("" if it has none): the
+// text between the first '{' and the next '}', when non-empty.
+func hashTag(key string) string {
+	i := strings.IndexByte(key, '{')
+	if i < 0 {
+		return ""
+	}
+	j := strings.IndexByte(key[i+1:], '}')
+	if j <= 0 {
+		return ""
+	}
+	return key[i+1 : i+1+j]
+}
+
+// counterKey is the Redis key of the counter for (Name, Key):
+// "<prefix>:{<key>}:<name>", or "<prefix>:<key>:<name>" when Key carries its
+// own hash tag. The prefix has no braces, so the tag is Key's.
+func counterKey(prefix string, l Limit) string {
+	if hashTag(l.Key) != "" {
+		return prefix + ":" + l.Key + ":" + l.Name
+	}
+	return prefix + ":{" + l.Key + "}:" + l.Name
+}
+
+// reservationKey holds a token reservation in the same slot as its counters.
+func reservationKey(prefix, tag, decisionID string) string {
+	return prefix + ":{" + tag + "}:rsv:" + decisionID
+}
+
+// LimitState is the outcome of one limit for one request.
+type LimitState struct {
+	Name   string
+	Key    string
+	Limit  int64
+	Period time.Duration
+	// Remaining is the units still available right after this request.
+	Remaining int64
+	// Reset is when the counter is full again (all Limit units available).
+	Reset time.Duration
+	// RetryAfter is, for an exceeded limit, when the request's cost fits.
+	// A cost above Limit never fits; RetryAfter is then Period.
+	RetryAfter time.Duration
+	Shadow     bool
+	// Exceeded is true when this limit alone would deny the request (for a
+	// shadow limit: would have denied it).
+	Exceeded bool
+}
+
+// nearLimit reports usage at or above 80% of the limit after this request.
+func (s LimitState) nearLimit() bool {
+	return !s.Exceeded && s.Remaining*5 <= s.Limit
+}
+
+// Result is the decision of one Check.
+type Result struct {
+	// Allowed is false when an enforced (non-shadow) limit is exceeded.
+	Allowed bool
+	// Limits holds one state per requested limit, in request order.
+	Limits []LimitState
+	// RetryAfter is the longest RetryAfter of the exceeded enforced limits:
+	// the earliest time the same request could pass (0 when allowed).
+	RetryAfter time.Duration
+	// Degraded is true when Redis was unavailable and the in-process fallback
+	// decided, with LocalShare of each limit.
+	Degraded bool
+}
+
+// RetryAfterHeader renders Retry-After in whole seconds, rounded up and at
+// least 1 for a denied request ("" when allowed).
+func (r Result) RetryAfterHeader() string {
+	if r.Allowed {
+		return ""
+	}
+	return strconv.FormatInt(ceilSeconds(r.RetryAfter, 1), 10)
+}
+
+// RateLimitPolicyHeader renders the IETF RateLimit-Policy field
+// (draft-ietf-httpapi-ratelimit-headers): one `"name";q=<limit>;w=<seconds>`
+// item per enforced limit. Shadow limits are not shown to clients.
+func (r Result) RateLimitPolicyHeader() string {
+	var b strings.Builder
+	for _, s := range r.Limits {
+		if s.Shadow {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		writeSFString(&b, s.Name)
+		b.WriteString(";q=")
+		b.WriteString(strconv.FormatInt(s.Limit, 10))
+		b.WriteString(";w=")
+		b.WriteString(strconv.FormatInt(ceilSeconds(s.Period, 1), 10))
+	}
+	return b.String()
+}
+
+// RateLimitHeader renders the IETF RateLimit field: one
+// `"name";r=<remaining>;t=<seconds until reset>` item per enforced limit.
+func (r Result) RateLimitHeader() string {
+	var b strings.Builder
+	for _, s := range r.Limits {
+		if s.Shadow {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		writeSFString(&b, s.Name)
+		b.WriteString(";r=")
+		b.WriteString(strconv.FormatInt(max(s.Remaining, 0), 10))
+		b.WriteString(";t=")
+		b.WriteString(strconv.FormatInt(ceilSeconds(s.Reset, 0), 10))
+	}
+	return b.String()
+}
+
+// Headers returns RateLimit, RateLimit-Policy and, when denied, Retry-After,
+// ready to add to a 429 (or, if configured, to an allowed response).
+func (r Result) Headers() http.Header {
+	h := http.Header{}
+	if v := r.RateLimitPolicyHeader(); v != "" {
+		h.Set("RateLimit-Policy", v)
+		h.Set("RateLimit", r.RateLimitHeader())
+	}
+	if v := r.RetryAfterHeader(); v != "" {
+		h.Set("Retry-After", v)
+	}
+	return h
+}
+
+func ceilSeconds(d time.Duration, minimum int64) int64 {
+	s := int64(math.Ceil(d.Seconds()))
+	return max(s, minimum)
+}
+
+// writeSFString writes s as a Structured Field string (RFC 8941 §3.3.3):
+// quoted, with '"' and '\' escaped and non-printable ASCII dropped.
+func writeSFString(b *strings.Builder, s string) {
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c > 0x7e:
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+}
