@@ -17,6 +17,7 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 )
@@ -62,6 +63,10 @@ func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	packAsBytes := fs.Bool("pack-as-bytes", false, "send the body as raw_body (Envoy's pack_as_bytes)")
 	principal := fs.String("source-principal", "", "peer identity Envoy reports (mTLS SAN / SPIFFE ID)")
 	timeout := fs.Duration("timeout", 2*time.Second, "deadline for the check")
+	keysFile := fs.String("keys-file", "", "in-process: API keys file")
+	pepperFile := fs.String("pepper-file", "", "in-process: API key pepper file (or BULWARK_KEY_PEPPER)")
+	jwksURL := fs.String("jwks-url", "", "in-process: JWKS URL")
+	jwtKeysFile := fs.String("jwt-keys-file", "", "in-process: static JWT keys file")
 	headers := headerFlags{}
 	fs.Var(headers, "H", "request header 'name: value' (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -92,7 +97,13 @@ func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if *addr != "" {
 		resp, err = remoteCheck(ctx, *addr, req)
 	} else {
-		resp, err = localCheck(ctx, *policyDir, *query, *regoV0, req, stderr)
+		idc := identity.DefaultConfig()
+		idc.KeysFile, idc.PepperFile = *keysFile, *pepperFile
+		if *pepperFile == "" {
+			idc.Pepper = os.Getenv("BULWARK_KEY_PEPPER")
+		}
+		idc.JWKSURL, idc.JWTKeysFile = *jwksURL, *jwtKeysFile
+		resp, err = localCheck(ctx, *policyDir, *query, *regoV0, idc, req, stderr)
 	}
 	if err != nil {
 		return err
@@ -115,7 +126,7 @@ func remoteCheck(ctx context.Context, addr string, req *authv3.CheckRequest) (*a
 	return resp, nil
 }
 
-func localCheck(ctx context.Context, dir, query string, regoV0 bool, req *authv3.CheckRequest, stderr io.Writer) (*authv3.CheckResponse, error) {
+func localCheck(ctx context.Context, dir, query string, regoV0 bool, idc identity.Config, req *authv3.CheckRequest, stderr io.Writer) (*authv3.CheckResponse, error) {
 	cfg := config.Default()
 	cfg.PolicyDir, cfg.PolicyQuery, cfg.RegoV0 = dir, query, regoV0
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -123,11 +134,17 @@ func localCheck(ctx context.Context, dir, query string, regoV0 bool, req *authv3
 	if err != nil {
 		return nil, err
 	}
-	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout}, engine, logger, nil)
+	auth, err := identity.New(idc, nil, nil, logger)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	defer auth.Close()
+	auth.Start(ctx)
+	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout}, auth, engine, logger, nil)
 	if err != nil {
 		return nil, err
 	}
-	return extauthz.New(pipe).Check(ctx, req)
+	return extauthz.New(pipe, extauthz.Options{StripCredentials: true}).Check(ctx, req)
 }
 
 func renderCheck(resp *authv3.CheckResponse) checkResult {

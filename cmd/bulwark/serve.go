@@ -11,9 +11,11 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/server"
@@ -33,7 +35,21 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	if err != nil {
 		return fmt.Errorf("load policies: %w", err)
 	}
-	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout, DryRun: cfg.DryRun}, engine, logger, reg)
+	var rdb redis.UniversalClient
+	if cfg.RedisURL != "" {
+		if rdb, err = keysRedisClient(cfg.RedisURL); err != nil {
+			return &exitError{2, fmt.Errorf("config redis_url: %w", err)}
+		}
+		defer rdb.Close()
+	}
+	auth, err := identity.New(cfg.IdentityConfig(os.Getenv("BULWARK_KEY_PEPPER")), rdb, reg, logger)
+	if err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
+	defer auth.Close()
+	auth.Start(ctx)
+
+	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout, DryRun: cfg.DryRun}, auth, engine, logger, reg)
 	if err != nil {
 		return err
 	}
@@ -48,7 +64,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		KeepaliveMinTime:     cfg.KeepaliveMinTime,
 		ShutdownGrace:        cfg.ShutdownGrace,
 	}, logger, reg)
-	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe))
+	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials}))
+	srv.AddReadinessCheck(server.ReadinessCheck{Name: "identity", Check: auth.Ready})
 	srv.AddReadinessCheck(server.ReadinessCheck{
 		Name: "policy",
 		Check: func() error {

@@ -16,6 +16,7 @@ import (
 
 	yaml "go.yaml.in/yaml/v3"
 
+	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 )
 
@@ -61,6 +62,41 @@ type Config struct {
 	// ReloadDebounce coalesces bursts of policy file changes into one reload.
 	ReloadDebounce time.Duration `yaml:"reload_debounce"`
 
+	// RedisURL points at the Redis shared by all replicas (API key store,
+	// later rate limits): redis://, rediss://, or comma-separated addresses
+	// for a Cluster. Empty: nothing shared, everything in-process.
+	RedisURL string `yaml:"redis_url"`
+
+	// KeysFile is the API keys file (hashes only), hot-reloaded.
+	KeysFile string `yaml:"keys_file"`
+	// PepperFile holds the server-side secret API key hashes are keyed with;
+	// BULWARK_KEY_PEPPER may carry it instead.
+	PepperFile string `yaml:"pepper_file"`
+	// JWKSURL is the JWT issuer's key set, fetched with a timeout and cached.
+	JWKSURL string `yaml:"jwks_url"`
+	// JWTKeysFile holds static JWT verification keys (JWKS or PEM).
+	JWTKeysFile string `yaml:"jwt_keys_file"`
+	// JWTIssuer and JWTAudience, when set, must match the token's iss and aud.
+	JWTIssuer   string `yaml:"jwt_issuer"`
+	JWTAudience string `yaml:"jwt_audience"`
+	// JWTAlgorithms is the signature allow-list (asymmetric only).
+	JWTAlgorithms []string `yaml:"jwt_algorithms"`
+	// JWTRolesClaim and JWTTenantClaim map claims to roles and tenant.
+	JWTRolesClaim  string `yaml:"jwt_roles_claim"`
+	JWTTenantClaim string `yaml:"jwt_tenant_claim"`
+	// TrustSourcePrincipal takes the peer identity Envoy verified over mTLS
+	// (attributes.source.principal) as a principal.
+	TrustSourcePrincipal bool `yaml:"trust_source_principal"`
+	// TrustXFCC takes x-forwarded-client-cert as a principal; only safe when
+	// the nearest proxy sanitises it.
+	TrustXFCC bool `yaml:"trust_xfcc"`
+	// MTLSPrincipals gives roles and tenant to mTLS peers (exact id or prefix*).
+	MTLSPrincipals map[string]identity.PeerIdentity `yaml:"mtls_principals"`
+	// StripCredentials keeps credential headers out of the policy input once
+	// the identity stage has read them. Turn off only for OPA-Envoy policies
+	// that verify tokens themselves.
+	StripCredentials bool `yaml:"strip_credentials"`
+
 	// LogLevel is debug, info, warn or error. Allowed decisions log at debug.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is json or text.
@@ -83,7 +119,39 @@ func Default() Config {
 		ReloadDebounce:       100 * time.Millisecond,
 		LogLevel:             "info",
 		LogFormat:            "json",
+		JWTAlgorithms:        []string{"RS256", "ES256", "EdDSA"},
+		JWTRolesClaim:        "roles",
+		JWTTenantClaim:       "tenant",
+		StripCredentials:     true,
 	}
+}
+
+// IdentityConfig is the identity stage's configuration; pepper is the
+// BULWARK_KEY_PEPPER value, kept out of Config so it is never printed.
+func (c Config) IdentityConfig(pepper string) identity.Config {
+	ic := identity.DefaultConfig()
+	ic.KeysFile = c.KeysFile
+	ic.PepperFile = c.PepperFile
+	if c.PepperFile == "" {
+		ic.Pepper = pepper
+	}
+	ic.JWKSURL = c.JWKSURL
+	ic.JWTKeysFile = c.JWTKeysFile
+	ic.Issuer = c.JWTIssuer
+	ic.Audience = c.JWTAudience
+	if len(c.JWTAlgorithms) > 0 {
+		ic.Algorithms = c.JWTAlgorithms
+	}
+	if c.JWTRolesClaim != "" {
+		ic.RolesClaim = c.JWTRolesClaim
+	}
+	if c.JWTTenantClaim != "" {
+		ic.TenantClaim = c.JWTTenantClaim
+	}
+	ic.TrustSourcePrincipal = c.TrustSourcePrincipal
+	ic.TrustXFCC = c.TrustXFCC
+	ic.MTLSPrincipals = c.MTLSPrincipals
+	return ic
 }
 
 // FieldError names the setting that failed validation, by its config-file key.
@@ -145,6 +213,14 @@ func (c Config) Validate() error {
 	if c.ReloadDebounce < 0 {
 		return &FieldError{"reload_debounce", "must not be negative"}
 	}
+	if c.KeysFile != "" {
+		if _, err := os.Stat(c.KeysFile); err != nil {
+			return &FieldError{"keys_file", err.Error()}
+		}
+	}
+	if err := c.IdentityConfig("placeholder-for-validation-only").Validate(); err != nil {
+		return &FieldError{"identity", err.Error()}
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -177,6 +253,19 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.KeepaliveMinTime, "keepalive-min-time", c.KeepaliveMinTime, "shortest client keepalive ping interval accepted")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time to drain in-flight calls on SIGTERM before a hard stop")
 	fs.DurationVar(&c.ReloadDebounce, "reload-debounce", c.ReloadDebounce, "quiet time after a policy file change before reloading")
+	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "shared Redis: redis://, rediss://, or comma-separated Cluster addresses (empty: in-process)")
+	fs.StringVar(&c.KeysFile, "keys-file", c.KeysFile, "API keys file (hashes only), hot-reloaded")
+	fs.StringVar(&c.PepperFile, "pepper-file", c.PepperFile, "file holding the API key hashing secret (or set BULWARK_KEY_PEPPER)")
+	fs.StringVar(&c.JWKSURL, "jwks-url", c.JWKSURL, "JWT issuer's JWKS URL")
+	fs.StringVar(&c.JWTKeysFile, "jwt-keys-file", c.JWTKeysFile, "static JWT verification keys (JWKS or PEM)")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", c.JWTIssuer, "required JWT iss")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", c.JWTAudience, "required JWT aud")
+	fs.Var((*stringList)(&c.JWTAlgorithms), "jwt-algorithms", "comma-separated JWT signature algorithms (asymmetric only)")
+	fs.StringVar(&c.JWTRolesClaim, "jwt-roles-claim", c.JWTRolesClaim, "claim holding roles (array or space-separated; dots for nesting)")
+	fs.StringVar(&c.JWTTenantClaim, "jwt-tenant-claim", c.JWTTenantClaim, "claim holding the tenant")
+	fs.BoolVar(&c.TrustSourcePrincipal, "trust-source-principal", c.TrustSourcePrincipal, "take Envoy's verified mTLS peer identity as a principal")
+	fs.BoolVar(&c.TrustXFCC, "trust-xfcc", c.TrustXFCC, "take x-forwarded-client-cert as a principal (only behind a sanitising proxy)")
+	fs.BoolVar(&c.StripCredentials, "strip-credentials", c.StripCredentials, "keep credential headers out of the policy input")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
 }
@@ -285,6 +374,20 @@ func applyEnv(fs *flag.FlagSet, environ []string) error {
 		}
 		if err := fs.Set(name, v); err != nil {
 			return fmt.Errorf("environment variable %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// stringList is a comma-separated list flag.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error {
+	*l = nil
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*l = append(*l, p)
 		}
 	}
 	return nil

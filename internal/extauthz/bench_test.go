@@ -35,11 +35,11 @@ func benchServer(b *testing.B, cfg policy.Config) *Server {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, err := pipeline.New(pipeline.Config{Timeout: time.Second}, e, nil, nil)
+	p, err := pipeline.New(pipeline.Config{Timeout: time.Second}, nil, e, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return New(p)
+	return New(p, Options{})
 }
 
 func BenchmarkCheck(b *testing.B) {

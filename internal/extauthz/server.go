@@ -34,23 +34,36 @@ type Decider interface {
 
 var _ Decider = (*pipeline.Pipeline)(nil)
 
+// Options tune the adapter.
+type Options struct {
+	// StripCredentials removes the credential headers (authorization,
+	// x-api-key, x-forwarded-client-cert) from input.attributes once they have
+	// been handed to the identity stage, so credentials never reach policies,
+	// decision logs or traces. Turn it off only for OPA-Envoy policies that
+	// verify tokens themselves.
+	StripCredentials bool
+}
+
 // Server implements envoy.service.auth.v3.Authorization.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	decider Decider
+	opts    Options
 }
 
 // New returns a Server that asks d for every decision.
-func New(d Decider) *Server { return &Server{decider: d} }
+func New(d Decider, opts Options) *Server { return &Server{decider: d, opts: opts} }
 
 // Check answers one ext_authz request.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	if req.GetAttributes().GetRequest().GetHttp() == nil {
 		return nil, status.Error(codes.InvalidArgument, "check request has no attributes.request.http")
 	}
+	creds := Credentials(req, s.opts.StripCredentials)
 	out, err := s.decider.Decide(ctx, pipeline.Request{
-		Phase: pipeline.PhaseRequestHeaders,
-		Input: BuildInput(req),
+		Phase:       pipeline.PhaseRequestHeaders,
+		Input:       BuildInput(req),
+		Credentials: creds,
 	})
 	if err != nil {
 		return nil, grpcError(ctx, err)
@@ -147,6 +160,8 @@ func errorBody(httpStatus int, out pipeline.Outcome) string {
 	switch {
 	case out.PolicyError != nil:
 		doc.Error.Message = "the request could not be authorized; quote the decision id when reporting this"
+	case out.Decision.Message != "":
+		doc.Error.Message = out.Decision.Message
 	default:
 		doc.Error.Message = http.StatusText(httpStatus)
 	}
@@ -186,6 +201,21 @@ func metadata(out pipeline.Outcome) *structpb.Struct {
 	fields["decision_id"] = structpb.NewStringValue(out.DecisionID)
 	if out.Reason != "" {
 		fields["reason"] = structpb.NewStringValue(out.Reason)
+	}
+	// Who asked, for ext_proc (via metadata forwarding) and access logs.
+	if p := out.Principal; p.ID != "" {
+		fields["principal_id"] = structpb.NewStringValue(p.ID)
+		fields["principal_kind"] = structpb.NewStringValue(string(p.Kind))
+		if p.Tenant != "" {
+			fields["tenant"] = structpb.NewStringValue(p.Tenant)
+		}
+		if len(p.Roles) > 0 {
+			roles := make([]*structpb.Value, len(p.Roles))
+			for i, r := range p.Roles {
+				roles[i] = structpb.NewStringValue(r)
+			}
+			fields["roles"] = structpb.NewListValue(&structpb.ListValue{Values: roles})
+		}
 	}
 	if out.DryRunDenied {
 		fields["dry_run_denied"] = structpb.NewBoolValue(true)

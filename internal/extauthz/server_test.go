@@ -59,11 +59,11 @@ func newServer(t *testing.T, cfg pipeline.Config) *Server {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = time.Second
 	}
-	p, err := pipeline.New(cfg, e, nil, nil)
+	p, err := pipeline.New(cfg, nil, e, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(p)
+	return New(p, Options{})
 }
 
 func headers(opts []*corev3.HeaderValueOption) map[string][]string {

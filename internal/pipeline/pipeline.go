@@ -16,6 +16,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 )
 
@@ -30,6 +31,15 @@ const (
 	PhaseResponseBody      Phase = "response_body"
 	PhaseResponseBodyChunk Phase = "response_body_chunk"
 )
+
+// Authenticator turns a request's credentials into a Principal. It never
+// fails: a missing credential is an anonymous principal, an invalid one an
+// anonymous principal with an Error reason.
+type Authenticator interface {
+	Authenticate(ctx context.Context, r identity.Request) identity.Principal
+}
+
+var _ Authenticator = (*identity.Authenticator)(nil)
 
 // Evaluator is the policy engine as the pipeline needs it.
 type Evaluator interface {
@@ -53,6 +63,9 @@ type Config struct {
 type Request struct {
 	Phase Phase
 	Input ast.Object
+	// Credentials are the raw credential headers; the pipeline authenticates
+	// them and puts only the resulting principal into the input.
+	Credentials identity.Request
 }
 
 // Outcome is the decision to enforce plus what explains it.
@@ -70,19 +83,23 @@ type Outcome struct {
 	PolicyError *policy.Error
 	// DryRunDenied is set when dry-run mode overrode a deny.
 	DryRunDenied bool
+	// Principal is who asked, as the policy saw it.
+	Principal identity.Principal
 }
 
 // Pipeline runs the stages of a decision. It is safe for concurrent use.
 type Pipeline struct {
 	cfg     Config
+	auth    Authenticator
 	eval    Evaluator
 	ids     *IDSource
 	logger  *slog.Logger
 	metrics *metrics
 }
 
-// New wires a pipeline. reg may be nil (no metrics registered, as in tests).
-func New(cfg Config, eval Evaluator, logger *slog.Logger, reg prometheus.Registerer) (*Pipeline, error) {
+// New wires a pipeline. auth may be nil (every request is anonymous); reg may
+// be nil (no metrics registered, as in tests).
+func New(cfg Config, auth Authenticator, eval Evaluator, logger *slog.Logger, reg prometheus.Registerer) (*Pipeline, error) {
 	if eval == nil {
 		return nil, errors.New("pipeline: nil evaluator")
 	}
@@ -96,12 +113,13 @@ func New(cfg Config, eval Evaluator, logger *slog.Logger, reg prometheus.Registe
 	if err != nil {
 		return nil, err
 	}
-	return &Pipeline{cfg: cfg, eval: eval, ids: NewIDSource(), logger: logger, metrics: m}, nil
+	return &Pipeline{cfg: cfg, auth: auth, eval: eval, ids: NewIDSource(), logger: logger, metrics: m}, nil
 }
 
 var (
 	keyPhase      = ast.StringTerm("phase")
 	keyDecisionID = ast.StringTerm("decision_id")
+	keyPrincipal  = ast.StringTerm("principal")
 )
 
 // Decide makes one decision. A policy deny, and a policy that fails to
@@ -120,6 +138,12 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	}
 	input.Insert(keyPhase, ast.StringTerm(string(req.Phase)))
 	input.Insert(keyDecisionID, ast.StringTerm(out.DecisionID))
+	if p.auth != nil {
+		out.Principal = p.auth.Authenticate(ctx, req.Credentials)
+	} else {
+		out.Principal = identity.Principal{Kind: identity.KindAnonymous}
+	}
+	input.Insert(keyPrincipal, ast.NewTerm(PrincipalValue(out.Principal)))
 
 	res, err := p.eval.Evaluate(ctx, input)
 	elapsed := time.Since(start)
@@ -162,10 +186,12 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	p.metrics.decision(result, out.Reason)
 	if result == "allow" {
 		p.logger.Debug("decision", "decision_id", out.DecisionID, "phase", req.Phase, "allowed", true,
+			"principal", out.Principal.ID, "principal_kind", out.Principal.Kind,
 			"reason", out.Reason, "policy_revision", out.PolicyRevision, "elapsed", elapsed)
 	} else {
 		p.logger.Info("decision", "decision_id", out.DecisionID, "phase", req.Phase, "allowed", false,
-			"dry_run", out.DryRunDenied, "reason", out.Reason, "policy_revision", out.PolicyRevision, "elapsed", elapsed)
+			"dry_run", out.DryRunDenied, "principal", out.Principal.ID, "principal_kind", out.Principal.Kind,
+			"credential_error", out.Principal.Error, "reason", out.Reason, "policy_revision", out.PolicyRevision, "elapsed", elapsed)
 	}
 	return out, nil
 }

@@ -36,6 +36,9 @@ type Decision struct {
 	QueryParametersToRemove []string
 	// Reason is a short machine-readable reason for logs, metrics and error bodies.
 	Reason string
+	// Message is the human text of Bulwark's JSON error body, used when the
+	// policy denies without a Body of its own.
+	Message string
 }
 
 // DecodeDecision turns a policy result into a Decision. A boolean is the
@@ -69,6 +72,7 @@ var (
 	keyQueryParametersToSet    = ast.StringTerm("query_parameters_to_set")
 	keyQueryParametersToRemove = ast.StringTerm("query_parameters_to_remove")
 	keyReason                  = ast.StringTerm("reason")
+	keyMessage                 = ast.StringTerm("message")
 )
 
 func decodeObject(o ast.Object) (Decision, error) {
@@ -118,6 +122,9 @@ func decodeObject(o ast.Object) (Decision, error) {
 		return Decision{}, err
 	}
 	if d.Reason, err = optString(o, keyReason); err != nil {
+		return Decision{}, err
+	}
+	if d.Message, err = optString(o, keyMessage); err != nil {
 		return Decision{}, err
 	}
 	if t := o.Get(keyDynamicMetadata); t != nil {

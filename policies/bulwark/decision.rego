@@ -1,8 +1,9 @@
 # Bulwark's default policy. Bulwark asks for data.bulwark.decision and expects
-# either a boolean or an object with OPA-Envoy's result fields plus `reason`.
+# either a boolean or an object with OPA-Envoy's result fields plus `reason`
+# (and `message`, the human text of Bulwark's JSON error body).
 #
 # Read it top to bottom: deny by default, then say exactly what is allowed.
-# Everything tunable (routes, methods) lives in data.yaml beside this file.
+# Everything tunable (routes, roles, models) lives in data.yaml beside this file.
 package bulwark
 
 import rego.v1
@@ -13,17 +14,52 @@ default decision := {
 	"allowed": false,
 	"http_status": 403,
 	"reason": "route_not_allowed",
+	"message": "no route allows this method and path",
 }
 
-# Allow a request whose route and method data.bulwark.routes permits. The
-# route's name goes upstream in a header so the application (and access logs)
-# can see which rule admitted the request.
-decision := {
+# A request on a known route gets that route's decision.
+decision := route_decision(route) if route := matched_route
+
+# Public routes need no credential. Headers Bulwark sets for authenticated
+# callers are removed so a client cannot forge them.
+route_decision(route) := {
 	"allowed": true,
-	"reason": "route_allowed",
+	"reason": "public_route",
 	"headers": {"x-bulwark-route": route.name},
+	"request_headers_to_remove": ["x-bulwark-principal", "x-bulwark-tenant"],
 } if {
-	route := matched_route
+	route.public
+} else := {
+	"allowed": false,
+	"http_status": 401,
+	"reason": unauthenticated_reason,
+	"message": unauthenticated_message,
+	"headers": {"www-authenticate": "Bearer"},
+} if {
+	not authenticated
+} else := {
+	"allowed": false,
+	"http_status": 403,
+	"reason": "role_not_allowed",
+	"message": sprintf("principal %s has none of the roles this route needs", [input.principal.id]),
+} if {
+	not role_allowed(route)
+} else := {
+	"allowed": false,
+	"http_status": 403,
+	"reason": "model_not_allowed",
+	"message": sprintf("model %s is not allowed for this principal", [input.parsed_body.model]),
+} if {
+	not model_allowed
+} else := {
+	"allowed": true,
+	"reason": "allowed",
+	"headers": {
+		"x-bulwark-route": route.name,
+		"x-bulwark-principal": input.principal.id,
+		"x-bulwark-tenant": input.principal.tenant,
+	},
+	"dynamic_metadata": {"route": route.name},
 }
 
 # The first route in data.bulwark.routes that matches the request, if any.
@@ -48,4 +84,33 @@ route_matches(r) if {
 route_matches(r) if {
 	http.method in r.methods
 	startswith(request_path, r.prefix)
+}
+
+authenticated if input.principal.kind in {"api_key", "jwt", "mtls"}
+
+# A presented but rejected credential says why (expired, revoked, ...);
+# no credential at all is a different answer.
+unauthenticated_reason := "invalid_credential" if input.principal.error
+else := "missing_credential"
+
+unauthenticated_message := sprintf("credential rejected: %s", [input.principal.error]) if input.principal.error
+else := "this route needs an API key or a bearer token"
+
+role_allowed(route) if {
+	some role in input.principal.roles
+	role in route.roles
+}
+
+# No model requested: nothing to restrict.
+model_allowed if not input.parsed_body.model
+
+# A role without a model list may use any model.
+model_allowed if {
+	some role in input.principal.roles
+	count(object.get(data.bulwark.models, role, [])) == 0
+}
+
+model_allowed if {
+	some role in input.principal.roles
+	input.parsed_body.model in data.bulwark.models[role]
 }

@@ -4,35 +4,70 @@ import rego.v1
 
 import data.bulwark
 
-req(method, path) := {"attributes": {"request": {"http": {"method": method, "path": path}}}, "phase": "request_headers"}
+anonymous := {"id": "", "kind": "anonymous", "roles": [], "tenant": "", "claims": {}}
 
-test_llm_route_allowed if {
-	d := bulwark.decision with input as req("POST", "/v1/chat/completions")
+alice := {"id": "alice", "kind": "api_key", "roles": ["user"], "tenant": "acme", "claims": {}}
+
+ops := {"id": "ops", "kind": "jwt", "roles": ["auditor"], "tenant": "acme", "claims": {}}
+
+req(method, path, principal) := {
+	"attributes": {"request": {"http": {"method": method, "path": path}}},
+	"phase": "request_headers",
+	"principal": principal,
+}
+
+with_model(r, model) := object.union(r, {"parsed_body": {"model": model}})
+
+test_user_may_call_llm_routes if {
+	d := bulwark.decision with input as req("POST", "/v1/chat/completions", alice)
 	d.allowed
-	d.reason == "route_allowed"
+	d.headers["x-bulwark-principal"] == "alice"
+	d.headers["x-bulwark-tenant"] == "acme"
 	d.headers["x-bulwark-route"] == "llm"
 }
 
-test_query_string_ignored_for_matching if {
-	d := bulwark.decision with input as req("GET", "/healthz?verbose=1")
+test_missing_credential_is_401 if {
+	d := bulwark.decision with input as req("POST", "/v1/chat/completions", anonymous)
+	not d.allowed
+	d.http_status == 401
+	d.reason == "missing_credential"
+}
+
+test_rejected_credential_is_401_with_reason if {
+	p := object.union(anonymous, {"error": "expired"})
+	d := bulwark.decision with input as req("POST", "/v1/chat/completions", p)
+	d.http_status == 401
+	d.reason == "invalid_credential"
+	contains(d.message, "expired")
+}
+
+test_wrong_role_is_403 if {
+	d := bulwark.decision with input as req("POST", "/v1/chat/completions", ops)
+	not d.allowed
+	d.http_status == 403
+	d.reason == "role_not_allowed"
+}
+
+test_public_route_needs_no_credential if {
+	d := bulwark.decision with input as req("GET", "/healthz?verbose=1", anonymous)
 	d.allowed
-	d.headers["x-bulwark-route"] == "health"
+	"x-bulwark-principal" in d.request_headers_to_remove
 }
 
 test_unknown_route_denied if {
-	d := bulwark.decision with input as req("GET", "/admin")
+	d := bulwark.decision with input as req("GET", "/admin", alice)
 	not d.allowed
 	d.http_status == 403
 	d.reason == "route_not_allowed"
 }
 
 test_wrong_method_denied if {
-	d := bulwark.decision with input as req("DELETE", "/v1/models")
-	not d.allowed
+	d := bulwark.decision with input as req("DELETE", "/v1/models", alice)
+	d.reason == "route_not_allowed"
 }
 
 test_prefix_is_not_substring if {
-	d := bulwark.decision with input as req("POST", "/v10/x")
+	d := bulwark.decision with input as req("POST", "/v10/x", alice)
 	not d.allowed
 }
 
@@ -41,11 +76,30 @@ test_empty_input_denied if {
 	not d.allowed
 }
 
-test_routes_come_from_data if {
-	routes := [{"name": "only", "path": "/x", "methods": ["PUT"]}]
-	d := bulwark.decision with input as req("PUT", "/x") with data.bulwark.routes as routes
+test_models_unrestricted_by_default if {
+	d := bulwark.decision with input as with_model(req("POST", "/v1/chat/completions", alice), "gpt-4o")
 	d.allowed
-	d.headers["x-bulwark-route"] == "only"
-	e := bulwark.decision with input as req("POST", "/v1/chat/completions") with data.bulwark.routes as routes
+}
+
+test_model_allow_list if {
+	models := {"user": ["gpt-4o-mini"], "admin": []}
+	ok := bulwark.decision with input as with_model(req("POST", "/v1/chat/completions", alice), "gpt-4o-mini")
+		with data.bulwark.models as models
+	ok.allowed
+	no := bulwark.decision with input as with_model(req("POST", "/v1/chat/completions", alice), "gpt-4o")
+		with data.bulwark.models as models
+	not no.allowed
+	no.reason == "model_not_allowed"
+	admin := object.union(alice, {"roles": ["user", "admin"]})
+	yes := bulwark.decision with input as with_model(req("POST", "/v1/chat/completions", admin), "gpt-4o")
+		with data.bulwark.models as models
+	yes.allowed
+}
+
+test_routes_come_from_data if {
+	routes := [{"name": "only", "path": "/x", "methods": ["PUT"], "roles": ["user"]}]
+	d := bulwark.decision with input as req("PUT", "/x", alice) with data.bulwark.routes as routes
+	d.allowed
+	e := bulwark.decision with input as req("POST", "/v1/chat/completions", alice) with data.bulwark.routes as routes
 	not e.allowed
 }

@@ -41,8 +41,8 @@ func TestDefaultPolicy(t *testing.T) {
 		status       int
 		reason       string
 	}{
-		{"POST", "/v1/chat/completions", true, 0, ""},
-		{"GET", "/v1/models?limit=5", true, 0, ""},
+		{"POST", "/v1/chat/completions", false, 401, "missing_credential"},
+		{"GET", "/v1/models?limit=5", false, 401, "missing_credential"},
 		{"GET", "/healthz", true, 0, ""},
 		{"DELETE", "/v1/models", false, 403, "route_not_allowed"},
 		{"GET", "/admin", false, 403, "route_not_allowed"},
@@ -87,6 +87,7 @@ func TestDefaultPolicy(t *testing.T) {
 	}
 	code, body := p.get(t, "/metrics")
 	for _, want := range []string{`bulwark_decisions_total{reason="route_not_allowed",result="deny"} 3`,
+		`bulwark_decisions_total{reason="missing_credential",result="deny"} 2`,
 		"bulwark_decision_duration_seconds_bucket", `bulwark_policy_reloads_total{result="success"} 1`} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
@@ -494,7 +495,7 @@ decision := {"allowed": true, "reason": "slow"} if {
 
 func TestCheckCLI(t *testing.T) {
 	p := start(t)
-	out, errOut, code := runCLI(t, "check", "--addr", p.GRPCAddr, "--method", "POST", "--path", "/v1/chat/completions")
+	out, errOut, code := runCLI(t, "check", "--addr", p.GRPCAddr, "--path", "/healthz")
 	if code != 0 || !strings.Contains(out, `"allowed": true`) || !strings.Contains(out, `"decision_id"`) {
 		t.Fatalf("remote allow: code %d\n%s\n%s", code, out, errOut)
 	}

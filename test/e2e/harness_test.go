@@ -67,11 +67,17 @@ type proc struct {
 // serves. The process is stopped when the test ends.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, args...)
+}
+
+// startEnv is start with extra environment variables (e.g. BULWARK_KEY_PEPPER).
+func startEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	full := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
 		"--log-level", "debug", "--shutdown-grace", "5s", "--reload-debounce", "50ms"}, args...)
 	p := &proc{t: t, exited: make(chan struct{})}
 	p.cmd = exec.Command(binary, full...)
-	p.cmd.Env = cleanEnv()
+	p.cmd.Env = append(cleanEnv(), env...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -197,8 +203,14 @@ func (p *proc) get(t *testing.T, path string) (int, string) {
 // runCLI runs the bulwark binary with args and returns stdout, stderr and the exit code.
 func runCLI(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
+	return runCLIEnv(t, nil, args...)
+}
+
+// runCLIEnv is runCLI with extra environment variables.
+func runCLIEnv(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -237,4 +249,13 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
