@@ -2,72 +2,98 @@ package extauthz
 
 import (
 	"context"
+	"crypto/rand"
+	"os"
+	"path/filepath"
 	"testing"
-	"testing/fstest"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/policies"
 )
 
-// RBACPolicy is the three-condition RBAC policy the README's figures use for
-// comparison with OPA-Envoy: a role from a header, a method and a path
-// prefix, looked up in data.
-const RBACPolicy = `package envoy.authz
+const benchPepper = "bench-pepper-0123456789abcdef"
 
-import rego.v1
-
-default allow := false
-
-allow if {
-	some grant in data.grants[input.attributes.request.http.headers["x-role"]]
-	grant.method == input.attributes.request.http.method
-	startswith(input.attributes.request.http.path, grant.prefix)
-}
-`
-
-const rbacData = `{"grants": {"admin": [{"method": "GET", "prefix": "/"}, {"method": "POST", "prefix": "/"}],
-"user": [{"method": "GET", "prefix": "/v1/"}, {"method": "POST", "prefix": "/v1/chat/"}]}}`
-
-func benchServer(b *testing.B, cfg policy.Config) *Server {
-	e, err := policy.New(context.Background(), cfg, nil, nil)
+// benchAuthenticator returns an Authenticator with one API key (role user)
+// and that key.
+func benchAuthenticator(b *testing.B) (*identity.Authenticator, string) {
+	key, err := identity.NewAPIKey(rand.Reader, "bench")
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, err := pipeline.New(pipeline.Config{Timeout: time.Second}, nil, e, nil, nil)
+	path := filepath.Join(b.TempDir(), "keys.yaml")
+	kf := &identity.KeysFile{Keys: []identity.KeyRecord{{ID: "bench", Roles: []string{"user"}, Tenant: "acme",
+		Hash: identity.HashAPIKey([]byte(benchPepper), key)}}}
+	if err := identity.WriteKeysFile(path, kf); err != nil {
+		b.Fatal(err)
+	}
+	cfg := identity.DefaultConfig()
+	cfg.KeysFile, cfg.Pepper = path, benchPepper
+	a, err := identity.New(cfg, nil, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return New(p, Options{})
+	b.Cleanup(a.Close)
+	return a, key
 }
 
+// BenchmarkCheck measures one in-process Check: input building, identity,
+// OPA evaluation and response rendering (no gRPC).
+//
+//	opa_envoy_rbac      test/load/rbac (OPA-Envoy style, envoy/authz/allow), no identity stage
+//	default_api_key     the embedded default policy with an API key: identity + RBAC routes
 func BenchmarkCheck(b *testing.B) {
-	req := NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false",
-		Headers: map[string]string{"x-role": "user", "user-agent": "bench/1.0", "accept": "*/*",
-			"content-type": "application/json", "authorization": "Bearer abc"}})
+	rbac := policy.Config{Embedded: os.DirFS("../../test/load/rbac"), Query: "envoy/authz/allow"}
+	def := policy.Config{Embedded: policies.FS, Query: "bulwark/decision"}
+	auth, key := benchAuthenticator(b)
+	headers := func(extra map[string]string) map[string]string {
+		h := map[string]string{"x-role": "user", "user-agent": "bench/1.0", "accept": "*/*",
+			"content-type": "application/json"}
+		for k, v := range extra {
+			h[k] = v
+		}
+		return h
+	}
 	cases := []struct {
 		name string
 		cfg  policy.Config
+		auth pipeline.Authenticator
+		hdrs map[string]string
 	}{
-		{"default_policy", policy.Config{Embedded: policies.FS, Query: "bulwark/decision"}},
-		{"opa_envoy_rbac", policy.Config{Embedded: fstest.MapFS{
-			"p.rego":    {Data: []byte(RBACPolicy)},
-			"data.json": {Data: []byte(rbacData)},
-		}, Query: "envoy/authz/allow"}},
+		{"opa_envoy_rbac", rbac, nil, headers(map[string]string{"authorization": "Bearer abc"})},
+		{"default_api_key", def, auth, headers(map[string]string{"authorization": "Bearer " + key})},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
-			s := benchServer(b, tc.cfg)
+			e, err := policy.New(context.Background(), tc.cfg, nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := pipeline.New(pipeline.Config{Timeout: time.Second}, tc.auth, e, nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s := New(p, Options{StripCredentials: true})
+			req := NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs})
 			ctx := context.Background()
 			resp, err := s.Check(ctx, req)
 			if err != nil || resp.GetStatus().GetCode() != 0 {
-				b.Fatalf("not allowed: %v %v", resp.GetStatus(), err)
+				b.Fatalf("not allowed: %v %v %s", resp.GetStatus(), err, resp.GetDeniedResponse().GetBody())
+			}
+			// Each Check gets its own request, as each gRPC call decodes its
+			// own (Check strips credential headers from the one it is given).
+			reqs := make([]*authv3.CheckRequest, b.N)
+			for i := range reqs {
+				reqs[i] = NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs})
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if _, err := s.Check(ctx, req); err != nil {
+				if _, err := s.Check(ctx, reqs[i]); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -171,13 +171,14 @@ func errorBody(httpStatus int, out pipeline.Outcome) string {
 
 func headerOptions(hs []policy.Header, extra policy.Header) []*corev3.HeaderValueOption {
 	out := make([]*corev3.HeaderValueOption, 0, len(hs)+1)
-	seen := make(map[string]bool, len(hs)+1)
 	add := func(h policy.Header) {
 		action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
-		if seen[h.Key] {
-			action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+		for _, prev := range out { // a handful of headers: a scan beats a map
+			if prev.GetHeader().GetKey() == h.Key {
+				action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+				break
+			}
 		}
-		seen[h.Key] = true
 		out = append(out, &corev3.HeaderValueOption{
 			Header:       &corev3.HeaderValue{Key: h.Key, Value: h.Value},
 			AppendAction: action,

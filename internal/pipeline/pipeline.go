@@ -185,6 +185,9 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	}
 	p.metrics.decision(result, out.Reason)
 	if result == "allow" {
+		if !p.logger.Enabled(ctx, slog.LevelDebug) {
+			return out, nil // skip building the log record's arguments on the hot path
+		}
 		p.logger.Debug("decision", "decision_id", out.DecisionID, "phase", req.Phase, "allowed", true,
 			"principal", out.Principal.ID, "principal_kind", out.Principal.Kind,
 			"reason", out.Reason, "policy_revision", out.PolicyRevision, "elapsed", elapsed)

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"encoding/base64"
-	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -38,12 +37,17 @@ func messageValue(m protoreflect.Message) ast.Value {
 	if v, ok := wellKnown(m); ok {
 		return v
 	}
+	// Small messages (nearly all of Envoy's) build their pairs on the stack.
+	var buf [12][2]*ast.Term
+	terms := buf[:0]
 	fields := m.Descriptor().Fields()
-	terms := make([][2]*ast.Term, 0, fields.Len())
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		terms = append(terms, [2]*ast.Term{fieldKey(fd), ast.NewTerm(fieldValue(fd, v))})
-		return true
-	})
+	for i, n := 0, fields.Len(); i < n; i++ {
+		fd := fields.Get(i)
+		if !m.Has(fd) {
+			continue
+		}
+		terms = append(terms, [2]*ast.Term{fieldKey(fd), ast.NewTerm(fieldValue(fd, m.Get(fd)))})
+	}
 	return ast.NewObject(terms...)
 }
 
@@ -142,9 +146,11 @@ func wellKnown(m protoreflect.Message) (ast.Value, bool) {
 	case "Timestamp":
 		sec := m.Get(fields.ByNumber(1)).Int()
 		nanos := m.Get(fields.ByNumber(2)).Int()
-		t := time.Unix(sec, nanos).UTC()
-		s := t.Format("2006-01-02T15:04:05")
-		return ast.String(s + fracNanos(int32(nanos)) + "Z"), true
+		var b [40]byte
+		out := time.Unix(sec, nanos).UTC().AppendFormat(b[:0], "2006-01-02T15:04:05")
+		out = append(out, fracNanos(int32(nanos))...)
+		out = append(out, 'Z')
+		return ast.String(out), true
 	case "Duration":
 		sec := m.Get(fields.ByNumber(1)).Int()
 		nanos := int32(m.Get(fields.ByNumber(2)).Int())
@@ -179,14 +185,20 @@ func fracNanos(n int32) string {
 	if n == 0 {
 		return ""
 	}
+	digits := 9
 	switch {
 	case n%1_000_000 == 0:
-		return fmt.Sprintf(".%03d", n/1_000_000)
+		n, digits = n/1_000_000, 3
 	case n%1_000 == 0:
-		return fmt.Sprintf(".%06d", n/1_000)
-	default:
-		return fmt.Sprintf(".%09d", n)
+		n, digits = n/1_000, 6
 	}
+	var b [10]byte
+	b[0] = '.'
+	for i := digits; i >= 1; i-- {
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[:digits+1])
 }
 
 func lowerCamel(s string) string {

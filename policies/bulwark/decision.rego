@@ -62,29 +62,22 @@ route_decision(route) := {
 	"dynamic_metadata": {"route": route.name},
 }
 
-# The first route in data.bulwark.routes that matches the request, if any.
-matched_route := matches[0] if {
-	matches := [r |
-		some r in data.bulwark.routes
-		route_matches(r)
-	]
-	count(matches) > 0
-}
+# The first route in data.bulwark.routes that matches the request, if any
+# (undefined when none does).
+matched_route := [r |
+	some r in data.bulwark.routes
+	http.method in r.methods
+	path_matches(r)
+][0]
 
 http := input.attributes.request.http
 
 # The path without its query string, as Envoy forwards it.
 request_path := split(http.path, "?")[0]
 
-route_matches(r) if {
-	http.method in r.methods
-	request_path == r.path
-}
+path_matches(r) if request_path == r.path
 
-route_matches(r) if {
-	http.method in r.methods
-	startswith(request_path, r.prefix)
-}
+path_matches(r) if startswith(request_path, r.prefix)
 
 authenticated if input.principal.kind in {"api_key", "jwt", "mtls"}
 
