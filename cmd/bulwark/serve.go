@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		return &exitError{2, err}
 	}
 	logger := newLogger(cfg, stderr)
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -63,6 +67,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		MaxConcurrentStreams: uint32(cfg.MaxConcurrentStreams),
 		KeepaliveMinTime:     cfg.KeepaliveMinTime,
 		ShutdownGrace:        cfg.ShutdownGrace,
+		Pprof:                cfg.AdminPprof,
 	}, logger, reg)
 	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials}))
 	srv.AddReadinessCheck(server.ReadinessCheck{Name: "identity", Check: auth.Ready})

@@ -41,7 +41,7 @@ var (
 func BuildInput(req *authv3.CheckRequest) ast.Object {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	in := ast.NewObject(
-		[2]*ast.Term{keyAttributes, ast.NewTerm(policy.ProtoValue(req.GetAttributes()))},
+		[2]*ast.Term{keyAttributes, ast.NewTerm(attributesValue(req.GetAttributes()))},
 		[2]*ast.Term{keyVersion, ast.NewTerm(versionValue)},
 	)
 	var errs [][2]*ast.Term

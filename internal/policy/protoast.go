@@ -276,6 +276,10 @@ var commonStrings = func() map[string]*ast.Term {
 	return m
 }()
 
+// StringTerm is ast.StringTerm that reuses one shared term for strings found
+// in almost every request (common header names, methods, schemes).
+func StringTerm(s string) *ast.Term { return stringTerm(s) }
+
 func stringTerm(s string) *ast.Term {
 	if t, ok := commonStrings[s]; ok {
 		return t

@@ -6,7 +6,8 @@
 # is capped by the client; CPU per Check is the figure that compares servers.
 #
 # Servers: a no-op ext_authz server (the gRPC floor), Bulwark on its default
-# policy, and Bulwark on the OPA-Envoy-style RBAC policy in test/load/rbac.
+# policy with a real API key (identity + RBAC routes), and Bulwark on the
+# OPA-Envoy-style RBAC policy in test/load/rbac (no identity stage).
 # Set OPA_ENVOY=/path/to/opa-envoy-binary to add OPA-Envoy on the same policy.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,12 +25,12 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-measure() { # name pid addr
-	local name=$1 pid=$2 addr=$3
-	"$GHZ" --insecure --call "$CALL" -D "$DATA" -c "$CONCURRENCY" -n "$WARMUP" "$addr" >/dev/null
+measure() { # name pid addr [data]
+	local name=$1 pid=$2 addr=$3 data=${4:-$DATA}
+	"$GHZ" --insecure --call "$CALL" -D "$data" -c "$CONCURRENCY" -n "$WARMUP" "$addr" >/dev/null
 	local before after
 	before=$(cpu_ticks "$pid")
-	"$GHZ" --insecure --call "$CALL" -D "$DATA" -c "$CONCURRENCY" -n "$REQUESTS" -O json "$addr" >"$work/$name.json"
+	"$GHZ" --insecure --call "$CALL" -D "$data" -c "$CONCURRENCY" -n "$REQUESTS" -O json "$addr" >"$work/$name.json"
 	after=$(cpu_ticks "$pid")
 	python3 - "$work/$name.json" "$name" "$before" "$after" "$TICKS" <<'PY'
 import json, sys
@@ -51,24 +52,33 @@ wait_port() {
 	echo "nothing listens on port $1" >&2; return 1
 }
 
-run_server() { # name port cmd...
-	local name=$1 port=$2; shift 2
+run_server() { # name port data cmd...
+	local name=$1 port=$2 data=$3; shift 3
 	"$@" >"$work/$name.log" 2>&1 &
 	local pid=$!
 	wait_port "$port" || { cat "$work/$name.log" >&2; return 1; }
-	measure "$name" "$pid" "127.0.0.1:$port"
+	measure "$name" "$pid" "127.0.0.1:$port" "$data"
 	kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
 echo "ghz: concurrency $CONCURRENCY, $REQUESTS requests after $WARMUP warm-up; $(nproc) cores shared with the load generator"
 go build -o "$work/noop" ./test/load/noop
-p=$(free_port); run_server noop-floor "$p" "$work/noop" --addr "127.0.0.1:$p"
-p=$(free_port); run_server bulwark-default "$p" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 \
-	--grpc-reflection --log-level warn
-p=$(free_port); run_server bulwark-rbac "$p" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 \
+# The default policy needs a principal: a real API key, role user.
+export BULWARK_KEY_PEPPER=bench-pepper-0123456789abcdef
+key=$("$BULWARK" keys create --keys-file "$work/keys.yaml" --id bench --roles user --tenant acme 2>/dev/null)
+python3 - "$DATA" "$work/check-key.json" "$key" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+d["attributes"]["request"]["http"]["headers"]["authorization"] = "Bearer " + sys.argv[3]
+json.dump(d, open(sys.argv[2], "w"))
+PY
+p=$(free_port); run_server noop-floor "$p" "$DATA" "$work/noop" --addr "127.0.0.1:$p"
+p=$(free_port); run_server bulwark-default-apikey "$p" "$work/check-key.json" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" \
+	--admin-addr 127.0.0.1:0 --grpc-reflection --log-level warn --keys-file "$work/keys.yaml"
+p=$(free_port); run_server bulwark-rbac "$p" "$DATA" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 \
 	--grpc-reflection --log-level warn --policy-dir test/load/rbac --policy-query envoy/authz/allow
 if [ -n "${OPA_ENVOY:-}" ]; then
-	p=$(free_port); run_server opa-envoy-rbac "$p" "$OPA_ENVOY" run --server --addr 127.0.0.1:0 --log-level error \
+	p=$(free_port); run_server opa-envoy-rbac "$p" "$DATA" "$OPA_ENVOY" run --server --addr 127.0.0.1:0 --log-level error \
 		--set "plugins.envoy_ext_authz_grpc.addr=127.0.0.1:$p" --set plugins.envoy_ext_authz_grpc.path=envoy/authz/allow \
 		--set decision_logs.console=false test/load/rbac
 fi
