@@ -36,9 +36,9 @@ type Config struct {
 	MaxSendMsgBytes      int
 	MaxConcurrentStreams uint32
 	// Pprof serves /debug/pprof on the admin listener.
-	Pprof bool
-	KeepaliveMinTime     time.Duration
-	ShutdownGrace        time.Duration
+	Pprof            bool
+	KeepaliveMinTime time.Duration
+	ShutdownGrace    time.Duration
 }
 
 // ReadinessCheck reports one component's readiness: nil when ready, else why
