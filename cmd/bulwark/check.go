@@ -20,6 +20,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 )
 
 // headerFlags collects repeated -H 'name: value' flags.
@@ -140,11 +141,16 @@ func localCheck(ctx context.Context, dir, query string, regoV0 bool, idc identit
 	}
 	defer auth.Close()
 	auth.Start(ctx)
-	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout}, auth, engine, logger, nil)
+	lim, err := ratelimit.New(ratelimit.Config{}, nil) // in-process: a single check never exceeds a limit
 	if err != nil {
 		return nil, err
 	}
-	return extauthz.New(pipe, extauthz.Options{StripCredentials: true}).Check(ctx, req)
+	defer lim.Close()
+	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout, RateLimitHeaders: true}, auth, engine, lim, logger, nil)
+	if err != nil {
+		return nil, err
+	}
+	return extauthz.New(pipe, extauthz.Options{StripCredentials: idc.KeysFile != "" || idc.JWKSURL != "" || idc.JWTKeysFile != ""}).Check(ctx, req)
 }
 
 func renderCheck(resp *authv3.CheckResponse) checkResult {

@@ -19,6 +19,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	"github.com/bulwark-ai/bulwark/internal/server"
 	"github.com/bulwark-ai/bulwark/policies"
 )
@@ -53,7 +54,20 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	defer auth.Close()
 	auth.Start(ctx)
 
-	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout, DryRun: cfg.DryRun}, auth, engine, logger, reg)
+	limiter, err := ratelimit.New(ratelimit.Config{
+		RedisURL:     cfg.RedisURL,
+		TLSCAFile:    cfg.RedisCAFile,
+		CheckTimeout: cfg.RateLimitTimeout,
+		FailureMode:  ratelimit.FailureMode(cfg.RateLimitFailureMode),
+		LocalShare:   cfg.RateLimitLocalShare,
+	}, reg)
+	if err != nil {
+		return fmt.Errorf("rate limiter: %w", err)
+	}
+	defer limiter.Close()
+
+	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout, DryRun: cfg.DryRun, RateLimitHeaders: cfg.RateLimitHeaders},
+		auth, engine, limiter, logger, reg)
 	if err != nil {
 		return err
 	}
@@ -69,8 +83,18 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		ShutdownGrace:        cfg.ShutdownGrace,
 		Pprof:                cfg.AdminPprof,
 	}, logger, reg)
-	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials}))
+	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled()}))
 	srv.AddReadinessCheck(server.ReadinessCheck{Name: "identity", Check: auth.Ready})
+	// The limiter never fails readiness: with Redis down, fail_open limits
+	// are still decided in-process and fail_closed ones answer 503 at once;
+	// taking Bulwark out of rotation would help neither. /readyz shows it.
+	srv.AddReadinessCheck(server.ReadinessCheck{
+		Name:  "ratelimit",
+		Check: func() error { return nil },
+		Detail: func() any {
+			return map[string]any{"redis": cfg.RedisURL != "", "breaker": limiter.State().String(), "healthy": limiter.Healthy()}
+		},
+	})
 	srv.AddReadinessCheck(server.ReadinessCheck{
 		Name: "policy",
 		Check: func() error {

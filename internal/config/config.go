@@ -66,6 +66,21 @@ type Config struct {
 	// later rate limits): redis://, rediss://, or comma-separated addresses
 	// for a Cluster. Empty: nothing shared, everything in-process.
 	RedisURL string `yaml:"redis_url"`
+	// RedisCAFile verifies a rediss:// server with this CA bundle.
+	RedisCAFile string `yaml:"redis_ca_file"`
+
+	// RateLimitFailureMode is what limits do when Redis cannot answer:
+	// fail_open (decide in-process with RateLimitLocalShare of each limit) or
+	// fail_closed (503). A limit in a policy may override it.
+	RateLimitFailureMode string `yaml:"ratelimit_failure_mode"`
+	// RateLimitLocalShare is the fraction of each limit one replica allows on
+	// its own while Redis is down, e.g. 1/replicas.
+	RateLimitLocalShare float64 `yaml:"ratelimit_local_share"`
+	// RateLimitTimeout bounds the Redis round trip of one limit check.
+	RateLimitTimeout time.Duration `yaml:"ratelimit_timeout"`
+	// RateLimitHeaders adds RateLimit / RateLimit-Policy headers (remaining
+	// quota) to allowed responses; 429s always carry them.
+	RateLimitHeaders bool `yaml:"ratelimit_headers"`
 
 	// KeysFile is the API keys file (hashes only), hot-reloaded.
 	KeysFile string `yaml:"keys_file"`
@@ -93,8 +108,10 @@ type Config struct {
 	// MTLSPrincipals gives roles and tenant to mTLS peers (exact id or prefix*).
 	MTLSPrincipals map[string]identity.PeerIdentity `yaml:"mtls_principals"`
 	// StripCredentials keeps credential headers out of the policy input once
-	// the identity stage has read them. Turn off only for OPA-Envoy policies
-	// that verify tokens themselves.
+	// the identity stage has read them. It applies only when Bulwark
+	// authenticates (IdentityEnabled); without any identity source the
+	// headers stay, so OPA-Envoy policies that verify tokens themselves run
+	// unchanged.
 	StripCredentials bool `yaml:"strip_credentials"`
 
 	// GCPercent sets the Go garbage collector's target (GOGC) unless the GOGC
@@ -134,7 +151,17 @@ func Default() Config {
 		JWTTenantClaim:       "tenant",
 		StripCredentials:     true,
 		GCPercent:            400,
+		RateLimitFailureMode: "fail_open",
+		RateLimitLocalShare:  1,
+		RateLimitTimeout:     50 * time.Millisecond,
 	}
+}
+
+// IdentityEnabled reports whether Bulwark itself authenticates requests
+// (some credential source is configured).
+func (c Config) IdentityEnabled() bool {
+	return c.KeysFile != "" || c.RedisURL != "" || c.JWKSURL != "" || c.JWTKeysFile != "" ||
+		c.TrustSourcePrincipal || c.TrustXFCC
 }
 
 // IdentityConfig is the identity stage's configuration; pepper is the
@@ -221,6 +248,17 @@ func (c Config) Validate() error {
 	if c.ShutdownGrace < 0 {
 		return &FieldError{"shutdown_grace", "must not be negative"}
 	}
+	switch c.RateLimitFailureMode {
+	case "fail_open", "fail_closed":
+	default:
+		return &FieldError{"ratelimit_failure_mode", fmt.Sprintf("%q is not fail_open or fail_closed", c.RateLimitFailureMode)}
+	}
+	if c.RateLimitLocalShare <= 0 || c.RateLimitLocalShare > 1 {
+		return &FieldError{"ratelimit_local_share", "must be in (0, 1]"}
+	}
+	if c.RateLimitTimeout <= 0 || c.RateLimitTimeout > c.CheckTimeout {
+		return &FieldError{"ratelimit_timeout", fmt.Sprintf("%s must be positive and at most check_timeout (%s)", c.RateLimitTimeout, c.CheckTimeout)}
+	}
 	if c.GCPercent < 25 {
 		return &FieldError{"gc_percent", "must be at least 25"}
 	}
@@ -268,6 +306,11 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time to drain in-flight calls on SIGTERM before a hard stop")
 	fs.DurationVar(&c.ReloadDebounce, "reload-debounce", c.ReloadDebounce, "quiet time after a policy file change before reloading")
 	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "shared Redis: redis://, rediss://, or comma-separated Cluster addresses (empty: in-process)")
+	fs.StringVar(&c.RedisCAFile, "redis-ca-file", c.RedisCAFile, "CA bundle for rediss:// servers")
+	fs.StringVar(&c.RateLimitFailureMode, "ratelimit-failure-mode", c.RateLimitFailureMode, "when Redis cannot answer: fail_open (in-process share) or fail_closed (503)")
+	fs.Float64Var(&c.RateLimitLocalShare, "ratelimit-local-share", c.RateLimitLocalShare, "fraction of each limit a replica allows alone while Redis is down")
+	fs.DurationVar(&c.RateLimitTimeout, "ratelimit-timeout", c.RateLimitTimeout, "deadline of one Redis limit check")
+	fs.BoolVar(&c.RateLimitHeaders, "ratelimit-headers", c.RateLimitHeaders, "add RateLimit headers to allowed responses")
 	fs.StringVar(&c.KeysFile, "keys-file", c.KeysFile, "API keys file (hashes only), hot-reloaded")
 	fs.StringVar(&c.PepperFile, "pepper-file", c.PepperFile, "file holding the API key hashing secret (or set BULWARK_KEY_PEPPER)")
 	fs.StringVar(&c.JWKSURL, "jwks-url", c.JWKSURL, "JWT issuer's JWKS URL")

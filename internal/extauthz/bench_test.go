@@ -73,7 +73,7 @@ func BenchmarkCheck(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			p, err := pipeline.New(pipeline.Config{Timeout: time.Second}, tc.auth, e, nil, nil)
+			p, err := pipeline.New(pipeline.Config{Timeout: time.Second}, tc.auth, e, nil, nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

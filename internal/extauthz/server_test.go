@@ -16,6 +16,7 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 )
 
 const testPolicy = `package t
@@ -59,7 +60,12 @@ func newServer(t *testing.T, cfg pipeline.Config) *Server {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = time.Second
 	}
-	p, err := pipeline.New(cfg, nil, e, nil, nil)
+	lim, err := ratelimit.New(ratelimit.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lim.Close() })
+	p, err := pipeline.New(cfg, nil, e, lim, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

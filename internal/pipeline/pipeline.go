@@ -18,6 +18,7 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 )
 
 // Phase names where in an HTTP exchange a decision is made.
@@ -41,6 +42,13 @@ type Authenticator interface {
 
 var _ Authenticator = (*identity.Authenticator)(nil)
 
+// Limiter checks a decision's rate limits and quotas, all or nothing.
+type Limiter interface {
+	Check(ctx context.Context, decisionID string, limits []ratelimit.Limit) (ratelimit.Result, error)
+}
+
+var _ Limiter = (*ratelimit.Limiter)(nil)
+
 // Evaluator is the policy engine as the pipeline needs it.
 type Evaluator interface {
 	Evaluate(ctx context.Context, input ast.Value) (policy.Result, error)
@@ -55,6 +63,9 @@ type Config struct {
 	Timeout time.Duration
 	// DryRun turns every deny into an allow after it has been logged and counted.
 	DryRun bool
+	// RateLimitHeaders adds RateLimit and RateLimit-Policy headers to allowed
+	// responses that carried limits (denials always get them).
+	RateLimitHeaders bool
 }
 
 // Request is one decision to make. Input holds the adapter-built,
@@ -85,6 +96,8 @@ type Outcome struct {
 	DryRunDenied bool
 	// Principal is who asked, as the policy saw it.
 	Principal identity.Principal
+	// RateLimit is the limiter's answer when the decision carried limits.
+	RateLimit *ratelimit.Result
 }
 
 // Pipeline runs the stages of a decision. It is safe for concurrent use.
@@ -92,14 +105,16 @@ type Pipeline struct {
 	cfg     Config
 	auth    Authenticator
 	eval    Evaluator
+	limiter Limiter
 	ids     *IDSource
 	logger  *slog.Logger
 	metrics *metrics
 }
 
-// New wires a pipeline. auth may be nil (every request is anonymous); reg may
-// be nil (no metrics registered, as in tests).
-func New(cfg Config, auth Authenticator, eval Evaluator, logger *slog.Logger, reg prometheus.Registerer) (*Pipeline, error) {
+// New wires a pipeline. auth may be nil (every request is anonymous), limiter
+// may be nil (a decision with limits is then denied: limits must never be
+// silently ignored); reg may be nil (no metrics registered, as in tests).
+func New(cfg Config, auth Authenticator, eval Evaluator, limiter Limiter, logger *slog.Logger, reg prometheus.Registerer) (*Pipeline, error) {
 	if eval == nil {
 		return nil, errors.New("pipeline: nil evaluator")
 	}
@@ -113,7 +128,7 @@ func New(cfg Config, auth Authenticator, eval Evaluator, logger *slog.Logger, re
 	if err != nil {
 		return nil, err
 	}
-	return &Pipeline{cfg: cfg, auth: auth, eval: eval, ids: NewIDSource(), logger: logger, metrics: m}, nil
+	return &Pipeline{cfg: cfg, auth: auth, eval: eval, limiter: limiter, ids: NewIDSource(), logger: logger, metrics: m}, nil
 }
 
 var (
@@ -171,6 +186,15 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 			"policy_revision", res.Revision, "code", perr.Code, "error", perr)
 	}
 
+	if out.Decision.Allowed && len(out.Decision.Limits) > 0 {
+		if err := p.checkLimits(ctx, &out); err != nil {
+			p.metrics.decision("error", "ratelimit_timeout")
+			return out, err
+		}
+		if !out.Decision.Allowed {
+			out.Reason = out.Decision.Reason
+		}
+	}
 	if !out.Decision.Allowed && out.Reason == "" {
 		out.Reason = "denied"
 	}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -39,6 +40,29 @@ type Decision struct {
 	// Message is the human text of Bulwark's JSON error body, used when the
 	// policy denies without a Body of its own.
 	Message string
+	// Limits are rate limits and quotas to check, all or nothing, after an
+	// allow (Bulwark's addition to OPA-Envoy's result).
+	Limits []Limit
+}
+
+// Limit is one rate limit or token quota a policy attaches to a decision.
+type Limit struct {
+	// Name identifies the limit in headers and metrics ("rpm", "tokens_per_day").
+	Name string
+	// Key is whose counter it is (a principal, a tenant); keys of one
+	// request must share a Redis hash tag, e.g. "{acme}:alice" and "{acme}".
+	Key string
+	// Limit units are allowed per Period.
+	Limit  int64
+	Period time.Duration
+	// Cost is what this request spends (default 1); Estimated marks it as a
+	// token estimate to reconcile with the model's reported usage.
+	Cost      int64
+	Estimated bool
+	// Shadow limits are counted and reported but never deny.
+	Shadow bool
+	// FailureMode overrides the limiter's default: fail_open or fail_closed.
+	FailureMode string
 }
 
 // DecodeDecision turns a policy result into a Decision. A boolean is the
@@ -73,6 +97,7 @@ var (
 	keyQueryParametersToRemove = ast.StringTerm("query_parameters_to_remove")
 	keyReason                  = ast.StringTerm("reason")
 	keyMessage                 = ast.StringTerm("message")
+	keyLimits                  = ast.StringTerm("limits")
 )
 
 func decodeObject(o ast.Object) (Decision, error) {
@@ -125,6 +150,9 @@ func decodeObject(o ast.Object) (Decision, error) {
 		return Decision{}, err
 	}
 	if d.Message, err = optString(o, keyMessage); err != nil {
+		return Decision{}, err
+	}
+	if d.Limits, err = decodeLimits(o.Get(keyLimits)); err != nil {
 		return Decision{}, err
 	}
 	if t := o.Get(keyDynamicMetadata); t != nil {
@@ -223,4 +251,99 @@ func headerList(o ast.Object, key *ast.Term) ([]Header, error) {
 		}
 	})
 	return out, bad
+}
+
+// decodeLimits reads `limits: [{name, key, limit, period, cost, estimated,
+// shadow, failure_mode}]`. period is a duration string ("1m", "24h") or a
+// number of seconds.
+func decodeLimits(t *ast.Term) ([]Limit, error) {
+	if t == nil {
+		return nil, nil
+	}
+	var arr []*ast.Term
+	switch x := t.Value.(type) {
+	case *ast.Array:
+		x.Foreach(func(e *ast.Term) { arr = append(arr, e) })
+	case ast.Set:
+		x.Foreach(func(e *ast.Term) { arr = append(arr, e) })
+	default:
+		return nil, invalid(`"limits" must be an array, got %s`, ast.ValueName(t.Value))
+	}
+	out := make([]Limit, 0, len(arr))
+	for i, e := range arr {
+		o, ok := e.Value.(ast.Object)
+		if !ok {
+			return nil, invalid(`"limits"[%d] must be an object`, i)
+		}
+		var l Limit
+		var err error
+		str := func(k string) string {
+			if err != nil {
+				return ""
+			}
+			var s string
+			s, err = optString(o, ast.StringTerm(k))
+			return s
+		}
+		l.Name, l.Key, l.FailureMode = str("name"), str("key"), str("failure_mode")
+		if err != nil {
+			return nil, invalid(`"limits"[%d]: %v`, i, err)
+		}
+		if l.Name == "" || l.Key == "" {
+			return nil, invalid(`"limits"[%d] needs a name and a key`, i)
+		}
+		if l.Limit, err = intField(o, "limit", 0); err != nil || l.Limit <= 0 {
+			return nil, invalid(`"limits"[%d].limit must be a positive integer`, i)
+		}
+		if l.Cost, err = intField(o, "cost", 1); err != nil || l.Cost < 0 {
+			return nil, invalid(`"limits"[%d].cost must be a non-negative integer`, i)
+		}
+		switch p := o.Get(ast.StringTerm("period")); {
+		case p == nil:
+			return nil, invalid(`"limits"[%d] needs a period`, i)
+		default:
+			switch pv := p.Value.(type) {
+			case ast.String:
+				l.Period, err = time.ParseDuration(string(pv))
+			case ast.Number:
+				f, ok := pv.Float64()
+				if !ok {
+					err = fmt.Errorf("bad number")
+				}
+				l.Period = time.Duration(f * float64(time.Second))
+			default:
+				err = fmt.Errorf("wrong type")
+			}
+			if err != nil || l.Period <= 0 {
+				return nil, invalid(`"limits"[%d].period must be a positive duration ("1m") or seconds`, i)
+			}
+		}
+		for k, dst := range map[string]*bool{"shadow": &l.Shadow, "estimated": &l.Estimated} {
+			if b := o.Get(ast.StringTerm(k)); b != nil {
+				bv, ok := b.Value.(ast.Boolean)
+				if !ok {
+					return nil, invalid(`"limits"[%d].%s must be a boolean`, i, k)
+				}
+				*dst = bool(bv)
+			}
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+func intField(o ast.Object, k string, def int64) (int64, error) {
+	t := o.Get(ast.StringTerm(k))
+	if t == nil {
+		return def, nil
+	}
+	n, ok := t.Value.(ast.Number)
+	if !ok {
+		return 0, fmt.Errorf("%s: not a number", k)
+	}
+	v, ok := n.Int64()
+	if !ok {
+		return 0, fmt.Errorf("%s: not an integer", k)
+	}
+	return v, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -32,7 +33,18 @@ func TestDecodeDecision(t *testing.T) {
 			want: Decision{Allowed: true, RequestHeadersToRemove: []string{"a"}}},
 		{name: "status_code alias", in: `{"allowed": false, "status_code": 401}`, want: Decision{HTTPStatus: 401}},
 		{name: "http_status wins", in: `{"allowed": false, "status_code": 401, "http_status": 429}`, want: Decision{HTTPStatus: 429}},
-		{name: "unknown fields ignored", in: `{"allowed": true, "limits": []}`, want: Decision{Allowed: true}},
+		{name: "unknown fields ignored", in: `{"allowed": true, "audit": {"tag": 1}}`, want: Decision{Allowed: true}},
+		{name: "limits", in: `{"allowed": true, "limits": [{"name": "rpm", "key": "{acme}:a", "limit": 100, "period": "1m"},
+			{"name": "tpd", "key": "{acme}", "limit": 1000000, "period": 86400, "cost": 512, "estimated": true, "shadow": true, "failure_mode": "fail_closed"}]}`,
+			want: Decision{Allowed: true, Limits: []Limit{{Name: "rpm", Key: "{acme}:a", Limit: 100, Period: time.Minute, Cost: 1},
+				{Name: "tpd", Key: "{acme}", Limit: 1000000, Period: 24 * time.Hour, Cost: 512, Estimated: true, Shadow: true, FailureMode: "fail_closed"}}}},
+		{name: "limits not array", in: `{"allowed": true, "limits": {"a": 1}}`, wantErr: "must be an array"},
+		{name: "limit no key", in: `{"allowed": true, "limits": [{"name": "x", "limit": 1, "period": "1s"}]}`, wantErr: "name and a key"},
+		{name: "limit zero", in: `{"allowed": true, "limits": [{"name": "x", "key": "k", "limit": 0, "period": "1s"}]}`, wantErr: "positive integer"},
+		{name: "limit bad period", in: `{"allowed": true, "limits": [{"name": "x", "key": "k", "limit": 1, "period": "soon"}]}`, wantErr: "period"},
+		{name: "limit no period", in: `{"allowed": true, "limits": [{"name": "x", "key": "k", "limit": 1}]}`, wantErr: "needs a period"},
+		{name: "limit negative cost", in: `{"allowed": true, "limits": [{"name": "x", "key": "k", "limit": 1, "period": "1s", "cost": -1}]}`, wantErr: "cost"},
+		{name: "limit shadow type", in: `{"allowed": true, "limits": [{"name": "x", "key": "k", "limit": 1, "period": "1s", "shadow": "yes"}]}`, wantErr: "boolean"},
 		{name: "string", in: `"yes"`, wantErr: "boolean or an object"},
 		{name: "number", in: `1`, wantErr: "boolean or an object"},
 		{name: "array", in: `[true]`, wantErr: "boolean or an object"},

@@ -60,6 +60,7 @@ route_decision(route) := {
 		"x-bulwark-tenant": input.principal.tenant,
 	},
 	"dynamic_metadata": {"route": route.name},
+	"limits": request_quota,
 }
 
 # The first route in data.bulwark.routes that matches the request, if any
@@ -107,3 +108,40 @@ model_allowed if {
 	some role in input.principal.roles
 	input.parsed_body.model in data.bulwark.models[role]
 }
+
+# Rate limits and quotas for an authenticated request, from data.bulwark.limits.
+# Both keys carry the tenant (or, without one, the principal) as a Redis hash
+# tag so they live in one Cluster slot and are checked in one round trip.
+request_quota := array.concat(request_limits, token_limits)
+
+limit_tag := input.principal.tenant if input.principal.tenant != ""
+else := input.principal.id
+
+request_limits := [{
+	"name": "requests_per_minute",
+	"key": concat("", ["{", limit_tag, "}:", input.principal.id]),
+	"limit": data.bulwark.limits.requests_per_minute,
+	"period": "1m",
+}]
+
+token_limits := [{
+	"name": "tokens_per_day",
+	"key": concat("", ["{", limit_tag, "}"]),
+	"limit": data.bulwark.limits.tokens_per_day,
+	"period": "24h",
+	"cost": requested_tokens,
+	"estimated": true,
+}] if http.method == "POST"
+else := []
+
+# The model may produce up to max_tokens (or max_completion_tokens); reserve
+# that, or the configured default when the request does not say.
+requested_tokens := round(n) if {
+	n := input.parsed_body.max_tokens
+	is_number(n)
+	n > 0
+} else := round(n) if {
+	n := input.parsed_body.max_completion_tokens
+	is_number(n)
+	n > 0
+} else := data.bulwark.limits.default_max_tokens

@@ -103,3 +103,37 @@ test_routes_come_from_data if {
 	e := bulwark.decision with input as req("POST", "/v1/chat/completions", alice) with data.bulwark.routes as routes
 	not e.allowed
 }
+
+test_limits_per_principal_and_tenant if {
+	d := bulwark.decision with input as with_model(req("POST", "/v1/chat/completions", alice), "m")
+	rpm := [l | some l in d.limits; l.name == "requests_per_minute"][0]
+	rpm.key == "{acme}:alice"
+	rpm.limit == 600
+	rpm.period == "1m"
+	tpd := [l | some l in d.limits; l.name == "tokens_per_day"][0]
+	tpd.key == "{acme}"
+	tpd.cost == 1024
+	tpd.estimated
+}
+
+test_token_reservation_uses_max_tokens if {
+	r := object.union(req("POST", "/v1/chat/completions", alice), {"parsed_body": {"model": "m", "max_tokens": 300}})
+	d := bulwark.decision with input as r
+	[l | some l in d.limits; l.name == "tokens_per_day"][0].cost == 300
+}
+
+test_get_has_no_token_quota if {
+	d := bulwark.decision with input as req("GET", "/v1/models", alice)
+	count(d.limits) == 1
+}
+
+test_limit_key_without_tenant if {
+	bob := object.union(alice, {"id": "bob", "tenant": ""})
+	d := bulwark.decision with input as req("GET", "/v1/models", bob)
+	d.limits[0].key == "{bob}:bob"
+}
+
+test_limits_come_from_data if {
+	d := bulwark.decision with input as req("GET", "/v1/models", alice) with data.bulwark.limits.requests_per_minute as 5
+	d.limits[0].limit == 5
+}

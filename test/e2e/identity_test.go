@@ -135,16 +135,24 @@ else := "clean"
 func TestCredentialsStayOutOfPolicyInput(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "p.rego"), seeCredentialsPolicy)
-	p := start(t, "--policy-dir", dir)
+	keys := filepath.Join(t.TempDir(), "keys.yaml")
+	createKey(t, "--keys-file", keys, "--id", "k", "--roles", "user")
+	p := startEnv(t, []string{pepperEnv}, "--policy-dir", dir, "--keys-file", keys)
 	for _, h := range []map[string]string{{"authorization": "Bearer x"}, {"x-api-key": "bwk_a_b"}} {
 		if r := p.Check(t, chat(h)).GetDynamicMetadata().AsMap()["reason"]; r != "clean" {
 			t.Fatalf("policy saw credentials %v: %v", h, r)
 		}
 	}
-	// OPA-Envoy policies that verify tokens themselves can opt out.
-	q := start(t, "--policy-dir", dir, "--strip-credentials=false")
+	// With identity configured, stripping can be turned off explicitly.
+	q := startEnv(t, []string{pepperEnv}, "--policy-dir", dir, "--keys-file", keys, "--strip-credentials=false")
 	if r := q.Check(t, chat(map[string]string{"authorization": "Bearer x"})).GetDynamicMetadata().AsMap()["reason"]; r != "leaked" {
 		t.Fatalf("--strip-credentials=false: %v", r)
+	}
+	// Without any identity source Bulwark reads no credential, so the headers
+	// stay for OPA-Envoy policies that verify tokens themselves.
+	o := start(t, "--policy-dir", dir)
+	if r := o.Check(t, chat(map[string]string{"authorization": "Bearer x"})).GetDynamicMetadata().AsMap()["reason"]; r != "leaked" {
+		t.Fatalf("no identity configured: %v", r)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -238,4 +239,20 @@ func command(addr string, args ...string) (string, error) {
 		return "", fmt.Errorf("redis: %s", strings.TrimSpace(line[1:]))
 	}
 	return line, nil
+}
+
+// Pause freezes the server with SIGSTOP for d (connections stay open but
+// nothing is answered, like a stalled or partitioned Redis), then resumes it.
+// It returns at once; the resume happens in the background.
+func (s *Server) Pause(tb testing.TB, d time.Duration) {
+	tb.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		tb.Fatalf("pause redis-server: %v", err)
+	}
+	proc := s.cmd.Process
+	timer := time.AfterFunc(d, func() { _ = proc.Signal(syscall.SIGCONT) })
+	tb.Cleanup(func() {
+		timer.Stop()
+		_ = proc.Signal(syscall.SIGCONT)
+	})
 }
