@@ -77,6 +77,24 @@ p=$(free_port); run_server bulwark-default-apikey "$p" "$work/check-key.json" "$
 	--admin-addr 127.0.0.1:0 --grpc-reflection --log-level warn --keys-file "$work/keys.yaml"
 p=$(free_port); run_server bulwark-rbac "$p" "$DATA" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 \
 	--grpc-reflection --log-level warn --policy-dir test/load/rbac --policy-query envoy/authz/allow
+# What a rate-limit check adds: the same RBAC decision with and without one
+# limit, against a local redis-server (if installed) on a free port.
+p=$(free_port); run_server bulwark-unlimited "$p" "$DATA" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 \
+	--grpc-reflection --log-level warn --policy-dir test/load/limited --policy-query bulwark/unlimited
+p=$(free_port); run_server bulwark-limit-local "$p" "$DATA" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 \
+	--grpc-reflection --log-level warn --policy-dir test/load/limited --policy-query bulwark/limited
+if command -v redis-server >/dev/null; then
+	rp=$(free_port)
+	redis-server --port "$rp" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$work/redis.log" 2>&1 &
+	redis_pid=$!
+	wait_port "$rp"
+	r_before=$(cpu_ticks "$redis_pid")
+	p=$(free_port); run_server bulwark-limit-redis "$p" "$DATA" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 \
+		--grpc-reflection --log-level warn --policy-dir test/load/limited --policy-query bulwark/limited --redis-url "redis://127.0.0.1:$rp"
+	r_after=$(cpu_ticks "$redis_pid")
+	python3 -c "import sys; print(f'{\"redis-server\":<22} CPU/Check {($r_after-$r_before)/$TICKS*1e6/($REQUESTS+$WARMUP):6.1f} µs (Redis side of bulwark-limit-redis)')"
+	kill "$redis_pid"
+fi
 if [ -n "${OPA_ENVOY:-}" ]; then
 	p=$(free_port); run_server opa-envoy-rbac "$p" "$DATA" "$OPA_ENVOY" run --server --addr 127.0.0.1:0 --log-level error \
 		--set "plugins.envoy_ext_authz_grpc.addr=127.0.0.1:$p" --set plugins.envoy_ext_authz_grpc.path=envoy/authz/allow \

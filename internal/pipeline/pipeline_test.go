@@ -1,0 +1,155 @@
+package pipeline
+
+import (
+	"context"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/bulwark-ai/bulwark/internal/identity"
+	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/ratelimit"
+)
+
+const limitsPolicy = `package t
+import rego.v1
+
+decision := {"allowed": true, "reason": "ok", "limits": [{"name": "rpm", "key": "{a}:x", "limit": 2, "period": "1h"}]} if input.case == "two"
+decision := {"allowed": true, "limits": [{"name": "a", "key": "{a}", "limit": 5, "period": "1h"}, {"name": "b", "key": "{b}", "limit": 5, "period": "1h"}]} if input.case == "split_tags"
+decision := {"allowed": true, "limits": [{"name": "s", "key": "s", "limit": 1, "period": "1h", "shadow": true}]} if input.case == "shadow"
+decision := {"allowed": false, "reason": "nope", "limits": [{"name": "d", "key": "d", "limit": 1, "period": "1h"}]} if input.case == "deny"
+decision := {"allowed": true, "reason": input.principal.kind} if input.case == "principal"
+`
+
+func newPipeline(t *testing.T, cfg Config, withLimiter bool) *Pipeline {
+	t.Helper()
+	e, err := policy.New(context.Background(), policy.Config{
+		Embedded: fstest.MapFS{"p.rego": {Data: []byte(limitsPolicy)}}, Query: "t/decision"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lim Limiter
+	if withLimiter {
+		l, err := ratelimit.New(ratelimit.Config{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		lim = l
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = time.Second
+	}
+	p, err := New(cfg, nil, e, lim, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func decide(t *testing.T, p *Pipeline, c string) Outcome {
+	t.Helper()
+	out, err := p.Decide(context.Background(), Request{Phase: PhaseRequestHeaders,
+		Input: ast.NewObject([2]*ast.Term{ast.StringTerm("case"), ast.StringTerm(c)})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestLimits(t *testing.T) {
+	p := newPipeline(t, Config{RateLimitHeaders: true}, true)
+	for i := 0; i < 2; i++ {
+		out := decide(t, p, "two")
+		if !out.Decision.Allowed || out.RateLimit == nil {
+			t.Fatalf("request %d: %+v", i, out)
+		}
+		if len(out.Decision.ResponseHeadersToAdd) == 0 {
+			t.Fatalf("request %d: no RateLimit headers on allow", i)
+		}
+	}
+	out := decide(t, p, "two")
+	if out.Decision.Allowed || out.Decision.HTTPStatus != 429 || out.Reason != "rate_limited" {
+		t.Fatalf("third request: %+v", out)
+	}
+	var retry bool
+	for _, h := range out.Decision.Headers {
+		retry = retry || (h.Key == "retry-after" && h.Value != "")
+	}
+	if !retry {
+		t.Fatalf("429 without retry-after: %+v", out.Decision.Headers)
+	}
+
+	cases := []struct {
+		name, c, reason string
+		status          int
+		allowed         bool
+	}{
+		{"keys in different hash tags", "split_tags", "invalid_limits", 500, false},
+		{"shadow never denies", "shadow", "", 0, true},
+		{"a deny carries no limit check", "deny", "nope", 0, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for i := 0; i < 3; i++ {
+				out := decide(t, p, tc.c)
+				if out.Decision.Allowed != tc.allowed || (tc.reason != "" && out.Reason != tc.reason) ||
+					(tc.status != 0 && out.Decision.HTTPStatus != tc.status) {
+					t.Fatalf("attempt %d: %+v", i, out)
+				}
+				if tc.c == "deny" && out.RateLimit != nil {
+					t.Fatal("a denied request was charged")
+				}
+			}
+		})
+	}
+}
+
+func TestLimitsWithoutLimiterDeny(t *testing.T) {
+	out := decide(t, newPipeline(t, Config{}, false), "two")
+	if out.Decision.Allowed || out.Reason != "rate_limiter_not_configured" {
+		t.Fatalf("limits silently ignored: %+v", out)
+	}
+}
+
+func TestDryRunOverridesLimitDenial(t *testing.T) {
+	p := newPipeline(t, Config{DryRun: true}, true)
+	for i := 0; i < 3; i++ {
+		decide(t, p, "two")
+	}
+	out := decide(t, p, "two")
+	if !out.Decision.Allowed || !out.DryRunDenied || out.Reason != "rate_limited" {
+		t.Fatalf("dry run: %+v", out)
+	}
+}
+
+func TestAnonymousWithoutAuthenticator(t *testing.T) {
+	out := decide(t, newPipeline(t, Config{}, true), "principal")
+	if out.Reason != string(identity.KindAnonymous) {
+		t.Fatalf("principal kind = %q", out.Reason)
+	}
+}
+
+func TestBoundedReason(t *testing.T) {
+	cases := map[string]string{"": "none", "rate_limited": "rate_limited", "Has Spaces": "other",
+		"x" + string(make([]byte, 60)): "other", "policy.v2-x": "policy.v2-x"}
+	for in, want := range cases {
+		if got := boundedReason(in); got != want {
+			t.Errorf("boundedReason(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestIDSourceUUIDv4(t *testing.T) {
+	s := NewIDSource()
+	seen := map[string]bool{}
+	for i := 0; i < 1000; i++ {
+		id := s.New()
+		if len(id) != 36 || id[14] != '4' || !(id[19] == '8' || id[19] == '9' || id[19] == 'a' || id[19] == 'b') || seen[id] {
+			t.Fatalf("bad or repeated id %q", id)
+		}
+		seen[id] = true
+	}
+}
