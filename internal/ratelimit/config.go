@@ -117,7 +117,10 @@ func (cfg Config) withDefaults() Config {
 		cfg.DialTimeout = time.Second
 	}
 	if cfg.ReadTimeout == 0 {
-		cfg.ReadTimeout = 100 * time.Millisecond
+		// The request's own deadline (ContextTimeoutEnabled) is the real
+		// bound; a shorter socket timeout would only declare a slow but
+		// healthy Redis failed.
+		cfg.ReadTimeout = max(cfg.CheckTimeout, 100*time.Millisecond)
 	}
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = 100 * time.Millisecond
@@ -217,7 +220,14 @@ func redisOptions(cfg Config) (*redis.UniversalOptions, error) {
 		WriteTimeout:          cfg.WriteTimeout,
 		ContextTimeoutEnabled: true,
 		MaxRetries:            -1, // no retries on the hot path
-		DialerRetries:         1,  // nor dial retries: the breaker handles outages
+		// The Cluster client re-sends a command after a socket timeout or a
+		// dropped connection up to MaxRedirects times, whatever MaxRetries
+		// says. The limit script is not idempotent (a timed-out call may have
+		// run), so a re-send could charge a request twice: follow no
+		// redirects. A MOVED during resharding then fails one check, which
+		// takes the failure mode, and go-redis reloads the slot map.
+		MaxRedirects:  -1,
+		DialerRetries: 1, // nor dial retries: the breaker handles outages
 		PoolTimeout:           cfg.CheckTimeout,
 		Protocol:              2,
 		DisableIdentity:       true,
