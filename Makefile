@@ -9,7 +9,9 @@ BENCH_CONCURRENCY ?= 16
 BENCH_REQUESTS ?= 50000
 GHZ_VERSION ?= v0.120.0
 
-.PHONY: all build run test vet fmt-check go-test fuzz bench bench-go bench-load lint tools clean
+DATA ?= ../shared/data
+
+.PHONY: train eval all build run test vet fmt-check go-test fuzz bench bench-go bench-load lint tools clean
 
 all: build
 
@@ -59,6 +61,14 @@ bench-load: build tools
 ## tools: install the load generator used by make bench
 tools:
 	@test -x $$($(GO) env GOPATH)/bin/ghz || $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+## train: refit the prompt-injection model from $(DATA)/prompt-injection/train.jsonl (deterministic)
+train:
+	$(GO) run ./internal/detect/cmd/train -data $(DATA)/prompt-injection/train.jsonl -out internal/detect/model.bin
+
+## eval: precision, recall, F1, FPR and MB/s of every detector on $(DATA) (cross-validated for injection)
+eval:
+	$(GO) run ./internal/detect/cmd/eval -data $(DATA)
 
 ## lint: static checks
 lint: vet fmt-check

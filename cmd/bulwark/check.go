@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/bulwark-ai/bulwark/internal/config"
+	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
@@ -146,10 +147,15 @@ func localCheck(ctx context.Context, dir, query string, regoV0 bool, idc identit
 		return nil, err
 	}
 	defer lim.Close()
+	scanner, err := detect.New(detect.Config{})
+	if err != nil {
+		return nil, err
+	}
 	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout, RateLimitHeaders: true}, auth, engine, lim, logger, nil)
 	if err != nil {
 		return nil, err
 	}
+	pipe.WithDetector(scanner)
 	return extauthz.New(pipe, extauthz.Options{StripCredentials: idc.KeysFile != "" || idc.JWKSURL != "" || idc.JWTKeysFile != ""}).Check(ctx, req)
 }
 

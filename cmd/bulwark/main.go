@@ -58,6 +58,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"serve":   {runServe, "run the gRPC policy-decision server"},
 		"check":   {runCheck, "send one request to a server (or a policy dir) and print the decision"},
+		"scan":    {runScan, "scan JSON lines {id, text} with the detectors; one JSON line of findings each"},
 		"keys":    {runKeys, "create, revoke and list API keys (secrets are printed once, stored hashed)"},
 		"version": {runVersion, "print the version"},
 	}

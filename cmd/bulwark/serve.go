@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bulwark-ai/bulwark/internal/config"
+	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
@@ -66,11 +67,16 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	}
 	defer limiter.Close()
 
+	scanner, err := detect.New(detect.Config{})
+	if err != nil {
+		return fmt.Errorf("detectors: %w", err)
+	}
 	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout, DryRun: cfg.DryRun, RateLimitHeaders: cfg.RateLimitHeaders},
 		auth, engine, limiter, logger, reg)
 	if err != nil {
 		return err
 	}
+	pipe.WithDetector(scanner)
 
 	srv := server.New(server.Config{
 		GRPCAddr:             cfg.GRPCAddr,

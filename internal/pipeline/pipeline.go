@@ -16,6 +16,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
@@ -98,11 +99,15 @@ type Outcome struct {
 	Principal identity.Principal
 	// RateLimit is the limiter's answer when the decision carried limits.
 	RateLimit *ratelimit.Result
+	// Signals are the detectors' findings (counts and scores, never text)
+	// when there was prompt text to scan.
+	Signals *detect.Signals
 }
 
 // Pipeline runs the stages of a decision. It is safe for concurrent use.
 type Pipeline struct {
 	cfg     Config
+	detect  Detector
 	auth    Authenticator
 	eval    Evaluator
 	limiter Limiter
@@ -129,6 +134,14 @@ func New(cfg Config, auth Authenticator, eval Evaluator, limiter Limiter, logger
 		return nil, err
 	}
 	return &Pipeline{cfg: cfg, auth: auth, eval: eval, limiter: limiter, ids: NewIDSource(), logger: logger, metrics: m}, nil
+}
+
+// WithDetector adds the detection stage: the prompt text of a parsed LLM
+// request body is scanned and its signals become input.signals. Call it
+// before serving.
+func (p *Pipeline) WithDetector(d Detector) *Pipeline {
+	p.detect = d
+	return p
 }
 
 var (
@@ -159,6 +172,15 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 		out.Principal = identity.Principal{Kind: identity.KindAnonymous}
 	}
 	input.Insert(keyPrincipal, ast.NewTerm(PrincipalValue(out.Principal)))
+	if p.detect != nil {
+		if body := input.Get(keyParsed); body != nil {
+			if text := PromptText(body.Value); text != "" {
+				sig := p.detect.Scan(text).Signals()
+				input.Insert(keySignals, ast.NewTerm(signalsValue(sig)))
+				out.Signals = &sig
+			}
+		}
+	}
 
 	res, err := p.eval.Evaluate(ctx, input)
 	elapsed := time.Since(start)

@@ -226,11 +226,11 @@ func redisOptions(cfg Config) (*redis.UniversalOptions, error) {
 		// run), so a re-send could charge a request twice: follow no
 		// redirects. A MOVED during resharding then fails one check, which
 		// takes the failure mode, and go-redis reloads the slot map.
-		MaxRedirects:  -1,
-		DialerRetries: 1, // nor dial retries: the breaker handles outages
-		PoolTimeout:           cfg.CheckTimeout,
-		Protocol:              2,
-		DisableIdentity:       true,
+		MaxRedirects:    -1,
+		DialerRetries:   1, // nor dial retries: the breaker handles outages
+		PoolTimeout:     cfg.CheckTimeout,
+		Protocol:        2,
+		DisableIdentity: true,
 	}
 	if userinfo != "" {
 		u, err := url.Parse("redis://" + userinfo + "@x")

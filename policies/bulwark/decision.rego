@@ -47,6 +47,14 @@ route_decision(route) := {
 } else := {
 	"allowed": false,
 	"http_status": 403,
+	"reason": "prompt_injection",
+	"message": "the prompt looks like a prompt-injection attempt",
+	"dynamic_metadata": {"prompt_injection_rules": input.signals.prompt_injection.rules},
+} if {
+	injection_detected
+} else := {
+	"allowed": false,
+	"http_status": 403,
 	"reason": "model_not_allowed",
 	"message": sprintf("model %s is not allowed for this principal", [input.parsed_body.model]),
 } if {
@@ -79,6 +87,11 @@ request_path := split(http.path, "?")[0]
 path_matches(r) if request_path == r.path
 
 path_matches(r) if startswith(request_path, r.prefix)
+
+# The detectors' score, against the threshold operators set in data.
+injection_detected if {
+	input.signals.prompt_injection.score >= data.bulwark.detectors.prompt_injection_threshold
+}
 
 authenticated if input.principal.kind in {"api_key", "jwt", "mtls"}
 

@@ -137,3 +137,32 @@ test_limits_come_from_data if {
 	d := bulwark.decision with input as req("GET", "/v1/models", alice) with data.bulwark.limits.requests_per_minute as 5
 	d.limits[0].limit == 5
 }
+
+with_injection_score(r, score) := object.union(r, {"signals": {"prompt_injection": {"score": score, "detected": score >= 0.6, "rules": ["instruction_override"]}}})
+
+test_prompt_injection_denied if {
+	r := with_injection_score(with_model(req("POST", "/v1/chat/completions", alice), "m"), 0.93)
+	d := bulwark.decision with input as r
+	not d.allowed
+	d.http_status == 403
+	d.reason == "prompt_injection"
+}
+
+test_prompt_below_threshold_allowed if {
+	r := with_injection_score(with_model(req("POST", "/v1/chat/completions", alice), "m"), 0.2)
+	d := bulwark.decision with input as r
+	d.allowed
+}
+
+test_injection_threshold_comes_from_data if {
+	r := with_injection_score(with_model(req("POST", "/v1/chat/completions", alice), "m"), 0.5)
+	d := bulwark.decision with input as r with data.bulwark.detectors.prompt_injection_threshold as 0.4
+	d.reason == "prompt_injection"
+	e := bulwark.decision with input as r
+	e.allowed
+}
+
+test_no_signals_no_injection_verdict if {
+	d := bulwark.decision with input as with_model(req("POST", "/v1/chat/completions", alice), "m")
+	d.allowed
+}

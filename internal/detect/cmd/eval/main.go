@@ -1,0 +1,705 @@
+// Command eval measures Bulwark's detectors on the labelled data in
+// ../shared/data (when present) and prints, per detector and per source,
+// precision, recall, F1, false-positive rate and throughput. Prompt-injection
+// figures come from k-fold cross-validation of the training file: the model
+// scoring each row never saw it. Run it from the repository root: make eval.
+package main
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/bulwark-ai/bulwark/internal/detect"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "eval:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	dataDir   string
+	folds     int
+	threshold float64
+	only      string
+	errors    int
+	train     detect.TrainOptions
+	hnw       float64
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	fset := flag.NewFlagSet("eval", flag.ContinueOnError)
+	var o options
+	fset.StringVar(&o.dataDir, "data", "../shared/data", "data directory")
+	fset.IntVar(&o.folds, "folds", 5, "cross-validation folds for prompt injection")
+	fset.Float64Var(&o.threshold, "threshold", detect.DefaultInjectionThreshold, "injection threshold")
+	fset.StringVar(&o.only, "only", "", "run one part: injection, pii, secrets, speed")
+	fset.IntVar(&o.errors, "errors", 0, "print up to N misclassified examples per part")
+	fset.IntVar(&o.train.Epochs, "epochs", 0, "training epochs (0: make train's default)")
+	fset.Float64Var(&o.train.L2, "l2", 0, "L2 penalty (0: make train's default)")
+	fset.Float64Var(&o.hnw, "hard-negative-weight", detect.HardNegativeWeight, "loss weight of over-defence negatives")
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	if _, err := os.Stat(o.dataDir); err != nil {
+		return fmt.Errorf("data directory %s not found (run from the repository root): %w", o.dataDir, err)
+	}
+	parts := []struct {
+		name string
+		fn   func(context.Context, options, io.Writer) error
+	}{{"injection", evalInjection}, {"pii", evalPII}, {"secrets", evalSecrets}, {"speed", evalSpeed}}
+	for _, p := range parts {
+		if o.only != "" && o.only != p.name {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := p.fn(ctx, o, out); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+	}
+	return nil
+}
+
+// counts accumulates a confusion matrix and bytes scanned.
+type counts struct {
+	tp, fp, fn, tn int
+	bytes          int
+	dur            time.Duration
+}
+
+func (c counts) row(name string) string {
+	p := ratio(c.tp, c.tp+c.fp)
+	r := ratio(c.tp, c.tp+c.fn)
+	f1 := 0.0
+	if p+r > 0 {
+		f1 = 2 * p * r / (p + r)
+	}
+	fpr := "  n/a"
+	if c.tn > 0 {
+		fpr = fmt.Sprintf("%.3f", ratio(c.fp, c.fp+c.tn))
+	}
+	mbs := 0.0
+	if c.dur > 0 {
+		mbs = float64(c.bytes) / 1e6 / c.dur.Seconds()
+	}
+	return fmt.Sprintf("  %-34s tp=%-5d fp=%-5d fn=%-5d tn=%-5d P=%.3f R=%.3f F1=%.3f FPR=%s MB/s=%.1f",
+		name, c.tp, c.fp, c.fn, c.tn, p, r, f1, fpr, mbs)
+}
+
+func ratio(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+type piRow struct {
+	Text   string `json:"text"`
+	Label  int    `json:"label"`
+	Source string `json:"source"`
+}
+
+func evalInjection(ctx context.Context, o options, out io.Writer) error {
+	path := filepath.Join(o.dataDir, "prompt-injection", "train.jsonl")
+	rows, err := readJSONL[piRow](path)
+	if err != nil {
+		return err
+	}
+	ex := make([]detect.Example, len(rows))
+	for i, r := range rows {
+		w := detect.TrainingWeight(r.Source, r.Label == 1)
+		if w == detect.HardNegativeWeight {
+			w = o.hnw
+		}
+		ex[i] = detect.Example{Text: r.Text, Label: r.Label == 1, Weight: w}
+	}
+	base, err := detect.NewWithModel(detect.Config{}, nil)
+	if err != nil {
+		return err
+	}
+	enc := base.Encode(ex, detect.DefaultModelBits)
+	// Stratified folds by source and label, fixed seed.
+	fold := make([]int, len(rows))
+	groups := map[string][]int{}
+	for i, r := range rows {
+		k := r.Source + strconv.Itoa(r.Label)
+		groups[k] = append(groups[k], i)
+	}
+	rng := rand.New(rand.NewPCG(42, 42))
+	keys := make([]string, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		g := groups[k]
+		rng.Shuffle(len(g), func(i, j int) { g[i], g[j] = g[j], g[i] })
+		for n, i := range g {
+			fold[i] = n % o.folds
+		}
+	}
+	scores := make([]float64, len(rows))
+	durs := make([]time.Duration, len(rows))
+	for f := 0; f < o.folds; f++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var train []int
+		for i := range rows {
+			if fold[i] != f {
+				train = append(train, i)
+			}
+		}
+		m := detect.FitModel(enc, train, o.train)
+		sc, err := detect.NewWithModel(detect.Config{InjectionThreshold: o.threshold}, m)
+		if err != nil {
+			return err
+		}
+		for i, r := range rows {
+			if fold[i] != f {
+				continue
+			}
+			t0 := time.Now()
+			res := sc.Scan(r.Text)
+			durs[i] = time.Since(t0)
+			scores[i] = res.PromptInjection.Score
+		}
+	}
+	fmt.Fprintf(out, "prompt injection: %d-fold cross-validation of %s (%d rows), threshold %.2f\n", o.folds, path, len(rows), o.threshold)
+	bySource := map[string]*counts{}
+	var all counts
+	for i, r := range rows {
+		c := bySource[r.Source]
+		if c == nil {
+			c = &counts{}
+			bySource[r.Source] = c
+		}
+		pred := scores[i] >= o.threshold
+		for _, x := range []*counts{c, &all} {
+			switch {
+			case pred && r.Label == 1:
+				x.tp++
+			case pred:
+				x.fp++
+			case r.Label == 1:
+				x.fn++
+			default:
+				x.tn++
+			}
+			x.bytes += len(r.Text)
+			x.dur += durs[i]
+		}
+	}
+	srcs := make([]string, 0, len(bySource))
+	for s := range bySource {
+		srcs = append(srcs, s)
+	}
+	sort.Strings(srcs)
+	for _, s := range srcs {
+		fmt.Fprintln(out, bySource[s].row(s))
+	}
+	fmt.Fprintln(out, all.row("ALL"))
+	tpr := ratio(all.tp, all.tp+all.fn)
+	tnr := ratio(all.tn, all.tn+all.fp)
+	ni := bySource["NotInject"]
+	niFPR := 0.0
+	if ni != nil {
+		niFPR = ratio(ni.fp, ni.fp+ni.tn)
+	}
+	fmt.Fprintf(out, "  balanced accuracy %.3f (goal >= 0.90); NotInject FPR %.3f (goal <= 0.05); AUC %.3f\n", (tpr+tnr)/2, niFPR, auc(scores, rows))
+	fmt.Fprintf(out, "  threshold sweep:")
+	for _, t := range []float64{0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8} {
+		var tp, fn, tn, fp, nfp, nn int
+		for i, r := range rows {
+			pred := scores[i] >= t
+			switch {
+			case pred && r.Label == 1:
+				tp++
+			case r.Label == 1:
+				fn++
+			case pred:
+				fp++
+			default:
+				tn++
+			}
+			if r.Source == "NotInject" {
+				nn++
+				if pred {
+					nfp++
+				}
+			}
+		}
+		fmt.Fprintf(out, " t=%.2f BA=%.3f NI-FPR=%.3f;", t, (ratio(tp, tp+fn)+ratio(tn, tn+fp))/2, ratio(nfp, nn))
+	}
+	fmt.Fprintln(out)
+	if o.errors > 0 {
+		printed := 0
+		for i, r := range rows {
+			pred := scores[i] >= o.threshold
+			if pred != (r.Label == 1) && printed < o.errors {
+				printed++
+				fmt.Fprintf(out, "    miss label=%d score=%.2f %s: %.160q\n", r.Label, scores[i], r.Source, r.Text)
+			}
+		}
+	}
+	return nil
+}
+
+func auc(scores []float64, rows []piRow) float64 {
+	idx := make([]int, len(rows))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return scores[idx[a]] < scores[idx[b]] })
+	var rankSum float64
+	var pos, neg int
+	for rank, i := range idx {
+		if rows[i].Label == 1 {
+			rankSum += float64(rank + 1)
+			pos++
+		} else {
+			neg++
+		}
+	}
+	if pos == 0 || neg == 0 {
+		return 0
+	}
+	return (rankSum - float64(pos*(pos+1))/2) / float64(pos*neg)
+}
+
+type piiSpan struct {
+	Type  string `json:"entity_type"`
+	Value string `json:"entity_value"`
+	Start int    `json:"start_position"`
+	End   int    `json:"end_position"`
+}
+
+type piiRow struct {
+	Text  string    `json:"full_text"`
+	Spans []piiSpan `json:"spans"`
+}
+
+var piiTypes = []string{"CREDIT_CARD", "EMAIL_ADDRESS", "PHONE_NUMBER", "IBAN_CODE", "US_SSN", "IP_ADDRESS"}
+
+func evalPII(ctx context.Context, o options, out io.Writer) error {
+	path := filepath.Join(o.dataDir, "pii", "presidio-synth-a.jsonl")
+	rows, err := readJSONL[piiRow](path)
+	if err != nil {
+		return err
+	}
+	sc, err := detect.New(detect.Config{})
+	if err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	for _, t := range piiTypes {
+		want[t] = true
+	}
+	per := map[string]*counts{}
+	exact := map[string]*counts{}
+	for _, t := range piiTypes {
+		per[t], exact[t] = &counts{}, &counts{}
+	}
+	var all, allExact counts
+	var dur time.Duration
+	var nbytes int
+	var misses []string
+	for _, r := range rows {
+		t0 := time.Now()
+		res := sc.Scan(r.Text)
+		dur += time.Since(t0)
+		nbytes += len(r.Text)
+		var pred []detect.Finding
+		for _, f := range res.Findings {
+			if f.Detector == detect.DetectorPII {
+				pred = append(pred, f)
+			}
+		}
+		var gold []piiSpan
+		for _, s := range r.Spans {
+			if want[s.Type] {
+				gold = append(gold, s)
+			}
+		}
+		usedP := make([]bool, len(pred))
+		for _, g := range gold {
+			hit, hitExact := false, false
+			for k, p := range pred {
+				if p.Type == g.Type && p.Start < g.End && g.Start < p.End {
+					hit = true
+					usedP[k] = true
+					if p.Start == g.Start && p.End == g.End {
+						hitExact = true
+					}
+				}
+			}
+			for _, c := range []*counts{per[g.Type], &all} {
+				if hit {
+					c.tp++
+				} else {
+					c.fn++
+				}
+			}
+			for _, c := range []*counts{exact[g.Type], &allExact} {
+				if hitExact {
+					c.tp++
+				} else {
+					c.fn++
+				}
+			}
+			if !hit {
+				misses = append(misses, fmt.Sprintf("    FN %s %q in %.120q", g.Type, g.Value, r.Text))
+			}
+		}
+		for k, p := range pred {
+			if usedP[k] {
+				continue
+			}
+			for _, c := range []*counts{per[p.Type], &all, exact[p.Type], &allExact} {
+				c.fp++
+			}
+			misses = append(misses, fmt.Sprintf("    FP %s %q in %.120q", p.Type, string([]rune(r.Text)[p.Start:p.End]), r.Text))
+		}
+	}
+	fmt.Fprintf(out, "pii: %s (%d texts), six Presidio types; match = same type and overlapping span (exact = same offsets)\n", path, len(rows))
+	for _, t := range piiTypes {
+		fmt.Fprintln(out, per[t].row(t))
+	}
+	all.bytes, all.dur = nbytes, dur
+	allExact.bytes, allExact.dur = nbytes, dur
+	fmt.Fprintln(out, all.row("ALL (overlap)"))
+	fmt.Fprintln(out, allExact.row("ALL (exact offsets)"))
+	fmt.Fprintln(out, "  goal: precision >= 0.95, recall >= 0.90")
+	for i, m := range misses {
+		if i >= o.errors {
+			break
+		}
+		fmt.Fprintln(out, m)
+	}
+	return nil
+}
+
+// expected is one CredSweeper finding: file and 1-based line.
+type expected struct {
+	path string
+	line int
+	rule string
+}
+
+var genericRules = map[string]bool{
+	"Password": true, "Secret": true, "Key": true, "Token": true, "Credential": true, "Auth": true, "API": true,
+	"SQL Password": true, "CMD Password": true, "CMD Secret": true, "CMD Token": true, "CMD ConvertTo-SecureString": true,
+	"CURL Options": true, "CURL User Password": true, "Salt": true, "Nonce": true, "OTP / 2FA Secret": true,
+	"Bearer Authorization": true, "Basic Authorization": true, "URL Credentials": true,
+}
+
+// notSecret lists CredSweeper rules that flag identifiers rather than secrets.
+var notSecret = map[string]bool{"UUID": true, "Tencent WeChat API App ID": true, "Firebase Domain": true, "AWS S3 Bucket": true}
+
+func evalSecrets(ctx context.Context, o options, out io.Writer) error {
+	path := filepath.Join(o.dataDir, "secrets", "credsweeper-samples.tar.gz")
+	files, err := readTarGz(path)
+	if err != nil {
+		return err
+	}
+	var exp []expected
+	for name, data := range files {
+		if strings.HasSuffix(name, "expected_findings.csv") {
+			r := csv.NewReader(bytes.NewReader(data))
+			r.FieldsPerRecord = -1
+			recs, err := r.ReadAll()
+			if err != nil {
+				return fmt.Errorf("expected_findings.csv: %w", err)
+			}
+			for _, rec := range recs[1:] {
+				line, _ := strconv.Atoi(rec[1])
+				exp = append(exp, expected{path: rec[0], line: line, rule: rec[4]})
+			}
+		}
+	}
+	sc, err := detect.New(detect.Config{DisableInjection: true, DisablePII: true})
+	if err != nil {
+		return err
+	}
+	// Scan every text sample; findings -> set of (path, line).
+	found := map[string]map[int]bool{}
+	var c counts
+	var binary []string
+	for name, data := range files {
+		i := strings.Index(name, "samples/")
+		if i < 0 {
+			continue
+		}
+		rel := name[i:]
+		if !utf8.Valid(data) || bytes.IndexByte(data, 0) >= 0 {
+			binary = append(binary, rel)
+			continue
+		}
+		t0 := time.Now()
+		res := sc.Scan(string(data))
+		c.dur += time.Since(t0)
+		c.bytes += len(data)
+		lines := map[int]bool{}
+		for _, f := range res.Findings {
+			if f.Detector != detect.DetectorSecrets {
+				continue
+			}
+			l0 := 1 + bytes.Count(data[:f.ByteStart], []byte{'\n'})
+			l1 := 1 + bytes.Count(data[:max(f.ByteStart, f.ByteEnd-1)], []byte{'\n'})
+			for l := l0; l <= l1; l++ {
+				lines[l] = true
+			}
+		}
+		found[rel] = lines
+	}
+	isBinary := map[string]bool{}
+	for _, b := range binary {
+		isBinary[b] = true
+	}
+	type cat struct{ tp, fn int }
+	cats := map[string]*cat{"known formats": {}, "generic (password/secret/key/token)": {}, "private keys": {}}
+	expLines := map[string]map[int]bool{}
+	var missed []string
+	for _, e := range exp {
+		if notSecret[e.rule] || isBinary[e.path] {
+			continue
+		}
+		if expLines[e.path] == nil {
+			expLines[e.path] = map[int]bool{}
+		}
+		expLines[e.path][e.line] = true
+		k := "known formats"
+		switch {
+		case genericRules[e.rule]:
+			k = "generic (password/secret/key/token)"
+		case strings.Contains(e.rule, "Private Key") || strings.Contains(e.rule, "PEM") || e.rule == "JSON Web Key" || e.rule == "JWK":
+			k = "private keys"
+		}
+		if found[e.path][e.line] {
+			cats[k].tp++
+		} else {
+			cats[k].fn++
+			missed = append(missed, fmt.Sprintf("    FN [%s] %s:%d %s", k, e.path, e.line, e.rule))
+		}
+	}
+	var extra []string
+	for p, lines := range found {
+		for l := range lines {
+			if !expLines[p][l] {
+				c.fp++
+				extra = append(extra, fmt.Sprintf("    extra %s:%d", p, l))
+			} else {
+				c.tp++
+			}
+		}
+	}
+	fmt.Fprintf(out, "secrets: CredSweeper samples %s (%d text files; %d binary/archive files skipped), line-level\n", path, len(files)-len(binary), len(binary))
+	for _, k := range []string{"known formats", "private keys", "generic (password/secret/key/token)"} {
+		x := cats[k]
+		fmt.Fprintf(out, "  %-36s recall %.3f (%d/%d)\n", k, ratio(x.tp, x.tp+x.fn), x.tp, x.tp+x.fn)
+	}
+	fmt.Fprintf(out, "  reported lines matching an expected finding: %d of %d (line precision %.3f; CredSweeper labels are that tool's output, not ground truth)  MB/s=%.1f\n",
+		c.tp, c.tp+c.fp, ratio(c.tp, c.tp+c.fp), float64(c.bytes)/1e6/max(c.dur.Seconds(), 1e-9))
+	// Negatives: hashes, UUIDs and documentation placeholders must not be flagged.
+	neg := negatives()
+	flagged := 0
+	var flaggedEx []string
+	for _, n := range neg {
+		res := sc.Scan(n)
+		for _, f := range res.Findings {
+			if f.Detector == detect.DetectorSecrets {
+				flagged++
+				flaggedEx = append(flaggedEx, fmt.Sprintf("    flagged %s in %q", f.Type, n))
+				break
+			}
+		}
+	}
+	fmt.Fprintf(out, "  hashes/UUIDs/placeholders flagged: %d of %d (%.3f; goal <= 0.02)\n", flagged, len(neg), ratio(flagged, len(neg)))
+	if o.errors > 0 {
+		sort.Strings(missed)
+		sort.Strings(extra)
+		for i, m := range append(append(missed, extra...), flaggedEx...) {
+			if i >= 3*o.errors {
+				break
+			}
+			fmt.Fprintln(out, m)
+		}
+	}
+	return nil
+}
+
+// negatives builds texts holding ordinary hashes, UUIDs and well-known
+// documentation placeholder credentials, in the contexts they appear in.
+func negatives() []string {
+	rng := rand.New(rand.NewPCG(7, 7))
+	randBytes := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	var out []string
+	for i := 0; i < 100; i++ {
+		s1 := sha1.Sum(randBytes(16))
+		s2 := sha256.Sum256(randBytes(16))
+		u := randBytes(16)
+		uuid := fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+		md := hex.EncodeToString(randBytes(16))
+		out = append(out,
+			"commit "+hex.EncodeToString(s1[:]),
+			"sha256: "+hex.EncodeToString(s2[:]),
+			"checksum = \""+hex.EncodeToString(s2[:])+"\"",
+			"request_id: "+uuid,
+			"The user id is "+uuid+".",
+			"md5 "+md+"  file.tar.gz",
+			"integrity: sha512-"+strings.TrimRight(hex.EncodeToString(randBytes(24)), "=")+"==",
+			"image: nginx@sha256:"+hex.EncodeToString(s2[:]),
+		)
+	}
+	out = append(out,
+		"aws_access_key_id = AKIAIOSFODNN7EXAMPLE",
+		"aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+		"export OPENAI_API_KEY=sk-your-api-key-here",
+		"api_key = \"YOUR_API_KEY\"",
+		"password = \"<your-password>\"",
+		"token: ${GITHUB_TOKEN}",
+		"password: changeme",
+		"Authorization: Bearer <token>",
+		"GITHUB_TOKEN=ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+		"stripe.api_key = 'sk_test_xxxxxxxxxxxxxxxxxxxxxxxx'",
+		"postgres://user:password@localhost:5432/db",
+		"postgres://user:${DB_PASSWORD}@localhost/db",
+		"secret_key = os.environ['SECRET_KEY']",
+		"password = getpass.getpass()",
+		"Enter your password:",
+		"password_hash = \"$2b$12$KIXQJ1l5e5uR1Qq8ZzZ5Ae\"",
+		"token_count = 4096",
+		"max_tokens: 1024",
+	)
+	return out
+}
+
+func evalSpeed(ctx context.Context, o options, out io.Writer) error {
+	sc, err := detect.New(detect.Config{})
+	if err != nil {
+		return err
+	}
+	rows, err := readJSONL[piRow](filepath.Join(o.dataDir, "prompt-injection", "train.jsonl"))
+	if err != nil {
+		return err
+	}
+	// A 4 KiB prompt built from real rows, and a long text.
+	var b strings.Builder
+	for _, r := range rows {
+		if b.Len() >= 4096 {
+			break
+		}
+		b.WriteString(r.Text)
+		b.WriteString("\n")
+	}
+	p4 := b.String()[:4096]
+	p4 = strings.ToValidUTF8(p4, "")
+	lat := make([]time.Duration, 0, 2000)
+	for i := 0; i < 2000; i++ {
+		t0 := time.Now()
+		sc.Scan(p4)
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	var long strings.Builder
+	for _, r := range rows {
+		if long.Len() >= 4<<20 {
+			break
+		}
+		long.WriteString(r.Text)
+		long.WriteString("\n")
+	}
+	t0 := time.Now()
+	sc.Scan(long.String())
+	d := time.Since(t0)
+	fmt.Fprintf(out, "speed (one goroutine): 4 KiB prompt p50 %v p99 %v (goal p99 <= 200µs); %d MB text %.1f MB/s (goal >= 50)\n",
+		lat[len(lat)/2], lat[len(lat)*99/100], long.Len()>>20, float64(long.Len())/1e6/d.Seconds())
+	return nil
+}
+
+func readJSONL[T any](path string) ([]T, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var rows []T
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 1<<20), 16<<20)
+	for line := 1; s.Scan(); line++ {
+		var r T
+		if err := json.Unmarshal(s.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		rows = append(rows, r)
+	}
+	return rows, s.Err()
+}
+
+func readTarGz(path string) (map[string][]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return nil, err
+	}
+	tr := tar.NewReader(zr)
+	files := map[string][]byte{}
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if h.Typeflag != tar.TypeReg || h.Size > 8<<20 {
+			continue
+		}
+		data, err := io.ReadAll(io.LimitReader(tr, 8<<20))
+		if err != nil {
+			return nil, err
+		}
+		files[strings.TrimPrefix(filepath.ToSlash(h.Name), "./")] = data
+	}
+	_ = fs.ErrNotExist
+	return files, nil
+}
