@@ -3,9 +3,13 @@ package extauthz
 import (
 	"context"
 	"crypto/rand"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -13,6 +17,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	"github.com/bulwark-ai/bulwark/policies"
 )
 
@@ -48,7 +53,7 @@ func benchAuthenticator(b *testing.B) (*identity.Authenticator, string) {
 //	default_api_key     the embedded default policy with an API key: identity + RBAC routes
 func BenchmarkCheck(b *testing.B) {
 	rbac := policy.Config{Embedded: os.DirFS("../../test/load/rbac"), Query: "envoy/authz/allow"}
-	def := policy.Config{Embedded: policies.FS, Query: "bulwark/decision"}
+	def := policy.Config{Embedded: unlimitedDefaultPolicies(b), Query: "bulwark/decision"}
 	auth, key := benchAuthenticator(b)
 	headers := func(extra map[string]string) map[string]string {
 		h := map[string]string{"x-role": "user", "user-agent": "bench/1.0", "accept": "*/*",
@@ -73,7 +78,12 @@ func BenchmarkCheck(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			p, err := pipeline.New(pipeline.Config{Timeout: time.Second}, tc.auth, e, nil, nil, nil)
+			lim, err := ratelimit.New(ratelimit.Config{}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer lim.Close()
+			p, err := pipeline.New(pipeline.Config{Timeout: time.Second}, tc.auth, e, lim, nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -99,6 +109,31 @@ func BenchmarkCheck(b *testing.B) {
 			}
 		})
 	}
+}
+
+// unlimitedDefaultPolicies is the embedded policy tree with its rate limits
+// raised out of reach, so every iteration measures the allow path (with the
+// in-process limit check) rather than a 429.
+func unlimitedDefaultPolicies(b *testing.B) fstest.MapFS {
+	m := fstest.MapFS{}
+	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := fs.ReadFile(policies.FS, p)
+		if err != nil {
+			return err
+		}
+		if strings.HasSuffix(p, "data.yaml") {
+			data = regexp.MustCompile(`(requests_per_minute|tokens_per_day): \d+`).ReplaceAll(data, []byte("$1: 1000000000000"))
+		}
+		m[p] = &fstest.MapFile{Data: data}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
 }
 
 func BenchmarkBuildInput(b *testing.B) {
