@@ -62,10 +62,10 @@ func DataQuery(q string) (string, error) {
 type Status struct {
 	Ready       bool      `json:"ready"`
 	Revision    string    `json:"revision,omitempty"`
-	LoadedAt    time.Time `json:"loaded_at,omitempty"`
+	LoadedAt    time.Time `json:"loaded_at,omitzero"`
 	Source      string    `json:"source"`
 	LastError   string    `json:"last_error,omitempty"`
-	LastErrorAt time.Time `json:"last_error_at,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 }
 
 // Result is a decoded decision plus the revision of the policy that made it,
