@@ -21,10 +21,10 @@ var (
 	keyPath          = ast.StringTerm("path")
 	keyBody          = ast.StringTerm("body")
 
-	versionValue = ast.NewObject(
+	versionTerm = ast.NewTerm(ast.NewObject(
 		[2]*ast.Term{ast.StringTerm("encoding"), ast.StringTerm("protojson")},
 		[2]*ast.Term{ast.StringTerm("ext_authz"), ast.StringTerm("v3")},
-	)
+	))
 )
 
 // BuildInput turns a CheckRequest into the OPA-Envoy-compatible part of the
@@ -40,10 +40,10 @@ var (
 // It never fails: what cannot be parsed is left out and explained.
 func BuildInput(req *authv3.CheckRequest) ast.Object {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
-	in := ast.NewObject(
-		[2]*ast.Term{keyAttributes, ast.NewTerm(attributesValue(req.GetAttributes()))},
-		[2]*ast.Term{keyVersion, ast.NewTerm(versionValue)},
-	)
+	// Room for every field, Bulwark's included, so inserts never regrow it.
+	in := ast.NewObjectWithCapacity(16)
+	in.Insert(keyAttributes, ast.NewTerm(attributesValue(req.GetAttributes())))
+	in.Insert(keyVersion, versionTerm)
 	var errs [][2]*ast.Term
 
 	parsedPath, parsedQuery, err := policy.ParsePath(httpReq.GetPath())

@@ -150,6 +150,21 @@ var (
 	keyPrincipal  = ast.StringTerm("principal")
 )
 
+var phaseTerms = map[Phase]*ast.Term{
+	PhaseRequestHeaders:    ast.StringTerm(string(PhaseRequestHeaders)),
+	PhaseRequestBody:       ast.StringTerm(string(PhaseRequestBody)),
+	PhaseResponseHeaders:   ast.StringTerm(string(PhaseResponseHeaders)),
+	PhaseResponseBody:      ast.StringTerm(string(PhaseResponseBody)),
+	PhaseResponseBodyChunk: ast.StringTerm(string(PhaseResponseBodyChunk)),
+}
+
+func phaseTerm(p Phase) *ast.Term {
+	if t, ok := phaseTerms[p]; ok {
+		return t
+	}
+	return ast.StringTerm(string(p))
+}
+
 // Decide makes one decision. A policy deny, and a policy that fails to
 // produce a valid decision, are Outcomes (deny with a reason). An error is
 // returned only when no decision could be made in time: the caller maps it
@@ -164,7 +179,7 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	if input == nil {
 		input = ast.NewObject()
 	}
-	input.Insert(keyPhase, ast.StringTerm(string(req.Phase)))
+	input.Insert(keyPhase, phaseTerm(req.Phase))
 	input.Insert(keyDecisionID, ast.StringTerm(out.DecisionID))
 	if p.auth != nil {
 		out.Principal = p.auth.Authenticate(ctx, req.Credentials)

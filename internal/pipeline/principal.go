@@ -16,6 +16,16 @@ var (
 
 	emptyRoles  = ast.NewArray()
 	emptyClaims = ast.NewObject()
+
+	// anonymousValue is shared by every request without a credential; input
+	// values are never mutated once built, by Bulwark or by OPA.
+	anonymousValue = ast.NewObject(
+		[2]*ast.Term{keyID, ast.StringTerm("")},
+		[2]*ast.Term{keyKind, ast.StringTerm(string(identity.KindAnonymous))},
+		[2]*ast.Term{keyRoles, ast.NewTerm(emptyRoles)},
+		[2]*ast.Term{keyTenant, ast.StringTerm("")},
+		[2]*ast.Term{keyClaims, ast.NewTerm(emptyClaims)},
+	)
 )
 
 // PrincipalValue renders a principal as input.principal:
@@ -23,6 +33,10 @@ var (
 // Every field is present (empty when unknown) so policies can compare without
 // first testing for existence.
 func PrincipalValue(p identity.Principal) ast.Object {
+	if p.ID == "" && p.Error == "" && p.Tenant == "" && len(p.Roles) == 0 && len(p.Claims) == 0 &&
+		(p.Kind == "" || p.Kind == identity.KindAnonymous) {
+		return anonymousValue // the common case for unauthenticated routes, built once
+	}
 	kind := p.Kind
 	if kind == "" {
 		kind = identity.KindAnonymous

@@ -38,7 +38,7 @@ func ParsePath(path string) (parsedPath *ast.Array, parsedQuery ast.Object, err 
 	}
 	parsedPath = ast.NewArray(terms...)
 	if rawQuery == "" {
-		return parsedPath, ast.NewObject(), nil
+		return parsedPath, emptyQuery, nil
 	}
 	q, qerr := url.ParseQuery(rawQuery)
 	if qerr != nil {
@@ -46,6 +46,10 @@ func ParsePath(path string) (parsedPath *ast.Array, parsedQuery ast.Object, err 
 	}
 	return parsedPath, valuesObject(q), qerr
 }
+
+// emptyQuery is shared by every request without a query string; input values
+// are never mutated once built.
+var emptyQuery = ast.NewObject()
 
 func valuesObject(q url.Values) ast.Object {
 	keys := make([]string, 0, len(q))
