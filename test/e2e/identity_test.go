@@ -328,3 +328,37 @@ func TestRedisRevocationReachesEveryReplica(t *testing.T) {
 	}
 	t.Logf("revocation visible on both replicas after %v", time.Since(revokedAt))
 }
+
+// mTLS peers: Envoy's verified peer identity is a principal only when the
+// configuration trusts it; roles and tenant come from mtls_principals.
+func TestMTLSPeerIdentity(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "bulwark.yaml")
+	writeFile(t, cfg, `trust_source_principal: true
+mtls_principals:
+  "spiffe://cluster.local/ns/batch/*":
+    roles: [user]
+    tenant: batch
+`)
+	p := start(t, "--config", cfg)
+	peer := func(principal string) extauthz.HTTPRequest {
+		r := chat(nil)
+		r.SourcePrincipal = principal
+		return r
+	}
+	resp := p.Check(t, peer("spiffe://cluster.local/ns/batch/sa/worker"))
+	if !allowed(resp) {
+		t.Fatalf("trusted peer denied: %v %s", resp.GetStatus(), resp.GetDeniedResponse().GetBody())
+	}
+	if md := resp.GetDynamicMetadata().AsMap(); md["principal_kind"] != "mtls" || md["tenant"] != "batch" {
+		t.Fatalf("metadata %v", md)
+	}
+	// A peer outside the listed prefixes is authenticated but has no role.
+	if status, reason, _ := denial(t, p, peer("spiffe://cluster.local/ns/web/sa/frontend")); status != 403 || reason != "role_not_allowed" {
+		t.Fatalf("unlisted peer: %d %q", status, reason)
+	}
+	// Without trust_source_principal the same peer is anonymous.
+	q := start(t)
+	if status, reason, _ := denial(t, q, peer("spiffe://cluster.local/ns/batch/sa/worker")); status != 401 || reason != "missing_credential" {
+		t.Fatalf("untrusted source principal: %d %q", status, reason)
+	}
+}
