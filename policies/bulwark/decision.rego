@@ -46,6 +46,16 @@ route_decision(route) := {
 	not role_allowed(route)
 } else := {
 	"allowed": false,
+	"http_status": 413,
+	"reason": "body_too_large_to_inspect",
+	"message": "the request body is larger than the gateway inspects; send a smaller request",
+} if {
+	# Envoy sent only the first bytes of the body (allow_partial_message): the
+	# detectors cannot see the rest, so a padded prompt would slip past them.
+	input.truncated_body
+	data.bulwark.detectors.deny_truncated_bodies
+} else := {
+	"allowed": false,
 	"http_status": 403,
 	"reason": "prompt_injection",
 	"message": "the prompt looks like a prompt-injection attempt",

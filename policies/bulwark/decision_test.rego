@@ -166,3 +166,12 @@ test_no_signals_no_injection_verdict if {
 	d := bulwark.decision with input as with_model(req("POST", "/v1/chat/completions", alice), "m")
 	d.allowed
 }
+
+test_truncated_body_denied if {
+	r := object.union(req("POST", "/v1/chat/completions", alice), {"truncated_body": true})
+	d := bulwark.decision with input as r
+	d.http_status == 413
+	d.reason == "body_too_large_to_inspect"
+	e := bulwark.decision with input as r with data.bulwark.detectors.deny_truncated_bodies as false
+	e.allowed
+}

@@ -121,6 +121,11 @@ func TestAPIKeysThroughTheBinary(t *testing.T) {
 	if status, reason, _ := denial(t, p, attack); status != 403 || reason != "prompt_injection" {
 		t.Fatalf("injection: %d %q", status, reason)
 	}
+	padded := attack
+	padded.MaxBodyBytes = 40 // Envoy's allow_partial_message: only the start arrives
+	if status, reason, _ := denial(t, p, padded); status != 413 || reason != "body_too_large_to_inspect" {
+		t.Fatalf("truncated body: %d %q", status, reason)
+	}
 	benign := attack
 	benign.Body = []byte(`{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "How do I ignore whitespace in a git diff?"}]}`)
 	if resp := p.Check(t, benign); !allowed(resp) {
