@@ -277,63 +277,78 @@ func decodeLimits(t *ast.Term) ([]Limit, error) {
 		}
 		var l Limit
 		var err error
-		str := func(k string) string {
-			if err != nil {
-				return ""
+		if l.Name, err = optString(o, keyLimitName); err == nil {
+			if l.Key, err = optString(o, keyLimitKey); err == nil {
+				l.FailureMode, err = optString(o, keyLimitFailureMode)
 			}
-			var s string
-			s, err = optString(o, ast.StringTerm(k))
-			return s
 		}
-		l.Name, l.Key, l.FailureMode = str("name"), str("key"), str("failure_mode")
 		if err != nil {
 			return nil, invalid(`"limits"[%d]: %v`, i, err)
 		}
 		if l.Name == "" || l.Key == "" {
 			return nil, invalid(`"limits"[%d] needs a name and a key`, i)
 		}
-		if l.Limit, err = intField(o, "limit", 0); err != nil || l.Limit <= 0 {
+		if l.Limit, err = intField(o, keyLimitLimit, 0); err != nil || l.Limit <= 0 {
 			return nil, invalid(`"limits"[%d].limit must be a positive integer`, i)
 		}
-		if l.Cost, err = intField(o, "cost", 1); err != nil || l.Cost < 0 {
+		if l.Cost, err = intField(o, keyLimitCost, 1); err != nil || l.Cost < 0 {
 			return nil, invalid(`"limits"[%d].cost must be a non-negative integer`, i)
 		}
-		switch p := o.Get(ast.StringTerm("period")); {
-		case p == nil:
+		p := o.Get(keyLimitPeriod)
+		if p == nil {
 			return nil, invalid(`"limits"[%d] needs a period`, i)
-		default:
-			switch pv := p.Value.(type) {
-			case ast.String:
-				l.Period, err = time.ParseDuration(string(pv))
-			case ast.Number:
-				f, ok := pv.Float64()
-				if !ok {
-					err = fmt.Errorf("bad number")
-				}
-				l.Period = time.Duration(f * float64(time.Second))
-			default:
-				err = fmt.Errorf("wrong type")
-			}
-			if err != nil || l.Period <= 0 {
-				return nil, invalid(`"limits"[%d].period must be a positive duration ("1m") or seconds`, i)
-			}
 		}
-		for k, dst := range map[string]*bool{"shadow": &l.Shadow, "estimated": &l.Estimated} {
-			if b := o.Get(ast.StringTerm(k)); b != nil {
-				bv, ok := b.Value.(ast.Boolean)
-				if !ok {
-					return nil, invalid(`"limits"[%d].%s must be a boolean`, i, k)
-				}
-				*dst = bool(bv)
+		switch pv := p.Value.(type) {
+		case ast.String:
+			l.Period, err = time.ParseDuration(string(pv))
+		case ast.Number:
+			f, ok := pv.Float64()
+			if !ok {
+				err = fmt.Errorf("bad number")
 			}
+			l.Period = time.Duration(f * float64(time.Second))
+		default:
+			err = fmt.Errorf("wrong type")
+		}
+		if err != nil || l.Period <= 0 {
+			return nil, invalid(`"limits"[%d].period must be a positive duration ("1m") or seconds`, i)
+		}
+		if l.Shadow, err = optBool(o, keyLimitShadow); err != nil {
+			return nil, invalid(`"limits"[%d].shadow must be a boolean`, i)
+		}
+		if l.Estimated, err = optBool(o, keyLimitEstimated); err != nil {
+			return nil, invalid(`"limits"[%d].estimated must be a boolean`, i)
 		}
 		out = append(out, l)
 	}
 	return out, nil
 }
 
-func intField(o ast.Object, k string, def int64) (int64, error) {
-	t := o.Get(ast.StringTerm(k))
+var (
+	keyLimitName        = ast.StringTerm("name")
+	keyLimitKey         = ast.StringTerm("key")
+	keyLimitFailureMode = ast.StringTerm("failure_mode")
+	keyLimitLimit       = ast.StringTerm("limit")
+	keyLimitCost        = ast.StringTerm("cost")
+	keyLimitPeriod      = ast.StringTerm("period")
+	keyLimitShadow      = ast.StringTerm("shadow")
+	keyLimitEstimated   = ast.StringTerm("estimated")
+)
+
+func optBool(o ast.Object, key *ast.Term) (bool, error) {
+	t := o.Get(key)
+	if t == nil {
+		return false, nil
+	}
+	b, ok := t.Value.(ast.Boolean)
+	if !ok {
+		return false, fmt.Errorf("%s: not a boolean", key)
+	}
+	return bool(b), nil
+}
+
+func intField(o ast.Object, k *ast.Term, def int64) (int64, error) {
+	t := o.Get(k)
 	if t == nil {
 		return def, nil
 	}
