@@ -32,10 +32,12 @@ func (s *scratch) scanPII(b []byte, minScore float64) {
 			}
 			continue
 		}
-		if i > 0 && (isASCIIAlnum(b[i-1]) || b[i-1] == '_') {
+		if i > 0 && identTab[b[i-1]] {
 			// Inside a word: jump to its end ('@' and separators stop the jump).
-			for isASCIIAlnum(c) && i+1 < len(b) && (isASCIIAlnum(b[i+1]) || b[i+1] == '_') {
-				i++
+			if isASCIIAlnum(c) {
+				for i+1 < len(b) && identTab[b[i+1]] {
+					i++
+				}
 			}
 			continue
 		}
@@ -633,3 +635,12 @@ func colonSoon(b []byte, i int) bool {
 	}
 	return false
 }
+
+// identTab marks ASCII letters, digits and '_': one lookup for the word
+// skip in scanPII.
+var identTab = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = isASCIIAlnum(byte(c)) || c == '_'
+	}
+	return t
+}()

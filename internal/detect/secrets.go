@@ -268,6 +268,17 @@ var secretRules = []secretRule{
 	{typ: "DISCORD_BOT_TOKEN", prefix: "OD", special: discordBot},
 	{typ: "DISCORD_BOT_TOKEN", prefix: "OT", special: discordBot},
 	{typ: "JSON_WEB_KEY", prefix: "\"kty\"", inner: true, special: jwkPrivate},
+	{typ: "ATLASSIAN_PAT", prefix: "MD", inner: true, special: jiraPAT},
+	{typ: "ATLASSIAN_PAT", prefix: "MT", inner: true, special: jiraPAT},
+	{typ: "ATLASSIAN_PAT", prefix: "Mj", inner: true, special: jiraPAT},
+	{typ: "ATLASSIAN_PAT", prefix: "Mz", inner: true, special: jiraPAT},
+	{typ: "ATLASSIAN_PAT", prefix: "ND", inner: true, special: jiraPAT},
+	{typ: "ATLASSIAN_PAT", prefix: "NT", inner: true, special: jiraPAT},
+	{typ: "ATLASSIAN_PAT", prefix: "Nj", inner: true, special: jiraPAT},
+	{typ: "ATLASSIAN_PAT", prefix: "Nz", inner: true, special: jiraPAT},
+	{typ: "ATLASSIAN_PAT", prefix: "OD", inner: true, special: jiraPAT},
+	{typ: "ATLASSIAN_PAT", prefix: "OT", inner: true, special: jiraPAT},
+	{typ: "AZURE_KEY", prefix: "JQQJ9", inner: true, special: azureIdentifiableKey},
 	{typ: "FACEBOOK_APP_TOKEN", prefix: "|", inner: true, special: facebookAppToken},
 	{typ: "BRAINTREE_ACCESS_TOKEN", prefix: "access_token$production$", special: braintree},
 	{typ: "BRAINTREE_ACCESS_TOKEN", prefix: "access_token$sandbox$", special: braintree},
@@ -390,8 +401,15 @@ func (s *scratch) scanSecrets(m *matcher, b []byte) {
 			s.addClean(detSecret, r.typ, st, en, score)
 			spans = append(spans, [2]int32{int32(st), int32(en)})
 			lastEnd = en
+			if r.typ == "GOOGLE_OAUTH_CLIENT_ID" {
+				if gs, ge, ok := googleClientSecret(b, en); ok {
+					s.addClean(detSecret, "GOOGLE_OAUTH_CLIENT_SECRET", gs, ge, 0.8)
+					spans = append(spans, [2]int32{int32(gs), int32(ge)})
+				}
+			}
 		}
 	}
+	spans = s.mailgunKeys(b, spans)
 	s.spans = spans
 	// Pass 2: generic keyword assignments not overlapping a known format.
 	lastEnd = -1

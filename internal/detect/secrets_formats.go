@@ -1,5 +1,10 @@
 package detect
 
+import (
+	"bytes"
+	"encoding/base64"
+)
+
 // Verifiers for credential formats that need more than a prefix and a body.
 
 // randomBody requires a digit and a letter and few dashes, so that words
@@ -167,3 +172,130 @@ func braintree(b []byte, ps, pe int) (int, int, bool) {
 	}
 	return ps, k, k-e-1 == 32
 }
+
+// jiraPAT: an Atlassian (Jira / Confluence Data Center) personal access
+// token is base64 of "<12-digit id>:<20 random bytes>", 44 characters with no
+// distinctive prefix of its own. The prefilter fires on the base64 of the
+// first two digits ("MD".."OT"); the decoded id and colon confirm it, so
+// hashes, UUIDs and ordinary base64 do not match.
+func jiraPAT(b []byte, ps, pe int) (int, int, bool) {
+	const n = 44
+	if ps+n > len(b) || (ps > 0 && (isASCIIAlnum(b[ps-1]) || b[ps-1] == '+')) {
+		return 0, 0, false
+	}
+	e := ps + n
+	if e < len(b) && (isASCIIAlnum(b[e]) || b[e] == '+' || b[e] == '_' || b[e] == '-') {
+		return 0, 0, false
+	}
+	v := b[ps:e]
+	for _, c := range v {
+		if !isASCIIAlnum(c) && c != '+' && c != '/' {
+			return 0, 0, false
+		}
+	}
+	var dec [15]byte
+	if _, err := base64.StdEncoding.Decode(dec[:], v[:20]); err != nil {
+		return 0, 0, false
+	}
+	for _, c := range dec[:12] {
+		if !isDigit(c) {
+			return 0, 0, false
+		}
+	}
+	if dec[12] != ':' || lowEntropy(v[16:]) {
+		return 0, 0, false
+	}
+	return ps, e, true
+}
+
+// azureIdentifiableKey: Azure keys in the identifiable format carry the
+// signature "JQQJ9" after 52 random base64 characters (84 characters in all,
+// 86-88 with padding or a longer tail).
+func azureIdentifiableKey(b []byte, ps, pe int) (int, int, bool) {
+	st := ps - 52
+	if st < 0 || (st > 0 && (isASCIIAlnum(b[st-1]) || b[st-1] == '+' || b[st-1] == '/')) {
+		return 0, 0, false
+	}
+	for _, c := range b[st:ps] {
+		if !isASCIIAlnum(c) {
+			return 0, 0, false
+		}
+	}
+	e := pe
+	for e < len(b) && isASCIIAlnum(b[e]) && e-st <= 88 {
+		e++
+	}
+	n := e - st
+	if n < 84 || n > 88 || (e < len(b) && (b[e] == '_' || b[e] == '-')) || lowEntropy(b[st:ps]) {
+		return 0, 0, false
+	}
+	for e < len(b) && b[e] == '=' && e-st < 88 {
+		e++
+	}
+	return st, e, true
+}
+
+// googleClientSecret looks, after a verified Google OAuth client id, for the
+// legacy client secret (24 characters of [A-Za-z0-9_-], no prefix) that
+// configuration files put next to it: the client id is the context keyword.
+// The value must mix upper case, lower case and digits and look random, so
+// hex hashes and UUIDs never match.
+func googleClientSecret(b []byte, from int) (int, int, bool) {
+	lim := min(len(b), from+320)
+	for i := from; i < lim; {
+		if !inCharset(csToken, b[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(b) && (inCharset(csToken, b[j]) || b[j] == '.') {
+			j++
+		}
+		if j-i == 24 && (i == 0 || b[i-1] != '.' && b[i-1] != '/') {
+			v := b[i:j]
+			if allClasses(v) && entropy(v) >= 3.8 && !isPlaceholder(v) {
+				return i, j, true
+			}
+		}
+		i = j
+	}
+	return 0, 0, false
+}
+
+// mailgunKeys finds Mailgun private API keys in the current format,
+// [0-9a-f]{32}-[0-9a-f]{8}-[0-9a-f]{8}. There is no prefix; the shape (a
+// 32-digit hex run followed by two 8-digit groups) is unlike hashes (no
+// dashes) and UUIDs (8-4-4-4-12). Candidates are found with IndexByte on
+// '-', which is cheap on any text.
+func (s *scratch) mailgunKeys(b []byte, spans [][2]int32) [][2]int32 {
+	for off := 0; ; {
+		k := bytes.IndexByte(b[off:], '-')
+		if k < 0 {
+			return spans
+		}
+		i := off + k
+		off = i + 1
+		if i < 32 || i+18 > len(b) || b[i+9] != '-' {
+			continue
+		}
+		st, e := i-32, i+18
+		if (st > 0 && (isASCIIAlnum(b[st-1]) || b[st-1] == '-' || b[st-1] == '_')) ||
+			(e < len(b) && (isASCIIAlnum(b[e]) || b[e] == '-' || b[e] == '_')) {
+			continue
+		}
+		ok := true
+		for p := st; p < e && ok; p++ {
+			if p != i && p != i+9 {
+				ok = isLowerHex(b[p])
+			}
+		}
+		if !ok || lowEntropy(b[st:i]) || overlapsAny(spans, st, e) {
+			continue
+		}
+		s.addClean(detSecret, "MAILGUN_API_KEY", st, e, 1)
+		spans = append(spans, [2]int32{int32(st), int32(e)})
+		off = e
+	}
+}
+
+func isLowerHex(c byte) bool { return isDigit(c) || 'a' <= c && c <= 'f' }
