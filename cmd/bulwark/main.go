@@ -60,6 +60,7 @@ func commands() map[string]command {
 		"check":   {runCheck, "send one request to a server (or a policy dir) and print the decision"},
 		"scan":    {runScan, "scan JSON lines {id, text} with the detectors; one JSON line of findings each"},
 		"keys":    {runKeys, "create, revoke and list API keys (secrets are printed once, stored hashed)"},
+		"audit":   {runAudit, "verify FILE...: check a hash-chained audit log"},
 		"version": {runVersion, "print the version"},
 	}
 }

@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bulwark-ai/bulwark/internal/audit"
 	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
@@ -37,7 +39,35 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	engine, err := policy.New(ctx, policyConfig(cfg), logger, reg)
+	var auditor *audit.Writer
+	if cfg.AuditLog != "" {
+		auditor, err = audit.Open(audit.Config{Path: cfg.AuditLog, KeyFile: cfg.AuditKeyFile, MaxBytes: cfg.AuditMaxBytes,
+			Buffer: cfg.AuditBuffer, Overflow: audit.Overflow(cfg.AuditOverflow)}, logger, reg)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := auditor.Close(closeCtx); err != nil {
+				logger.Error("audit log not fully flushed", "error", err)
+			}
+		}()
+		auditor.Log(ctx, audit.Record{Type: audit.TypeConfigLoaded, Details: configSummary(cfg)})
+	}
+	pc := policyConfig(cfg)
+	if auditor != nil {
+		pc.OnLoad = func(oldRev, newRev string, err error) {
+			d := map[string]any{"source": policySource(cfg), "old_revision": oldRev}
+			if err != nil {
+				d["error"] = "policy failed to load; the previous revision stays in force"
+			} else {
+				d["new_revision"] = newRev
+			}
+			auditor.Log(context.Background(), audit.Record{Type: audit.TypePolicyReload, PolicyRevision: newRev, Details: d})
+		}
+	}
+	engine, err := policy.New(ctx, pc, logger, reg)
 	if err != nil {
 		return fmt.Errorf("load policies: %w", err)
 	}
@@ -77,6 +107,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		return err
 	}
 	pipe.WithDetector(scanner)
+	if auditor != nil {
+		pipe.WithAuditor(auditor)
+	}
 
 	srv := server.New(server.Config{
 		GRPCAddr:             cfg.GRPCAddr,
@@ -91,6 +124,13 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	}, logger, reg)
 	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled()}))
 	srv.AddReadinessCheck(server.ReadinessCheck{Name: "identity", Check: auth.Ready})
+	if auditor != nil {
+		srv.AddReadinessCheck(server.ReadinessCheck{
+			Name:   "audit",
+			Check:  func() error { return nil }, // a failing audit sink is reported, not a reason to stop deciding
+			Detail: func() any { return map[string]any{"path": cfg.AuditLog, "healthy": auditor.Healthy()} },
+		})
+	}
 	// The limiter never fails readiness: with Redis down, fail_open limits
 	// are still decided in-process and fail_closed ones answer 503 at once;
 	// taking Bulwark out of rotation would help neither. /readyz shows it.
@@ -123,6 +163,27 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		}
 	}()
 	return srv.Serve(ctx)
+}
+
+// configSummary is what the audit trail records of the configuration:
+// where things come from, never secrets.
+func configSummary(cfg config.Config) map[string]any {
+	return map[string]any{
+		"version": version, "grpc_addr": cfg.GRPCAddr, "admin_addr": cfg.AdminAddr,
+		"policy_source": policySource(cfg), "policy_query": cfg.PolicyQuery, "dry_run": cfg.DryRun,
+		"redis": cfg.RedisURL != "", "identity": cfg.IdentityEnabled(), "keys_file": cfg.KeysFile != "",
+		"jwks": cfg.JWKSURL != "", "ratelimit_failure_mode": cfg.RateLimitFailureMode,
+	}
+}
+
+func policySource(cfg config.Config) string {
+	switch {
+	case cfg.Bundle != "":
+		return "bundle:" + cfg.Bundle
+	case cfg.PolicyDir != "":
+		return "dir:" + cfg.PolicyDir
+	}
+	return "embedded"
 }
 
 func policyConfig(cfg config.Config) policy.Config {

@@ -114,6 +114,17 @@ type Config struct {
 	// unchanged.
 	StripCredentials bool `yaml:"strip_credentials"`
 
+	// AuditLog is the hash-chained audit log file; empty disables auditing.
+	AuditLog string `yaml:"audit_log"`
+	// AuditKeyFile holds the key every audit line is HMAC-signed with.
+	AuditKeyFile string `yaml:"audit_key_file"`
+	// AuditMaxBytes rotates the audit log past this size.
+	AuditMaxBytes int64 `yaml:"audit_max_bytes"`
+	// AuditBuffer is how many records may wait to be written.
+	AuditBuffer int `yaml:"audit_buffer"`
+	// AuditOverflow is drop (count the loss on the chain) or block.
+	AuditOverflow string `yaml:"audit_overflow"`
+
 	// GCPercent sets the Go garbage collector's target (GOGC) unless the GOGC
 	// environment variable is set. Bulwark's live heap is small and its
 	// garbage per request large, so a higher target trades a little memory
@@ -151,6 +162,9 @@ func Default() Config {
 		JWTTenantClaim:       "tenant",
 		StripCredentials:     true,
 		GCPercent:            400,
+		AuditMaxBytes:        100 << 20,
+		AuditBuffer:          4096,
+		AuditOverflow:        "drop",
 		RateLimitFailureMode: "fail_open",
 		RateLimitLocalShare:  1,
 		RateLimitTimeout:     50 * time.Millisecond,
@@ -259,6 +273,15 @@ func (c Config) Validate() error {
 	if c.RateLimitTimeout <= 0 || c.RateLimitTimeout > c.CheckTimeout {
 		return &FieldError{"ratelimit_timeout", fmt.Sprintf("%s must be positive and at most check_timeout (%s)", c.RateLimitTimeout, c.CheckTimeout)}
 	}
+	if c.AuditOverflow != "drop" && c.AuditOverflow != "block" {
+		return &FieldError{"audit_overflow", fmt.Sprintf("%q is not drop or block", c.AuditOverflow)}
+	}
+	if c.AuditMaxBytes < 4096 {
+		return &FieldError{"audit_max_bytes", "must be at least 4096"}
+	}
+	if c.AuditBuffer < 1 {
+		return &FieldError{"audit_buffer", "must be positive"}
+	}
 	if c.GCPercent < 25 {
 		return &FieldError{"gc_percent", "must be at least 25"}
 	}
@@ -323,6 +346,11 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.TrustSourcePrincipal, "trust-source-principal", c.TrustSourcePrincipal, "take Envoy's verified mTLS peer identity as a principal")
 	fs.BoolVar(&c.TrustXFCC, "trust-xfcc", c.TrustXFCC, "take x-forwarded-client-cert as a principal (only behind a sanitising proxy)")
 	fs.BoolVar(&c.StripCredentials, "strip-credentials", c.StripCredentials, "keep credential headers out of the policy input")
+	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, "hash-chained audit log file (empty: no audit log)")
+	fs.StringVar(&c.AuditKeyFile, "audit-key-file", c.AuditKeyFile, "key to HMAC-sign audit records with")
+	fs.Int64Var(&c.AuditMaxBytes, "audit-max-bytes", c.AuditMaxBytes, "rotate the audit log past this size")
+	fs.IntVar(&c.AuditBuffer, "audit-buffer", c.AuditBuffer, "audit records that may wait to be written")
+	fs.StringVar(&c.AuditOverflow, "audit-overflow", c.AuditOverflow, "when the audit buffer is full: drop (counted on the chain) or block")
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go GC target percentage (GOGC), unless GOGC is set")
 	fs.BoolVar(&c.AdminPprof, "admin-pprof", c.AdminPprof, "serve /debug/pprof on the admin listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -60,9 +61,12 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		return nil, status.Error(codes.InvalidArgument, "check request has no attributes.request.http")
 	}
 	creds := Credentials(req, s.opts.StripCredentials)
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	path, _, _ := strings.Cut(httpReq.GetPath(), "?")
 	out, err := s.decider.Decide(ctx, pipeline.Request{
 		Phase:       pipeline.PhaseRequestHeaders,
 		Input:       BuildInput(req),
+		Route:       httpReq.GetMethod() + " " + path,
 		Credentials: creds,
 	})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bulwark-ai/bulwark/internal/audit"
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/policy"
@@ -50,6 +51,14 @@ type Limiter interface {
 
 var _ Limiter = (*ratelimit.Limiter)(nil)
 
+// Auditor records decisions; Log must not block for long (the audit writer
+// buffers and, by default, counts what it drops).
+type Auditor interface {
+	Log(ctx context.Context, r audit.Record)
+}
+
+var _ Auditor = (*audit.Writer)(nil)
+
 // Evaluator is the policy engine as the pipeline needs it.
 type Evaluator interface {
 	Evaluate(ctx context.Context, input ast.Value) (policy.Result, error)
@@ -75,6 +84,8 @@ type Config struct {
 type Request struct {
 	Phase Phase
 	Input ast.Object
+	// Route is "METHOD /path" without the query string, for the audit trail.
+	Route string
 	// Credentials are the raw credential headers; the pipeline authenticates
 	// them and puts only the resulting principal into the input.
 	Credentials identity.Request
@@ -107,6 +118,7 @@ type Outcome struct {
 // Pipeline runs the stages of a decision. It is safe for concurrent use.
 type Pipeline struct {
 	cfg     Config
+	audit   Auditor
 	detect  Detector
 	auth    Authenticator
 	eval    Evaluator
@@ -134,6 +146,12 @@ func New(cfg Config, auth Authenticator, eval Evaluator, limiter Limiter, logger
 		return nil, err
 	}
 	return &Pipeline{cfg: cfg, auth: auth, eval: eval, limiter: limiter, ids: NewIDSource(), logger: logger, metrics: m}, nil
+}
+
+// WithAuditor records every decision. Call it before serving.
+func (p *Pipeline) WithAuditor(a Auditor) *Pipeline {
+	p.audit = a
+	return p
 }
 
 // WithDetector adds the detection stage: the prompt text of a parsed LLM
@@ -211,6 +229,10 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 		}
 		if perr.Code == policy.CodeTimeout || ctx.Err() != nil {
 			p.metrics.decision("error", string(policy.CodeTimeout))
+			if p.audit != nil {
+				out.Reason = string(policy.CodeTimeout)
+				p.audit.Log(context.WithoutCancel(ctx), auditRecord(req, out))
+			}
 			p.logger.Warn("decision timed out", "decision_id", out.DecisionID, "phase", req.Phase, "elapsed", elapsed, "error", err)
 			return out, err
 		}
@@ -245,6 +267,9 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 		}
 	}
 	p.metrics.decision(result, out.Reason)
+	if p.audit != nil {
+		p.audit.Log(context.WithoutCancel(ctx), auditRecord(req, out))
+	}
 	if result == "allow" {
 		if !p.logger.Enabled(ctx, slog.LevelDebug) {
 			return out, nil // skip building the log record's arguments on the hot path

@@ -40,6 +40,10 @@ type Config struct {
 	Query string
 	// RegoV0 parses modules with pre-1.0 Rego syntax (`allow { ... }`).
 	RegoV0 bool
+	// OnLoad, when set, is told of every load that changed something or
+	// failed: the previous and new revisions and the error (nil on success).
+	// The audit trail records policy changes through it.
+	OnLoad func(oldRevision, newRevision string, err error)
 }
 
 // DataQuery turns "bulwark/decision" or "data.bulwark.decision" into the
@@ -172,14 +176,25 @@ func (e *Engine) Reload(ctx context.Context) error {
 				oldRev = old.revision
 			}
 			e.logger.Info("policy loaded", "source", e.Source(), "revision", c.revision, "previous_revision", oldRev, "query", e.query)
+			if e.cfg.OnLoad != nil {
+				e.cfg.OnLoad(oldRev, c.revision, nil)
+			}
 			return nil
 		}
 	}
 	e.lastErr, e.lastAt = err.Error(), time.Now()
 	e.reloads.WithLabelValues("failure").Inc()
 	e.loaded.Set(0)
-	if cur := e.cur.Load(); cur != nil {
+	cur := e.cur.Load()
+	if cur != nil {
 		e.logger.Error("policy reload failed; keeping the last good policy", "source", e.Source(), "revision", cur.revision, "error", err)
+	}
+	if e.cfg.OnLoad != nil {
+		old := ""
+		if cur != nil {
+			old = cur.revision
+		}
+		e.cfg.OnLoad(old, "", err)
 	}
 	return err
 }

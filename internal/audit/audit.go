@@ -1,0 +1,104 @@
+// Package audit writes Bulwark's tamper-evident audit trail: one JSON line per
+// decision and per system change, each carrying the SHA-256 of the line before
+// it (and optionally an HMAC), so a deleted, edited or reordered record breaks
+// the chain where it happened. Writing is asynchronous with a bounded buffer;
+// files rotate by size and the chain continues across them. Verify checks a
+// log and names the first record that does not fit.
+//
+// Records hold identifiers, codes and counts only: never prompt text,
+// credentials or the values of findings.
+package audit
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Record types.
+const (
+	TypeDecision     = "decision"
+	TypePolicyReload = "policy_reload"
+	TypeConfigLoaded = "config_loaded"
+	TypeSystem       = "system"
+)
+
+// Principal is who a decision was about (no credential, ever).
+type Principal struct {
+	ID     string `json:"id,omitempty"`
+	Kind   string `json:"kind,omitempty"`
+	Tenant string `json:"tenant,omitempty"`
+}
+
+// Record is one audit entry. Seq, Time, Prev and Dropped are set by the
+// Writer; callers fill the rest.
+type Record struct {
+	Seq            uint64         `json:"seq"`
+	Time           time.Time      `json:"time"`
+	Type           string         `json:"type"`
+	DecisionID     string         `json:"decision_id,omitempty"`
+	TraceID        string         `json:"trace_id,omitempty"`
+	Principal      *Principal     `json:"principal,omitempty"`
+	Phase          string         `json:"phase,omitempty"`
+	Route          string         `json:"route,omitempty"`
+	Allowed        *bool          `json:"allowed,omitempty"`
+	HTTPStatus     int            `json:"http_status,omitempty"`
+	Reason         string         `json:"reason,omitempty"`
+	PolicyRevision string         `json:"policy_revision,omitempty"`
+	DryRun         bool           `json:"dry_run,omitempty"`
+	Signals        map[string]any `json:"signals,omitempty"`
+	Limits         []string       `json:"limits_exceeded,omitempty"`
+	Details        map[string]any `json:"details,omitempty"`
+	// Dropped counts records lost to a full buffer just before this one, so
+	// a gap is recorded in the chain itself.
+	Dropped uint64 `json:"dropped,omitempty"`
+	// Prev is the hex SHA-256 of the previous line as written ("" for the
+	// first record of a new log).
+	Prev string `json:"prev"`
+}
+
+// macField is appended to every line when a key is configured; it is always
+// the last field, so verification strips it textually (no re-encoding).
+const macField = `,"mac":"`
+
+// encode renders r as one line (without newline). With a key, the line is
+// the record's JSON with "mac" = HMAC-SHA256(key, the JSON without mac)
+// spliced in as its last field.
+func encode(r *Record, key []byte) ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("audit: encode record: %w", err)
+	}
+	if len(key) == 0 {
+		return b, nil
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write(b)
+	sum := hex.EncodeToString(m.Sum(nil))
+	out := make([]byte, 0, len(b)+len(macField)+len(sum)+2)
+	out = append(out, b[:len(b)-1]...)
+	out = append(out, macField...)
+	out = append(out, sum...)
+	out = append(out, '"', '}')
+	return out, nil
+}
+
+// lineHash is the chain link: the hex SHA-256 of a line as written.
+func lineHash(line []byte) string {
+	s := sha256.Sum256(line)
+	return hex.EncodeToString(s[:])
+}
+
+// splitMAC separates a written line into the signed JSON and its mac.
+func splitMAC(line string) (signed, mac string, ok bool) {
+	i := strings.LastIndex(line, macField)
+	if i < 0 || !strings.HasSuffix(line, `"}`) {
+		return line, "", false
+	}
+	mac = line[i+len(macField) : len(line)-2]
+	return line[:i] + "}", mac, true
+}

@@ -1,0 +1,49 @@
+package pipeline
+
+import (
+	"github.com/bulwark-ai/bulwark/internal/audit"
+)
+
+// auditRecord summarises a decision for the audit trail: identifiers, codes
+// and counts, never prompt text, credentials or finding values.
+func auditRecord(req Request, out Outcome) audit.Record {
+	allowed := out.Decision.Allowed
+	r := audit.Record{
+		Type:           audit.TypeDecision,
+		DecisionID:     out.DecisionID,
+		Phase:          string(req.Phase),
+		Route:          req.Route,
+		Allowed:        &allowed,
+		HTTPStatus:     out.Decision.HTTPStatus,
+		Reason:         out.Reason,
+		PolicyRevision: out.PolicyRevision,
+		DryRun:         out.DryRunDenied,
+	}
+	if !allowed && r.HTTPStatus == 0 {
+		r.HTTPStatus = 403
+	}
+	if pr := out.Principal; pr.Kind != "" {
+		r.Principal = &audit.Principal{ID: pr.ID, Kind: string(pr.Kind), Tenant: pr.Tenant}
+	}
+	if s := out.Signals; s != nil {
+		sig := map[string]any{"prompt_injection_score": s.PromptInjection.Score}
+		for _, c := range s.PII {
+			sig["pii."+c.Type] = c.Count
+		}
+		for _, c := range s.Secrets {
+			sig["secrets."+c.Type] = c.Count
+		}
+		if s.HiddenText.Detected {
+			sig["hidden_text"] = true
+		}
+		r.Signals = sig
+	}
+	if rl := out.RateLimit; rl != nil && !rl.Allowed {
+		for _, l := range rl.Limits {
+			if l.Exceeded && !l.Shadow {
+				r.Limits = append(r.Limits, l.Name)
+			}
+		}
+	}
+	return r
+}
