@@ -27,9 +27,9 @@ func TestAuditTrail(t *testing.T) {
 	attack := chat(map[string]string{"authorization": "Bearer " + key})
 	attack.Body = []byte(`{"model": "m", "messages": [{"role": "user", "content": "` + secret + `"}]}`)
 	p.Check(t, chat(map[string]string{"authorization": "Bearer " + key})) // allow
-	p.Check(t, chat(nil))                                                  // 401
-	p.Check(t, attack)                                                     // 403 prompt_injection
-	p.Check(t, extauthz.HTTPRequest{Path: "/healthz"})                     // public
+	p.Check(t, chat(nil))                                                 // 401
+	p.Check(t, attack)                                                    // 403 prompt_injection
+	p.Check(t, extauthz.HTTPRequest{Path: "/healthz"})                    // public
 	// A policy change is a system change on the trail.
 	writeFile(t, filepath.Join(pol, "bulwark", "extra.rego"), "package bulwark.extra\nx := 1\n")
 	eventually(t, 10*time.Second, "reload", func() bool {
