@@ -24,6 +24,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	"github.com/bulwark-ai/bulwark/internal/server"
+	"github.com/bulwark-ai/bulwark/internal/telemetry"
 	"github.com/bulwark-ai/bulwark/policies"
 )
 
@@ -38,6 +39,21 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	tracing, err := telemetry.Setup(ctx, os.Environ())
+	if err != nil {
+		return &exitError{2, err}
+	}
+	defer func() {
+		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(shutCtx); err != nil {
+			logger.Warn("traces not fully exported", "error", err)
+		}
+	}()
+	if tracing.Enabled {
+		logger.Info("tracing on (OTLP)", "endpoint_set", true)
+	}
 
 	var auditor *audit.Writer
 	if cfg.AuditLog != "" {
@@ -106,7 +122,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	pipe.WithDetector(scanner)
+	pipe.WithDetector(scanner).WithTracer(tracing.Tracer)
 	if auditor != nil {
 		pipe.WithAuditor(auditor)
 	}
@@ -122,7 +138,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		ShutdownGrace:        cfg.ShutdownGrace,
 		Pprof:                cfg.AdminPprof,
 	}, logger, reg)
-	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled()}))
+	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(), Tracing: tracing}))
 	srv.AddReadinessCheck(server.ReadinessCheck{Name: "identity", Check: auth.Ready})
 	if auditor != nil {
 		srv.AddReadinessCheck(server.ReadinessCheck{

@@ -20,8 +20,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/telemetry"
 )
 
 // DecisionIDHeader carries the decision id to the client and upstream, so a
@@ -43,6 +46,9 @@ type Options struct {
 	// decision logs or traces. Turn it off only for OPA-Envoy policies that
 	// verify tokens themselves.
 	StripCredentials bool
+	// Tracing, when enabled, starts a bulwark.check span joined to the trace
+	// Envoy propagates in the request headers.
+	Tracing *telemetry.Tracing
 }
 
 // Server implements envoy.service.auth.v3.Authorization.
@@ -60,8 +66,14 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if req.GetAttributes().GetRequest().GetHttp() == nil {
 		return nil, status.Error(codes.InvalidArgument, "check request has no attributes.request.http")
 	}
-	creds := Credentials(req, s.opts.StripCredentials)
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	if tr := s.opts.Tracing; tr != nil && tr.Enabled {
+		ctx = tr.Propagator.Extract(ctx, telemetry.HeaderCarrier(httpReq.GetHeaders()))
+		var span trace.Span
+		ctx, span = tr.Tracer.Start(ctx, "bulwark.check", trace.WithSpanKind(trace.SpanKindServer))
+		defer span.End()
+	}
+	creds := Credentials(req, s.opts.StripCredentials)
 	path, _, _ := strings.Cut(httpReq.GetPath(), "?")
 	out, err := s.decider.Decide(ctx, pipeline.Request{
 		Phase:       pipeline.PhaseRequestHeaders,
@@ -69,6 +81,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		Route:       httpReq.GetMethod() + " " + path,
 		Credentials: creds,
 	})
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		telemetry.Annotate(span, out, err)
+	}
 	if err != nil {
 		return nil, grpcError(ctx, err)
 	}

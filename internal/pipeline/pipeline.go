@@ -15,6 +15,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/bulwark-ai/bulwark/internal/audit"
 	"github.com/bulwark-ai/bulwark/internal/detect"
@@ -118,6 +119,7 @@ type Outcome struct {
 // Pipeline runs the stages of a decision. It is safe for concurrent use.
 type Pipeline struct {
 	cfg     Config
+	tracer  trace.Tracer
 	audit   Auditor
 	detect  Detector
 	auth    Authenticator
@@ -146,6 +148,28 @@ func New(cfg Config, auth Authenticator, eval Evaluator, limiter Limiter, logger
 		return nil, err
 	}
 	return &Pipeline{cfg: cfg, auth: auth, eval: eval, limiter: limiter, ids: NewIDSource(), logger: logger, metrics: m}, nil
+}
+
+// WithTracer adds child spans (identity, detect, policy, ratelimit) under
+// the caller's span. Without a recording parent span none are started, so
+// tracing off costs nothing.
+func (p *Pipeline) WithTracer(t trace.Tracer) *Pipeline {
+	p.tracer = t
+	return p
+}
+
+// stage starts a child span when the request is being traced.
+func (p *Pipeline) stage(ctx context.Context, name string) (context.Context, trace.Span) {
+	if p.tracer == nil || !trace.SpanFromContext(ctx).IsRecording() {
+		return ctx, nil
+	}
+	return p.tracer.Start(ctx, name)
+}
+
+func end(s trace.Span) {
+	if s != nil {
+		s.End()
+	}
 }
 
 // WithAuditor records every decision. Call it before serving.
@@ -200,7 +224,9 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	input.Insert(keyPhase, phaseTerm(req.Phase))
 	input.Insert(keyDecisionID, ast.StringTerm(out.DecisionID))
 	if p.auth != nil {
-		out.Principal = p.auth.Authenticate(ctx, req.Credentials)
+		sctx, span := p.stage(ctx, "bulwark.identity")
+		out.Principal = p.auth.Authenticate(sctx, req.Credentials)
+		end(span)
 	} else {
 		out.Principal = identity.Principal{Kind: identity.KindAnonymous}
 	}
@@ -208,14 +234,18 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	if p.detect != nil {
 		if body := input.Get(keyParsed); body != nil {
 			if text := PromptText(body.Value); text != "" {
+				_, span := p.stage(ctx, "bulwark.detect")
 				sig := p.detect.Scan(text).Signals()
+				end(span)
 				input.Insert(keySignals, ast.NewTerm(signalsValue(sig)))
 				out.Signals = &sig
 			}
 		}
 	}
 
-	res, err := p.eval.Evaluate(ctx, input)
+	ectx, espan := p.stage(ctx, "bulwark.policy")
+	res, err := p.eval.Evaluate(ectx, input)
+	end(espan)
 	elapsed := time.Since(start)
 	p.metrics.evalSeconds.Observe(elapsed.Seconds())
 	out.PolicyRevision = res.Revision
@@ -246,7 +276,10 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	}
 
 	if out.Decision.Allowed && len(out.Decision.Limits) > 0 {
-		if err := p.checkLimits(ctx, &out); err != nil {
+		lctx, lspan := p.stage(ctx, "bulwark.ratelimit")
+		err := p.checkLimits(lctx, &out)
+		end(lspan)
+		if err != nil {
 			p.metrics.decision("error", "ratelimit_timeout")
 			return out, err
 		}

@@ -1,0 +1,65 @@
+package telemetry
+
+import (
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/pipeline"
+)
+
+// Annotate puts a decision on its span: ids, verdict, reason, who asked,
+// policy revision, signal summaries and limits hit. Never prompt text,
+// credentials or finding values.
+func Annotate(span trace.Span, out pipeline.Outcome, err error) {
+	attrs := []attribute.KeyValue{
+		attribute.String("bulwark.decision_id", out.DecisionID),
+		attribute.Bool("bulwark.allowed", out.Decision.Allowed && err == nil),
+		attribute.String("bulwark.reason", out.Reason),
+		attribute.String("bulwark.policy_revision", out.PolicyRevision),
+		attribute.String("bulwark.principal.kind", string(out.Principal.Kind)),
+	}
+	if out.Principal.ID != "" {
+		attrs = append(attrs, attribute.String("bulwark.principal.id", out.Principal.ID))
+	}
+	if !out.Decision.Allowed {
+		status := out.Decision.HTTPStatus
+		if status == 0 {
+			status = 403
+		}
+		attrs = append(attrs, attribute.Int("http.response.status_code", status))
+	}
+	if out.DryRunDenied {
+		attrs = append(attrs, attribute.Bool("bulwark.dry_run_denied", true))
+	}
+	if s := out.Signals; s != nil {
+		attrs = append(attrs,
+			attribute.Float64("bulwark.signals.prompt_injection.score", s.PromptInjection.Score),
+			attribute.StringSlice("bulwark.signals.prompt_injection.rules", s.PromptInjection.Rules),
+			attribute.Int("bulwark.signals.pii.count", total(s.PII)),
+			attribute.Int("bulwark.signals.secrets.count", total(s.Secrets)),
+			attribute.Bool("bulwark.signals.hidden_text", s.HiddenText.Detected))
+	}
+	if rl := out.RateLimit; rl != nil {
+		var hit []string
+		for _, l := range rl.Limits {
+			if l.Exceeded {
+				hit = append(hit, l.Name)
+			}
+		}
+		attrs = append(attrs, attribute.StringSlice("bulwark.limits.exceeded", hit), attribute.Bool("bulwark.limits.degraded", rl.Degraded))
+	}
+	span.SetAttributes(attrs...)
+	if err != nil {
+		span.SetStatus(codes.Error, "no decision in time")
+	}
+}
+
+func total(xs []detect.TypeCount) int {
+	n := 0
+	for _, x := range xs {
+		n += x.Count
+	}
+	return n
+}
