@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
@@ -438,12 +437,12 @@ func TestBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			start := time.Now()
+			// Bounded time is a property of the algorithms (linear passes,
+			// capped decoding); a super-linear path would not finish within
+			// the test binary's timeout. Speed itself is measured by the
+			// benchmarks, not asserted here.
 			res := sc.Scan(tt.text)
 			checkInvariants(t, tt.text, res)
-			if d := time.Since(start); d > 20*time.Second {
-				t.Errorf("Scan took %v", d)
-			}
 		})
 	}
 }
