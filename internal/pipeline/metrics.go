@@ -3,12 +3,17 @@ package pipeline
 import (
 	"fmt"
 
+	"github.com/bulwark-ai/bulwark/internal/detect"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 type metrics struct {
 	decisions   *prometheus.CounterVec
 	evalSeconds prometheus.Histogram
+	findings    *prometheus.CounterVec
+	injections  prometheus.Counter
+	scanned     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -22,9 +27,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time to make one decision, policy evaluation included.",
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 		}),
+		findings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulwark_detector_findings_total",
+			Help: "Detector findings in prompts, by detector (pii, secrets, hidden_text) and type.",
+		}, []string{"detector", "type"}),
+		injections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bulwark_prompt_injection_detected_total",
+			Help: "Prompts whose injection score reached the detector's threshold.",
+		}),
+		scanned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bulwark_prompts_scanned_total",
+			Help: "Prompts run through the detectors.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.decisions, m.evalSeconds} {
+		for _, c := range []prometheus.Collector{m.decisions, m.evalSeconds, m.findings, m.injections, m.scanned} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("pipeline: register metrics: %w", err)
 			}
@@ -54,4 +71,21 @@ func boundedReason(r string) string {
 		}
 	}
 	return r
+}
+
+// signals counts what the detectors found in one prompt.
+func (m *metrics) signals(s detect.Signals) {
+	m.scanned.Inc()
+	if s.PromptInjection.Detected {
+		m.injections.Inc()
+	}
+	for _, c := range s.PII {
+		m.findings.WithLabelValues("pii", c.Type).Add(float64(c.Count))
+	}
+	for _, c := range s.Secrets {
+		m.findings.WithLabelValues("secrets", c.Type).Add(float64(c.Count))
+	}
+	if s.HiddenText.Detected {
+		m.findings.WithLabelValues("hidden_text", "HIDDEN_TEXT").Inc()
+	}
 }

@@ -237,6 +237,7 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 				_, span := p.stage(ctx, "bulwark.detect")
 				sig := p.detect.Scan(text).Signals()
 				end(span)
+				p.metrics.signals(sig)
 				input.Insert(keySignals, ast.NewTerm(signalsValue(sig)))
 				out.Signals = &sig
 			}
