@@ -22,6 +22,9 @@ func auditRecord(req Request, out Outcome) audit.Record {
 	if !allowed && r.HTTPStatus == 0 {
 		r.HTTPStatus = 403
 	}
+	if len(out.Decision.Audit) > 0 {
+		r.Details = map[string]any{"tags": out.Decision.Audit}
+	}
 	if pr := out.Principal; pr.Kind != "" {
 		r.Principal = &audit.Principal{ID: pr.ID, Kind: string(pr.Kind), Tenant: pr.Tenant}
 	}

@@ -43,6 +43,8 @@ type Decision struct {
 	// Limits are rate limits and quotas to check, all or nothing, after an
 	// allow (Bulwark's addition to OPA-Envoy's result).
 	Limits []Limit
+	// Audit holds extra tags the policy wants on this decision's audit record.
+	Audit map[string]any
 }
 
 // Limit is one rate limit or token quota a policy attaches to a decision.
@@ -98,6 +100,7 @@ var (
 	keyReason                  = ast.StringTerm("reason")
 	keyMessage                 = ast.StringTerm("message")
 	keyLimits                  = ast.StringTerm("limits")
+	keyAudit                   = ast.StringTerm("audit")
 )
 
 func decodeObject(o ast.Object) (Decision, error) {
@@ -154,6 +157,17 @@ func decodeObject(o ast.Object) (Decision, error) {
 	}
 	if d.Limits, err = decodeLimits(o.Get(keyLimits)); err != nil {
 		return Decision{}, err
+	}
+	if t := o.Get(keyAudit); t != nil {
+		obj, ok := t.Value.(ast.Object)
+		if !ok {
+			return Decision{}, invalid(`"audit" must be an object, got %s`, ast.ValueName(t.Value))
+		}
+		js, err := ast.JSON(obj)
+		if err != nil {
+			return Decision{}, invalid(`"audit": %v`, err)
+		}
+		d.Audit, _ = js.(map[string]any)
 	}
 	if t := o.Get(keyDynamicMetadata); t != nil {
 		obj, ok := t.Value.(ast.Object)

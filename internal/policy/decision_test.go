@@ -33,7 +33,8 @@ func TestDecodeDecision(t *testing.T) {
 			want: Decision{Allowed: true, RequestHeadersToRemove: []string{"a"}}},
 		{name: "status_code alias", in: `{"allowed": false, "status_code": 401}`, want: Decision{HTTPStatus: 401}},
 		{name: "http_status wins", in: `{"allowed": false, "status_code": 401, "http_status": 429}`, want: Decision{HTTPStatus: 429}},
-		{name: "unknown fields ignored", in: `{"allowed": true, "audit": {"tag": 1}}`, want: Decision{Allowed: true}},
+		{name: "unknown fields ignored", in: `{"allowed": true, "redact": []}`, want: Decision{Allowed: true}},
+		{name: "audit not object", in: `{"allowed": true, "audit": ["x"]}`, wantErr: `"audit" must be an object`},
 		{name: "limits", in: `{"allowed": true, "limits": [{"name": "rpm", "key": "{acme}:a", "limit": 100, "period": "1m"},
 			{"name": "tpd", "key": "{acme}", "limit": 1000000, "period": 86400, "cost": 512, "estimated": true, "shadow": true, "failure_mode": "fail_closed"}]}`,
 			want: Decision{Allowed: true, Limits: []Limit{{Name: "rpm", Key: "{acme}:a", Limit: 100, Period: time.Minute, Cost: 1},
@@ -80,7 +81,7 @@ func TestDecodeDecision(t *testing.T) {
 			if err != nil {
 				t.Fatalf("unexpected error: %v", err)
 			}
-			got.DynamicMetadata = nil // compared separately
+			got.DynamicMetadata, got.Audit = nil, nil // compared separately
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v\nwant %+v", got, tc.want)
 			}
