@@ -30,11 +30,11 @@
 //
 // # Batching
 //
-// Concurrent Checks are batched: a few worker goroutines each take the first
-// queued check plus whatever else is queued (up to BatchMax, lingering
-// BatchWindow), and send them in one EVALSHA per hash slot, pipelined. The
-// script decides the requests one after another, so batching changes round
-// trips, not results.
+// Concurrent Checks are batched: a worker goroutine (BatchWorkers) takes the
+// first queued check plus whatever else is queued (up to BatchMax, lingering
+// BatchWindow, or yielding briefly so just-answered callers can queue), and
+// sends them in one EVALSHA per hash slot, pipelined. The script decides the
+// requests one after another, so batching changes round trips, not results.
 //
 // # Token quotas
 //

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,94 +15,130 @@ import (
 const redisEpoch = 1735689600 // 2025-01-01T00:00:00Z
 
 // checkLua decides a batch of requests. Each request's limits are decided
-// all-or-nothing with GCRA on Redis's clock (TIME, in µs since redisEpoch);
-// requests of a batch run one after another, so a batch behaves exactly like
-// the same requests sent one by one.
+// all-or-nothing with GCRA on Redis's clock (TIME once per batch, in µs since
+// redisEpoch); requests of a batch run one after another, so a batch behaves
+// exactly like the same requests sent one by one.
+//
+// It is written to cost Redis little per request: one MGET reads every
+// counter of the batch, a Lua table carries counters from one request to the
+// next, and each counter the batch charged is written once at the end (SET
+// with PX; numbers are passed to redis.call unformatted, which Redis renders
+// with full double precision).
 //
 // KEYS: for each request, its counter keys, then its reservation key if any.
-// ARGV[1] = number of requests; per request: nlimits, has_reservation (0/1),
-// reservation TTL ms; per limit: emission µs, burst µs, cost, flags
-// (1 = shadow, 2 = estimated).
-// Returns per request: allowed (0/1), then per limit: remaining, reset µs,
-// retry-after µs, exceeded (0/1).
+// ARGV[1] = reservation TTL ms; then per request: nlimits*2 + has_reservation;
+// per limit: limit, burst µs (= period), cost, flags (1 = shadow,
+// 2 = estimated). The emission interval is burst/limit, the same IEEE
+// division Go would do.
+// Returns, per request and limit: remaining, reset µs, retry-after µs. A
+// limit is exceeded exactly when its retry-after is > 0 (it is then ≥ 1).
 const checkLua = `
+local tonumber, floor, ceil = tonumber, math.floor, math.ceil
 local t = redis.call('TIME')
 local now = (tonumber(t[1]) - ` + "1735689600" + `) * 1000000 + tonumber(t[2])
-local out = {}
+local nk = #KEYS
+local vals
+if nk <= 4000 then
+  vals = redis.call('MGET', unpack(KEYS))
+else
+  vals = {}
+  for i = 1, nk, 4000 do
+    local part = redis.call('MGET', unpack(KEYS, i, math.min(i + 3999, nk)))
+    for j = 1, #part do vals[i + j - 1] = part[j] end
+  end
+end
+-- cur: counters charged so far in this batch (written once at the end);
+-- undo: this request's tentative charges, reverted if it is denied.
+local cur, dirty, nd = {}, {}, 0
+local undo, prev = {}, {}
+local out, n = {}, 0
 local ai, ki = 2, 1
-for _ = 1, tonumber(ARGV[1]) do
-  local nl = tonumber(ARGV[ai])
-  local has_rsv = ARGV[ai+1] == '1'
-  local rsv_ttl = tonumber(ARGV[ai+2])
-  ai = ai + 3
-  local base = #out
-  out[base+1] = 1
-  local allowed = 1
-  local tent, newtat, prev, est = {}, {}, {}, {}
-  for j = 1, nl do
-    local key = KEYS[ki+j-1]
-    local em = tonumber(ARGV[ai])
+local nargs = #ARGV
+while ai <= nargs do
+  local h = tonumber(ARGV[ai])
+  ai = ai + 1
+  local has_rsv = h % 2 == 1
+  local nl = (h - h % 2) / 2
+  local allowed = true
+  local nu, est = 0, nil
+  local a0, n0 = ai, n
+  for k = ki, ki + nl - 1 do
+    local key = KEYS[k]
     local burst = tonumber(ARGV[ai+1])
+    local em = burst / tonumber(ARGV[ai])
     local cost = tonumber(ARGV[ai+2])
     local flags = tonumber(ARGV[ai+3])
     ai = ai + 4
-    local shadow = flags % 2 == 1
-    local tat = tent[key]
-    if tat == nil then tat = tonumber(redis.call('GET', key)) or now end
+    local c = cur[key]
+    local tat = c or tonumber(vals[k]) or now
     if tat < now then tat = now end
-    local eps = math.min(1, em / 2)
+    local eps = em / 2
+    if eps > 1 then eps = 1 end
     local nt = tat + cost * em
-    local allow_at = nt - burst
-    local o = base + 1 + (j-1)*4
-    if allow_at - now > eps then
-      local retry = allow_at - now
-      if cost * em > burst + eps then retry = burst end
-      local rem = math.floor((burst - (tat - now)) / em + 1e-6)
+    local wait = nt - burst - now
+    if wait > eps then
+      if cost * em > burst + eps then wait = burst end
+      local rem = floor((burst - (tat - now)) / em + 1e-6)
       if rem < 0 then rem = 0 end
-      out[o+1] = rem
-      out[o+2] = math.ceil(tat - now)
-      out[o+3] = math.ceil(retry)
-      out[o+4] = 1
-      newtat[j] = false
-      if not shadow then allowed = 0 end
+      out[n+1] = rem
+      out[n+2] = ceil(tat - now)
+      out[n+3] = ceil(wait)
+      prev[k] = false
+      if flags % 2 == 0 then allowed = false end
     else
-      local rem = math.floor((burst - (nt - now)) / em + 1e-6)
+      local rem = floor((burst - (nt - now)) / em + 1e-6)
       if rem < 0 then rem = 0 end
-      out[o+1] = rem
-      out[o+2] = math.ceil(nt - now)
-      out[o+3] = 0
-      out[o+4] = 0
-      newtat[j] = nt
-      prev[j] = tat - now
-      tent[key] = nt
-      if flags >= 2 then est[#est+1] = {key, em, cost} end
-    end
-  end
-  out[base+1] = allowed
-  if allowed == 1 then
-    for j = 1, nl do
-      local nt = newtat[j]
-      if nt then
-        redis.call('SET', KEYS[ki+j-1], string.format('%.3f', nt), 'PX', math.ceil((nt - now) / 1000) + 1)
+      out[n+1] = rem
+      out[n+2] = ceil(nt - now)
+      out[n+3] = 0
+      prev[k] = tat - now
+      undo[nu+1] = key
+      undo[nu+2] = c or false
+      nu = nu + 2
+      cur[key] = nt
+      if flags >= 2 then
+        if est == nil then est = {} end
+        est[#est+1] = {key, em, cost}
       end
     end
-    if has_rsv and #est > 0 then
-      redis.call('SET', KEYS[ki+nl], cjson.encode(est), 'PX', rsv_ttl)
+    n = n + 3
+  end
+  if allowed then
+    for i = 1, nu, 2 do
+      if undo[i+1] == false then
+        nd = nd + 1
+        dirty[nd] = undo[i]
+      end
+    end
+    if has_rsv and est then
+      redis.call('SET', KEYS[ki+nl], cjson.encode(est), 'PX', ARGV[1])
     end
   else
-    -- nothing charged: passing limits report their state without this request
-    for j = 1, nl do
-      if newtat[j] then
-        local o = base + 1 + (j-1)*4
-        local em = tonumber(ARGV[ai - 4*(nl-j+1)])
-        local burst = tonumber(ARGV[ai - 4*(nl-j+1) + 1])
-        out[o+1] = math.floor((burst - prev[j]) / em + 1e-6)
-        out[o+2] = math.ceil(prev[j])
+    -- nothing charged: passing limits report their state without this
+    -- request, and the batch's counters go back to before it
+    for i = nu - 1, 1, -2 do
+      local c = undo[i+1]
+      if c == false then c = nil end
+      cur[undo[i]] = c
+    end
+    for j = 0, nl - 1 do
+      local p = prev[ki+j]
+      if p then
+        local a = a0 + 4 * j
+        local burst = tonumber(ARGV[a+1])
+        local em = burst / tonumber(ARGV[a])
+        out[n0 + 3*j + 1] = floor((burst - p) / em + 1e-6)
+        out[n0 + 3*j + 2] = ceil(p)
       end
     end
   end
   ki = ki + nl
   if has_rsv then ki = ki + 1 end
+end
+for i = 1, nd do
+  local key = dirty[i]
+  local nt = cur[key]
+  redis.call('SET', key, nt, 'PX', ceil((nt - now) / 1000) + 1)
 end
 return out
 `
@@ -134,10 +169,7 @@ redis.call('SET', KEYS[1], 'done', 'KEEPTTL')
 return 1
 `
 
-var (
-	checkScript     = redis.NewScript(checkLua)
-	reconcileScript = redis.NewScript(reconcileLua)
-)
+var reconcileScript = redis.NewScript(reconcileLua)
 
 // item is one Check waiting in (or bypassing) the batcher.
 type item struct {
@@ -153,15 +185,25 @@ type item struct {
 	timer    *time.Timer // bounds the caller's wait to CheckTimeout; reused
 }
 
-// appendArgs appends this item's KEYS and ARGV for checkLua.
-func (it *item) appendArgs(keys []string, args []any, rsvTTL time.Duration) ([]string, []any) {
-	keys = append(keys, it.keys...)
-	hasRsv := "0"
-	if it.rsvKey != "" {
-		keys = append(keys, it.rsvKey)
-		hasRsv = "1"
+// appendKeys appends this item's KEYS for checkLua: its counters, then its
+// reservation key if any.
+func (it *item) appendKeys(args []any) []any {
+	for _, k := range it.keys {
+		args = append(args, k)
 	}
-	args = append(args, len(it.limits), hasRsv, rsvTTL.Milliseconds())
+	if it.rsvKey != "" {
+		args = append(args, it.rsvKey)
+	}
+	return args
+}
+
+// appendArgv appends this item's ARGV for checkLua.
+func (it *item) appendArgv(args []any) []any {
+	h := 2 * len(it.limits)
+	if it.rsvKey != "" {
+		h++
+	}
+	args = append(args, h)
 	for _, l := range it.limits {
 		flags := 0
 		if l.Shadow {
@@ -170,33 +212,33 @@ func (it *item) appendArgs(keys []string, args []any, rsvTTL time.Duration) ([]s
 		if l.Estimated {
 			flags |= 2
 		}
-		args = append(args, strconv.FormatFloat(l.emissionMicros(), 'f', -1, 64), l.Period.Microseconds(), l.cost(), flags)
+		args = append(args, l.Limit, l.Period.Microseconds(), l.cost(), flags)
 	}
-	return keys, args
+	return args
 }
 
 // parse reads this item's part of the script reply starting at vals[0] and
 // returns how many values it consumed.
-func (it *item) parse(vals []any) (int, error) {
-	need := 1 + 4*len(it.limits)
+func (it *item) parse(vals []int64) (int, error) {
+	need := 3 * len(it.limits)
 	if len(vals) < need {
 		return 0, fmt.Errorf("ratelimit: short script reply: %d values, want %d", len(vals), need)
 	}
-	num := func(i int) int64 { n, _ := vals[i].(int64); return n }
-	it.res.Allowed = num(0) == 1
+	it.res.Allowed = true
 	it.res.RetryAfter = 0
 	it.res.Degraded = false
 	it.res.Limits = make([]LimitState, len(it.limits))
 	for j, l := range it.limits {
-		o := 1 + 4*j
+		o := 3 * j
 		st := LimitState{
 			Name: l.Name, Key: l.Key, Limit: l.Limit, Period: l.Period, Shadow: l.Shadow,
-			Remaining:  num(o),
-			Reset:      time.Duration(num(o+1)) * time.Microsecond,
-			RetryAfter: time.Duration(num(o+2)) * time.Microsecond,
-			Exceeded:   num(o+3) == 1,
+			Remaining:  vals[o],
+			Reset:      time.Duration(vals[o+1]) * time.Microsecond,
+			RetryAfter: time.Duration(vals[o+2]) * time.Microsecond,
+			Exceeded:   vals[o+2] > 0,
 		}
 		if st.Exceeded && !st.Shadow {
+			it.res.Allowed = false
 			it.res.RetryAfter = max(it.res.RetryAfter, st.RetryAfter)
 		}
 		it.res.Limits[j] = st
@@ -204,50 +246,65 @@ func (it *item) parse(vals []any) (int, error) {
 	return need, nil
 }
 
-// runScripts runs one script call per command in cmds (pipelined, one round
-// trip per node) and retries any NOSCRIPT with EVAL, e.g. after a Redis
-// restart emptied the script cache.
-func runScripts(ctx context.Context, c redis.UniversalClient, s *redis.Script, calls []scriptCall) error {
-	cmds := make([]*redis.Cmd, len(calls))
+// runScripts sends one checkLua call per entry of calls (pipelined, one
+// round trip per node) and resends any NOSCRIPT with EVAL, e.g. after a
+// Redis restart emptied the script cache (a NOSCRIPT call ran nothing, so
+// this cannot charge twice). Replies are read as integers, unboxed.
+func runScripts(ctx context.Context, c redis.UniversalClient, calls []scriptCall) {
 	if len(calls) == 1 {
-		cmds[0] = s.EvalSha(ctx, c, calls[0].keys, calls[0].args...)
+		calls[0].cmd = newCheckCmd(ctx, calls[0].args)
+		_ = c.Process(ctx, calls[0].cmd)
 	} else {
 		_, _ = c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, call := range calls {
-				cmds[i] = s.EvalSha(ctx, p, call.keys, call.args...)
+			for i := range calls {
+				calls[i].cmd = newCheckCmd(ctx, calls[i].args)
+				_ = p.Process(ctx, calls[i].cmd)
 			}
 			return nil
 		})
 	}
 	var retry []int
-	for i, cmd := range cmds {
-		if isNoScript(cmd.Err()) {
+	for i := range calls {
+		if isNoScript(calls[i].cmd.Err()) {
 			retry = append(retry, i)
 		}
 	}
-	if len(retry) > 0 {
-		_, _ = c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, i := range retry {
-				cmds[i] = s.Eval(ctx, p, calls[i].keys, calls[i].args...)
-			}
-			return nil
-		})
+	if len(retry) == 0 {
+		return
 	}
-	for i, cmd := range cmds {
-		calls[i].cmd = cmd
-	}
-	return nil
+	_, _ = c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, i := range retry {
+			args := calls[i].args
+			args[0], args[1] = "eval", checkLua
+			calls[i].cmd = newCheckCmd(ctx, args)
+			_ = p.Process(ctx, calls[i].cmd)
+		}
+		return nil
+	})
 }
 
+func newCheckCmd(ctx context.Context, args []any) *redis.IntSliceCmd {
+	cmd := redis.NewIntSliceCmd(ctx, args...)
+	cmd.SetFirstKeyPos(3) // KEYS start at the 4th argument (Cluster routing)
+	return cmd
+}
+
+// checkSHA is checkLua's SHA1 for EVALSHA.
+var checkSHA = redis.NewScript(checkLua).Hash()
+
+// scriptCall is one EVALSHA of checkLua: args is the whole command
+// ("evalsha", sha, numkeys, KEYS..., ARGV...).
 type scriptCall struct {
-	keys []string
 	args []any
-	cmd  *redis.Cmd
+	cmd  *redis.IntSliceCmd
 }
 
 func isNoScript(err error) bool {
 	if err == nil {
 		return false
+	}
+	if errors.Is(err, redis.ErrNoScript) {
+		return true
 	}
 	var re redis.Error
 	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "NOSCRIPT")
