@@ -46,6 +46,20 @@ route_decision(route) := {
 	not role_allowed(route)
 } else := {
 	"allowed": false,
+	"http_status": 415,
+	"reason": "unsupported_body",
+	"message": "LLM request bodies must be valid JSON sent as application/json",
+} if {
+	# A body Bulwark could not parse (another content type, or malformed
+	# JSON) is a body the detectors did not see, while the model's API may
+	# still read it: refuse it rather than pass it on uninspected.
+	http.method == "POST"
+	body_present
+	not input.truncated_body
+	not input.parsed_body
+	data.bulwark.detectors.require_json_bodies
+} else := {
+	"allowed": false,
 	"http_status": 413,
 	"reason": "body_too_large_to_inspect",
 	"message": "the request body is larger than the gateway inspects; send a smaller request",
@@ -97,6 +111,11 @@ request_path := split(http.path, "?")[0]
 path_matches(r) if request_path == r.path
 
 path_matches(r) if startswith(request_path, r.prefix)
+
+# Envoy sent a body (with_request_body): as a string, or as bytes with pack_as_bytes.
+body_present if http.body != ""
+
+body_present if http.rawBody != ""
 
 # The detectors' score, against the threshold operators set in data.
 injection_detected if {

@@ -175,3 +175,29 @@ test_truncated_body_denied if {
 	e := bulwark.decision with input as r with data.bulwark.detectors.deny_truncated_bodies as false
 	e.allowed
 }
+
+with_raw_body(r, ct) := object.union(r, {"attributes": {"request": {"http": {
+	"method": r.attributes.request.http.method,
+	"path": r.attributes.request.http.path,
+	"headers": {"content-type": ct},
+	"body": "{\"model\": \"m\", \"messages\": []}",
+}}}})
+
+test_unparsed_body_denied if {
+	r := with_raw_body(req("POST", "/v1/chat/completions", alice), "text/plain")
+	d := bulwark.decision with input as r
+	d.http_status == 415
+	d.reason == "unsupported_body"
+}
+
+test_parsed_body_allowed if {
+	r := object.union(with_raw_body(req("POST", "/v1/chat/completions", alice), "application/json"), {"parsed_body": {"model": "m", "messages": []}})
+	d := bulwark.decision with input as r
+	d.allowed
+}
+
+test_unparsed_body_allowed_when_not_required if {
+	r := with_raw_body(req("POST", "/v1/chat/completions", alice), "text/plain")
+	d := bulwark.decision with input as r with data.bulwark.detectors.require_json_bodies as false
+	d.allowed
+}

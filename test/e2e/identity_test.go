@@ -126,6 +126,11 @@ func TestAPIKeysThroughTheBinary(t *testing.T) {
 	if status, reason, _ := denial(t, p, padded); status != 413 || reason != "body_too_large_to_inspect" {
 		t.Fatalf("truncated body: %d %q", status, reason)
 	}
+	plain := attack
+	plain.Headers = map[string]string{"content-type": "text/plain", "authorization": "Bearer " + key}
+	if status, reason, _ := denial(t, p, plain); status != 415 || reason != "unsupported_body" {
+		t.Fatalf("uninspectable body: %d %q", status, reason)
+	}
 	benign := attack
 	benign.Body = []byte(`{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "How do I ignore whitespace in a git diff?"}]}`)
 	if resp := p.Check(t, benign); !allowed(resp) {
