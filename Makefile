@@ -39,7 +39,7 @@ go-test:
 		echo "Install it with: sudo apt-get update && sudo apt-get install -y redis-server"; exit 1; }
 	$(GO) test -race -shuffle=on -count=1 -timeout 20m ./...
 
-## fuzz: run every fuzz target for FUZZTIME (default 5s; e.g. make fuzz FUZZTIME=10m)
+## fuzz: run every fuzz target for FUZZTIME (default 5s; a count such as 1000x in CI; e.g. make fuzz FUZZTIME=10m)
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 		for target in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
