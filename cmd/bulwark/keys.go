@@ -14,9 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/bulwark-ai/bulwark/internal/identity"
+	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 )
 
 const keysUsageText = `usage: bulwark keys <command> [flags]
@@ -89,7 +88,7 @@ func runKeys(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	var store *identity.RedisKeyStore
 	if o.redisURL != "" {
-		rdb, err := keysRedisClient(o.redisURL)
+		rdb, err := ratelimit.NewRedisClient(o.redisURL, "", 5*time.Second)
 		if err != nil {
 			return fmt.Errorf("keys %s: --redis-url: %w", cmd, err)
 		}
@@ -334,35 +333,4 @@ func keysPepper(file string, stdin io.Reader) ([]byte, error) {
 		return nil, fmt.Errorf("keys create: BULWARK_KEY_PEPPER: %w", err)
 	}
 	return p, nil
-}
-
-// keysRedisClient connects to a redis:// or rediss:// URL, or to a Cluster
-// when several comma-separated addresses are given.
-func keysRedisClient(raw string) (redis.UniversalClient, error) {
-	parts := strings.Split(raw, ",")
-	var opts []*redis.Options
-	for _, p := range parts {
-		p = strings.TrimSpace(p)
-		if !strings.Contains(p, "://") {
-			p = "redis://" + p
-		}
-		o, err := redis.ParseURL(p)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, o)
-	}
-	if len(opts) == 1 {
-		o := opts[0]
-		o.ContextTimeoutEnabled = true
-		return redis.NewClient(o), nil
-	}
-	co := &redis.ClusterOptions{
-		Username: opts[0].Username, Password: opts[0].Password, TLSConfig: opts[0].TLSConfig,
-		ContextTimeoutEnabled: true,
-	}
-	for _, o := range opts {
-		co.Addrs = append(co.Addrs, o.Addr)
-	}
-	return redis.NewClusterClient(co), nil
 }

@@ -89,7 +89,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	}
 	var rdb redis.UniversalClient
 	if cfg.RedisURL != "" {
-		if rdb, err = keysRedisClient(cfg.RedisURL); err != nil {
+		if rdb, err = ratelimit.NewRedisClient(cfg.RedisURL, cfg.RedisCAFile, time.Second); err != nil {
 			return &exitError{2, fmt.Errorf("config redis_url: %w", err)}
 		}
 		defer rdb.Close()

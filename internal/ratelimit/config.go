@@ -188,6 +188,19 @@ func (cfg Config) Validate() error {
 	return nil
 }
 
+// NewRedisClient connects to a --redis-url the way the limiter does (same URL
+// forms: redis://, rediss:// with caFile, Sentinel, Cluster; same explicit
+// timeouts and no retries), so every part of Bulwark that shares that Redis
+// (the API key store, `bulwark keys`) reads the URL one way. timeout bounds
+// one command; 0 means the limiter's default.
+func NewRedisClient(url, caFile string, timeout time.Duration) (redis.UniversalClient, error) {
+	opts, err := redisOptions(Config{RedisURL: url, TLSCAFile: caFile, CheckTimeout: timeout}.withDefaults())
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewUniversalClient(opts), nil
+}
+
 // redisOptions turns RedisURL into go-redis universal options with the pool,
 // timeouts and retry policy set explicitly: go-redis ignores context deadlines
 // unless ContextTimeoutEnabled is set, and a retry on the hot path would
