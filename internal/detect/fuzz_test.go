@@ -66,7 +66,9 @@ func FuzzNormalize(f *testing.F) {
 		}
 		var st foldStats
 		fv := foldStat(nil, v.b, &h, &st)
-		fv = joinSpaced(fv) // must be safe on any input, not only spaced text
+		if j := joinSpaced(fv); len(j) > len(fv) { // must be safe on any input, and only ever shorten
+			t.Fatalf("joinSpaced grew %d bytes to %d", len(fv), len(j))
+		}
 		d, _ := decodeEmbedded(nil, v.b, nil, &h)
 		if len(d) > maxDecodeBytes+1 {
 			t.Fatalf("decoded %d bytes, limit %d", len(d), maxDecodeBytes)

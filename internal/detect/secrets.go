@@ -711,15 +711,6 @@ func urlCreds(b []byte, ps, pe int) (int, int, bool) {
 	return colon + 1, at, true
 }
 
-func lastIndexByte(b []byte, c byte) int {
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] == c {
-			return i
-		}
-	}
-	return -1
-}
-
 func azureAccountKey(b []byte, ps, pe int) (int, int, bool) {
 	e := pe
 	for e < len(b) && inCharset(csB64, b[e]) {

@@ -45,12 +45,6 @@ func (l Limit) cost() int64 {
 	return l.Cost
 }
 
-// emissionMicros is the GCRA emission interval T = Period/Limit in
-// microseconds: the time one unit takes to become available again.
-func (l Limit) emissionMicros() float64 {
-	return float64(l.Period.Microseconds()) / float64(l.Limit)
-}
-
 func (l Limit) validate() error {
 	switch {
 	case l.Name == "":

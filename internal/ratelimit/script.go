@@ -12,7 +12,8 @@ import (
 
 // redisEpoch is subtracted from Redis TIME (seconds) so times fit in a Lua
 // double with sub-microsecond precision for centuries.
-const redisEpoch = 1735689600 // 2025-01-01T00:00:00Z
+// It is spliced into the scripts' source, hence a string.
+const redisEpoch = "1735689600" // 2025-01-01T00:00:00Z
 
 // checkLua decides a batch of requests. Each request's limits are decided
 // all-or-nothing with GCRA on Redis's clock (TIME once per batch, in µs since
@@ -35,7 +36,7 @@ const redisEpoch = 1735689600 // 2025-01-01T00:00:00Z
 const checkLua = `
 local tonumber, floor, ceil = tonumber, math.floor, math.ceil
 local t = redis.call('TIME')
-local now = (tonumber(t[1]) - ` + "1735689600" + `) * 1000000 + tonumber(t[2])
+local now = (tonumber(t[1]) - ` + redisEpoch + `) * 1000000 + tonumber(t[2])
 local nk = #KEYS
 local vals
 if nk <= 4000 then
@@ -152,7 +153,7 @@ local v = redis.call('GET', KEYS[1])
 if not v then return -1 end
 if v == 'done' then return 0 end
 local t = redis.call('TIME')
-local now = (tonumber(t[1]) - ` + "1735689600" + `) * 1000000 + tonumber(t[2])
+local now = (tonumber(t[1]) - ` + redisEpoch + `) * 1000000 + tonumber(t[2])
 local actual = tonumber(ARGV[1])
 for _, e in ipairs(cjson.decode(v)) do
   local key, em, cost = e[1], e[2], e[3]

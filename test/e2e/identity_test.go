@@ -191,18 +191,15 @@ func TestCredentialsStayOutOfPolicyInput(t *testing.T) {
 
 // jwksServer serves a JWKS that the test can rotate and take down.
 type jwksServer struct {
-	mu    sync.Mutex
-	keys  map[string]*rsa.PrivateKey
-	down  atomic.Bool
-	hits  atomic.Int64
-	srv   *httptest.Server
-	token func(kid string, claims map[string]any) string
+	mu   sync.Mutex
+	keys map[string]*rsa.PrivateKey
+	down atomic.Bool
+	srv  *httptest.Server
 }
 
 func newJWKSServer(t *testing.T) *jwksServer {
 	j := &jwksServer{keys: map[string]*rsa.PrivateKey{}}
 	j.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		j.hits.Add(1)
 		if j.down.Load() {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
