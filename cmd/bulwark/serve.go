@@ -40,7 +40,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	tracing, err := telemetry.Setup(ctx, os.Environ())
+	tracing, err := telemetry.Setup(ctx)
 	if err != nil {
 		return &exitError{2, err}
 	}
@@ -74,7 +74,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	pc := policyConfig(cfg)
 	if auditor != nil {
 		pc.OnLoad = func(oldRev, newRev string, err error) {
-			d := map[string]any{"source": policySource(cfg), "old_revision": oldRev}
+			d := map[string]any{"source": pc.Source(), "old_revision": oldRev}
 			if err != nil {
 				d["error"] = "policy failed to load; the previous revision stays in force"
 			} else {
@@ -186,20 +186,10 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 func configSummary(cfg config.Config) map[string]any {
 	return map[string]any{
 		"version": version, "grpc_addr": cfg.GRPCAddr, "admin_addr": cfg.AdminAddr,
-		"policy_source": policySource(cfg), "policy_query": cfg.PolicyQuery, "dry_run": cfg.DryRun,
+		"policy_source": policyConfig(cfg).Source(), "policy_query": cfg.PolicyQuery, "dry_run": cfg.DryRun,
 		"redis": cfg.RedisURL != "", "identity": cfg.IdentityEnabled(), "keys_file": cfg.KeysFile != "",
 		"jwks": cfg.JWKSURL != "", "ratelimit_failure_mode": cfg.RateLimitFailureMode,
 	}
-}
-
-func policySource(cfg config.Config) string {
-	switch {
-	case cfg.Bundle != "":
-		return "bundle:" + cfg.Bundle
-	case cfg.PolicyDir != "":
-		return "dir:" + cfg.PolicyDir
-	}
-	return "embedded"
 }
 
 func policyConfig(cfg config.Config) policy.Config {

@@ -24,7 +24,6 @@ const (
 	TypeDecision     = "decision"
 	TypePolicyReload = "policy_reload"
 	TypeConfigLoaded = "config_loaded"
-	TypeSystem       = "system"
 )
 
 // Principal is who a decision was about (no credential, ever).

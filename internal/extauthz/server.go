@@ -78,7 +78,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	out, err := s.decider.Decide(ctx, pipeline.Request{
 		Phase:       pipeline.PhaseRequestHeaders,
 		Input:       BuildInput(req),
-		Route:       httpReq.GetMethod() + " " + path,
+		Method:      httpReq.GetMethod(),
+		Path:        path,
 		Credentials: creds,
 	})
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {

@@ -12,7 +12,7 @@ func auditRecord(req Request, out Outcome) audit.Record {
 		Type:           audit.TypeDecision,
 		DecisionID:     out.DecisionID,
 		Phase:          string(req.Phase),
-		Route:          req.Route,
+		Route:          req.Method + " " + req.Path,
 		Allowed:        &allowed,
 		HTTPStatus:     out.Decision.HTTPStatus,
 		Reason:         out.Reason,

@@ -85,8 +85,9 @@ type Config struct {
 type Request struct {
 	Phase Phase
 	Input ast.Object
-	// Route is "METHOD /path" without the query string, for the audit trail.
-	Route string
+	// Method and Path (without the query string) name the route in the
+	// audit trail.
+	Method, Path string
 	// Credentials are the raw credential headers; the pipeline authenticates
 	// them and puts only the resulting principal into the input.
 	Credentials identity.Request

@@ -73,39 +73,60 @@ func collectText(b *strings.Builder, v ast.Value, depth int) {
 	}
 }
 
+// Keys of input.signals, built once.
+var (
+	kPromptInjection = ast.StringTerm("prompt_injection")
+	kScore           = ast.StringTerm("score")
+	kDetected        = ast.StringTerm("detected")
+	kRules           = ast.StringTerm("rules")
+	kPII             = ast.StringTerm("pii")
+	kSecrets         = ast.StringTerm("secrets")
+	kType            = ast.StringTerm("type")
+	kCount           = ast.StringTerm("count")
+	kHiddenText      = ast.StringTerm("hidden_text")
+	kTagChars        = ast.StringTerm("tag_chars")
+	kBidi            = ast.StringTerm("bidi")
+	kZeroWidth       = ast.StringTerm("zero_width")
+	kHomoglyphs      = ast.StringTerm("homoglyphs")
+	kEncoded         = ast.StringTerm("encoded")
+	kLength          = ast.StringTerm("length")
+	kChars           = ast.StringTerm("chars")
+	kBytes           = ast.StringTerm("bytes")
+	kEstimatedTokens = ast.StringTerm("estimated_tokens")
+)
+
+func typeCounts(tc []detect.TypeCount) *ast.Term {
+	terms := make([]*ast.Term, len(tc))
+	for i, c := range tc {
+		terms[i] = ast.ObjectTerm([2]*ast.Term{kType, ast.StringTerm(c.Type)}, [2]*ast.Term{kCount, ast.IntNumberTerm(c.Count)})
+	}
+	return ast.ArrayTerm(terms...)
+}
+
 // signalsValue renders detector signals as input.signals.
 func signalsValue(s detect.Signals) ast.Value {
-	counts := func(tc []detect.TypeCount) *ast.Term {
-		terms := make([]*ast.Term, len(tc))
-		for i, c := range tc {
-			terms[i] = ast.ObjectTerm(
-				[2]*ast.Term{ast.StringTerm("type"), ast.StringTerm(c.Type)},
-				[2]*ast.Term{ast.StringTerm("count"), ast.IntNumberTerm(c.Count)})
-		}
-		return ast.ArrayTerm(terms...)
-	}
 	rules := make([]*ast.Term, len(s.PromptInjection.Rules))
 	for i, r := range s.PromptInjection.Rules {
 		rules[i] = ast.StringTerm(r)
 	}
 	h := s.HiddenText
 	return ast.NewObject(
-		[2]*ast.Term{ast.StringTerm("prompt_injection"), ast.ObjectTerm(
-			[2]*ast.Term{ast.StringTerm("score"), ast.FloatNumberTerm(s.PromptInjection.Score)},
-			[2]*ast.Term{ast.StringTerm("detected"), ast.BooleanTerm(s.PromptInjection.Detected)},
-			[2]*ast.Term{ast.StringTerm("rules"), ast.ArrayTerm(rules...)})},
-		[2]*ast.Term{ast.StringTerm("pii"), counts(s.PII)},
-		[2]*ast.Term{ast.StringTerm("secrets"), counts(s.Secrets)},
-		[2]*ast.Term{ast.StringTerm("hidden_text"), ast.ObjectTerm(
-			[2]*ast.Term{ast.StringTerm("detected"), ast.BooleanTerm(h.Detected)},
-			[2]*ast.Term{ast.StringTerm("tag_chars"), ast.IntNumberTerm(h.TagChars)},
-			[2]*ast.Term{ast.StringTerm("bidi"), ast.IntNumberTerm(h.Bidi)},
-			[2]*ast.Term{ast.StringTerm("zero_width"), ast.IntNumberTerm(h.ZeroWidth)},
-			[2]*ast.Term{ast.StringTerm("homoglyphs"), ast.IntNumberTerm(h.Homoglyphs)},
-			[2]*ast.Term{ast.StringTerm("encoded"), ast.IntNumberTerm(h.Encoded)})},
-		[2]*ast.Term{ast.StringTerm("length"), ast.ObjectTerm(
-			[2]*ast.Term{ast.StringTerm("chars"), ast.IntNumberTerm(s.Length.Chars)},
-			[2]*ast.Term{ast.StringTerm("bytes"), ast.IntNumberTerm(s.Length.Bytes)},
-			[2]*ast.Term{ast.StringTerm("estimated_tokens"), ast.IntNumberTerm(s.Length.EstimatedTokens)})},
+		[2]*ast.Term{kPromptInjection, ast.ObjectTerm(
+			[2]*ast.Term{kScore, ast.FloatNumberTerm(s.PromptInjection.Score)},
+			[2]*ast.Term{kDetected, ast.BooleanTerm(s.PromptInjection.Detected)},
+			[2]*ast.Term{kRules, ast.ArrayTerm(rules...)})},
+		[2]*ast.Term{kPII, typeCounts(s.PII)},
+		[2]*ast.Term{kSecrets, typeCounts(s.Secrets)},
+		[2]*ast.Term{kHiddenText, ast.ObjectTerm(
+			[2]*ast.Term{kDetected, ast.BooleanTerm(h.Detected)},
+			[2]*ast.Term{kTagChars, ast.IntNumberTerm(h.TagChars)},
+			[2]*ast.Term{kBidi, ast.IntNumberTerm(h.Bidi)},
+			[2]*ast.Term{kZeroWidth, ast.IntNumberTerm(h.ZeroWidth)},
+			[2]*ast.Term{kHomoglyphs, ast.IntNumberTerm(h.Homoglyphs)},
+			[2]*ast.Term{kEncoded, ast.IntNumberTerm(h.Encoded)})},
+		[2]*ast.Term{kLength, ast.ObjectTerm(
+			[2]*ast.Term{kChars, ast.IntNumberTerm(s.Length.Chars)},
+			[2]*ast.Term{kBytes, ast.IntNumberTerm(s.Length.Bytes)},
+			[2]*ast.Term{kEstimatedTokens, ast.IntNumberTerm(s.Length.EstimatedTokens)})},
 	)
 }

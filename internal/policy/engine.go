@@ -141,17 +141,20 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 	return e, nil
 }
 
-// Source names where policies come from, for logs and status.
-func (e *Engine) Source() string {
+// Source names where policies come from, for logs, status and audit.
+func (c Config) Source() string {
 	switch {
-	case e.cfg.Bundle != "":
-		return "bundle:" + e.cfg.Bundle
-	case e.cfg.Dir != "":
-		return "dir:" + e.cfg.Dir
+	case c.Bundle != "":
+		return "bundle:" + c.Bundle
+	case c.Dir != "":
+		return "dir:" + c.Dir
 	default:
 		return "embedded"
 	}
 }
+
+// Source names where the engine's policies come from.
+func (e *Engine) Source() string { return e.cfg.Source() }
 
 // Reload reads the source again, compiles it and, only if that succeeds, makes
 // it the policy in force. An unchanged source (same revision) is a no-op.

@@ -58,7 +58,7 @@ func fieldValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) ast.Value
 		kvs := make([][2]*ast.Term, 0, mv.Len())
 		valFD := fd.MapValue()
 		mv.Range(func(k protoreflect.MapKey, e protoreflect.Value) bool {
-			kvs = append(kvs, [2]*ast.Term{stringTerm(k.String()), ast.NewTerm(singular(valFD, e))})
+			kvs = append(kvs, [2]*ast.Term{StringTerm(k.String()), ast.NewTerm(singular(valFD, e))})
 			return true
 		})
 		return ast.NewObject(kvs...)
@@ -79,7 +79,7 @@ func singular(fd protoreflect.FieldDescriptor, v protoreflect.Value) ast.Value {
 	case protoreflect.BoolKind:
 		return ast.Boolean(v.Bool())
 	case protoreflect.StringKind:
-		return stringTerm(v.String()).Value
+		return StringTerm(v.String()).Value
 	case protoreflect.BytesKind:
 		return ast.String(base64.StdEncoding.EncodeToString(v.Bytes()))
 	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
@@ -278,9 +278,7 @@ var commonStrings = func() map[string]*ast.Term {
 
 // StringTerm is ast.StringTerm that reuses one shared term for strings found
 // in almost every request (common header names, methods, schemes).
-func StringTerm(s string) *ast.Term { return stringTerm(s) }
-
-func stringTerm(s string) *ast.Term {
+func StringTerm(s string) *ast.Term {
 	if t, ok := commonStrings[s]; ok {
 		return t
 	}

@@ -41,17 +41,11 @@ type Tracing struct {
 // OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (tracing is
 // on only when one is set), OTEL_EXPORTER_OTLP_PROTOCOL (grpc or
 // http/protobuf, default grpc as Jaeger's OTLP port 4317 expects),
-// OTEL_TRACES_SAMPLER(_ARG) and OTEL_SERVICE_NAME (default "bulwark").
-// environ is os.Environ's form; getenv-style lookups keep tests hermetic.
-func Setup(ctx context.Context, environ []string) (*Tracing, error) {
-	env := func(k string) string {
-		for _, kv := range environ {
-			if name, v, ok := strings.Cut(kv, "="); ok && name == k {
-				return v
-			}
-		}
-		return ""
-	}
+// OTEL_TRACES_SAMPLER(_ARG) and OTEL_SERVICE_NAME (default "bulwark"). The
+// exporters read the rest of OTEL_EXPORTER_OTLP_* themselves, from the same
+// process environment.
+func Setup(ctx context.Context) (*Tracing, error) {
+	env := os.Getenv
 	prop := propagation.NewCompositeTextMapPropagator(
 		propagation.TraceContext{}, propagation.Baggage{},
 		b3.New(b3.WithInjectEncoding(b3.B3MultipleHeader|b3.B3SingleHeader)))
@@ -87,38 +81,9 @@ func Setup(ctx context.Context, environ []string) (*Tracing, error) {
 	if err != nil {
 		res = resource.Default()
 	}
-	// The SDK reads OTEL_TRACES_SAMPLER / _ARG itself when no sampler is set,
-	// but only from the process environment; honour the given one.
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithBatcher(exp), sdktrace.WithResource(res)}
-	if s := sampler(env("OTEL_TRACES_SAMPLER"), env("OTEL_TRACES_SAMPLER_ARG")); s != nil {
-		opts = append(opts, sdktrace.WithSampler(s))
-	}
-	tp := sdktrace.NewTracerProvider(opts...)
+	// The SDK reads OTEL_TRACES_SAMPLER / _ARG itself when no sampler is set.
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	return &Tracing{Enabled: true, Tracer: tp.Tracer("github.com/bulwark-ai/bulwark"), Propagator: prop, provider: tp}, nil
-}
-
-func sampler(name, arg string) sdktrace.Sampler {
-	ratio := 1.0
-	if arg != "" {
-		if _, err := fmt.Sscanf(arg, "%g", &ratio); err != nil || ratio < 0 || ratio > 1 {
-			ratio = 1
-		}
-	}
-	switch name {
-	case "always_on":
-		return sdktrace.AlwaysSample()
-	case "always_off":
-		return sdktrace.NeverSample()
-	case "traceidratio":
-		return sdktrace.TraceIDRatioBased(ratio)
-	case "parentbased_always_off":
-		return sdktrace.ParentBased(sdktrace.NeverSample())
-	case "parentbased_traceidratio":
-		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))
-	case "", "parentbased_always_on":
-		return sdktrace.ParentBased(sdktrace.AlwaysSample())
-	}
-	return nil
 }
 
 // Shutdown flushes pending spans, waiting at most until ctx is done.
@@ -146,6 +111,3 @@ func (c HeaderCarrier) Keys() []string {
 	}
 	return keys
 }
-
-// Env is os.Environ, for callers that do not inject an environment.
-func Env() []string { return os.Environ() }
