@@ -99,13 +99,10 @@ func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if *addr != "" {
 		resp, err = remoteCheck(ctx, *addr, req)
 	} else {
-		idc := identity.DefaultConfig()
-		idc.KeysFile, idc.PepperFile = *keysFile, *pepperFile
-		if *pepperFile == "" {
-			idc.Pepper = os.Getenv("BULWARK_KEY_PEPPER")
-		}
-		idc.JWKSURL, idc.JWTKeysFile = *jwksURL, *jwtKeysFile
-		resp, err = localCheck(ctx, *policyDir, *query, *regoV0, idc, req, stderr)
+		cfg := config.Default()
+		cfg.PolicyDir, cfg.PolicyQuery, cfg.RegoV0 = *policyDir, *query, *regoV0
+		cfg.KeysFile, cfg.PepperFile, cfg.JWKSURL, cfg.JWTKeysFile = *keysFile, *pepperFile, *jwksURL, *jwtKeysFile
+		resp, err = localCheck(ctx, cfg, req, stderr)
 	}
 	if err != nil {
 		return err
@@ -128,15 +125,15 @@ func remoteCheck(ctx context.Context, addr string, req *authv3.CheckRequest) (*a
 	return resp, nil
 }
 
-func localCheck(ctx context.Context, dir, query string, regoV0 bool, idc identity.Config, req *authv3.CheckRequest, stderr io.Writer) (*authv3.CheckResponse, error) {
-	cfg := config.Default()
-	cfg.PolicyDir, cfg.PolicyQuery, cfg.RegoV0 = dir, query, regoV0
+// localCheck decides req in-process with the same stages serve wires, from
+// the subset of serve's configuration that check takes as flags.
+func localCheck(ctx context.Context, cfg config.Config, req *authv3.CheckRequest, stderr io.Writer) (*authv3.CheckResponse, error) {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	engine, err := policy.New(ctx, policyConfig(cfg), logger, nil)
 	if err != nil {
 		return nil, err
 	}
-	auth, err := identity.New(idc, nil, nil, logger)
+	auth, err := identity.New(cfg.IdentityConfig(os.Getenv("BULWARK_KEY_PEPPER")), nil, nil, logger)
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
@@ -156,7 +153,7 @@ func localCheck(ctx context.Context, dir, query string, regoV0 bool, idc identit
 		return nil, err
 	}
 	pipe.WithDetector(scanner)
-	return extauthz.New(pipe, extauthz.Options{StripCredentials: idc.KeysFile != "" || idc.JWKSURL != "" || idc.JWTKeysFile != ""}).Check(ctx, req)
+	return extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled()}).Check(ctx, req)
 }
 
 func renderCheck(resp *authv3.CheckResponse) checkResult {
