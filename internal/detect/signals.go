@@ -11,6 +11,10 @@ type Signals struct {
 	Secrets         []TypeCount     `json:"secrets"`
 	HiddenText      HiddenSignal    `json:"hidden_text"`
 	Length          LengthSignal    `json:"length"`
+	// CanaryLeak is set by ext_proc when a response contains the canary it
+	// planted in the request's system prompt: the model revealed its
+	// instructions. Scan alone never sets it (it does not know the canary).
+	CanaryLeak bool `json:"canary_leak"`
 }
 
 // InjectionSignal is signals.prompt_injection.

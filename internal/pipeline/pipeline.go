@@ -91,6 +91,18 @@ type Request struct {
 	// Credentials are the raw credential headers; the pipeline authenticates
 	// them and puts only the resulting principal into the input.
 	Credentials identity.Request
+	// Principal, when set, is who asked as an earlier decision of the same
+	// exchange established it (ext_authz's metadata, or ext_proc's request
+	// headers phase): the identity stage is skipped and Credentials ignored.
+	Principal *identity.Principal
+	// Text, when set, is the text to scan instead of the prompt found in
+	// input.parsed_body (ext_proc passes the messages of the roles it is
+	// configured to scan).
+	Text string
+	// Signals, when set, are findings the adapter already computed (ext_proc
+	// scans streamed output itself, window by window): the detection stage
+	// is skipped and these become input.signals.
+	Signals *detect.Signals
 }
 
 // Outcome is the decision to enforce plus what explains it.
@@ -224,7 +236,9 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	}
 	input.Insert(keyPhase, phaseTerm(req.Phase))
 	input.Insert(keyDecisionID, ast.StringTerm(out.DecisionID))
-	if p.auth != nil {
+	if req.Principal != nil {
+		out.Principal = *req.Principal
+	} else if p.auth != nil {
 		sctx, span := p.stage(ctx, "bulwark.identity")
 		out.Principal = p.auth.Authenticate(sctx, req.Credentials)
 		end(span)
@@ -232,16 +246,25 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 		out.Principal = identity.Principal{Kind: identity.KindAnonymous}
 	}
 	input.Insert(keyPrincipal, ast.NewTerm(PrincipalValue(out.Principal)))
-	if p.detect != nil {
-		if body := input.Get(keyParsed); body != nil {
-			if text := PromptText(body.Value); text != "" {
-				_, span := p.stage(ctx, "bulwark.detect")
-				sig := p.detect.Scan(text).Signals()
-				end(span)
-				p.metrics.signals(sig)
-				input.Insert(keySignals, ast.NewTerm(signalsValue(sig)))
-				out.Signals = &sig
+	switch {
+	case req.Signals != nil:
+		p.metrics.signals(*req.Signals)
+		input.Insert(keySignals, ast.NewTerm(signalsValue(*req.Signals)))
+		out.Signals = req.Signals
+	case p.detect != nil:
+		text := req.Text
+		if text == "" {
+			if body := input.Get(keyParsed); body != nil {
+				text = PromptText(body.Value)
 			}
+		}
+		if text != "" {
+			_, span := p.stage(ctx, "bulwark.detect")
+			sig := p.detect.Scan(text).Signals()
+			end(span)
+			p.metrics.signals(sig)
+			input.Insert(keySignals, ast.NewTerm(signalsValue(sig)))
+			out.Signals = &sig
 		}
 	}
 

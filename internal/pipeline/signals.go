@@ -93,6 +93,7 @@ var (
 	kChars           = ast.StringTerm("chars")
 	kBytes           = ast.StringTerm("bytes")
 	kEstimatedTokens = ast.StringTerm("estimated_tokens")
+	kCanaryLeak      = ast.StringTerm("canary_leak")
 )
 
 func typeCounts(tc []detect.TypeCount) *ast.Term {
@@ -128,5 +129,6 @@ func signalsValue(s detect.Signals) ast.Value {
 			[2]*ast.Term{kChars, ast.IntNumberTerm(s.Length.Chars)},
 			[2]*ast.Term{kBytes, ast.IntNumberTerm(s.Length.Bytes)},
 			[2]*ast.Term{kEstimatedTokens, ast.IntNumberTerm(s.Length.EstimatedTokens)})},
+		[2]*ast.Term{kCanaryLeak, ast.BooleanTerm(s.CanaryLeak)},
 	)
 }

@@ -45,6 +45,21 @@ type Decision struct {
 	Limits []Limit
 	// Audit holds extra tags the policy wants on this decision's audit record.
 	Audit map[string]any
+	// Redact says which detector findings ext_proc removes from the body it
+	// is deciding on (Bulwark's addition; ignored by ext_authz, which cannot
+	// change bodies).
+	Redact []RedactRule
+}
+
+// RedactRule selects findings to redact and how.
+type RedactRule struct {
+	// Detector names the detector: "pii", "secrets", "canary", ...
+	Detector string
+	// Types narrows the rule to these finding types; empty means all of the
+	// detector's types.
+	Types []string
+	// Action is "replace" (the default: [REDACTED:TYPE]), "mask" or "hash".
+	Action string
 }
 
 // Limit is one rate limit or token quota a policy attaches to a decision.
@@ -101,6 +116,10 @@ var (
 	keyMessage                 = ast.StringTerm("message")
 	keyLimits                  = ast.StringTerm("limits")
 	keyAudit                   = ast.StringTerm("audit")
+	keyRedact                  = ast.StringTerm("redact")
+	keyDetector                = ast.StringTerm("detector")
+	keyTypes                   = ast.StringTerm("types")
+	keyAction                  = ast.StringTerm("action")
 )
 
 func decodeObject(o ast.Object) (Decision, error) {
@@ -156,6 +175,9 @@ func decodeObject(o ast.Object) (Decision, error) {
 		return Decision{}, err
 	}
 	if d.Limits, err = decodeLimits(o.Get(keyLimits)); err != nil {
+		return Decision{}, err
+	}
+	if d.Redact, err = decodeRedact(o.Get(keyRedact)); err != nil {
 		return Decision{}, err
 	}
 	if t := o.Get(keyAudit); t != nil {
@@ -375,4 +397,50 @@ func intField(o ast.Object, k *ast.Term, def int64) (int64, error) {
 		return 0, fmt.Errorf("%s: not an integer", k)
 	}
 	return v, nil
+}
+
+// decodeRedact reads `redact: [{detector, types, action}]`.
+func decodeRedact(t *ast.Term) ([]RedactRule, error) {
+	if t == nil {
+		return nil, nil
+	}
+	var terms []*ast.Term
+	switch v := t.Value.(type) {
+	case *ast.Array:
+		v.Foreach(func(e *ast.Term) { terms = append(terms, e) })
+	case ast.Set:
+		terms = v.Slice()
+	default:
+		return nil, invalid(`"redact" must be an array, got %s`, ast.ValueName(t.Value))
+	}
+	rules := make([]RedactRule, 0, len(terms))
+	for i, e := range terms {
+		o, ok := e.Value.(ast.Object)
+		if !ok {
+			return nil, invalid(`"redact"[%d] must be an object, got %s`, i, ast.ValueName(e.Value))
+		}
+		var r RedactRule
+		var err error
+		if r.Detector, err = optString(o, keyDetector); err != nil {
+			return nil, err
+		}
+		if r.Detector == "" {
+			return nil, invalid(`"redact"[%d] has no "detector"`, i)
+		}
+		if r.Types, err = stringList(o, keyTypes); err != nil {
+			return nil, err
+		}
+		if r.Action, err = optString(o, keyAction); err != nil {
+			return nil, err
+		}
+		switch r.Action {
+		case "":
+			r.Action = "replace"
+		case "replace", "mask", "hash":
+		default:
+			return nil, invalid(`"redact"[%d].action must be replace, mask or hash, got %q`, i, r.Action)
+		}
+		rules = append(rules, r)
+	}
+	return rules, nil
 }
