@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
@@ -19,6 +22,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
@@ -137,8 +141,31 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		KeepaliveMinTime:     cfg.KeepaliveMinTime,
 		ShutdownGrace:        cfg.ShutdownGrace,
 		Pprof:                cfg.AdminPprof,
+		TLS: server.TLSFiles{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey,
+			ClientCAFile: cfg.TLSClientCA, ClientSANs: cfg.TLSClientSANs},
+		AdminTLS: server.TLSFiles{CertFile: cfg.AdminTLSCert, KeyFile: cfg.AdminTLSKey},
+		Overload: server.OverloadConfig{MaxInFlight: cfg.MaxInFlight, MaxStreams: cfg.MaxStreams, Window: cfg.OverloadWindow},
 	}, logger, reg)
 	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(), Tracing: tracing}))
+	redactKey, err := redactKey(cfg.RedactKeyFile)
+	if err != nil {
+		return err
+	}
+	epMetrics, err := extproc.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	extprocv3.RegisterExternalProcessorServer(srv.GRPC(), extproc.New(pipe, scanner, limiter, extproc.Options{
+		StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(),
+		Tracing:          tracing,
+		ScanRoles:        cfg.ExtProcScanRoles,
+		MaxBodyBytes:     cfg.ExtProcMaxBodyBytes,
+		StreamStep:       cfg.ExtProcStreamStep,
+		StreamLookahead:  cfg.ExtProcStreamLookahead,
+		ClampMaxTokens:   cfg.ExtProcClampMaxTokens,
+		Canary:           cfg.ExtProcCanary,
+		RedactKey:        redactKey,
+	}, logger, epMetrics))
 	srv.AddReadinessCheck(server.ReadinessCheck{Name: "identity", Check: auth.Ready})
 	if auditor != nil {
 		srv.AddReadinessCheck(server.ReadinessCheck{
@@ -179,6 +206,25 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		}
 	}()
 	return srv.Serve(ctx)
+}
+
+// redactKey reads the hash redaction key, or makes a random one: hashes of
+// low-entropy values (phone numbers) must not be reversible by guessing.
+func redactKey(path string) ([]byte, error) {
+	if path == "" {
+		k := make([]byte, 32)
+		_, _ = rand.Read(k) // crypto/rand.Read never fails
+		return k, nil
+	}
+	k, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config redact_key_file: %w", err)
+	}
+	k = bytes.TrimSpace(k)
+	if len(k) < 16 {
+		return nil, &exitError{2, fmt.Errorf("config redact_key_file: key must be at least 16 bytes")}
+	}
+	return k, nil
 }
 
 // configSummary is what the audit trail records of the configuration:

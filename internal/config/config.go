@@ -62,6 +62,31 @@ type Config struct {
 	// ReloadDebounce coalesces bursts of policy file changes into one reload.
 	ReloadDebounce time.Duration `yaml:"reload_debounce"`
 
+	// TLSCert and TLSKey serve the gRPC listener over TLS (1.2 at least),
+	// reloaded from disk when they change. Both or neither; empty: plaintext.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// TLSClientCA requires client certificates signed by this CA bundle (mTLS).
+	TLSClientCA string `yaml:"tls_client_ca"`
+	// TLSClientSANs restricts mTLS clients to these URI SANs (SPIFFE IDs)
+	// or DNS SANs; an entry ending in * matches by prefix. Empty: any
+	// client certificate TLSClientCA signed.
+	TLSClientSANs []string `yaml:"tls_client_sans"`
+	// AdminTLSCert and AdminTLSKey serve the admin listener over TLS.
+	AdminTLSCert string `yaml:"admin_tls_cert"`
+	AdminTLSKey  string `yaml:"admin_tls_key"`
+
+	// MaxInFlight bounds decisions computed at once (Check calls, stream
+	// messages awaiting their answer); beyond it calls get UNAVAILABLE at
+	// once, never a queue. 0: unlimited.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// MaxStreams bounds open gRPC streams (ext_proc exchanges) over all
+	// connections; MaxConcurrentStreams is per connection. 0: unlimited.
+	MaxStreams int `yaml:"max_streams"`
+	// OverloadWindow is how long rejections must go on before health turns
+	// NOT_SERVING, and stay away before it turns SERVING again.
+	OverloadWindow time.Duration `yaml:"overload_window"`
+
 	// RedisURL points at the Redis shared by all replicas (API key store,
 	// later rate limits): redis://, rediss://, or comma-separated addresses
 	// for a Cluster. Empty: nothing shared, everything in-process.
@@ -114,6 +139,29 @@ type Config struct {
 	// unchanged.
 	StripCredentials bool `yaml:"strip_credentials"`
 
+	// ExtProcMaxBodyBytes bounds a request or response body ext_proc buffers
+	// (after decompression); bigger ones are refused with 413/502. Keep it
+	// below max_recv_msg_bytes and Envoy's buffer limits.
+	ExtProcMaxBodyBytes int `yaml:"extproc_max_body_bytes"`
+	// ExtProcScanRoles are the message roles whose text the detectors read
+	// in requests; empty means every role.
+	ExtProcScanRoles []string `yaml:"extproc_scan_roles"`
+	// ExtProcStreamStep and ExtProcStreamLookahead size the streaming
+	// redactor: text leaves StreamStep bytes at a time once StreamLookahead
+	// more bytes are known, so a finding up to the lookahead long is caught
+	// however the stream was chunked. The lookahead is also the delay, in
+	// bytes of text, a streamed answer sees.
+	ExtProcStreamStep      int `yaml:"extproc_stream_step"`
+	ExtProcStreamLookahead int `yaml:"extproc_stream_lookahead"`
+	// ExtProcClampMaxTokens caps the max-tokens field of LLM requests (0: off).
+	ExtProcClampMaxTokens int64 `yaml:"extproc_clamp_max_tokens"`
+	// ExtProcCanary plants a random marker in system prompts and stops
+	// answers that repeat it.
+	ExtProcCanary bool `yaml:"extproc_canary"`
+	// RedactKeyFile keys the "hash" redaction action; empty: a random key per
+	// process (hashes then correlate only within one replica's lifetime).
+	RedactKeyFile string `yaml:"redact_key_file"`
+
 	// AuditLog is the hash-chained audit log file; empty disables auditing.
 	AuditLog string `yaml:"audit_log"`
 	// AuditKeyFile holds the key every audit line is HMAC-signed with.
@@ -145,29 +193,35 @@ type Config struct {
 // embedded policies, in-process everything.
 func Default() Config {
 	return Config{
-		GRPCAddr:             "127.0.0.1:9191",
-		AdminAddr:            "127.0.0.1:9192",
-		PolicyQuery:          "bulwark/decision",
-		CheckTimeout:         100 * time.Millisecond,
-		MaxRecvMsgBytes:      16 << 20,
-		MaxSendMsgBytes:      16 << 20,
-		MaxConcurrentStreams: 1024,
-		KeepaliveMinTime:     5 * time.Second,
-		ShutdownGrace:        10 * time.Second,
-		ReloadDebounce:       100 * time.Millisecond,
-		LogLevel:             "info",
-		LogFormat:            "json",
-		JWTAlgorithms:        []string{"RS256", "ES256", "EdDSA"},
-		JWTRolesClaim:        "roles",
-		JWTTenantClaim:       "tenant",
-		StripCredentials:     true,
-		GCPercent:            400,
-		AuditMaxBytes:        100 << 20,
-		AuditBuffer:          4096,
-		AuditOverflow:        "drop",
-		RateLimitFailureMode: "fail_open",
-		RateLimitLocalShare:  1,
-		RateLimitTimeout:     50 * time.Millisecond,
+		GRPCAddr:               "127.0.0.1:9191",
+		AdminAddr:              "127.0.0.1:9192",
+		PolicyQuery:            "bulwark/decision",
+		CheckTimeout:           100 * time.Millisecond,
+		MaxRecvMsgBytes:        16 << 20,
+		MaxSendMsgBytes:        16 << 20,
+		MaxConcurrentStreams:   1024,
+		KeepaliveMinTime:       5 * time.Second,
+		ShutdownGrace:          10 * time.Second,
+		ReloadDebounce:         100 * time.Millisecond,
+		MaxInFlight:            1024,
+		MaxStreams:             10000,
+		OverloadWindow:         5 * time.Second,
+		LogLevel:               "info",
+		LogFormat:              "json",
+		JWTAlgorithms:          []string{"RS256", "ES256", "EdDSA"},
+		JWTRolesClaim:          "roles",
+		JWTTenantClaim:         "tenant",
+		StripCredentials:       true,
+		ExtProcMaxBodyBytes:    8 << 20,
+		ExtProcStreamStep:      64,
+		ExtProcStreamLookahead: 512,
+		GCPercent:              400,
+		AuditMaxBytes:          100 << 20,
+		AuditBuffer:            4096,
+		AuditOverflow:          "drop",
+		RateLimitFailureMode:   "fail_open",
+		RateLimitLocalShare:    1,
+		RateLimitTimeout:       50 * time.Millisecond,
 	}
 }
 
@@ -253,6 +307,23 @@ func (c Config) Validate() error {
 	if c.MaxSendMsgBytes < 64<<10 {
 		return &FieldError{"max_send_msg_bytes", "must be at least 65536"}
 	}
+	if c.ExtProcMaxBodyBytes < 1<<10 || c.ExtProcMaxBodyBytes > c.MaxRecvMsgBytes {
+		return &FieldError{"extproc_max_body_bytes", fmt.Sprintf("%d must be in [1024, max_recv_msg_bytes]", c.ExtProcMaxBodyBytes)}
+	}
+	if c.ExtProcStreamStep < 1 || c.ExtProcStreamStep > 1<<16 {
+		return &FieldError{"extproc_stream_step", "must be in [1, 65536]"}
+	}
+	if c.ExtProcStreamLookahead < 64 || c.ExtProcStreamLookahead > 1<<16 {
+		return &FieldError{"extproc_stream_lookahead", "must be in [64, 65536]"}
+	}
+	if c.ExtProcClampMaxTokens < 0 {
+		return &FieldError{"extproc_clamp_max_tokens", "must not be negative"}
+	}
+	if c.RedactKeyFile != "" {
+		if _, err := os.Stat(c.RedactKeyFile); err != nil {
+			return &FieldError{"redact_key_file", err.Error()}
+		}
+	}
 	if c.MaxConcurrentStreams < 1 {
 		return &FieldError{"max_concurrent_streams", "must be positive"}
 	}
@@ -288,6 +359,18 @@ func (c Config) Validate() error {
 	if c.ReloadDebounce < 0 {
 		return &FieldError{"reload_debounce", "must not be negative"}
 	}
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
+	if c.MaxInFlight < 0 {
+		return &FieldError{"max_in_flight", "must not be negative (0: unlimited)"}
+	}
+	if c.MaxStreams < 0 {
+		return &FieldError{"max_streams", "must not be negative (0: unlimited)"}
+	}
+	if c.OverloadWindow <= 0 {
+		return &FieldError{"overload_window", "must be positive"}
+	}
 	if c.KeysFile != "" {
 		if _, err := os.Stat(c.KeysFile); err != nil {
 			return &FieldError{"keys_file", err.Error()}
@@ -305,6 +388,50 @@ func (c Config) Validate() error {
 	case "json", "text":
 	default:
 		return &FieldError{"log_format", fmt.Sprintf("%q is not json or text", c.LogFormat)}
+	}
+	return nil
+}
+
+func (c Config) validateTLS() error {
+	pair := func(certField, cert, keyField, key string) error {
+		switch {
+		case cert != "" && key == "":
+			return &FieldError{keyField, fmt.Sprintf("%s is set, so %s is needed too", certField, keyField)}
+		case key != "" && cert == "":
+			return &FieldError{certField, fmt.Sprintf("%s is set, so %s is needed too", keyField, certField)}
+		}
+		if cert == "" {
+			return nil
+		}
+		if _, err := os.Stat(cert); err != nil {
+			return &FieldError{certField, err.Error()}
+		}
+		if _, err := os.Stat(key); err != nil {
+			return &FieldError{keyField, err.Error()}
+		}
+		return nil
+	}
+	if err := pair("tls_cert", c.TLSCert, "tls_key", c.TLSKey); err != nil {
+		return err
+	}
+	if err := pair("admin_tls_cert", c.AdminTLSCert, "admin_tls_key", c.AdminTLSKey); err != nil {
+		return err
+	}
+	if c.TLSClientCA != "" {
+		if c.TLSCert == "" {
+			return &FieldError{"tls_client_ca", "client certificates need TLS: set tls_cert and tls_key"}
+		}
+		if _, err := os.Stat(c.TLSClientCA); err != nil {
+			return &FieldError{"tls_client_ca", err.Error()}
+		}
+	}
+	if len(c.TLSClientSANs) > 0 && c.TLSClientCA == "" {
+		return &FieldError{"tls_client_sans", "a SAN allow-list needs client certificates: set tls_client_ca"}
+	}
+	for _, san := range c.TLSClientSANs {
+		if strings.TrimSpace(san) != san || san == "" || san == "*" || strings.ContainsAny(san, " ,") {
+			return &FieldError{"tls_client_sans", fmt.Sprintf("%q is not a URI or DNS name (an entry may end in * to match a prefix)", san)}
+		}
 	}
 	return nil
 }
@@ -328,6 +455,15 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.KeepaliveMinTime, "keepalive-min-time", c.KeepaliveMinTime, "shortest client keepalive ping interval accepted")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time to drain in-flight calls on SIGTERM before a hard stop")
 	fs.DurationVar(&c.ReloadDebounce, "reload-debounce", c.ReloadDebounce, "quiet time after a policy file change before reloading")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate (chain) for the gRPC listener, reloaded when it changes (empty: plaintext)")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key for --tls-cert")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", c.TLSClientCA, "CA bundle client certificates must chain to (mTLS; requires --tls-cert)")
+	fs.Var((*stringList)(&c.TLSClientSANs), "tls-client-sans", "comma-separated client URI SANs (SPIFFE IDs) or DNS SANs allowed; prefix* matches a prefix (empty: any client the CA signed)")
+	fs.StringVar(&c.AdminTLSCert, "admin-tls-cert", c.AdminTLSCert, "PEM certificate for the admin listener (empty: plain HTTP)")
+	fs.StringVar(&c.AdminTLSKey, "admin-tls-key", c.AdminTLSKey, "PEM private key for --admin-tls-cert")
+	fs.IntVar(&c.MaxInFlight, "max-in-flight", c.MaxInFlight, "decisions computed at once; beyond it calls get UNAVAILABLE at once (0: unlimited)")
+	fs.IntVar(&c.MaxStreams, "max-streams", c.MaxStreams, "open gRPC streams over all connections (0: unlimited)")
+	fs.DurationVar(&c.OverloadWindow, "overload-window", c.OverloadWindow, "rejections lasting this long turn health NOT_SERVING; as long without turn it back")
 	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "shared Redis: redis://, rediss://, or comma-separated Cluster addresses (empty: in-process)")
 	fs.StringVar(&c.RedisCAFile, "redis-ca-file", c.RedisCAFile, "CA bundle for rediss:// servers")
 	fs.StringVar(&c.RateLimitFailureMode, "ratelimit-failure-mode", c.RateLimitFailureMode, "when Redis cannot answer: fail_open (in-process share) or fail_closed (503)")
@@ -346,6 +482,13 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.TrustSourcePrincipal, "trust-source-principal", c.TrustSourcePrincipal, "take Envoy's verified mTLS peer identity as a principal")
 	fs.BoolVar(&c.TrustXFCC, "trust-xfcc", c.TrustXFCC, "take x-forwarded-client-cert as a principal (only behind a sanitising proxy)")
 	fs.BoolVar(&c.StripCredentials, "strip-credentials", c.StripCredentials, "keep credential headers out of the policy input")
+	fs.IntVar(&c.ExtProcMaxBodyBytes, "extproc-max-body-bytes", c.ExtProcMaxBodyBytes, "largest body ext_proc buffers and inspects")
+	fs.Var((*stringList)(&c.ExtProcScanRoles), "extproc-scan-roles", "comma-separated message roles the detectors read (empty: all)")
+	fs.IntVar(&c.ExtProcStreamStep, "extproc-stream-step", c.ExtProcStreamStep, "bytes of streamed text released at a time")
+	fs.IntVar(&c.ExtProcStreamLookahead, "extproc-stream-lookahead", c.ExtProcStreamLookahead, "bytes of streamed text held back so split findings are caught")
+	fs.Int64Var(&c.ExtProcClampMaxTokens, "extproc-clamp-max-tokens", c.ExtProcClampMaxTokens, "cap on LLM requests' max tokens (0: off)")
+	fs.BoolVar(&c.ExtProcCanary, "extproc-canary", c.ExtProcCanary, "plant a canary in system prompts and stop answers that leak it")
+	fs.StringVar(&c.RedactKeyFile, "redact-key-file", c.RedactKeyFile, "key for the hash redaction action (empty: random per process)")
 	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, "hash-chained audit log file (empty: no audit log)")
 	fs.StringVar(&c.AuditKeyFile, "audit-key-file", c.AuditKeyFile, "key to HMAC-sign audit records with")
 	fs.Int64Var(&c.AuditMaxBytes, "audit-max-bytes", c.AuditMaxBytes, "rotate the audit log past this size")

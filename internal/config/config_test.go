@@ -98,6 +98,19 @@ func TestValidateNamesField(t *testing.T) {
 		{"reload_debounce", func(c *Config) { c.ReloadDebounce = -1 }},
 		{"log_level", func(c *Config) { c.LogLevel = "loud" }},
 		{"log_format", func(c *Config) { c.LogFormat = "xml" }},
+		{"tls_key", func(c *Config) { c.TLSCert = os.Args[0] }},
+		{"tls_cert", func(c *Config) { c.TLSKey = os.Args[0] }},
+		{"tls_cert", func(c *Config) { c.TLSCert, c.TLSKey = "/does/not/exist", os.Args[0] }},
+		{"tls_client_ca", func(c *Config) { c.TLSClientCA = os.Args[0] }},
+		{"tls_client_sans", func(c *Config) { c.TLSClientSANs = []string{"spiffe://x/y"} }},
+		{"tls_client_sans", func(c *Config) {
+			c.TLSCert, c.TLSKey, c.TLSClientCA, c.TLSClientSANs = os.Args[0], os.Args[0], os.Args[0], []string{"a b"}
+		}},
+		{"admin_tls_key", func(c *Config) { c.AdminTLSCert = os.Args[0] }},
+		{"admin_tls_cert", func(c *Config) { c.AdminTLSKey = os.Args[0] }},
+		{"max_in_flight", func(c *Config) { c.MaxInFlight = -1 }},
+		{"max_streams", func(c *Config) { c.MaxStreams = -1 }},
+		{"overload_window", func(c *Config) { c.OverloadWindow = 0 }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.field, func(t *testing.T) {
@@ -123,4 +136,40 @@ func FuzzLoadFile(f *testing.F) {
 		c := Default()
 		_ = loadFile(p, &c)
 	})
+}
+
+// TestLoadTLS reads the TLS and overload settings from each source: the
+// SAN allow-list as a YAML list, a comma list in the environment and a flag.
+func TestLoadTLS(t *testing.T) {
+	dir := t.TempDir()
+	pem := filepath.Join(dir, "x.pem") // contents are checked when the server loads them
+	if err := os.WriteFile(pem, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "bulwark.yaml")
+	yml := "tls_cert: " + pem + "\ntls_key: " + pem + "\ntls_client_ca: " + pem +
+		"\ntls_client_sans:\n  - spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway\n  - envoy.local\nmax_in_flight: 0\n"
+	if err := os.WriteFile(file, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load([]string{"--config", file}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.TLSClientSANs) != 2 || cfg.TLSClientSANs[1] != "envoy.local" || cfg.MaxInFlight != 0 || cfg.MaxStreams != 10000 {
+		t.Errorf("from file: %+v", cfg)
+	}
+	cfg, err = Load([]string{"--tls-client-sans", "spiffe://a/b", "--max-streams", "5", "--overload-window", "2s"},
+		[]string{"BULWARK_TLS_CERT=" + pem, "BULWARK_TLS_KEY=" + pem, "BULWARK_TLS_CLIENT_CA=" + pem,
+			"BULWARK_TLS_CLIENT_SANS=spiffe://x/y, envoy.local", "BULWARK_ADMIN_TLS_CERT=" + pem, "BULWARK_ADMIN_TLS_KEY=" + pem}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TLSCert != pem || cfg.AdminTLSKey != pem || len(cfg.TLSClientSANs) != 1 || cfg.TLSClientSANs[0] != "spiffe://a/b" ||
+		cfg.MaxStreams != 5 || cfg.OverloadWindow != 2*time.Second {
+		t.Errorf("from env and flags: %+v", cfg)
+	}
+	if _, err := Load(nil, []string{"BULWARK_TLS_CERT=" + pem}, io.Discard); err == nil || !strings.Contains(err.Error(), "tls_key") {
+		t.Errorf("cert without key: %v, want an error naming tls_key", err)
+	}
 }

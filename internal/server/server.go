@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -39,6 +40,20 @@ type Config struct {
 	Pprof            bool
 	KeepaliveMinTime time.Duration
 	ShutdownGrace    time.Duration
+	// TLS secures the gRPC listener (mTLS with a client CA); files are
+	// reloaded when they change. Empty: plaintext.
+	TLS TLSFiles
+	// AdminTLS secures the admin listener (no client certificates).
+	AdminTLS TLSFiles
+	// Overload bounds in-flight decisions and open streams.
+	Overload OverloadConfig
+}
+
+// Registry is where the server registers its own metrics and what /metrics
+// serves (*prometheus.Registry is one).
+type Registry interface {
+	prometheus.Registerer
+	prometheus.Gatherer
 }
 
 // ReadinessCheck reports one component's readiness: nil when ready, else why
@@ -61,18 +76,32 @@ type Server struct {
 	checks   []ReadinessCheck
 	draining bool
 
+	overload      *Overload
+	tls, adminTLS *CertReloader
+
 	grpcLis  net.Listener
 	adminLis net.Listener
 }
 
-// New creates the gRPC server with explicit limits and a keepalive
-// enforcement policy that accepts Envoy's pings. Register services on GRPC()
-// before Serve.
-func New(cfg Config, logger *slog.Logger, gatherer prometheus.Gatherer, opts ...grpc.ServerOption) *Server {
+// New creates the gRPC server with explicit limits, the overload gate, TLS
+// when configured and a keepalive enforcement policy that accepts Envoy's
+// pings. Certificates load in Listen. Register services on GRPC() before
+// Serve. reg may be nil (no metrics).
+func New(cfg Config, logger *slog.Logger, reg Registry, opts ...grpc.ServerOption) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	var registerer prometheus.Registerer
+	var gatherer prometheus.Gatherer
+	if reg != nil {
+		registerer, gatherer = reg, reg
+	}
+	s := &Server{cfg: cfg, logger: logger, gatherer: gatherer}
+	s.overload = NewOverload(cfg.Overload, registerer)
+	s.checks = append(s.checks, s.overload.readinessCheck())
 	base := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(s.overload.Unary),
+		grpc.ChainStreamInterceptor(s.overload.Stream),
 		// Long-lived workers keep their grown stacks: a fresh goroutine per
 		// call copies its stack several times over in OPA's deep recursion
 		// (about a third of the CPU samples in a profile under load).
@@ -89,13 +118,31 @@ func New(cfg Config, logger *slog.Logger, gatherer prometheus.Gatherer, opts ...
 			Timeout: 10 * time.Second,
 		}),
 	}
-	gs := grpc.NewServer(append(base, opts...)...)
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gs, hs)
-	if cfg.Reflection {
-		reflection.Register(gs)
+	if cfg.TLS.Enabled() || cfg.AdminTLS.Enabled() {
+		reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulwark_tls_reload_total",
+			Help: "Certificate reloads after a file change, by result (success, failure); a failure keeps the last good certificate.",
+		}, []string{"result"})
+		reloads.WithLabelValues("success")
+		reloads.WithLabelValues("failure")
+		if registerer != nil {
+			registerer.MustRegister(reloads)
+		}
+		if cfg.TLS.Enabled() {
+			s.tls = newCertReloader("grpc", cfg.TLS, logger, reloads)
+			base = append(base, grpc.Creds(credentials.NewTLS(s.tls.ServerConfig())))
+		}
+		if cfg.AdminTLS.Enabled() {
+			s.adminTLS = newCertReloader("admin", TLSFiles{CertFile: cfg.AdminTLS.CertFile, KeyFile: cfg.AdminTLS.KeyFile}, logger, reloads)
+		}
 	}
-	return &Server{cfg: cfg, logger: logger, grpc: gs, health: hs, gatherer: gatherer}
+	s.grpc = grpc.NewServer(append(base, opts...)...)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	if cfg.Reflection {
+		reflection.Register(s.grpc)
+	}
+	return s
 }
 
 // GRPC is the server to register Bulwark's services on.
@@ -111,6 +158,13 @@ func (s *Server) AddReadinessCheck(c ReadinessCheck) {
 // Listen binds both listeners, so callers (and tests) learn the real
 // addresses before serving starts. Use ":0" ports to pick free ones.
 func (s *Server) Listen() error {
+	for _, r := range []*CertReloader{s.tls, s.adminTLS} {
+		if r != nil {
+			if err := r.Reload(); err != nil {
+				return err
+			}
+		}
+	}
 	var err error
 	if s.grpcLis, err = net.Listen("tcp", s.cfg.GRPCAddr); err != nil {
 		return fmt.Errorf("listen grpc %s: %w", s.cfg.GRPCAddr, err)
@@ -146,14 +200,28 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.updateHealth()
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(s.grpcLis) }()
+	adminServe := func() error { return admin.Serve(s.adminLis) }
+	if s.adminTLS != nil {
+		admin.TLSConfig = s.adminTLS.ServerConfig()
+		adminServe = func() error { return admin.ServeTLS(s.adminLis, "", "") }
+	}
+	overloadCtx, stopOverload := context.WithCancel(ctx)
+	overloadDone := make(chan struct{})
 	go func() {
-		if err := admin.Serve(s.adminLis); !errors.Is(err, http.ErrServerClosed) {
+		s.overload.watch(overloadCtx, s.logger, s.updateHealth)
+		close(overloadDone)
+	}()
+	defer func() { stopOverload(); <-overloadDone }()
+	go func() {
+		if err := adminServe(); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 			return
 		}
 		errc <- nil
 	}()
-	s.logger.Info("serving", "grpc_addr", s.GRPCAddr(), "admin_addr", s.AdminAddr())
+	s.logger.Info("serving", "grpc_addr", s.GRPCAddr(), "admin_addr", s.AdminAddr(),
+		"tls", s.tls != nil, "mtls", s.cfg.TLS.ClientCAFile != "", "admin_tls", s.adminTLS != nil,
+		"max_in_flight", s.cfg.Overload.MaxInFlight, "max_streams", s.cfg.Overload.MaxStreams)
 
 	// Health follows readiness (a policy that failed to load, later Redis...).
 	tick := time.NewTicker(time.Second)

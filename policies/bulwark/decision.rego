@@ -17,8 +17,33 @@ default decision := {
 	"message": "no route allows this method and path",
 }
 
-# A request on a known route gets that route's decision.
-decision := route_decision(route) if route := matched_route
+# Response phases (ext_proc) decide on what the model answered; the request
+# was authorized before it reached the model. A request on a known route
+# gets that route's decision.
+decision := response_decision if {
+	response_phase
+} else := route_decision(route) if {
+	route := matched_route
+}
+
+response_phase if input.phase in {"response_headers", "response_body", "response_body_chunk"}
+
+# The model repeated the canary Bulwark planted in the system prompt: it is
+# revealing its instructions. The answer is stopped (a streamed one ends
+# with an error event) and the audit record is tagged for alerting.
+response_decision := {
+	"allowed": false,
+	"http_status": 403,
+	"reason": "canary_leak",
+	"message": "the answer revealed protected instructions and was stopped",
+	"audit": {"alert": "canary_leak"},
+} if {
+	input.signals.canary_leak
+} else := {
+	"allowed": true,
+	"reason": "allowed",
+	"redact": data.bulwark.redact.response,
+}
 
 # Public routes need no credential. Headers Bulwark sets for authenticated
 # callers are removed so a client cannot forge them.
@@ -92,7 +117,8 @@ route_decision(route) := {
 		"x-bulwark-tenant": input.principal.tenant,
 	},
 	"dynamic_metadata": {"route": route.name},
-	"limits": request_quota,
+	"limits": phase_limits,
+	"redact": data.bulwark.redact.request,
 }
 
 # The first route in data.bulwark.routes that matches the request, if any
@@ -112,8 +138,11 @@ path_matches(r) if request_path == r.path
 
 path_matches(r) if startswith(request_path, r.prefix)
 
-# Envoy sent a body (with_request_body): as a string, or as bytes with pack_as_bytes.
+# Envoy sent a body (with_request_body): as a string, or as bytes with
+# pack_as_bytes; ext_proc's request_body phase always has one.
 body_present if http.body != ""
+
+body_present if input.phase == "request_body"
 
 body_present if http.rawBody != ""
 
@@ -154,7 +183,18 @@ model_allowed if {
 # Rate limits and quotas for an authenticated request, from data.bulwark.limits.
 # Both keys carry the tenant (or, without one, the principal) as a Redis hash
 # tag so they live in one Cluster slot and are checked in one round trip.
-request_quota := array.concat(request_limits, token_limits)
+#
+# Each exchange is charged once: the request rate where the request is first
+# decided (ext_authz's check, or ext_proc's request headers when it runs
+# alone), the token quota in the phase data.bulwark.limits.token_quota_phase
+# names: request_body (ext_proc, which reconciles the reservation with the
+# model's reported usage on the same replica) or request_headers (ext_authz
+# alone, which can only estimate).
+phase_limits := array.concat(request_limits, phase_token_limits) if input.phase == "request_headers"
+else := phase_token_limits
+
+phase_token_limits := token_limits if input.phase == data.bulwark.limits.token_quota_phase
+else := []
 
 limit_tag := input.principal.tenant if input.principal.tenant != ""
 else := input.principal.id

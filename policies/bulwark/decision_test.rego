@@ -104,22 +104,60 @@ test_routes_come_from_data if {
 	not e.allowed
 }
 
-test_limits_per_principal_and_tenant if {
+body_req(principal, body) := object.union(req("POST", "/v1/chat/completions", principal), {"phase": "request_body", "parsed_body": body})
+
+test_request_rate_charged_at_request_headers_only if {
 	d := bulwark.decision with input as with_model(req("POST", "/v1/chat/completions", alice), "m")
 	rpm := [l | some l in d.limits; l.name == "requests_per_minute"][0]
 	rpm.key == "{acme}:alice"
 	rpm.limit == 600
 	rpm.period == "1m"
-	tpd := [l | some l in d.limits; l.name == "tokens_per_day"][0]
+	not "tokens_per_day" in {l.name | some l in d.limits}
+	b := bulwark.decision with input as body_req(alice, {"model": "m"})
+	b.allowed
+	not "requests_per_minute" in {l.name | some l in b.limits}
+}
+
+test_token_quota_charged_in_configured_phase if {
+	b := bulwark.decision with input as body_req(alice, {"model": "m"})
+	tpd := [l | some l in b.limits; l.name == "tokens_per_day"][0]
 	tpd.key == "{acme}"
 	tpd.cost == 1024
 	tpd.estimated
+	h := bulwark.decision with input as with_model(req("POST", "/v1/chat/completions", alice), "m")
+		with data.bulwark.limits.token_quota_phase as "request_headers"
+	"tokens_per_day" in {l.name | some l in h.limits}
 }
 
 test_token_reservation_uses_max_tokens if {
-	r := object.union(req("POST", "/v1/chat/completions", alice), {"parsed_body": {"model": "m", "max_tokens": 300}})
-	d := bulwark.decision with input as r
+	d := bulwark.decision with input as body_req(alice, {"model": "m", "max_tokens": 300})
 	[l | some l in d.limits; l.name == "tokens_per_day"][0].cost == 300
+}
+
+test_request_body_allowed_with_redaction if {
+	d := bulwark.decision with input as body_req(alice, {"model": "m", "messages": []})
+	d.allowed
+	{r.detector | some r in d.redact} == {"pii", "secrets"}
+}
+
+test_request_body_not_json_is_415 if {
+	r := object.remove(body_req(alice, {}), ["parsed_body"])
+	d := bulwark.decision with input as r
+	d.http_status == 415
+}
+
+test_response_phases_redact_and_allow if {
+	some phase in ["response_headers", "response_body", "response_body_chunk"]
+	d := bulwark.decision with input as {"phase": phase, "principal": alice, "signals": {"canary_leak": false}}
+	d.allowed
+	{r.detector | some r in d.redact} == {"pii", "secrets", "canary"}
+}
+
+test_canary_leak_stops_the_answer if {
+	d := bulwark.decision with input as {"phase": "response_body_chunk", "principal": alice, "signals": {"canary_leak": true}}
+	not d.allowed
+	d.reason == "canary_leak"
+	d.audit.alert == "canary_leak"
 }
 
 test_get_has_no_token_quota if {

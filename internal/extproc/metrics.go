@@ -1,0 +1,100 @@
+package extproc
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the adapter's Prometheus series. Build them once per
+// registry with NewMetrics and hand them to New.
+type Metrics struct{ m *metrics }
+
+type metrics struct {
+	active     prometheus.Gauge
+	streams    *prometheus.CounterVec
+	redactions *prometheus.CounterVec
+	refused    *prometheus.CounterVec
+	reconcile  *prometheus.CounterVec
+	chunks     prometheus.Histogram
+}
+
+// NewMetrics registers the ext_proc series with reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &metrics{
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bulwark_extproc_streams_active",
+			Help: "ext_proc exchanges in progress.",
+		}),
+		streams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulwark_extproc_streams_total",
+			Help: "ext_proc exchanges ended, by outcome (allowed, denied, error).",
+		}, []string{"outcome"}),
+		redactions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulwark_redactions_total",
+			Help: "Spans redacted from bodies, by direction (request, response).",
+		}, []string{"direction"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulwark_extproc_refused_total",
+			Help: "Bodies refused without a policy decision because they could not be inspected, by reason.",
+		}, []string{"reason"}),
+		reconcile: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulwark_token_reconciliations_total",
+			Help: "Token reservations settled with the model's reported usage, by result (ok, error).",
+		}, []string{"result"}),
+		chunks: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bulwark_extproc_chunk_duration_seconds",
+			Help:    "Time to process one streamed response chunk (parse, redact, policy when findings).",
+			Buckets: []float64{.00001, .000025, .00005, .0001, .0002, .0005, .001, .0025, .01, .05},
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.active, m.streams, m.redactions, m.refused, m.reconcile, m.chunks} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("extproc: register metrics: %w", err)
+			}
+		}
+	}
+	return &Metrics{m: m}, nil
+}
+
+// The methods below accept a nil receiver: a Server built without metrics
+// counts nothing.
+
+func (m *metrics) streamStarted() {
+	if m != nil {
+		m.active.Inc()
+	}
+}
+
+func (m *metrics) streamEnded(outcome string) {
+	if m != nil {
+		m.active.Dec()
+		m.streams.WithLabelValues(outcome).Inc()
+	}
+}
+
+func (m *metrics) redacted(direction string, n int) {
+	if m != nil && n > 0 {
+		m.redactions.WithLabelValues(direction).Add(float64(n))
+	}
+}
+
+func (m *metrics) localDeny(reason string) {
+	if m != nil {
+		m.refused.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *metrics) reconciled(result string) {
+	if m != nil {
+		m.reconcile.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *metrics) chunk(d time.Duration) {
+	if m != nil {
+		m.chunks.Observe(d.Seconds())
+	}
+}

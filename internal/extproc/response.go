@@ -1,0 +1,523 @@
+package extproc
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/llmapi"
+	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/redact"
+)
+
+// CanaryType is the finding type of a planted canary found in output.
+const CanaryType = "CANARY"
+
+// responseState is what the response phases keep.
+type responseState struct {
+	status   int
+	headers  map[string]string
+	encoding string
+	sse      bool
+	red      *redact.Redactor
+	literals map[string]string
+
+	parser    *llmapi.SSEParser
+	streams   map[int]*redact.Stream
+	templates map[int]llmapi.Event
+	ended     bool // the stream was cut after a deny; later chunks are dropped
+	usage     llmapi.Usage
+	haveUsage bool
+}
+
+// responseHeaders decides whether and how to read the response body: SSE
+// streamed, JSON and text buffered, anything else left alone.
+func (x *exchange) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders) (*extprocv3.ProcessingResponse, error) {
+	if x.headers == nil {
+		return nil, &protocolError{msg: "response headers before request headers"}
+	}
+	if x.resp != nil {
+		return nil, &protocolError{msg: "response headers sent twice"}
+	}
+	rh := headerMap(h.GetHeaders())
+	rs := &responseState{headers: rh}
+	rs.status, _ = strconv.Atoi(rh[":status"])
+	x.resp = rs
+	if x.bodyExpected && !x.bodySeen {
+		// Bulwark asked for the request body and never got it: the filter
+		// ignores mode_override, so prompts reach the model uninspected.
+		// Refuse the answer rather than certify the exchange.
+		x.s.logger.Error("request body was never sent to Bulwark; set allow_mode_override on Envoy's ext_proc filter",
+			"path", x.path)
+		return x.denyLocal(http.StatusInternalServerError, "request_body_not_inspected",
+			"the gateway could not inspect this request"), nil
+	}
+	cont := func(mode *filterv3.ProcessingMode, m *extprocv3.HeaderMutation) *extprocv3.ProcessingResponse {
+		return &extprocv3.ProcessingResponse{
+			Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{
+				Response: &extprocv3.CommonResponse{HeaderMutation: nonEmpty(m)}}},
+			ModeOverride: mode,
+		}
+	}
+	ct := rh["content-type"]
+	rs.sse = mediaType(ct) == "text/event-stream"
+	if x.llmReq == nil || h.GetEndOfStream() || (!rs.sse && !isJSON(ct) && !isText(ct)) {
+		return cont(nil, nil), nil
+	}
+	rs.encoding = strings.ToLower(strings.TrimSpace(rh["content-encoding"]))
+	if rs.encoding == "identity" {
+		rs.encoding = ""
+	}
+
+	out, err := x.decide(ctx, pipeline.PhaseResponseHeaders, pipeline.Request{Input: x.responseInput(nil)})
+	if err != nil {
+		return nil, err
+	}
+	if !out.Decision.Allowed {
+		return x.deny(out), nil
+	}
+	rs.red = x.s.redactor(rules(out.Decision.Redact))
+	if x.canary != "" {
+		rs.literals = map[string]string{x.canary: CanaryType}
+	}
+	m := &extprocv3.HeaderMutation{}
+	for _, h := range out.Decision.ResponseHeadersToAdd {
+		m.SetHeaders = append(m.SetHeaders, setHeader(h.Key, h.Value))
+	}
+	mode := &filterv3.ProcessingMode{
+		RequestHeaderMode:   filterv3.ProcessingMode_SEND,
+		ResponseHeaderMode:  filterv3.ProcessingMode_SEND,
+		RequestBodyMode:     filterv3.ProcessingMode_NONE,
+		ResponseBodyMode:    filterv3.ProcessingMode_BUFFERED,
+		RequestTrailerMode:  filterv3.ProcessingMode_SKIP,
+		ResponseTrailerMode: filterv3.ProcessingMode_SKIP,
+	}
+	if rs.sse {
+		if rs.encoding != "" {
+			// A compressed event stream cannot be redacted event by event.
+			return x.denyLocal(http.StatusBadGateway, "unsupported_content_encoding",
+				"the model's streamed answer is compressed ("+rs.encoding+") and cannot be inspected"), nil
+		}
+		mode.ResponseBodyMode = filterv3.ProcessingMode_STREAMED
+		rs.parser = &llmapi.SSEParser{MaxEventBytes: x.s.opts.MaxEventBytes}
+		rs.streams = make(map[int]*redact.Stream, 1)
+		rs.templates = make(map[int]llmapi.Event, 1)
+	}
+	return cont(mode, m), nil
+}
+
+// responseInput is the request's input plus llm, the response's status and
+// the usage reported so far.
+func (x *exchange) responseInput(usage *llmapi.Usage) ast.Object {
+	in := extauthz.BuildInput(x.base)
+	if x.llmTerm != nil {
+		in.Insert(keyLLM, x.llmTerm)
+	}
+	if rs := x.resp; rs != nil {
+		in.Insert(keyResponse, ast.NewTerm(ast.NewObject(
+			[2]*ast.Term{keyStatus, ast.IntNumberTerm(rs.status)},
+			[2]*ast.Term{keyContentType, ast.StringTerm(rs.headers["content-type"])},
+		)))
+	}
+	if usage != nil {
+		in.Insert(keyUsage, ast.NewTerm(usageValue(*usage)))
+	}
+	return in
+}
+
+func (x *exchange) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*extprocv3.ProcessingResponse, error) {
+	rs := x.resp
+	if rs == nil {
+		return nil, &protocolError{msg: "response body before response headers"}
+	}
+	if rs.sse {
+		start := time.Now()
+		resp, err := x.streamChunk(ctx, b)
+		x.s.metrics.chunk(time.Since(start))
+		return resp, err
+	}
+	body, complete, held := x.accumulate(b, false)
+	if !complete {
+		return held, nil
+	}
+	streamed := held != nil
+	if len(body) > x.s.opts.MaxBodyBytes {
+		return x.denyLocal(http.StatusBadGateway, "response_too_large_to_inspect",
+			"the model's answer is larger than the gateway inspects"), nil
+	}
+	plain, decoded, deny := x.decode(rs.encoding, body)
+	if deny != nil {
+		return deny, nil
+	}
+	jsonBody := isJSON(rs.headers["content-type"])
+	text := string(plain)
+	var usage *llmapi.Usage
+	if jsonBody {
+		r, err := llmapi.ParseResponse(x.api, plain)
+		if err == nil {
+			text = r.Text
+			usage = r.Usage
+		}
+	}
+	var sig detect.Signals
+	var findings []detect.Finding
+	if x.s.scanner != nil && text != "" {
+		res := x.s.scanner.Scan(text)
+		sig = res.Signals()
+		findings = res.Findings
+	}
+	leak := x.canary != "" && strings.Contains(string(plain), x.canary)
+	sig.CanaryLeak = leak
+	if usage != nil {
+		x.settle(ctx, *usage)
+	}
+	out, err := x.decide(ctx, pipeline.PhaseResponseBody, pipeline.Request{Input: x.responseInput(usage), Signals: &sig})
+	if err != nil {
+		return nil, err
+	}
+	if !out.Decision.Allowed {
+		return x.deny(out), nil
+	}
+	common := &extprocv3.CommonResponse{}
+	newBody := body
+	changed := false
+	if red := x.s.redactor(rules(out.Decision.Redact)); red != nil && (len(findings) > 0 || leak) {
+		literals := rs.literalsOrNil()
+		count := 0
+		fix := func(t string) string {
+			r, _, n := red.Text(x.s.scanner, t, literals)
+			count += n
+			return r
+		}
+		if jsonBody {
+			nb, ch, err := llmapi.EditResponse(x.api, plain, fix)
+			if err != nil {
+				x.s.logger.Error("response body could not be rewritten; denying", "decision_id", out.DecisionID, "error", err)
+				return x.denyLocal(http.StatusBadGateway, "redaction_failed", "the model's answer could not be made safe to return"), nil
+			}
+			newBody, changed = nb, ch
+		} else {
+			nb := fix(text)
+			newBody, changed = []byte(nb), nb != text
+		}
+		x.s.metrics.redacted("response", count)
+	}
+	m := &extprocv3.HeaderMutation{}
+	if changed {
+		common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: newBody}}
+		if decoded {
+			m.RemoveHeaders = append(m.RemoveHeaders, "content-encoding")
+		}
+		if !streamed {
+			m.SetHeaders = append(m.SetHeaders, setHeader("content-length", strconv.Itoa(len(newBody))))
+		}
+	} else if streamed {
+		common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
+	}
+	if !streamed {
+		common.HeaderMutation = nonEmpty(m)
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+		ResponseBody: &extprocv3.BodyResponse{Response: common}}}, nil
+}
+
+func (rs *responseState) literalsOrNil() map[string]string {
+	if len(rs.literals) == 0 {
+		return nil
+	}
+	return rs.literals
+}
+
+// errCut stops event processing once the stream has been ended by a deny.
+var errCut = errors.New("stream cut")
+
+// streamChunk redacts one chunk of an SSE response. Chunks are not event
+// boundaries: the parser holds an incomplete event until its end arrives,
+// and each redaction stream holds the bounded tail of text that could still
+// complete a finding. The answer replaces the chunk with the rewritten
+// complete events.
+func (x *exchange) streamChunk(ctx context.Context, b *extprocv3.HttpBody) (*extprocv3.ProcessingResponse, error) {
+	rs := x.resp
+	var out []byte
+	if !rs.ended {
+		err := rs.parser.Feed(b.GetBody(), func(ev llmapi.Event) error { return x.streamEvent(ctx, ev, &out) })
+		switch {
+		case err == nil, errors.Is(err, errCut):
+		case errors.Is(err, llmapi.ErrEventTooLarge):
+			x.s.metrics.localDeny("event_too_large")
+			out = append(out, llmapi.ErrorEvent(x.api, "event_too_large", "the model's answer could not be inspected")...)
+			rs.ended = true
+			x.outcome = "denied"
+		default:
+			return nil, err
+		}
+		if b.GetEndOfStream() && !rs.ended {
+			// Whatever is still held goes out now; an incomplete last event
+			// is dropped, as an SSE client would drop it.
+			if err := x.flushStreams(ctx, -1, &out); err != nil && !errors.Is(err, errCut) {
+				return nil, err
+			}
+			if rs.haveUsage {
+				x.settle(ctx, rs.usage)
+			}
+		}
+	}
+	body := &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}
+	if len(out) == 0 {
+		body.Mutation = &extprocv3.BodyMutation_ClearBody{ClearBody: true}
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+		ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{BodyMutation: body}}}}, nil
+}
+
+// streamEvent rewrites one complete event into out.
+func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte) error {
+	rs := x.resp
+	if rs.ended {
+		return errCut
+	}
+	d, err := llmapi.DecodeEvent(x.api, ev)
+	if err != nil {
+		// An event Bulwark cannot read may still carry text: pass it only
+		// when nothing in it needs removing.
+		if x.s.scanner != nil && len(x.s.scanner.Scan(string(ev.Data)).Findings) > 0 {
+			x.s.metrics.localDeny("unreadable_event_dropped")
+			return nil
+		}
+		*out = append(*out, ev.Raw...)
+		return nil
+	}
+	if d.Usage != nil {
+		rs.addUsage(*d.Usage)
+	}
+	if rs.red == nil && rs.literals == nil {
+		*out = append(*out, ev.Raw...) // nothing to redact or watch for
+		return nil
+	}
+	boundary := d.Done || d.FinishReason != "" || d.Error || ev.Name == "content_block_stop" ||
+		ev.Name == "response.output_text.done" || ev.Name == "response.completed"
+	if d.HasText {
+		st, err := rs.stream(x, d.Index)
+		if err != nil {
+			return err
+		}
+		if _, ok := rs.templates[d.Index]; !ok {
+			rs.templates[d.Index] = ev
+		}
+		w, err := st.Write([]byte(d.Text))
+		if err != nil {
+			return err
+		}
+		if err := x.checkWindow(ctx, w, out); err != nil {
+			return err
+		}
+		text := w.Text
+		if boundary {
+			last := st.Close()
+			delete(rs.streams, d.Index)
+			if err := x.checkWindow(ctx, last, out); err != nil {
+				return err
+			}
+			text += last.Text
+		}
+		nev, err := llmapi.WithText(x.api, ev, text)
+		if err != nil {
+			return err
+		}
+		*out = append(*out, nev.Raw...)
+		return nil
+	}
+	if boundary {
+		idx := -1
+		if ev.Name == "content_block_stop" {
+			idx = d.Index
+		}
+		if err := x.flushStreams(ctx, idx, out); err != nil {
+			return err
+		}
+	}
+	if x.api == llmapi.OpenAIResponses && (strings.HasSuffix(ev.Name, ".done") || ev.Name == "response.completed") {
+		// These events repeat the whole output text: redact them whole.
+		return x.rewriteWhole(ctx, ev, out)
+	}
+	*out = append(*out, ev.Raw...)
+	return nil
+}
+
+// rewriteWhole redacts every string of an event that repeats output text.
+func (x *exchange) rewriteWhole(ctx context.Context, ev llmapi.Event, out *[]byte) error {
+	rs := x.resp
+	var found []detect.Finding
+	data, changed, err := llmapi.EditRequest(llmapi.Generic, ev.Data, llmapi.RequestEdit{Text: func(_, t string) string {
+		if rs.red == nil {
+			return t
+		}
+		r, f, _ := rs.red.Text(x.s.scanner, t, rs.literalsOrNil())
+		found = append(found, f...)
+		return r
+	}})
+	if err != nil {
+		return x.checkWindow(ctx, redact.Window{Findings: []detect.Finding{{Detector: "canary", Type: "UNREADABLE"}}}, out)
+	}
+	if err := x.checkWindow(ctx, redact.Window{Findings: found}, out); err != nil {
+		return err
+	}
+	if changed {
+		ev.Data = data
+		*out = append(*out, ev.Encode()...)
+		return nil
+	}
+	*out = append(*out, ev.Raw...)
+	return nil
+}
+
+// flushStreams releases what the redaction streams hold (all of them, or
+// the one of content block idx) as synthesized text events.
+func (x *exchange) flushStreams(ctx context.Context, idx int, out *[]byte) error {
+	rs := x.resp
+	keys := make([]int, 0, len(rs.streams))
+	for k := range rs.streams {
+		if idx < 0 || k == idx {
+			keys = append(keys, k)
+		}
+	}
+	sort.Ints(keys)
+	for _, k := range keys {
+		w := rs.streams[k].Close()
+		delete(rs.streams, k)
+		if err := x.checkWindow(ctx, w, out); err != nil {
+			return err
+		}
+		if w.Text == "" {
+			continue
+		}
+		ev, err := llmapi.TextEvent(x.api, rs.templates[k], w.Text)
+		if err != nil {
+			return err
+		}
+		*out = append(*out, ev.Raw...)
+	}
+	return nil
+}
+
+// checkWindow asks the policy about a released window that had findings
+// (phase response_body_chunk). A deny ends the stream with an error event in
+// the API's shape, so the client sees why its answer stopped.
+func (x *exchange) checkWindow(ctx context.Context, w redact.Window, out *[]byte) error {
+	x.s.metrics.redacted("response", w.Redactions)
+	if len(w.Findings) == 0 {
+		return nil
+	}
+	sig := signalsOf(w.Findings)
+	o, err := x.decide(ctx, pipeline.PhaseResponseBodyChunk, pipeline.Request{Input: x.responseInput(nil), Signals: &sig})
+	if err != nil {
+		return err
+	}
+	if o.Decision.Allowed {
+		return nil
+	}
+	x.resp.ended = true
+	msg := o.Decision.Message
+	if msg == "" {
+		msg = "the answer was stopped by policy"
+	}
+	*out = append(*out, llmapi.ErrorEvent(x.api, o.Reason, msg+" (decision "+o.DecisionID+")")...)
+	return errCut
+}
+
+// stream returns the redaction stream of one choice or content block.
+func (rs *responseState) stream(x *exchange, idx int) (*redact.Stream, error) {
+	if st, ok := rs.streams[idx]; ok {
+		return st, nil
+	}
+	red := rs.red
+	if red == nil {
+		red = redact.New(nil, nil) // report only: canary watch without redaction rules
+	}
+	st, err := red.NewStream(x.s.scanner, redact.StreamOptions{
+		Step: x.s.opts.StreamStep, Lookahead: x.s.opts.StreamLookahead, Literals: rs.literals})
+	if err != nil {
+		return nil, err
+	}
+	rs.streams[idx] = st
+	return st, nil
+}
+
+// addUsage folds what one event reports into the stream's usage: Anthropic
+// splits input (message_start) and output (message_delta, cumulative)
+// tokens; OpenAI reports all of it once at the end.
+func (rs *responseState) addUsage(u llmapi.Usage) {
+	rs.haveUsage = true
+	rs.usage.PromptTokens = max(rs.usage.PromptTokens, u.PromptTokens)
+	rs.usage.CompletionTokens = max(rs.usage.CompletionTokens, u.CompletionTokens)
+	rs.usage.TotalTokens = max(rs.usage.TotalTokens, u.TotalTokens, rs.usage.PromptTokens+rs.usage.CompletionTokens)
+}
+
+// settle reconciles the token reservation with the reported usage, once.
+// A failure is logged and counted: the answer is already paid for.
+func (x *exchange) settle(ctx context.Context, u llmapi.Usage) {
+	if x.reconciled || x.reserveID == "" || x.s.reconcile == nil {
+		return
+	}
+	x.reconciled = true
+	total := u.TotalTokens
+	if total == 0 {
+		total = u.PromptTokens + u.CompletionTokens
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reconcileTimeout)
+	defer cancel()
+	if err := x.s.reconcile.Reconcile(rctx, x.reserveID, total); err != nil {
+		x.s.metrics.reconciled("error")
+		x.s.logger.Warn("token usage not reconciled", "decision_id", x.reserveID, "tokens", total, "error", err)
+		return
+	}
+	x.s.metrics.reconciled("ok")
+}
+
+// reconcileTimeout bounds the Redis call that settles a reservation.
+const reconcileTimeout = 250 * time.Millisecond
+
+// signalsOf counts a window's findings by detector and type.
+func signalsOf(fs []detect.Finding) detect.Signals {
+	var sig detect.Signals
+	for _, f := range fs {
+		switch f.Detector {
+		case "canary":
+			sig.CanaryLeak = true
+		case detect.DetectorPII:
+			sig.PII = addCount(sig.PII, f.Type)
+		case detect.DetectorSecrets:
+			sig.Secrets = addCount(sig.Secrets, f.Type)
+		}
+	}
+	return sig
+}
+
+func addCount(tc []detect.TypeCount, typ string) []detect.TypeCount {
+	for i := range tc {
+		if tc[i].Type == typ {
+			tc[i].Count++
+			return tc
+		}
+	}
+	return append(tc, detect.TypeCount{Type: typ, Count: 1})
+}
+
+func hasFindings(s *detect.Signals) bool {
+	return s != nil && (len(s.PII) > 0 || len(s.Secrets) > 0)
+}
+
+func (x *exchange) responseTrailers(context.Context) (*extprocv3.ProcessingResponse, error) {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
+		ResponseTrailers: &extprocv3.TrailersResponse{}}}, nil
+}

@@ -1,0 +1,201 @@
+// Package extproc adapts Envoy's ext_proc API to the pipeline: one
+// bidirectional stream per HTTP exchange, carrying request headers, request
+// body, response headers and response body (buffered, or streamed chunk by
+// chunk), each answered with exactly one response of the matching type.
+//
+// Bulwark picks the body modes itself through mode_override on the header
+// responses (Envoy's filter needs allow_mode_override): JSON request bodies
+// of LLM APIs are buffered and decided on whole; text/event-stream responses
+// are streamed and redacted event by event, holding back only the bounded
+// tail that could still complete a finding; JSON responses are buffered;
+// everything else is left alone. No decision logic lives here: the adapter
+// builds the policy input (OPA-Envoy's fields plus llm, signals and usage)
+// and enforces the pipeline's Outcome.
+package extproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/redact"
+	"github.com/bulwark-ai/bulwark/internal/telemetry"
+)
+
+// Decider is the pipeline as this adapter needs it.
+type Decider interface {
+	Decide(ctx context.Context, req pipeline.Request) (pipeline.Outcome, error)
+}
+
+var _ Decider = (*pipeline.Pipeline)(nil)
+
+// Scanner finds PII, secrets and the like in text, for redaction.
+type Scanner interface {
+	Scan(text string) detect.Result
+}
+
+// Reconciler settles a token reservation with the usage the model reported.
+type Reconciler interface {
+	Reconcile(ctx context.Context, decisionID string, actual int64) error
+}
+
+// Defaults for Options fields left zero.
+const (
+	DefaultMaxBodyBytes    = 8 << 20
+	DefaultStreamStep      = 64
+	DefaultStreamLookahead = 512
+	DefaultMaxEventBytes   = 1 << 20
+)
+
+// Options tune the adapter.
+type Options struct {
+	// StripCredentials keeps credential headers out of input.attributes, as
+	// the ext_authz adapter does.
+	StripCredentials bool
+	// Tracing, when enabled, starts a bulwark.extproc.<phase> span per
+	// decision, joined to the trace in the request's headers.
+	Tracing *telemetry.Tracing
+	// ScanRoles are the message roles whose text the detectors read in the
+	// request phase; empty means every role.
+	ScanRoles []string
+	// MaxBodyBytes bounds a buffered request or response body (after
+	// decompression); a bigger one is denied with 413.
+	MaxBodyBytes int
+	// StreamStep and StreamLookahead size the streaming redactor's windows:
+	// text is released StreamStep bytes at a time once StreamLookahead more
+	// bytes are known, so a finding up to StreamLookahead bytes long is
+	// caught however the stream was split.
+	StreamStep, StreamLookahead int
+	// MaxEventBytes bounds one SSE event held while incomplete.
+	MaxEventBytes int
+	// ClampMaxTokens, when positive, caps the request's max-tokens field.
+	ClampMaxTokens int64
+	// Canary plants a random marker in the system prompt of every LLM
+	// request; a response that repeats it leaked its instructions and is
+	// blocked.
+	Canary bool
+	// RedactKey keys the "hash" redaction action (HMAC-SHA256), so hashed
+	// values can be correlated but not guessed.
+	RedactKey []byte
+}
+
+func (o *Options) defaults() {
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.StreamStep <= 0 {
+		o.StreamStep = DefaultStreamStep
+	}
+	if o.StreamLookahead <= 0 {
+		o.StreamLookahead = DefaultStreamLookahead
+	}
+	if o.MaxEventBytes <= 0 {
+		o.MaxEventBytes = DefaultMaxEventBytes
+	}
+}
+
+// Server implements envoy.service.ext_proc.v3.ExternalProcessor.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	decider  Decider
+	scanner  Scanner
+	reconcile Reconciler
+	opts     Options
+	roles    map[string]bool
+	logger   *slog.Logger
+	metrics  *metrics
+}
+
+// New returns a Server. scanner finds what redaction removes (nil: nothing
+// is redacted); reconcile settles token reservations (nil: usage is only
+// reported to the policy); m comes from NewMetrics (nil: not counted).
+func New(d Decider, scanner Scanner, reconcile Reconciler, opts Options, logger *slog.Logger, m *Metrics) *Server {
+	opts.defaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	var roles map[string]bool
+	if len(opts.ScanRoles) > 0 {
+		roles = make(map[string]bool, len(opts.ScanRoles))
+		for _, r := range opts.ScanRoles {
+			roles[strings.ToLower(r)] = true
+		}
+	}
+	if m == nil {
+		m = &Metrics{}
+	}
+	return &Server{decider: d, scanner: scanner, reconcile: reconcile, opts: opts, roles: roles, logger: logger, metrics: m.m}
+}
+
+// Process runs one exchange. It returns nil when Envoy ends the stream
+// (EOF or cancellation are normal ends: Envoy closes early when it has
+// nothing more to send), and a gRPC error when no decision could be made,
+// so Envoy's failure_mode_allow applies.
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	ctx := stream.Context()
+	x := s.newExchange()
+	s.metrics.streamStarted()
+	defer func() { s.metrics.streamEnded(x.outcome) }()
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		resp, err := x.handle(ctx, req)
+		if err != nil {
+			x.outcome = "error"
+			return grpcError(ctx, err)
+		}
+		if resp == nil { // observability mode: Envoy expects no answer
+			continue
+		}
+		if err := stream.Send(resp); err != nil {
+			if status.Code(err) == codes.Canceled || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("ext_proc send: %w", err)
+		}
+	}
+}
+
+// grpcError is the one place a failure to decide becomes a gRPC status.
+func grpcError(ctx context.Context, err error) error {
+	var pe *protocolError
+	switch {
+	case errors.As(err, &pe):
+		return status.Error(codes.InvalidArgument, pe.msg)
+	case errors.Is(ctx.Err(), context.Canceled):
+		return status.Error(codes.Canceled, "caller cancelled the exchange")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "decision not made within the deadline")
+	default:
+		return status.Error(codes.Unavailable, "decision could not be made")
+	}
+}
+
+// protocolError is a message Envoy would never send in this state: the
+// exchange cannot continue.
+type protocolError struct{ msg string }
+
+func (e *protocolError) Error() string { return e.msg }
+
+// redactor builds the redactor for a decision's rules; nil when there are
+// none or no scanner.
+func (s *Server) redactor(rules redact.Rules) *redact.Redactor {
+	if len(rules) == 0 || s.scanner == nil {
+		return nil
+	}
+	return redact.New(rules, s.opts.RedactKey)
+}

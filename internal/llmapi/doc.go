@@ -1,0 +1,22 @@
+// Package llmapi understands the bodies of LLM API calls — OpenAI chat,
+// completions, responses and embeddings, Anthropic messages, and anything
+// else as generic JSON or text — so that policy can see what a request asks
+// the model to read and what the model answered, and so that Bulwark can
+// rewrite those bodies (redaction, max-token clamps, usage reporting, system
+// prompt suffixes) without disturbing anything it does not understand.
+//
+// Bodies are read with a small span-based JSON scanner rather than decoded
+// into Go values: every rewrite is a splice into the original bytes, so
+// unknown fields, whitespace, key order and numbers such as 1e400 survive
+// byte for byte, and reading a streamed event costs a single pass with no
+// maps. Keys match exactly (after unescaping), as Python and JavaScript
+// parsers do, and when a key is duplicated every occurrence is scanned and
+// rewritten, because parsers disagree on which one wins.
+//
+// Streams are handled by SSEParser, which splits arbitrary chunks into
+// events while keeping each event's exact bytes, and by DecodeEvent,
+// WithText and TextEvent, which read and rewrite one event of each API.
+//
+// Nothing in this package panics on any input and nothing holds state
+// except an SSEParser, which belongs to one stream.
+package llmapi

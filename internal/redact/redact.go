@@ -1,0 +1,391 @@
+// Package redact rewrites the spans that detectors find (PII, secrets,
+// canary tokens) in prompts and model outputs before they leave Bulwark, so
+// that an upstream model or a downstream client never sees the values.
+//
+// A Redactor applies Rules to findings in a whole text (Apply, Text). A Stream
+// does the same for text that arrives in pieces, such as the deltas of a
+// server-sent-events response, where a secret may be split across events: it
+// holds back a bounded window of text and releases only what can no longer
+// become part of a finding. Its output depends on the concatenated input
+// alone, never on how that input was split, so a streamed response is
+// redacted exactly as the same response delivered in one piece.
+//
+// Redactor is safe for concurrent use; a Stream belongs to one response.
+package redact
+
+import (
+	"cmp"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"slices"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/bulwark-ai/bulwark/internal/detect"
+)
+
+// Action says how a matched span is rewritten.
+type Action string
+
+const (
+	// Replace writes "[REDACTED:<TYPE>]": readers (and the model) learn what
+	// kind of value was there, which keeps the text coherent, but not the value.
+	Replace Action = "replace"
+	// Mask writes '*' for every rune of the value, keeping the last four runes
+	// of values of twelve runes or more, so that a card or account number
+	// stays recognisable to its owner ("***************1111") and nothing else.
+	Mask Action = "mask"
+	// Hash writes "[<TYPE>:<16 hex digits>]", the start of HMAC-SHA256(key,
+	// value): equal values give equal tokens, so a conversation or an audit
+	// trail stays correlatable without revealing the value. Without a key it is
+	// plain SHA-256, which is guessable for low-entropy values such as phone
+	// numbers; configure a key in production.
+	Hash Action = "hash"
+)
+
+// DetectorCanary is the Finding.Detector of literal matches (canary tokens
+// planted in system prompts or documents), so that rules and policies can
+// tell a leaked canary from a detector's finding.
+const DetectorCanary = "canary"
+
+// CanaryType is the Finding.Type of a literal configured with an empty type,
+// so that every canary finding has a type to count by.
+const CanaryType = "CANARY"
+
+// Rule selects findings to redact and says how. A finding matches when its
+// Detector equals Detector and, if Types is not empty, its Type is one of
+// Types.
+type Rule struct {
+	// Detector is the Finding.Detector the rule applies to:
+	// detect.DetectorPII, detect.DetectorSecrets, DetectorCanary,
+	// detect.DetectorHidden. Empty matches every detector, for a catch-all
+	// last rule. Compared case-insensitively.
+	Detector string
+	// Types restricts the rule to these Finding.Type values (EMAIL_ADDRESS,
+	// AWS_ACCESS_KEY_ID, ...), compared case-insensitively; empty means every
+	// type of the detector.
+	Types []string
+	// Action is applied to matching findings. Empty or unknown actions act as
+	// Replace, so that a typo in configuration redacts rather than leaks;
+	// Rules.Validate reports them.
+	Action Action
+}
+
+// Rules is an ordered rule list: the first matching rule decides a finding's
+// action, and when findings overlap, the earliest rule among them decides the
+// merged span's type and action, so operators express priority by order.
+type Rules []Rule
+
+// Validate reports the first rule with an unknown action, naming it by index,
+// so that configuration errors surface at load time instead of as silent
+// Replace.
+func (r Rules) Validate() error {
+	for i, rule := range r {
+		switch rule.Action {
+		case Replace, Mask, Hash:
+		default:
+			return fmt.Errorf("redact: rules[%d] (detector %q): unknown action %q (want %q, %q or %q)", i, rule.Detector, rule.Action, Replace, Mask, Hash)
+		}
+	}
+	return nil
+}
+
+// Action reports the first matching rule's action for a finding, and false
+// when no rule matches (the finding is then left in the text).
+func (r Rules) Action(f detect.Finding) (Action, bool) {
+	i := r.match(f)
+	if i < 0 {
+		return "", false
+	}
+	return r[i].action(), true
+}
+
+// match returns the index of the first rule matching f, or -1.
+func (r Rules) match(f detect.Finding) int {
+	for i := range r {
+		rule := &r[i]
+		if rule.Detector != "" && !strings.EqualFold(rule.Detector, f.Detector) {
+			continue
+		}
+		if len(rule.Types) == 0 {
+			return i
+		}
+		for _, t := range rule.Types {
+			if strings.EqualFold(t, f.Type) {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+func (rule *Rule) action() Action {
+	switch rule.Action {
+	case Mask, Hash:
+		return rule.Action
+	default:
+		return Replace
+	}
+}
+
+// Redactor rewrites findings in text according to Rules. It is immutable
+// after New and safe for concurrent use; a nil *Redactor redacts nothing.
+type Redactor struct {
+	rules Rules
+	key   []byte
+	macs  sync.Pool // of *hasher, so Hash costs no allocation per span
+}
+
+// hasher is a reusable keyed hash with its scratch.
+type hasher struct {
+	h   hash.Hash
+	buf []byte
+	sum [sha256.Size]byte
+}
+
+// New builds a Redactor. key is the HMAC key for Hash (nil or empty means
+// plain SHA-256). rules and key are copied, so later changes by the caller do
+// not race with redaction.
+func New(rules Rules, key []byte) *Redactor {
+	r := &Redactor{rules: make(Rules, len(rules))}
+	for i, rule := range rules {
+		rule.Types = slices.Clone(rule.Types)
+		r.rules[i] = rule
+	}
+	if len(key) > 0 {
+		r.key = slices.Clone(key)
+	}
+	r.macs.New = func() any {
+		if r.key != nil {
+			return &hasher{h: hmac.New(sha256.New, r.key)}
+		}
+		return &hasher{h: sha256.New()}
+	}
+	return r
+}
+
+// span is one matched finding reduced to what rewriting needs.
+type span struct {
+	start, end int
+	rule       int
+	typ        string
+}
+
+// Apply redacts findings in text and reports how many spans it replaced.
+// Findings carry byte offsets into text (ByteStart, ByteEnd); Start and End
+// are ignored. Findings that no rule matches are left alone, and so are
+// findings outside text or with ByteStart >= ByteEnd. Offsets inside a UTF-8
+// character are widened to whole characters. Overlapping matched findings
+// are merged into their union and rewritten once, with the type and action
+// of the earliest rule among them (the earliest finding on a tie). findings
+// need not be sorted.
+func (r *Redactor) Apply(text string, findings []detect.Finding) (string, int) {
+	if r == nil || len(findings) == 0 || len(r.rules) == 0 {
+		return text, 0
+	}
+	var stack [8]span
+	spans := stack[:0]
+	for i := range findings {
+		f := &findings[i]
+		bs, be, ok := bounds(text, f.ByteStart, f.ByteEnd)
+		if !ok {
+			continue
+		}
+		ri := r.rules.match(*f)
+		if ri < 0 {
+			continue
+		}
+		spans = append(spans, span{start: bs, end: be, rule: ri, typ: f.Type})
+	}
+	if len(spans) == 0 {
+		return text, 0
+	}
+	slices.SortStableFunc(spans, func(a, b span) int { return cmp.Compare(a.start, b.start) })
+
+	var b strings.Builder
+	b.Grow(len(text) + 24*len(spans))
+	var mac *hasher
+	pos, n := 0, 0
+	for i := 0; i < len(spans); {
+		g := spans[i]
+		start, end := g.start, g.end
+		j := i + 1
+		for ; j < len(spans) && spans[j].start < end; j++ {
+			end = max(end, spans[j].end)
+			if spans[j].rule < g.rule {
+				g = spans[j]
+			}
+		}
+		b.WriteString(text[pos:start])
+		mac = r.rewrite(&b, r.rules[g.rule].action(), g.typ, text[start:end], mac)
+		pos, n, i = end, n+1, j
+	}
+	b.WriteString(text[pos:])
+	if mac != nil {
+		mac.buf = mac.buf[:0]
+		r.macs.Put(mac)
+	}
+	return b.String(), n
+}
+
+// rewrite writes the replacement for value. mac is reused across spans of
+// one Apply call and returned (taken from the pool on first use).
+func (r *Redactor) rewrite(b *strings.Builder, a Action, typ, value string, mac *hasher) *hasher {
+	if typ == "" {
+		typ = "UNKNOWN"
+	}
+	switch a {
+	case Mask:
+		n := utf8.RuneCountInString(value)
+		tail := ""
+		if n >= 12 {
+			i := len(value)
+			for k := 0; k < 4; k++ {
+				_, size := utf8.DecodeLastRuneInString(value[:i])
+				i -= size
+			}
+			tail, n = value[i:], n-4
+		}
+		for k := 0; k < n; k++ {
+			b.WriteByte('*')
+		}
+		b.WriteString(tail)
+	case Hash:
+		if mac == nil {
+			mac = r.macs.Get().(*hasher)
+		}
+		mac.h.Reset()
+		mac.buf = append(mac.buf[:0], value...)
+		mac.h.Write(mac.buf)
+		sum := mac.h.Sum(mac.sum[:0])
+		b.WriteByte('[')
+		b.WriteString(typ)
+		b.WriteByte(':')
+		mac.buf = hex.AppendEncode(mac.buf[:0], sum[:8])
+		b.Write(mac.buf)
+		b.WriteByte(']')
+	default:
+		b.WriteString("[REDACTED:")
+		b.WriteString(typ)
+		b.WriteByte(']')
+	}
+	return mac
+}
+
+// bounds validates a byte span against text and widens it to whole UTF-8
+// characters, so that a rewrite never leaves half a character behind.
+func bounds(text string, bs, be int) (int, int, bool) {
+	if bs < 0 || be > len(text) || bs >= be {
+		return 0, 0, false
+	}
+	for k := 0; k < utf8.UTFMax-1 && bs > 0 && !utf8.RuneStart(text[bs]); k++ {
+		bs--
+	}
+	for k := 0; k < utf8.UTFMax-1 && be < len(text) && !utf8.RuneStart(text[be]); k++ {
+		be++
+	}
+	return bs, be, true
+}
+
+// Text redacts a whole text, such as a buffered request or response body:
+// it scans text once with sc (nil skips scanning), adds exact matches of the
+// literals (value → type, Detector DetectorCanary; empty values are
+// ignored), and applies the rules. It returns the redacted text, every
+// finding (matched by a rule or not, sorted by ByteStart, offsets into the
+// original text) for policy signals, and the number of spans replaced.
+func (r *Redactor) Text(sc Scanner, text string, literals map[string]string) (string, []detect.Finding, int) {
+	var finds []detect.Finding
+	if sc != nil {
+		finds = appendClean(nil, sc.Scan(text).Findings, text)
+	}
+	if len(literals) > 0 {
+		finds = appendLiterals(finds, text, compileLiterals(literals))
+	}
+	sortFindings(finds)
+	setCodePoints(finds, text, 0)
+	out, n := r.Apply(text, finds)
+	return out, finds, n
+}
+
+// literal is one exact string reported as a canary finding.
+type literal struct {
+	value, typ string
+}
+
+// compileLiterals turns the literal map into a slice sorted by value, so
+// that matching does not depend on map iteration order. Empty values are
+// dropped: they would match everywhere.
+func compileLiterals(m map[string]string) []literal {
+	lits := make([]literal, 0, len(m))
+	for v, t := range m {
+		if v == "" {
+			continue
+		}
+		if t == "" {
+			t = CanaryType
+		}
+		lits = append(lits, literal{value: v, typ: t})
+	}
+	slices.SortFunc(lits, func(a, b literal) int { return strings.Compare(a.value, b.value) })
+	return lits
+}
+
+// appendLiterals appends a finding for every non-overlapping occurrence of
+// each literal in text.
+func appendLiterals(dst []detect.Finding, text string, lits []literal) []detect.Finding {
+	for _, l := range lits {
+		for off := 0; off <= len(text)-len(l.value); {
+			i := strings.Index(text[off:], l.value)
+			if i < 0 {
+				break
+			}
+			bs := off + i
+			dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: bs, ByteEnd: bs + len(l.value), Score: 1})
+			off = bs + len(l.value)
+		}
+	}
+	return dst
+}
+
+// appendClean appends the findings that lie inside text, widened to whole
+// characters, dropping the rest, so that a misbehaving Scanner cannot make
+// later slicing panic.
+func appendClean(dst, finds []detect.Finding, text string) []detect.Finding {
+	for _, f := range finds {
+		bs, be, ok := bounds(text, f.ByteStart, f.ByteEnd)
+		if !ok {
+			continue
+		}
+		f.ByteStart, f.ByteEnd = bs, be
+		dst = append(dst, f)
+	}
+	return dst
+}
+
+// sortFindings orders findings by ByteStart, keeping the relative order of
+// equal starts (scanner findings before literals).
+func sortFindings(f []detect.Finding) {
+	if !slices.IsSortedFunc(f, cmpStart) {
+		slices.SortStableFunc(f, cmpStart)
+	}
+}
+
+func cmpStart(a, b detect.Finding) int { return cmp.Compare(a.ByteStart, b.ByteStart) }
+
+// setCodePoints sets Start and End from the byte offsets of findings sorted
+// by ByteStart, counting code points of text as Go does (an invalid byte is
+// one), plus base.
+func setCodePoints(finds []detect.Finding, text string, base int) {
+	pos, cp := 0, base
+	for i := range finds {
+		f := &finds[i]
+		cp += utf8.RuneCountInString(text[pos:f.ByteStart])
+		pos = f.ByteStart
+		f.Start = cp
+		f.End = cp + utf8.RuneCountInString(text[f.ByteStart:f.ByteEnd])
+	}
+}

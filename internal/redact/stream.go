@@ -1,0 +1,355 @@
+package redact
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/bulwark-ai/bulwark/internal/detect"
+)
+
+// Scanner is what redaction needs of detect.Scanner: findings with byte
+// offsets into the scanned text. A Scanner built for redaction can disable
+// the injection detector, which is most of a scan's cost.
+type Scanner interface {
+	Scan(text string) detect.Result
+}
+
+var _ Scanner = (*detect.Scanner)(nil)
+
+// Stream defaults and limits.
+const (
+	// DefaultStep is the default number of bytes released per window: small
+	// enough that a client sees text flow, large enough that the scan of each
+	// window is amortised over several tokens.
+	DefaultStep = 64
+	// DefaultLookahead is the default number of bytes held back beyond each
+	// cut: longer than any credential format detect knows short of PEM blocks.
+	DefaultLookahead = 512
+	// MaxWindow bounds Step+Lookahead, and with it the memory a Stream holds.
+	MaxWindow = 1 << 20
+)
+
+// ErrClosed is returned by Write after Close: the stream's output is final,
+// and accepting more text would release it unscanned or not at all.
+var ErrClosed = errors.New("redact: write to a closed stream")
+
+// StreamOptions configures a Stream. The zero value uses the defaults.
+type StreamOptions struct {
+	// Step is the number of bytes released per window (default
+	// DefaultStep). A larger step scans less often; a smaller one releases
+	// text sooner.
+	Step int
+	// Lookahead is the number of bytes held back beyond each cut (default
+	// DefaultLookahead): a finding that starts before a cut is seen whole,
+	// and so redacted whole, when it is at most Lookahead bytes long.
+	Lookahead int
+	// Literals are exact strings (value → type) reported as findings with
+	// Detector DetectorCanary, such as canary tokens planted in a system
+	// prompt; an empty type means CanaryType. They are found even when split
+	// across writes. Empty values and values longer than Lookahead are
+	// errors: the first matches everywhere, the second could straddle a cut.
+	Literals map[string]string
+}
+
+// Validate reports the first bad field.
+func (o StreamOptions) Validate() error {
+	o = o.withDefaults()
+	switch {
+	case o.Step < 0:
+		return fmt.Errorf("redact: StreamOptions.Step %d is negative", o.Step)
+	case o.Lookahead < 0:
+		return fmt.Errorf("redact: StreamOptions.Lookahead %d is negative", o.Lookahead)
+	case o.Step+o.Lookahead < utf8.UTFMax:
+		return fmt.Errorf("redact: StreamOptions.Step+Lookahead %d is less than %d: a window must hold a whole character", o.Step+o.Lookahead, utf8.UTFMax)
+	case o.Step > MaxWindow || o.Lookahead > MaxWindow || o.Step+o.Lookahead > MaxWindow:
+		return fmt.Errorf("redact: StreamOptions.Step+Lookahead %d exceeds %d", o.Step+o.Lookahead, MaxWindow)
+	}
+	for v := range o.Literals {
+		if v == "" {
+			return errors.New("redact: StreamOptions.Literals has an empty value")
+		}
+		if len(v) > o.Lookahead {
+			return fmt.Errorf("redact: StreamOptions.Literals value of %d bytes is longer than Lookahead %d", len(v), o.Lookahead)
+		}
+	}
+	return nil
+}
+
+func (o StreamOptions) withDefaults() StreamOptions {
+	if o.Step == 0 {
+		o.Step = DefaultStep
+	}
+	if o.Lookahead == 0 {
+		o.Lookahead = DefaultLookahead
+	}
+	return o
+}
+
+// Window is what one Write or Close released.
+type Window struct {
+	// Text is the redacted text released now; it may be empty.
+	Text string
+	// Findings are every finding inside the released text, whether a rule
+	// matched it or not, including canary literals, sorted by ByteStart.
+	// Offsets (ByteStart/ByteEnd in bytes, Start/End in code points) are
+	// relative to the released text BEFORE redaction: the input bytes
+	// Offset .. Offset+len. They never straddle a release.
+	Findings []detect.Finding
+	// Redactions is the number of spans replaced in Text.
+	Redactions int
+	// Offset is the input byte offset of the first byte released now, so that
+	// Offset+Finding.ByteStart locates a finding in the whole stream.
+	Offset int
+}
+
+// Stream redacts a text that arrives in pieces (the text content of SSE
+// events), releasing only what can no longer become part of a finding.
+//
+// The concatenation of everything released (Write outputs, then Close
+// output) depends on the concatenated input alone: it is byte-identical
+// however the input was split, including splits inside a UTF-8 character.
+// Windows are content-defined: with o the input offset of the first
+// unreleased byte and W = Step+Lookahead, whenever at least W bytes from o
+// have arrived, the window input[o:o+W] (shortened to end on a whole
+// character) is scanned, a cut c ≤ Step is chosen from the window's bytes
+// and findings alone, input[o:o+c] is redacted and released, and o advances
+// by c. Close releases the remainder (fewer than W bytes) as one last
+// window. Findings that lie past a cut are carried into the next window,
+// which covers them, so that context seen before the cut (the "password is"
+// before a value) still counts after it.
+//
+// A Stream is not safe for concurrent use.
+type Stream struct {
+	r      *Redactor
+	sc     Scanner
+	step   int
+	window int
+	lits   []literal
+
+	buf    []byte // pending input is buf[off:]
+	off    int
+	pos    int              // input offset of buf[off]
+	carry  []detect.Finding // findings past the last cut, relative to buf[off:]
+	work   []detect.Finding
+	closed bool
+}
+
+// NewStream starts redacting one streamed text with sc, which must not be
+// nil. It fails only for invalid options.
+func (r *Redactor) NewStream(sc Scanner, opt StreamOptions) (*Stream, error) {
+	if sc == nil {
+		return nil, errors.New("redact: NewStream needs a Scanner")
+	}
+	if err := opt.Validate(); err != nil {
+		return nil, err
+	}
+	opt = opt.withDefaults()
+	return &Stream{
+		r:      r,
+		sc:     sc,
+		step:   opt.Step,
+		window: opt.Step + opt.Lookahead,
+		lits:   compileLiterals(opt.Literals),
+	}, nil
+}
+
+// Write adds p to the stream and returns what can now be released. The only
+// error is ErrClosed, for a Write after Close (misuse); the text is then
+// dropped.
+func (s *Stream) Write(p []byte) (Window, error) {
+	if s == nil || s.closed {
+		return Window{}, ErrClosed
+	}
+	s.buf = append(s.buf, p...)
+	return s.drain(false), nil
+}
+
+// WriteString is Write for a string, saving the caller a conversion.
+func (s *Stream) WriteString(p string) (Window, error) {
+	if s == nil || s.closed {
+		return Window{}, ErrClosed
+	}
+	s.buf = append(s.buf, p...)
+	return s.drain(false), nil
+}
+
+// Close releases everything held, redacted, and ends the stream. Later
+// calls return an empty Window.
+func (s *Stream) Close() Window {
+	if s == nil || s.closed {
+		return Window{}
+	}
+	s.closed = true
+	w := s.drain(true)
+	s.buf, s.carry, s.work = nil, nil, nil
+	return w
+}
+
+// Held is the number of input bytes received but not yet released. Between
+// calls it is less than Step+Lookahead.
+func (s *Stream) Held() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.buf) - s.off
+}
+
+// drain releases every full window held and, when final, the remainder.
+func (s *Stream) drain(final bool) Window {
+	out := Window{Offset: s.pos}
+	var b strings.Builder
+	released, cps, nwin := 0, 0, 0
+	for {
+		pend := s.buf[s.off:]
+		if len(pend) == 0 || (!final && len(pend) < s.window) {
+			break
+		}
+		last := len(pend) < s.window
+		var ws string
+		if last {
+			ws = string(pend)
+		} else {
+			ws = string(pend[:completeEnd(pend[:s.window])])
+		}
+		finds := s.scan(ws)
+		c := len(ws)
+		if !last {
+			c = s.cut(ws, finds)
+		}
+		k := 0
+		for k < len(finds) && finds[k].ByteStart < c {
+			k++
+		}
+		rel := ws[:c]
+		text, n := s.r.Apply(rel, finds[:k])
+		if k > 0 {
+			setCodePoints(finds[:k], rel, cps)
+			for _, f := range finds[:k] {
+				f.ByteStart += released
+				f.ByteEnd += released
+				out.Findings = append(out.Findings, f)
+			}
+		}
+		s.carry = s.carry[:0]
+		for _, f := range finds[k:] {
+			f.ByteStart -= c
+			f.ByteEnd -= c
+			s.carry = append(s.carry, f)
+		}
+		switch nwin {
+		case 0:
+			out.Text = text
+		case 1:
+			b.WriteString(out.Text)
+			fallthrough
+		default:
+			b.WriteString(text)
+		}
+		nwin++
+		out.Redactions += n
+		released += c
+		cps += utf8.RuneCountInString(rel)
+		s.off += c
+		s.pos += c
+	}
+	if nwin > 1 {
+		out.Text = b.String()
+	}
+	if s.off > 0 {
+		n := copy(s.buf, s.buf[s.off:])
+		s.buf = s.buf[:n]
+		s.off = 0
+	}
+	return out
+}
+
+// scan returns the findings of window ws sorted by ByteStart: the
+// scanner's, the literals', and those carried from the previous window that
+// no fresh finding of the same detector overlaps (a fresh one has at least
+// as much right context; a carried one had the left context this window
+// lacks).
+func (s *Stream) scan(ws string) []detect.Finding {
+	w := appendClean(s.work[:0], s.sc.Scan(ws).Findings, ws)
+	w = appendLiterals(w, ws, s.lits)
+	sortFindings(w)
+	fresh := len(w)
+	for _, f := range s.carry {
+		f.ByteEnd = min(f.ByteEnd, len(ws))
+		if f.ByteStart < 0 || f.ByteStart >= f.ByteEnd || overlapsDetector(w[:fresh], f) {
+			continue
+		}
+		w = append(w, f)
+	}
+	if len(w) > fresh {
+		sortFindings(w)
+	}
+	s.work = w
+	return w
+}
+
+// overlapsDetector reports whether a finding in fs of f's detector overlaps f.
+func overlapsDetector(fs []detect.Finding, f detect.Finding) bool {
+	for _, g := range fs {
+		if g.Detector == f.Detector && g.ByteStart < f.ByteEnd && f.ByteStart < g.ByteEnd {
+			return true
+		}
+	}
+	return false
+}
+
+// cut chooses how many bytes of the full window ws to release, from ws and
+// its sorted findings alone: Step backed off to a character boundary, moved
+// to the start of the group of overlapping findings that straddles it, or,
+// when that group starts at 0, to the group's end. The result is in
+// [1, len(ws)], so every window makes progress.
+func (s *Stream) cut(ws string, finds []detect.Finding) int {
+	c := min(s.step, len(ws))
+	if c < len(ws) && !utf8.RuneStart(ws[c]) {
+		i := c
+		for k := 0; k < utf8.UTFMax-1 && i > 0 && !utf8.RuneStart(ws[i]); k++ {
+			i--
+		}
+		if utf8.RuneStart(ws[i]) {
+			c = i
+		}
+	}
+	if c == 0 {
+		_, c = utf8.DecodeRuneInString(ws)
+	}
+	for i := 0; i < len(finds); {
+		st, en := finds[i].ByteStart, finds[i].ByteEnd
+		j := i + 1
+		for ; j < len(finds) && finds[j].ByteStart < en; j++ {
+			en = max(en, finds[j].ByteEnd)
+		}
+		if st >= c {
+			break
+		}
+		if c < en {
+			if st > 0 {
+				return st
+			}
+			return min(en, len(ws))
+		}
+		i = j
+	}
+	return c
+}
+
+// completeEnd returns len(b) shortened by an incomplete UTF-8 character at
+// its end, looking only at b, so that a window never ends inside a character
+// whatever bytes follow.
+func completeEnd(b []byte) int {
+	n := len(b)
+	for i := n - 1; i >= 0 && i >= n-(utf8.UTFMax-1); i-- {
+		if utf8.RuneStart(b[i]) {
+			if !utf8.FullRune(b[i:]) {
+				return i
+			}
+			return n
+		}
+	}
+	return n
+}

@@ -1,0 +1,306 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// errOverloaded is what a call beyond the bounds gets, at once: UNAVAILABLE,
+// so Envoy's failure_mode_allow / status_on_error applies and a retry policy
+// may try another replica.
+var errOverloaded = status.Error(codes.Unavailable, "overloaded")
+
+// OverloadConfig bounds the work the gRPC server takes on. Zero means
+// unlimited.
+type OverloadConfig struct {
+	// MaxInFlight bounds decisions being computed at once: unary calls while
+	// they run, and stream messages between their arrival and their answer.
+	MaxInFlight int
+	// MaxStreams bounds open streams (ext_proc: one per HTTP exchange) over
+	// all connections; an open stream waiting for Envoy's next message
+	// costs a goroutine, not CPU, so it has its own, larger bound.
+	MaxStreams int
+	// Window is how long rejections must go on (or stay away) before health
+	// turns NOT_SERVING (or SERVING again).
+	Window time.Duration
+}
+
+// overloadExempt are the methods never bounded: health must answer exactly
+// when Bulwark is overloaded, and reflection is a debugging aid.
+var overloadExempt = []string{"/grpc.health.v1.Health/", "/grpc.reflection."}
+
+func exempt(method string) bool {
+	for _, p := range overloadExempt {
+		if strings.HasPrefix(method, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Overload is a non-blocking admission gate for gRPC calls: an atomic
+// counter per bound, no queue. A call over a bound is rejected with
+// UNAVAILABLE without waiting. It also tracks whether rejections have gone
+// on for a sustained window, which takes Bulwark out of rotation through
+// health.
+type Overload struct {
+	maxInFlight int64
+	maxStreams  int64
+	window      time.Duration
+
+	inflight   atomic.Int64
+	streams    atomic.Int64
+	rejections atomic.Uint64
+
+	rejectInFlight, rejectStreams prometheus.Counter
+
+	overloaded atomic.Bool
+
+	mu        sync.Mutex // guards the sampling state below (observe)
+	lastCount  uint64
+	lastSample time.Time
+	busySince  time.Time // start of the current run of samples that saw rejections
+	calmSince  time.Time // start of the current run of samples that saw none
+}
+
+// NewOverload returns the gate for cfg, registering its metrics on reg
+// (which may be nil).
+func NewOverload(cfg OverloadConfig, reg prometheus.Registerer) *Overload {
+	o := &Overload{maxInFlight: int64(cfg.MaxInFlight), maxStreams: int64(cfg.MaxStreams), window: cfg.Window}
+	if o.window <= 0 {
+		o.window = 5 * time.Second
+	}
+	rejections := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulwark_overload_rejections_total",
+		Help: "gRPC calls and stream messages refused with UNAVAILABLE because a bound was reached (limit: max_in_flight, max_streams).",
+	}, []string{"limit"})
+	o.rejectInFlight = rejections.WithLabelValues("max_in_flight")
+	o.rejectStreams = rejections.WithLabelValues("max_streams")
+	if reg != nil {
+		reg.MustRegister(rejections,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "bulwark_inflight",
+				Help: "Decisions being computed now: unary calls running and stream messages not yet answered.",
+			}, func() float64 { return float64(o.inflight.Load()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "bulwark_streams",
+				Help: "Open gRPC streams (ext_proc exchanges).",
+			}, func() float64 { return float64(o.streams.Load()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "bulwark_overloaded",
+				Help: "1 while rejections have gone on for the overload window (health NOT_SERVING).",
+			}, func() float64 {
+				if o.overloaded.Load() {
+					return 1
+				}
+				return 0
+			}),
+		)
+	}
+	return o
+}
+
+// tryAcquire takes one unit of counter if that keeps it at or under limit
+// (limit 0: always). The compare-and-swap loop never lets the count pass
+// the limit, even transiently, so a caller is never refused because
+// another was being refused at the same moment.
+func tryAcquire(counter *atomic.Int64, limit int64) bool {
+	if limit <= 0 {
+		counter.Add(1)
+		return true
+	}
+	for {
+		n := counter.Load()
+		if n >= limit {
+			return false
+		}
+		if counter.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (o *Overload) reject(c prometheus.Counter) error {
+	o.rejections.Add(1)
+	c.Inc()
+	return errOverloaded
+}
+
+// Unary is the unary server interceptor: a call counts as in flight while
+// its handler runs.
+func (o *Overload) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if exempt(info.FullMethod) {
+		return handler(ctx, req)
+	}
+	if !tryAcquire(&o.inflight, o.maxInFlight) {
+		return nil, o.reject(o.rejectInFlight)
+	}
+	defer o.inflight.Add(-1)
+	return handler(ctx, req)
+}
+
+// Stream is the stream server interceptor: a stream counts against
+// MaxStreams while open, and each message it receives counts as in flight
+// until the handler sends its answer (at most one per stream at a time). A
+// message over MaxInFlight ends the stream with UNAVAILABLE.
+func (o *Overload) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if exempt(info.FullMethod) {
+		return handler(srv, ss)
+	}
+	if !tryAcquire(&o.streams, o.maxStreams) {
+		return o.reject(o.rejectStreams)
+	}
+	defer o.streams.Add(-1)
+	ls := &limitedStream{ServerStream: ss, o: o}
+	err := handler(srv, ls)
+	ls.release()
+	if ls.rejected.Load() {
+		return errOverloaded
+	}
+	return err
+}
+
+// limitedStream counts a stream's received message as in flight until the
+// next send. Recv and Send may run on different goroutines, hence atomics.
+type limitedStream struct {
+	grpc.ServerStream
+	o        *Overload
+	holding  atomic.Bool
+	rejected atomic.Bool
+}
+
+func (s *limitedStream) RecvMsg(m any) error {
+	if s.rejected.Load() {
+		return errOverloaded
+	}
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if s.holding.Load() {
+		return nil // still working on an earlier message
+	}
+	if !tryAcquire(&s.o.inflight, s.o.maxInFlight) {
+		s.rejected.Store(true)
+		return s.o.reject(s.o.rejectInFlight)
+	}
+	if !s.holding.CompareAndSwap(false, true) {
+		s.o.inflight.Add(-1)
+	}
+	return nil
+}
+
+func (s *limitedStream) SendMsg(m any) error {
+	s.release() // the answer is ready: no longer a decision in flight
+	return s.ServerStream.SendMsg(m)
+}
+
+func (s *limitedStream) release() {
+	if s.holding.CompareAndSwap(true, false) {
+		s.o.inflight.Add(-1)
+	}
+}
+
+// InFlight is the number of decisions being computed now.
+func (o *Overload) InFlight() int64 { return o.inflight.Load() }
+
+// Streams is the number of open bounded streams.
+func (o *Overload) Streams() int64 { return o.streams.Load() }
+
+// Overloaded reports whether rejections have gone on for the window (and
+// not yet stayed away for as long).
+func (o *Overload) Overloaded() bool { return o.overloaded.Load() }
+
+// observe samples the rejection count at now and updates Overloaded. It
+// must be called at a steady period well below the window (see period);
+// rejections count as continuous when every sample saw some. It returns
+// whether Overloaded changed.
+func (o *Overload) observe(now time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := o.rejections.Load()
+	busy := n != o.lastCount
+	o.lastCount = n
+	// A sample speaks for the time since the previous one.
+	since := o.lastSample
+	if since.IsZero() {
+		since = now
+	}
+	o.lastSample = now
+	was := o.overloaded.Load()
+	if busy {
+		o.calmSince = time.Time{}
+		if o.busySince.IsZero() {
+			o.busySince = since
+		}
+		if !was && now.Sub(o.busySince) >= o.window {
+			o.overloaded.Store(true)
+			return true
+		}
+		return false
+	}
+	o.busySince = time.Time{}
+	if o.calmSince.IsZero() {
+		o.calmSince = since
+	}
+	if was && now.Sub(o.calmSince) >= o.window {
+		o.overloaded.Store(false)
+		return true
+	}
+	return false
+}
+
+// period is how often observe samples: a tenth of the window, between 10 ms
+// and 1 s.
+func (o *Overload) period() time.Duration {
+	return min(max(o.window/10, 10*time.Millisecond), time.Second)
+}
+
+// watch samples until ctx is done, calling changed after each flip.
+func (o *Overload) watch(ctx context.Context, logger *slog.Logger, changed func()) {
+	tick := time.NewTicker(o.period())
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if !o.observe(now) {
+				continue
+			}
+			if o.Overloaded() {
+				logger.Warn("overloaded: rejecting calls for the whole window; health NOT_SERVING",
+					"window", o.window, "max_in_flight", o.maxInFlight, "max_streams", o.maxStreams)
+			} else {
+				logger.Info("overload over: no rejections for the whole window; health follows readiness again", "window", o.window)
+			}
+			changed()
+		}
+	}
+}
+
+// readinessCheck is the overload component of /readyz and gRPC health.
+func (o *Overload) readinessCheck() ReadinessCheck {
+	return ReadinessCheck{
+		Name: "overload",
+		Check: func() error {
+			if o.Overloaded() {
+				return fmt.Errorf("overloaded: calls rejected continuously for %s", o.window)
+			}
+			return nil
+		},
+		Detail: func() any {
+			return map[string]any{"in_flight": o.inflight.Load(), "max_in_flight": o.maxInFlight,
+				"streams": o.streams.Load(), "max_streams": o.maxStreams, "rejections": o.rejections.Load()}
+		},
+	}
+}

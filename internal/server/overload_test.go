@@ -1,0 +1,457 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+var checkInfo = &grpc.UnaryServerInfo{FullMethod: "/envoy.service.auth.v3.Authorization/Check"}
+
+// TestOverloadLimitExact fills the gate with blocked calls from many
+// goroutines at once: exactly MaxInFlight run, every other call is refused
+// with UNAVAILABLE without waiting.
+func TestOverloadLimitExact(t *testing.T) {
+	t.Parallel()
+	const limit, callers = 3, 50
+	reg := prometheus.NewRegistry()
+	o := NewOverload(OverloadConfig{MaxInFlight: limit}, reg)
+	var running, peak atomic.Int64
+	release := make(chan struct{})
+	handler := func(ctx context.Context, req any) (any, error) {
+		n := running.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		<-release
+		running.Add(-1)
+		return "ok", nil
+	}
+	errs := make(chan error, callers)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range callers {
+		wg.Go(func() {
+			<-start
+			_, err := o.Unary(context.Background(), nil, checkInfo, handler)
+			errs <- err
+		})
+	}
+	close(start)
+	// Every refused call returns while the admitted ones still block.
+	for range callers - limit {
+		select {
+		case err := <-errs:
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("refused call: %v, want UNAVAILABLE", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("refused calls did not return at once")
+		}
+	}
+	if got := o.InFlight(); got != limit {
+		t.Errorf("in flight = %d, want %d", got, limit)
+	}
+	if got := testutil.ToFloat64(o.rejectInFlight); got != callers-limit {
+		t.Errorf("rejections metric = %v, want %d", got, callers-limit)
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("admitted call: %v", err)
+		}
+	}
+	if peak.Load() != limit || o.InFlight() != 0 {
+		t.Errorf("peak = %d, in flight after = %d; want %d and 0", peak.Load(), o.InFlight(), limit)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, mf := range mfs {
+		seen[mf.GetName()] = true
+		if mf.GetName() == "bulwark_inflight" && mf.GetMetric()[0].GetGauge().GetValue() != 0 {
+			t.Errorf("bulwark_inflight = %v after the calls, want 0", mf.GetMetric()[0].GetGauge().GetValue())
+		}
+	}
+	for _, name := range []string{"bulwark_inflight", "bulwark_streams", "bulwark_overloaded", "bulwark_overload_rejections_total"} {
+		if !seen[name] {
+			t.Errorf("metric %s not registered", name)
+		}
+	}
+}
+
+// TestOverloadChurn runs short calls from many goroutines: the bound holds
+// at every moment and the counter returns to zero.
+func TestOverloadChurn(t *testing.T) {
+	t.Parallel()
+	const limit = 4
+	o := NewOverload(OverloadConfig{MaxInFlight: limit}, nil)
+	var running, peak atomic.Int64
+	var admitted, refused atomic.Int64
+	handler := func(ctx context.Context, req any) (any, error) {
+		n := running.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		time.Sleep(time.Microsecond)
+		running.Add(-1)
+		return nil, nil
+	}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for range 500 {
+				if _, err := o.Unary(context.Background(), nil, checkInfo, handler); err != nil {
+					refused.Add(1)
+				} else {
+					admitted.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if peak.Load() > limit {
+		t.Errorf("peak concurrency %d over the limit %d", peak.Load(), limit)
+	}
+	if o.InFlight() != 0 || admitted.Load()+refused.Load() != 16*500 || admitted.Load() == 0 {
+		t.Errorf("in flight %d, admitted %d, refused %d", o.InFlight(), admitted.Load(), refused.Load())
+	}
+}
+
+func TestOverloadUnlimitedAndExempt(t *testing.T) {
+	t.Parallel()
+	o := NewOverload(OverloadConfig{}, nil)
+	for range 100 {
+		if !tryAcquire(&o.inflight, o.maxInFlight) {
+			t.Fatal("unlimited gate refused")
+		}
+	}
+	full := NewOverload(OverloadConfig{MaxInFlight: 1}, nil)
+	full.inflight.Store(1)
+	ok := func(context.Context, any) (any, error) { return "ok", nil }
+	if _, err := full.Unary(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/grpc.health.v1.Health/Check"}, ok); err != nil {
+		t.Errorf("health refused while full: %v", err)
+	}
+	if _, err := full.Unary(context.Background(), nil, checkInfo, ok); status.Code(err) != codes.Unavailable {
+		t.Errorf("Check while full: %v, want UNAVAILABLE", err)
+	}
+}
+
+// fakeStream is a grpc.ServerStream fed from a channel.
+type fakeStream struct {
+	grpc.ServerStream
+	in   chan string
+	sent atomic.Int64
+}
+
+func (s *fakeStream) Context() context.Context { return context.Background() }
+func (s *fakeStream) RecvMsg(m any) error {
+	v, ok := <-s.in
+	if !ok {
+		return io.EOF
+	}
+	*m.(*string) = v
+	return nil
+}
+func (s *fakeStream) SendMsg(any) error { s.sent.Add(1); return nil }
+
+var processInfo = &grpc.StreamServerInfo{FullMethod: "/envoy.service.ext_proc.v3.ExternalProcessor/Process"}
+
+// echo answers every message, as an ext_proc handler does; work runs
+// between the receive and the answer.
+func echo(work func()) grpc.StreamHandler {
+	return func(_ any, ss grpc.ServerStream) error {
+		for {
+			var m string
+			if err := ss.RecvMsg(&m); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				return err
+			}
+			work()
+			if err := ss.SendMsg(m); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func TestOverloadStreams(t *testing.T) {
+	t.Parallel()
+	o := NewOverload(OverloadConfig{MaxInFlight: 1, MaxStreams: 2}, nil)
+	inWork := make(chan struct{})
+	proceed := make(chan struct{})
+	work := func() { inWork <- struct{}{}; <-proceed }
+
+	a, b := &fakeStream{in: make(chan string)}, &fakeStream{in: make(chan string)}
+	errA, errB := make(chan error, 1), make(chan error, 1)
+	go func() { errA <- o.Stream(nil, a, processInfo, echo(work)) }()
+	go func() { errB <- o.Stream(nil, b, processInfo, echo(func() {})) }()
+	waitFor(t, "two open streams", func() bool { return o.Streams() == 2 })
+	// Open streams waiting for their next message hold no in-flight slot.
+	if o.InFlight() != 0 {
+		t.Fatalf("idle streams hold %d in-flight slots", o.InFlight())
+	}
+	// A third stream is over max_streams.
+	if err := o.Stream(nil, &fakeStream{in: make(chan string)}, processInfo, echo(func() {})); status.Code(err) != codes.Unavailable {
+		t.Fatalf("third stream: %v, want UNAVAILABLE", err)
+	}
+	if got := testutil.ToFloat64(o.rejectStreams); got != 1 {
+		t.Errorf("max_streams rejections = %v, want 1", got)
+	}
+
+	a.in <- "request_headers"
+	<-inWork // a's message is being processed: the one in-flight slot is taken
+	if o.InFlight() != 1 {
+		t.Fatalf("in flight = %d, want 1", o.InFlight())
+	}
+	b.in <- "request_headers" // over max_in_flight: b ends with UNAVAILABLE
+	if err := <-errB; status.Code(err) != codes.Unavailable {
+		t.Fatalf("stream message over max_in_flight: %v, want UNAVAILABLE", err)
+	}
+	proceed <- struct{}{}
+	waitFor(t, "a's answer", func() bool { return a.sent.Load() == 1 })
+	if o.InFlight() != 0 {
+		t.Errorf("in flight after the answer = %d, want 0", o.InFlight())
+	}
+	close(a.in)
+	if err := <-errA; err != nil {
+		t.Errorf("stream a: %v", err)
+	}
+	if o.Streams() != 0 || o.InFlight() != 0 {
+		t.Errorf("after the streams ended: streams %d, in flight %d", o.Streams(), o.InFlight())
+	}
+}
+
+// TestOverloadHealthWindow drives observe with a synthetic clock: health
+// turns after rejections in every sample for the window, and back after a
+// window without any.
+func TestOverloadHealthWindow(t *testing.T) {
+	t.Parallel()
+	const window = 100 * time.Millisecond
+	o := NewOverload(OverloadConfig{MaxInFlight: 1, Window: window}, nil)
+	now := time.Unix(1000, 0)
+	step := func(reject bool) bool {
+		if reject {
+			_ = o.reject(o.rejectInFlight)
+		}
+		now = now.Add(o.period())
+		return o.observe(now)
+	}
+	if o.period() != 10*time.Millisecond {
+		t.Fatalf("period = %v", o.period())
+	}
+	// Rejections with a gap shorter than the window never turn health.
+	for i := range 30 {
+		step(i%8 != 7)
+		if o.Overloaded() {
+			t.Fatalf("overloaded after %d samples with gaps", i+1)
+		}
+	}
+	// Continuous rejections for the window do.
+	flips := 0
+	for range 11 {
+		if step(true) {
+			flips++
+		}
+	}
+	if !o.Overloaded() || flips != 1 {
+		t.Fatalf("after a window of rejections: overloaded %v (flips %d)", o.Overloaded(), flips)
+	}
+	// A short calm does not turn it back; a whole window does.
+	for range 5 {
+		step(false)
+	}
+	step(true)
+	if !o.Overloaded() {
+		t.Fatal("a calm shorter than the window ended the overload")
+	}
+	for range 10 {
+		step(false)
+	}
+	if o.Overloaded() {
+		t.Fatal("still overloaded after a window without rejections")
+	}
+}
+
+// TestServerOverloadHealth runs the server: sustained rejections take gRPC
+// health (every service) and /readyz down, their end brings them back, and
+// nothing flips once shutdown has begun.
+func TestServerOverloadHealth(t *testing.T) {
+	t.Parallel()
+	const window = 100 * time.Millisecond
+	s := New(Config{GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", MaxRecvMsgBytes: 1 << 20, MaxSendMsgBytes: 1 << 20,
+		MaxConcurrentStreams: 10, ShutdownGrace: 5 * time.Second,
+		Overload: OverloadConfig{MaxInFlight: 1, MaxStreams: 1, Window: window}}, nil, prometheus.NewRegistry())
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	health := func(service string) healthpb.HealthCheckResponse_ServingStatus {
+		r, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
+		if err != nil {
+			t.Fatalf("health %q: %v", service, err)
+		}
+		return r.GetStatus()
+	}
+	readyz := func() int {
+		resp, err := http.Get("http://" + s.AdminAddr() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Components map[string]componentStatus `json:"components"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Components["overload"].Detail == nil {
+			t.Errorf("/readyz lacks the overload component: %+v %v", body, err)
+		}
+		return resp.StatusCode
+	}
+	waitFor(t, "SERVING", func() bool { return health("") == healthpb.HealthCheckResponse_SERVING })
+
+	// One call holds the only slot; a loop of callers is refused.
+	release := make(chan struct{})
+	holding := make(chan struct{})
+	go func() {
+		_, _ = s.overload.Unary(ctx, nil, checkInfo, func(context.Context, any) (any, error) {
+			close(holding)
+			<-release
+			return nil, nil
+		})
+	}()
+	<-holding
+	stopLoad := make(chan struct{})
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		for {
+			select {
+			case <-stopLoad:
+				return
+			default:
+			}
+			_, _ = s.overload.Unary(ctx, nil, checkInfo, nil)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	waitFor(t, "NOT_SERVING under sustained rejections", func() bool {
+		return health("") == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+	for _, svc := range []string{"envoy.service.auth.v3.Authorization", "envoy.service.ext_proc.v3.ExternalProcessor"} {
+		if got := health(svc); got != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Errorf("health %s = %v, want NOT_SERVING", svc, got)
+		}
+	}
+	if got := readyz(); got != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d while overloaded, want 503", got)
+	}
+	close(stopLoad)
+	<-loadDone
+	waitFor(t, "SERVING after the rejections stopped", func() bool {
+		return health("") == healthpb.HealthCheckResponse_SERVING
+	})
+	if got := readyz(); got != http.StatusOK {
+		t.Errorf("/readyz = %d after the overload, want 200", got)
+	}
+
+	// Overloaded again, then shutdown begins while the held call drains:
+	// the end of the rejections must not bring health back.
+	stopLoad, loadDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		for {
+			select {
+			case <-stopLoad:
+				return
+			default:
+			}
+			_, _ = s.overload.Unary(ctx, nil, checkInfo, nil)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	waitFor(t, "overloaded again", s.overload.Overloaded)
+	cancel()
+	waitFor(t, "draining", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.draining })
+	close(stopLoad)
+	<-loadDone
+	time.Sleep(3 * window)
+	for _, svc := range []string{"", "envoy.service.auth.v3.Authorization"} {
+		r, err := s.health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Errorf("health %q while draining = %v, %v; want NOT_SERVING", svc, r.GetStatus(), err)
+		}
+	}
+	close(release)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// BenchmarkOverloadUnary is the gate's cost per admitted call, from
+// parallel callers (the handler does nothing).
+func BenchmarkOverloadUnary(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		limit int
+	}{{"limited", 1 << 20}, {"unlimited", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			o := NewOverload(OverloadConfig{MaxInFlight: bc.limit}, nil)
+			ok := func(context.Context, any) (any, error) { return nil, nil }
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for pb.Next() {
+					if _, err := o.Unary(ctx, nil, checkInfo, ok); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+	b.Run("rejected", func(b *testing.B) {
+		o := NewOverload(OverloadConfig{MaxInFlight: 1}, nil)
+		o.inflight.Store(1)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			for pb.Next() {
+				_, _ = o.Unary(ctx, nil, checkInfo, nil)
+			}
+		})
+	})
+}

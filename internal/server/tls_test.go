@@ -1,0 +1,379 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// testCA is a certificate authority generated for one test; no key is
+// ever committed.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t testing.TB) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "bulwark test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issue returns a PEM certificate and key signed by the CA: a server
+// certificate for 127.0.0.1 and localhost, or a client certificate with the
+// given SANs (URIs when they contain "://", DNS names otherwise).
+func (ca *testCA) issue(t testing.TB, serial int64, client bool, sans ...string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: "bulwark test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if client {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	} else {
+		tmpl.DNSNames = []string{"localhost"}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	for _, s := range sans {
+		if strings.Contains(s, "://") {
+			u, err := url.Parse(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl.URIs = append(tmpl.URIs, u)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, s)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+func (ca *testCA) clientCert(t testing.TB, sans ...string) tls.Certificate {
+	t.Helper()
+	c, k := ca.issue(t, 99, true, sans...)
+	pair, err := tls.X509KeyPair(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair
+}
+
+func (ca *testCA) pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
+}
+
+// replace writes body to path through a temporary file and a rename, as
+// editors and secret updaters do.
+func replace(t testing.TB, path string, body []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fakeClock is a settable clock for the reloader's once-per-second look.
+type fakeClock struct{ ns atomic.Int64 }
+
+func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+func newTestReloader(t *testing.T, files TLSFiles) (*CertReloader, *fakeClock, *prometheus.CounterVec) {
+	t.Helper()
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "r"}, []string{"result"})
+	r := newCertReloader("grpc", files, nil, reloads)
+	clk := &fakeClock{}
+	clk.ns.Store(time.Now().UnixNano())
+	r.now = clk.now
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	return r, clk, reloads
+}
+
+func serial(t *testing.T, r *CertReloader) int64 {
+	t.Helper()
+	c, err := r.GetCertificate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Leaf.SerialNumber.Int64()
+}
+
+func TestCertReloaderRotates(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	files := TLSFiles{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}
+	certA, keyA := ca.issue(t, 100, false)
+	replace(t, files.CertFile, certA)
+	replace(t, files.KeyFile, keyA)
+	r, clk, reloads := newTestReloader(t, files)
+	if got := serial(t, r); got != 100 {
+		t.Fatalf("serial = %d, want 100", got)
+	}
+
+	// Files are looked at no more than once a second.
+	certB, keyB := ca.issue(t, 200, false)
+	replace(t, files.KeyFile, keyB)
+	replace(t, files.CertFile, certB)
+	clk.advance(900 * time.Millisecond)
+	if got := serial(t, r); got != 100 {
+		t.Errorf("serial within the check interval = %d, want 100 still", got)
+	}
+	clk.advance(100 * time.Millisecond)
+	if got := serial(t, r); got != 200 {
+		t.Fatalf("after rotation serial = %d, want 200", got)
+	}
+	if got := testutil.ToFloat64(reloads.WithLabelValues("success")); got != 1 {
+		t.Errorf("success reloads = %v, want 1", got)
+	}
+
+	// Unchanged files are not reloaded.
+	clk.advance(time.Second)
+	serial(t, r)
+	if got := testutil.ToFloat64(reloads.WithLabelValues("success")); got != 1 {
+		t.Errorf("success reloads after no change = %v, want 1", got)
+	}
+}
+
+func TestCertReloaderKeepsLastGood(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	files := TLSFiles{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}
+	certA, keyA := ca.issue(t, 100, false)
+	replace(t, files.CertFile, certA)
+	replace(t, files.KeyFile, keyA)
+	r, clk, reloads := newTestReloader(t, files)
+	certB, keyB := ca.issue(t, 200, false)
+
+	steps := []struct {
+		name   string
+		write  func()
+		serial int64
+	}{
+		{"garbage certificate", func() { replace(t, files.CertFile, []byte("not a certificate")) }, 100},
+		{"half of the pair written (B's cert, A's key)", func() { replace(t, files.CertFile, certB) }, 100},
+		{"key file removed", func() { os.Remove(files.KeyFile) }, 100},
+		{"the rest of the pair arrives", func() { replace(t, files.KeyFile, keyB) }, 200},
+	}
+	for i, st := range steps {
+		st.write()
+		clk.advance(time.Second)
+		if got := serial(t, r); got != st.serial {
+			t.Fatalf("%s: serial = %d, want %d", st.name, got, st.serial)
+		}
+		// A broken set is tried once per change, not once per second.
+		clk.advance(time.Second)
+		serial(t, r)
+		if got, want := testutil.ToFloat64(reloads.WithLabelValues("failure")), float64(min(i+1, 3)); got != want {
+			t.Errorf("%s: failures = %v, want %v", st.name, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(reloads.WithLabelValues("success")); got != 1 {
+		t.Errorf("success reloads = %v, want 1", got)
+	}
+}
+
+// TestCertReloaderKubernetesSecret swaps a secret volume's ..data symlink,
+// the way the kubelet updates a mounted Secret: the file paths never
+// change, their targets do.
+func TestCertReloaderKubernetesSecret(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	writeVersion := func(name string, serial int64) {
+		c, k := ca.issue(t, serial, false)
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		replace(t, filepath.Join(dir, name, "tls.crt"), c)
+		replace(t, filepath.Join(dir, name, "tls.key"), k)
+		if err := os.Symlink(name, filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeVersion("..v1", 100)
+	for _, f := range []string{"tls.crt", "tls.key"} {
+		if err := os.Symlink(filepath.Join("..data", f), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, clk, _ := newTestReloader(t, TLSFiles{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")})
+	writeVersion("..v2", 200)
+	os.RemoveAll(filepath.Join(dir, "..v1"))
+	clk.advance(time.Second)
+	if got := serial(t, r); got != 200 {
+		t.Fatalf("serial after the secret update = %d, want 200", got)
+	}
+}
+
+func TestSANAllowList(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t)
+	gateway := "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway"
+	cases := []struct {
+		name    string
+		allowed []string
+		sans    []string
+		ok      bool
+	}{
+		{"empty list allows any", nil, []string{"spiffe://cluster.local/ns/x/sa/y"}, true},
+		{"exact SPIFFE id", []string{gateway}, []string{gateway}, true},
+		{"other SPIFFE id", []string{gateway}, []string{"spiffe://cluster.local/ns/default/sa/web"}, false},
+		{"prefix", []string{"spiffe://cluster.local/ns/istio-system/*"}, []string{gateway}, true},
+		{"prefix of another namespace", []string{"spiffe://cluster.local/ns/batch/*"}, []string{gateway}, false},
+		{"DNS SAN, case-insensitive", []string{"Envoy.Mesh.Local"}, []string{"envoy.mesh.local"}, true},
+		{"one of several SANs", []string{"envoy.mesh.local"}, []string{"spiffe://x/y", "envoy.mesh.local"}, true},
+		{"no SAN at all", []string{gateway}, nil, false},
+		{"URI is not a DNS name", []string{"cluster.local"}, []string{"spiffe://cluster.local"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			leaf := ca.clientCert(t, tc.sans...).Leaf
+			err := newSANAllowList(tc.allowed).verify(tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}})
+			if (err == nil) != tc.ok {
+				t.Fatalf("verify(%v) with allow-list %v = %v, want ok=%v", tc.sans, tc.allowed, err, tc.ok)
+			}
+			if err != nil && !strings.Contains(err.Error(), "tls_client_sans") {
+				t.Errorf("error %q does not name tls_client_sans", err)
+			}
+		})
+	}
+}
+
+// TestServerMTLS runs the real gRPC server with mTLS and a SAN allow-list
+// and calls gRPC health as clients with and without acceptable certificates.
+func TestServerMTLS(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	allowed := "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway"
+	files := TLSFiles{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"),
+		ClientCAFile: filepath.Join(dir, "ca.crt"), ClientSANs: []string{allowed}}
+	c, k := ca.issue(t, 100, false)
+	replace(t, files.CertFile, c)
+	replace(t, files.KeyFile, k)
+	replace(t, files.ClientCAFile, ca.pem)
+	reg := prometheus.NewRegistry()
+	s := New(Config{GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", MaxRecvMsgBytes: 1 << 20, MaxSendMsgBytes: 1 << 20,
+		MaxConcurrentStreams: 10, ShutdownGrace: time.Second, TLS: files}, nil, reg)
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	otherCA := newTestCA(t)
+	cases := []struct {
+		name  string
+		certs []tls.Certificate
+		ok    bool
+	}{
+		{"allowed SAN", []tls.Certificate{ca.clientCert(t, allowed)}, true},
+		{"no client certificate", nil, false},
+		{"SAN not allowed", []tls.Certificate{ca.clientCert(t, "spiffe://cluster.local/ns/default/sa/web")}, false},
+		{"another CA", []tls.Certificate{otherCA.clientCert(t, allowed)}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			creds := credentials.NewTLS(&tls.Config{RootCAs: ca.pool(), Certificates: tc.certs, ServerName: "localhost"})
+			conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(creds))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer ccancel()
+			_, err = healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{})
+			if (err == nil) != tc.ok {
+				t.Fatalf("health over mTLS: err = %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil && errors.Is(cctx.Err(), context.DeadlineExceeded) {
+				t.Errorf("refusal took the whole deadline: %v", err)
+			}
+		})
+	}
+	if n, err := testutil.GatherAndCount(reg, "bulwark_tls_reload_total"); err != nil || n != 2 {
+		t.Errorf("bulwark_tls_reload_total series = %d, %v; want success and failure", n, err)
+	}
+}
+
+func TestServerTLSLoadError(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	files := TLSFiles{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}
+	replace(t, files.CertFile, []byte("junk"))
+	replace(t, files.KeyFile, []byte("junk"))
+	s := New(Config{GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", TLS: files}, nil, nil)
+	if err := s.Listen(); err == nil || !strings.Contains(err.Error(), "tls.crt") {
+		t.Fatalf("Listen with a broken certificate: %v, want an error naming the file", err)
+	}
+}
