@@ -199,3 +199,27 @@ func (s *Server) redactor(rules redact.Rules) *redact.Redactor {
 	}
 	return redact.New(rules, s.opts.RedactKey)
 }
+
+// Exchange is one HTTP exchange driven without Envoy: Bulwark's own API
+// (GuardService) replays a prompt or a completion through exactly the
+// phases Envoy would send, so both front doors share one pipeline. Messages
+// must come in Envoy's order; Handle answers each as Process would.
+type Exchange struct{ x *exchange }
+
+// NewExchange starts an exchange. End must be called when it is over.
+func (s *Server) NewExchange() *Exchange {
+	s.metrics.streamStarted()
+	return &Exchange{x: s.newExchange()}
+}
+
+// Handle answers one message.
+func (e *Exchange) Handle(ctx context.Context, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	resp, err := e.x.handle(ctx, req)
+	if err != nil {
+		e.x.outcome = "error"
+	}
+	return resp, err
+}
+
+// End records the exchange's outcome.
+func (e *Exchange) End() { e.x.s.metrics.streamEnded(e.x.outcome) }

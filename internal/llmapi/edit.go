@@ -328,7 +328,7 @@ func (ed *editor) chatSystemSuffix(ms vspan, suffix string) bool {
 		if kindOf(b, it.v) != '{' {
 			continue
 		}
-		if role := memberString(b, it.v, "role"); role != "system" && role != "developer" {
+		if role := roleAt(b, it.v); role != "system" && role != "developer" {
 			continue
 		}
 		found := false
@@ -363,8 +363,8 @@ func (ed *editor) result(api API) ([]byte, bool, error) {
 	if bytes.Equal(out, ed.b) {
 		return ed.b, false, nil
 	}
-	wasJSON := api.known() && api != Generic || json.Valid(ed.b)
-	if wasJSON && !json.Valid(out) {
+	wasJSON := api.known() && api != Generic || validJSON(ed.b)
+	if wasJSON && !validJSON(out) {
 		return nil, false, fmt.Errorf("rewrite produced invalid JSON")
 	}
 	return out, true, nil

@@ -9,9 +9,10 @@ import (
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
-// The helpers in this file read JSON that encoding/json.Valid has already
+// The helpers in this file read JSON that validJSON has already
 // accepted. They locate values by byte offsets so that callers can splice
 // replacements into the original document. They never index out of range
 // even on invalid input; they report failure with -1 or false instead.
@@ -41,10 +42,19 @@ func trimSpan(b []byte) vspan {
 }
 
 // stringEnd returns the offset just past the string token starting at
-// b[i] (which must be '"'), or -1.
+// b[i] (which must be '"'), or -1. Short strings (most keys and stream
+// deltas) are scanned byte by byte; long ones with IndexByte.
 func stringEnd(b []byte, i int) int {
 	j := i + 1
-	for j <= len(b) {
+	for lim := min(len(b), i+32); j < lim; j++ {
+		switch b[j] {
+		case '"':
+			return j + 1
+		case '\\':
+			j++
+		}
+	}
+	for j < len(b) {
 		k := bytes.IndexByte(b[j:], '"')
 		if k < 0 {
 			return -1
@@ -273,68 +283,86 @@ func unquote(tok []byte) string {
 	}
 	out := make([]byte, 0, len(in))
 	for i := 0; i < len(in); {
-		c := in[i]
-		if c == '\\' {
-			if i+1 >= len(in) {
-				break
-			}
-			switch in[i+1] {
-			case '"', '\\', '/':
-				out = append(out, in[i+1])
-				i += 2
-			case 'b':
-				out = append(out, '\b')
-				i += 2
-			case 'f':
-				out = append(out, '\f')
-				i += 2
-			case 'n':
-				out = append(out, '\n')
-				i += 2
-			case 'r':
-				out = append(out, '\r')
-				i += 2
-			case 't':
-				out = append(out, '\t')
-				i += 2
-			case 'u':
-				r, ok := hex4(in, i+2)
-				if !ok {
-					return string(out)
-				}
-				i += 6
-				if utf16.IsSurrogate(r) {
-					r2, ok2 := rune(-1), false
-					if i+1 < len(in) && in[i] == '\\' && in[i+1] == 'u' {
-						r2, ok2 = hex4(in, i+2)
-					}
-					if dec := utf16.DecodeRune(r, r2); ok2 && dec != utf8.RuneError {
-						i += 6
-						r = dec
-					} else {
-						r = utf8.RuneError
-					}
-				}
-				out = utf8.AppendRune(out, r)
-			default:
-				return string(out)
-			}
-			continue
+		// Copy the run up to the next escape in one go.
+		k := bytes.IndexByte(in[i:], '\\')
+		if k < 0 {
+			k = len(in) - i
 		}
-		if c < utf8.RuneSelf {
-			out = append(out, c)
-			i++
-			continue
+		out = appendValidUTF8(out, in[i:i+k])
+		i += k
+		if i+1 >= len(in) {
+			break
 		}
-		r, size := utf8.DecodeRune(in[i:])
+		switch in[i+1] {
+		case '"', '\\', '/':
+			out = append(out, in[i+1])
+			i += 2
+		case 'b':
+			out = append(out, '\b')
+			i += 2
+		case 'f':
+			out = append(out, '\f')
+			i += 2
+		case 'n':
+			out = append(out, '\n')
+			i += 2
+		case 'r':
+			out = append(out, '\r')
+			i += 2
+		case 't':
+			out = append(out, '\t')
+			i += 2
+		case 'u':
+			r, ok := hex4(in, i+2)
+			if !ok {
+				return ownedString(out)
+			}
+			i += 6
+			if utf16.IsSurrogate(r) {
+				r2, ok2 := rune(-1), false
+				if i+1 < len(in) && in[i] == '\\' && in[i+1] == 'u' {
+					r2, ok2 = hex4(in, i+2)
+				}
+				if dec := utf16.DecodeRune(r, r2); ok2 && dec != utf8.RuneError {
+					i += 6
+					r = dec
+				} else {
+					r = utf8.RuneError
+				}
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			return ownedString(out)
+		}
+	}
+	return ownedString(out)
+}
+
+// ownedString converts a buffer that nothing else references into a string
+// without copying it.
+func ownedString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// appendValidUTF8 appends s, replacing each invalid byte with U+FFFD as
+// encoding/json does.
+func appendValidUTF8(dst, s []byte) []byte {
+	if utf8.Valid(s) {
+		return append(dst, s...)
+	}
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRune(s[i:])
 		if r == utf8.RuneError && size == 1 {
-			out = utf8.AppendRune(out, utf8.RuneError)
+			dst = utf8.AppendRune(dst, utf8.RuneError)
 		} else {
-			out = append(out, in[i:i+size]...)
+			dst = append(dst, s[i:i+size]...)
 		}
 		i += size
 	}
-	return string(out)
+	return dst
 }
 
 func hex4(b []byte, i int) (rune, bool) {

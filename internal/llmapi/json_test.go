@@ -1,6 +1,7 @@
 package llmapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 	"unicode/utf8"
@@ -62,6 +63,9 @@ func TestValueEnd(t *testing.T) {
 	}{
 		{`"a\"b" x`, 6},
 		{`"a\\" x`, 5},
+		{`"` + repeat("x", 40) + `\"y\\\\" z`, 49},
+		{`"` + repeat("x", 30) + `\\\"` + repeat("y", 10) + `" z`, 46},
+		{`"` + repeat("\\", 40) + `" z`, 42},
 		{`{"a":[1,{"b":"}"}]} x`, 19},
 		{`123,`, 3},
 		{`true]`, 4},
@@ -118,6 +122,82 @@ func FuzzUnquote(f *testing.F) {
 		}
 		if unquote(q) != back {
 			t.Fatalf("unquote(quote(%q)) = %q, want %q", s, unquote(q), back)
+		}
+	})
+}
+
+func TestValidJSON(t *testing.T) {
+	t.Parallel()
+	deep := func(n int) string {
+		return string(make([]byte, 0)) + repeat("[", n) + repeat("]", n)
+	}
+	tests := []string{
+		``, ` `, `{}`, `[]`, `{"a":1}`, `{"a":1,}`, `[1,]`, `[,1]`, `{"a"}`, `{"a":}`, `{,}`, `{"a":1 "b":2}`,
+		`"x"`, `"x`, `"\x"`, `"\u12"`, `"\u12G4"`, "\"\x01\"", "\"\xff\"", `"\ud800"`,
+		`0`, `-0`, `01`, `-`, `1.`, `.5`, `1e`, `1e+`, `1E-5`, `-1.5e10`, `1e400`, `12345678901234567890`,
+		`true`, `tru`, `false`, `null`, `nul`, `truex`, `[true false]`, `[true,false]`,
+		`{"a":[1,{"b":null}]} `, `{"a":[1,{"b":null}]}}`, `[1]]`, ` [ 1 , 2 ] `, "\t{\n}\r",
+		deep(10000), deep(10001),
+	}
+	for _, s := range tests {
+		if got, want := validJSON([]byte(s)), json.Valid([]byte(s)); got != want {
+			t.Errorf("validJSON(%.40q) = %v, json.Valid = %v", s, got, want)
+		}
+	}
+}
+
+func repeat(s string, n int) string {
+	b := make([]byte, 0, len(s)*n)
+	for range n {
+		b = append(b, s...)
+	}
+	return string(b)
+}
+
+func FuzzValidJSON(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2,{"b":"c\u00e9"}],"d":-1.5e3}`, `[`, `"\ud83d"`, `{"a" : true , "b":null}`, `01`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := validJSON(b), json.Valid(b); got != want {
+			t.Fatalf("validJSON(%q) = %v, json.Valid = %v", b, got, want)
+		}
+		if !json.Valid(b) {
+			return
+		}
+		// The span helpers agree with the validator on where values end.
+		sp := trimSpan(b)
+		if e := valueEnd(b, sp.s); e != sp.e {
+			t.Fatalf("valueEnd(%q) = %d, want %d", b, e, sp.e)
+		}
+		var v any
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		if err := dec.Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		var walk func(any)
+		walk = func(x any) {
+			switch x := x.(type) {
+			case string:
+				want = append(want, x)
+			case []any:
+				for _, e := range x {
+					walk(e)
+				}
+			case map[string]any:
+				// Map order is lost; compare counts only for objects.
+				for _, e := range x {
+					walk(e)
+				}
+			}
+		}
+		walk(v)
+		n := 0
+		eachStringValue(b, sp, func(vspan) { n++ })
+		if n < len(want) { // duplicate keys make encoding/json see fewer
+			t.Fatalf("eachStringValue found %d strings, encoding/json %d", n, len(want))
 		}
 	})
 }

@@ -147,32 +147,28 @@ func (c *textCollector) messages(b []byte) []Message {
 	if len(c.spans) == 0 {
 		return nil
 	}
-	var out []Message
-	var sb strings.Builder
-	for i, t := range c.spans {
-		if i > 0 && t.group == c.spans[i-1].group {
-			sb.WriteByte('\n')
-		} else {
-			sb.Reset()
+	out := make([]Message, 0, c.group)
+	for i := 0; i < len(c.spans); {
+		j := i + 1
+		for j < len(c.spans) && c.spans[j].group == c.spans[i].group {
+			j++
 		}
-		sb.WriteString(spanText(b, t))
-		if i == len(c.spans)-1 || c.spans[i+1].group != t.group {
-			out = append(out, Message{Role: t.role, Content: sb.String()})
-		}
+		out = append(out, Message{Role: c.spans[i].role, Content: joinSpans(b, c.spans[i:j])})
+		i = j
 	}
 	return out
 }
 
-// joined returns every span's text joined with "\n".
-func (c *textCollector) joined(b []byte) string {
-	switch len(c.spans) {
+// joinSpans returns the texts of spans joined with "\n".
+func joinSpans(b []byte, spans []textSpan) string {
+	switch len(spans) {
 	case 0:
 		return ""
 	case 1:
-		return spanText(b, c.spans[0])
+		return spanText(b, spans[0])
 	}
 	var sb strings.Builder
-	for i, t := range c.spans {
+	for i, t := range spans {
 		if i > 0 {
 			sb.WriteByte('\n')
 		}
@@ -180,6 +176,9 @@ func (c *textCollector) joined(b []byte) string {
 	}
 	return sb.String()
 }
+
+// joined returns every span's text joined with "\n".
+func (c *textCollector) joined(b []byte) string { return joinSpans(b, c.spans) }
 
 // topKey indexes the top-level request fields this package reads.
 type topKey uint8
@@ -256,7 +255,7 @@ func (t *topFields) last(k topKey) (vspan, bool) {
 // readTop validates b as a JSON object and records its top-level members.
 func readTop(b []byte) (topFields, error) {
 	var t topFields
-	if !json.Valid(b) {
+	if !validJSON(b) {
 		return t, fmt.Errorf("%w: invalid JSON", ErrMalformed)
 	}
 	t.obj = trimSpan(b)
@@ -284,6 +283,30 @@ func member(b []byte, obj vspan, name string) (vspan, bool) {
 		}
 	}
 	return v, found
+}
+
+// roleAt returns the role string of a message, without allocating for the
+// roles the APIs define.
+func roleAt(b []byte, obj vspan) string {
+	v, ok := member(b, obj, "role")
+	if !ok || kindOf(b, v) != '"' {
+		return ""
+	}
+	switch string(b[v.s:v.e]) {
+	case `"user"`:
+		return "user"
+	case `"assistant"`:
+		return "assistant"
+	case `"system"`:
+		return "system"
+	case `"developer"`:
+		return "developer"
+	case `"tool"`:
+		return "tool"
+	case `"function"`:
+		return "function"
+	}
+	return unquote(b[v.s:v.e])
 }
 
 // memberString returns the string member name of obj, or "".
@@ -438,7 +461,7 @@ func (r *reqScanner) generic() {
 	if v.s == v.e {
 		return
 	}
-	if !json.Valid(b) {
+	if !validJSON(b) {
 		r.texts.add("user", vspan{0, len(b)}, textRaw)
 		return
 	}
@@ -464,7 +487,7 @@ func (r *reqScanner) chat() {
 				continue
 			}
 			r.texts.boundary()
-			role := memberString(b, it.v, "role")
+			role := roleAt(b, it.v)
 			mt := iterObject(b, it.v.s)
 			for mt.next() {
 				switch string(mt.keyRaw()) {
@@ -660,7 +683,7 @@ func (r *reqScanner) responsesItem(v vspan, defRole string) {
 			r.parts("tool", o)
 		}
 	case "", "message":
-		role := memberString(b, v, "role")
+		role := roleAt(b, v)
 		if role == "" {
 			role = defRole
 		}
@@ -691,7 +714,7 @@ func (r *reqScanner) anthropic() {
 				continue
 			}
 			r.texts.boundary()
-			role := memberString(b, it.v, "role")
+			role := roleAt(b, it.v)
 			mt := iterObject(b, it.v.s)
 			for mt.next() {
 				if string(mt.keyRaw()) == "content" {

@@ -1,7 +1,6 @@
 package llmapi
 
 import (
-	"encoding/json"
 	"fmt"
 )
 
@@ -89,7 +88,7 @@ func (r *respScanner) scan(api API) error {
 		r.generic()
 		return nil
 	}
-	if !json.Valid(b) {
+	if !validJSON(b) {
 		return fmt.Errorf("%w: invalid JSON", ErrMalformed)
 	}
 	top := trimSpan(b)
@@ -171,7 +170,7 @@ func (r *respScanner) generic() {
 	if v.s == v.e {
 		return
 	}
-	if !json.Valid(b) {
+	if !validJSON(b) {
 		r.texts.add("assistant", vspan{0, len(b)}, textRaw)
 		return
 	}

@@ -1,7 +1,6 @@
 package llmapi
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -58,7 +57,7 @@ func eventJSON(ev Event) (d []byte, done bool, err error) {
 	if string(d) == "[DONE]" {
 		return nil, true, nil
 	}
-	if !json.Valid(d) {
+	if !validJSON(d) {
 		return nil, false, fmt.Errorf("%w: event data is not JSON", ErrMalformed)
 	}
 	return d, false, nil

@@ -1,8 +1,10 @@
 package redact
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -10,8 +12,10 @@ import (
 )
 
 // Scanner is what redaction needs of detect.Scanner: findings with byte
-// offsets into the scanned text. A Scanner built for redaction can disable
-// the injection detector, which is most of a scan's cost.
+// offsets into the scanned text. Scan must depend on its text alone (as
+// detect's does), or a Stream's output would depend on how input was split.
+// A detect.Scanner used only for redaction can disable the injection
+// detector, which is most of a scan's cost.
 type Scanner interface {
 	Scan(text string) detect.Result
 }
@@ -93,9 +97,9 @@ type Window struct {
 	Text string
 	// Findings are every finding inside the released text, whether a rule
 	// matched it or not, including canary literals, sorted by ByteStart.
-	// Offsets (ByteStart/ByteEnd in bytes, Start/End in code points) are
-	// relative to the released text BEFORE redaction: the input bytes
-	// Offset .. Offset+len. They never straddle a release.
+	// Their offsets (ByteStart/ByteEnd in bytes, Start/End in code points)
+	// are relative to the released text BEFORE redaction, that is to the
+	// input starting at byte Offset; no finding straddles two releases.
 	Findings []detect.Finding
 	// Redactions is the number of spans replaced in Text.
 	Redactions int
@@ -110,17 +114,28 @@ type Window struct {
 // The concatenation of everything released (Write outputs, then Close
 // output) depends on the concatenated input alone: it is byte-identical
 // however the input was split, including splits inside a UTF-8 character.
-// Windows are content-defined: with o the input offset of the first
-// unreleased byte and W = Step+Lookahead, whenever at least W bytes from o
-// have arrived, the window input[o:o+W] (shortened to end on a whole
-// character) is scanned, a cut c ≤ Step is chosen from the window's bytes
-// and findings alone, input[o:o+c] is redacted and released, and o advances
-// by c. Close releases the remainder (fewer than W bytes) as one last
-// window. Findings that lie past a cut are carried into the next window,
-// which covers them, so that context seen before the cut (the "password is"
-// before a value) still counts after it.
+// That holds because windows are content-defined, never "whatever has
+// arrived": with o the input offset of the first unreleased byte and
+// W = Step+Lookahead, as soon as input[o:o+W] has arrived it is scanned as
+// one window (shortened to end on a whole character, judged from those
+// bytes alone), a cut c is computed from the window's bytes, its findings
+// and the findings carried from the previous window, input[o:o+c] is
+// redacted and released, and o advances by c. Close releases the remainder,
+// always shorter than W, as a last window. The sequence of windows is thus a
+// function of the input, and so is the output (given a Scanner whose Scan is
+// a function of its text).
 //
-// A Stream is not safe for concurrent use.
+// The cut is Step backed off to a character boundary, moved back to the
+// start of a group of overlapping findings that straddles it, or, when that
+// group starts the window, forward to its end. Findings past the cut are
+// carried into the next window, which starts at the cut and so contains
+// them: context seen before a cut (the "password is" before a value) still
+// counts after it, and a group moved back to is at the start of the next
+// window, so every two windows release at least Step-3 bytes and a scan
+// costs at most about 2*W/(Step-3) times the bytes released.
+//
+// A finding longer than Lookahead that straddles a cut may be seen only in
+// part. A Stream is not safe for concurrent use.
 type Stream struct {
 	r      *Redactor
 	sc     Scanner
@@ -132,8 +147,13 @@ type Stream struct {
 	off    int
 	pos    int              // input offset of buf[off]
 	carry  []detect.Finding // findings past the last cut, relative to buf[off:]
-	work   []detect.Finding
 	closed bool
+
+	// Scratch reused by scan: findings, their report flags, and spares
+	// for sorting them together.
+	work, sorted      []detect.Finding
+	report, sortedRep []bool
+	idx               []int
 }
 
 // NewStream starts redacting one streamed text with sc, which must not be
@@ -183,7 +203,8 @@ func (s *Stream) Close() Window {
 	}
 	s.closed = true
 	w := s.drain(true)
-	s.buf, s.carry, s.work = nil, nil, nil
+	s.buf, s.carry = nil, nil
+	s.work, s.sorted, s.report, s.sortedRep, s.idx = nil, nil, nil, nil, nil
 	return w
 }
 
@@ -213,7 +234,7 @@ func (s *Stream) drain(final bool) Window {
 		} else {
 			ws = string(pend[:completeEnd(pend[:s.window])])
 		}
-		finds := s.scan(ws)
+		finds, report := s.scan(ws)
 		c := len(ws)
 		if !last {
 			c = s.cut(ws, finds)
@@ -226,10 +247,12 @@ func (s *Stream) drain(final bool) Window {
 		text, n := s.r.Apply(rel, finds[:k])
 		if k > 0 {
 			setCodePoints(finds[:k], rel, cps)
-			for _, f := range finds[:k] {
-				f.ByteStart += released
-				f.ByteEnd += released
-				out.Findings = append(out.Findings, f)
+			for i, f := range finds[:k] {
+				if report[i] {
+					f.ByteStart += released
+					f.ByteEnd += released
+					out.Findings = append(out.Findings, f)
+				}
 			}
 		}
 		s.carry = s.carry[:0]
@@ -265,38 +288,60 @@ func (s *Stream) drain(final bool) Window {
 	return out
 }
 
-// scan returns the findings of window ws sorted by ByteStart: the
-// scanner's, the literals', and those carried from the previous window that
-// no fresh finding of the same detector overlaps (a fresh one has at least
-// as much right context; a carried one had the left context this window
-// lacks).
-func (s *Stream) scan(ws string) []detect.Finding {
+// scan returns the findings of window ws sorted by ByteStart, and which of
+// them to report. They are the scanner's, the literals', and those carried
+// from the previous window (the text past its cut, which starts this
+// window): a carried finding was seen with left context this window lacks
+// (the "password is" before a value), so it is still cut around and
+// redacted. It is reported only when no finding of its detector that is
+// already reported overlaps it (fresh ones first), so that one value is not
+// counted twice; exact duplicates of fresh findings are dropped.
+func (s *Stream) scan(ws string) ([]detect.Finding, []bool) {
 	w := appendClean(s.work[:0], s.sc.Scan(ws).Findings, ws)
 	w = appendLiterals(w, ws, s.lits)
 	sortFindings(w)
 	fresh := len(w)
+	rep := s.report[:0]
+	for range fresh {
+		rep = append(rep, true)
+	}
 	for _, f := range s.carry {
 		f.ByteEnd = min(f.ByteEnd, len(ws))
-		if f.ByteStart < 0 || f.ByteStart >= f.ByteEnd || overlapsDetector(w[:fresh], f) {
+		if f.ByteStart < 0 || f.ByteStart >= f.ByteEnd || slices.ContainsFunc(w[:fresh], func(g detect.Finding) bool { return sameSpan(f, g) }) {
 			continue
 		}
+		dup := false
+		for i, g := range w {
+			if rep[i] && g.Detector == f.Detector && g.ByteStart < f.ByteEnd && f.ByteStart < g.ByteEnd {
+				dup = true
+				break
+			}
+		}
 		w = append(w, f)
+		rep = append(rep, !dup)
 	}
 	if len(w) > fresh {
-		sortFindings(w)
+		// Sort findings and flags together, stably, by ByteStart.
+		idx := s.idx[:0]
+		for i := range w {
+			idx = append(idx, i)
+		}
+		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(w[a].ByteStart, w[b].ByteStart) })
+		sw, sr := s.sorted[:0], s.sortedRep[:0]
+		for _, i := range idx {
+			sw, sr = append(sw, w[i]), append(sr, rep[i])
+		}
+		s.idx, s.sorted, s.sortedRep = idx, w, rep
+		w, rep = sw, sr
 	}
-	s.work = w
-	return w
+	s.work, s.report = w, rep
+	return w, rep
 }
 
-// overlapsDetector reports whether a finding in fs of f's detector overlaps f.
-func overlapsDetector(fs []detect.Finding, f detect.Finding) bool {
-	for _, g := range fs {
-		if g.Detector == f.Detector && g.ByteStart < f.ByteEnd && f.ByteStart < g.ByteEnd {
-			return true
-		}
-	}
-	return false
+// sameSpan reports whether f and g are the same finding, whatever their
+// code point offsets and scores.
+func sameSpan(f, g detect.Finding) bool {
+	return f.Detector == g.Detector && f.Type == g.Type && f.ByteStart == g.ByteStart && f.ByteEnd == g.ByteEnd
 }
 
 // cut chooses how many bytes of the full window ws to release, from ws and

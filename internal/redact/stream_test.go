@@ -389,3 +389,32 @@ func TestStreamBadScanner(t *testing.T) {
 		}
 	}
 }
+
+// stubbornScanner reports, in every window, one finding from byte 1 to the
+// end: the worst case for cut placement, which would advance one byte per
+// scan if findings past a cut were forgotten.
+type stubbornScanner struct{ scans *int }
+
+func (s stubbornScanner) Scan(text string) detect.Result {
+	*s.scans++
+	if len(text) < 2 {
+		return detect.Result{}
+	}
+	return detect.Result{Findings: []detect.Finding{{Detector: "secrets", Type: "S", ByteStart: 1, ByteEnd: len(text)}}}
+}
+
+// TestStreamProgress checks the CPU bound: every two windows release at
+// least Step-3 bytes, whatever the findings.
+func TestStreamProgress(t *testing.T) {
+	t.Parallel()
+	const n, step = 50_000, 64
+	scans := 0
+	text := strings.Repeat("abcdefgh", n/8)
+	got := feed(t, New(testRules, nil), stubbornScanner{&scans}, StreamOptions{Step: step}, text, split(text, rand.New(rand.NewPCG(1, 1)), 2))
+	if limit := 2*n/(step-3) + 2; scans > limit {
+		t.Errorf("%d scans for %d bytes, want at most %d", scans, n, limit)
+	}
+	if strings.Contains(got.text, "abcdefgh") {
+		t.Errorf("text escaped redaction")
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/bulwark-ai/bulwark/internal/config"
+	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 )
 
@@ -181,6 +182,14 @@ type podSpec struct {
 		ConfigMap *struct {
 			Name string `yaml:"name"`
 		} `yaml:"configMap"`
+		Secret *struct {
+			SecretName  string `yaml:"secretName"`
+			DefaultMode *int   `yaml:"defaultMode"`
+			Items       []struct {
+				Key  string `yaml:"key"`
+				Path string `yaml:"path"`
+			} `yaml:"items"`
+		} `yaml:"secret"`
 		EmptyDir *struct {
 			SizeLimit string `yaml:"sizeLimit"`
 		} `yaml:"emptyDir"`
@@ -467,6 +476,21 @@ func TestKubernetesBulwarkPod(t *testing.T) {
 	if pep := findEnv(c.Env, "BULWARK_KEY_PEPPER"); pep != nil && (pep.ValueFrom == nil || pep.ValueFrom.SecretKeyRef == nil) {
 		t.Error("BULWARK_KEY_PEPPER must come from a Secret")
 	}
+	// The identity stage starts with this configuration: the pepper is
+	// where the pod mounts it, and long enough.
+	pepper := ""
+	if pep := findEnv(c.Env, "BULWARK_KEY_PEPPER"); pep != nil {
+		pepper = placeholderSecrets[pep.ValueFrom.SecretKeyRef.Key]
+	}
+	if cfg.PepperFile == "" && pepper == "" {
+		t.Error("no API key pepper: keys in Redis could not be checked")
+	}
+	auth, err := identity.New(cfg.IdentityConfig(pepper), nil, nil, nil)
+	if err != nil {
+		t.Errorf("identity stage would not start: %v", err)
+	} else {
+		auth.Close()
+	}
 
 	// Termination: preStop sleep, then SIGTERM and a drain of up to
 	// shutdown_grace, then trace and audit flushes (5s each): all of it
@@ -605,7 +629,7 @@ func loadPodConfig(t *testing.T, m k8sManifests, d *k8sDeployment) config.Config
 				t.Fatalf("env %s: unsupported valueFrom", e.Name)
 			}
 		}
-		if e.Name == "BULWARK_POLICY_DIR" {
+		if strings.HasPrefix(v, "/etc/bulwark/") { // a path inside the pod
 			v = filepath.Join(root, v)
 		}
 		env = append(env, e.Name+"="+v)
@@ -618,12 +642,34 @@ func loadPodConfig(t *testing.T, m k8sManifests, d *k8sDeployment) config.Config
 		}
 	}
 	volumes := map[string]string{}
+	secretVolumes := map[string]map[string]string{}
 	for _, v := range ps.Volumes {
-		if v.ConfigMap != nil {
+		switch {
+		case v.ConfigMap != nil:
 			volumes[v.Name] = v.ConfigMap.Name
+		case v.Secret != nil:
+			data := map[string]string{}
+			for _, it := range v.Secret.Items {
+				val, ok := placeholderSecrets[it.Key]
+				if !ok {
+					t.Fatalf("volume %s: no placeholder for secret key %q", v.Name, it.Key)
+				}
+				data[it.Path] = val
+			}
+			if v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o007 != 0 {
+				t.Errorf("secret volume %s: defaultMode must give others no access", v.Name)
+			}
+			secretVolumes[v.Name] = data
 		}
 	}
 	for _, vm := range c.VolumeMounts {
+		if data, ok := secretVolumes[vm.Name]; ok {
+			if !vm.ReadOnly {
+				t.Errorf("volume %s must be mounted readOnly", vm.Name)
+			}
+			mountConfigMap(t, filepath.Join(root, vm.MountPath), data)
+			continue
+		}
 		cmName, ok := volumes[vm.Name]
 		if !ok {
 			continue
@@ -677,7 +723,7 @@ func cmp(v, def string) string {
 	return v
 }
 
-// mountConfigMap writes data the way the kubelet does: files in a
+// mountConfigMap writes data (a ConfigMap's or a Secret's) the way the kubelet does: files in a
 // timestamped hidden directory, a ..data symlink to it, and one symlink per
 // key through ..data.
 func mountConfigMap(t *testing.T, dir string, data map[string]string) {

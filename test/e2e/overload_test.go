@@ -20,7 +20,7 @@ import (
 const slowPolicy = `package bulwark
 import rego.v1
 
-work := count([x | some x in numbers.range(1, 20000 + count(input.attributes.request.http.path)); x % 7 == 0])
+work := count([x | some x in numbers.range(1, 5000 + count(input.attributes.request.http.path)); x % 7 == 0])
 
 decision := {"allowed": work > 0, "reason": "slow"}
 `

@@ -1,0 +1,395 @@
+package extproc_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/extproc"
+	"github.com/bulwark-ai/bulwark/internal/identity"
+	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/ratelimit"
+	"github.com/bulwark-ai/bulwark/policies"
+	"github.com/bulwark-ai/bulwark/test/envoysim"
+)
+
+const pepper = "extproc-test-pepper-0123456789"
+
+// fixture is a real Bulwark decision stack (identity with one API key, the
+// embedded default policy with limits raised out of the way, the
+// in-process limiter, the detectors) behind a real gRPC server on loopback.
+type fixture struct {
+	client extprocv3.ExternalProcessorClient
+	conn   *grpc.ClientConn
+	key    string
+	addr   string
+}
+
+func newFixture(tb testing.TB, opts extproc.Options) *fixture {
+	tb.Helper()
+	key, err := identity.NewAPIKey(rand.Reader, "app")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path := filepath.Join(tb.TempDir(), "keys.yaml")
+	kf := &identity.KeysFile{Keys: []identity.KeyRecord{{ID: "app", Roles: []string{"user"}, Tenant: "acme",
+		Hash: identity.HashAPIKey([]byte(pepper), key)}}}
+	if err := identity.WriteKeysFile(path, kf); err != nil {
+		tb.Fatal(err)
+	}
+	icfg := identity.DefaultConfig()
+	icfg.KeysFile, icfg.Pepper = path, pepper
+	auth, err := identity.New(icfg, nil, nil, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(auth.Close)
+	engine, err := policy.New(context.Background(), policy.Config{Embedded: unlimited(tb), Query: "bulwark/decision"}, nil, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	limiter, err := ratelimit.New(ratelimit.Config{}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { limiter.Close() })
+	scanner, err := detect.New(detect.Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pipe, err := pipeline.New(pipeline.Config{Timeout: 5 * time.Second}, auth, engine, limiter, nil, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pipe.WithDetector(scanner)
+	m, err := extproc.NewMetrics(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.MaxConcurrentStreams(100000))
+	extprocv3.RegisterExternalProcessorServer(srv, extproc.New(pipe, scanner, limiter, opts, nil, m))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go srv.Serve(lis)
+	tb.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return &fixture{client: extprocv3.NewExternalProcessorClient(conn), conn: conn, key: key, addr: lis.Addr().String()}
+}
+
+// unlimited is the embedded policy tree with limits too high to matter.
+func unlimited(tb testing.TB) fstest.MapFS {
+	m := fstest.MapFS{}
+	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := fs.ReadFile(policies.FS, p)
+		if err != nil {
+			return err
+		}
+		if strings.HasSuffix(p, "data.yaml") {
+			data = regexp.MustCompile(`(requests_per_minute|tokens_per_day): \d+`).ReplaceAll(data, []byte("$1: 1000000000000"))
+		}
+		m[p] = &fstest.MapFile{Data: data}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+func (f *fixture) request(path, body string) envoysim.Request {
+	return envoysim.Request{Method: "POST", Path: path, Body: []byte(body),
+		Headers: map[string]string{"authorization": "Bearer " + f.key, "content-type": "application/json"}}
+}
+
+func jsonAnswer(body string) func(envoysim.Forwarded) envoysim.Upstream {
+	return func(envoysim.Forwarded) envoysim.Upstream {
+		return envoysim.Upstream{Status: 200, Headers: map[string]string{"content-type": "application/json"}, Chunks: [][]byte{[]byte(body)}}
+	}
+}
+
+func TestModes(t *testing.T) {
+	f := newFixture(t, extproc.Options{})
+	ctx := context.Background()
+	cases := []struct {
+		name             string
+		req              envoysim.Request
+		up               envoysim.Upstream
+		wantReq, wantRes filterv3.ProcessingMode_BodySendMode
+	}{
+		{"GET without body: bodies skipped",
+			envoysim.Request{Method: "GET", Path: "/v1/models", Headers: map[string]string{"authorization": "Bearer " + f.key}},
+			envoysim.Upstream{Status: 200, Headers: map[string]string{"content-type": "application/json"}, Chunks: [][]byte{[]byte(`{"data":[]}`)}},
+			filterv3.ProcessingMode_NONE, filterv3.ProcessingMode_NONE},
+		{"chat JSON: request buffered, JSON answer buffered",
+			f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`),
+			envoysim.Upstream{Status: 200, Headers: map[string]string{"content-type": "application/json"}, Chunks: [][]byte{[]byte(`{"choices":[]}`)}},
+			filterv3.ProcessingMode_BUFFERED, filterv3.ProcessingMode_BUFFERED},
+		{"chat stream: event stream streamed",
+			f.request("/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`),
+			envoysim.Upstream{Status: 200, Headers: map[string]string{"content-type": "text/event-stream"}, Chunks: [][]byte{[]byte("data: [DONE]\n\n")}},
+			filterv3.ProcessingMode_BUFFERED, filterv3.ProcessingMode_STREAMED},
+		{"binary answer left alone",
+			f.request("/v1/audio/speech", `{"model":"tts","input":"hello"}`),
+			envoysim.Upstream{Status: 200, Headers: map[string]string{"content-type": "audio/mpeg"}, Chunks: [][]byte{{0xff, 0xfb}}},
+			filterv3.ProcessingMode_BUFFERED, filterv3.ProcessingMode_NONE},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := envoysim.Run(ctx, f.client, envoysim.DefaultFilter, tc.req, func(envoysim.Forwarded) envoysim.Upstream { return tc.up })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Immediate != nil {
+				t.Fatalf("denied: %d %s", res.Status, res.Body)
+			}
+			if res.RequestBodyMode != tc.wantReq || res.ResponseBodyMode != tc.wantRes {
+				t.Fatalf("modes %v/%v, want %v/%v", res.RequestBodyMode, res.ResponseBodyMode, tc.wantReq, tc.wantRes)
+			}
+		})
+	}
+}
+
+// TestStreamedRequestBody: a filter configured with a STREAMED request body
+// (no mode override) still gets one decision on the whole body: chunks are
+// held back and the full, redacted body goes out with the last one.
+func TestStreamedRequestBody(t *testing.T) {
+	f := newFixture(t, extproc.Options{})
+	ctx := context.Background()
+	st, err := f.client.Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(r *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+		t.Helper()
+		if err := st.Send(r); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	req := f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"mail me at jane.doe@example.org"}]}`)
+	hm := map[string]string{":method": "POST", ":path": req.Path, "authorization": req.Headers["authorization"], "content-type": "application/json"}
+	send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: headerMap(hm)}}})
+	var out []byte
+	for i, c := range envoysim.Split(req.Body, 10, 50, 51) {
+		last := i == 3
+		resp := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: c, EndOfStream: last}}})
+		bm := resp.GetRequestBody().GetResponse().GetBodyMutation()
+		if !last && !bm.GetClearBody() {
+			t.Fatalf("chunk %d passed before the decision: %v", i, resp)
+		}
+		out = append(out, bm.GetBody()...)
+	}
+	if strings.Contains(string(out), "jane.doe") || !json.Valid(out) {
+		t.Fatalf("whole body not redacted: %s", out)
+	}
+}
+
+// TestMaxBodyBytes: a body over the bound is refused with 413, not buffered.
+func TestMaxBodyBytes(t *testing.T) {
+	f := newFixture(t, extproc.Options{MaxBodyBytes: 1024})
+	big := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("a", 2000) + `"}]}`
+	res, err := envoysim.Run(context.Background(), f.client, envoysim.DefaultFilter, f.request("/v1/chat/completions", big), jsonAnswer(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Immediate == nil || res.Status != 413 || res.UpstreamCalled {
+		t.Fatalf("want 413 before the model, got %d", res.Status)
+	}
+}
+
+// TestClampMaxTokens: the clamp caps what the request asks for.
+func TestClampMaxTokens(t *testing.T) {
+	f := newFixture(t, extproc.Options{ClampMaxTokens: 256})
+	res, err := envoysim.Run(context.Background(), f.client, envoysim.DefaultFilter,
+		f.request("/v1/messages", `{"model":"claude-x","max_tokens":4096,"messages":[{"role":"user","content":"hi"}]}`), jsonAnswer(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		MaxTokens int `json:"max_tokens"`
+	}
+	if err := json.Unmarshal(res.Upstream.Body, &doc); err != nil || doc.MaxTokens != 256 {
+		t.Fatalf("max_tokens %d (%v): %s", doc.MaxTokens, err, res.Upstream.Body)
+	}
+}
+
+// chatBody is an OpenAI chat request of about n bytes of ordinary prose.
+func chatBody(n int) string {
+	words := strings.Fields("please summarise the quarterly report for the board and list the three main risks with a short mitigation for each of them")
+	var sb strings.Builder
+	for i := 0; sb.Len() < n; i++ {
+		sb.WriteString(words[i%len(words)])
+		sb.WriteByte(' ')
+	}
+	return fmt.Sprintf(`{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful analyst."},{"role":"user","content":%q}]}`, sb.String())
+}
+
+// BenchmarkRequestPhase4KiB: a 4 KiB chat request's full request phase
+// (headers: identity + policy; body: parse, detect, policy) through real
+// gRPC on loopback, 8 concurrent exchanges. p99-µs is per exchange's
+// request phase (two ext_proc messages).
+func BenchmarkRequestPhase4KiB(b *testing.B) {
+	f := newFixture(b, extproc.Options{})
+	body := []byte(chatBody(4096))
+	hm := headerMap(map[string]string{":method": "POST", ":path": "/v1/chat/completions", ":authority": "api.example.com",
+		"authorization": "Bearer " + f.key, "content-type": "application/json", "content-length": fmt.Sprint(len(body))})
+	var mu sync.Mutex
+	var lat []time.Duration
+	b.SetParallelism(4) // 4 x GOMAXPROCS(2) = 8 concurrent streams
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		for pb.Next() {
+			start := time.Now()
+			st, err := f.client.Process(context.Background())
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			for _, r := range []*extprocv3.ProcessingRequest{
+				{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: hm}}},
+				{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}},
+			} {
+				if err := st.Send(r); err != nil {
+					b.Error(err)
+					return
+				}
+				resp, err := st.Recv()
+				if err != nil || resp.GetImmediateResponse() != nil {
+					b.Errorf("%v %v", err, resp.GetImmediateResponse())
+					return
+				}
+			}
+			mine = append(mine, time.Since(start))
+			st.CloseSend()
+		}
+		mu.Lock()
+		lat = append(lat, mine...)
+		mu.Unlock()
+	})
+	b.StopTimer()
+	report(b, lat)
+}
+
+// BenchmarkStreamChunk: the cost Bulwark adds to one streamed response chunk
+// (an OpenAI delta event of a few tokens): SSE parsing, windowed redaction
+// and event rewriting, measured at the client through real gRPC.
+func BenchmarkStreamChunk(b *testing.B) {
+	f := newFixture(b, extproc.Options{})
+	st := openStream(b, f)
+	ev := []byte(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":" the quarterly"},"finish_reason":null}]}` + "\n\n")
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		if err := st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: ev}}}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := st.Recv(); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	report(b, lat)
+}
+
+// openStream runs an exchange up to a streamed SSE response.
+func openStream(tb testing.TB, f *fixture) extprocv3.ExternalProcessor_ProcessClient {
+	tb.Helper()
+	st, err := f.client.Process(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	body := []byte(`{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	for _, r := range []*extprocv3.ProcessingRequest{
+		{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: headerMap(map[string]string{
+			":method": "POST", ":path": "/v1/chat/completions", "authorization": "Bearer " + f.key, "content-type": "application/json"})}}},
+		{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}},
+		{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: headerMap(map[string]string{
+			":status": "200", "content-type": "text/event-stream"})}}},
+	} {
+		if err := st.Send(r); err != nil {
+			tb.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil || resp.GetImmediateResponse() != nil {
+			tb.Fatalf("%v %v", err, resp)
+		}
+	}
+	return st
+}
+
+// BenchmarkOpenStreams holds 5,000 exchanges open mid-stream (each with a
+// redaction window holding text) and reports the heap each costs.
+func BenchmarkOpenStreams(b *testing.B) {
+	const n = 5000
+	f := newFixture(b, extproc.Options{})
+	ev := []byte(`data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"some streamed text of a typical answer"},"finish_reason":null}]}` + "\n\n")
+	for range b.N {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		streams := make([]extprocv3.ExternalProcessor_ProcessClient, 0, n)
+		for range n {
+			st := openStream(b, f)
+			if err := st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: ev}}}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := st.Recv(); err != nil {
+				b.Fatal(err)
+			}
+			streams = append(streams, st)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "heap-B/stream")
+		b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines")
+		for _, st := range streams {
+			st.CloseSend()
+		}
+	}
+}
+
+func report(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
