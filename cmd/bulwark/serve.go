@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bulwark-ai/bulwark/internal/alert"
 	"github.com/bulwark-ai/bulwark/internal/audit"
 	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/detect"
@@ -75,6 +76,25 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		}()
 		auditor.Log(ctx, audit.Record{Type: audit.TypeConfigLoaded, Details: configSummary(cfg)})
 	}
+	// Security alerts are derived from the audit stream: decisions and
+	// system changes go through the notifier's tap, then to the audit log
+	// (when there is one).
+	notifier, err := alert.New(alertConfig(cfg), logger, reg)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := notifier.Close(closeCtx); err != nil {
+			logger.Warn("alerts not fully delivered", "error", err)
+		}
+	}()
+	var auditNext alert.Recorder // a nil *audit.Writer must not become a non-nil interface
+	if auditor != nil {
+		auditNext = auditor
+	}
+	recorder := notifier.Tap(auditNext)
 	pc := policyConfig(cfg)
 	if auditor != nil {
 		pc.OnLoad = func(oldRev, newRev string, err error) {
@@ -98,7 +118,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		}
 		defer rdb.Close()
 	}
-	auth, err := identity.New(cfg.IdentityConfig(os.Getenv("BULWARK_KEY_PEPPER")), rdb, reg, logger)
+	idCfg := cfg.IdentityConfig(os.Getenv("BULWARK_KEY_PEPPER"))
+	idCfg.OnKeyChange = func(c identity.KeyChange) { recorder.Log(context.Background(), keyChangeRecord(c)) }
+	auth, err := identity.New(idCfg, rdb, reg, logger)
 	if err != nil {
 		return fmt.Errorf("identity: %w", err)
 	}
@@ -111,6 +133,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		CheckTimeout: cfg.RateLimitTimeout,
 		FailureMode:  ratelimit.FailureMode(cfg.RateLimitFailureMode),
 		LocalShare:   cfg.RateLimitLocalShare,
+		OnBreakerChange: func(s ratelimit.BreakerState) {
+			recorder.Log(context.Background(), breakerRecord(s, cfg))
+		},
 	}, reg)
 	if err != nil {
 		return fmt.Errorf("rate limiter: %w", err)
@@ -126,10 +151,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	pipe.WithDetector(scanner).WithTracer(tracing.Tracer)
-	if auditor != nil {
-		pipe.WithAuditor(auditor)
-	}
+	pipe.WithDetector(scanner).WithTracer(tracing.Tracer).WithAuditor(recorder)
 
 	srv := server.New(server.Config{
 		GRPCAddr:             cfg.GRPCAddr,
@@ -235,6 +257,7 @@ func configSummary(cfg config.Config) map[string]any {
 		"policy_source": policyConfig(cfg).Source(), "policy_query": cfg.PolicyQuery, "dry_run": cfg.DryRun,
 		"redis": cfg.RedisURL != "", "identity": cfg.IdentityEnabled(), "keys_file": cfg.KeysFile != "",
 		"jwks": cfg.JWKSURL != "", "ratelimit_failure_mode": cfg.RateLimitFailureMode,
+		"alerts": map[bool]string{true: "webhook", false: "log"}[cfg.AlertWebhookURL != ""], // never the URL: it may hold a token
 	}
 }
 

@@ -19,11 +19,23 @@ import (
 	"time"
 )
 
-// Record types.
+// Record types: one per decision, and one per kind of system change.
 const (
 	TypeDecision     = "decision"
 	TypePolicyReload = "policy_reload"
 	TypeConfigLoaded = "config_loaded"
+	// TypeKeyCreated, TypeKeyRevoked, TypeKeyRemoved and TypeKeyChanged
+	// record API key changes as the serving process sees them (a keys-file
+	// reload, or a change announced through Redis): Details carry the key
+	// id, its source and status, never the key or its hash.
+	TypeKeyCreated = "key_created"
+	TypeKeyRevoked = "key_revoked"
+	TypeKeyRemoved = "key_removed"
+	TypeKeyChanged = "key_changed"
+	// TypeLimiterFallback records the rate limiter's Redis circuit breaker
+	// opening (Details.state "entered": limits are decided by the failure
+	// mode) and closing ("left").
+	TypeLimiterFallback = "limiter_fallback"
 )
 
 // Principal is who a decision was about (no credential, ever).

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -173,6 +174,23 @@ type Config struct {
 	// AuditOverflow is drop (count the loss on the chain) or block.
 	AuditOverflow string `yaml:"audit_overflow"`
 
+	// AlertWebhookURL receives security alerts (injection bursts, canary
+	// leaks, limiter fallback) as JSON POSTs; empty: they are logged at
+	// warn. Treated as a secret (never logged nor audited).
+	AlertWebhookURL string `yaml:"alert_webhook_url"`
+	// AlertWebhookTimeout bounds one webhook POST.
+	AlertWebhookTimeout time.Duration `yaml:"alert_webhook_timeout"`
+	// AlertMinInterval is the least time between two alerts of one event
+	// about one subject (principal); the ones in between are counted.
+	AlertMinInterval time.Duration `yaml:"alert_min_interval"`
+	// AlertMaxPerMinute caps alerts of every kind together.
+	AlertMaxPerMinute int `yaml:"alert_max_per_minute"`
+	// AlertInjectionBurst prompt_injection denials of one principal within
+	// AlertInjectionWindow raise an injection_burst alert; 0 disables it.
+	AlertInjectionBurst int `yaml:"alert_injection_burst"`
+	// AlertInjectionWindow is the injection burst's window.
+	AlertInjectionWindow time.Duration `yaml:"alert_injection_window"`
+
 	// GCPercent sets the Go garbage collector's target (GOGC) unless the GOGC
 	// environment variable is set. Bulwark's live heap is small and its
 	// garbage per request large, so a higher target trades a little memory
@@ -219,6 +237,11 @@ func Default() Config {
 		AuditMaxBytes:          100 << 20,
 		AuditBuffer:            4096,
 		AuditOverflow:          "drop",
+		AlertWebhookTimeout:    5 * time.Second,
+		AlertMinInterval:       time.Minute,
+		AlertMaxPerMinute:      30,
+		AlertInjectionBurst:    5,
+		AlertInjectionWindow:   time.Minute,
 		RateLimitFailureMode:   "fail_open",
 		RateLimitLocalShare:    1,
 		RateLimitTimeout:       50 * time.Millisecond,
@@ -352,6 +375,25 @@ func (c Config) Validate() error {
 	}
 	if c.AuditBuffer < 1 {
 		return &FieldError{"audit_buffer", "must be positive"}
+	}
+	if c.AlertWebhookURL != "" {
+		if u, err := url.Parse(c.AlertWebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return &FieldError{"alert_webhook_url", "must be an http:// or https:// URL"} // the value may hold a token: not echoed
+		}
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"alert_webhook_timeout", c.AlertWebhookTimeout}, {"alert_min_interval", c.AlertMinInterval}, {"alert_injection_window", c.AlertInjectionWindow}} {
+		if d.v <= 0 {
+			return &FieldError{d.field, "must be positive"}
+		}
+	}
+	if c.AlertMaxPerMinute < 1 {
+		return &FieldError{"alert_max_per_minute", "must be positive"}
+	}
+	if c.AlertInjectionBurst < 0 {
+		return &FieldError{"alert_injection_burst", "must not be negative (0: off)"}
 	}
 	if c.GCPercent < 25 {
 		return &FieldError{"gc_percent", "must be at least 25"}
@@ -494,6 +536,12 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.Int64Var(&c.AuditMaxBytes, "audit-max-bytes", c.AuditMaxBytes, "rotate the audit log past this size")
 	fs.IntVar(&c.AuditBuffer, "audit-buffer", c.AuditBuffer, "audit records that may wait to be written")
 	fs.StringVar(&c.AuditOverflow, "audit-overflow", c.AuditOverflow, "when the audit buffer is full: drop (counted on the chain) or block")
+	fs.StringVar(&c.AlertWebhookURL, "alert-webhook-url", c.AlertWebhookURL, "URL that receives security alerts as JSON POSTs (empty: alerts are logged at warn)")
+	fs.DurationVar(&c.AlertWebhookTimeout, "alert-webhook-timeout", c.AlertWebhookTimeout, "deadline of one alert webhook POST")
+	fs.DurationVar(&c.AlertMinInterval, "alert-min-interval", c.AlertMinInterval, "least time between two alerts of one event about one principal")
+	fs.IntVar(&c.AlertMaxPerMinute, "alert-max-per-minute", c.AlertMaxPerMinute, "cap on alerts of every kind together")
+	fs.IntVar(&c.AlertInjectionBurst, "alert-injection-burst", c.AlertInjectionBurst, "prompt_injection denials of one principal within --alert-injection-window that raise an alert (0: off)")
+	fs.DurationVar(&c.AlertInjectionWindow, "alert-injection-window", c.AlertInjectionWindow, "window of --alert-injection-burst")
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go GC target percentage (GOGC), unless GOGC is set")
 	fs.BoolVar(&c.AdminPprof, "admin-pprof", c.AdminPprof, "serve /debug/pprof on the admin listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
@@ -594,7 +642,7 @@ func applyEnv(fs *flag.FlagSet, environ []string) error {
 		}
 		name, ok := known[k]
 		if !ok {
-			if ignoredEnv[k] {
+			if ignoredEnv[k] || serviceLink(k) {
 				continue
 			}
 			return fmt.Errorf("environment variable %s names no setting", k)
@@ -607,6 +655,14 @@ func applyEnv(fs *flag.FlagSet, environ []string) error {
 		}
 	}
 	return nil
+}
+
+// serviceLink reports whether k is one of the variables Kubernetes injects
+// for a Service named "bulwark" in the pod's namespace (BULWARK_SERVICE_HOST,
+// BULWARK_PORT_9191_TCP_ADDR, ...): they are not settings, and refusing them
+// would stop Bulwark from starting next to its own Service.
+func serviceLink(k string) bool {
+	return strings.HasPrefix(k, "BULWARK_SERVICE_") || k == "BULWARK_PORT" || strings.HasPrefix(k, "BULWARK_PORT_")
 }
 
 // stringList is a comma-separated list flag.

@@ -41,6 +41,12 @@ func TestLoadPrecedence(t *testing.T) {
 	if !cfg.DryRun || cfg.AdminAddr != Default().AdminAddr {
 		t.Errorf("cfg = %+v", cfg)
 	}
+	// Kubernetes injects service-link variables for a Service named bulwark;
+	// they are not settings and must not stop the process.
+	if _, err := Load(nil, []string{"BULWARK_SERVICE_HOST=10.0.0.1", "BULWARK_SERVICE_PORT_GRPC=9191",
+		"BULWARK_PORT=tcp://10.0.0.1:9191", "BULWARK_PORT_9191_TCP_ADDR=10.0.0.1"}, io.Discard); err != nil {
+		t.Fatalf("service-link variables refused: %v", err)
+	}
 	// BULWARK_CONFIG names the file when --config is absent.
 	cfg, err = Load(nil, []string{"BULWARK_CONFIG=" + file}, io.Discard)
 	if err != nil || cfg.GRPCAddr != "127.0.0.1:1000" {
@@ -111,6 +117,12 @@ func TestValidateNamesField(t *testing.T) {
 		{"max_in_flight", func(c *Config) { c.MaxInFlight = -1 }},
 		{"max_streams", func(c *Config) { c.MaxStreams = -1 }},
 		{"overload_window", func(c *Config) { c.OverloadWindow = 0 }},
+		{"alert_webhook_url", func(c *Config) { c.AlertWebhookURL = "hooks.example.com/x" }},
+		{"alert_webhook_timeout", func(c *Config) { c.AlertWebhookTimeout = 0 }},
+		{"alert_min_interval", func(c *Config) { c.AlertMinInterval = -time.Second }},
+		{"alert_max_per_minute", func(c *Config) { c.AlertMaxPerMinute = 0 }},
+		{"alert_injection_burst", func(c *Config) { c.AlertInjectionBurst = -1 }},
+		{"alert_injection_window", func(c *Config) { c.AlertInjectionWindow = 0 }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.field, func(t *testing.T) {

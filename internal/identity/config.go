@@ -83,6 +83,13 @@ type Config struct {
 	// MaxCredentialBytes caps each credential header; longer ones are
 	// rejected as "oversized" before any parsing. Default 8192.
 	MaxCredentialBytes int `json:"max_credential_bytes,omitempty"`
+
+	// OnKeyChange, when set, is told of every API key created, revoked,
+	// removed or edited while serving: keys-file reloads after the first
+	// load, and changes announced through Redis (read back to learn what
+	// they were). It runs on the reloading or watching goroutine, never on
+	// a request's. Default: none.
+	OnKeyChange func(KeyChange) `json:"-"`
 }
 
 // PeerIdentity is what an mTLS peer is allowed to be: roles and a tenant.

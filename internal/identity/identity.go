@@ -172,10 +172,11 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, logge
 	}
 	if rdb != nil && a.mac != nil {
 		a.redisKeys = &redisLookup{
-			store:   NewRedisKeyStore(rdb, cfg.RedisKeyPrefix),
-			ttl:     cfg.RedisCacheTTL,
-			tmo:     cfg.RedisTimeout,
-			entries: map[string]redisEntry{},
+			store:    NewRedisKeyStore(rdb, cfg.RedisKeyPrefix),
+			onChange: cfg.OnKeyChange,
+			ttl:      cfg.RedisCacheTTL,
+			tmo:      cfg.RedisTimeout,
+			entries:  map[string]redisEntry{},
 		}
 	}
 	if cfg.jwtEnabled() {
@@ -294,11 +295,16 @@ func (a *Authenticator) ReloadKeys() error {
 		if kf, err = ParseKeysFile(data); err == nil {
 			var ks keySet
 			if ks, err = newKeySet(kf); err == nil {
-				a.fileKeys.Store(&ks)
+				old := a.fileKeys.Swap(&ks)
 				a.fileHash.Store(&sum)
 				a.keysErr.Store(nil)
 				a.m.keysReloads.WithLabelValues("ok").Inc()
 				a.logger.Info("API keys loaded", "file", a.cfg.KeysFile, "keys", len(ks))
+				if a.cfg.OnKeyChange != nil && old != nil {
+					for _, c := range diffKeys(*old, ks, a.clock.Now()) {
+						a.cfg.OnKeyChange(c)
+					}
+				}
 				return nil
 			}
 		}

@@ -149,9 +149,10 @@ func (s *RedisKeyStore) announce(ctx context.Context, id string) error {
 // hot path costs a map read, and a flood of one key costs one round trip per
 // TTL. Entries are dropped early when a change is announced.
 type redisLookup struct {
-	store *RedisKeyStore
-	ttl   time.Duration
-	tmo   time.Duration
+	store    *RedisKeyStore
+	ttl      time.Duration
+	tmo      time.Duration
+	onChange func(KeyChange) // nil: changes are not reported
 
 	mu      sync.RWMutex
 	entries map[string]redisEntry
@@ -228,6 +229,7 @@ func (l *redisLookup) watch(ctx context.Context) {
 				return
 			}
 			l.forget(m.Payload)
+			l.announced(ctx, m.Payload, time.Now())
 		}
 	}
 }

@@ -28,8 +28,8 @@ var (
 	// ErrMalformed means a body of a known API is not the JSON object that
 	// API requires. Generic bodies are never malformed.
 	ErrMalformed = errors.New("llmapi: malformed body")
-	// ErrEventTooLarge means one SSE event grew past SSEParser.MaxEventBytes
-	// before its terminating blank line arrived.
+	// ErrEventTooLarge means one SSE event, complete or still pending,
+	// is longer than SSEParser.MaxEventBytes.
 	ErrEventTooLarge = errors.New("llmapi: SSE event too large")
 	// ErrTooLarge means a decoded body would exceed the caller's bound.
 	ErrTooLarge = errors.New("llmapi: decoded body too large")

@@ -8,8 +8,8 @@
 // Bodies are read with a small span-based JSON scanner rather than decoded
 // into Go values: every rewrite is a splice into the original bytes, so
 // unknown fields, whitespace, key order and numbers such as 1e400 survive
-// byte for byte, and reading a streamed event costs a single pass with no
-// maps. Keys match exactly (after unescaping), as Python and JavaScript
+// byte for byte, and reading a streamed event costs two linear passes
+// (validation, then lookup) with no maps. Keys match exactly (after unescaping), as Python and JavaScript
 // parsers do, and when a key is duplicated every occurrence is scanned and
 // rewritten, because parsers disagree on which one wins.
 //

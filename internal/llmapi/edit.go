@@ -108,9 +108,10 @@ func EditResponse(api API, body []byte, fn func(text string) string) ([]byte, bo
 // as text by position until the end, so that a system suffix can be
 // appended to an already redacted system prompt.
 type editor struct {
-	b       []byte
-	strs    map[int]strEdit
-	patches []patch
+	b        []byte
+	strs     map[int]strEdit
+	patches  []patch
+	appended map[int]bool // closing brackets that already had a member or element added
 }
 
 type strEdit struct {
@@ -175,16 +176,26 @@ func (ed *editor) text(t textSpan, fn func(role, text string) string) {
 	}
 }
 
+// appendAt inserts text before the closing bracket at end-1 of a
+// container, after a comma when the container has (or has been given)
+// members.
+func (ed *editor) appendAt(end int, nonEmpty bool, text []byte) {
+	at := end - 1
+	if nonEmpty || ed.appended[at] {
+		text = append([]byte{','}, text...)
+	}
+	if ed.appended == nil {
+		ed.appended = make(map[int]bool)
+	}
+	ed.appended[at] = true
+	ed.insert(at, text)
+}
+
 // insertMember adds "key":value to the object at obj, before its '}'.
 func (ed *editor) insertMember(obj vspan, nonEmpty bool, key string, value []byte) {
-	var buf []byte
-	if nonEmpty {
-		buf = append(buf, ',')
-	}
-	buf = appendQuote(buf, key)
+	buf := appendQuote(nil, key)
 	buf = append(buf, ':')
-	buf = append(buf, value...)
-	ed.insert(obj.e-1, buf)
+	ed.appendAt(obj.e, nonEmpty, append(buf, value...))
 }
 
 // appendElem adds value to the array at arr, before its ']'.
@@ -192,10 +203,7 @@ func (ed *editor) appendElem(arr vspan, value []byte) {
 	it := iterArray(ed.b, arr.s)
 	for it.next() {
 	}
-	if it.n > 0 {
-		value = append([]byte{','}, value...)
-	}
-	ed.insert(arr.e-1, value)
+	ed.appendAt(arr.e, it.n > 0, value)
 }
 
 // clamp caps the API's max-tokens field(s).

@@ -431,3 +431,22 @@ func TestEditResponse(t *testing.T) {
 		t.Errorf("nil fn: %s %v %v", out, changed, err)
 	}
 }
+
+func TestEditRequestSeveralInsertions(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		api  API
+		body string
+		want string
+	}{
+		{OpenAIResponses, `{}`, `{"max_output_tokens":100,"instructions":"P"}`},
+		{AnthropicMessages, `{}`, `{"max_tokens":100,"system":"P"}`},
+		{OpenAIChat, `{"stream":true}`, `{"stream":true,"max_tokens":100,"stream_options":{"include_usage":true}}`},
+	}
+	for _, tt := range tests {
+		out, _, err := EditRequest(tt.api, []byte(tt.body), RequestEdit{ClampMaxTokens: 100, IncludeUsage: true, SystemSuffix: "P"})
+		if err != nil || string(out) != tt.want {
+			t.Errorf("%s: got %s, %v; want %s", tt.api, out, err, tt.want)
+		}
+	}
+}

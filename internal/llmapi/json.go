@@ -240,6 +240,20 @@ func strAt(b []byte, v vspan) (string, bool) {
 	return unquote(b[v.s:v.e]), true
 }
 
+// rawStrAt returns the content of the string at v for comparison: the
+// bytes between the quotes when there is no escape (no allocation), else
+// the unescaped text. It returns nil when v is not a string.
+func rawStrAt(b []byte, v vspan) []byte {
+	if kindOf(b, v) != '"' || v.e-v.s < 2 {
+		return nil
+	}
+	in := b[v.s+1 : v.e-1]
+	if bytes.IndexByte(in, '\\') < 0 {
+		return in
+	}
+	return []byte(unquote(b[v.s:v.e]))
+}
+
 // intAt returns the number at v as an int64, saturating beyond the range.
 func intAt(b []byte, v vspan) (int64, bool) {
 	c := kindOf(b, v)

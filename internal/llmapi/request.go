@@ -285,6 +285,15 @@ func member(b []byte, obj vspan, name string) (vspan, bool) {
 	return v, found
 }
 
+// memberRaw returns the content of the string member name of obj for
+// comparison (see rawStrAt), or nil.
+func memberRaw(b []byte, obj vspan, name string) []byte {
+	if v, ok := member(b, obj, name); ok {
+		return rawStrAt(b, v)
+	}
+	return nil
+}
+
 // roleAt returns the role string of a message, without allocating for the
 // roles the APIs define.
 func roleAt(b []byte, obj vspan) string {

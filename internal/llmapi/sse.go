@@ -69,7 +69,8 @@ func (p *SSEParser) max() int {
 	return DefaultMaxEventBytes
 }
 
-// Feed parses chunk and calls emit for every event it completes, in order.
+// Feed parses chunk and calls emit (if not nil) for every event it
+// completes, in order.
 // An error from emit stops parsing and is returned (wrapped); ErrEventTooLarge
 // is returned when the pending event exceeds MaxEventBytes.
 func (p *SSEParser) Feed(chunk []byte, emit func(Event) error) error {
@@ -183,6 +184,9 @@ func (p *SSEParser) dispatch(raw []byte, emit func(Event) error) error {
 	}
 	first := !p.started
 	p.started = true
+	if emit == nil {
+		return nil
+	}
 	if err := emit(parseEvent(bytes.Clone(raw), first)); err != nil {
 		return fmt.Errorf("sse emit: %w", err)
 	}

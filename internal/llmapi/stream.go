@@ -1,9 +1,9 @@
 package llmapi
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
-	"strings"
 )
 
 // Delta is what one stream event carries, normalised across APIs, so that
@@ -63,24 +63,29 @@ func eventJSON(ev Event) (d []byte, done bool, err error) {
 	return d, false, nil
 }
 
+// genericStream reports whether api reads events by shape: plain-text
+// data of a Generic stream is itself the output text, as a Generic text
+// body is, so that output policy still sees it.
+func genericStream(api API) bool { return api == Generic || !api.known() }
+
 // streamKind resolves Generic streams by their shape: Responses and
 // Anthropic events carry a "type", anything else is read as OpenAI chat,
 // the shape most compatible servers speak.
 func streamKind(api API, d []byte, name string) API {
-	if api != Generic && api.known() {
+	if !genericStream(api) {
 		return api
 	}
 	if len(d) == 0 || d[0] != '{' {
 		return OpenAIChat
 	}
-	typ := memberString(d, vspan{0, len(d)}, "type")
-	if typ == "" {
-		typ = name
+	typ := memberRaw(d, vspan{0, len(d)}, "type")
+	if len(typ) == 0 {
+		typ = []byte(name)
 	}
 	switch {
-	case strings.HasPrefix(typ, "response."):
+	case bytes.HasPrefix(typ, []byte("response.")):
 		return OpenAIResponses
-	case strings.HasPrefix(typ, "message_"), strings.HasPrefix(typ, "content_block_"), typ == "ping":
+	case bytes.HasPrefix(typ, []byte("message_")), bytes.HasPrefix(typ, []byte("content_block_")), string(typ) == "ping":
 		return AnthropicMessages
 	}
 	return OpenAIChat
@@ -89,9 +94,15 @@ func streamKind(api API, d []byte, name string) API {
 // DecodeEvent reads one stream event of api. Events without data, and
 // events of kinds that carry nothing of interest, yield a zero Delta. Data
 // that is not JSON (other than [DONE]) yields an error wrapping
-// ErrMalformed.
+// ErrMalformed, except in Generic streams, where such data is itself the
+// output text (as a Generic text body is). Generic JSON events are read as
+// Responses or Anthropic events when their "type" says so, else as OpenAI
+// chat chunks, the shape most compatible servers speak.
 func DecodeEvent(api API, ev Event) (Delta, error) {
 	d, done, err := eventJSON(ev)
+	if err != nil && genericStream(api) {
+		return Delta{Text: string(ev.Data), HasText: true}, nil
+	}
 	if err != nil {
 		return Delta{}, fmt.Errorf("decode %s event: %w", api, err)
 	}
@@ -174,14 +185,14 @@ func readChoice(d []byte, c vspan, out *Delta) {
 
 func decodeResponsesEvent(d []byte, name string) Delta {
 	var out Delta
-	var typ string
+	var typ []byte
 	var delta, item, resp, outIdx vspan
 	var hasDelta, hasItem, hasResp bool
 	it := iterObject(d, 0)
 	for it.next() {
 		switch string(it.keyRaw()) {
 		case "type":
-			typ, _ = strAt(d, it.v)
+			typ = rawStrAt(d, it.v)
 		case "delta":
 			delta, hasDelta = it.v, true
 		case "item":
@@ -192,13 +203,13 @@ func decodeResponsesEvent(d []byte, name string) Delta {
 			outIdx = it.v
 		}
 	}
-	if typ == "" {
-		typ = name
+	if len(typ) == 0 {
+		typ = []byte(name)
 	}
 	if n, ok := intAt(d, outIdx); ok {
 		out.Index = int(n)
 	}
-	switch typ {
+	switch string(typ) {
 	case "response.output_text.delta":
 		if hasDelta {
 			out.Text, out.HasText = strAt(d, delta)
@@ -210,7 +221,7 @@ func decodeResponsesEvent(d []byte, name string) Delta {
 		}
 	case "response.output_item.added":
 		if hasItem {
-			switch memberString(d, item, "type") {
+			switch string(memberRaw(d, item, "type")) {
 			case "function_call", "custom_tool_call":
 				out.ToolCall = &ToolCall{
 					ID:        memberString(d, item, "call_id"),
@@ -221,7 +232,7 @@ func decodeResponsesEvent(d []byte, name string) Delta {
 		}
 	case "response.completed", "response.incomplete", "response.failed":
 		out.Done = true
-		out.Error = typ == "response.failed"
+		out.Error = string(typ) == "response.failed"
 		if hasResp {
 			out.FinishReason = memberString(d, resp, "status")
 			if u, ok := member(d, resp, "usage"); ok {
@@ -236,14 +247,14 @@ func decodeResponsesEvent(d []byte, name string) Delta {
 
 func decodeAnthropicEvent(d []byte, name string) Delta {
 	var out Delta
-	var typ string
+	var typ []byte
 	var delta, block, msg, usage vspan
 	var hasDelta, hasBlock, hasMsg, hasUsage bool
 	it := iterObject(d, 0)
 	for it.next() {
 		switch string(it.keyRaw()) {
 		case "type":
-			typ, _ = strAt(d, it.v)
+			typ = rawStrAt(d, it.v)
 		case "index":
 			if n, ok := intAt(d, it.v); ok {
 				out.Index = int(n)
@@ -258,22 +269,22 @@ func decodeAnthropicEvent(d []byte, name string) Delta {
 			usage, hasUsage = it.v, true
 		}
 	}
-	if typ == "" {
-		typ = name
+	if len(typ) == 0 {
+		typ = []byte(name)
 	}
-	switch typ {
+	switch string(typ) {
 	case "content_block_delta":
 		if !hasDelta {
 			break
 		}
-		var dtyp string
+		var dtyp []byte
 		var text, partial vspan
 		var hasText, hasPartial bool
 		dt := iterObject(d, delta.s)
 		for dt.next() {
 			switch string(dt.keyRaw()) {
 			case "type":
-				dtyp, _ = strAt(d, dt.v)
+				dtyp = rawStrAt(d, dt.v)
 			case "text":
 				text, hasText = dt.v, true
 			case "partial_json":
@@ -281,15 +292,15 @@ func decodeAnthropicEvent(d []byte, name string) Delta {
 			}
 		}
 		switch {
-		case dtyp == "text_delta" && hasText:
+		case string(dtyp) == "text_delta" && hasText:
 			out.Text, out.HasText = strAt(d, text)
-		case dtyp == "input_json_delta" && hasPartial:
+		case string(dtyp) == "input_json_delta" && hasPartial:
 			s, _ := strAt(d, partial)
 			out.ToolCall = &ToolCall{Arguments: s}
 		}
 	case "content_block_start":
 		if hasBlock {
-			switch memberString(d, block, "type") {
+			switch string(memberRaw(d, block, "type")) {
 			case "tool_use", "server_tool_use":
 				out.ToolCall = &ToolCall{ID: memberString(d, block, "id"), Name: memberString(d, block, "name")}
 			}
@@ -346,26 +357,26 @@ func textSpanOf(api API, d []byte, name string) (vspan, bool) {
 		return v, found
 	case OpenAIResponses:
 		top := vspan{0, len(d)}
-		typ := memberString(d, top, "type")
-		if typ == "" {
-			typ = name
+		typ := memberRaw(d, top, "type")
+		if len(typ) == 0 {
+			typ = []byte(name)
 		}
-		if typ != "response.output_text.delta" {
+		if string(typ) != "response.output_text.delta" {
 			return vspan{}, false
 		}
 		v, ok := member(d, top, "delta")
 		return v, ok && kindOf(d, v) == '"'
 	case AnthropicMessages:
 		top := vspan{0, len(d)}
-		typ := memberString(d, top, "type")
-		if typ == "" {
-			typ = name
+		typ := memberRaw(d, top, "type")
+		if len(typ) == 0 {
+			typ = []byte(name)
 		}
-		if typ != "content_block_delta" {
+		if string(typ) != "content_block_delta" {
 			return vspan{}, false
 		}
 		delta, ok := member(d, top, "delta")
-		if !ok || memberString(d, delta, "type") != "text_delta" {
+		if !ok || string(memberRaw(d, delta, "type")) != "text_delta" {
 			return vspan{}, false
 		}
 		v, ok := member(d, delta, "text")
@@ -387,6 +398,9 @@ func withData(ev Event, data []byte) Event {
 // output text.
 func WithText(api API, ev Event, text string) (Event, error) {
 	d, _, err := eventJSON(ev)
+	if err != nil && genericStream(api) {
+		return withData(ev, []byte(text)), nil
+	}
 	if err != nil {
 		return Event{}, fmt.Errorf("replace %s event text: %w", api, err)
 	}
@@ -411,6 +425,9 @@ func WithText(api API, ev Event, text string) (Event, error) {
 // ends the stream.
 func TextEvent(api API, template Event, text string) (Event, error) {
 	d, _, err := eventJSON(template)
+	if err != nil && genericStream(api) {
+		return withData(template, []byte(text)), nil
+	}
 	if err != nil {
 		return Event{}, fmt.Errorf("synthesise %s text event: %w", api, err)
 	}
@@ -463,20 +480,29 @@ func TextEvent(api API, template Event, text string) (Event, error) {
 		}
 		return withData(template, data), nil
 	case OpenAIResponses:
-		if memberString(d, top, "type") != "response.output_text.delta" {
+		typ := memberRaw(d, top, "type")
+		if len(typ) == 0 {
+			typ = []byte(template.Name)
+		}
+		if string(typ) != "response.output_text.delta" {
 			return Event{}, fmt.Errorf("synthesise %s text event: template is not an output_text delta: %w", api, ErrNoText)
 		}
 		ed := editor{b: d}
+		hasDelta := false
 		it := iterObject(d, 0)
 		for it.next() {
 			switch string(it.keyRaw()) {
 			case "delta":
+				hasDelta = true
 				ed.replace(it.v, quote(text))
 			case "logprobs":
 				if kindOf(d, it.v) == '[' {
 					ed.replace(it.v, []byte("[]"))
 				}
 			}
+		}
+		if !hasDelta {
+			ed.insertMember(top, it.n > 0, "delta", quote(text))
 		}
 		data, _, err := ed.result(api)
 		if err != nil {
@@ -524,6 +550,14 @@ func isCompletionsChunk(d []byte) bool {
 // would otherwise leak. Raw is re-encoded only when something changed.
 func EditEvent(api API, ev Event, fn func(text string) string) (Event, bool, error) {
 	d, _, err := eventJSON(ev)
+	if err != nil && genericStream(api) {
+		if old := string(ev.Data); fn != nil {
+			if nw := fn(old); nw != old {
+				return withData(ev, []byte(nw)), true, nil
+			}
+		}
+		return ev, false, nil
+	}
 	if err != nil {
 		return ev, false, fmt.Errorf("edit %s event: %w", api, err)
 	}

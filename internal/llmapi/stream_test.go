@@ -378,3 +378,30 @@ func TestEditEvent(t *testing.T) {
 		}
 	}
 }
+
+func TestGenericTextStream(t *testing.T) {
+	t.Parallel()
+	e := ev("", "plain token")
+	d, err := DecodeEvent(Generic, e)
+	if err != nil || !d.HasText || d.Text != "plain token" {
+		t.Fatalf("DecodeEvent = %+v, %v", d, err)
+	}
+	w, err := WithText(Generic, e, "X\nY")
+	if err != nil || string(w.Raw) != "data: X\ndata: Y\n\n" {
+		t.Fatalf("WithText = %q, %v", w.Raw, err)
+	}
+	te, err := TextEvent(Generic, e, "Z")
+	if err != nil || string(te.Data) != "Z" {
+		t.Fatalf("TextEvent = %q, %v", te.Data, err)
+	}
+	out, changed, err := EditEvent(Generic, e, strings.ToUpper)
+	if err != nil || !changed || string(out.Data) != "PLAIN TOKEN" {
+		t.Fatalf("EditEvent = %q %v %v", out.Data, changed, err)
+	}
+	if _, err := DecodeEvent(OpenAIChat, e); !errors.Is(err, ErrMalformed) {
+		t.Errorf("OpenAIChat plain data: err = %v, want ErrMalformed", err)
+	}
+	if d, err := DecodeEvent(Generic, ev("", "[DONE]")); err != nil || !d.Done {
+		t.Errorf("Generic [DONE] = %+v, %v", d, err)
+	}
+}

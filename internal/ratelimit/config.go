@@ -106,6 +106,13 @@ type Config struct {
 
 	// Clock drives the in-process limiter (default: the system clock).
 	Clock Clock
+
+	// OnBreakerChange, when set, is told every time the Redis circuit
+	// breaker opens (BreakerOpen: the fallback decides) or closes, so the
+	// change can be audited and alerted on. It runs on the goroutine that
+	// caused the change (a Check or the probe) under the breaker's lock: it
+	// must return quickly and must not block. Default: none.
+	OnBreakerChange func(BreakerState)
 }
 
 // withDefaults returns cfg with every zero field set to its default.

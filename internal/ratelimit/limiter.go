@@ -308,6 +308,9 @@ func (l *Limiter) Reconcile(ctx context.Context, decisionID string, actual int64
 }
 
 func (l *Limiter) breakerChanged(s BreakerState) {
+	if l.cfg.OnBreakerChange != nil {
+		l.cfg.OnBreakerChange(s)
+	}
 	if s == BreakerClosed {
 		l.m.fallbackActive.Set(0)
 		return

@@ -5,10 +5,11 @@ import "github.com/prometheus/client_golang/prometheus"
 // metrics are the limiter's Prometheus series. Limit names label the
 // per-limit series; they come from policy and are a small, fixed set.
 type metrics struct {
-	checks         *prometheus.CounterVec // result, source
-	overLimit      *prometheus.CounterVec // limit
-	nearLimit      *prometheus.CounterVec // limit
-	shadowHits     *prometheus.CounterVec // limit
+	checks         *prometheus.CounterVec   // result, source
+	overLimit      *prometheus.CounterVec   // limit
+	nearLimit      *prometheus.CounterVec   // limit
+	shadowHits     *prometheus.CounterVec   // limit
+	usage          *prometheus.HistogramVec // limit
 	redisLatency   *prometheus.HistogramVec
 	redisErrors    *prometheus.CounterVec // op
 	fallbackActive prometheus.Gauge
@@ -29,6 +30,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Admitted requests that left a limit at or above 80% used."}, []string{"limit"}),
 		shadowHits: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "shadow_hits_total",
 			Help: "Shadow limits that would have denied a request."}, []string{"limit"}),
+		usage: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "usage_ratio",
+			Help:    "Share of a limit or quota in use right after an admitted request (1 - remaining/limit): how close callers run to their limits.",
+			Buckets: []float64{.1, .25, .5, .75, .8, .9, .95, .99, 1}}, []string{"limit"}),
 		redisLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "redis_duration_seconds",
 			Help:    "Latency of one Redis script call (a batch of checks, or a reconcile).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25}}, []string{"op"}),
@@ -40,7 +44,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Checks per Redis script call.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.checks, m.overLimit, m.nearLimit, m.shadowHits, m.redisLatency, m.redisErrors, m.fallbackActive, m.batchSize} {
+		for _, c := range []prometheus.Collector{m.checks, m.overLimit, m.nearLimit, m.shadowHits, m.usage, m.redisLatency, m.redisErrors, m.fallbackActive, m.batchSize} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -75,6 +79,9 @@ func (m *metrics) observe(res *Result) {
 			m.overLimit.WithLabelValues(s.Name).Inc()
 		case res.Allowed && s.nearLimit():
 			m.nearLimit.WithLabelValues(s.Name).Inc()
+		}
+		if res.Allowed && !s.Exceeded && s.Limit > 0 {
+			m.usage.WithLabelValues(s.Name).Observe(1 - float64(s.Remaining)/float64(s.Limit))
 		}
 	}
 }

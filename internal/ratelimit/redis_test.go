@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -269,8 +270,15 @@ func TestRedisFailure(t *testing.T) {
 			t.Parallel()
 			srv := redisserver.Start(t)
 			const checkTimeout = 200 * time.Millisecond
+			var changesMu sync.Mutex
+			var changes []BreakerState
 			l := newRedisLimiter(t, Config{RedisURL: "redis://" + srv.Addr, FailureMode: mode, CheckTimeout: checkTimeout,
-				ProbeInterval: 100 * time.Millisecond, LocalShare: 0.5})
+				ProbeInterval: 100 * time.Millisecond, LocalShare: 0.5,
+				OnBreakerChange: func(s BreakerState) {
+					changesMu.Lock()
+					changes = append(changes, s)
+					changesMu.Unlock()
+				}})
 			limits := []Limit{{Name: "rpm", Key: "load", Limit: 1_000_000, Period: time.Minute}}
 			ctx := context.Background()
 
@@ -351,6 +359,11 @@ func TestRedisFailure(t *testing.T) {
 			res, err := l.Check(ctx, "", limits)
 			if err != nil || res.Degraded {
 				t.Errorf("after recovery: degraded=%v err=%v", res.Degraded, err)
+			}
+			changesMu.Lock()
+			defer changesMu.Unlock()
+			if !slices.Equal(changes, []BreakerState{BreakerOpen, BreakerClosed}) {
+				t.Errorf("OnBreakerChange saw %v, want [open closed]: one fallback entered, then left", changes)
 			}
 		})
 	}

@@ -15,14 +15,11 @@ package redact
 
 import (
 	"cmp"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"hash"
 	"slices"
 	"strings"
-	"sync"
 	"unicode/utf8"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
@@ -136,15 +133,10 @@ func (rule *Rule) action() Action {
 // after New and safe for concurrent use; a nil *Redactor redacts nothing.
 type Redactor struct {
 	rules Rules
-	key   []byte
-	macs  sync.Pool // of *hasher, so Hash costs no allocation per span
-}
-
-// hasher is a reusable keyed hash with its scratch.
-type hasher struct {
-	h   hash.Hash
-	buf []byte
-	sum [sha256.Size]byte
+	// keyed says Hash is HMAC-SHA256 with the key folded into ipad and
+	// opad (RFC 2104), precomputed so that hashing a span allocates nothing.
+	keyed      bool
+	ipad, opad [sha256.BlockSize]byte
 }
 
 // New builds a Redactor. key is the HMAC key for Hash (nil or empty means
@@ -157,15 +149,29 @@ func New(rules Rules, key []byte) *Redactor {
 		r.rules[i] = rule
 	}
 	if len(key) > 0 {
-		r.key = slices.Clone(key)
-	}
-	r.macs.New = func() any {
-		if r.key != nil {
-			return &hasher{h: hmac.New(sha256.New, r.key)}
+		r.keyed = true
+		if len(key) > sha256.BlockSize {
+			k := sha256.Sum256(key)
+			key = k[:]
 		}
-		return &hasher{h: sha256.New()}
+		copy(r.ipad[:], key)
+		copy(r.opad[:], key)
+		for i := range r.ipad {
+			r.ipad[i] ^= 0x36
+			r.opad[i] ^= 0x5c
+		}
 	}
 	return r
+}
+
+// digest is HMAC-SHA256(key, value), or SHA-256(value) without a key.
+func (r *Redactor) digest(value string) [sha256.Size]byte {
+	var scratch [256]byte // values up to 192 bytes are hashed without allocating
+	if !r.keyed {
+		return sha256.Sum256(append(scratch[:0], value...))
+	}
+	inner := sha256.Sum256(append(append(scratch[:0], r.ipad[:]...), value...))
+	return sha256.Sum256(append(append(scratch[:0], r.opad[:]...), inner[:]...))
 }
 
 // span is one matched finding reduced to what rewriting needs.
@@ -208,7 +214,6 @@ func (r *Redactor) Apply(text string, findings []detect.Finding) (string, int) {
 
 	var b strings.Builder
 	b.Grow(len(text) + 24*len(spans))
-	var mac *hasher
 	pos, n := 0, 0
 	for i := 0; i < len(spans); {
 		g := spans[i]
@@ -221,20 +226,15 @@ func (r *Redactor) Apply(text string, findings []detect.Finding) (string, int) {
 			}
 		}
 		b.WriteString(text[pos:start])
-		mac = r.rewrite(&b, r.rules[g.rule].action(), g.typ, text[start:end], mac)
+		r.rewrite(&b, r.rules[g.rule].action(), g.typ, text[start:end])
 		pos, n, i = end, n+1, j
 	}
 	b.WriteString(text[pos:])
-	if mac != nil {
-		mac.buf = mac.buf[:0]
-		r.macs.Put(mac)
-	}
 	return b.String(), n
 }
 
-// rewrite writes the replacement for value. mac is reused across spans of
-// one Apply call and returned (taken from the pool on first use).
-func (r *Redactor) rewrite(b *strings.Builder, a Action, typ, value string, mac *hasher) *hasher {
+// rewrite writes the replacement for value.
+func (r *Redactor) rewrite(b *strings.Builder, a Action, typ, value string) {
 	if typ == "" {
 		typ = "UNKNOWN"
 	}
@@ -255,25 +255,19 @@ func (r *Redactor) rewrite(b *strings.Builder, a Action, typ, value string, mac 
 		}
 		b.WriteString(tail)
 	case Hash:
-		if mac == nil {
-			mac = r.macs.Get().(*hasher)
-		}
-		mac.h.Reset()
-		mac.buf = append(mac.buf[:0], value...)
-		mac.h.Write(mac.buf)
-		sum := mac.h.Sum(mac.sum[:0])
+		sum := r.digest(value)
+		var hx [16]byte
+		hex.Encode(hx[:], sum[:8])
 		b.WriteByte('[')
 		b.WriteString(typ)
 		b.WriteByte(':')
-		mac.buf = hex.AppendEncode(mac.buf[:0], sum[:8])
-		b.Write(mac.buf)
+		b.Write(hx[:])
 		b.WriteByte(']')
 	default:
 		b.WriteString("[REDACTED:")
 		b.WriteString(typ)
 		b.WriteByte(']')
 	}
-	return mac
 }
 
 // bounds validates a byte span against text and widens it to whole UTF-8

@@ -150,6 +150,12 @@ func TestApply(t *testing.T) {
 			want: "mail [EMAIL_ADDRESS:" + hmac16(key, "jane@example.com") + "] now", wantN: 1,
 		},
 		{
+			name: "hash with long key and long value", rules: Rules{{Action: Hash}}, key: []byte(strings.Repeat("k", 100)),
+			text:  "v=" + strings.Repeat("日本", 50),
+			finds: func(*testing.T, string) []detect.Finding { return []detect.Finding{raw("secrets", "S", 2, 302)} },
+			want:  "v=[S:" + hmac16([]byte(strings.Repeat("k", 100)), strings.Repeat("日本", 50)) + "]", wantN: 1,
+		},
+		{
 			name: "hash without key is sha256", rules: Rules{{Action: Hash}}, text: mail,
 			finds: func(t *testing.T, s string) []detect.Finding {
 				return []detect.Finding{at(t, s, "pii", detect.TypeEmail, "jane@example.com")}

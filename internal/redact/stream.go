@@ -281,8 +281,13 @@ func (s *Stream) drain(final bool) Window {
 		out.Text = b.String()
 	}
 	if s.off > 0 {
-		n := copy(s.buf, s.buf[s.off:])
-		s.buf = s.buf[:n]
+		if cap(s.buf) > 4*s.window {
+			// A large Write grew the buffer; do not hold its memory for the
+			// rest of the stream.
+			s.buf = append(make([]byte, 0, 2*s.window), s.buf[s.off:]...)
+		} else {
+			s.buf = s.buf[:copy(s.buf, s.buf[s.off:])]
+		}
 		s.off = 0
 	}
 	return out

@@ -179,6 +179,10 @@ func TestEnvoyConfigs(t *testing.T) {
 			for _, hcm := range f.hcms {
 				checkFilterChain(t, hcm)
 				checkTracing(t, hcm, f)
+				// Policies match paths: Envoy must hand over the path it routes on.
+				if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() {
+					t.Error("http_connection_manager must set normalize_path and merge_slashes")
+				}
 			}
 		})
 	}

@@ -14,6 +14,7 @@ cd "$(dirname "$0")/../.."
 
 BULWARK=${BULWARK:-./bin/bulwark}
 GHZ=${GHZ:-ghz}
+GHZ_EXTRA=""
 CONCURRENCY=${CONCURRENCY:-16}
 REQUESTS=${REQUESTS:-50000}
 WARMUP=${WARMUP:-3000}
@@ -25,12 +26,12 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-measure() { # name pid addr [data]
-	local name=$1 pid=$2 addr=$3 data=${4:-$DATA}
-	"$GHZ" --insecure --call "$CALL" -D "$data" -c "$CONCURRENCY" -n "$WARMUP" "$addr" >/dev/null
+measure() { # name pid addr [data [call]]
+	local name=$1 pid=$2 addr=$3 data=${4:-$DATA} call=${5:-$CALL}
+	"$GHZ" --insecure --call "$call" -D "$data" -c "$CONCURRENCY" -n "$WARMUP" $GHZ_EXTRA "$addr" >/dev/null
 	local before after
 	before=$(cpu_ticks "$pid")
-	"$GHZ" --insecure --call "$CALL" -D "$data" -c "$CONCURRENCY" -n "$REQUESTS" -O json "$addr" >"$work/$name.json"
+	"$GHZ" --insecure --call "$call" -D "$data" -c "$CONCURRENCY" -n "$REQUESTS" $GHZ_EXTRA -O json "$addr" >"$work/$name.json"
 	after=$(cpu_ticks "$pid")
 	python3 - "$work/$name.json" "$name" "$before" "$after" "$TICKS" <<'PY'
 import json, sys
@@ -41,7 +42,7 @@ n = r["count"]
 errs = sum((r.get("errorDistribution") or {}).values())
 cpu_us = (after - before) / ticks * 1e6 / n
 print(f"{name:<22} {r['rps']:>9.0f} req/s   p50 {lat.get(50, 0):6.2f} ms   p99 {lat.get(99, 0):6.2f} ms   "
-      f"CPU/Check {cpu_us:6.1f} µs   errors {errs}")
+      f"CPU/call {cpu_us:6.1f} µs   errors {errs}")
 PY
 }
 
@@ -52,12 +53,12 @@ wait_port() {
 	echo "nothing listens on port $1" >&2; return 1
 }
 
-run_server() { # name port data cmd...
+run_server() { # name port data cmd...   (CALL_OVERRIDE selects another RPC)
 	local name=$1 port=$2 data=$3; shift 3
 	"$@" >"$work/$name.log" 2>&1 &
 	local pid=$!
 	wait_port "$port" || { cat "$work/$name.log" >&2; return 1; }
-	measure "$name" "$pid" "127.0.0.1:$port" "$data"
+	measure "$name" "$pid" "127.0.0.1:$port" "$data" "${CALL_OVERRIDE:-$CALL}"
 	kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
@@ -79,6 +80,27 @@ PY
 p=$(free_port); run_server noop-floor "$p" "$DATA" "$work/noop" --addr "127.0.0.1:$p"
 p=$(free_port); run_server bulwark-default-apikey "$p" "$work/check-key.json" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" \
 	--admin-addr 127.0.0.1:0 --grpc-reflection --log-level warn --keys-file "$work/keys.yaml" --policy-dir "$work/policies"
+# ext_proc: one exchange's request phase (headers, then a 4 KiB chat body:
+# identity, parse, detectors, two policy decisions), as a bidi stream of two
+# messages, the way Envoy sends them.
+python3 - "$work/extproc.json" "$key" <<'PY'
+import base64, json, sys
+words = "please summarise the quarterly report for the board and list the three main risks with a short mitigation for each of them".split()
+text = ""
+i = 0
+while len(text) < 4096:
+    text += words[i % len(words)] + " "; i += 1
+body = json.dumps({"model": "gpt-4o", "messages": [{"role": "system", "content": "You are a helpful analyst."}, {"role": "user", "content": text}]}).encode()
+b64 = lambda s: base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+hdrs = {":method": "POST", ":path": "/v1/chat/completions", ":authority": "api.example.com", ":scheme": "https",
+        "authorization": "Bearer " + sys.argv[2], "content-type": "application/json", "content-length": str(len(body))}
+msgs = [{"requestHeaders": {"headers": {"headers": [{"key": k, "rawValue": b64(v)} for k, v in hdrs.items()]}}},
+        {"requestBody": {"body": b64(body), "endOfStream": True}}]
+json.dump(msgs, open(sys.argv[1], "w"))
+PY
+p=$(free_port); CALL_OVERRIDE=envoy.service.ext_proc.v3.ExternalProcessor/Process run_server bulwark-extproc-4k "$p" "$work/extproc.json" \
+	"$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 --grpc-reflection --log-level warn \
+	--keys-file "$work/keys.yaml" --policy-dir "$work/policies"
 p=$(free_port); run_server bulwark-rbac "$p" "$DATA" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 \
 	--grpc-reflection --log-level warn --policy-dir test/load/rbac --policy-query envoy/authz/allow
 # What a rate-limit check adds: the same RBAC decision with and without one

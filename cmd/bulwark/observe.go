@@ -1,0 +1,66 @@
+package main
+
+import (
+	"time"
+
+	"github.com/bulwark-ai/bulwark/internal/alert"
+	"github.com/bulwark-ai/bulwark/internal/audit"
+	"github.com/bulwark-ai/bulwark/internal/config"
+	"github.com/bulwark-ai/bulwark/internal/identity"
+	"github.com/bulwark-ai/bulwark/internal/ratelimit"
+)
+
+// alertConfig maps the serve flags onto the alert notifier's Config.
+func alertConfig(cfg config.Config) alert.Config {
+	burst := cfg.AlertInjectionBurst
+	if burst == 0 {
+		burst = -1 // off
+	}
+	return alert.Config{
+		WebhookURL:      cfg.AlertWebhookURL,
+		Timeout:         cfg.AlertWebhookTimeout,
+		MinInterval:     cfg.AlertMinInterval,
+		MaxPerMinute:    cfg.AlertMaxPerMinute,
+		InjectionBurst:  burst,
+		InjectionWindow: cfg.AlertInjectionWindow,
+	}
+}
+
+var keyChangeTypes = map[string]string{
+	identity.KeyCreated: audit.TypeKeyCreated,
+	identity.KeyRevoked: audit.TypeKeyRevoked,
+	identity.KeyRemoved: audit.TypeKeyRemoved,
+	identity.KeyChanged: audit.TypeKeyChanged,
+}
+
+// keyChangeRecord is the audit record of an API key change the server saw:
+// who the key authenticates and what became of it, never the key or hash.
+func keyChangeRecord(c identity.KeyChange) audit.Record {
+	d := map[string]any{"key_id": c.ID, "source": c.Source}
+	if c.Status != "" {
+		d["status"] = c.Status
+	}
+	if len(c.Roles) > 0 {
+		d["roles"] = c.Roles
+	}
+	if len(c.Fields) > 0 {
+		d["fields"] = c.Fields
+	}
+	r := audit.Record{Type: keyChangeTypes[c.Action], Details: d}
+	if c.Principal != "" {
+		r.Principal = &audit.Principal{ID: c.Principal, Kind: string(identity.KindAPIKey), Tenant: c.Tenant}
+	}
+	return r
+}
+
+// breakerRecord is the audit record of the limiter entering (breaker open)
+// or leaving (closed) its fallback.
+func breakerRecord(s ratelimit.BreakerState, cfg config.Config) audit.Record {
+	state := "left"
+	if s == ratelimit.BreakerOpen {
+		state = "entered"
+	}
+	return audit.Record{Type: audit.TypeLimiterFallback, Time: time.Now().UTC(), Details: map[string]any{
+		"state": state, "breaker": s.String(), "failure_mode": cfg.RateLimitFailureMode, "local_share": cfg.RateLimitLocalShare,
+	}}
+}
