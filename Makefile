@@ -11,7 +11,7 @@ GHZ_VERSION ?= v0.120.0
 
 DATA ?= ../shared/data
 
-.PHONY: train eval all build run test vet fmt-check go-test fuzz bench bench-go bench-load lint tools clean
+.PHONY: train eval all build run test vet fmt-check go-test fuzz bench bench-go bench-load lint tools clean proto lint-proto proto-tools
 
 all: build
 
@@ -75,3 +75,45 @@ lint: vet fmt-check
 
 clean:
 	rm -rf bin
+
+# --- Bulwark's own gRPC API (proto/bulwark/v1), managed with buf -------------
+# Tools go to bin/tools at pinned versions, so generation is reproducible and
+# needs no remote plugins: protoc-gen-go at go.mod's google.golang.org/protobuf
+# version, protoc-gen-go-grpc and buf at the versions below.
+PROTO_TOOLS := $(CURDIR)/bin/tools
+BUF_VERSION ?= v1.75.0
+PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.2
+# buf breaking compares with the latest release tag, or main when there is none.
+BUF_AGAINST_REF ?= $(shell git describe --tags --abbrev=0 2>/dev/null || echo main)
+
+## proto-tools: install buf, protoc-gen-go and protoc-gen-go-grpc into bin/tools
+proto-tools:
+	@mkdir -p $(PROTO_TOOLS)
+	@want=$$($(GO) list -m -f '{{.Version}}' google.golang.org/protobuf); \
+	[ "$$($(PROTO_TOOLS)/protoc-gen-go --version 2>/dev/null)" = "protoc-gen-go $$want" ] || \
+		GOBIN=$(PROTO_TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go
+	@[ "$$($(PROTO_TOOLS)/protoc-gen-go-grpc --version 2>/dev/null)" = "protoc-gen-go-grpc $(PROTOC_GEN_GO_GRPC_VERSION:v%=%)" ] || \
+		GOBIN=$(PROTO_TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	@[ "$$($(PROTO_TOOLS)/buf --version 2>/dev/null)" = "$(BUF_VERSION:v%=%)" ] || \
+		GOBIN=$(PROTO_TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+## proto: regenerate the Go code beside proto/bulwark/v1/*.proto (commit the result)
+proto: proto-tools
+	PATH="$(PROTO_TOOLS):$$PATH" $(PROTO_TOOLS)/buf generate
+
+## lint-proto: buf lint, buf breaking against the last tag (or main), generated code up to date
+lint-proto: proto-tools
+	$(PROTO_TOOLS)/buf lint
+	@ref='$(BUF_AGAINST_REF)'; \
+	if git ls-tree -r --name-only "$$ref" -- proto 2>/dev/null | grep -q '\.proto$$'; then \
+		echo "buf breaking --against .git#ref=$$ref"; \
+		$(PROTO_TOOLS)/buf breaking --against ".git#ref=$$ref"; \
+	else \
+		echo "buf breaking: $$ref has no .proto files yet; nothing to break"; \
+	fi
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	PATH="$(PROTO_TOOLS):$$PATH" $(PROTO_TOOLS)/buf generate -o "$$tmp" && \
+	for f in "$$tmp"/proto/bulwark/v1/*.go; do \
+		cmp -s "$$f" proto/bulwark/v1/$$(basename "$$f") || { echo "generated code out of date: run make proto ($$(basename "$$f"))"; exit 1; }; \
+	done; \
+	n=$$(ls proto/bulwark/v1/*.pb.go | wc -l); [ "$$n" = "$$(ls "$$tmp"/proto/bulwark/v1/*.pb.go | wc -l)" ] || { echo "stale generated files in proto/bulwark/v1"; exit 1; }

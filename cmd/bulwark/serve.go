@@ -173,6 +173,10 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	if err != nil {
 		return err
 	}
+	outScanner, err := detect.New(detect.Config{DisableInjection: true})
+	if err != nil {
+		return fmt.Errorf("detectors: %w", err)
+	}
 	epMetrics, err := extproc.NewMetrics(reg)
 	if err != nil {
 		return err
@@ -187,6 +191,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		ClampMaxTokens:   cfg.ExtProcClampMaxTokens,
 		Canary:           cfg.ExtProcCanary,
 		RedactKey:        redactKey,
+		ResponseScanner:  outScanner,
 	}, logger, epMetrics))
 	srv.AddReadinessCheck(server.ReadinessCheck{Name: "identity", Check: auth.Ready})
 	if auditor != nil {
@@ -257,6 +262,7 @@ func configSummary(cfg config.Config) map[string]any {
 		"policy_source": policyConfig(cfg).Source(), "policy_query": cfg.PolicyQuery, "dry_run": cfg.DryRun,
 		"redis": cfg.RedisURL != "", "identity": cfg.IdentityEnabled(), "keys_file": cfg.KeysFile != "",
 		"jwks": cfg.JWKSURL != "", "ratelimit_failure_mode": cfg.RateLimitFailureMode,
+		"tls": cfg.TLSCert != "", "mtls": cfg.TLSClientCA != "", "max_in_flight": cfg.MaxInFlight,
 		"alerts": map[bool]string{true: "webhook", false: "log"}[cfg.AlertWebhookURL != ""], // never the URL: it may hold a token
 	}
 }

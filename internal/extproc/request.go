@@ -50,7 +50,7 @@ type exchange struct {
 	// bodyExpected is set when Bulwark asked for the request body; a
 	// response arriving without it means Envoy ignored mode_override.
 	bodyExpected, bodySeen bool
-	pending               []byte // request or response body accumulated across streamed chunks
+	pending                []byte // request or response body accumulated across streamed chunks
 
 	llmReq    *llmapi.Request
 	llmTerm   *ast.Term

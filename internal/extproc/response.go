@@ -171,8 +171,8 @@ func (x *exchange) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*ex
 	}
 	var sig detect.Signals
 	var findings []detect.Finding
-	if x.s.scanner != nil && text != "" {
-		res := x.s.scanner.Scan(text)
+	if x.s.outScan != nil && text != "" {
+		res := x.s.outScan.Scan(text)
 		sig = res.Signals()
 		findings = res.Findings
 	}
@@ -195,7 +195,7 @@ func (x *exchange) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*ex
 		literals := rs.literalsOrNil()
 		count := 0
 		fix := func(t string) string {
-			r, _, n := red.Text(x.s.scanner, t, literals)
+			r, _, n := red.Text(x.s.outScan, t, literals)
 			count += n
 			return r
 		}
@@ -290,7 +290,7 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 	if err != nil {
 		// An event Bulwark cannot read may still carry text: pass it only
 		// when nothing in it needs removing.
-		if x.s.scanner != nil && len(x.s.scanner.Scan(string(ev.Data)).Findings) > 0 {
+		if x.s.outScan != nil && len(x.s.outScan.Scan(string(ev.Data)).Findings) > 0 {
 			x.s.metrics.localDeny("unreadable_event_dropped")
 			return nil
 		}
@@ -346,35 +346,34 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 			return err
 		}
 	}
-	if x.api == llmapi.OpenAIResponses && (strings.HasSuffix(ev.Name, ".done") || ev.Name == "response.completed") {
-		// These events repeat the whole output text: redact them whole.
-		return x.rewriteWhole(ctx, ev, out)
-	}
-	*out = append(*out, ev.Raw...)
-	return nil
+	// Events that are not deltas but still carry output text (the Responses
+	// API repeats the whole answer in its *.done and response.* snapshots,
+	// Anthropic may put text in content_block_start): redact them whole.
+	return x.rewriteWhole(ctx, ev, out)
 }
 
-// rewriteWhole redacts every string of an event that repeats output text.
+// rewriteWhole redacts the output text of an event that is not a delta.
 func (x *exchange) rewriteWhole(ctx context.Context, ev llmapi.Event, out *[]byte) error {
 	rs := x.resp
 	var found []detect.Finding
-	data, changed, err := llmapi.EditRequest(llmapi.Generic, ev.Data, llmapi.RequestEdit{Text: func(_, t string) string {
-		if rs.red == nil {
-			return t
+	nev, changed, err := llmapi.EditEvent(x.api, ev, func(t string) string {
+		red := rs.red
+		if red == nil {
+			red = redact.New(nil, nil) // report only
 		}
-		r, f, _ := rs.red.Text(x.s.scanner, t, rs.literalsOrNil())
+		r, f, _ := red.Text(x.s.outScan, t, rs.literalsOrNil())
 		found = append(found, f...)
 		return r
-	}})
+	})
 	if err != nil {
-		return x.checkWindow(ctx, redact.Window{Findings: []detect.Finding{{Detector: "canary", Type: "UNREADABLE"}}}, out)
+		*out = append(*out, ev.Raw...) // no text in it
+		return nil
 	}
 	if err := x.checkWindow(ctx, redact.Window{Findings: found}, out); err != nil {
 		return err
 	}
 	if changed {
-		ev.Data = data
-		*out = append(*out, ev.Encode()...)
+		*out = append(*out, nev.Raw...)
 		return nil
 	}
 	*out = append(*out, ev.Raw...)
@@ -444,7 +443,7 @@ func (rs *responseState) stream(x *exchange, idx int) (*redact.Stream, error) {
 	if red == nil {
 		red = redact.New(nil, nil) // report only: canary watch without redaction rules
 	}
-	st, err := red.NewStream(x.s.scanner, redact.StreamOptions{
+	st, err := red.NewStream(x.s.outScan, redact.StreamOptions{
 		Step: x.s.opts.StreamStep, Lookahead: x.s.opts.StreamLookahead, Literals: rs.literals})
 	if err != nil {
 		return nil, err
@@ -458,9 +457,7 @@ func (rs *responseState) stream(x *exchange, idx int) (*redact.Stream, error) {
 // tokens; OpenAI reports all of it once at the end.
 func (rs *responseState) addUsage(u llmapi.Usage) {
 	rs.haveUsage = true
-	rs.usage.PromptTokens = max(rs.usage.PromptTokens, u.PromptTokens)
-	rs.usage.CompletionTokens = max(rs.usage.CompletionTokens, u.CompletionTokens)
-	rs.usage.TotalTokens = max(rs.usage.TotalTokens, u.TotalTokens, rs.usage.PromptTokens+rs.usage.CompletionTokens)
+	rs.usage.Merge(&u)
 }
 
 // settle reconciles the token reservation with the reported usage, once.

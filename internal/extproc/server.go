@@ -86,6 +86,10 @@ type Options struct {
 	// RedactKey keys the "hash" redaction action (HMAC-SHA256), so hashed
 	// values can be correlated but not guessed.
 	RedactKey []byte
+	// ResponseScanner scans model output; nil means the request scanner.
+	// Give it one without the injection detector: the streaming redactor
+	// scans every byte several times, and output needs PII and secrets only.
+	ResponseScanner Scanner
 }
 
 func (o *Options) defaults() {
@@ -106,13 +110,14 @@ func (o *Options) defaults() {
 // Server implements envoy.service.ext_proc.v3.ExternalProcessor.
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
-	decider  Decider
-	scanner  Scanner
+	decider   Decider
+	scanner   Scanner
+	outScan   Scanner
 	reconcile Reconciler
-	opts     Options
-	roles    map[string]bool
-	logger   *slog.Logger
-	metrics  *metrics
+	opts      Options
+	roles     map[string]bool
+	logger    *slog.Logger
+	metrics   *metrics
 }
 
 // New returns a Server. scanner finds what redaction removes (nil: nothing
@@ -133,7 +138,11 @@ func New(d Decider, scanner Scanner, reconcile Reconciler, opts Options, logger 
 	if m == nil {
 		m = &Metrics{}
 	}
-	return &Server{decider: d, scanner: scanner, reconcile: reconcile, opts: opts, roles: roles, logger: logger, metrics: m.m}
+	out := opts.ResponseScanner
+	if out == nil {
+		out = scanner
+	}
+	return &Server{decider: d, scanner: scanner, outScan: out, reconcile: reconcile, opts: opts, roles: roles, logger: logger, metrics: m.m}
 }
 
 // Process runs one exchange. It returns nil when Envoy ends the stream

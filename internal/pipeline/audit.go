@@ -1,12 +1,16 @@
 package pipeline
 
 import (
+	"context"
+
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/bulwark-ai/bulwark/internal/audit"
 )
 
 // auditRecord summarises a decision for the audit trail: identifiers, codes
 // and counts, never prompt text, credentials or finding values.
-func auditRecord(req Request, out Outcome) audit.Record {
+func auditRecord(ctx context.Context, req Request, out Outcome) audit.Record {
 	allowed := out.Decision.Allowed
 	r := audit.Record{
 		Type:           audit.TypeDecision,
@@ -18,6 +22,11 @@ func auditRecord(req Request, out Outcome) audit.Record {
 		Reason:         out.Reason,
 		PolicyRevision: out.PolicyRevision,
 		DryRun:         out.DryRunDenied,
+	}
+	// The trace id links the record to the request's trace (set when the
+	// decision is traced: the adapter's span is in ctx).
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		r.TraceID = sc.TraceID().String()
 	}
 	if !allowed && r.HTTPStatus == 0 {
 		r.HTTPStatus = 403

@@ -286,7 +286,7 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 			p.metrics.decision("error", string(policy.CodeTimeout))
 			if p.audit != nil {
 				out.Reason = string(policy.CodeTimeout)
-				p.audit.Log(context.WithoutCancel(ctx), auditRecord(req, out))
+				p.audit.Log(context.WithoutCancel(ctx), auditRecord(ctx, req, out))
 			}
 			p.logger.Warn("decision timed out", "decision_id", out.DecisionID, "phase", req.Phase, "elapsed", elapsed, "error", err)
 			return out, err
@@ -326,7 +326,7 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	}
 	p.metrics.decision(result, out.Reason)
 	if p.audit != nil {
-		p.audit.Log(context.WithoutCancel(ctx), auditRecord(req, out))
+		p.audit.Log(context.WithoutCancel(ctx), auditRecord(ctx, req, out))
 	}
 	if result == "allow" {
 		if !p.logger.Enabled(ctx, slog.LevelDebug) {

@@ -35,6 +35,8 @@ type Limiter struct {
 	idx    map[string]*redisReservation
 	idxOps int
 
+	known knownLimits // counter definitions, for Known, Peek and Reset (quota.go)
+
 	pool sync.Pool
 }
 
@@ -139,6 +141,7 @@ func (l *Limiter) Check(ctx context.Context, decisionID string, limits []Limit) 
 			return Result{}, err
 		}
 		k := counterKey(l.cfg.KeyPrefix, lim)
+		l.known.note(k, lim)
 		t := hashTag(k)
 		if i == 0 {
 			tag = t

@@ -7,8 +7,8 @@
 // server-sent-events response, where a secret may be split across events: it
 // holds back a bounded window of text and releases only what can no longer
 // become part of a finding. Its output depends on the concatenated input
-// alone, never on how that input was split, so a streamed response is
-// redacted exactly as the same response delivered in one piece.
+// alone, never on how that input was split into events, so the same
+// response is redacted byte for byte the same however it is chunked.
 //
 // Redactor is safe for concurrent use; a Stream belongs to one response.
 package redact

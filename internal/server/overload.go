@@ -66,7 +66,7 @@ type Overload struct {
 
 	overloaded atomic.Bool
 
-	mu        sync.Mutex // guards the sampling state below (observe)
+	mu         sync.Mutex // guards the sampling state below (observe)
 	lastCount  uint64
 	lastSample time.Time
 	busySince  time.Time // start of the current run of samples that saw rejections
@@ -151,8 +151,12 @@ func (o *Overload) Unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 
 // Stream is the stream server interceptor: a stream counts against
 // MaxStreams while open, and each message it receives counts as in flight
-// until the handler sends its answer (at most one per stream at a time). A
-// message over MaxInFlight ends the stream with UNAVAILABLE.
+// until the handler sends an answer or asks for the next message. The
+// stream's first message is admitted under MaxInFlight, or the stream ends
+// with UNAVAILABLE; later messages of an admitted exchange are counted but
+// never refused, because failing an exchange halfway wastes the work done
+// and fails a request Envoy has already let through. An open stream
+// waiting for Envoy's next message holds no in-flight slot.
 func (o *Overload) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if exempt(info.FullMethod) {
 		return handler(srv, ss)
@@ -171,10 +175,12 @@ func (o *Overload) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 }
 
 // limitedStream counts a stream's received message as in flight until the
-// next send. Recv and Send may run on different goroutines, hence atomics.
+// next send or receive. Recv and Send may run on different goroutines
+// (one each), hence the atomics; admitted belongs to the receiving one.
 type limitedStream struct {
 	grpc.ServerStream
 	o        *Overload
+	admitted bool
 	holding  atomic.Bool
 	rejected atomic.Bool
 }
@@ -183,19 +189,20 @@ func (s *limitedStream) RecvMsg(m any) error {
 	if s.rejected.Load() {
 		return errOverloaded
 	}
+	s.release() // asking for the next message: done with the previous one
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	if s.holding.Load() {
-		return nil // still working on an earlier message
+	if s.admitted {
+		s.o.inflight.Add(1)
+	} else {
+		if !tryAcquire(&s.o.inflight, s.o.maxInFlight) {
+			s.rejected.Store(true)
+			return s.o.reject(s.o.rejectInFlight)
+		}
+		s.admitted = true
 	}
-	if !tryAcquire(&s.o.inflight, s.o.maxInFlight) {
-		s.rejected.Store(true)
-		return s.o.reject(s.o.rejectInFlight)
-	}
-	if !s.holding.CompareAndSwap(false, true) {
-		s.o.inflight.Add(-1)
-	}
+	s.holding.Store(true)
 	return nil
 }
 

@@ -65,6 +65,7 @@ func TestOverloadLimitExact(t *testing.T) {
 	if got := o.InFlight(); got != limit {
 		t.Errorf("in flight = %d, want %d", got, limit)
 	}
+	waitFor(t, "the admitted calls in their handler", func() bool { return running.Load() == limit })
 	if got := testutil.ToFloat64(o.rejectInFlight); got != callers-limit {
 		t.Errorf("rejections metric = %v, want %d", got, callers-limit)
 	}
@@ -193,17 +194,21 @@ func echo(work func()) grpc.StreamHandler {
 	}
 }
 
+// gatedWork is a stream handler's work on each message, held until the
+// test lets it go.
+type gatedWork struct{ in, proceed chan struct{} }
+
+func newGatedWork() gatedWork { return gatedWork{make(chan struct{}), make(chan struct{})} }
+func (g gatedWork) work()     { g.in <- struct{}{}; <-g.proceed }
+
 func TestOverloadStreams(t *testing.T) {
 	t.Parallel()
 	o := NewOverload(OverloadConfig{MaxInFlight: 1, MaxStreams: 2}, nil)
-	inWork := make(chan struct{})
-	proceed := make(chan struct{})
-	work := func() { inWork <- struct{}{}; <-proceed }
-
+	ga, gb := newGatedWork(), newGatedWork()
 	a, b := &fakeStream{in: make(chan string)}, &fakeStream{in: make(chan string)}
 	errA, errB := make(chan error, 1), make(chan error, 1)
-	go func() { errA <- o.Stream(nil, a, processInfo, echo(work)) }()
-	go func() { errB <- o.Stream(nil, b, processInfo, echo(func() {})) }()
+	go func() { errA <- o.Stream(nil, a, processInfo, echo(ga.work)) }()
+	go func() { errB <- o.Stream(nil, b, processInfo, echo(gb.work)) }()
 	waitFor(t, "two open streams", func() bool { return o.Streams() == 2 })
 	// Open streams waiting for their next message hold no in-flight slot.
 	if o.InFlight() != 0 {
@@ -217,26 +222,82 @@ func TestOverloadStreams(t *testing.T) {
 		t.Errorf("max_streams rejections = %v, want 1", got)
 	}
 
+	// a's first message takes the only in-flight slot...
 	a.in <- "request_headers"
-	<-inWork // a's message is being processed: the one in-flight slot is taken
+	<-ga.in
 	if o.InFlight() != 1 {
 		t.Fatalf("in flight = %d, want 1", o.InFlight())
 	}
-	b.in <- "request_headers" // over max_in_flight: b ends with UNAVAILABLE
+	// ...so b's first message is refused and b ends with UNAVAILABLE.
+	b.in <- "request_headers"
 	if err := <-errB; status.Code(err) != codes.Unavailable {
-		t.Fatalf("stream message over max_in_flight: %v, want UNAVAILABLE", err)
+		t.Fatalf("first stream message over max_in_flight: %v, want UNAVAILABLE", err)
 	}
-	proceed <- struct{}{}
+	ga.proceed <- struct{}{}
 	waitFor(t, "a's answer", func() bool { return a.sent.Load() == 1 })
 	if o.InFlight() != 0 {
 		t.Errorf("in flight after the answer = %d, want 0", o.InFlight())
 	}
+
+	// c is admitted and answered; while a works on its next message, c's
+	// next message is counted but not refused: c's exchange was admitted.
+	gc := newGatedWork()
+	c := &fakeStream{in: make(chan string)}
+	errC := make(chan error, 1)
+	go func() { errC <- o.Stream(nil, c, processInfo, echo(gc.work)) }()
+	c.in <- "request_headers"
+	<-gc.in
+	gc.proceed <- struct{}{}
+	waitFor(t, "c's answer", func() bool { return c.sent.Load() == 1 })
+	a.in <- "request_body"
+	<-ga.in
+	c.in <- "request_body"
+	<-gc.in
+	if o.InFlight() != 2 {
+		t.Errorf("in flight = %d, want 2 (a later message of an admitted exchange counts)", o.InFlight())
+	}
+	ga.proceed <- struct{}{}
+	gc.proceed <- struct{}{}
 	close(a.in)
+	close(c.in)
 	if err := <-errA; err != nil {
 		t.Errorf("stream a: %v", err)
 	}
+	if err := <-errC; err != nil {
+		t.Errorf("stream c: %v", err)
+	}
 	if o.Streams() != 0 || o.InFlight() != 0 {
 		t.Errorf("after the streams ended: streams %d, in flight %d", o.Streams(), o.InFlight())
+	}
+}
+
+// TestOverloadStreamWithoutAnswers is an observability-mode exchange: the
+// handler answers nothing, and the stream holds no slot between messages.
+func TestOverloadStreamWithoutAnswers(t *testing.T) {
+	t.Parallel()
+	o := NewOverload(OverloadConfig{MaxInFlight: 1}, nil)
+	s := &fakeStream{in: make(chan string)}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- o.Stream(nil, s, processInfo, func(_ any, ss grpc.ServerStream) error {
+			for {
+				var m string
+				if err := ss.RecvMsg(&m); err != nil {
+					return nil
+				}
+			}
+		})
+	}()
+	for range 3 {
+		s.in <- "request_body"
+	}
+	s.in <- "last" // the handler has finished with the earlier ones
+	if got := o.InFlight(); got > 1 {
+		t.Errorf("in flight = %d with one stream", got)
+	}
+	close(s.in)
+	if err := <-errc; err != nil || o.InFlight() != 0 {
+		t.Errorf("err %v, in flight %d", err, o.InFlight())
 	}
 }
 

@@ -1,6 +1,8 @@
 package telemetry
 
 import (
+	"strconv"
+
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -40,6 +42,15 @@ func Annotate(span trace.Span, out pipeline.Outcome, err error) {
 			attribute.Int("bulwark.signals.pii.count", total(s.PII)),
 			attribute.Int("bulwark.signals.secrets.count", total(s.Secrets)),
 			attribute.Bool("bulwark.signals.hidden_text", s.HiddenText.Detected))
+		if len(s.PII) > 0 {
+			attrs = append(attrs, attribute.StringSlice("bulwark.signals.pii.types", byType(s.PII)))
+		}
+		if len(s.Secrets) > 0 {
+			attrs = append(attrs, attribute.StringSlice("bulwark.signals.secrets.types", byType(s.Secrets)))
+		}
+		if s.CanaryLeak {
+			attrs = append(attrs, attribute.Bool("bulwark.signals.canary_leak", true))
+		}
 	}
 	if rl := out.RateLimit; rl != nil {
 		var hit []string
@@ -62,4 +73,14 @@ func total(xs []detect.TypeCount) int {
 		n += x.Count
 	}
 	return n
+}
+
+// byType renders counts by type as "TYPE=n" (types are detector names such
+// as EMAIL_ADDRESS, never the values found).
+func byType(xs []detect.TypeCount) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = x.Type + "=" + strconv.Itoa(x.Count)
+	}
+	return out
 }

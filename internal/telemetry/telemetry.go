@@ -46,10 +46,7 @@ type Tracing struct {
 // process environment.
 func Setup(ctx context.Context) (*Tracing, error) {
 	env := os.Getenv
-	prop := propagation.NewCompositeTextMapPropagator(
-		propagation.TraceContext{}, propagation.Baggage{},
-		b3.New(b3.WithInjectEncoding(b3.B3MultipleHeader|b3.B3SingleHeader)))
-	off := &Tracing{Tracer: noop.NewTracerProvider().Tracer("bulwark"), Propagator: prop}
+	off := &Tracing{Tracer: noop.NewTracerProvider().Tracer("bulwark"), Propagator: propagator()}
 	if env("OTEL_TRACES_EXPORTER") == "none" || env("OTEL_SDK_DISABLED") == "true" {
 		return off, nil
 	}
@@ -82,8 +79,20 @@ func Setup(ctx context.Context) (*Tracing, error) {
 		res = resource.Default()
 	}
 	// The SDK reads OTEL_TRACES_SAMPLER / _ARG itself when no sampler is set.
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
-	return &Tracing{Enabled: true, Tracer: tp.Tracer("github.com/bulwark-ai/bulwark"), Propagator: prop, provider: tp}, nil
+	return New(sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))), nil
+}
+
+// New is tracing on through tp (Setup builds tp from the environment;
+// benchmarks and tests pass their own). Shutdown shuts tp down.
+func New(tp *sdktrace.TracerProvider) *Tracing {
+	return &Tracing{Enabled: true, Tracer: tp.Tracer("github.com/bulwark-ai/bulwark"), Propagator: propagator(), provider: tp}
+}
+
+// propagator reads W3C trace context and baggage, and B3 in both encodings.
+func propagator() propagation.TextMapPropagator {
+	return propagation.NewCompositeTextMapPropagator(
+		propagation.TraceContext{}, propagation.Baggage{},
+		b3.New(b3.WithInjectEncoding(b3.B3MultipleHeader|b3.B3SingleHeader)))
 }
 
 // Shutdown flushes pending spans, waiting at most until ctx is done.

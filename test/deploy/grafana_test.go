@@ -13,7 +13,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bulwark-ai/bulwark/internal/alert"
 	"github.com/bulwark-ai/bulwark/internal/audit"
+	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
@@ -43,7 +45,8 @@ func (r *recorder) MustRegister(cs ...prometheus.Collector) {
 
 var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
 
-func exportedNames(t *testing.T) map[string]bool {
+// exportedNames maps every metric Bulwark registers to its label names.
+func exportedNames(t *testing.T) map[string]map[string]bool {
 	t.Helper()
 	rec := &recorder{Registerer: prometheus.NewRegistry()}
 	ctx := context.Background()
@@ -73,18 +76,34 @@ func exportedNames(t *testing.T) map[string]bool {
 	if _, err := pipeline.New(pipeline.Config{Timeout: time.Second}, auth, eng, lim, nil, rec); err != nil {
 		t.Fatal(err)
 	}
-	names := map[string]bool{}
+	if _, err := extproc.NewMetrics(rec); err != nil {
+		t.Fatal(err)
+	}
+	n, err := alert.New(alert.Config{}, nil, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(ctx)
+	names := map[string]map[string]bool{}
 	for _, c := range rec.cs {
 		ch := make(chan *prometheus.Desc, 64)
 		go func() { c.Describe(ch); close(ch) }()
 		for d := range ch {
 			if m := fqName.FindStringSubmatch(d.String()); m != nil {
-				names[m[1]] = true
+				labels := map[string]bool{}
+				if l := varLabels.FindStringSubmatch(d.String()); l != nil {
+					for _, name := range strings.Split(l[1], ",") {
+						labels[strings.TrimSpace(name)] = true
+					}
+				}
+				names[m[1]] = labels
 			}
 		}
 	}
 	return names
 }
+
+var varLabels = regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
 
 // TestGrafanaDashboardUsesRealMetrics checks every metric the dashboard
 // queries against what Bulwark's components register, so a renamed metric
@@ -107,6 +126,9 @@ func TestGrafanaDashboardUsesRealMetrics(t *testing.T) {
 	}
 	names := exportedNames(t)
 	metric := regexp.MustCompile(`bulwark_[a-z_]+`)
+	// Labels a query groups or filters by: "by (a, b)" and "{a=...}".
+	byLabels := regexp.MustCompile(`by \(([^)]*)\)`)
+	selLabels := regexp.MustCompile(`[{,]\s*([a-z_]+)\s*(?:=~|!~|!=|=)`)
 	used := map[string]bool{}
 	for _, p := range dash.Panels {
 		if len(p.Targets) == 0 {
@@ -116,14 +138,40 @@ func TestGrafanaDashboardUsesRealMetrics(t *testing.T) {
 			for _, m := range metric.FindAllString(tg.Expr, -1) {
 				base := m
 				for _, suf := range []string{"_bucket", "_sum", "_count"} {
-					if trimmed := strings.TrimSuffix(m, suf); trimmed != m && names[trimmed] {
+					if trimmed := strings.TrimSuffix(m, suf); trimmed != m && names[trimmed] != nil {
 						base = trimmed
 					}
 				}
-				if !names[base] {
+				if names[base] == nil {
 					t.Errorf("panel %q queries %s, which Bulwark does not export", p.Title, m)
 				}
 				used[base] = true
+			}
+			// Every label the query uses must belong to a metric it queries
+			// (a wrong label silently sums everything into one series).
+			var labels []string
+			for _, g := range byLabels.FindAllStringSubmatch(tg.Expr, -1) {
+				labels = append(labels, strings.Split(g[1], ",")...)
+			}
+			for _, g := range selLabels.FindAllStringSubmatch(tg.Expr, -1) {
+				labels = append(labels, g[1])
+			}
+			for _, l := range labels {
+				l = strings.TrimSpace(l)
+				if l == "le" || l == "" {
+					continue
+				}
+				found := false
+				for _, m := range metric.FindAllString(tg.Expr, -1) {
+					for _, suf := range []string{"", "_bucket", "_sum", "_count"} {
+						if lbl := names[strings.TrimSuffix(m, suf)]; lbl != nil && lbl[l] {
+							found = true
+						}
+					}
+				}
+				if !found {
+					t.Errorf("panel %q uses label %q, which none of its metrics has: %s", p.Title, l, tg.Expr)
+				}
 			}
 		}
 	}

@@ -116,6 +116,29 @@ func anthropicStream(texts []string) []byte {
 	return b.Bytes()
 }
 
+// responsesStream is an OpenAI Responses API stream carrying texts as
+// deltas; like the real API it repeats the whole text in its done and
+// completed events.
+func responsesStream(texts []string) []byte {
+	var b bytes.Buffer
+	ev := func(name string, v map[string]any) {
+		v["type"] = name
+		j, _ := json.Marshal(v)
+		fmt.Fprintf(&b, "event: %s\ndata: %s\n\n", name, j)
+	}
+	full := strings.Join(texts, "")
+	ev("response.created", map[string]any{"response": map[string]any{"id": "resp_1", "status": "in_progress", "output": []any{}}})
+	ev("response.content_part.added", map[string]any{"item_id": "msg_1", "output_index": 0, "content_index": 0, "part": map[string]any{"type": "output_text", "text": ""}})
+	for _, t := range texts {
+		ev("response.output_text.delta", map[string]any{"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": t})
+	}
+	ev("response.output_text.done", map[string]any{"item_id": "msg_1", "output_index": 0, "content_index": 0, "text": full})
+	ev("response.completed", map[string]any{"response": map[string]any{"id": "resp_1", "status": "completed",
+		"output": []any{map[string]any{"type": "message", "role": "assistant", "content": []any{map[string]any{"type": "output_text", "text": full}}}},
+		"usage": map[string]any{"input_tokens": 5, "output_tokens": 20, "total_tokens": 25}}})
+	return b.Bytes()
+}
+
 // streamText reads the text a client would assemble from an SSE body, with
 // a parser of its own (not Bulwark's), and reports error events.
 func streamText(t *testing.T, body []byte) (text string, errEvent string, done bool) {
@@ -144,7 +167,7 @@ func streamText(t *testing.T, body []byte) (text string, errEvent string, done b
 			Choices []struct {
 				Delta struct{ Content string } `json:"delta"`
 			} `json:"choices"`
-			Delta struct{ Text string } `json:"delta"`
+			Delta json.RawMessage `json:"delta"`
 			Error json.RawMessage `json:"error"`
 		}
 		if err := json.Unmarshal([]byte(data), &ev); err != nil {
@@ -156,8 +179,15 @@ func streamText(t *testing.T, body []byte) (text string, errEvent string, done b
 		for _, c := range ev.Choices {
 			sb.WriteString(c.Delta.Content)
 		}
-		sb.WriteString(ev.Delta.Text)
-		if name == "message_stop" {
+		var d struct{ Text string }
+		var ds string
+		switch {
+		case json.Unmarshal(ev.Delta, &d) == nil:
+			sb.WriteString(d.Text) // Anthropic text_delta
+		case json.Unmarshal(ev.Delta, &ds) == nil && ev.Type == "response.output_text.delta":
+			sb.WriteString(ds) // Responses
+		}
+		if name == "message_stop" || name == "response.completed" {
 			done = true
 		}
 	}
@@ -326,6 +356,7 @@ func TestExtProcStreamedRedaction(t *testing.T) {
 	}{
 		{"openai", "/v1/chat/completions", `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`, openAIStream(tok, 5, 30)},
 		{"anthropic", "/v1/messages", `{"model":"claude-x","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`, anthropicStream(tok)},
+		{"responses", "/v1/responses", `{"model":"gpt-4o","stream":true,"input":"hi"}`, responsesStream(tok)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var first []byte
@@ -349,7 +380,7 @@ func TestExtProcStreamedRedaction(t *testing.T) {
 					t.Fatalf("round %d: status %d mode %v", round, res.Status, res.ResponseBodyMode)
 				}
 				text, errEv, done := streamText(t, res.Body)
-				if strings.Contains(string(res.Body), ghToken[9:25]) || strings.Contains(text, ghToken) || strings.Contains(text, email) {
+				if strings.Contains(string(res.Body), ghToken[9:25]) || strings.Contains(string(res.Body), email) || strings.Contains(text, ghToken) || strings.Contains(text, email) {
 					t.Fatalf("round %d: secret reached the client: %q", round, text)
 				}
 				if errEv != "" || !done {
