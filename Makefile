@@ -8,10 +8,13 @@ FUZZTIME ?= 5s
 BENCH_CONCURRENCY ?= 16
 BENCH_REQUESTS ?= 50000
 GHZ_VERSION ?= v0.120.0
+# Jaeger v2 all-in-one for the tracing end-to-end test; its version is pinned
+# in tools/jaeger/go.mod (a module of its own: go get -tool ...@v1.76.0).
+JAEGER := .cache/bin/jaeger
 
 DATA ?= ../shared/data
 
-.PHONY: train eval all build run test vet fmt-check go-test fuzz bench bench-go bench-load lint tools clean proto lint-proto proto-tools
+.PHONY: train eval all build run test vet fmt-check go-test fuzz bench bench-go bench-load lint tools clean jaeger e2e-jaeger proto lint-proto proto-tools
 
 all: build
 
@@ -57,6 +60,17 @@ bench-go:
 bench-load: build tools
 	BULWARK=./$(BIN) GHZ=$$($(GO) env GOPATH)/bin/ghz CONCURRENCY=$(BENCH_CONCURRENCY) \
 		REQUESTS=$(BENCH_REQUESTS) ./test/load/ghz.sh
+
+## jaeger: build Jaeger v2 all-in-one into .cache/bin/jaeger (minutes the first time; see README, Tracing)
+jaeger: $(JAEGER)
+
+$(JAEGER): tools/jaeger/go.mod tools/jaeger/go.sum
+	@mkdir -p $(dir $(JAEGER))
+	cd tools/jaeger && $(GO) build -trimpath -o $(CURDIR)/$(JAEGER) github.com/jaegertracing/jaeger/cmd/jaeger
+
+## e2e-jaeger: the end-to-end tracing test against a real Jaeger (make test skips it unless Jaeger is built)
+e2e-jaeger: jaeger
+	JAEGER_BIN=$(CURDIR)/$(JAEGER) $(GO) test -race -count=1 -run '^TestJaeger$$' -v ./test/e2e/
 
 ## tools: install the load generator used by make bench
 tools:

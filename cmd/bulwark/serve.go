@@ -17,8 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
 
 	"github.com/bulwark-ai/bulwark/internal/alert"
+	"github.com/bulwark-ai/bulwark/internal/api"
 	"github.com/bulwark-ai/bulwark/internal/audit"
 	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/detect"
@@ -31,6 +33,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/server"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
 	"github.com/bulwark-ai/bulwark/policies"
+	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 )
 
 func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) error {
@@ -181,7 +184,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	extprocv3.RegisterExternalProcessorServer(srv.GRPC(), extproc.New(pipe, scanner, limiter, extproc.Options{
+	ep := extproc.New(pipe, scanner, limiter, extproc.Options{
 		StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(),
 		Tracing:          tracing,
 		ScanRoles:        cfg.ExtProcScanRoles,
@@ -192,7 +195,14 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		Canary:           cfg.ExtProcCanary,
 		RedactKey:        redactKey,
 		ResponseScanner:  outScanner,
-	}, logger, epMetrics))
+	}, logger, epMetrics)
+	extprocv3.RegisterExternalProcessorServer(srv.GRPC(), ep)
+	// Bulwark's own API, on the same listener: GuardService drives ep's
+	// exchanges (one pipeline, two front doors); AdminService requires a
+	// principal with the admin role on every call.
+	if err := registerAPI(srv.GRPC(), cfg, ep, scanner, auth, engine, limiter, rdb, auditor, logger); err != nil {
+		return err
+	}
 	srv.AddReadinessCheck(server.ReadinessCheck{Name: "identity", Check: auth.Ready})
 	if auditor != nil {
 		srv.AddReadinessCheck(server.ReadinessCheck{
@@ -233,6 +243,34 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		}
 	}()
 	return srv.Serve(ctx)
+}
+
+// registerAPI registers bulwark.v1.GuardService and AdminService.
+func registerAPI(g *grpc.Server, cfg config.Config, ep *extproc.Server, scanner *detect.Scanner, auth *identity.Authenticator,
+	engine *policy.Engine, limiter *ratelimit.Limiter, rdb redis.UniversalClient, auditor *audit.Writer, logger *slog.Logger) error {
+	apiCfg := api.Config{MaxBodyBytes: cfg.ExtProcMaxBodyBytes}
+	guard, err := api.NewGuard(apiCfg, ep, scanner, auth, logger)
+	if err != nil {
+		return err
+	}
+	keys := api.Keys{File: cfg.KeysFile}
+	if cfg.KeysFile != "" {
+		keys.Reload = auth.ReloadKeys
+	}
+	if rdb != nil {
+		keys.Redis = identity.NewRedisKeyStore(rdb, identity.DefaultConfig().RedisKeyPrefix)
+	}
+	var aud api.Auditor
+	if auditor != nil {
+		aud = auditor // a nil *audit.Writer must not become a non-nil interface
+	}
+	admin, err := api.NewAdmin(apiCfg, auth, engine, limiter, keys, aud, logger.With("component", "admin_api"))
+	if err != nil {
+		return err
+	}
+	bulwarkv1.RegisterGuardServiceServer(g, guard)
+	bulwarkv1.RegisterAdminServiceServer(g, admin)
+	return nil
 }
 
 // redactKey reads the hash redaction key, or makes a random one: hashes of

@@ -36,6 +36,7 @@ type responseState struct {
 	streams   map[int]*redact.Stream
 	templates map[int]llmapi.Event
 	ended     bool // the stream was cut after a deny; later chunks are dropped
+	cut       *Cut // why, when the policy cut it
 	usage     llmapi.Usage
 	haveUsage bool
 }
@@ -255,6 +256,7 @@ func (x *exchange) streamChunk(ctx context.Context, b *extprocv3.HttpBody) (*ext
 		case err == nil, errors.Is(err, errCut):
 		case errors.Is(err, llmapi.ErrEventTooLarge):
 			x.s.metrics.localDeny("event_too_large")
+			rs.cut = &Cut{Reason: "event_too_large", Message: "the model's answer could not be inspected"}
 			out = append(out, llmapi.ErrorEvent(x.api, "event_too_large", "the model's answer could not be inspected")...)
 			rs.ended = true
 			x.outcome = "denied"
@@ -426,6 +428,7 @@ func (x *exchange) checkWindow(ctx context.Context, w redact.Window, out *[]byte
 		return nil
 	}
 	x.resp.ended = true
+	x.resp.cut = &Cut{DecisionID: o.DecisionID, Reason: o.Reason, Message: o.Decision.Message}
 	msg := o.Decision.Message
 	if msg == "" {
 		msg = "the answer was stopped by policy"

@@ -232,3 +232,20 @@ func (e *Exchange) Handle(ctx context.Context, req *extprocv3.ProcessingRequest)
 
 // End records the exchange's outcome.
 func (e *Exchange) End() { e.x.s.metrics.streamEnded(e.x.outcome) }
+
+// Cut says why a streamed answer was ended early.
+type Cut struct {
+	// DecisionID is the decision that ended it; empty when Bulwark could not
+	// inspect the stream (Reason says why).
+	DecisionID string
+	// Reason and Message are the policy's.
+	Reason, Message string
+}
+
+// Cut reports whether the streamed answer was ended early, and why.
+func (e *Exchange) Cut() (Cut, bool) {
+	if rs := e.x.resp; rs != nil && rs.cut != nil {
+		return *rs.cut, true
+	}
+	return Cut{}, false
+}

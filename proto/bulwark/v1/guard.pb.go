@@ -291,18 +291,22 @@ type Decision struct {
 	// model_not_allowed, ...); empty when allowed.
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// http_status is the status Envoy would have answered a denial with
-	// (403, 413, ...); 0 when allowed.
+	// (403, 413, ...); 0 when allowed, and for a stream stopped after its
+	// status line had gone out.
 	HttpStatus int32 `protobuf:"varint,3,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
 	// message is the denial's human text.
 	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
-	// decision_id names the decision in audit records, logs and metrics.
+	// decision_id names the decision in audit records, logs and metrics. An
+	// allow in a response phase carries no id of its own: the request's
+	// decision id is kept.
 	DecisionId string `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
 	// phase is the exchange phase that decided: request_headers,
 	// request_body, response_headers, response_body or response_body_chunk.
 	Phase string `protobuf:"bytes,6,opt,name=phase,proto3" json:"phase,omitempty"`
-	// headers are, when allowed, the headers the policy adds to the request
-	// for the model (x-bulwark-route, ...); when denied, the headers of the
-	// denial (retry-after, ratelimit, ...).
+	// headers are, when allowed, the headers the policy adds: to the request
+	// for the model (x-bulwark-route, ...) after a request phase, to the
+	// answer after a response phase; when denied, the headers of the denial
+	// (retry-after, ratelimit, ...).
 	Headers map[string]string `protobuf:"bytes,7,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// error_body is a denial's body in the LLM API's own error shape, as
 	// Envoy would have sent it to the client.
@@ -989,7 +993,8 @@ func (*RedactStreamResponse_Output) isRedactStreamResponse_Message() {}
 // RedactStreamStarted is the decision on the request a stream answers.
 type RedactStreamStarted struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// decision is the request's decision.
+	// decision is the request's decision, or the refusal of the stream's
+	// response headers.
 	Decision *Decision `protobuf:"bytes,1,opt,name=decision,proto3" json:"decision,omitempty"`
 	// request_body is, when allowed, the body to send to the model.
 	RequestBody string `protobuf:"bytes,2,opt,name=request_body,json=requestBody,proto3" json:"request_body,omitempty"`

@@ -1,0 +1,119 @@
+// Package api implements Bulwark's own gRPC API (proto/bulwark/v1): the
+// GuardService for callers that are not behind Envoy, and the AdminService
+// for operators.
+//
+// The GuardService is a second front door to the one pipeline: CheckPrompt,
+// CheckCompletion and RedactStream drive an ext_proc exchange in-process
+// (extproc.Exchange) through exactly the messages Envoy's filter would send,
+// honouring mode_override and applying the mutations as Envoy would, so
+// identity, detectors, policy, limits, redaction, audit and tracing are the
+// Envoy path's own. The caller's credential comes from gRPC metadata and
+// becomes the exchange's authorization / x-api-key header; a verified mTLS
+// client certificate becomes the peer identity Envoy would report.
+//
+// Conversion to gRPC status happens in one place (status.go): a decision
+// about content is an answer (allowed = false); a refusal of the caller is
+// an error (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED,
+// UNAVAILABLE); unusable input is INVALID_ARGUMENT.
+//
+// The AdminService is guarded by role: every call authenticates the caller
+// through the same identity stage and requires the admin role; every call,
+// refused or not, is audited.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/bulwark-ai/bulwark/internal/audit"
+	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/extproc"
+	"github.com/bulwark-ai/bulwark/internal/identity"
+	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/ratelimit"
+)
+
+// DefaultAdminRole is the role AdminService requires unless configured.
+const DefaultAdminRole = "admin"
+
+// AuditTypeAdminCall is the audit record type of an AdminService call.
+const AuditTypeAdminCall = "admin_call"
+
+// Exchanger starts ext_proc exchanges driven without Envoy.
+type Exchanger interface {
+	NewExchange() *extproc.Exchange
+}
+
+var _ Exchanger = (*extproc.Server)(nil)
+
+// Scanner runs the detectors (ScanText).
+type Scanner interface {
+	Scan(text string) detect.Result
+}
+
+var _ Scanner = (*detect.Scanner)(nil)
+
+// Authenticator resolves credentials to a principal; it is the pipeline's
+// identity stage, so both doors agree on who is asking.
+type Authenticator = pipeline.Authenticator
+
+// Policies is the policy engine as operators manage it.
+type Policies interface {
+	Status() policy.Status
+	Reload(ctx context.Context) error
+}
+
+var _ Policies = (*policy.Engine)(nil)
+
+// Quotas reads and refills the limiter's counters.
+type Quotas interface {
+	Known(match func(ratelimit.Limit) bool) []ratelimit.Limit
+	Peek(ctx context.Context, limits []ratelimit.Limit) ([]ratelimit.LimitState, error)
+	Reset(ctx context.Context, limits []ratelimit.Limit) error
+}
+
+var _ Quotas = (*ratelimit.Limiter)(nil)
+
+// Auditor records admin calls.
+type Auditor = pipeline.Auditor
+
+var _ Auditor = (*audit.Writer)(nil)
+
+// Keys are where API keys are stored, for ListKeys and RevokeKey. Both
+// sources may be empty.
+type Keys struct {
+	// File is the keys file (keys_file); "" when none.
+	File string
+	// Redis is the Redis key store; nil when none.
+	Redis *identity.RedisKeyStore
+	// Reload, when set, makes a change to File take effect at once
+	// (Authenticator.ReloadKeys); the file watcher would pick it up too.
+	Reload func() error
+}
+
+// Config tunes both services. The zero value uses the defaults.
+type Config struct {
+	// MaxBodyBytes bounds a text, prompt or answer a caller may send: the
+	// same bound ext_proc inspects (extproc_max_body_bytes). Default
+	// extproc.DefaultMaxBodyBytes.
+	MaxBodyBytes int
+	// AdminRole is the role AdminService requires. Default DefaultAdminRole.
+	AdminRole string
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = extproc.DefaultMaxBodyBytes
+	}
+	if c.AdminRole == "" {
+		c.AdminRole = DefaultAdminRole
+	}
+	return c
+}
+
+// errNil names a missing dependency.
+func errNil(what string) error { return fmt.Errorf("api: nil %s", what) }
+
+var errNoExchanger = errors.New("api: GuardService needs the ext_proc server")
