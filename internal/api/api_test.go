@@ -2,13 +2,10 @@ package api_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io"
-	"io/fs"
 	"net"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -32,8 +29,8 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
-	"github.com/bulwark-ai/bulwark/policies"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
+	testfixture "github.com/bulwark-ai/bulwark/test/fixture"
 )
 
 const (
@@ -90,35 +87,17 @@ type options struct {
 func newFixture(t *testing.T, o options) *fixture {
 	t.Helper()
 	f := &fixture{keys: map[string]string{}, audit: &recorder{}}
-	kf := &identity.KeysFile{}
-	for _, k := range []struct {
-		id, tenant string
-		roles      []string
-	}{{"app", "acme", []string{"user"}}, {"ops", "", []string{"admin"}}, {"reader", "acme", []string{"reader"}}} {
-		key, err := identity.NewAPIKey(rand.Reader, k.id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.keys[k.id] = key
-		kf.Keys = append(kf.Keys, identity.KeyRecord{ID: k.id, Roles: k.roles, Tenant: k.tenant,
-			Hash: identity.HashAPIKey([]byte(pepper), key), CreatedAt: time.Now().UTC().Truncate(time.Second)})
-	}
-	f.keysFile = filepath.Join(t.TempDir(), "keys.yaml")
-	if err := identity.WriteKeysFile(f.keysFile, kf); err != nil {
-		t.Fatal(err)
-	}
-	icfg := identity.DefaultConfig()
-	icfg.KeysFile, icfg.Pepper = f.keysFile, pepper
-	auth, err := identity.New(icfg, nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(auth.Close)
+	var auth *identity.Authenticator
+	auth, f.keys, f.keysFile = testfixture.Authenticator(t, pepper,
+		testfixture.Key{ID: "app", Tenant: "acme", Roles: []string{"user"}},
+		testfixture.Key{ID: "ops", Roles: []string{"admin"}},
+		testfixture.Key{ID: "reader", Tenant: "acme", Roles: []string{"reader"}})
 	rpm := o.requestsPerMinute
 	if rpm == "" {
 		rpm = "1000000"
 	}
-	f.policyFS = policyFS(t, rpm)
+	f.policyFS = testfixture.Policies(t, map[string]string{"requests_per_minute": rpm, "tokens_per_day": "1000000000000"})
+	var err error
 	f.engine, err = policy.New(context.Background(), policy.Config{Embedded: f.policyFS, Query: "bulwark/decision"}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -163,32 +142,6 @@ func newFixture(t *testing.T, o options) *fixture {
 	t.Cleanup(func() { conn.Close() })
 	f.guard, f.admin = bulwarkv1.NewGuardServiceClient(conn), bulwarkv1.NewAdminServiceClient(conn)
 	return f
-}
-
-// policyFS is the embedded policy tree with the given request rate and a
-// token quota out of the way.
-func policyFS(t *testing.T, rpm string) fstest.MapFS {
-	t.Helper()
-	m := fstest.MapFS{}
-	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := fs.ReadFile(policies.FS, p)
-		if err != nil {
-			return err
-		}
-		if strings.HasSuffix(p, "data.yaml") {
-			data = regexp.MustCompile(`requests_per_minute: \d+`).ReplaceAll(data, []byte("requests_per_minute: "+rpm))
-			data = regexp.MustCompile(`tokens_per_day: \d+`).ReplaceAll(data, []byte("tokens_per_day: 1000000000000"))
-		}
-		m[p] = &fstest.MapFile{Data: data}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 // as returns a context carrying key id's credential (none for "").

@@ -2,12 +2,7 @@ package extauthz
 
 import (
 	"context"
-	"crypto/rand"
-	"io/fs"
 	"os"
-	"path/filepath"
-	"regexp"
-	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -18,7 +13,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
-	"github.com/bulwark-ai/bulwark/policies"
+	"github.com/bulwark-ai/bulwark/test/fixture"
 )
 
 const benchPepper = "bench-pepper-0123456789abcdef"
@@ -26,24 +21,8 @@ const benchPepper = "bench-pepper-0123456789abcdef"
 // benchAuthenticator returns an Authenticator with one API key (role user)
 // and that key.
 func benchAuthenticator(b *testing.B) (*identity.Authenticator, string) {
-	key, err := identity.NewAPIKey(rand.Reader, "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	path := filepath.Join(b.TempDir(), "keys.yaml")
-	kf := &identity.KeysFile{Keys: []identity.KeyRecord{{ID: "bench", Roles: []string{"user"}, Tenant: "acme",
-		Hash: identity.HashAPIKey([]byte(benchPepper), key)}}}
-	if err := identity.WriteKeysFile(path, kf); err != nil {
-		b.Fatal(err)
-	}
-	cfg := identity.DefaultConfig()
-	cfg.KeysFile, cfg.Pepper = path, benchPepper
-	a, err := identity.New(cfg, nil, nil, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(a.Close)
-	return a, key
+	a, keys, _ := fixture.Authenticator(b, benchPepper, fixture.Key{ID: "bench", Roles: []string{"user"}, Tenant: "acme"})
+	return a, keys["bench"]
 }
 
 // BenchmarkCheck measures one in-process Check: input building, identity,
@@ -112,29 +91,8 @@ func BenchmarkCheck(b *testing.B) {
 }
 
 // unlimitedDefaultPolicies is the embedded policy tree with its rate limits
-// raised out of reach, so every iteration measures the allow path (with the
-// in-process limit check) rather than a 429.
-func unlimitedDefaultPolicies(b *testing.B) fstest.MapFS {
-	m := fstest.MapFS{}
-	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := fs.ReadFile(policies.FS, p)
-		if err != nil {
-			return err
-		}
-		if strings.HasSuffix(p, "data.yaml") {
-			data = regexp.MustCompile(`(requests_per_minute|tokens_per_day): \d+`).ReplaceAll(data, []byte("$1: 1000000000000"))
-		}
-		m[p] = &fstest.MapFile{Data: data}
-		return nil
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return m
-}
+// out of the way: the benchmark measures the allow path.
+func unlimitedDefaultPolicies(b *testing.B) fstest.MapFS { return fixture.Unlimited(b) }
 
 func BenchmarkBuildInput(b *testing.B) {
 	req := NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions",

@@ -2,19 +2,14 @@ package extproc_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"net"
-	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -24,46 +19,30 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
-	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
-	"github.com/bulwark-ai/bulwark/policies"
 	"github.com/bulwark-ai/bulwark/test/envoysim"
+	"github.com/bulwark-ai/bulwark/test/fixture"
 )
 
 const pepper = "extproc-test-pepper-0123456789"
 
-// fixture is a real Bulwark decision stack (identity with one API key, the
+// stack is a real Bulwark decision stack (identity with one API key, the
 // embedded default policy with limits raised out of the way, the
 // in-process limiter, the detectors) behind a real gRPC server on loopback.
-type fixture struct {
+type stack struct {
 	client extprocv3.ExternalProcessorClient
 	conn   *grpc.ClientConn
 	key    string
 	addr   string
 }
 
-func newFixture(tb testing.TB, opts extproc.Options) *fixture {
+func newStack(tb testing.TB, opts extproc.Options) *stack {
 	tb.Helper()
-	key, err := identity.NewAPIKey(rand.Reader, "app")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	path := filepath.Join(tb.TempDir(), "keys.yaml")
-	kf := &identity.KeysFile{Keys: []identity.KeyRecord{{ID: "app", Roles: []string{"user"}, Tenant: "acme",
-		Hash: identity.HashAPIKey([]byte(pepper), key)}}}
-	if err := identity.WriteKeysFile(path, kf); err != nil {
-		tb.Fatal(err)
-	}
-	icfg := identity.DefaultConfig()
-	icfg.KeysFile, icfg.Pepper = path, pepper
-	auth, err := identity.New(icfg, nil, nil, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(auth.Close)
-	engine, err := policy.New(context.Background(), policy.Config{Embedded: unlimited(tb), Query: "bulwark/decision"}, nil, nil)
+	auth, keys, _ := fixture.Authenticator(tb, pepper, fixture.Key{ID: "app", Roles: []string{"user"}, Tenant: "acme"})
+	key := keys["app"]
+	engine, err := policy.New(context.Background(), policy.Config{Embedded: fixture.Unlimited(tb), Query: "bulwark/decision"}, nil, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -98,33 +77,10 @@ func newFixture(tb testing.TB, opts extproc.Options) *fixture {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return &fixture{client: extprocv3.NewExternalProcessorClient(conn), conn: conn, key: key, addr: lis.Addr().String()}
+	return &stack{client: extprocv3.NewExternalProcessorClient(conn), conn: conn, key: key, addr: lis.Addr().String()}
 }
 
-// unlimited is the embedded policy tree with limits too high to matter.
-func unlimited(tb testing.TB) fstest.MapFS {
-	m := fstest.MapFS{}
-	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := fs.ReadFile(policies.FS, p)
-		if err != nil {
-			return err
-		}
-		if strings.HasSuffix(p, "data.yaml") {
-			data = regexp.MustCompile(`(requests_per_minute|tokens_per_day): \d+`).ReplaceAll(data, []byte("$1: 1000000000000"))
-		}
-		m[p] = &fstest.MapFile{Data: data}
-		return nil
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return m
-}
-
-func (f *fixture) request(path, body string) envoysim.Request {
+func (f *stack) request(path, body string) envoysim.Request {
 	return envoysim.Request{Method: "POST", Path: path, Body: []byte(body),
 		Headers: map[string]string{"authorization": "Bearer " + f.key, "content-type": "application/json"}}
 }
@@ -136,7 +92,7 @@ func jsonAnswer(body string) func(envoysim.Forwarded) envoysim.Upstream {
 }
 
 func TestModes(t *testing.T) {
-	f := newFixture(t, extproc.Options{})
+	f := newStack(t, extproc.Options{})
 	ctx := context.Background()
 	cases := []struct {
 		name             string
@@ -181,7 +137,7 @@ func TestModes(t *testing.T) {
 // (no mode override) still gets one decision on the whole body: chunks are
 // held back and the full, redacted body goes out with the last one.
 func TestStreamedRequestBody(t *testing.T) {
-	f := newFixture(t, extproc.Options{})
+	f := newStack(t, extproc.Options{})
 	ctx := context.Background()
 	st, err := f.client.Process(ctx)
 	if err != nil {
@@ -218,7 +174,7 @@ func TestStreamedRequestBody(t *testing.T) {
 
 // TestMaxBodyBytes: a body over the bound is refused with 413, not buffered.
 func TestMaxBodyBytes(t *testing.T) {
-	f := newFixture(t, extproc.Options{MaxBodyBytes: 1024})
+	f := newStack(t, extproc.Options{MaxBodyBytes: 1024})
 	big := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("a", 2000) + `"}]}`
 	res, err := envoysim.Run(context.Background(), f.client, envoysim.DefaultFilter, f.request("/v1/chat/completions", big), jsonAnswer(`{}`))
 	if err != nil {
@@ -231,7 +187,7 @@ func TestMaxBodyBytes(t *testing.T) {
 
 // TestClampMaxTokens: the clamp caps what the request asks for.
 func TestClampMaxTokens(t *testing.T) {
-	f := newFixture(t, extproc.Options{ClampMaxTokens: 256})
+	f := newStack(t, extproc.Options{ClampMaxTokens: 256})
 	res, err := envoysim.Run(context.Background(), f.client, envoysim.DefaultFilter,
 		f.request("/v1/messages", `{"model":"claude-x","max_tokens":4096,"messages":[{"role":"user","content":"hi"}]}`), jsonAnswer(`{}`))
 	if err != nil {
@@ -261,7 +217,7 @@ func chatBody(n int) string {
 // gRPC on loopback, 8 concurrent exchanges. p99-µs is per exchange's
 // request phase (two ext_proc messages).
 func BenchmarkRequestPhase4KiB(b *testing.B) {
-	f := newFixture(b, extproc.Options{})
+	f := newStack(b, extproc.Options{})
 	body := []byte(chatBody(4096))
 	hm := headerMap(map[string]string{":method": "POST", ":path": "/v1/chat/completions", ":authority": "api.example.com",
 		"authorization": "Bearer " + f.key, "content-type": "application/json", "content-length": fmt.Sprint(len(body))})
@@ -308,7 +264,7 @@ func BenchmarkRequestPhase4KiB(b *testing.B) {
 // (an OpenAI delta event of a few tokens): SSE parsing, windowed redaction
 // and event rewriting, measured at the client through real gRPC.
 func BenchmarkStreamChunk(b *testing.B) {
-	f := newFixture(b, extproc.Options{})
+	f := newStack(b, extproc.Options{})
 	st := openStream(b, f)
 	ev := []byte(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":" the quarterly"},"finish_reason":null}]}` + "\n\n")
 	lat := make([]time.Duration, 0, b.N)
@@ -329,7 +285,7 @@ func BenchmarkStreamChunk(b *testing.B) {
 }
 
 // openStream runs an exchange up to a streamed SSE response.
-func openStream(tb testing.TB, f *fixture) extprocv3.ExternalProcessor_ProcessClient {
+func openStream(tb testing.TB, f *stack) extprocv3.ExternalProcessor_ProcessClient {
 	tb.Helper()
 	st, err := f.client.Process(context.Background())
 	if err != nil {
@@ -358,7 +314,7 @@ func openStream(tb testing.TB, f *fixture) extprocv3.ExternalProcessor_ProcessCl
 // redaction window holding text) and reports the heap each costs.
 func BenchmarkOpenStreams(b *testing.B) {
 	const n = 5000
-	f := newFixture(b, extproc.Options{})
+	f := newStack(b, extproc.Options{})
 	ev := []byte(`data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"some streamed text of a typical answer"},"finish_reason":null}]}` + "\n\n")
 	for range b.N {
 		runtime.GC()

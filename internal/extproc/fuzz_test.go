@@ -20,7 +20,7 @@ func FuzzExchange(f *testing.F) {
 	f.Add("/v1/responses", []byte(`{"model":"m","input":[{"role":"user","content":"hi"}]}`),
 		"application/json", []byte(`{"output":[{"type":"message","content":[{"type":"output_text","text":"ok"}]}],"usage":{"input_tokens":1}}`), uint16(0))
 	f.Add("/x", []byte("plain text"), "text/plain", []byte("answer"), uint16(3))
-	fx := newFixture(f, extproc.Options{MaxBodyBytes: 1 << 16, MaxEventBytes: 1 << 12})
+	fx := newStack(f, extproc.Options{MaxBodyBytes: 1 << 16, MaxEventBytes: 1 << 12})
 	f.Fuzz(func(t *testing.T, path string, reqBody []byte, contentType string, stream []byte, cut uint16) {
 		if len(path) == 0 || path[0] != '/' {
 			path = "/" + path
