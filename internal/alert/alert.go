@@ -243,6 +243,17 @@ type tap struct {
 	next Recorder
 }
 
+// WantsDecision lets the pipeline skip building records nobody needs:
+// without an audit log behind it, the tap only looks at decisions that can
+// raise an alert.
+func (t *tap) WantsDecision(reason string, tags map[string]any) bool {
+	if t.next != nil {
+		return true
+	}
+	_, tagged := tags["alert"]
+	return tagged || reason == "prompt_injection"
+}
+
 func (t *tap) Log(ctx context.Context, r audit.Record) {
 	if t.next != nil {
 		t.next.Log(ctx, r)

@@ -365,3 +365,29 @@ func eventually(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestTapWantsOnlyAlertableDecisionsWithoutAuditLog(t *testing.T) {
+	t.Parallel()
+	n, _ := newNotifier(t, Config{})
+	type filter interface {
+		WantsDecision(string, map[string]any) bool
+	}
+	alone, withLog := n.Tap(nil).(filter), n.Tap(&recorded{}).(filter)
+	for _, tc := range []struct {
+		reason string
+		tags   map[string]any
+		want   bool
+	}{
+		{"allowed", nil, false},
+		{"route_not_allowed", map[string]any{"route_class": "llm"}, false},
+		{"prompt_injection", nil, true},
+		{"canary_leak", map[string]any{"alert": "canary_leak"}, true},
+	} {
+		if got := alone.WantsDecision(tc.reason, tc.tags); got != tc.want {
+			t.Errorf("without audit log, WantsDecision(%s, %v) = %v", tc.reason, tc.tags, got)
+		}
+		if !withLog.WantsDecision(tc.reason, tc.tags) {
+			t.Errorf("with an audit log, %s must be recorded", tc.reason)
+		}
+	}
+}

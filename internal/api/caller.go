@@ -100,8 +100,3 @@ func certPrincipal(ti credentials.TLSInfo) string {
 func (c caller) credentials() identity.Request {
 	return identity.Request{Authorization: c.authorization, APIKey: c.apiKey, SourcePrincipal: c.peerPrincipal}
 }
-
-// presented reports whether the caller presented any credential.
-func (c caller) presented() bool {
-	return c.authorization != "" || c.apiKey != "" || c.peerPrincipal != ""
-}

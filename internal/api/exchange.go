@@ -290,27 +290,6 @@ func errorMessage(body []byte) string {
 	return doc.Message
 }
 
-// errorCode is the reason code of an error body, when its shape has one
-// (OpenAI's error.code, Responses' code; Anthropic's has none).
-func errorCode(body []byte) string {
-	var doc struct {
-		Code  *string `json:"code"`
-		Error struct {
-			Code *string `json:"code"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(body, &doc) != nil {
-		return ""
-	}
-	switch {
-	case doc.Error.Code != nil:
-		return *doc.Error.Code
-	case doc.Code != nil:
-		return *doc.Code
-	}
-	return ""
-}
-
 // decisionIDIn finds "(decision <id>)", which Bulwark's error messages end
 // with; def when there is none.
 func decisionIDIn(msg, def string) string {

@@ -86,6 +86,7 @@ func (g *Guard) ScanText(ctx context.Context, req *bulwarkv1.ScanTextRequest) (*
 	}
 	for _, f := range res.Findings {
 		out.Findings = append(out.Findings, &bulwarkv1.Finding{Detector: f.Detector, Type: f.Type,
+			// #nosec G115 -- offsets are at most len(text) <= MaxBodyBytes <= max_recv_msg_bytes <= MaxInt32 (config.Validate)
 			Start: int32(f.Start), End: int32(f.End)})
 	}
 	return out, nil

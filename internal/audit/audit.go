@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"strings"
 	"time"
 )
@@ -76,27 +77,33 @@ type Record struct {
 // the last field, so verification strips it textually (no re-encoding).
 const macField = `,"mac":"`
 
-// encode renders r as one line (without newline). With a key, the line is
-// the record's JSON with "mac" = HMAC-SHA256(key, the JSON without mac)
-// spliced in as its last field.
-func encode(r *Record, key []byte) ([]byte, error) {
+// encode renders r as one line (without newline). With mac (an
+// HMAC-SHA256 keyed with the log's key, reused across records), the line is
+// the record's JSON with "mac" = HMAC(the JSON without mac) spliced in as
+// its last field.
+func encode(r *Record, mac hash.Hash) ([]byte, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("audit: encode record: %w", err)
 	}
-	if len(key) == 0 {
+	if mac == nil {
 		return b, nil
 	}
-	m := hmac.New(sha256.New, key)
-	m.Write(b)
-	sum := hex.EncodeToString(m.Sum(nil))
-	out := make([]byte, 0, len(b)+len(macField)+len(sum)+2)
+	mac.Reset()
+	mac.Write(b)
+	var sum [sha256.Size]byte
+	var hexSum [2 * sha256.Size]byte
+	hex.Encode(hexSum[:], mac.Sum(sum[:0]))
+	out := make([]byte, 0, len(b)+len(macField)+len(hexSum)+2)
 	out = append(out, b[:len(b)-1]...)
 	out = append(out, macField...)
-	out = append(out, sum...)
+	out = append(out, hexSum[:]...)
 	out = append(out, '"', '}')
 	return out, nil
 }
+
+// newMAC is the HMAC every line of a log signed with key carries.
+func newMAC(key []byte) hash.Hash { return hmac.New(sha256.New, key) }
 
 // lineHash is the chain link: the hex SHA-256 of a line as written.
 func lineHash(line []byte) string {

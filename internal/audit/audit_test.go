@@ -220,3 +220,35 @@ func FuzzVerify(f *testing.F) {
 		_, _ = Verify([]string{p}, nil)
 	})
 }
+
+// TestVerifyFindsTruncation: a file cut inside a record fails to parse; a
+// rotated file whose last records were cut breaks the link into the next
+// file, which is caught when the files are verified together.
+func TestVerifyFindsTruncation(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Path: filepath.Join(dir, "audit.log"), MaxBytes: 2000}
+	writeRecords(t, cfg, 30)
+	rotated := cfg.Path + ".1"
+	raw, err := os.ReadFile(rotated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := readLines(t, rotated)
+
+	// Cut mid-record.
+	cut := filepath.Join(dir, "cut.log")
+	if err := os.WriteFile(cut, raw[:len(raw)-25], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var p *Problem
+	if _, err := Verify([]string{cut}, nil); !errors.As(err, &p) || !strings.Contains(p.What, "not a JSON record") {
+		t.Errorf("file cut mid-record: %v", err)
+	}
+
+	// Last two records removed from the rotated file.
+	writeLines(t, rotated, lines[:len(lines)-2])
+	if _, err := Verify([]string{rotated, cfg.Path}, nil); !errors.As(err, &p) || !strings.Contains(p.What, "missing or reordered") ||
+		p.File != cfg.Path || p.Line != 1 {
+		t.Errorf("rotated file with its tail cut: %v", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -49,6 +50,7 @@ type Config struct {
 type Writer struct {
 	cfg    Config
 	key    []byte
+	mac    hash.Hash // HMAC keyed with key, used by the writer goroutine only
 	logger *slog.Logger
 
 	ch      chan Record
@@ -98,8 +100,17 @@ func Open(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, 
 		lost:     prometheus.NewCounter(prometheus.CounterOpts{Name: "bulwark_audit_records_dropped_total", Help: "Audit records dropped because the buffer was full."}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "bulwark_audit_write_errors_total", Help: "Failed audit writes."}),
 	}
+	healthy := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bulwark_audit_sink_healthy",
+		Help: "1 while the last audit write succeeded, 0 after a failed write."}, func() float64 {
+		if w.healthy.Load() {
+			return 1
+		}
+		return 0
+	})
+	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bulwark_audit_queue_length",
+		Help: "Audit records waiting to be written (the buffer holds --audit-buffer)."}, func() float64 { return float64(len(w.ch)) })
 	if reg != nil {
-		for _, c := range []prometheus.Collector{w.written, w.lost, w.failures} {
+		for _, c := range []prometheus.Collector{w.written, w.lost, w.failures, healthy, queued} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("audit: register metrics: %w", err)
 			}
@@ -234,7 +245,10 @@ func (w *Writer) write(r Record) {
 	}
 	r.Prev = w.prev
 	r.Dropped = w.dropped.Swap(0)
-	line, err := encode(&r, w.key)
+	if len(w.key) > 0 && w.mac == nil {
+		w.mac = newMAC(w.key)
+	}
+	line, err := encode(&r, w.mac)
 	if err != nil {
 		w.fail(err)
 		return
@@ -244,7 +258,10 @@ func (w *Writer) write(r Record) {
 			w.fail(err)
 		}
 	}
-	if _, err := w.bw.Write(append(line, '\n')); err != nil {
+	if _, err = w.bw.Write(line); err == nil {
+		err = w.bw.WriteByte('\n')
+	}
+	if err != nil {
 		w.fail(err)
 		return
 	}

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,8 +98,10 @@ func TestValidateNamesField(t *testing.T) {
 		{"policy_query", func(c *Config) { c.PolicyQuery = "" }},
 		{"check_timeout", func(c *Config) { c.CheckTimeout = 0 }},
 		{"max_recv_msg_bytes", func(c *Config) { c.MaxRecvMsgBytes = 10 }},
+		{"max_recv_msg_bytes", func(c *Config) { c.MaxRecvMsgBytes = math.MaxInt }},
 		{"max_send_msg_bytes", func(c *Config) { c.MaxSendMsgBytes = 10 }},
 		{"max_concurrent_streams", func(c *Config) { c.MaxConcurrentStreams = 0 }},
+		{"max_concurrent_streams", func(c *Config) { c.MaxConcurrentStreams = math.MaxInt }},
 		{"keepalive_min_time", func(c *Config) { c.KeepaliveMinTime = -1 }},
 		{"shutdown_grace", func(c *Config) { c.ShutdownGrace = -1 }},
 		{"reload_debounce", func(c *Config) { c.ReloadDebounce = -1 }},

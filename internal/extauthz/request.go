@@ -109,7 +109,7 @@ func NewCheckRequest(r HTTPRequest) *authv3.CheckRequest {
 
 func socketAddress(hostport string) *corev3.Address {
 	host, portStr, _ := strings.Cut(hostport, ":")
-	port, _ := strconv.Atoi(portStr)
+	port, _ := strconv.ParseUint(portStr, 10, 16) // 0 when it is not a port number
 	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 		Address:       host,
 		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},

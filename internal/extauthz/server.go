@@ -138,7 +138,7 @@ func Response(out pipeline.Outcome) *authv3.CheckResponse {
 		headers = append(headers[:len(headers):len(headers)], policy.Header{Key: "content-type", Value: "application/json"})
 	}
 	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(grpcCodeFor(code)), Message: out.Reason},
+		Status: &rpcstatus.Status{Code: int32(grpcCodeFor(code)), Message: out.Reason}, // #nosec G115 -- one of four gRPC codes, all < 17
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)},
 			Headers: headerOptions(headers, policy.Header{Key: DecisionIDHeader, Value: out.DecisionID}),

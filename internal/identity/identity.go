@@ -326,7 +326,7 @@ func (a *Authenticator) watchKeysFile(ctx context.Context) error {
 		return err
 	}
 	if err := w.Add(filepath.Dir(a.cfg.KeysFile)); err != nil {
-		w.Close()
+		_ = w.Close() // the Add error is the one to report
 		return err
 	}
 	a.wg.Go(func() {

@@ -199,7 +199,7 @@ func (s *jwksSource) lookup(ctx context.Context, kid string) ([]jose.JSONWebKey,
 	if ks := s.ring.Load().candidates(kid); len(ks) > 0 {
 		return ks, ""
 	}
-	s.refresh(ctx, false)
+	_ = s.refresh(ctx, false) // what came of it shows in the ring below
 	if ks := s.ring.Load().candidates(kid); len(ks) > 0 {
 		return ks, ""
 	}

@@ -169,11 +169,6 @@ func (it *objIter) next() bool {
 	return true
 }
 
-// key returns the member name, unescaped. It allocates only when the key
-// contains escapes; callers comparing against constants should prefer
-// keyRaw in a switch.
-func (it *objIter) key() string { return unquote(it.b[it.ks:it.ke]) }
-
 // keyRaw returns the key's bytes between the quotes when they contain no
 // escape, so that a switch on string(keyRaw) does not allocate; escaped keys
 // are unescaped (and allocate).
@@ -358,7 +353,7 @@ func ownedString(b []byte) string {
 	if len(b) == 0 {
 		return ""
 	}
-	return unsafe.String(unsafe.SliceData(b), len(b))
+	return unsafe.String(unsafe.SliceData(b), len(b)) // #nosec G103 -- b is owned and never written again, as unsafe.String requires
 }
 
 // appendValidUTF8 appends s, replacing each invalid byte with U+FFFD as

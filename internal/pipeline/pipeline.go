@@ -60,6 +60,13 @@ type Auditor interface {
 
 var _ Auditor = (*audit.Writer)(nil)
 
+// auditFilter is implemented by an Auditor that needs only some decisions
+// (the alert tap when there is no audit log): for the others no record is
+// built at all.
+type auditFilter interface {
+	WantsDecision(reason string, tags map[string]any) bool
+}
+
 // Evaluator is the policy engine as the pipeline needs it.
 type Evaluator interface {
 	Evaluate(ctx context.Context, input ast.Value) (policy.Result, error)
@@ -131,16 +138,17 @@ type Outcome struct {
 
 // Pipeline runs the stages of a decision. It is safe for concurrent use.
 type Pipeline struct {
-	cfg     Config
-	tracer  trace.Tracer
-	audit   Auditor
-	detect  Detector
-	auth    Authenticator
-	eval    Evaluator
-	limiter Limiter
-	ids     *IDSource
-	logger  *slog.Logger
-	metrics *metrics
+	cfg         Config
+	tracer      trace.Tracer
+	audit       Auditor
+	auditFilter auditFilter // set when audit only wants some decisions
+	detect      Detector
+	auth        Authenticator
+	eval        Evaluator
+	limiter     Limiter
+	ids         *IDSource
+	logger      *slog.Logger
+	metrics     *metrics
 }
 
 // New wires a pipeline. auth may be nil (every request is anonymous), limiter
@@ -188,7 +196,13 @@ func end(s trace.Span) {
 // WithAuditor records every decision. Call it before serving.
 func (p *Pipeline) WithAuditor(a Auditor) *Pipeline {
 	p.audit = a
+	p.auditFilter, _ = a.(auditFilter)
 	return p
+}
+
+// audited reports whether the auditor wants out's record.
+func (p *Pipeline) audited(out *Outcome) bool {
+	return p.audit != nil && (p.auditFilter == nil || p.auditFilter.WantsDecision(out.Reason, out.Decision.Audit))
 }
 
 // WithDetector adds the detection stage: the prompt text of a parsed LLM
@@ -284,8 +298,8 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 		}
 		if perr.Code == policy.CodeTimeout || ctx.Err() != nil {
 			p.metrics.decision("error", string(policy.CodeTimeout))
-			if p.audit != nil {
-				out.Reason = string(policy.CodeTimeout)
+			out.Reason = string(policy.CodeTimeout)
+			if p.audited(&out) {
 				p.audit.Log(context.WithoutCancel(ctx), auditRecord(ctx, req, out))
 			}
 			p.logger.Warn("decision timed out", "decision_id", out.DecisionID, "phase", req.Phase, "elapsed", elapsed, "error", err)
@@ -325,7 +339,7 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 		}
 	}
 	p.metrics.decision(result, out.Reason)
-	if p.audit != nil {
+	if p.audited(&out) {
 		p.audit.Log(context.WithoutCancel(ctx), auditRecord(ctx, req, out))
 	}
 	if result == "allow" {

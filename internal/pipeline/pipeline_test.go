@@ -8,6 +8,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/bulwark-ai/bulwark/internal/audit"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
@@ -151,5 +152,24 @@ func TestIDSourceUUIDv4(t *testing.T) {
 			t.Fatalf("bad or repeated id %q", id)
 		}
 		seen[id] = true
+	}
+}
+
+// pickyAuditor wants only decisions with reason "ok".
+type pickyAuditor struct{ got []audit.Record }
+
+func (a *pickyAuditor) Log(_ context.Context, r audit.Record) { a.got = append(a.got, r) }
+func (a *pickyAuditor) WantsDecision(reason string, _ map[string]any) bool {
+	return reason == "ok"
+}
+
+func TestAuditFilterSkipsUnwantedRecords(t *testing.T) {
+	p := newPipeline(t, Config{}, true)
+	var a pickyAuditor
+	p.WithAuditor(&a)
+	decide(t, p, "two")       // reason ok
+	decide(t, p, "principal") // reason anonymous
+	if len(a.got) != 1 || a.got[0].Reason != "ok" {
+		t.Fatalf("audited %+v, want only the ok decision", a.got)
 	}
 }

@@ -148,12 +148,12 @@ func wellKnown(m protoreflect.Message) (ast.Value, bool) {
 		nanos := m.Get(fields.ByNumber(2)).Int()
 		var b [40]byte
 		out := time.Unix(sec, nanos).UTC().AppendFormat(b[:0], "2006-01-02T15:04:05")
-		out = append(out, fracNanos(int32(nanos))...)
+		out = append(out, fracNanos(int32(nanos))...) // #nosec G115 -- Timestamp.nanos is an int32 field
 		out = append(out, 'Z')
 		return ast.String(out), true
 	case "Duration":
 		sec := m.Get(fields.ByNumber(1)).Int()
-		nanos := int32(m.Get(fields.ByNumber(2)).Int())
+		nanos := int32(m.Get(fields.ByNumber(2)).Int()) // #nosec G115 -- Duration.nanos is an int32 field
 		sign := ""
 		if sec < 0 || nanos < 0 {
 			sign = "-"

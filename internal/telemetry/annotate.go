@@ -15,13 +15,22 @@ import (
 // policy revision, signal summaries and limits hit. Never prompt text,
 // credentials or finding values.
 func Annotate(span trace.Span, out pipeline.Outcome, err error) {
-	attrs := []attribute.KeyValue{
+	// One allocation, sized for what this decision can carry. Empty lists
+	// are left out (each list attribute costs the SDK a copy).
+	n := 8
+	if out.Signals != nil {
+		n += 8
+	}
+	if out.RateLimit != nil {
+		n += 2
+	}
+	attrs := make([]attribute.KeyValue, 0, n)
+	attrs = append(attrs,
 		attribute.String("bulwark.decision_id", out.DecisionID),
 		attribute.Bool("bulwark.allowed", out.Decision.Allowed && err == nil),
 		attribute.String("bulwark.reason", out.Reason),
 		attribute.String("bulwark.policy_revision", out.PolicyRevision),
-		attribute.String("bulwark.principal.kind", string(out.Principal.Kind)),
-	}
+		attribute.String("bulwark.principal.kind", string(out.Principal.Kind)))
 	if out.Principal.ID != "" {
 		attrs = append(attrs, attribute.String("bulwark.principal.id", out.Principal.ID))
 	}
@@ -36,9 +45,11 @@ func Annotate(span trace.Span, out pipeline.Outcome, err error) {
 		attrs = append(attrs, attribute.Bool("bulwark.dry_run_denied", true))
 	}
 	if s := out.Signals; s != nil {
+		if len(s.PromptInjection.Rules) > 0 {
+			attrs = append(attrs, attribute.StringSlice("bulwark.signals.prompt_injection.rules", s.PromptInjection.Rules))
+		}
 		attrs = append(attrs,
 			attribute.Float64("bulwark.signals.prompt_injection.score", s.PromptInjection.Score),
-			attribute.StringSlice("bulwark.signals.prompt_injection.rules", s.PromptInjection.Rules),
 			attribute.Int("bulwark.signals.pii.count", total(s.PII)),
 			attribute.Int("bulwark.signals.secrets.count", total(s.Secrets)),
 			attribute.Bool("bulwark.signals.hidden_text", s.HiddenText.Detected))
@@ -59,7 +70,10 @@ func Annotate(span trace.Span, out pipeline.Outcome, err error) {
 				hit = append(hit, l.Name)
 			}
 		}
-		attrs = append(attrs, attribute.StringSlice("bulwark.limits.exceeded", hit), attribute.Bool("bulwark.limits.degraded", rl.Degraded))
+		if len(hit) > 0 {
+			attrs = append(attrs, attribute.StringSlice("bulwark.limits.exceeded", hit))
+		}
+		attrs = append(attrs, attribute.Bool("bulwark.limits.degraded", rl.Degraded))
 	}
 	span.SetAttributes(attrs...)
 	if err != nil {

@@ -29,6 +29,9 @@ func TestParentFromEnvoyHeaders(t *testing.T) {
 		{"w3c", HeaderCarrier{"traceparent": "00-" + tid + "-" + sid + "-01", "tracestate": "vendor=x"}},
 		{"b3 single", HeaderCarrier{"b3": tid + "-" + sid + "-1"}},
 		{"b3 multi", HeaderCarrier{"x-b3-traceid": tid, "x-b3-spanid": sid, "x-b3-sampled": "1"}},
+		{"w3c wins over b3", HeaderCarrier{"traceparent": "00-" + tid + "-" + sid + "-01", "b3": "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"}},
+		{"b3 when traceparent is invalid", HeaderCarrier{"traceparent": "00-zz-yy-01", "b3": tid + "-" + sid + "-1"}},
+		{"with baggage", HeaderCarrier{"traceparent": "00-" + tid + "-" + sid + "-01", "baggage": "tenant=acme"}},
 	}
 	prop := propagator()
 	for _, tc := range tests {

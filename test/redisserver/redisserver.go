@@ -68,7 +68,7 @@ func start(dir string, extra ...string) (*Server, error) {
 		}
 		args = append(args, extra...)
 		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, args: args}
-		s.cmd = exec.Command(bin, args...)
+		s.cmd = exec.Command(bin, args...) // #nosec G204 -- test harness: redis-server from PATH, arguments built here
 		s.cmd.Stdout = nil
 		s.cmd.Stderr = nil
 		if err := s.cmd.Start(); err != nil {
@@ -104,7 +104,7 @@ func (s *Server) Restart(tb testing.TB) {
 	if err != nil {
 		tb.Fatal(InstallHint)
 	}
-	s.cmd = exec.Command(bin, s.args...)
+	s.cmd = exec.Command(bin, s.args...) // #nosec G204 -- test harness: redis-server from PATH, arguments built here
 	if err := s.cmd.Start(); err != nil {
 		tb.Fatalf("restart redis-server: %v", err)
 	}
@@ -135,7 +135,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	c := &Cluster{}
 	for i := 0; i < n; i++ {
 		dir := filepath.Join(tb.TempDir(), strconv.Itoa(i))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
 			tb.Fatal(err)
 		}
 		s, err := start(dir, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
@@ -151,7 +151,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput() // #nosec G204 -- test harness: redis-cli from PATH, arguments built here
 	if err != nil {
 		tb.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}

@@ -1,7 +1,9 @@
-// Module jaeger pins the Jaeger v2 all-in-one binary that the tracing
-// end-to-end test runs (make jaeger builds it into .cache/bin/jaeger). It is
-// a separate module so Jaeger's large dependency graph and its replace
-// directives never reach Bulwark's own go.mod.
+// Module jaeger pins the Jaeger v2 all-in-one binary (v1.76.0) that the
+// tracing end-to-end test runs; make jaeger builds it into .cache/bin/jaeger.
+// It is a module of its own because `go install pkg@version` refuses
+// Jaeger's replace directives while a module requiring it builds, and so
+// Jaeger's large dependency graph stays out of Bulwark's go.mod. Update it
+// with: go get -tool github.com/jaegertracing/jaeger/cmd/jaeger@VERSION
 module github.com/bulwark-ai/bulwark/tools/jaeger
 
 go 1.26.8
