@@ -477,17 +477,7 @@ func TestExtProcCompressedBodies(t *testing.T) {
 // second large request fits; without reconciliation it would get 429.
 func TestExtProcTokenQuotaReconciled(t *testing.T) {
 	rs := redisserver.Start(t)
-	dir := t.TempDir()
-	for _, f := range []string{"decision.rego", "data.yaml"} {
-		b, err := os.ReadFile(filepath.Join("..", "..", "policies", "bulwark", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f == "data.yaml" {
-			b = bytes.Replace(b, []byte("tokens_per_day: 2000000"), []byte("tokens_per_day: 2000"), 1)
-		}
-		writeFile(t, filepath.Join(dir, "bulwark", f), string(b))
-	}
+	dir := defaultPolicyDir(t, "tokens_per_day: 2000000", "tokens_per_day: 2000")
 	p, key := llmProc(t, "--policy-dir", dir, "--redis-url", "redis://"+rs.Addr)
 	body := `{"model":"gpt-4o","stream":true,"max_tokens":1500,"messages":[{"role":"user","content":"hi"}]}`
 	for i := range 3 {
@@ -546,4 +536,27 @@ func TestExtProcProtocolErrors(t *testing.T) {
 			t.Fatalf("out-of-order %T answered", req.GetRequest())
 		}
 	}
+}
+
+// defaultPolicyDir writes the default policy to a directory, with data.yaml
+// edited by old/new string pairs, for tests that tune a limit.
+func defaultPolicyDir(t *testing.T, oldNew ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range []string{"decision.rego", "data.yaml"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "policies", "bulwark", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f == "data.yaml" {
+			for i := 0; i+1 < len(oldNew); i += 2 {
+				if !bytes.Contains(b, []byte(oldNew[i])) {
+					t.Fatalf("data.yaml has no %q", oldNew[i])
+				}
+				b = bytes.Replace(b, []byte(oldNew[i]), []byte(oldNew[i+1]), 1)
+			}
+		}
+		writeFile(t, filepath.Join(dir, "bulwark", f), string(b))
+	}
+	return dir
 }
