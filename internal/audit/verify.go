@@ -51,7 +51,7 @@ func Verify(files []string, key []byte) (Report, error) {
 	var prevSeq uint64
 	first := true
 	for _, name := range files {
-		f, err := os.Open(name)
+		f, err := os.Open(name) // #nosec G304 -- the operator names the files to verify
 		if err != nil {
 			return rep, fmt.Errorf("audit verify: %w", err)
 		}
@@ -66,11 +66,11 @@ func Verify(files []string, key []byte) (Report, error) {
 			}
 			r, err := parseLine(line)
 			if err != nil {
-				f.Close()
+				_ = f.Close() // read-only
 				return rep, &Problem{File: name, Line: n, What: err.Error()}
 			}
 			bad := func(what string) error {
-				f.Close()
+				_ = f.Close() // read-only
 				return &Problem{File: name, Line: n, Seq: r.Seq, What: what}
 			}
 			if len(key) > 0 {
@@ -106,7 +106,7 @@ func Verify(files []string, key []byte) (Report, error) {
 			rep.LastSeq = r.Seq
 		}
 		err = sc.Err()
-		f.Close()
+		_ = f.Close() // read-only
 		if err != nil && err != io.EOF {
 			return rep, fmt.Errorf("audit verify %s: %w", name, err)
 		}

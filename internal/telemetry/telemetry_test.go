@@ -111,12 +111,12 @@ func TestAnnotate(t *testing.T) {
 		"bulwark.limits.exceeded":                `["requests_per_minute"]`,
 	}
 	for k, v := range want {
-		if g, ok := got[k]; !ok || g.Emit() != v {
-			t.Errorf("%s = %q, want %q", k, got[k].Emit(), v)
+		if g, ok := got[k]; !ok || g.String() != v {
+			t.Errorf("%s = %q, want %q", k, got[k].String(), v)
 		}
 	}
 	for k, v := range got {
-		if s := v.Emit(); strings.Contains(s, "secret-ish") || strings.Contains(s, "{acme}:alice") || strings.Contains(s, "k1") {
+		if s := v.String(); strings.Contains(s, "secret-ish") || strings.Contains(s, "{acme}:alice") || strings.Contains(s, "k1") {
 			t.Errorf("attribute %s carries %q", k, s)
 		}
 	}
