@@ -2,10 +2,13 @@ package detect
 
 import "slices"
 
-// matcher is an Aho-Corasick automaton over bytes, ASCII case-insensitive.
-// It is the shared multi-pattern prefilter: one pass over the text reports
-// every occurrence of every literal, and the detectors verify candidates.
-// Built once, read-only afterwards, so it is safe for concurrent use.
+// matcher is an Aho-Corasick automaton over bytes, ASCII case-insensitive:
+// one pass over the text reports every occurrence of every literal, by end
+// offset. It finds placeholder and stop words in short values (contains),
+// and the injection keywords when they overflow maxKwHits (their order is
+// then part of the result). The prefilters over whole texts are litSets,
+// which test positions independently instead of walking a chain of table
+// loads. Built once, read-only afterwards, so it is safe for concurrent use.
 type matcher struct {
 	class   [256]uint8 // byte -> alphabet class; 0 means "not in any pattern"
 	nclass  int
@@ -14,8 +17,14 @@ type matcher struct {
 	out     [][]int32
 	lengths []int
 	start   [256]bool // bytes that leave the root state
-	lossy   bool      // some bytes share a class: verify matches
-	pats    []string
+	// pair has bit a<<8|b set when some pattern starts with bytes a, b
+	// (either ASCII case), or with a alone: in the root state, a position
+	// whose pair is clear starts no match and is skipped without walking
+	// the automaton. Matches are the same, reported in the same order:
+	// no pattern occurrence can start there, and none spans it from before.
+	pair  *[1 << 16 / 64]uint64
+	lossy bool // some bytes share a class: verify matches
+	pats  []string
 }
 
 // maxClasses bounds the alphabet, so rows are at most 32 entries wide.
@@ -111,12 +120,37 @@ func newMatcher(pats []string) *matcher {
 	for c := 0; c < 256; c++ {
 		m.start[c] = next[m.class[c]] != 0
 	}
+	m.pair = new([1 << 16 / 64]uint64)
+	cases := func(c byte) []byte {
+		c = lower(c)
+		if 'a' <= c && c <= 'z' {
+			return []byte{c, c - 'a' + 'A'}
+		}
+		return []byte{c}
+	}
+	for _, p := range pats {
+		if len(p) == 0 {
+			continue
+		}
+		for _, a := range cases(p[0]) {
+			if len(p) == 1 {
+				for b := 0; b < 256; b++ {
+					m.setPair(a, byte(b))
+				}
+				continue
+			}
+			for _, b := range cases(p[1]) {
+				m.setPair(a, b)
+			}
+		}
+	}
 	if len(out) >= outFlag {
 		// Not reachable with the built-in pattern sets; keep the matcher
 		// total by matching nothing rather than wrapping state numbers.
 		m.next = make([]uint16, 1<<m.shift)
 		m.out = [][]int32{nil}
 		m.start = [256]bool{}
+		m.pair = new([1 << 16 / 64]uint64)
 		return m
 	}
 	stride := 1 << m.shift
@@ -135,6 +169,27 @@ func newMatcher(pats []string) *matcher {
 	return m
 }
 
+func (m *matcher) setPair(a, b byte) {
+	k := uint(a)<<8 | uint(b)
+	m.pair[k>>6] |= 1 << (k & 63)
+}
+
+// skipRoot returns the first position at or after i where a match may
+// start (see matcher.pair), or len(text).
+func (m *matcher) skipRoot(text []byte, i int) int {
+	pair := m.pair
+	for ; i+1 < len(text); i++ {
+		k := uint(text[i])<<8 | uint(text[i+1])
+		if pair[k>>6]&(1<<(k&63)) != 0 {
+			return i
+		}
+	}
+	if i < len(text) && !m.start[text[i]] {
+		i++
+	}
+	return i
+}
+
 // outFlag marks a transition into a state with outputs.
 const outFlag = 1 << 15
 
@@ -146,11 +201,8 @@ func (m *matcher) scan(text []byte, fn func(id int, end int) bool) {
 	next := m.next
 	for i := 0; i < len(text); i++ {
 		if s == 0 {
-			// In the root state, skip bytes that start no pattern.
-			for i < len(text) && !m.start[text[i]] {
-				i++
-			}
-			if i == len(text) {
+			// In the root state, skip positions that start no pattern.
+			if i = m.skipRoot(text, i); i == len(text) {
 				return
 			}
 		}
@@ -169,8 +221,32 @@ func (m *matcher) scan(text []byte, fn func(id int, end int) bool) {
 	}
 }
 
-// npats is the number of patterns the matcher was built with.
-func (m *matcher) npats() int { return len(m.lengths) }
+// contains reports whether any pattern occurs in text.
+func (m *matcher) contains(text []byte) bool {
+	sh := m.shift
+	s := uint32(0)
+	next := m.next
+	for i := 0; i < len(text); i++ {
+		if s == 0 {
+			if i = m.skipRoot(text, i); i == len(text) {
+				return false
+			}
+		}
+		t := uint32(next[s<<sh|uint32(m.class[text[i]])])
+		s = t &^ outFlag
+		if t&outFlag != 0 {
+			if !m.lossy {
+				return true
+			}
+			for _, id := range m.out[s] {
+				if m.verify(text, int(id), i+1) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
 
 // verify checks pattern id against the text ending at end, ignoring ASCII case.
 func (m *matcher) verify(text []byte, id, end int) bool {
@@ -185,55 +261,4 @@ func (m *matcher) verify(text []byte, id, end int) bool {
 		}
 	}
 	return true
-}
-
-// scanGrams is scan without root skipping that also sums the model's
-// weights over text (4-grams and words, exactly as featurize emits them) and
-// counts the features: the automaton's table walk is latency-bound and the
-// weight lookups are independent, so they overlap in one pass.
-func (m *matcher) scanGrams(text []byte, w []int16, wshift uint, fn func(id int, end int) bool) (int64, int) {
-	sh := m.shift
-	s := uint32(0)
-	next := m.next
-	var sum int64
-	n := 0
-	if len(text) >= 4 {
-		n = len(text) - 3
-	}
-	h, wordLen := uint32(2166136261), 0
-	stop := false
-	for i := 0; i < len(text); i++ {
-		c := text[i]
-		if i+4 <= len(text) {
-			sum += int64(w[charGram(text[i:i+4])>>wshift])
-		}
-		if isFoldWordByte(c) {
-			if wordLen < 64 {
-				h = (h ^ uint32(c)) * 16777619
-			}
-			wordLen++
-		} else if wordLen > 0 {
-			sum += int64(w[mix(h^seedWord)>>wshift])
-			n++
-			h, wordLen = 2166136261, 0
-		}
-		t := uint32(next[s<<sh|uint32(m.class[c])])
-		s = t &^ outFlag
-		if t&outFlag != 0 && !stop {
-			for _, id := range m.out[s] {
-				if m.lossy && !m.verify(text, int(id), i+1) {
-					continue
-				}
-				if !fn(int(id), i+1) {
-					stop = true
-					break
-				}
-			}
-		}
-	}
-	if wordLen > 0 {
-		sum += int64(w[mix(h^seedWord)>>wshift])
-		n++
-	}
-	return sum, n
 }

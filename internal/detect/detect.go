@@ -4,7 +4,8 @@
 //
 // All detectors share one normalised view of the text (NFKC per rune,
 // invisible characters removed, with a byte map back to the original) and one
-// multi-pattern prefilter per view (Aho-Corasick automata built once in New),
+// multi-pattern prefilter per view (litSet, built once in New: a filter on
+// the first bytes of every literal, tested at each position independently),
 // so a Scan is a few linear passes regardless of how many patterns exist.
 // Findings always carry offsets into the original text, so redaction works
 // even when detection ran on the normalised form.
@@ -129,7 +130,7 @@ type Result struct {
 // Scanner runs the detectors. Build it with New; it is safe for concurrent use.
 type Scanner struct {
 	cfg     Config
-	secrets *matcher
+	secrets *litSet
 	inj     *injector
 	pool    sync.Pool
 }
@@ -146,6 +147,7 @@ func New(cfg Config) (*Scanner, error) {
 	if cfg.PIIMinScore == 0 {
 		cfg.PIIMinScore = DefaultPIIMinScore
 	}
+	uniTables() // build the rune property cache now rather than in a Scan
 	s := &Scanner{cfg: cfg}
 	s.secrets = newSecretMatcher()
 	inj, err := newInjector(embeddedModel)
@@ -314,10 +316,10 @@ func (s *scratch) finish(text string) []Finding {
 	}
 	pos, cp := 0, 0
 	for i := range out {
-		cp += utf8.RuneCountInString(text[pos:out[i].ByteStart])
+		cp += runeCount(text[pos:out[i].ByteStart])
 		pos = out[i].ByteStart
 		out[i].Start = cp
-		out[i].End = cp + utf8.RuneCountInString(text[out[i].ByteStart:out[i].ByteEnd])
+		out[i].End = cp + runeCount(text[out[i].ByteStart:out[i].ByteEnd])
 	}
 	return out
 }
@@ -330,7 +332,16 @@ func measure(text string, ascii bool) Length {
 		return l
 	}
 	nascii, cjk, other := 0, 0, 0
-	for _, r := range text {
+	for i := 0; i < len(text); {
+		if text[i] < utf8.RuneSelf {
+			k := asciiRun(text[i:])
+			l.Chars += k
+			nascii += k
+			i += k
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(text[i:])
+		i += size
 		l.Chars++
 		switch {
 		case r < utf8.RuneSelf:
@@ -347,9 +358,9 @@ func measure(text string, ascii bool) Length {
 }
 
 func unsafeBytes(s string) []byte {
-	return unsafe.Slice(unsafe.StringData(s), len(s))
+	return unsafe.Slice(unsafe.StringData(s), len(s)) // #nosec G103 -- callers only read through it, while s is alive
 }
 
 func unsafeString(b []byte) string {
-	return unsafe.String(unsafe.SliceData(b), len(b))
+	return unsafe.String(unsafe.SliceData(b), len(b)) // #nosec G103 -- a transient view, dropped before b is written again
 }

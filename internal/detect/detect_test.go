@@ -514,9 +514,12 @@ func TestDotMatchesFeaturize(t *testing.T) {
 		if got := q.dot(f); abs(got-want) > 1e-4 {
 			t.Errorf("dot(%q) = %v, featurize gives %v", s, got, want)
 		}
-		sum2, n2 := sc.inj.m.scanGrams(f, q.w, uint(32-q.bits), func(int, int) bool { return true })
-		if got := q.scaled(sum2, n2); abs(got-want) > 1e-4 {
-			t.Errorf("scanGrams(%q) = %v, featurize gives %v", s, got, want)
+		var isum int64
+		if n2 := featurize(f, q.bits, func(i uint32) { isum += int64(q.w[i]) }); n2 != n {
+			t.Fatalf("featurize counts differ")
+		}
+		if sum2, n2 := q.sums(f); sum2 != isum || n2 != n {
+			t.Errorf("sums(%q) = %v, %v; featurize gives %v, %v", s, sum2, n2, isum, n)
 		}
 	}
 }

@@ -93,8 +93,9 @@ type injKeyword struct {
 // injector scores prompt injection: rules over the folded text plus the
 // logistic-regression model.
 type injector struct {
-	m        *matcher // ASCII keywords
-	mu       *matcher // non-ASCII keywords
+	lits     *litSet  // every keyword
+	m        *matcher // ASCII keywords (exact fallback when hits overflow)
+	mu       *matcher // non-ASCII keywords (likewise)
 	asciiIDs []int32  // m pattern id -> keyword id
 	uniIDs   []int32  // mu pattern id -> keyword id
 	kws      []injKeyword
@@ -155,6 +156,13 @@ func newInjector(modelData []byte) (*injector, error) {
 	}
 	in.m = newMatcher(asciiLits)
 	in.mu = newMatcher(uniLits)
+	lits := make([]string, len(in.kws))
+	fold := make([]bool, len(in.kws))
+	word := make([]bool, len(in.kws))
+	for i, k := range in.kws {
+		lits[i], fold[i], word[i] = k.lit, true, isASCIIAlnum(k.lit[0])
+	}
+	in.lits = newLitSet(lits, fold, word)
 	for _, r := range injRules {
 		in.names = append(in.names, r.name)
 	}
@@ -209,20 +217,57 @@ func isFoldWordByte(c byte) bool { return isASCIIAlnum(c) || c >= 0x80 }
 
 // matchRules returns a bitmask of fired rules over the folded text f.
 func (in *injector) matchRules(f []byte, s *scratch) uint64 {
-	fired, _ := in.matchRulesGrams(f, s, nil)
+	hits := in.keywordHits(f, s)
+	if len(hits) == 0 {
+		return 0
+	}
+	slices.SortFunc(hits, func(a, b kwHit) int { return int(a.start - b.start) })
+	var fired uint64
+	for ri := range injRules {
+		if in.ruleFires(ri, hits) {
+			fired |= 1 << ri
+		}
+	}
 	return fired
 }
 
-// matchRulesGrams is matchRules that also returns the model's linear term
-// over f (see quantWeights.dot) when q is not nil.
-func (in *injector) matchRulesGrams(f []byte, s *scratch, q *quantWeights) (uint64, float64) {
+// keywordHits returns the keyword occurrences in f that respect word
+// boundaries, at most about maxKwHits of them, in s.hits. The rules only
+// depend on the set of hits (ruleFires looks for any chain), so the order
+// in which they are found does not matter, except when they overflow: then
+// the Aho-Corasick matchers keep the first maxKwHits by end offset, as
+// they always have.
+func (in *injector) keywordHits(f []byte, s *scratch) []kwHit {
 	hits := s.hits[:0]
+	in.lits.scan(f, func(id, st int) bool {
+		k := &in.kws[id]
+		end := st + len(k.lit)
+		// Word boundaries for ASCII-word literals (the left one is also
+		// checked by the set, which knows which literals start words).
+		if isASCIIAlnum(k.lit[0]) && st > 0 && isASCIIAlnum(f[st-1]) {
+			return true
+		}
+		if !k.prefix && isASCIIAlnum(k.lit[len(k.lit)-1]) && end < len(f) && isASCIIAlnum(f[end]) {
+			return true
+		}
+		hits = append(hits, kwHit{int32(st), int32(end), int32(id)})
+		return len(hits) < maxKwHits
+	})
+	if len(hits) >= maxKwHits {
+		hits = in.keywordHitsAC(f, hits[:0])
+	}
+	s.hits = hits
+	return hits
+}
+
+// keywordHitsAC is keywordHits with the Aho-Corasick matchers, which find
+// hits by end offset.
+func (in *injector) keywordHitsAC(f []byte, hits []kwHit) []kwHit {
 	ids := in.asciiIDs
 	visit := func(pid, end int) bool {
 		id := int(ids[pid])
 		k := &in.kws[id]
 		st := end - len(k.lit)
-		// Word boundaries for ASCII-word literals.
 		if isASCIIAlnum(k.lit[0]) && st > 0 && isASCIIAlnum(f[st-1]) {
 			return true
 		}
@@ -232,29 +277,12 @@ func (in *injector) matchRulesGrams(f []byte, s *scratch, q *quantWeights) (uint
 		hits = append(hits, kwHit{int32(st), int32(end), int32(id)})
 		return len(hits) < maxKwHits
 	}
-	var lin float64
-	if q != nil {
-		sum, n := in.m.scanGrams(f, q.w, uint(32-q.bits), visit)
-		lin = q.scaled(sum, n)
-	} else {
-		in.m.scan(f, visit)
-	}
+	in.m.scan(f, visit)
 	if !isASCII(unsafeString(f)) {
 		ids = in.uniIDs
 		in.mu.scan(f, visit)
 	}
-	s.hits = hits
-	if len(hits) == 0 {
-		return 0, lin
-	}
-	slices.SortFunc(hits, func(a, b kwHit) int { return int(a.start - b.start) })
-	var fired uint64
-	for ri := range injRules {
-		if in.ruleFires(ri, hits) {
-			fired |= 1 << ri
-		}
-	}
-	return fired, lin
+	return hits
 }
 
 // ruleFires checks whether the groups of rule ri occur in order.
@@ -296,19 +324,22 @@ func (in *injector) chain(ri, g int, hits []kwHit, i int) bool {
 
 // score returns the injection score for the folded text and the rules that fired.
 func (in *injector) score(f []byte, s *scratch, hidden *HiddenText) (float64, []string) {
-	fired, lin := in.matchRulesGrams(f, s, in.q)
+	fired := in.matchRules(f, s)
 	if hidden != nil && hidden.DecodedLen >= 4 {
 		fired |= 1 << len(injRules)
 	}
 	z := 0.0
 	if in.model != nil {
-		z = in.model.Bias + lin + in.lenW[lengthBucket(len(f))]
 		// An attack appended to (or prefixed to) a long benign text is
 		// diluted in the whole; score the head and the tail on their own too.
 		if len(f) > windowMin {
-			for _, w := range [][]byte{f[:windowLen], f[len(f)-windowLen:]} {
-				z = max(z, in.model.Bias+in.q.dot(w)+in.lenW[lengthBucket(len(w))])
+			lin, head, tail := in.q.dotWindows(f, windowLen)
+			z = in.model.Bias + lin + in.lenW[lengthBucket(len(f))]
+			for _, d := range [2]float64{head, tail} {
+				z = max(z, in.model.Bias+d+in.lenW[lengthBucket(windowLen)])
 			}
+		} else {
+			z = in.model.Bias + in.q.dot(f) + in.lenW[lengthBucket(len(f))]
 		}
 	}
 	floor := 0.0

@@ -82,36 +82,153 @@ func featurize(f []byte, bits int, emit func(idx uint32)) int {
 // is featurize with the weight lookups inlined; TestDotMatchesFeaturize keeps
 // the two in step.
 func (q *quantWeights) dot(f []byte) float64 {
-	var sum int64
-	w := q.w
-	shift := uint(32 - q.bits)
+	sum, n := q.sums(f)
+	return q.scaled(sum, n)
+}
+
+// sums returns the sum of the weights of f's features and their number.
+func (q *quantWeights) sums(f []byte) (int64, int) {
 	n := 0
-	for i := 0; i+4 <= len(f); i++ {
-		sum += int64(w[charGram(f[i:i+4])>>shift])
-	}
 	if len(f) >= 4 {
 		n = len(f) - 3
 	}
-	for i := 0; i < len(f); {
-		if !isFoldWordByte(f[i]) {
-			i++
+	if q.bits == 16 {
+		// The shipped model: constant shifts and no bounds checks.
+		sum, nw := sums16(f, (*[1 << 16]int16)(q.w))
+		return sum, n + nw
+	}
+	shift := uint(32-q.bits) & 31
+	ws, nw := wordSum(f, q.w, shift)
+	return gramSum(f, q.w, shift) + ws, n + nw
+}
+
+// gramSum sums the weights of f's byte 4-grams (charGram of each window).
+func gramSum(f []byte, w []int16, shift uint) int64 {
+	if len(f) < 4 {
+		return 0
+	}
+	var sum int64
+	x := uint32(f[0])<<8 | uint32(f[1])<<16 | uint32(f[2])<<24
+	for _, c := range f[3:] {
+		x = x>>8 | uint32(c)<<24
+		sum += int64(w[(x^seedChar)*0x9E3779B1>>(shift&31)])
+	}
+	return sum
+}
+
+// wordSum sums the weights of f's words (runs of isFoldWordByte, hashed
+// over their first 64 bytes) and counts them.
+func wordSum(f []byte, w []int16, shift uint) (int64, int) {
+	var sum int64
+	n := 0
+	h, wl := uint32(2166136261), 0
+	for _, c := range f {
+		if foldWordTab[c] {
+			if wl < 64 {
+				h = (h ^ uint32(c)) * 16777619
+			}
+			wl++
 			continue
 		}
-		j := i
-		h := uint32(2166136261)
-		for j < len(f) && isFoldWordByte(f[j]) && j-i < 64 {
-			h = (h ^ uint32(f[j])) * 16777619
-			j++
+		if wl > 0 {
+			sum += int64(w[mix(h^seedWord)>>(shift&31)])
+			n++
+			h, wl = 2166136261, 0
 		}
-		for j < len(f) && isFoldWordByte(f[j]) {
-			j++
-		}
-		sum += int64(w[mix(h^seedWord)>>shift])
-		n++
-		i = j
 	}
-	return q.scaled(sum, n)
+	if wl > 0 {
+		sum += int64(w[mix(h^seedWord)>>(shift&31)])
+		n++
+	}
+	return sum, n
 }
+
+// sums16 is gramSum plus wordSum for 2^16 weights, in one loop: the
+// word hash is a chain of dependent multiplications, which the 4-gram
+// lookups fill the gaps of.
+func sums16(f []byte, w *[1 << 16]int16) (int64, int) {
+	var st sumState
+	st.init()
+	st.run16(f, 0, len(f), w)
+	st.end16(w)
+	return st.grams + st.words, st.n
+}
+
+// sumState carries sums16 across ranges of f.
+type sumState struct {
+	x, h         uint32
+	wl, n        int
+	grams, words int64
+}
+
+func (st *sumState) init() { st.h = 2166136261 }
+
+// run16 adds the features of f[k0:k1] (4-grams starting at k-3 for each
+// byte k, words ending before k1) to st.
+func (st *sumState) run16(f []byte, k0, k1 int, w *[1 << 16]int16) {
+	x, h, wl, n, grams, words := st.x, st.h, st.wl, st.n, st.grams, st.words
+	for k := k0; k < k1; k++ {
+		c := f[k]
+		x = x>>8 | uint32(c)<<24
+		if k >= 3 {
+			grams += int64(w[(x^seedChar)*0x9E3779B1>>16])
+		}
+		if foldWordTab[c] {
+			if wl < 64 {
+				h = (h ^ uint32(c)) * 16777619
+			}
+			wl++
+			continue
+		}
+		if wl > 0 {
+			words += int64(w[mix(h^seedWord)>>16])
+			n++
+			h, wl = 2166136261, 0
+		}
+	}
+	st.x, st.h, st.wl, st.n, st.grams, st.words = x, h, wl, n, grams, words
+}
+
+// end16 adds the last word.
+func (st *sumState) end16(w *[1 << 16]int16) {
+	if st.wl > 0 {
+		st.words += int64(w[mix(st.h^seedWord)>>16])
+		st.n++
+	}
+}
+
+// dotWindows returns dot of f, of f[:win] and of f[len(f)-win:], for
+// len(f) >= 2*win: the 4-gram sums of the windows come out of the pass
+// over f, only their words are hashed again.
+func (q *quantWeights) dotWindows(f []byte, win int) (float64, float64, float64) {
+	if q.bits != 16 || win < 4 || len(f) < 2*win {
+		return q.dot(f), q.dot(f[:win]), q.dot(f[len(f)-win:])
+	}
+	w := (*[1 << 16]int16)(q.w)
+	var st sumState
+	st.init()
+	// 4-grams starting before win-3 lie in the head, those from
+	// len(f)-win on in the tail.
+	st.run16(f, 0, win, w)
+	head := st.grams
+	st.run16(f, win, len(f)-win+3, w)
+	mid := st.grams
+	st.run16(f, len(f)-win+3, len(f), w)
+	st.end16(w)
+	tail := st.grams - mid
+	full := q.scaled(st.grams+st.words, len(f)-3+st.n)
+	hw, hn := wordSum(f[:win], q.w, 16)
+	tw, tn := wordSum(f[len(f)-win:], q.w, 16)
+	return full, q.scaled(head+hw, win-3+hn), q.scaled(tail+tw, win-3+tn)
+}
+
+// foldWordTab is isFoldWordByte as a table.
+var foldWordTab = func() (t [256]bool) {
+	for c := range t {
+		t[c] = isFoldWordByte(byte(c))
+	}
+	return t
+}()
 
 // scaled turns a weight sum over n features into the linear term.
 func (q *quantWeights) scaled(sum int64, n int) float64 {
@@ -161,6 +278,9 @@ func (m *Model) MarshalBinary() ([]byte, error) {
 	slices.Sort(names)
 	out = binary.LittleEndian.AppendUint32(out, uint32(len(names)))
 	for _, n := range names {
+		if len(n) > math.MaxUint8 {
+			return nil, fmt.Errorf("detect: rule name %q is longer than 255 bytes", n)
+		}
 		out = append(out, byte(len(n)))
 		out = append(out, n...)
 		out = binary.LittleEndian.AppendUint64(out, math.Float64bits(m.RuleWeights[n]))

@@ -1,9 +1,11 @@
 package detect
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
+	mbits "math/bits"
 	"slices"
 	"unicode"
 	"unicode/utf8"
@@ -84,6 +86,39 @@ func isASCII(s string) bool {
 	return true
 }
 
+// asciiRun returns the length of the run of ASCII bytes at the start of s,
+// eight bytes at a time.
+func asciiRun(s string) int {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		if binary.LittleEndian.Uint64(unsafeBytes(s[i:i+8]))&0x8080808080808080 != 0 {
+			break
+		}
+	}
+	for i < len(s) && s[i] < utf8.RuneSelf {
+		i++
+	}
+	return i
+}
+
+// runeCount is utf8.RuneCountInString with ASCII runs counted eight bytes
+// at a time.
+func runeCount(s string) int {
+	n := 0
+	for i := 0; i < len(s); {
+		if s[i] < utf8.RuneSelf {
+			k := asciiRun(s[i:])
+			n += k
+			i += k
+			continue
+		}
+		_, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+		n++
+	}
+	return n
+}
+
 type hiddenKind uint8
 
 const (
@@ -140,6 +175,7 @@ func (s *scratch) clean(text string, h *HiddenText, report bool) view {
 	if s.ascii {
 		return view{b: unsafeBytes(text)}
 	}
+	ut := uniTables()
 	out := slices.Grow(s.cleanBuf[:0], len(text)+len(text)/8)
 	omap := slices.Grow(s.omap[:0], len(text)+len(text)/8)
 	var prev rune = -1 // previous kept rune
@@ -176,16 +212,11 @@ func (s *scratch) clean(text string, h *HiddenText, report bool) view {
 				flush()
 			}
 			// Copy the whole ASCII run at once.
-			j := i + 1
-			for j < len(text) && text[j] < utf8.RuneSelf {
-				j++
-			}
+			j := i + 1 + asciiRun(text[i+1:])
 			n0 := len(out)
 			out = append(out, text[i:j]...)
 			omap = slices.Grow(omap, j-i)[:n0+j-i]
-			for k := range j - i {
-				omap[n0+k] = int32(i + k)
-			}
+			fillSeq(omap[n0:], int32(i))
 			prev = rune(text[j-1])
 			i = j
 			vsRun = 0
@@ -275,7 +306,7 @@ func (s *scratch) clean(text string, h *HiddenText, report bool) view {
 		// decompositions (fullwidth, ligatures, math letters, circled digits)
 		// are applied; canonical composites (é) stay as they are, which is
 		// what NFKC recomposes them to.
-		if noCompat(r) {
+		if ut.copyAsIs(r) || noCompat(r) {
 			out = append(out, text[i:j]...)
 		} else if d := norm.NFKC.PropertiesString(text[i:j]).Decomposition(); d != nil && norm.NFC.PropertiesString(text[i:j]).Decomposition() == nil {
 			out = append(out, d...)
@@ -291,6 +322,19 @@ func (s *scratch) clean(text string, h *HiddenText, report bool) view {
 	flush()
 	s.cleanBuf, s.omap = out, omap
 	return view{b: out, omap: omap}
+}
+
+// fillSeq sets o[k] = base+k, four at a time.
+func fillSeq(o []int32, base int32) {
+	k := 0
+	for ; k+4 <= len(o); k += 4 {
+		q := o[k : k+4 : k+4]
+		b := base + int32(k)
+		q[0], q[1], q[2], q[3] = b, b+1, b+2, b+3
+	}
+	for ; k < len(o); k++ {
+		o[k] = base + int32(k)
+	}
 }
 
 // homoglyph folds Cyrillic and Greek letters that look like Latin ones.
@@ -416,6 +460,8 @@ const minEncodedWord = 12
 // foldStat is fold that also fills st.
 func foldStat(dst, src []byte, h *HiddenText, st *foldStats) []byte {
 	dst = slices.Grow(dst, len(src)+1)
+	var ut *uniTab // fetched at the first non-ASCII rune
+outer:
 	for i := 0; i < len(src); {
 		c := src[i]
 		if c < utf8.RuneSelf {
@@ -423,12 +469,16 @@ func foldStat(dst, src []byte, h *HiddenText, st *foldStats) []byte {
 			case acSpace, acNewline:
 				// Collapse whitespace runs to one space, or one newline
 				// when the run holds a newline.
-				nl := false
+				nlBits := uint8(0)
 				i0 := i
-				for i < len(src) && (asciiClass[src[i]] == acSpace || asciiClass[src[i]] == acNewline) {
-					nl = nl || src[i] == '\n'
-					i++
+				for ; i < len(src); i++ {
+					k := asciiClass[src[i]]
+					if k < acSpace {
+						break
+					}
+					nlBits |= k // acNewline is the only odd class from acSpace up
 				}
+				nl := nlBits&1 != 0
 				if n := len(dst); n > 0 && dst[n-1] != ' ' && dst[n-1] != '\n' {
 					switch {
 					case nl:
@@ -452,68 +502,132 @@ func foldStat(dst, src []byte, h *HiddenText, st *foldStats) []byte {
 				i++
 				continue
 			}
-			// ASCII word fast path.
-			j := i
-			digits := 0
-			for j < len(src) {
-				k := asciiClass[src[j]]
-				if k-acLetter > acLeet-acLetter { // not letter, digit or leet symbol
-					break
-				}
-				digits += int(k >> 1) // acDigit and acLeet
-				j++
-			}
-			letters := j - i - digits
-			if j-i == 1 && letters == 1 {
-				st.singles++
-				if st.singles >= 4 {
-					st.spaced = true
-				}
-			} else {
-				st.singles = 0
-			}
-			if j-i >= minEncodedWord && !st.long && (digits > 0 || hasUpper(src[i+1:j])) {
-				st.long = true
-			}
-			if j == len(src) || src[j] < utf8.RuneSelf {
+			// ASCII word fast path: classify and lower-case in one pass,
+			// into dst's spare capacity (kept only if the word ends in
+			// ASCII). The punctuation and the single space between two such
+			// words are written here too, as the cases above would, so
+			// that prose stays in this loop.
+			for {
 				n0 := len(dst)
-				dst = slices.Grow(dst, j-i)[:n0+j-i]
-				w, word := dst[n0:], src[i:j]
-				tab := &lowerTab
-				if digits > 0 && letters >= 2 {
-					tab = &leetTab
+				if cap(dst)-n0 < len(src)-i {
+					dst = slices.Grow(dst, len(src)-i)
 				}
-				for k, c := range word {
-					w[k] = tab[c]
+				sw := src[i:]
+				w := dst[n0 : n0+len(sw)]
+				w = w[:len(sw)]
+				m := 0
+				digits := 0
+				// Eight bytes at a time while they last: the word's end is
+				// the first byte outside the word classes, and all eight are
+				// written lower-cased (past the word, into spare capacity).
+				for m+8 <= len(sw) {
+					x := binary.LittleEndian.Uint64(sw[m:])
+					word, dig := wordMasks(x)
+					binary.LittleEndian.PutUint64(w[m:], lower8(x))
+					if word == 0x8080808080808080 {
+						digits += mbits.OnesCount64(dig)
+						m += 8
+						continue
+					}
+					n := mbits.TrailingZeros64(^word&0x8080808080808080) / 8
+					digits += mbits.OnesCount64(dig & (1<<(8*n) - 1))
+					m += n
+					goto wordEnd
+				}
+				for ; m < len(sw); m++ {
+					c := sw[m]
+					k := asciiClass[c]
+					if k-acLetter > acLeet-acLetter { // not letter, digit or leet symbol
+						break
+					}
+					digits += int(k >> 1) // acDigit and acLeet
+					w[m] = lowerTab[c]
+				}
+			wordEnd:
+				j := i + m
+				letters := j - i - digits
+				if j-i == 1 && letters == 1 {
+					st.singles++
+					if st.singles >= 4 {
+						st.spaced = true
+					}
+				} else {
+					st.singles = 0
+				}
+				if j-i >= minEncodedWord && !st.long && (digits > 0 || hasUpper(src[i+1:j])) {
+					st.long = true
+				}
+				if j < len(src) && src[j] >= utf8.RuneSelf {
+					break // the word goes on in another script: the general path
+				}
+				dst = dst[:n0+m]
+				if digits > 0 && letters >= 2 {
+					w = w[:m]
+					for k, c := range sw[:m] {
+						w[k] = leetTab[c]
+					}
 				}
 				i = j
-				continue
+				// Punctuation after the word, then maybe one space: what the
+				// cases above would do, as long as another word follows.
+				for i < len(src) && src[i] < utf8.RuneSelf && asciiClass[src[i]] == acOther {
+					if src[i] == '%' {
+						st.long = true
+					}
+					st.singles = 0
+					dst = append(dst, src[i])
+					i++
+				}
+				if i+1 < len(src) && src[i] == ' ' && asciiClass[src[i+1]]-acLetter <= acLeet-acLetter {
+					dst = append(dst, ' ')
+					i++
+				}
+				if i < len(src) && asciiClass[src[i]]-acLetter <= acLeet-acLetter {
+					continue
+				}
+				continue outer
 			}
+			c = src[i]
 		}
 		r, size := rune(c), 1
 		if c >= utf8.RuneSelf {
 			r, size = utf8.DecodeRuneInString(unsafeString(src[i:]))
 		}
-		if !isWordRune(r) {
-			if unicode.IsSpace(r) {
+		if ut == nil {
+			ut = uniTables()
+		}
+		f := ut.flagsOf(r)
+		if f&ufSlow != 0 {
+			f = runeFlagsSlow(r)
+		}
+		if f&ufWord == 0 {
+			if f&ufSpace != 0 {
 				if n := len(dst); n > 0 && dst[n-1] != ' ' && dst[n-1] != '\n' {
 					dst = append(dst, ' ')
 				}
 			} else {
-				dst = utf8.AppendRune(dst, unicode.ToLower(r))
+				dst = utf8.AppendRune(dst, ut.toLowerExact(r))
 			}
 			i += size
 			continue
 		}
-		// A word: find its end and classify.
+		// A word: find its end and classify it, writing its lower-case
+		// form on the way; a word that mixes scripts or letters and digits
+		// is written again below, folded.
 		j := i
+		n0 := len(dst)
 		var latin, digits, letters, confusable int
 		for j < len(src) {
 			r, sz := rune(src[j]), 1
 			if src[j] >= utf8.RuneSelf {
 				r, sz = utf8.DecodeRuneInString(unsafeString(src[j:]))
 			}
-			if !isWordRune(r) {
+			tf := ut.flagsOf(r)
+			f := tf
+			if tf&ufSlow != 0 {
+				f = runeFlagsSlow(r)
+			}
+			if f&ufWord == 0 {
 				break
 			}
 			switch {
@@ -524,16 +638,28 @@ func foldStat(dst, src []byte, h *HiddenText, st *foldStats) []byte {
 				digits++
 			default:
 				letters++
-				if r < 0x530 || r == 0x1D22 { // Greek and Cyrillic hold the look-alikes
-					if lr := unicode.ToLower(r); homoglyph(lr) != lr {
-						confusable++
-					}
+				if f&ufConfusable != 0 { // Greek and Cyrillic hold the look-alikes
+					confusable++
 				}
+			}
+			if r < utf8.RuneSelf {
+				dst = append(dst, lowerTab[byte(r)])
+			} else {
+				lr := rune(ut.lower[uint16(r)%uniTabLen])
+				if tf&ufSlow != 0 {
+					lr = lowerRune(r)
+				}
+				dst = utf8.AppendRune(dst, lr)
 			}
 			j += sz
 		}
 		foldGlyphs := confusable > 0 && latin > 0
 		foldLeet := digits > 0 && latin > 0 && latin+confusable >= 2
+		if !foldGlyphs && !foldLeet {
+			i = j
+			continue
+		}
+		dst = dst[:n0]
 		for k := i; k < j; {
 			r, sz := rune(src[k]), 1
 			if src[k] >= utf8.RuneSelf {
@@ -548,7 +674,7 @@ func foldStat(dst, src []byte, h *HiddenText, st *foldStats) []byte {
 				}
 				dst = append(dst, b)
 			} else {
-				lr := lowerRune(r)
+				lr := ut.toLower(r)
 				if foldGlyphs {
 					if g := homoglyph(lr); g != lr {
 						lr = g
@@ -574,82 +700,203 @@ func joinSpaced(b []byte) []byte {
 	single := func(p int) bool {
 		return p < len(b) && isLower(b[p]) && (p == 0 || !isWordByte(b[p-1])) && (p+1 == len(b) || !isWordByte(b[p+1]))
 	}
+	// Bytes outside joined runs stay as they are: they are moved in bulk
+	// (w < i only after a first join), and the scan jumps between single
+	// letters.
 	w := 0
 	for i := 0; i < len(b); {
-		if single(i) {
-			k, n := i, 0
-			for {
-				n++
-				if k+2 < len(b) && b[k+1] == ' ' && single(k+2) {
-					k += 2
-					continue
-				}
-				if k+3 < len(b) && b[k+1] == ' ' && b[k+2] == ' ' && single(k+3) {
-					k += 3
-					continue
-				}
-				break
-			}
-			end := k + 1
-			if n >= 4 {
-				for m := i; m < end; m++ {
-					if b[m] == ' ' {
-						if b[m+1] == ' ' {
-							b[w] = ' '
-							w++
-							m++
-						}
-						continue
-					}
-					b[w] = b[m]
-					w++
-				}
-				i = end
+		p := nextSingle(b, i)
+		if p == len(b) {
+			w += copy(b[w:], b[i:])
+			break
+		}
+		k, n := p, 0
+		for {
+			n++
+			if k+2 < len(b) && b[k+1] == ' ' && single(k+2) {
+				k += 2
 				continue
 			}
+			if k+3 < len(b) && b[k+1] == ' ' && b[k+2] == ' ' && single(k+3) {
+				k += 3
+				continue
+			}
+			break
 		}
-		b[w] = b[i]
-		w++
-		i++
+		end := k + 1
+		if n < 4 {
+			// Not a run: the letter stays; look on from the next byte.
+			w += copy(b[w:], b[i:p+1])
+			i = p + 1
+			continue
+		}
+		w += copy(b[w:], b[i:p])
+		for m := p; m < end; m++ {
+			if b[m] == ' ' {
+				if b[m+1] == ' ' {
+					b[w] = ' '
+					w++
+					m++
+				}
+				continue
+			}
+			b[w] = b[m]
+			w++
+		}
+		i = end
 	}
 	return b[:w]
 }
+
+// nextSingle returns the first position from i of a lower-case ASCII
+// letter with no word byte (isWordByte) on either side, or len(b). The
+// test is three table lookups and no branch per byte.
+func nextSingle(b []byte, i int) int {
+	if i >= len(b) {
+		return len(b)
+	}
+	prev := byte(' ') // before the start: no word byte
+	if i > 0 {
+		prev = b[i-1]
+	}
+	cur := b[i]
+	for k, next := range b[i+1:] {
+		if lowerMask[cur]&^wordMask[prev]&^wordMask[next] != 0 {
+			return i + k
+		}
+		prev, cur = cur, next
+	}
+	if lowerMask[cur]&^wordMask[prev] != 0 {
+		return len(b) - 1
+	}
+	return len(b)
+}
+
+// lowerMask and wordMask are isLower and isWordByte as 0xFF/0 masks.
+var lowerMask, wordMask = func() (lo, wd [256]uint8) {
+	for c := range lo {
+		if isLower(byte(c)) {
+			lo[c] = 0xFF
+		}
+		if isWordByte(byte(c)) {
+			wd[c] = 0xFF
+		}
+	}
+	return lo, wd
+}()
 
 // decodeEmbedded finds base64, hex and percent-encoded runs in src and
 // appends their decoded text (when it looks like text) to dst, each preceded
 // by a newline. Bounded by maxDecodeBytes in total.
 func decodeEmbedded(dst, src []byte, tmp []byte, h *HiddenText) ([]byte, []byte) {
-	for i := 0; i < len(src) && len(dst) < maxDecodeBytes; {
-		c := src[i]
-		if !isB64Byte(c) && c != '%' {
+	// The scan below passes through every byte outside base64, '%' and
+	// '=' (a run never spans one), so the segments between such bytes are
+	// decoded independently; a segment shorter than the shortest run that
+	// decodes, with fewer than two '%', decodes to nothing. Only the others
+	// are scanned, found by a loop without data-dependent branches.
+	for from := 0; from < len(src) && len(dst) < maxDecodeBytes; {
+		st, end := nextEncodedSegment(src, from)
+		if st < 0 {
+			break
+		}
+		dst, tmp = decodeSegment(dst, src, tmp, h, st, end)
+		from = end
+	}
+	return dst, tmp
+}
+
+// segClass marks bytes of encoded segments: bit 0 base64 bytes, '%' and
+// '='; bit 1 '%'.
+var segClass = func() (t [256]uint8) {
+	for c := range t {
+		if b64Class[c] || c == '=' {
+			t[c] = 1
+		}
+	}
+	t['%'] = 3
+	return t
+}()
+
+// nextEncodedSegment returns the first segment (maximal run of segClass
+// bytes) at or after from that is at least min(minB64Run, minHexRun) long
+// or holds two '%' (or a few more: any segment decodes as it would in a
+// full scan), or -1. from must not be inside a segment.
+func nextEncodedSegment(src []byte, from int) (int, int) {
+	const need = min(minB64Run, minHexRun)
+	// score counts a segment's bytes, a '%' as need/2+1 of them, and
+	// restarts after each separator.
+	score := 0
+	for p := from; p < len(src); p++ {
+		c := src[p]
+		score = (score + int(segInc[c])) & int(segMask[c])
+		if score >= need {
+			st := p
+			for st > from && segClass[src[st-1]] != 0 {
+				st--
+			}
+			e := p + 1
+			for e < len(src) && segClass[src[e]] != 0 {
+				e++
+			}
+			return st, e
+		}
+	}
+	return -1, len(src)
+}
+
+// segInc and segMask drive nextEncodedSegment's score.
+var segInc, segMask = func() (inc [256]uint8, mask [256]int32) {
+	for c := range inc {
+		switch {
+		case c == '%':
+			inc[c], mask[c] = min(minB64Run, minHexRun)/2+1, -1
+		case segClass[c] != 0:
+			inc[c], mask[c] = 1, -1
+		}
+	}
+	return inc, mask
+}()
+
+// decodeSegment decodes the runs of src[i:end], a segment.
+func decodeSegment(dst, src []byte, tmp []byte, h *HiddenText, i, end int) ([]byte, []byte) {
+	for i < end && len(dst) < maxDecodeBytes {
+		// Skip bytes that start no run.
+		for i < end && !decStart[src[i]] {
 			i++
-			continue
+		}
+		if i == end {
+			break
+		}
+		c := src[i]
+		if c != '%' {
+			// A short base64-alphabet run not followed by '%' or '='
+			// decodes to nothing, whichever way it is looked at below.
+			e := i + 1
+			for e < len(src) && b64Class[src[e]] {
+				e++
+			}
+			if e-i < min(minB64Run, minHexRun) && (e == len(src) || src[e] != '%' && src[e] != '=') {
+				i = e
+				continue
+			}
 		}
 		// Cheap pre-check: a run must reach the minimum length.
-		if c != '%' && (i+minB64Run > len(src) || !isB64Byte(src[i+minB64Run/2]) || !isB64Byte(src[i+minB64Run-1])) {
-			for i < len(src) && isB64Byte(src[i]) {
+		if c != '%' && (i+minB64Run > len(src) || !b64Class[src[i+minB64Run/2]] || !b64Class[src[i+minB64Run-1]]) {
+			for i < len(src) && b64Class[src[i]] {
 				i++
 			}
 			continue
 		}
-		j := i
-		hexOnly, pct := true, 0
-		for j < len(src) && (isB64Byte(src[j]) || src[j] == '%' || src[j] == '=') {
-			if src[j] == '%' {
-				pct++
-			} else if !isHexByte(src[j]) {
-				hexOnly = false
-			}
-			j++
-		}
-		run := src[i:j]
-		i = j
+		// The run is the rest of the segment: base64 bytes, '%' and '='.
+		run := src[i:end]
+		i = end
+		pct := bytes.Count(run, []byte{'%'})
 		var ok bool
 		tmp = tmp[:0]
 		switch {
 		case pct >= 2:
 			tmp, ok = appendPercentDecoded(tmp, run)
-		case hexOnly && pct == 0 && len(run) >= minHexRun && len(run)%2 == 0:
+		case pct == 0 && len(run) >= minHexRun && len(run)%2 == 0 && allHex(run):
 			if cap(tmp) < len(run)/2 {
 				tmp = make([]byte, 0, len(run)/2)
 			}
@@ -683,14 +930,33 @@ var b64Class = func() (t [256]bool) {
 	return t
 }()
 
+// decStart marks the bytes that may start an encoded run: base64 bytes and '%'.
+var decStart = func() (t [256]bool) {
+	t = b64Class
+	t['%'] = true
+	return t
+}()
+
 func isHexByte(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func allHex(run []byte) bool {
+	for _, c := range run {
+		if !isHexByte(c) {
+			return false
+		}
+	}
+	return true
 }
 
 // hasB64Mix rejects plain words: base64 of text mixes cases and digits.
 func hasB64Mix(run []byte) bool {
 	var up, low, dig int
-	for _, c := range run {
+	for k, c := range run {
+		if k&7 == 7 && up > 0 && low > 0 && dig > 0 {
+			return true // the answer cannot change
+		}
 		switch {
 		case 'A' <= c && c <= 'Z':
 			up++
@@ -796,6 +1062,31 @@ var asciiClass = func() (t [256]uint8) {
 	t['\n'] = acNewline
 	return t
 }()
+
+// wordMasks flags, in bit 7 of each of the eight bytes of x, the bytes
+// of the ASCII word classes (letters, digits, '@', '$': acLetter, acDigit,
+// acLeet) in word and those that count as digits (acDigit, acLeet) in dig.
+// Each byte is tested on its own: no carry crosses bytes.
+func wordMasks(x uint64) (word, dig uint64) {
+	dig = (swarIn(x, '0', '9') | swarEq(x, '@') | swarEq(x, '$')) &^ x
+	word = (dig | swarIn(x|0x20*swarOnes, 'a', 'z')) &^ x
+	return word, dig & swarHigh
+}
+
+const swarOnes, swarHigh = 0x0101010101010101, 0x8080808080808080
+
+// swarIn flags (bit 7) the bytes of v whose low seven bits lie in
+// [lo, hi] (lo <= hi < 0x80); clear the flags of bytes from 0x80 with &^ v.
+func swarIn(v uint64, lo, hi byte) uint64 {
+	low7 := v & (0x7F * swarOnes)
+	return (low7 + (0x80-uint64(lo))*swarOnes) &^ (low7 + (0x7F-uint64(hi))*swarOnes) & swarHigh
+}
+
+// swarEq flags (bit 7) the bytes of v equal to c.
+func swarEq(v uint64, c byte) uint64 {
+	t := v ^ uint64(c)*swarOnes
+	return ^((t&(0x7F*swarOnes) + 0x7F*swarOnes) | t) & swarHigh
+}
 
 // lowerTab lower-cases ASCII; leetTab also folds leetspeak digits.
 var lowerTab, leetTab = func() (lo, le [256]byte) {

@@ -1,6 +1,9 @@
 package detect
 
 import (
+	"bytes"
+	"encoding/binary"
+	mbits "math/bits"
 	"net/netip"
 )
 
@@ -23,9 +26,29 @@ func (s *scratch) scanPII(b []byte, minScore float64) {
 			s.addClean(detPII, typ, i, j, score)
 		}
 	}
+	// Every candidate needs a trigger byte (a digit, '@', '+', '(' or
+	// ':') at most four bytes after the position it is tried at: numbers,
+	// e-mail addresses and "::" start with one, an IBAN has digits at +2
+	// and +3, and an IPv6 address starting with a hex letter has a ':'
+	// within five bytes. Positions further from the next trigger act on
+	// nothing, so the loop jumps over them (landing inside a word skips to
+	// its end, as arriving from its start would).
+	t := -1 // the next trigger byte at or after i
 	for i := 0; i < len(b); i++ {
+		if t < i {
+			if t = nextTrigger(b, i); t == len(b) {
+				break
+			}
+		}
+		if i < t-4 {
+			i = t - 4
+		}
 		c := b[i]
-		if c == '@' {
+		k := piiClass[c]
+		if k == 0 {
+			continue // nothing below acts on it
+		}
+		if k == pcAt {
 			if st, en, ok := matchEmail(b, i); ok {
 				add(TypeEmail, st, en, 1.0)
 				i = en - 1
@@ -236,6 +259,11 @@ func matchIPv6(b []byte, i int) (int, bool) {
 		j--
 	}
 	if colons < 2 || hexd < 2 || j < len(b) && (isASCIIAlnum(b[j]) || b[j] == '_') {
+		return 0, false
+	}
+	// Without "::" or an embedded IPv4 address, an IPv6 address has eight
+	// groups; netip would reject fewer (and allocate its error to say so).
+	if colons < 7 && !hasDoubleColon(b[i:j]) && bytes.IndexByte(b[i:j], '.') < 0 {
 		return 0, false
 	}
 	a, err := netip.ParseAddr(unsafeString(b[i:j]))
@@ -625,6 +653,15 @@ func afterVersionWord(b []byte, i int) bool {
 		i > 0 && (b[i-1] == 'v' || b[i-1] == 'V')
 }
 
+func hasDoubleColon(b []byte) bool {
+	for k := 0; k+1 < len(b); k++ {
+		if b[k] == ':' && b[k+1] == ':' {
+			return true
+		}
+	}
+	return false
+}
+
 // colonSoon reports a ':' within the first five bytes from i, which every
 // IPv6 address has.
 func colonSoon(b []byte, i int) bool {
@@ -635,6 +672,51 @@ func colonSoon(b []byte, i int) bool {
 	}
 	return false
 }
+
+// piiClass sorts bytes for scanPII: only '@', digits, '+', '(', letters
+// and ':' start a candidate or a word to skip.
+const (
+	pcAt = 1 + iota
+	pcOther
+)
+
+var piiClass = func() (t [256]uint8) {
+	for c := range 256 {
+		b := byte(c)
+		switch {
+		case b == '@':
+			t[c] = pcAt
+		case isDigit(b) || b == '+' || b == '(' || isLetter(b) || b == ':':
+			t[c] = pcOther
+		}
+	}
+	return t
+}()
+
+// nextTrigger returns the first position from i of a piiTrigger byte, or
+// len(b); eight bytes at a time.
+func nextTrigger(b []byte, i int) int {
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		if m := (swarIn(x, '0', ':') | swarEq(x, '@') | swarEq(x, '+') | swarEq(x, '(')) &^ x; m != 0 {
+			return i + mbits.TrailingZeros64(m)/8
+		}
+	}
+	for i < len(b) && !piiTrigger[b[i]] {
+		i++
+	}
+	return i
+}
+
+// piiTrigger marks the bytes one of which every PII candidate has within
+// its first five bytes (see scanPII).
+var piiTrigger = func() (t [256]bool) {
+	for c := range 256 {
+		b := byte(c)
+		t[c] = isDigit(b) || b == '@' || b == '+' || b == '(' || b == ':'
+	}
+	return t
+}()
 
 // identTab marks ASCII letters, digits and '_': one lookup for the word
 // skip in scanPII.

@@ -206,7 +206,7 @@ func (r *Remote) call(ctx context.Context, text string) (float64, string) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)) // drain so the connection is reused
 		return 0, "status"
 	}
 	var out struct {

@@ -2,6 +2,7 @@ package detect
 
 import (
 	"math"
+	mbits "math/bits"
 	"slices"
 	"strings"
 )
@@ -296,15 +297,21 @@ var genericKeywords = []string{
 	"client_secret", "credential", "auth", "signing_key", "encryption_key", "master_key", "_key", "key", "pass",
 }
 
-// newSecretMatcher builds one automaton over every rule prefix and every
-// generic keyword. Pattern ids below len(secretRules) are rules.
-func newSecretMatcher() *matcher {
+// newSecretMatcher builds one prefilter over every rule prefix and every
+// generic keyword. Pattern ids below len(secretRules) are rules; rule
+// prefixes match exactly unless the rule folds case, keywords in any case.
+func newSecretMatcher() *litSet {
 	pats := make([]string, 0, len(secretRules)+len(genericKeywords))
+	fold := make([]bool, 0, cap(pats))
 	for _, r := range secretRules {
 		pats = append(pats, r.prefix)
+		fold = append(fold, r.fold)
 	}
-	pats = append(pats, genericKeywords...)
-	return newMatcher(pats)
+	for _, k := range genericKeywords {
+		pats = append(pats, k)
+		fold = append(fold, true)
+	}
+	return newLitSet(pats, fold, nil)
 }
 
 // secretCand is a prefilter hit: pattern id and the byte span of the literal.
@@ -316,9 +323,8 @@ type secretCand struct {
 // scanSecrets runs the prefilter once, then verifies candidates from left
 // to right; at one position the longest literal is tried first, and a
 // verified secret hides candidates inside it.
-func (s *scratch) scanSecrets(m *matcher, b []byte) {
+func (s *scratch) scanSecrets(m *litSet, b []byte) {
 	cands := s.cands[:0]
-	n := len(secretRules)
 	if cap(s.lastPs) < m.npats() {
 		s.lastPs = make([]int32, m.npats())
 	}
@@ -326,18 +332,9 @@ func (s *scratch) scanSecrets(m *matcher, b []byte) {
 	for i := range lastPs {
 		lastPs[i] = -2
 	}
-	m.scan(b, func(id, end int) bool {
-		var l int
-		if id < n {
-			r := &secretRules[id]
-			l = len(r.prefix)
-			if !r.fold && string(b[end-l:end]) != r.prefix {
-				return true
-			}
-		} else {
-			l = len(genericKeywords[id-n])
-		}
-		ps := int32(end - l)
+	m.scan(b, func(id, start int) bool {
+		end := start + len(m.pats[id])
+		ps := int32(start)
 		// In a run of one repeated literal ("AAAA..."), only the first
 		// occurrence can start a token.
 		prev := lastPs[id]
@@ -476,14 +473,31 @@ func entropy(v []byte) float64 {
 	if len(v) == 0 {
 		return 0
 	}
-	var counts [256]int
+	var counts [256]int32
+	var seen [4]uint64 // bytes present, to visit only their counts, in byte order
 	for _, c := range v {
 		counts[c]++
+		seen[c>>6] |= 1 << (c & 63)
 	}
 	h := 0.0
 	n := float64(len(v))
-	for _, k := range counts {
-		if k > 0 {
+	// Most bytes of a random value occur once or twice: compute each
+	// count's term once (the sum keeps its order, so the result is the same).
+	var termOf [4]float64
+	var known [4]bool
+	for w, bits := range seen {
+		for bits != 0 {
+			c := w<<6 | mbits.TrailingZeros64(bits)
+			bits &= bits - 1
+			k := counts[c]
+			if k < int32(len(termOf)) {
+				if !known[k] {
+					p := float64(k) / n
+					termOf[k], known[k] = p*math.Log2(p), true
+				}
+				h -= termOf[k]
+				continue
+			}
 			p := float64(k) / n
 			h -= p * math.Log2(p)
 		}
@@ -500,13 +514,11 @@ var placeholders = []string{
 // isPlaceholder reports documentation placeholders such as
 // AKIAIOSFODNN7EXAMPLE or "your_api_key".
 func isPlaceholder(v []byte) bool {
-	for _, p := range placeholders {
-		if containsFold(v, p) {
-			return true
-		}
-	}
-	return false
+	return placeholderMatcher.contains(v)
 }
+
+// placeholderMatcher finds any of placeholders, ignoring ASCII case.
+var placeholderMatcher = newMatcher(placeholders)
 
 func awsSecret(b []byte, ps, pe int) (int, int, bool) {
 	st, en, ok := assignedValue(b, pe)
@@ -853,12 +865,31 @@ func isVarRef(v []byte) bool {
 	case '$', '%', '<', '{', '[', '(', '@', '&', '*':
 		return true
 	}
-	for _, p := range []string{"env", "getenv", "process.", "os.", "config.", "settings.", "secrets.", "vault:", "self.", "this.", "args.", "request."} {
-		if len(v) >= len(p) && strings.EqualFold(string(v[:len(p)]), p) {
+	// strings.EqualFold of the first len(p) bytes with an ASCII prefix is
+	// an ASCII case-insensitive comparison: a non-ASCII rune there would
+	// leave fewer runes than p has.
+	for _, p := range varRefPrefixes {
+		if len(v) >= len(p) && lowerASCII(v[0]) == p[0] && hasPrefixFold(v, p) {
 			return true
 		}
 	}
 	return false
+}
+
+var varRefPrefixes = []string{"env", "getenv", "process.", "os.", "config.", "settings.", "secrets.", "vault:", "self.", "this.", "args.", "request."}
+
+// hasPrefixFold reports whether v starts with the ASCII-lower p, ignoring
+// ASCII case.
+func hasPrefixFold(v []byte, p string) bool {
+	if len(v) < len(p) {
+		return false
+	}
+	for k := 0; k < len(p); k++ {
+		if lowerASCII(v[k]) != p[k] {
+			return false
+		}
+	}
+	return true
 }
 
 // identifier words that make a keyword assignment not a secret.
@@ -874,7 +905,9 @@ var genericStop = []string{
 // genericAssignment verifies "identifier op value" around a keyword at
 // [ks, ke): the keyword must sit inside an identifier, followed by an
 // assignment operator and a value that is neither a variable reference nor a
-// placeholder and, for non-password keywords, random-looking.
+// placeholder and, for non-password keywords, random-looking. Every check is
+// a pure predicate, so they run cheapest first: most keyword hits in prose
+// fail at the assignment operator, before the stop-word and entropy checks.
 func genericAssignment(b []byte, ks, ke int) (int, int, string, float64, bool) {
 	// Identifier bounds.
 	is := ks
@@ -886,14 +919,6 @@ func genericAssignment(b []byte, ks, ke int) (int, int, string, float64, bool) {
 		ie++
 	}
 	ident := b[is:ie]
-	for _, w := range genericStop {
-		if containsFold(ident, w) {
-			return 0, 0, "", 0, false
-		}
-	}
-	if containsFold(ident, "author") && !containsFold(ident, "authoriz") {
-		return 0, 0, "", 0, false
-	}
 	kw := b[ks:ke]
 	if len(kw) <= 4 {
 		// Short keywords must end the identifier and start a word in it.
@@ -911,26 +936,59 @@ func genericAssignment(b []byte, ks, ke int) (int, int, string, float64, bool) {
 		return 0, 0, "", 0, false
 	}
 	v := b[st:en]
-	if len(v) < 4 || len(v) > 4096 || isVarRef(v) || isPlaceholder(v) || allSame(v) || isCodeValue(v) {
-		return 0, 0, "", 0, false
-	}
-	lv := strings.ToLower(string(v))
-	switch lv {
-	case "true", "false", "yes", "no", "on", "off", "required", "optional", "string", "str", "int", "bool",
-		"password", "secret", "token", "hidden", "masked", "empty", "value", "admin", "user", "default", "test",
-		"keep", "none", "null", "nil", "your", "the", "is", "was", "for":
+	if len(v) < 4 || len(v) > 4096 || isVarRef(v) || allSame(v) || isCodeValue(v) || isStopValue(v) {
 		return 0, 0, "", 0, false
 	}
 	if password {
-		if len(v) < 6 || entropy(v) < 2.3 || isWordsOnly(v) {
+		if len(v) < 6 || isWordsOnly(v) {
+			return 0, 0, "", 0, false
+		}
+	} else if len(v) < 12 || isWordsOnly(v) {
+		return 0, 0, "", 0, false
+	}
+	if isPlaceholder(v) || genericStopMatcher.contains(ident) || containsFold(ident, "author") && !containsFold(ident, "authoriz") {
+		return 0, 0, "", 0, false
+	}
+	if password {
+		if entropy(v) < 2.3 {
 			return 0, 0, "", 0, false
 		}
 		return st, en, TypePassword, 0.8, true
 	}
-	if len(v) < 12 || entropy(v) < 3.2 || !(allClasses(v) || len(v) >= 20 && entropy(v) >= 3.5 && mixedClasses(v)) || isWordsOnly(v) {
+	if e := entropy(v); e < 3.2 || !(allClasses(v) || len(v) >= 20 && e >= 3.5 && mixedClasses(v)) {
 		return 0, 0, "", 0, false
 	}
 	return st, en, TypeGenericSecret, 0.7, true
+}
+
+// genericStopMatcher finds any genericStop word in an identifier.
+var genericStopMatcher = newMatcher(genericStop)
+
+// isStopValue reports values that are words rather than secrets ("true",
+// "required", "password", ...), in any case (Unicode lower-casing, as
+// strings.ToLower does).
+func isStopValue(v []byte) bool {
+	var buf [8]byte
+	if len(v) > len(buf) || !isASCII(unsafeString(v)) {
+		if len(v) > 3*len(buf) || isASCII(unsafeString(v)) {
+			return false // no stop word is longer than 8 letters, and 3 bytes at most fold to 1
+		}
+		return stopValue(strings.ToLower(string(v)))
+	}
+	for i, c := range v {
+		buf[i] = lowerASCII(c)
+	}
+	return stopValue(unsafeString(buf[:len(v)]))
+}
+
+func stopValue(lv string) bool {
+	switch lv {
+	case "true", "false", "yes", "no", "on", "off", "required", "optional", "string", "str", "int", "bool",
+		"password", "secret", "token", "hidden", "masked", "empty", "value", "admin", "user", "default", "test",
+		"keep", "none", "null", "nil", "your", "the", "is", "was", "for":
+		return true
+	}
+	return false
 }
 
 func isUpper(c byte) bool { return 'A' <= c && c <= 'Z' }
@@ -980,7 +1038,8 @@ func precededByWord(b []byte, i int, word string) bool {
 	if j == i || j < len(word) {
 		return false
 	}
-	return strings.EqualFold(string(b[j-len(word):j]), word) && (j == len(word) || !isASCIIAlnum(b[j-len(word)-1]))
+	// (strings.EqualFold with an ASCII word: see isVarRef.)
+	return hasPrefixFold(b[j-len(word):j], word) && (j == len(word) || !isASCIIAlnum(b[j-len(word)-1]))
 }
 
 func isIdentByte(c byte) bool { return isASCIIAlnum(c) || c == '_' || c == '-' || c == '.' }
@@ -1017,6 +1076,14 @@ func isWordsOnly(v []byte) bool {
 func assignedValue(b []byte, i int) (int, int, bool) { return assignedValueFrom(b, i, false, false) }
 
 var typeNames = []string{"str", "string", "String", "int", "bool", "bytes", "&str", "[]byte", "char*", "const char*", "Optional[str]"}
+
+// typeNameStart marks the first bytes of typeNames.
+var typeNameStart = func() (t [256]bool) {
+	for _, n := range typeNames {
+		t[n[0]] = true
+	}
+	return t
+}()
 
 // assignedValueFrom skips closing quotes, spaces and one assignment operator
 // (=, :, :=, =>, ->, ==, !=, a comma before a quoted argument, and for
@@ -1063,6 +1130,9 @@ func assignedValueFrom(b []byte, i int, password, flag bool) (int, int, bool) {
 	}
 	// Type annotations: "passwd: str = ...".
 	for _, t := range typeNames {
+		if j >= len(b) || !typeNameStart[b[j]] {
+			break // no type name starts here
+		}
 		if hasPrefixAt(b, j, t) {
 			k := j + len(t)
 			for k < len(b) && b[k] == ' ' {

@@ -130,7 +130,7 @@ func FitModel(e *Encoded, rows []int, opt TrainOptions) *Model {
 	rw := make([]float64, nRules)
 	rg2 := make([]float64, nRules)
 	var bias, bg2 float64
-	rng := rand.New(rand.NewPCG(opt.Seed, 7))
+	rng := rand.New(rand.NewPCG(opt.Seed, 7)) // #nosec G404 -- seeded shuffle: training must be reproducible
 	order := slices.Clone(rows)
 	const eps = 1e-8
 	for epoch := 0; epoch < opt.Epochs; epoch++ {

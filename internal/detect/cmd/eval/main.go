@@ -11,7 +11,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/sha1"
+	"crypto/sha1" // #nosec G505 -- SHA-1-shaped strings as negatives for the secret detectors
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/hex"
@@ -154,7 +154,7 @@ func evalInjection(ctx context.Context, o options, out io.Writer) error {
 		k := r.Source + strconv.Itoa(r.Label)
 		groups[k] = append(groups[k], i)
 	}
-	rng := rand.New(rand.NewPCG(42, 42))
+	rng := rand.New(rand.NewPCG(42, 42)) // #nosec G404 -- fixed seed: reproducible folds
 	keys := make([]string, 0, len(groups))
 	for k := range groups {
 		keys = append(keys, k)
@@ -560,17 +560,17 @@ func evalSecrets(ctx context.Context, o options, out io.Writer) error {
 // negatives builds texts holding ordinary hashes, UUIDs and well-known
 // documentation placeholder credentials, in the contexts they appear in.
 func negatives() []string {
-	rng := rand.New(rand.NewPCG(7, 7))
+	rng := rand.New(rand.NewPCG(7, 7)) // #nosec G404 -- fixed seed: reproducible negatives
 	randBytes := func(n int) []byte {
 		b := make([]byte, n)
 		for i := range b {
-			b[i] = byte(rng.Uint32())
+			b[i] = byte(rng.Uint32()) // #nosec G115 -- the low byte of a random word
 		}
 		return b
 	}
 	var out []string
 	for i := 0; i < 100; i++ {
-		s1 := sha1.Sum(randBytes(16))
+		s1 := sha1.Sum(randBytes(16)) // #nosec G401 -- a SHA-1-shaped negative, no security use
 		s2 := sha256.Sum256(randBytes(16))
 		u := randBytes(16)
 		uuid := fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
@@ -618,21 +618,30 @@ func evalSpeed(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// A 4 KiB prompt built from real rows, and a long text.
-	var b strings.Builder
-	for _, r := range rows {
-		if b.Len() >= 4096 {
-			break
+	// 64 different 4 KiB prompts built from consecutive real rows, starting
+	// at rows spread over the file, scanned round-robin: one prompt scanned
+	// again and again would sit in the caches and time one text only.
+	const nPrompts = 64
+	var prompts []string
+	for k := 0; k < nPrompts; k++ {
+		var b strings.Builder
+		for r := k * len(rows) / nPrompts; r < len(rows) && b.Len() < 4096; r++ {
+			b.WriteString(rows[r].Text)
+			b.WriteString("\n")
 		}
-		b.WriteString(r.Text)
-		b.WriteString("\n")
+		p := b.String()
+		if len(p) > 4096 {
+			p = p[:4096]
+		}
+		prompts = append(prompts, strings.ToValidUTF8(p, ""))
 	}
-	p4 := b.String()[:4096]
-	p4 = strings.ToValidUTF8(p4, "")
-	lat := make([]time.Duration, 0, 2000)
-	for i := 0; i < 2000; i++ {
+	for _, p := range prompts { // warm up
+		sc.Scan(p)
+	}
+	lat := make([]time.Duration, 0, 2048)
+	for i := 0; i < 2048; i++ {
 		t0 := time.Now()
-		sc.Scan(p4)
+		sc.Scan(prompts[i%nPrompts])
 		lat = append(lat, time.Since(t0))
 	}
 	slices.Sort(lat)
@@ -644,16 +653,24 @@ func evalSpeed(ctx context.Context, o options, out io.Writer) error {
 		long.WriteString(r.Text)
 		long.WriteString("\n")
 	}
-	t0 := time.Now()
-	sc.Scan(long.String())
-	d := time.Since(t0)
-	fmt.Fprintf(out, "speed (one goroutine): 4 KiB prompt p50 %v p99 %v (goal p99 <= 200µs); %d MB text %.1f MB/s (goal >= 50)\n",
-		lat[len(lat)/2], lat[len(lat)*99/100], long.Len()>>20, float64(long.Len())/1e6/d.Seconds())
+	// A first scan grows the pooled buffers; the median of three after it
+	// is the steady rate.
+	text := long.String()
+	sc.Scan(text)
+	var rates []float64
+	for range 3 {
+		t0 := time.Now()
+		sc.Scan(text)
+		rates = append(rates, float64(len(text))/1e6/time.Since(t0).Seconds())
+	}
+	slices.Sort(rates)
+	fmt.Fprintf(out, "speed (one goroutine): %d different 4 KiB prompts p50 %v p99 %v (goal p99 <= 200µs); %d MB text %.1f MB/s, median of 3 (goal >= 50)\n",
+		nPrompts, lat[len(lat)/2].Round(100*time.Nanosecond), lat[len(lat)*99/100].Round(100*time.Nanosecond), len(text)>>20, rates[1])
 	return nil
 }
 
 func readJSONL[T any](path string) ([]T, error) {
-	f, err := os.Open(path)
+	f, err := os.Open(path) // #nosec G304 -- dev tool: reads the data set named by -data
 	if err != nil {
 		return nil, err
 	}
@@ -672,7 +689,7 @@ func readJSONL[T any](path string) ([]T, error) {
 }
 
 func readTarGz(path string) (map[string][]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.Open(path) // #nosec G304 -- dev tool: reads the data set named by -data
 	if err != nil {
 		return nil, err
 	}
