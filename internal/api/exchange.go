@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/codes"
@@ -84,7 +83,7 @@ func unexpected(what string, resp *extprocv3.ProcessingResponse) error {
 func (e *exchange) request(ctx context.Context, c caller, r httpRequest) (d *bulwarkv1.Decision, body []byte, modified bool, err error) {
 	req := &extprocv3.ProcessingRequest{
 		Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-			Headers: headerMap(requestHeaders(c, r)), EndOfStream: len(r.body) == 0}},
+			Headers: extproc.EnvoyHeaders(requestHeaders(c, r)), EndOfStream: len(r.body) == 0}},
 		Attributes: attributes(c),
 	}
 	resp, err := e.handle(ctx, req)
@@ -143,7 +142,7 @@ func (e *exchange) responseHeaders(ctx context.Context, ct string) (*bulwarkv1.D
 	}
 	h := map[string]string{":status": "200", "content-type": ct}
 	resp, err := e.handle(ctx, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
-		ResponseHeaders: &extprocv3.HttpHeaders{Headers: headerMap(h)}}})
+		ResponseHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(h)}}})
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +230,7 @@ func (e *exchange) responseChunk(ctx context.Context, data []byte, last bool) ([
 func (e *exchange) allow(phase string, m *extprocv3.HeaderMutation, into map[string]string) {
 	for _, o := range m.GetSetHeaders() {
 		k := strings.ToLower(o.GetHeader().GetKey())
-		v := headerValue(o.GetHeader())
+		v := extproc.HeaderValue(o.GetHeader())
 		switch k {
 		case extauthz.DecisionIDHeader:
 			e.decisionID = v
@@ -255,7 +254,7 @@ func (e *exchange) denial(ir *extprocv3.ImmediateResponse, phase string) *bulwar
 	}
 	for _, o := range ir.GetHeaders().GetSetHeaders() {
 		k := strings.ToLower(o.GetHeader().GetKey())
-		v := headerValue(o.GetHeader())
+		v := extproc.HeaderValue(o.GetHeader())
 		switch k {
 		case extauthz.DecisionIDHeader:
 			d.DecisionId = v
@@ -346,22 +345,6 @@ func attributes(c caller) map[string]*structpb.Struct {
 		return nil
 	}
 	return map[string]*structpb.Struct{extprocAttributes: {Fields: f}}
-}
-
-// headerMap encodes headers as Envoy does by default: values in raw_value.
-func headerMap(h map[string]string) *corev3.HeaderMap {
-	hm := &corev3.HeaderMap{Headers: make([]*corev3.HeaderValue, 0, len(h))}
-	for k, v := range h {
-		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
-	}
-	return hm
-}
-
-func headerValue(h *corev3.HeaderValue) string {
-	if len(h.GetRawValue()) > 0 {
-		return string(h.GetRawValue())
-	}
-	return h.GetValue()
 }
 
 // applyBody applies a body mutation as Envoy does.

@@ -156,7 +156,7 @@ func TestStreamedRequestBody(t *testing.T) {
 	}
 	req := f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"mail me at jane.doe@example.org"}]}`)
 	hm := map[string]string{":method": "POST", ":path": req.Path, "authorization": req.Headers["authorization"], "content-type": "application/json"}
-	send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: headerMap(hm)}}})
+	send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(hm)}}})
 	var out []byte
 	for i, c := range envoysim.Split(req.Body, 10, 50, 51) {
 		last := i == 3
@@ -219,7 +219,7 @@ func chatBody(n int) string {
 func BenchmarkRequestPhase4KiB(b *testing.B) {
 	f := newStack(b, extproc.Options{})
 	body := []byte(chatBody(4096))
-	hm := headerMap(map[string]string{":method": "POST", ":path": "/v1/chat/completions", ":authority": "api.example.com",
+	hm := extproc.EnvoyHeaders(map[string]string{":method": "POST", ":path": "/v1/chat/completions", ":authority": "api.example.com",
 		"authorization": "Bearer " + f.key, "content-type": "application/json", "content-length": fmt.Sprint(len(body))})
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -293,10 +293,10 @@ func openStream(tb testing.TB, f *stack) extprocv3.ExternalProcessor_ProcessClie
 	}
 	body := []byte(`{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
 	for _, r := range []*extprocv3.ProcessingRequest{
-		{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: headerMap(map[string]string{
+		{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(map[string]string{
 			":method": "POST", ":path": "/v1/chat/completions", "authorization": "Bearer " + f.key, "content-type": "application/json"})}}},
 		{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}},
-		{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: headerMap(map[string]string{
+		{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(map[string]string{
 			":status": "200", "content-type": "text/event-stream"})}}},
 	} {
 		if err := st.Send(r); err != nil {
@@ -348,4 +348,39 @@ func report(b *testing.B, lat []time.Duration) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+// TestStreamedRequestBodyTooLarge: chunks past the bound are dropped, not
+// kept, and the end of the body is refused with 413.
+func TestStreamedRequestBodyTooLarge(t *testing.T) {
+	f := newStack(t, extproc.Options{MaxBodyBytes: 1024})
+	st, err := f.client.Process(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(r *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+		t.Helper()
+		if err := st.Send(r); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+		Headers: extproc.EnvoyHeaders(map[string]string{":method": "POST", ":path": "/v1/chat/completions",
+			"authorization": "Bearer " + f.key, "content-type": "application/json"})}}})
+	chunk := []byte(strings.Repeat("a", 600))
+	for i := range 3 {
+		resp := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+			RequestBody: &extprocv3.HttpBody{Body: chunk, EndOfStream: i == 2}}})
+		if i < 2 && !resp.GetRequestBody().GetResponse().GetBodyMutation().GetClearBody() {
+			t.Fatalf("chunk %d not held: %v", i, resp)
+		}
+		if i == 2 && resp.GetImmediateResponse().GetStatus().GetCode() != 413 {
+			t.Fatalf("oversized streamed body not refused with 413: %v", resp)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package extproc_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/bulwark-ai/bulwark/internal/extproc"
@@ -31,7 +32,7 @@ func FuzzExchange(f *testing.F) {
 			cuts = append(cuts, (int(cut)*i)%len(stream))
 		}
 		_, err := envoysim.Run(context.Background(), fx.client, envoysim.DefaultFilter, req, func(envoysim.Forwarded) envoysim.Upstream {
-			return envoysim.Upstream{Status: 200, Headers: map[string]string{"content-type": contentType}, Chunks: envoysim.Split(stream, sorted(cuts)...)}
+			return envoysim.Upstream{Status: 200, Headers: map[string]string{"content-type": contentType}, Chunks: envoysim.Split(stream, sortedInts(cuts)...)}
 		})
 		if err != nil {
 			t.Fatalf("exchange failed: %v", err)
@@ -39,11 +40,7 @@ func FuzzExchange(f *testing.F) {
 	})
 }
 
-func sorted(a []int) []int {
-	for i := 1; i < len(a); i++ {
-		for j := i; j > 0 && a[j] < a[j-1]; j-- {
-			a[j], a[j-1] = a[j-1], a[j]
-		}
-	}
+func sortedInts(a []int) []int {
+	slices.Sort(a)
 	return a
 }

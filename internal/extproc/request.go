@@ -51,6 +51,7 @@ type exchange struct {
 	// response arriving without it means Envoy ignored mode_override.
 	bodyExpected, bodySeen bool
 	pending                []byte // request or response body accumulated across streamed chunks
+	pendingOver            bool   // the accumulated body outgrew MaxBodyBytes: bytes are no longer kept
 
 	llmReq    *llmapi.Request
 	llmTerm   *ast.Term
@@ -186,12 +187,12 @@ func (x *exchange) requestBody(ctx context.Context, b *extprocv3.HttpBody) (*ext
 		return nil, &protocolError{msg: "request body before request headers"}
 	}
 	x.bodySeen = true
-	body, complete, resp := x.accumulate(b, true)
+	body, over, complete, resp := x.accumulate(b, true)
 	if !complete {
 		return resp, nil
 	}
 	streamed := resp != nil // earlier chunks were held back: the answer must carry the whole body
-	if len(body) > x.s.opts.MaxBodyBytes {
+	if over {
 		return x.denyLocal(http.StatusRequestEntityTooLarge, "body_too_large_to_inspect",
 			"the request body is larger than the gateway inspects; send a smaller request"), nil
 	}
@@ -415,33 +416,32 @@ func (x *exchange) denyLocal(code int, reason, msg string) *extprocv3.Processing
 // BUFFERED_PARTIAL configured on the filter): each chunk is held back
 // (cleared) and the whole body is answered for at end of stream. It returns
 // the body once complete; resp is the answer for a held chunk, or, with
-// complete, non-nil when chunks were held.
-func (x *exchange) accumulate(b *extprocv3.HttpBody, request bool) (body []byte, complete bool, resp *extprocv3.ProcessingResponse) {
-	held := x.pending != nil
-	if b.GetEndOfStream() {
-		body = b.GetBody()
-		if held {
-			body = append(x.pending, body...)
-			x.pending = nil
-			return body, true, &extprocv3.ProcessingResponse{}
-		}
-		return body, true, nil
+// complete, non-nil when chunks were held. over reports a body larger than
+// MaxBodyBytes, whose bytes are dropped as soon as it outgrows the bound.
+func (x *exchange) accumulate(b *extprocv3.HttpBody, request bool) (body []byte, over, complete bool, resp *extprocv3.ProcessingResponse) {
+	held := x.pending != nil || x.pendingOver
+	if !held && b.GetEndOfStream() {
+		return b.GetBody(), len(b.GetBody()) > x.s.opts.MaxBodyBytes, true, nil
 	}
-	if len(x.pending)+len(b.GetBody()) > x.s.opts.MaxBodyBytes {
-		// Keep only what proves the size; the end-of-stream chunk will deny.
-		x.pending = append(x.pending[:0], make([]byte, x.s.opts.MaxBodyBytes+1)...)
+	if x.pendingOver || len(x.pending)+len(b.GetBody()) > x.s.opts.MaxBodyBytes {
+		x.pending, x.pendingOver = nil, true
 	} else {
-		if x.pending == nil {
-			x.pending = make([]byte, 0, len(b.GetBody()))
-		}
 		x.pending = append(x.pending, b.GetBody()...)
+		if x.pending == nil {
+			x.pending = []byte{} // an empty first chunk still starts holding
+		}
+	}
+	if b.GetEndOfStream() {
+		body, over = x.pending, x.pendingOver
+		x.pending, x.pendingOver = nil, false
+		return body, over, true, &extprocv3.ProcessingResponse{}
 	}
 	clear := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{
 		BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_ClearBody{ClearBody: true}}}}
 	if request {
-		return nil, false, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: clear}}
+		return nil, false, false, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: clear}}
 	}
-	return nil, false, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: clear}}
+	return nil, false, false, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: clear}}
 }
 
 // decode undoes a content-encoding within the body bound. A body Bulwark
@@ -533,10 +533,7 @@ func headerMap(hm *corev3.HeaderMap) map[string]string {
 	hs := hm.GetHeaders()
 	m := make(map[string]string, len(hs))
 	for _, h := range hs {
-		v := h.GetValue()
-		if v == "" && len(h.GetRawValue()) > 0 {
-			v = string(h.GetRawValue())
-		}
+		v := HeaderValue(h)
 		k := strings.ToLower(h.GetKey())
 		if prev, ok := m[k]; ok {
 			m[k] = prev + "," + v
@@ -545,6 +542,25 @@ func headerMap(hm *corev3.HeaderMap) map[string]string {
 		}
 	}
 	return m
+}
+
+// HeaderValue is a header's value whichever field carries it: Envoy sends
+// raw_value by default, value on older versions.
+func HeaderValue(h *corev3.HeaderValue) string {
+	if len(h.GetRawValue()) > 0 {
+		return string(h.GetRawValue())
+	}
+	return h.GetValue()
+}
+
+// EnvoyHeaders encodes headers as Envoy sends them by default (values in
+// raw_value), for callers that play Envoy's part: Bulwark's own API and tests.
+func EnvoyHeaders(h map[string]string) *corev3.HeaderMap {
+	hm := &corev3.HeaderMap{Headers: make([]*corev3.HeaderValue, 0, len(h))}
+	for k, v := range h {
+		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
+	}
+	return hm
 }
 
 func setHeader(k, v string) *corev3.HeaderValueOption {

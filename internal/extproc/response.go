@@ -20,9 +20,6 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/redact"
 )
 
-// CanaryType is the finding type of a planted canary found in output.
-const CanaryType = "CANARY"
-
 // responseState is what the response phases keep.
 type responseState struct {
 	status   int
@@ -89,7 +86,7 @@ func (x *exchange) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 	}
 	rs.red = x.s.redactor(rules(out.Decision.Redact))
 	if x.canary != "" {
-		rs.literals = map[string]string{x.canary: CanaryType}
+		rs.literals = map[string]string{x.canary: redact.CanaryType}
 	}
 	m := &extprocv3.HeaderMutation{}
 	for _, h := range out.Decision.ResponseHeadersToAdd {
@@ -147,12 +144,12 @@ func (x *exchange) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*ex
 		x.s.metrics.chunk(time.Since(start))
 		return resp, err
 	}
-	body, complete, held := x.accumulate(b, false)
+	body, over, complete, held := x.accumulate(b, false)
 	if !complete {
 		return held, nil
 	}
 	streamed := held != nil
-	if len(body) > x.s.opts.MaxBodyBytes {
+	if over {
 		return x.denyLocal(http.StatusBadGateway, "response_too_large_to_inspect",
 			"the model's answer is larger than the gateway inspects"), nil
 	}
@@ -492,7 +489,7 @@ func signalsOf(fs []detect.Finding) detect.Signals {
 	var sig detect.Signals
 	for _, f := range fs {
 		switch f.Detector {
-		case "canary":
+		case redact.DetectorCanary:
 			sig.CanaryLeak = true
 		case detect.DetectorPII:
 			sig.PII = addCount(sig.PII, f.Type)

@@ -10,10 +10,11 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/bulwark-ai/bulwark/internal/extproc"
 )
 
 // TestExtProcManyOpenStreams holds 5,000 exchanges open in the middle of a
@@ -67,10 +68,10 @@ func TestExtProcManyOpenStreams(t *testing.T) {
 		body := []byte(`{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
 		chunk := []byte(`data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"the first words of a streamed answer, held back by the redactor"},"finish_reason":null}]}` + "\n\n")
 		for _, r := range []*extprocv3.ProcessingRequest{
-			{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: rawHeaders(map[string]string{
+			{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(map[string]string{
 				":method": "POST", ":path": "/v1/chat/completions", "authorization": "Bearer " + key, "content-type": "application/json"})}}},
 			{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}},
-			{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: rawHeaders(map[string]string{
+			{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(map[string]string{
 				":status": "200", "content-type": "text/event-stream"})}}},
 			{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: chunk}}},
 		} {
@@ -110,13 +111,4 @@ func TestExtProcManyOpenStreams(t *testing.T) {
 	if !strings.Contains(metrics, "bulwark_extproc_streams_active 0") {
 		t.Errorf("streams still counted active:\n%s", grepLines(metrics, "streams_active"))
 	}
-}
-
-// rawHeaders encodes headers as Envoy does by default: values in raw_value.
-func rawHeaders(h map[string]string) *corev3.HeaderMap {
-	hm := &corev3.HeaderMap{}
-	for k, v := range h {
-		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
-	}
-	return hm
 }

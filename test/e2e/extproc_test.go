@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -373,7 +374,7 @@ func TestExtProcStreamedRedaction(t *testing.T) {
 					for range 1 + rng.IntN(40) {
 						cuts = append(cuts, 1+rng.IntN(len(tc.stream)-1))
 					}
-					sortInts(cuts)
+					slices.Sort(cuts)
 				}
 				res := run(t, p, envoysim.DefaultFilter, chatRequest(key, tc.path, tc.req), sseUpstream(tc.stream, cuts))
 				if res.Immediate != nil || res.ResponseBodyMode != filterv3.ProcessingMode_STREAMED {
@@ -396,14 +397,6 @@ func TestExtProcStreamedRedaction(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func sortInts(a []int) {
-	for i := 1; i < len(a); i++ {
-		for j := i; j > 0 && a[j] < a[j-1]; j-- {
-			a[j], a[j-1] = a[j-1], a[j]
-		}
 	}
 }
 

@@ -21,6 +21,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/bulwark-ai/bulwark/internal/extproc"
 )
 
 // Request is what the client sent to Envoy.
@@ -111,7 +113,7 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 	if mode.RequestHeaderMode != filterv3.ProcessingMode_SKIP {
 		resp, err := exchange(stream, &extprocv3.ProcessingRequest{
 			Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-				Headers: headerMap(headers), EndOfStream: len(body) == 0}},
+				Headers: extproc.EnvoyHeaders(headers), EndOfStream: len(body) == 0}},
 			MetadataContext: req.Metadata,
 		})
 		if err != nil {
@@ -181,7 +183,7 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 	hasBody := len(whole) > 0
 	if mode.ResponseHeaderMode != filterv3.ProcessingMode_SKIP {
 		resp, err := exchange(stream, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
-			ResponseHeaders: &extprocv3.HttpHeaders{Headers: headerMap(rh), EndOfStream: !hasBody}}})
+			ResponseHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(rh), EndOfStream: !hasBody}}})
 		if err != nil {
 			return nil, err
 		}
@@ -278,7 +280,7 @@ func immediate(res *Result, ir *extprocv3.ImmediateResponse) *Result {
 	res.Body = ir.GetBody()
 	res.Headers = map[string]string{}
 	for _, h := range ir.GetHeaders().GetSetHeaders() {
-		res.Headers[strings.ToLower(h.GetHeader().GetKey())] = headerValue(h.GetHeader())
+		res.Headers[strings.ToLower(h.GetHeader().GetKey())] = extproc.HeaderValue(h.GetHeader())
 	}
 	return res
 }
@@ -291,7 +293,7 @@ func applyHeaders(h map[string]string, m *extprocv3.HeaderMutation) error {
 		if err := mutable(k); err != nil {
 			return err
 		}
-		v := headerValue(o.GetHeader())
+		v := extproc.HeaderValue(o.GetHeader())
 		if o.GetAppendAction() == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD && h[k] != "" {
 			h[k] += "," + v
 		} else {
@@ -325,22 +327,6 @@ func applyBody(body []byte, m *extprocv3.BodyMutation) ([]byte, bool) {
 		}
 	}
 	return body, false
-}
-
-// headerMap encodes headers as Envoy does by default: values in raw_value.
-func headerMap(h map[string]string) *corev3.HeaderMap {
-	hm := &corev3.HeaderMap{}
-	for k, v := range h {
-		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
-	}
-	return hm
-}
-
-func headerValue(h *corev3.HeaderValue) string {
-	if len(h.GetRawValue()) > 0 {
-		return string(h.GetRawValue())
-	}
-	return h.GetValue()
 }
 
 func cloneMode(m *filterv3.ProcessingMode) *filterv3.ProcessingMode {
