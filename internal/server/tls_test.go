@@ -2,17 +2,9 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,100 +17,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/bulwark-ai/bulwark/test/fixture"
 )
-
-// testCA is a certificate authority generated for one test; no key is
-// ever committed.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "bulwark test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns a PEM certificate and key signed by the CA: a server
-// certificate for 127.0.0.1 and localhost, or a client certificate with the
-// given SANs (URIs when they contain "://", DNS names otherwise).
-func (ca *testCA) issue(t testing.TB, serial int64, client bool, sans ...string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: "bulwark test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	if client {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	} else {
-		tmpl.DNSNames = []string{"localhost"}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	for _, s := range sans {
-		if strings.Contains(s, "://") {
-			u, err := url.Parse(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tmpl.URIs = append(tmpl.URIs, u)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, s)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
-func (ca *testCA) clientCert(t testing.TB, sans ...string) tls.Certificate {
-	t.Helper()
-	c, k := ca.issue(t, 99, true, sans...)
-	pair, err := tls.X509KeyPair(c, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pair
-}
-
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
 
 // replace writes body to path through a temporary file and a rename, as
 // editors and secret updaters do.
@@ -163,10 +64,10 @@ func serial(t *testing.T, r *CertReloader) int64 {
 
 func TestCertReloaderRotates(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
+	ca := fixture.NewCA(t)
 	dir := t.TempDir()
 	files := TLSFiles{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}
-	certA, keyA := ca.issue(t, 100, false)
+	certA, keyA := ca.Issue(t, 100, false)
 	replace(t, files.CertFile, certA)
 	replace(t, files.KeyFile, keyA)
 	r, clk, reloads := newTestReloader(t, files)
@@ -175,7 +76,7 @@ func TestCertReloaderRotates(t *testing.T) {
 	}
 
 	// Files are looked at no more than once a second.
-	certB, keyB := ca.issue(t, 200, false)
+	certB, keyB := ca.Issue(t, 200, false)
 	replace(t, files.KeyFile, keyB)
 	replace(t, files.CertFile, certB)
 	clk.advance(900 * time.Millisecond)
@@ -200,14 +101,14 @@ func TestCertReloaderRotates(t *testing.T) {
 
 func TestCertReloaderKeepsLastGood(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
+	ca := fixture.NewCA(t)
 	dir := t.TempDir()
 	files := TLSFiles{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}
-	certA, keyA := ca.issue(t, 100, false)
+	certA, keyA := ca.Issue(t, 100, false)
 	replace(t, files.CertFile, certA)
 	replace(t, files.KeyFile, keyA)
 	r, clk, reloads := newTestReloader(t, files)
-	certB, keyB := ca.issue(t, 200, false)
+	certB, keyB := ca.Issue(t, 200, false)
 
 	steps := []struct {
 		name   string
@@ -242,10 +143,10 @@ func TestCertReloaderKeepsLastGood(t *testing.T) {
 // change, their targets do.
 func TestCertReloaderKubernetesSecret(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
+	ca := fixture.NewCA(t)
 	dir := t.TempDir()
 	writeVersion := func(name string, serial int64) {
-		c, k := ca.issue(t, serial, false)
+		c, k := ca.Issue(t, serial, false)
 		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -275,7 +176,7 @@ func TestCertReloaderKubernetesSecret(t *testing.T) {
 
 func TestSANAllowList(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
+	ca := fixture.NewCA(t)
 	gateway := "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway"
 	cases := []struct {
 		name    string
@@ -295,7 +196,7 @@ func TestSANAllowList(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			leaf := ca.clientCert(t, tc.sans...).Leaf
+			leaf := ca.Client(t, tc.sans...).Leaf
 			err := newSANAllowList(tc.allowed).verify(tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}})
 			if (err == nil) != tc.ok {
 				t.Fatalf("verify(%v) with allow-list %v = %v, want ok=%v", tc.sans, tc.allowed, err, tc.ok)
@@ -311,15 +212,15 @@ func TestSANAllowList(t *testing.T) {
 // and calls gRPC health as clients with and without acceptable certificates.
 func TestServerMTLS(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
+	ca := fixture.NewCA(t)
 	dir := t.TempDir()
 	allowed := "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway"
 	files := TLSFiles{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"),
 		ClientCAFile: filepath.Join(dir, "ca.crt"), ClientSANs: []string{allowed}}
-	c, k := ca.issue(t, 100, false)
+	c, k := ca.Issue(t, 100, false)
 	replace(t, files.CertFile, c)
 	replace(t, files.KeyFile, k)
-	replace(t, files.ClientCAFile, ca.pem)
+	replace(t, files.ClientCAFile, ca.PEM)
 	reg := prometheus.NewRegistry()
 	s := New(Config{GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", MaxRecvMsgBytes: 1 << 20, MaxSendMsgBytes: 1 << 20,
 		MaxConcurrentStreams: 10, ShutdownGrace: time.Second, TLS: files}, nil, reg)
@@ -331,20 +232,20 @@ func TestServerMTLS(t *testing.T) {
 	go func() { done <- s.Serve(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 
-	otherCA := newTestCA(t)
+	otherCA := fixture.NewCA(t)
 	cases := []struct {
 		name  string
 		certs []tls.Certificate
 		ok    bool
 	}{
-		{"allowed SAN", []tls.Certificate{ca.clientCert(t, allowed)}, true},
+		{"allowed SAN", []tls.Certificate{ca.Client(t, allowed)}, true},
 		{"no client certificate", nil, false},
-		{"SAN not allowed", []tls.Certificate{ca.clientCert(t, "spiffe://cluster.local/ns/default/sa/web")}, false},
-		{"another CA", []tls.Certificate{otherCA.clientCert(t, allowed)}, false},
+		{"SAN not allowed", []tls.Certificate{ca.Client(t, "spiffe://cluster.local/ns/default/sa/web")}, false},
+		{"another CA", []tls.Certificate{otherCA.Client(t, allowed)}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			creds := credentials.NewTLS(&tls.Config{RootCAs: ca.pool(), Certificates: tc.certs, ServerName: "localhost"})
+			creds := credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), Certificates: tc.certs, ServerName: "localhost"})
 			conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(creds))
 			if err != nil {
 				t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
+	"github.com/bulwark-ai/bulwark/test/fixture"
 	"github.com/bulwark-ai/bulwark/test/redisserver"
 )
 
@@ -534,11 +535,11 @@ func TestAdminAPI(t *testing.T) {
 // from mtls_principals); another verified peer without the role is refused.
 func TestAdminAPIMutualTLS(t *testing.T) {
 	t.Parallel()
-	ca := newTLSCA(t)
+	ca := fixture.NewCA(t)
 	dir := t.TempDir()
 	cert, key := tlsFiles(t, dir, ca, 100)
 	caFile := filepath.Join(dir, "ca.crt")
-	writeFile(t, caFile, string(ca.pem))
+	writeFile(t, caFile, string(ca.PEM))
 	cfg := filepath.Join(dir, "bulwark.yaml")
 	writeFile(t, cfg, `trust_source_principal: true
 mtls_principals:
@@ -548,11 +549,11 @@ mtls_principals:
 	p := start(t, "--config", cfg, "--tls-cert", cert, "--tls-key", key, "--tls-client-ca", caFile)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	admin := bulwarkv1.NewAdminServiceClient(dialTLS(t, p, ca, ca.client(t, "spiffe://cluster.local/ns/ops/sa/bulwark-admin")))
+	admin := bulwarkv1.NewAdminServiceClient(dialTLS(t, p, ca, ca.Client(t, "spiffe://cluster.local/ns/ops/sa/bulwark-admin")))
 	if st, err := admin.GetPolicyStatus(ctx, &bulwarkv1.GetPolicyStatusRequest{}); err != nil || !st.GetStatus().GetReady() {
 		t.Fatalf("admin by certificate: %v %v", st, err)
 	}
-	other := bulwarkv1.NewAdminServiceClient(dialTLS(t, p, ca, ca.client(t, "spiffe://cluster.local/ns/web/sa/frontend")))
+	other := bulwarkv1.NewAdminServiceClient(dialTLS(t, p, ca, ca.Client(t, "spiffe://cluster.local/ns/web/sa/frontend")))
 	_, err := other.GetPolicyStatus(ctx, &bulwarkv1.GetPolicyStatusRequest{})
 	apiCode(t, "peer without the role", err, codes.PermissionDenied)
 }
