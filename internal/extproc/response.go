@@ -484,30 +484,17 @@ func (x *exchange) settle(ctx context.Context, u llmapi.Usage) {
 // reconcileTimeout bounds the Redis call that settles a reservation.
 const reconcileTimeout = 250 * time.Millisecond
 
-// signalsOf counts a window's findings by detector and type.
+// signalsOf turns a window's findings into policy signals: the detectors'
+// own counting, plus the canary, which only the stream knows about.
 func signalsOf(fs []detect.Finding) detect.Signals {
-	var sig detect.Signals
+	sig := detect.Result{Findings: fs}.Signals()
 	for _, f := range fs {
-		switch f.Detector {
-		case redact.DetectorCanary:
+		if f.Detector == redact.DetectorCanary {
 			sig.CanaryLeak = true
-		case detect.DetectorPII:
-			sig.PII = addCount(sig.PII, f.Type)
-		case detect.DetectorSecrets:
-			sig.Secrets = addCount(sig.Secrets, f.Type)
+			break
 		}
 	}
 	return sig
-}
-
-func addCount(tc []detect.TypeCount, typ string) []detect.TypeCount {
-	for i := range tc {
-		if tc[i].Type == typ {
-			tc[i].Count++
-			return tc
-		}
-	}
-	return append(tc, detect.TypeCount{Type: typ, Count: 1})
 }
 
 func hasFindings(s *detect.Signals) bool {
