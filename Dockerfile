@@ -9,7 +9,7 @@
 # The listeners bind 0.0.0.0 inside the container (Bulwark's own defaults are
 # loopback-only, for a sidecar); flags or BULWARK_* variables still override.
 
-FROM golang:1.26 AS build
+FROM golang:1.27.3 AS build
 WORKDIR /src
 # Dependencies first, so code changes do not re-download modules.
 COPY go.mod go.sum ./

@@ -2,6 +2,8 @@ module github.com/bulwark-ai/bulwark
 
 go 1.26.8
 
+toolchain go1.27.3
+
 require (
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
 	github.com/fsnotify/fsnotify v1.10.1
