@@ -197,16 +197,15 @@ func (ls *litSet) filter(text []byte, i int, cand *[64]int32) (int, int) {
 	_ = pairs[0] // one nil check, not one per byte
 	n := 0
 	if i+3 < len(text) {
-		// x holds the bytes at p-1 .. p+2 (p = i+m); each step shifts in
-		// text[p+2], so that b0, b1, b2 at p are bits 8..31.
-		x := uint32(text[i])<<16 | uint32(text[i+1])<<24
-		for m, c := range text[i+2 : len(text)-1] {
-			x = x>>8 | uint32(c)<<24
-			if pairs[uint16(x>>8)]&grpBit[x>>24] != 0 {
-				cand[n] = int32(i + m)
+		// t[k-2], t[k-1] and t[k] are b0, b1 and b2 at i+k-2: the compiler
+		// reads the first two as one 16-bit load, without bounds checks.
+		t := text[i : len(text)-1]
+		for k := 2; k < len(t); k++ {
+			if pairs[uint16(t[k-2])|uint16(t[k-1])<<8]&grpBit[t[k]] != 0 {
+				cand[n] = int32(i + k - 2)
 				n++
 				if n == len(cand) {
-					return n, i + m + 1
+					return n, i + k - 1
 				}
 			}
 		}
@@ -222,10 +221,33 @@ func (ls *litSet) filter(text []byte, i int, cand *[64]int32) (int, int) {
 // filterWords is filter for sets with word-start literals. A literal that
 // starts with an ASCII letter or digit is one of them (newInjector), so a
 // position between two such bytes starts none.
+//
+// Eight positions at a time, it first drops those (most positions in
+// prose) with a SWAR test of the eight bytes and the one before them; the
+// pairs filter then runs on the rest.
 func (ls *litSet) filterWords(text []byte, i int, cand *[64]int32) (int, int) {
 	pairs := ls.pairs
 	_ = pairs[0] // one nil check, not one per byte
 	n := 0
+	// Blocks of eight positions that all lie before the last three.
+	for ; i+8 <= len(text)-3; i += 8 {
+		var prev uint64 // bit 7: the byte before the block is alphanumeric
+		if i > 0 {
+			prev = uint64(alnumMask[text[i-1]] & 0x80)
+		}
+		a := alnum8(binary.LittleEndian.Uint64(text[i:]))
+		for m := ^(a & (a<<8 | prev)) & swarHigh; m != 0; m &= m - 1 {
+			p := i + mbits.TrailingZeros64(m)/8
+			t := text[p : p+3]
+			if pairs[uint16(t[0])|uint16(t[1])<<8]&grpBit[t[2]] != 0 {
+				cand[n] = int32(p)
+				n++
+				if n == len(cand) {
+					return n, p + 1
+				}
+			}
+		}
+	}
 	if i+3 < len(text) {
 		// x holds the bytes at p-1 .. p+2 (p = i+m): the byte before p and
 		// b0, b1, b2 at p.
@@ -253,6 +275,12 @@ func (ls *litSet) filterWords(text []byte, i int, cand *[64]int32) (int, int) {
 		n++
 	}
 	return n, i
+}
+
+// alnum8 flags, in bit 7 of each of the eight bytes of x, the ASCII
+// letters and digits (isASCIIAlnum). Each byte is tested on its own.
+func alnum8(x uint64) uint64 {
+	return (swarIn(x, '0', '9') | swarIn(x|0x20*swarOnes, 'a', 'z')) &^ x & swarHigh
 }
 
 // alnumMask is 0xFF for ASCII letters and digits, 0 for other bytes.

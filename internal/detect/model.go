@@ -143,36 +143,42 @@ func wordSum(f []byte, w []int16, shift uint) (int64, int) {
 	return sum, n
 }
 
-// sums16 is gramSum plus wordSum for 2^16 weights, in one loop: the
-// word hash is a chain of dependent multiplications, which the 4-gram
-// lookups fill the gaps of.
+// sums16 is gramSum plus wordSum for 2^16 weights. They are two loops,
+// each with few enough variables to stay in registers.
 func sums16(f []byte, w *[1 << 16]int16) (int64, int) {
-	var st sumState
-	st.init()
-	st.run16(f, 0, len(f), w)
-	st.end16(w)
-	return st.grams + st.words, st.n
+	ws := newWordState()
+	ws.run16(f, w)
+	sum, n := ws.total16(w)
+	return gramSum16(f, w) + sum, n
 }
 
-// sumState carries sums16 across ranges of f.
-type sumState struct {
-	x, h         uint32
-	wl, n        int
-	grams, words int64
+// gramSum16 is gramSum for 2^16 weights. The compiler reads each 4-gram
+// as one 32-bit load, without bounds checks.
+func gramSum16(f []byte, w *[1 << 16]int16) int64 {
+	var sum int64
+	for k := 3; k < len(f); k++ {
+		x := uint32(f[k-3]) | uint32(f[k-2])<<8 | uint32(f[k-1])<<16 | uint32(f[k])<<24
+		sum += int64(w[(x^seedChar)*0x9E3779B1>>16])
+	}
+	return sum
 }
 
-func (st *sumState) init() { st.h = 2166136261 }
+// wordState carries wordSum, for 2^16 weights, across consecutive ranges
+// of a text: the hash and length of the word in progress, and the sum and
+// number of the words ended so far.
+type wordState struct {
+	h   uint32
+	wl  int
+	n   int
+	sum int64
+}
 
-// run16 adds the features of f[k0:k1] (4-grams starting at k-3 for each
-// byte k, words ending before k1) to st.
-func (st *sumState) run16(f []byte, k0, k1 int, w *[1 << 16]int16) {
-	x, h, wl, n, grams, words := st.x, st.h, st.wl, st.n, st.grams, st.words
-	for k := k0; k < k1; k++ {
-		c := f[k]
-		x = x>>8 | uint32(c)<<24
-		if k >= 3 {
-			grams += int64(w[(x^seedChar)*0x9E3779B1>>16])
-		}
+func newWordState() wordState { return wordState{h: 2166136261} }
+
+// run16 goes on with the bytes of t.
+func (st *wordState) run16(t []byte, w *[1 << 16]int16) {
+	h, wl, n, sum := st.h, st.wl, st.n, st.sum
+	for _, c := range t {
 		if foldWordTab[c] {
 			if wl < 64 {
 				h = (h ^ uint32(c)) * 16777619
@@ -181,45 +187,64 @@ func (st *sumState) run16(f []byte, k0, k1 int, w *[1 << 16]int16) {
 			continue
 		}
 		if wl > 0 {
-			words += int64(w[mix(h^seedWord)>>16])
+			sum += int64(w[mix(h^seedWord)>>16])
 			n++
 			h, wl = 2166136261, 0
 		}
 	}
-	st.x, st.h, st.wl, st.n, st.grams, st.words = x, h, wl, n, grams, words
+	st.h, st.wl, st.n, st.sum = h, wl, n, sum
 }
 
-// end16 adds the last word.
-func (st *sumState) end16(w *[1 << 16]int16) {
+// total16 returns the sum and number of the words so far, the word in
+// progress included (as the end of the text would end it).
+func (st *wordState) total16(w *[1 << 16]int16) (int64, int) {
 	if st.wl > 0 {
-		st.words += int64(w[mix(st.h^seedWord)>>16])
-		st.n++
+		return st.sum + int64(w[mix(st.h^seedWord)>>16]), st.n + 1
 	}
+	return st.sum, st.n
 }
 
 // dotWindows returns dot of f, of f[:win] and of f[len(f)-win:], for
-// len(f) >= 2*win: the 4-gram sums of the windows come out of the pass
-// over f, only their words are hashed again.
+// len(f) >= 2*win, hashing each feature once where the windows and f
+// share it.
 func (q *quantWeights) dotWindows(f []byte, win int) (float64, float64, float64) {
 	if q.bits != 16 || win < 4 || len(f) < 2*win {
 		return q.dot(f), q.dot(f[:win]), q.dot(f[len(f)-win:])
 	}
 	w := (*[1 << 16]int16)(q.w)
-	var st sumState
-	st.init()
-	// 4-grams starting before win-3 lie in the head, those from
-	// len(f)-win on in the tail.
-	st.run16(f, 0, win, w)
-	head := st.grams
-	st.run16(f, win, len(f)-win+3, w)
-	mid := st.grams
-	st.run16(f, len(f)-win+3, len(f), w)
-	st.end16(w)
-	tail := st.grams - mid
-	full := q.scaled(st.grams+st.words, len(f)-3+st.n)
-	hw, hn := wordSum(f[:win], q.w, 16)
-	tw, tn := wordSum(f[len(f)-win:], q.w, 16)
-	return full, q.scaled(head+hw, win-3+hn), q.scaled(tail+tw, win-3+tn)
+	t0 := len(f) - win // the tail window's start
+	// 4-grams: those starting before win-3 lie in the head, those from t0
+	// on in the tail, and the others between.
+	headG, tailG := gramSum16(f[:win], w), gramSum16(f[t0:], w)
+	allG := headG + gramSum16(f[win-3:t0+3], w) + tailG
+	// Words: the head's are f's up to win, with the word in progress at
+	// win cut there. The tail's first word may be cut at t0 too; after the
+	// byte e that ends it, f and the tail have the same words, so f's are
+	// only hashed up to e.
+	all := newWordState()
+	all.run16(f[:win], w)
+	headW, headN := all.total16(w)
+	e := t0
+	for e < len(f) && foldWordTab[f[e]] {
+		e++
+	}
+	tail := newWordState()
+	var allW, tailW int64
+	var allN, tailN int
+	if e == len(f) {
+		all.run16(f[win:], w)
+		tail.run16(f[t0:], w)
+		allW, allN = all.total16(w)
+		tailW, tailN = tail.total16(w)
+	} else {
+		all.run16(f[win:e+1], w)
+		tail.run16(f[t0:e+1], w)
+		atE := tail
+		tail.run16(f[e+1:], w)
+		tailW, tailN = tail.total16(w)
+		allW, allN = all.sum+tailW-atE.sum, all.n+tailN-atE.n
+	}
+	return q.scaled(allG+allW, len(f)-3+allN), q.scaled(headG+headW, win-3+headN), q.scaled(tailG+tailW, win-3+tailN)
 }
 
 // foldWordTab is isFoldWordByte as a table.

@@ -821,27 +821,66 @@ var segClass = func() (t [256]uint8) {
 // bytes) at or after from that is at least min(minB64Run, minHexRun) long
 // or holds two '%' (or a few more: any segment decodes as it would in a
 // full scan), or -1. from must not be inside a segment.
+//
+// Blocks of eight bytes without a '%' are classified at once, with SWAR:
+// the score only grows by one per segment byte there.
 func nextEncodedSegment(src []byte, from int) (int, int) {
 	const need = min(minB64Run, minHexRun)
 	// score counts a segment's bytes, a '%' as need/2+1 of them, and
 	// restarts after each separator.
 	score := 0
-	for p := from; p < len(src); p++ {
-		c := src[p]
-		score = (score + int(segInc[c])) & int(segMask[c])
-		if score >= need {
-			st := p
-			for st > from && segClass[src[st-1]] != 0 {
-				st--
+	for p := from; p < len(src); {
+		if p+8 <= len(src) {
+			// seg and pct flag (bit 7 of each byte) the bytes that segClass
+			// marks and the '%' among them. (low7 ^ c*swarOnes) + m has
+			// bit 7 clear in the bytes whose low seven bits are c.
+			const m = 0x7F * swarOnes
+			x := binary.LittleEndian.Uint64(src[p:])
+			low7 := x & m
+			pct := ^((low7 ^ '%'*swarOnes) + m) &^ x & swarHigh
+			if pct == 0 {
+				other := ^((low7 ^ '+'*swarOnes + m) & (low7 ^ '/'*swarOnes + m) & (low7 ^ '-'*swarOnes + m) &
+					(low7 ^ '_'*swarOnes + m) & (low7 ^ '='*swarOnes + m))
+				seg := alnum8(x) | other&^x&swarHigh
+				sep := ^seg & swarHigh
+				if sep == 0 {
+					if score+8 >= need {
+						return segmentAround(src, from, p+need-score-1)
+					}
+					score += 8
+				} else {
+					if first := mbits.TrailingZeros64(sep) / 8; score+first >= need {
+						return segmentAround(src, from, p+need-score-1)
+					}
+					score = mbits.LeadingZeros64(sep) / 8 // the bytes after the last separator
+				}
+				p += 8
+				continue
 			}
-			e := p + 1
-			for e < len(src) && segClass[src[e]] != 0 {
-				e++
+		}
+		// Byte by byte: a block with a '%', and the last bytes.
+		for end := min(p+8, len(src)); p < end; p++ {
+			c := src[p]
+			score = (score + int(segInc[c])) & int(segMask[c])
+			if score >= need {
+				return segmentAround(src, from, p)
 			}
-			return st, e
 		}
 	}
 	return -1, len(src)
+}
+
+// segmentAround returns the segment holding src[p], not reaching before from.
+func segmentAround(src []byte, from, p int) (int, int) {
+	st := p
+	for st > from && segClass[src[st-1]] != 0 {
+		st--
+	}
+	e := p + 1
+	for e < len(src) && segClass[src[e]] != 0 {
+		e++
+	}
+	return st, e
 }
 
 // segInc and segMask drive nextEncodedSegment's score.
@@ -1067,10 +1106,18 @@ var asciiClass = func() (t [256]uint8) {
 // of the ASCII word classes (letters, digits, '@', '$': acLetter, acDigit,
 // acLeet) in word and those that count as digits (acDigit, acLeet) in dig.
 // Each byte is tested on its own: no carry crosses bytes.
+//
+// It is swarIn and swarEq written out on the low seven bits, which each
+// step keeps below 0x100 per byte; short enough to be inlined.
 func wordMasks(x uint64) (word, dig uint64) {
-	dig = (swarIn(x, '0', '9') | swarEq(x, '@') | swarEq(x, '$')) &^ x
-	word = (dig | swarIn(x|0x20*swarOnes, 'a', 'z')) &^ x
-	return word, dig & swarHigh
+	low7 := x & (0x7F * swarOnes)
+	notAt := (low7 ^ '@'*swarOnes) + 0x7F*swarOnes // bit 7 clear: '@'
+	notDollar := (low7 ^ '$'*swarOnes) + 0x7F*swarOnes
+	digit := (low7 + (0x80-'0')*swarOnes) &^ (low7 + (0x7F-'9')*swarOnes)
+	lc := low7 | 0x20*swarOnes
+	letter := (lc + (0x80-'a')*swarOnes) &^ (lc + (0x7F-'z')*swarOnes)
+	dig = (digit | ^notAt | ^notDollar) &^ x & swarHigh
+	return dig | letter&^x&swarHigh, dig
 }
 
 const swarOnes, swarHigh = 0x0101010101010101, 0x8080808080808080
