@@ -3,6 +3,7 @@ package extauthz
 import (
 	"errors"
 	"strconv"
+	"unsafe"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -56,7 +57,10 @@ func BuildInput(req *authv3.CheckRequest) ast.Object {
 	headers := httpReq.GetHeaders()
 	body := httpReq.GetRawBody() // pack_as_bytes
 	if len(body) == 0 && httpReq.GetBody() != "" {
-		body = []byte(httpReq.GetBody())
+		// A read-only view, not a copy (bodies run to megabytes): ParseBody
+		// only reads it, and copies what it keeps.
+		s := httpReq.GetBody()
+		body = unsafe.Slice(unsafe.StringData(s), len(s)) // #nosec G103 -- read-only view of an immutable string, never written or kept
 	}
 	truncated := Truncated(headers, len(body))
 	in.Insert(keyTruncatedBody, ast.BooleanTerm(truncated))

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -53,6 +54,10 @@ type exchange struct {
 	pending                []byte // request or response body accumulated across streamed chunks
 	pendingOver            bool   // the accumulated body outgrew MaxBodyBytes: bytes are no longer kept
 
+	// headInput is the policy input of the request's headers (no body),
+	// built once: the request_headers decision and every response decision
+	// start from a copy of it.
+	headInput ast.Object
 	llmReq    *llmapi.Request
 	llmTerm   *ast.Term
 	reserveID string
@@ -123,12 +128,8 @@ func (x *exchange) requestHeaders(ctx context.Context, req *extprocv3.Processing
 		x.principal = &p
 		x.reserveID = id
 	} else {
-		input := extauthz.BuildInput(x.base)
-		// The body has not been sent yet (it follows in its own phase), so
-		// content-length does not mean Envoy truncated it.
-		input.Insert(keyTruncatedBody, ast.BooleanTerm(false))
 		out, err := x.decide(ctx, pipeline.PhaseRequestHeaders, pipeline.Request{
-			Input:       input,
+			Input:       x.headersInput(),
 			Credentials: x.creds,
 		})
 		if err != nil {
@@ -202,13 +203,19 @@ func (x *exchange) requestBody(ctx context.Context, b *extprocv3.HttpBody) (*ext
 	}
 
 	httpReq := x.base.GetAttributes().GetRequest().GetHttp()
-	httpReq.RawBody = plain
+	// The body as Envoy's ext_authz sends it: a string (what OPA-Envoy
+	// policies read), or base64 bytes (pack_as_bytes) when it is not UTF-8.
+	if utf8.Valid(plain) {
+		httpReq.Body = string(plain)
+	} else {
+		httpReq.RawBody = plain
+	}
 	httpReq.Size = int64(len(plain))
 	if decoded {
 		delete(httpReq.Headers, "content-length") // describes the compressed bytes
 	}
 	input := extauthz.BuildInput(x.base)
-	httpReq.RawBody = nil // keep the exchange small once parsed
+	httpReq.Body, httpReq.RawBody = "", nil // keep the exchange small once parsed
 	var text string
 	if r, err := llmapi.ParseRequest(x.api, plain); err == nil {
 		x.llmReq = r
@@ -611,4 +618,20 @@ func rules(rs []policy.RedactRule) redact.Rules {
 		out[i] = redact.Rule{Detector: r.Detector, Types: r.Types, Action: redact.Action(r.Action)}
 	}
 	return out
+}
+
+// headersInput returns a copy of the policy input of the request's headers,
+// building it on first use. The body has not been sent at request_headers
+// (and is not part of response decisions), so content-length does not mean
+// Envoy truncated it.
+func (x *exchange) headersInput() ast.Object {
+	if x.headInput == nil {
+		x.headInput = extauthz.BuildInput(x.base)
+		x.headInput.Insert(keyTruncatedBody, ast.BooleanTerm(false))
+	}
+	// A shallow copy: decisions add their own keys (phase, principal,
+	// signals, ...) but never change the values inside.
+	in := ast.NewObjectWithCapacity(16)
+	x.headInput.Foreach(func(k, v *ast.Term) { in.Insert(k, v) })
+	return in
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/llmapi"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/redact"
@@ -117,7 +116,7 @@ func (x *exchange) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 // responseInput is the request's input plus llm, the response's status and
 // the usage reported so far.
 func (x *exchange) responseInput(usage *llmapi.Usage) ast.Object {
-	in := extauthz.BuildInput(x.base)
+	in := x.headersInput()
 	if x.llmTerm != nil {
 		in.Insert(keyLLM, x.llmTerm)
 	}
