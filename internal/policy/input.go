@@ -1,11 +1,8 @@
 package policy
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/url"
 	"sort"
@@ -100,17 +97,11 @@ func ParseBody(contentType string, body []byte) (ast.Value, error) {
 	}
 }
 
+// parseJSON decodes a JSON body straight into an ast.Value (see jsonast.go);
+// the result and what is rejected are those of encoding/json with UseNumber
+// followed by ast.InterfaceToValue, without building the value twice.
 func parseJSON(body []byte) (ast.Value, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var x any
-	if err := dec.Decode(&x); err != nil {
-		return nil, fmt.Errorf("invalid JSON body: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("invalid JSON body: trailing data after the first value")
-	}
-	v, err := ast.InterfaceToValue(x)
+	v, err := decodeJSONValue(body)
 	if err != nil {
 		return nil, fmt.Errorf("invalid JSON body: %w", err)
 	}
