@@ -5,7 +5,7 @@
 # of requests). The load generator shares the machine's cores, so requests/s
 # is capped by the client; CPU per Check is the figure that compares servers.
 #
-# Servers: a no-op ext_authz server (the gRPC floor), Bulwark on its default
+# Servers: a no-op ext_authz server and ext_proc processor (the gRPC floors), Bulwark on its default
 # policy with a real API key (identity + RBAC routes), and Bulwark on the
 # OPA-Envoy-style RBAC policy in test/load/rbac (no identity stage).
 # Set OPA_ENVOY=/path/to/opa-envoy-binary to add OPA-Envoy on the same policy.
@@ -14,7 +14,16 @@ cd "$(dirname "$0")/../.."
 
 BULWARK=${BULWARK:-./bin/bulwark}
 GHZ=${GHZ:-ghz}
-GHZ_EXTRA=""
+# GHZ_EXTRA adds ghz flags, e.g. "--rps 500" for an open-loop rate instead of
+# a closed loop. PIN=1 runs each server on CPU 1 and ghz on CPU 0 (taskset),
+# so the load generator does not take the server's core.
+GHZ_EXTRA=${GHZ_EXTRA:-}
+SERVER_PIN=""
+GHZ_PIN=""
+if [ -n "${PIN:-}" ]; then
+	GHZ_PIN="taskset -c 0"
+	SERVER_PIN="taskset -c 1"
+fi
 CONCURRENCY=${CONCURRENCY:-16}
 REQUESTS=${REQUESTS:-50000}
 WARMUP=${WARMUP:-3000}
@@ -28,10 +37,10 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 measure() { # name pid addr [data [call]]
 	local name=$1 pid=$2 addr=$3 data=${4:-$DATA} call=${5:-$CALL}
-	"$GHZ" --insecure --call "$call" -D "$data" -c "$CONCURRENCY" -n "$WARMUP" $GHZ_EXTRA "$addr" >/dev/null
+	$GHZ_PIN "$GHZ" --insecure --call "$call" -D "$data" -c "$CONCURRENCY" -n "$WARMUP" $GHZ_EXTRA "$addr" >/dev/null
 	local before after
 	before=$(cpu_ticks "$pid")
-	"$GHZ" --insecure --call "$call" -D "$data" -c "$CONCURRENCY" -n "$REQUESTS" $GHZ_EXTRA -O json "$addr" >"$work/$name.json"
+	$GHZ_PIN "$GHZ" --insecure --call "$call" -D "$data" -c "$CONCURRENCY" -n "$REQUESTS" $GHZ_EXTRA -O json "$addr" >"$work/$name.json"
 	after=$(cpu_ticks "$pid")
 	python3 - "$work/$name.json" "$name" "$before" "$after" "$TICKS" <<'PY'
 import json, sys
@@ -55,7 +64,7 @@ wait_port() {
 
 run_server() { # name port data cmd...   (CALL_OVERRIDE selects another RPC)
 	local name=$1 port=$2 data=$3; shift 3
-	"$@" >"$work/$name.log" 2>&1 &
+	$SERVER_PIN "$@" >"$work/$name.log" 2>&1 &
 	local pid=$!
 	wait_port "$port" || { cat "$work/$name.log" >&2; return 1; }
 	measure "$name" "$pid" "127.0.0.1:$port" "$data" "${CALL_OVERRIDE:-$CALL}"
@@ -97,8 +106,19 @@ hdrs = {":method": "POST", ":path": "/v1/chat/completions", ":authority": "api.e
 msgs = [{"requestHeaders": {"headers": {"headers": [{"key": k, "rawValue": b64(v)} for k, v in hdrs.items()]}}},
         {"requestBody": {"body": b64(body), "endOfStream": True}}]
 json.dump(msgs, open(sys.argv[1], "w"))
+# Behind ext_authz (deploy/envoy): Envoy forwards ext_authz's decision as
+# metadata, so ext_proc's request headers take the principal from it and
+# only the body is decided on.
+msgs[0]["metadataContext"] = {"filterMetadata": {"envoy.filters.http.ext_authz": {
+    "decision_id": "bench-1", "principal_id": "bench", "principal_kind": "api_key", "tenant": "acme", "roles": ["user"]}}}
+json.dump(msgs, open(sys.argv[1].replace(".json", "-authz.json"), "w"))
 PY
-p=$(free_port); CALL_OVERRIDE=envoy.service.ext_proc.v3.ExternalProcessor/Process run_server bulwark-extproc-4k "$p" "$work/extproc.json" \
+EXTPROC=envoy.service.ext_proc.v3.ExternalProcessor/Process
+p=$(free_port); CALL_OVERRIDE=$EXTPROC run_server noop-extproc-floor "$p" "$work/extproc.json" "$work/noop" --addr "127.0.0.1:$p"
+p=$(free_port); CALL_OVERRIDE=$EXTPROC run_server bulwark-extproc-4k "$p" "$work/extproc.json" \
+	"$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 --grpc-reflection --log-level warn \
+	--keys-file "$work/keys.yaml" --policy-dir "$work/policies"
+p=$(free_port); CALL_OVERRIDE=$EXTPROC run_server bulwark-extproc-4k-authz "$p" "$work/extproc-authz.json" \
 	"$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 --grpc-reflection --log-level warn \
 	--keys-file "$work/keys.yaml" --policy-dir "$work/policies"
 p=$(free_port); run_server bulwark-rbac "$p" "$DATA" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 \
