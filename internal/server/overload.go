@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // errOverloaded is what a call beyond the bounds gets, at once: UNAVAILABLE,
@@ -65,6 +66,8 @@ type Overload struct {
 	rejectInFlight, rejectStreams prometheus.Counter
 
 	overloaded atomic.Bool
+
+	streamMethods atomic.Pointer[map[string]bool] // see SetStreaming
 
 	mu         sync.Mutex // guards the sampling state below (observe)
 	lastCount  uint64
@@ -136,10 +139,106 @@ func (o *Overload) reject(c prometheus.Counter) error {
 	return errOverloaded
 }
 
-// Unary is the unary server interceptor: a call counts as in flight while
-// its handler runs.
+// Tap admits or refuses a call as its headers are read, in the
+// connection's reader goroutine, before any goroutine or buffer is spent on
+// it (grpc.InTapHandle). This is where admission must happen under CPU
+// overload: a saturated server reads new calls only between decisions, so
+// a gate in the handler sees at most one waiting call at a time, and the
+// queue forms in front of it, unbounded, in socket buffers and the
+// scheduler's run queue. At the tap, every call read in the same batch
+// past the bound is refused at once, and an admitted call waits for at
+// most the decisions already admitted.
+//
+// A unary call takes an in-flight slot; a stream takes a MaxStreams slot
+// plus the in-flight slot of its first message (released with the first
+// answer). The slots are released when the handler ends, or when the
+// call's context is done if the handler never runs.
+func (o *Overload) Tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if exempt(info.FullMethodName) {
+		return ctx, nil
+	}
+	a := &admission{o: o}
+	if o.streaming(info.FullMethodName) {
+		if !tryAcquire(&o.streams, o.maxStreams) {
+			return nil, o.reject(o.rejectStreams)
+		}
+		a.stream.Store(true)
+	}
+	if !tryAcquire(&o.inflight, o.maxInFlight) {
+		a.releaseAll()
+		return nil, o.reject(o.rejectInFlight)
+	}
+	a.inflight.Store(true)
+	a.stop = context.AfterFunc(ctx, a.releaseAll)
+	return context.WithValue(ctx, admissionKey{}, a), nil
+}
+
+// SetStreaming tells Tap which methods are streams (from
+// grpc.Server.GetServiceInfo, once every service is registered); any other
+// method is treated as unary.
+func (o *Overload) SetStreaming(services map[string]grpc.ServiceInfo) {
+	m := make(map[string]bool)
+	for name, svc := range services {
+		for _, md := range svc.Methods {
+			if md.IsClientStream || md.IsServerStream {
+				m["/"+name+"/"+md.Name] = true
+			}
+		}
+	}
+	o.streamMethods.Store(&m)
+}
+
+func (o *Overload) streaming(method string) bool {
+	m := o.streamMethods.Load()
+	return m != nil && (*m)[method]
+}
+
+type admissionKey struct{}
+
+// admission is the slots Tap took for one call. Each is released exactly
+// once, by the handler's end or by the context's (whichever comes first).
+type admission struct {
+	o        *Overload
+	stream   atomic.Bool // holds a MaxStreams slot
+	inflight atomic.Bool // holds an in-flight slot (a unary call, or a stream's first message)
+	stop     func() bool // cancels the context-done release
+}
+
+func admissionFrom(ctx context.Context) *admission {
+	a, _ := ctx.Value(admissionKey{}).(*admission)
+	return a
+}
+
+func (a *admission) releaseInFlight() {
+	if a.inflight.CompareAndSwap(true, false) {
+		a.o.inflight.Add(-1)
+	}
+}
+
+func (a *admission) releaseAll() {
+	a.releaseInFlight()
+	if a.stream.CompareAndSwap(true, false) {
+		a.o.streams.Add(-1)
+	}
+}
+
+// done releases what the admission still holds, at the handler's end.
+func (a *admission) done() {
+	if a.stop != nil {
+		a.stop()
+	}
+	a.releaseAll()
+}
+
+// Unary is the unary server interceptor: a call counts as in flight from
+// its admission (Tap) until its handler returns. Without Tap (a server
+// built without it), the call is admitted here.
 func (o *Overload) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if exempt(info.FullMethod) {
+		return handler(ctx, req)
+	}
+	if a := admissionFrom(ctx); a != nil {
+		defer a.done()
 		return handler(ctx, req)
 	}
 	if !tryAcquire(&o.inflight, o.maxInFlight) {
@@ -152,20 +251,29 @@ func (o *Overload) Unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 // Stream is the stream server interceptor: a stream counts against
 // MaxStreams while open, and each message it receives counts as in flight
 // until the handler sends an answer or asks for the next message. The
-// stream's first message is admitted under MaxInFlight, or the stream ends
-// with UNAVAILABLE; later messages of an admitted exchange are counted but
-// never refused, because failing an exchange halfway wastes the work done
-// and fails a request Envoy has already let through. An open stream
-// waiting for Envoy's next message holds no in-flight slot.
+// stream's first message is admitted under MaxInFlight (by Tap, when the
+// stream opens), or the stream ends with UNAVAILABLE; later messages of an
+// admitted exchange are counted but never refused, because failing an
+// exchange halfway wastes the work done and fails a request Envoy has
+// already let through. An open stream waiting for Envoy's next message
+// holds no in-flight slot.
 func (o *Overload) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if exempt(info.FullMethod) {
 		return handler(srv, ss)
 	}
-	if !tryAcquire(&o.streams, o.maxStreams) {
-		return o.reject(o.rejectStreams)
-	}
-	defer o.streams.Add(-1)
 	ls := &limitedStream{ServerStream: ss, o: o}
+	if a := admissionFrom(ss.Context()); a != nil {
+		defer a.done()
+		// The first message's slot passes from the admission to the stream.
+		if a.inflight.CompareAndSwap(true, false) {
+			ls.holding.Store(true)
+		}
+	} else {
+		if !tryAcquire(&o.streams, o.maxStreams) {
+			return o.reject(o.rejectStreams)
+		}
+		defer o.streams.Add(-1)
+	}
 	err := handler(srv, ls)
 	ls.release()
 	if ls.rejected.Load() {
@@ -176,11 +284,11 @@ func (o *Overload) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 
 // limitedStream counts a stream's received message as in flight until the
 // next send or receive. Recv and Send may run on different goroutines
-// (one each), hence the atomics; admitted belongs to the receiving one.
+// (one each), hence the atomics; received belongs to the receiving one.
 type limitedStream struct {
 	grpc.ServerStream
 	o        *Overload
-	admitted bool
+	received bool // a message has been received
 	holding  atomic.Bool
 	rejected atomic.Bool
 }
@@ -189,20 +297,26 @@ func (s *limitedStream) RecvMsg(m any) error {
 	if s.rejected.Load() {
 		return errOverloaded
 	}
-	s.release() // asking for the next message: done with the previous one
+	if s.received {
+		s.release() // asking for the next message: done with the previous one
+	}
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	if s.admitted {
-		s.o.inflight.Add(1)
-	} else {
+	switch {
+	case s.received:
+		s.o.inflight.Add(1) // later messages are counted, never refused
+		s.holding.Store(true)
+	case s.holding.Load():
+		// The first message, admitted with the stream (Tap).
+	default:
 		if !tryAcquire(&s.o.inflight, s.o.maxInFlight) {
 			s.rejected.Store(true)
 			return s.o.reject(s.o.rejectInFlight)
 		}
-		s.admitted = true
+		s.holding.Store(true)
 	}
-	s.holding.Store(true)
+	s.received = true
 	return nil
 }
 

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
@@ -18,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 var checkInfo = &grpc.UnaryServerInfo{FullMethod: "/envoy.service.auth.v3.Authorization/Check"}
@@ -484,8 +487,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // BenchmarkOverloadUnary is the gate's cost per admitted call, from
-// parallel callers (the handler does nothing).
+// parallel callers (the handler does nothing): "tap" is the server's path
+// (admitted as the headers are read, released when the handler returns),
+// the others the interceptor alone.
 func BenchmarkOverloadUnary(b *testing.B) {
+	b.Run("tap", func(b *testing.B) {
+		o := NewOverload(OverloadConfig{MaxInFlight: 1 << 20}, nil)
+		ok := func(context.Context, any) (any, error) { return nil, nil }
+		info := &tap.Info{FullMethodName: checkInfo.FullMethod}
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				ctx, cancel := context.WithCancel(context.Background())
+				ctx, err := o.Tap(ctx, info)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := o.Unary(ctx, nil, checkInfo, ok); err != nil {
+					b.Fatal(err)
+				}
+				cancel()
+			}
+		})
+	})
 	for _, bc := range []struct {
 		name  string
 		limit int
@@ -515,4 +539,128 @@ func BenchmarkOverloadUnary(b *testing.B) {
 			}
 		})
 	})
+}
+
+// blockingAuthz is an ext_authz server whose Check waits for release.
+type blockingAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+	calls   atomic.Int64
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	b.calls.Add(1)
+	b.entered <- struct{}{}
+	<-b.release
+	return &authv3.CheckResponse{}, nil
+}
+
+// echoProcessor answers each ext_proc message with an empty response.
+type echoProcessor struct {
+	extprocv3.UnimplementedExternalProcessorServer
+}
+
+func (echoProcessor) Process(st extprocv3.ExternalProcessor_ProcessServer) error {
+	for {
+		if _, err := st.Recv(); err != nil {
+			return nil
+		}
+		if err := st.Send(&extprocv3.ProcessingResponse{}); err != nil {
+			return err
+		}
+	}
+}
+
+// TestServerTapAdmission runs the gate at the tap of a real server: a call
+// past the bound is refused before its handler runs; a stream holds its
+// first message's slot from the moment it opens until the first answer;
+// slots come back when handlers end, when streams are cancelled and when
+// a call names no method.
+func TestServerTapAdmission(t *testing.T) {
+	t.Parallel()
+	s := New(Config{GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", MaxRecvMsgBytes: 1 << 20, MaxSendMsgBytes: 1 << 20,
+		MaxConcurrentStreams: 100, ShutdownGrace: 5 * time.Second,
+		Overload: OverloadConfig{MaxInFlight: 1, MaxStreams: 2, Window: time.Minute}}, nil, prometheus.NewRegistry())
+	authz := &blockingAuthz{entered: make(chan struct{}, 10), release: make(chan struct{})}
+	authv3.RegisterAuthorizationServer(s.GRPC(), authz)
+	extprocv3.RegisterExternalProcessorServer(s.GRPC(), echoProcessor{})
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ac := authv3.NewAuthorizationClient(conn)
+	pc := extprocv3.NewExternalProcessorClient(conn)
+	idle := func(what string) {
+		t.Helper()
+		waitFor(t, what, func() bool { return s.overload.InFlight() == 0 && s.overload.Streams() == 0 })
+	}
+
+	// A Check holds the only slot: the next is refused at the tap.
+	first := make(chan error, 1)
+	go func() { _, err := ac.Check(ctx, &authv3.CheckRequest{}); first <- err }()
+	<-authz.entered
+	if _, err := ac.Check(ctx, &authv3.CheckRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("second Check: %v, want UNAVAILABLE", err)
+	}
+	if n := authz.calls.Load(); n != 1 {
+		t.Errorf("Check handler ran %d times, want 1: the refused call reached its handler", n)
+	}
+	close(authz.release)
+	if err := <-first; err != nil {
+		t.Fatalf("first Check: %v", err)
+	}
+	idle("the Check's slot released")
+
+	// An open stream holds the first message's slot until it is answered.
+	st, err := pc.Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream admitted", func() bool { return s.overload.Streams() == 1 && s.overload.InFlight() == 1 })
+	if _, err := ac.Check(ctx, &authv3.CheckRequest{}); status.Code(err) != codes.Unavailable {
+		t.Errorf("Check while a stream's first message is pending: %v, want UNAVAILABLE", err)
+	}
+	if err := st.Send(&extprocv3.ProcessingRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first answer releases the slot", func() bool { return s.overload.InFlight() == 0 })
+	go func() { <-authz.entered }()
+	if _, err := ac.Check(ctx, &authv3.CheckRequest{}); err != nil {
+		t.Errorf("Check once the stream was answered: %v", err)
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("stream end: %v", err)
+	}
+	idle("the stream's slots released")
+
+	// Streams cancelled before their first message, and a call to a
+	// method nobody serves, give their slots back too.
+	for range 3 {
+		sctx, scancel := context.WithCancel(ctx)
+		if _, err := pc.Process(sctx); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the stream admitted", func() bool { return s.overload.Streams() == 1 })
+		scancel()
+		idle("a cancelled stream's slots released")
+	}
+	if err := conn.Invoke(ctx, "/envoy.service.auth.v3.Authorization/Nope", &authv3.CheckRequest{}, &authv3.CheckResponse{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("unknown method: %v, want UNIMPLEMENTED", err)
+	}
+	idle("an unknown method's slot released")
 }

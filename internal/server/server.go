@@ -100,6 +100,7 @@ func New(cfg Config, logger *slog.Logger, reg Registry, opts ...grpc.ServerOptio
 	s.overload = NewOverload(cfg.Overload, registerer)
 	s.checks = append(s.checks, s.overload.readinessCheck())
 	base := []grpc.ServerOption{
+		grpc.InTapHandle(s.overload.Tap),
 		grpc.ChainUnaryInterceptor(s.overload.Unary),
 		grpc.ChainStreamInterceptor(s.overload.Stream),
 		// Long-lived workers keep their grown stacks: a fresh goroutine per
@@ -198,6 +199,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		WriteTimeout:      30 * time.Second,
 	}
 	s.updateHealth()
+	s.overload.SetStreaming(s.grpc.GetServiceInfo())
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(s.grpcLis) }()
 	adminServe := func() error { return admin.Serve(s.adminLis) }
