@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -239,6 +240,7 @@ func (o *Overload) Unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 	}
 	if a := admissionFrom(ctx); a != nil {
 		defer a.done()
+		yieldBeforeDeciding()
 		return handler(ctx, req)
 	}
 	if !tryAcquire(&o.inflight, o.maxInFlight) {
@@ -317,8 +319,16 @@ func (s *limitedStream) RecvMsg(m any) error {
 		s.holding.Store(true)
 	}
 	s.received = true
+	yieldBeforeDeciding()
 	return nil
 }
+
+// yieldBeforeDeciding lets every goroutine already waiting run before a
+// decision starts: on a saturated core, the transport's writer goroutines
+// would otherwise send the answers (and refusals) already computed only
+// after this decision, adding a whole decision to their latency. With a
+// core to spare it returns at once.
+func yieldBeforeDeciding() { runtime.Gosched() }
 
 func (s *limitedStream) SendMsg(m any) error {
 	s.release() // the answer is ready: no longer a decision in flight
