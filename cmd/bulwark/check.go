@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +16,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/bulwark-ai/bulwark/internal/config"
@@ -69,6 +73,11 @@ func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	pepperFile := fs.String("pepper-file", "", "in-process: API key pepper file (or BULWARK_KEY_PEPPER)")
 	jwksURL := fs.String("jwks-url", "", "in-process: JWKS URL")
 	jwtKeysFile := fs.String("jwt-keys-file", "", "in-process: static JWT keys file")
+	var tlsFlags clientTLS
+	fs.StringVar(&tlsFlags.CAFile, "tls-ca", "", "with --addr: connect over TLS, trusting this CA bundle (PEM)")
+	fs.StringVar(&tlsFlags.CertFile, "tls-cert", "", "with --addr: client certificate (PEM) for a server that requires mTLS")
+	fs.StringVar(&tlsFlags.KeyFile, "tls-key", "", "with --addr: the client certificate's private key (PEM)")
+	fs.StringVar(&tlsFlags.ServerName, "tls-server-name", "", "with --addr: name to verify the server's certificate against (default: the host in --addr)")
 	headers := headerFlags{}
 	fs.Var(headers, "H", "request header 'name: value' (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -97,7 +106,11 @@ func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	var resp *authv3.CheckResponse
 	var err error
 	if *addr != "" {
-		resp, err = remoteCheck(ctx, *addr, req)
+		var creds credentials.TransportCredentials
+		if creds, err = tlsFlags.credentials(); err != nil {
+			return &exitError{2, err}
+		}
+		resp, err = remoteCheck(ctx, *addr, creds, req)
 	} else {
 		cfg := config.Default()
 		cfg.PolicyDir, cfg.PolicyQuery, cfg.RegoV0 = *policyDir, *query, *regoV0
@@ -112,8 +125,8 @@ func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	return enc.Encode(renderCheck(resp))
 }
 
-func remoteCheck(ctx context.Context, addr string, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func remoteCheck(ctx context.Context, addr string, creds credentials.TransportCredentials, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", addr, err)
 	}
@@ -123,6 +136,44 @@ func remoteCheck(ctx context.Context, addr string, req *authv3.CheckRequest) (*a
 		return nil, fmt.Errorf("check: %w", err)
 	}
 	return resp, nil
+}
+
+// clientTLS is how check reaches a server started with --tls-cert (and,
+// for mTLS, --tls-client-ca): the CA that signed the server's certificate,
+// and the client's own certificate when the server asks for one.
+type clientTLS struct {
+	CAFile, CertFile, KeyFile, ServerName string
+}
+
+// credentials returns plaintext credentials when no TLS flag is set, and
+// TLS 1.2+ ones otherwise.
+func (c clientTLS) credentials() (credentials.TransportCredentials, error) {
+	if c == (clientTLS{}) {
+		return insecure.NewCredentials(), nil
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca %s holds no PEM certificate", c.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load --tls-cert/--tls-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return credentials.NewTLS(cfg), nil
 }
 
 // localCheck decides req in-process with the same stages serve wires, from

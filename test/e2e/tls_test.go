@@ -154,6 +154,18 @@ func TestTLSMutual(t *testing.T) {
 			}
 		})
 	}
+	// bulwark check reaches the same server with the CLI's TLS flags.
+	clientCert, clientKey := ca.Issue(t, 101, true, gateway)
+	writeFile(t, filepath.Join(dir, "client.crt"), string(clientCert))
+	writeFile(t, filepath.Join(dir, "client.key"), string(clientKey))
+	tlsArgs := []string{"check", "--addr", p.GRPCAddr, "--path", "/healthz", "--tls-ca", caFile}
+	out, stderr, code := runCLI(t, append(tlsArgs, "--tls-cert", filepath.Join(dir, "client.crt"), "--tls-key", filepath.Join(dir, "client.key"))...)
+	if code != 0 || !strings.Contains(out, `"allowed": true`) {
+		t.Errorf("bulwark check over mTLS: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if _, stderr, code := runCLI(t, tlsArgs...); code == 0 || !strings.Contains(stderr, "Unavailable") {
+		t.Errorf("bulwark check without a client certificate: exit %d, stderr %s; want a refused connection", code, stderr)
+	}
 	if logs := p.Logs(); !strings.Contains(logs, "client certificate refused") || !strings.Contains(logs, "tls_client_sans") {
 		t.Errorf("the SAN refusal is not logged clearly:\n%s", logs)
 	}
