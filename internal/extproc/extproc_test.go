@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
@@ -258,6 +259,79 @@ func BenchmarkRequestPhase4KiB(b *testing.B) {
 	})
 	b.StopTimer()
 	report(b, lat)
+}
+
+// BenchmarkRequestPhase4KiBPaced is BenchmarkRequestPhase4KiB at a fixed
+// rate instead of a closed loop: 8 streams, each starting an exchange every
+// 8/rate seconds (staggered). Closed-loop latency on 2 cores is queueing;
+// this is the latency at a given load.
+func BenchmarkRequestPhase4KiBPaced(b *testing.B) {
+	for _, rate := range []int{200, 400} {
+		b.Run(fmt.Sprintf("%d-per-s", rate), func(b *testing.B) {
+			f := newStack(b, extproc.Options{})
+			body := []byte(chatBody(4096))
+			hm := extproc.EnvoyHeaders(map[string]string{":method": "POST", ":path": "/v1/chat/completions", ":authority": "api.example.com",
+				"authorization": "Bearer " + f.key, "content-type": "application/json", "content-length": fmt.Sprint(len(body))})
+			const streams = 8
+			interval := time.Duration(streams) * time.Second / time.Duration(rate)
+			per := max(b.N/streams, 1)
+			lat := make([][]time.Duration, streams)
+			var wg sync.WaitGroup
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for g := range streams {
+				wg.Go(func() {
+					due := start.Add(interval * time.Duration(g) / streams)
+					for range per {
+						time.Sleep(time.Until(due))
+						// From the later of when it was due and when the
+						// sleep ended: a timer waking late is the client's
+						// delay, an exchange starting late because the last
+						// one overran is not.
+						began := time.Now()
+						if began.Before(due) {
+							began = due
+						}
+						if err := exchange(f, hm, body); err != nil {
+							b.Error(err)
+							return
+						}
+						lat[g] = append(lat[g], time.Since(began))
+						due = due.Add(interval)
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			report(b, slices.Concat(lat...))
+		})
+	}
+}
+
+// exchange runs one request phase (headers, then the body) on a new stream.
+func exchange(f *stack, hm *corev3.HeaderMap, body []byte) error {
+	st, err := f.client.Process(context.Background())
+	if err != nil {
+		return err
+	}
+	defer st.CloseSend()
+	for _, r := range []*extprocv3.ProcessingRequest{
+		{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: hm}}},
+		{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}},
+	} {
+		if err := st.Send(r); err != nil {
+			return err
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		if ir := resp.GetImmediateResponse(); ir != nil {
+			return fmt.Errorf("denied: %v", ir)
+		}
+	}
+	return nil
 }
 
 // BenchmarkStreamChunk: the cost Bulwark adds to one streamed response chunk
