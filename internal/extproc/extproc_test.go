@@ -65,8 +65,16 @@ func newStack(tb testing.TB, opts extproc.Options) *stack {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	f := serveStack(tb, extproc.New(pipe, scanner, limiter, opts, nil, m))
+	f.key = key
+	return f
+}
+
+// serveStack serves p on a loopback port and connects a client to it.
+func serveStack(tb testing.TB, p extprocv3.ExternalProcessorServer) *stack {
+	tb.Helper()
 	srv := grpc.NewServer(grpc.MaxConcurrentStreams(100000))
-	extprocv3.RegisterExternalProcessorServer(srv, extproc.New(pipe, scanner, limiter, opts, nil, m))
+	extprocv3.RegisterExternalProcessorServer(srv, p)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -78,7 +86,7 @@ func newStack(tb testing.TB, opts extproc.Options) *stack {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return &stack{client: extprocv3.NewExternalProcessorClient(conn), conn: conn, key: key, addr: lis.Addr().String()}
+	return &stack{client: extprocv3.NewExternalProcessorClient(conn), conn: conn, addr: lis.Addr().String()}
 }
 
 func (f *stack) request(path, body string) envoysim.Request {
@@ -264,11 +272,21 @@ func BenchmarkRequestPhase4KiB(b *testing.B) {
 // BenchmarkRequestPhase4KiBPaced is BenchmarkRequestPhase4KiB at a fixed
 // rate instead of a closed loop: 8 streams, each starting an exchange every
 // 8/rate seconds (staggered). Closed-loop latency on 2 cores is queueing;
-// this is the latency at a given load.
+// this is the latency at a given load, next to the floor: a processor that
+// does nothing, through the same client and gRPC.
 func BenchmarkRequestPhase4KiBPaced(b *testing.B) {
-	for _, rate := range []int{200, 400} {
-		b.Run(fmt.Sprintf("%d-per-s", rate), func(b *testing.B) {
-			f := newStack(b, extproc.Options{})
+	for _, bc := range []struct {
+		name string
+		rate int
+	}{{"bulwark", 200}, {"bulwark", 400}, {"floor", 200}, {"floor", 400}} {
+		rate := bc.rate
+		b.Run(fmt.Sprintf("%s-%d-per-s", bc.name, rate), func(b *testing.B) {
+			var f *stack
+			if bc.name == "floor" {
+				f = serveStack(b, fixture.PassProcessor{}) // no work: gRPC and this machine alone
+			} else {
+				f = newStack(b, extproc.Options{})
+			}
 			body := []byte(chatBody(4096))
 			hm := extproc.EnvoyHeaders(map[string]string{":method": "POST", ":path": "/v1/chat/completions", ":authority": "api.example.com",
 				"authorization": "Bearer " + f.key, "content-type": "application/json", "content-length": fmt.Sprint(len(body))})

@@ -5,10 +5,8 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -19,6 +17,8 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
+
+	"github.com/bulwark-ai/bulwark/test/fixture"
 
 	"context"
 )
@@ -34,45 +34,6 @@ func (allowAll) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRespo
 	}, nil
 }
 
-// passAll answers each ext_proc message, in order, with an empty response of
-// its kind: Envoy continues unchanged.
-type passAll struct {
-	extprocv3.UnimplementedExternalProcessorServer
-}
-
-func (passAll) Process(st extprocv3.ExternalProcessor_ProcessServer) error {
-	for {
-		req, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		empty := &extprocv3.CommonResponse{}
-		resp := &extprocv3.ProcessingResponse{}
-		switch req.GetRequest().(type) {
-		case *extprocv3.ProcessingRequest_RequestHeaders:
-			resp.Response = &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: empty}}
-		case *extprocv3.ProcessingRequest_RequestBody:
-			resp.Response = &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{Response: empty}}
-		case *extprocv3.ProcessingRequest_ResponseHeaders:
-			resp.Response = &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{Response: empty}}
-		case *extprocv3.ProcessingRequest_ResponseBody:
-			resp.Response = &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{Response: empty}}
-		case *extprocv3.ProcessingRequest_RequestTrailers:
-			resp.Response = &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}
-		case *extprocv3.ProcessingRequest_ResponseTrailers:
-			resp.Response = &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}
-		default:
-			return fmt.Errorf("unexpected ext_proc message %T", req.GetRequest())
-		}
-		if err := st.Send(resp); err != nil {
-			return err
-		}
-	}
-}
-
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
 	flag.Parse()
@@ -83,7 +44,7 @@ func main() {
 	}
 	s := grpc.NewServer()
 	authv3.RegisterAuthorizationServer(s, allowAll{})
-	extprocv3.RegisterExternalProcessorServer(s, passAll{})
+	extprocv3.RegisterExternalProcessorServer(s, fixture.PassProcessor{})
 	reflection.Register(s)
 	fmt.Println(lis.Addr().String())
 	go func() {
