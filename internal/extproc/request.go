@@ -54,10 +54,6 @@ type exchange struct {
 	pending                []byte // request or response body accumulated across streamed chunks
 	pendingOver            bool   // the accumulated body outgrew MaxBodyBytes: bytes are no longer kept
 
-	// headInput is the policy input of the request's headers (no body),
-	// built once: the request_headers decision and every response decision
-	// start from a copy of it.
-	headInput ast.Object
 	llmReq    *llmapi.Request
 	llmTerm   *ast.Term
 	reserveID string
@@ -620,18 +616,14 @@ func rules(rs []policy.RedactRule) redact.Rules {
 	return out
 }
 
-// headersInput returns a copy of the policy input of the request's headers,
-// building it on first use. The body has not been sent at request_headers
-// (and is not part of response decisions), so content-length does not mean
-// Envoy truncated it.
+// headersInput builds the policy input of the request's headers: for the
+// request_headers decision and every response decision. The body has not
+// been sent at request_headers (and is not part of response decisions), so
+// content-length does not mean Envoy truncated it. It is built anew each
+// time rather than kept: an exchange held open through a long stream would
+// otherwise keep that AST for its whole lifetime.
 func (x *exchange) headersInput() ast.Object {
-	if x.headInput == nil {
-		x.headInput = extauthz.BuildInput(x.base)
-		x.headInput.Insert(keyTruncatedBody, ast.BooleanTerm(false))
-	}
-	// A shallow copy: decisions add their own keys (phase, principal,
-	// signals, ...) but never change the values inside.
-	in := ast.NewObjectWithCapacity(16)
-	x.headInput.Foreach(func(k, v *ast.Term) { in.Insert(k, v) })
+	in := extauthz.BuildInput(x.base)
+	in.Insert(keyTruncatedBody, ast.BooleanTerm(false))
 	return in
 }
