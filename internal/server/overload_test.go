@@ -364,18 +364,7 @@ func TestServerOverloadHealth(t *testing.T) {
 	s := New(Config{GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", MaxRecvMsgBytes: 1 << 20, MaxSendMsgBytes: 1 << 20,
 		MaxConcurrentStreams: 10, ShutdownGrace: 5 * time.Second,
 		Overload: OverloadConfig{MaxInFlight: 1, MaxStreams: 1, Window: window}}, nil, prometheus.NewRegistry())
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
-	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	ctx, cancel, conn := serveForTest(t, s)
 	hc := healthpb.NewHealthClient(conn)
 	health := func(service string) healthpb.HealthCheckResponse_ServingStatus {
 		r, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
@@ -473,6 +462,25 @@ func TestServerOverloadHealth(t *testing.T) {
 		}
 	}
 	close(release)
+}
+
+// serveForTest listens and serves s (its services registered) until the
+// test ends or cancel is called, and connects a plaintext client to it.
+func serveForTest(t *testing.T, s *Server) (context.Context, context.CancelFunc, *grpc.ClientConn) {
+	t.Helper()
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return ctx, cancel, conn
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -585,18 +593,7 @@ func TestServerTapAdmission(t *testing.T) {
 	authz := &blockingAuthz{entered: make(chan struct{}, 10), release: make(chan struct{})}
 	authv3.RegisterAuthorizationServer(s.GRPC(), authz)
 	extprocv3.RegisterExternalProcessorServer(s.GRPC(), echoProcessor{})
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
-	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	ctx, _, conn := serveForTest(t, s)
 	ac := authv3.NewAuthorizationClient(conn)
 	pc := extprocv3.NewExternalProcessorClient(conn)
 	idle := func(what string) {
