@@ -147,22 +147,7 @@ func TestModes(t *testing.T) {
 // held back and the full, redacted body goes out with the last one.
 func TestStreamedRequestBody(t *testing.T) {
 	f := newStack(t, extproc.Options{})
-	ctx := context.Background()
-	st, err := f.client.Process(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	send := func(r *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
-		t.Helper()
-		if err := st.Send(r); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := st.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp
-	}
+	send := sender(t, f)
 	req := f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"mail me at jane.doe@example.org"}]}`)
 	hm := map[string]string{":method": "POST", ":path": req.Path, "authorization": req.Headers["authorization"], "content-type": "application/json"}
 	send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(hm)}}})
@@ -239,27 +224,11 @@ func BenchmarkRequestPhase4KiB(b *testing.B) {
 		var mine []time.Duration
 		for pb.Next() {
 			start := time.Now()
-			st, err := f.client.Process(context.Background())
-			if err != nil {
+			if err := exchange(f, hm, body); err != nil {
 				b.Error(err)
 				return
 			}
-			for _, r := range []*extprocv3.ProcessingRequest{
-				{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: hm}}},
-				{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}},
-			} {
-				if err := st.Send(r); err != nil {
-					b.Error(err)
-					return
-				}
-				resp, err := st.Recv()
-				if err != nil || resp.GetImmediateResponse() != nil {
-					b.Errorf("%v %v", err, resp.GetImmediateResponse())
-					return
-				}
-			}
 			mine = append(mine, time.Since(start))
-			st.CloseSend()
 		}
 		mu.Lock()
 		lat = append(lat, mine...)
@@ -324,6 +293,27 @@ func BenchmarkRequestPhase4KiBPaced(b *testing.B) {
 			b.StopTimer()
 			report(b, slices.Concat(lat...))
 		})
+	}
+}
+
+// sender opens an exchange on f and returns a function that sends one
+// message and returns its answer, failing the test on any error.
+func sender(t *testing.T, f *stack) func(*extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+	t.Helper()
+	st, err := f.client.Process(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(r *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+		t.Helper()
+		if err := st.Send(r); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
 	}
 }
 
@@ -446,21 +436,7 @@ func report(b *testing.B, lat []time.Duration) {
 // kept, and the end of the body is refused with 413.
 func TestStreamedRequestBodyTooLarge(t *testing.T) {
 	f := newStack(t, extproc.Options{MaxBodyBytes: 1024})
-	st, err := f.client.Process(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	send := func(r *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
-		t.Helper()
-		if err := st.Send(r); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := st.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp
-	}
+	send := sender(t, f)
 	send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
 		Headers: extproc.EnvoyHeaders(map[string]string{":method": "POST", ":path": "/v1/chat/completions",
 			"authorization": "Bearer " + f.key, "content-type": "application/json"})}}})
