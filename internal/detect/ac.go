@@ -223,29 +223,12 @@ func (m *matcher) scan(text []byte, fn func(id int, end int) bool) {
 
 // contains reports whether any pattern occurs in text.
 func (m *matcher) contains(text []byte) bool {
-	sh := m.shift
-	s := uint32(0)
-	next := m.next
-	for i := 0; i < len(text); i++ {
-		if s == 0 {
-			if i = m.skipRoot(text, i); i == len(text) {
-				return false
-			}
-		}
-		t := uint32(next[s<<sh|uint32(m.class[text[i]])])
-		s = t &^ outFlag
-		if t&outFlag != 0 {
-			if !m.lossy {
-				return true
-			}
-			for _, id := range m.out[s] {
-				if m.verify(text, int(id), i+1) {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	found := false
+	m.scan(text, func(int, int) bool {
+		found = true
+		return false // the first (verified) match answers
+	})
+	return found
 }
 
 // verify checks pattern id against the text ending at end, ignoring ASCII case.
