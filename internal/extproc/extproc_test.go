@@ -3,10 +3,12 @@ package extproc_test
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -238,18 +240,41 @@ func BenchmarkRequestPhase4KiB(b *testing.B) {
 	report(b, lat)
 }
 
-// BenchmarkRequestPhase4KiBPaced is BenchmarkRequestPhase4KiB at a fixed
-// rate instead of a closed loop: 8 streams, each starting an exchange every
-// 8/rate seconds (staggered). Closed-loop latency on 2 cores is queueing;
-// this is the latency at a given load, next to the floor: a processor that
-// does nothing, through the same client and gRPC.
+// pacedRates are BenchmarkRequestPhase4KiBPaced's loads, in exchanges per
+// second over all 8 streams; "max" is a closed loop. The default keeps a
+// run short; -paced-rates=50,100,200,800,1600,max maps the whole range.
+var pacedRates = flag.String("paced-rates", "200,400", "BenchmarkRequestPhase4KiBPaced: comma-separated exchanges/s, or max for a closed loop")
+
+// BenchmarkRequestPhase4KiBPaced is BenchmarkRequestPhase4KiB at fixed
+// rates instead of a closed loop: 8 streams, each starting an exchange
+// every 8/rate seconds (staggered). Closed-loop latency on 2 cores is
+// queueing; this is the latency at a given load, next to the floor: a
+// processor that does nothing, through the same client and gRPC.
 func BenchmarkRequestPhase4KiBPaced(b *testing.B) {
-	for _, bc := range []struct {
+	type load struct {
 		name string
-		rate int
-	}{{"bulwark", 200}, {"bulwark", 400}, {"floor", 200}, {"floor", 400}} {
+		rate int // 0: closed loop
+	}
+	var loads []load
+	for _, r := range strings.Split(*pacedRates, ",") {
+		rate := 0
+		if r = strings.TrimSpace(r); r != "max" {
+			n, err := strconv.Atoi(r)
+			if err != nil || n <= 0 {
+				b.Fatalf("-paced-rates: %q is neither a positive rate nor max", r)
+			}
+			rate = n
+		}
+		loads = append(loads, load{"bulwark", rate}, load{"floor", rate})
+	}
+	slices.SortStableFunc(loads, func(a, b load) int { return strings.Compare(a.name, b.name) })
+	for _, bc := range loads {
 		rate := bc.rate
-		b.Run(fmt.Sprintf("%s-%d-per-s", bc.name, rate), func(b *testing.B) {
+		name := fmt.Sprintf("%s-%d-per-s", bc.name, rate)
+		if rate == 0 {
+			name = bc.name + "-closed-loop"
+		}
+		b.Run(name, func(b *testing.B) {
 			var f *stack
 			if bc.name == "floor" {
 				f = serveStack(b, fixture.PassProcessor{}) // no work: gRPC and this machine alone
@@ -260,7 +285,10 @@ func BenchmarkRequestPhase4KiBPaced(b *testing.B) {
 			hm := extproc.EnvoyHeaders(map[string]string{":method": "POST", ":path": "/v1/chat/completions", ":authority": "api.example.com",
 				"authorization": "Bearer " + f.key, "content-type": "application/json", "content-length": fmt.Sprint(len(body))})
 			const streams = 8
-			interval := time.Duration(streams) * time.Second / time.Duration(rate)
+			var interval time.Duration // closed loop: every exchange is due at once
+			if rate > 0 {
+				interval = time.Duration(streams) * time.Second / time.Duration(rate)
+			}
 			per := max(b.N/streams, 1)
 			lat := make([][]time.Duration, streams)
 			var wg sync.WaitGroup
