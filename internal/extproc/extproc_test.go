@@ -1,10 +1,13 @@
 package extproc_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"runtime"
 	"slices"
@@ -18,7 +21,9 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
@@ -42,6 +47,12 @@ type stack struct {
 }
 
 func newStack(tb testing.TB, opts extproc.Options) *stack {
+	tb.Helper()
+	return newLoggedStack(tb, opts, nil)
+}
+
+// newLoggedStack is newStack with the adapter logging to logger.
+func newLoggedStack(tb testing.TB, opts extproc.Options, logger *slog.Logger) *stack {
 	tb.Helper()
 	auth, keys, _ := fixture.Authenticator(tb, pepper, fixture.Key{ID: "app", Roles: []string{"user"}, Tenant: "acme"})
 	key := keys["app"]
@@ -67,7 +78,7 @@ func newStack(tb testing.TB, opts extproc.Options) *stack {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	f := serveStack(tb, extproc.New(pipe, scanner, limiter, opts, nil, m))
+	f := serveStack(tb, extproc.New(pipe, scanner, limiter, opts, logger, m))
 	f.key = key
 	return f
 }
@@ -141,6 +152,58 @@ func TestModes(t *testing.T) {
 				t.Fatalf("modes %v/%v, want %v/%v", res.RequestBodyMode, res.ResponseBodyMode, tc.wantReq, tc.wantRes)
 			}
 		})
+	}
+}
+
+// TestUnsupportedBodyModesRefused: a filter configured with a body mode
+// Bulwark does not speak (announced in protocol_config on the stream's
+// first message) gets the stream closed with FAILED_PRECONDITION naming the
+// setting, before any decision; the misconfiguration is logged once, not
+// once per request. The modes Bulwark handles pass.
+func TestUnsupportedBodyModesRefused(t *testing.T) {
+	var logs bytes.Buffer
+	f := newLoggedStack(t, extproc.Options{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	ctx := context.Background()
+	req := f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	answer := jsonAnswer(`{"choices":[]}`)
+	cases := []struct {
+		name      string
+		mode      *filterv3.ProcessingMode
+		wantError string // empty: the exchange completes
+	}{
+		{"request body full duplex", &filterv3.ProcessingMode{RequestBodyMode: filterv3.ProcessingMode_FULL_DUPLEX_STREAMED},
+			"processing_mode.request_body_mode is FULL_DUPLEX_STREAMED"},
+		{"response body full duplex", &filterv3.ProcessingMode{ResponseBodyMode: filterv3.ProcessingMode_FULL_DUPLEX_STREAMED},
+			"processing_mode.response_body_mode is FULL_DUPLEX_STREAMED"},
+		{"request body grpc", &filterv3.ProcessingMode{RequestBodyMode: filterv3.ProcessingMode_GRPC},
+			"processing_mode.request_body_mode is GRPC"},
+		{"a mode newer than Bulwark", &filterv3.ProcessingMode{ResponseBodyMode: 42},
+			"processing_mode.response_body_mode is 42"},
+		{"defaults", nil, ""},
+		{"request body streamed", &filterv3.ProcessingMode{RequestBodyMode: filterv3.ProcessingMode_STREAMED}, ""},
+		{"request body buffered partial", &filterv3.ProcessingMode{RequestBodyMode: filterv3.ProcessingMode_BUFFERED_PARTIAL}, ""},
+		{"bodies buffered", &filterv3.ProcessingMode{RequestBodyMode: filterv3.ProcessingMode_BUFFERED,
+			ResponseBodyMode: filterv3.ProcessingMode_BUFFERED}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := envoysim.Run(ctx, f.client, envoysim.Filter{Mode: tc.mode, AllowModeOverride: true}, req, answer)
+			if tc.wantError == "" {
+				if err != nil || res.Immediate != nil {
+					t.Fatalf("supported mode refused: %v %+v", err, res)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("unsupported mode answered: %+v", res)
+			}
+			if st, _ := status.FromError(errors.Unwrap(err)); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), tc.wantError) {
+				t.Fatalf("error %v, want FailedPrecondition with %q", err, tc.wantError)
+			}
+		})
+	}
+	if n := strings.Count(logs.String(), "unsupported filter configuration"); n != 1 {
+		t.Fatalf("misconfiguration logged %d times, want once:\n%s", n, logs.String())
 	}
 }
 

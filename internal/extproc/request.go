@@ -71,6 +71,11 @@ func (s *Server) newExchange() *exchange {
 // handle answers one message with exactly one response (nil in
 // observability mode, where Envoy expects none).
 func (x *exchange) handle(ctx context.Context, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	if pc := req.GetProtocolConfig(); pc != nil { // only on the stream's first message
+		if err := x.s.checkProtocol(pc); err != nil {
+			return nil, err
+		}
+	}
 	var resp *extprocv3.ProcessingResponse
 	var err error
 	switch r := req.GetRequest().(type) {

@@ -20,7 +20,9 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -118,6 +120,8 @@ type Server struct {
 	roles     map[string]bool
 	logger    *slog.Logger
 	metrics   *metrics
+	// warnedProtocol: an unsupported filter configuration was logged.
+	warnedProtocol atomic.Bool
 }
 
 // New returns a Server. scanner finds what redaction removes (nil: nothing
@@ -182,9 +186,12 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 // grpcError is the one place a failure to decide becomes a gRPC status.
 func grpcError(ctx context.Context, err error) error {
 	var pe *protocolError
+	var ue *unsupportedError
 	switch {
 	case errors.As(err, &pe):
 		return status.Error(codes.InvalidArgument, pe.msg)
+	case errors.As(err, &ue):
+		return status.Error(codes.FailedPrecondition, ue.msg)
 	case errors.Is(ctx.Err(), context.Canceled):
 		return status.Error(codes.Canceled, "caller cancelled the exchange")
 	case errors.Is(err, context.DeadlineExceeded):
@@ -193,6 +200,40 @@ func grpcError(ctx context.Context, err error) error {
 		return status.Error(codes.Unavailable, "decision could not be made")
 	}
 }
+
+// checkProtocol refuses the exchange when the filter is configured with a
+// body mode Bulwark does not speak. In FULL_DUPLEX_STREAMED (and GRPC) mode
+// Envoy expects streamed_response answers on its own schedule and ignores
+// mode_override, so Bulwark could neither choose its modes nor hold back a
+// body it has not decided on: closing the stream is what Envoy's protocol
+// says a server should do with a configuration it does not support, and
+// Envoy then fails the request (500, or lets it through if the operator
+// set failure_mode_allow). The first refusal is logged; every one counts
+// as an "error" exchange.
+func (s *Server) checkProtocol(pc *extprocv3.ProtocolConfiguration) error {
+	for _, m := range []struct {
+		body string
+		mode filterv3.ProcessingMode_BodySendMode
+	}{{"request_body_mode", pc.GetRequestBodyMode()}, {"response_body_mode", pc.GetResponseBodyMode()}} {
+		switch m.mode {
+		case filterv3.ProcessingMode_NONE, filterv3.ProcessingMode_STREAMED,
+			filterv3.ProcessingMode_BUFFERED, filterv3.ProcessingMode_BUFFERED_PARTIAL:
+			continue
+		}
+		err := &unsupportedError{msg: fmt.Sprintf("the ext_proc filter's processing_mode.%s is %v, which Bulwark does not support: "+
+			"leave it NONE with allow_mode_override: true (Bulwark picks the modes), or use STREAMED, BUFFERED or BUFFERED_PARTIAL", m.body, m.mode)}
+		if s.warnedProtocol.CompareAndSwap(false, true) {
+			s.logger.Error("refusing ext_proc exchanges: unsupported filter configuration (logged once)", "error", err.msg)
+		}
+		return err
+	}
+	return nil
+}
+
+// unsupportedError is a filter configuration Bulwark cannot serve.
+type unsupportedError struct{ msg string }
+
+func (e *unsupportedError) Error() string { return e.msg }
 
 // protocolError is a message Envoy would never send in this state: the
 // exchange cannot continue.

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -19,6 +20,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/bulwark-ai/bulwark/test/envoysim"
@@ -528,6 +531,33 @@ func TestExtProcProtocolErrors(t *testing.T) {
 		if _, err := st.Recv(); err == nil {
 			t.Fatalf("out-of-order %T answered", req.GetRequest())
 		}
+	}
+}
+
+// TestExtProcFullDuplexRefused: a filter configured with a full-duplex body
+// mode (announced in protocol_config) gets the stream closed with
+// FAILED_PRECONDITION, which Envoy turns into a 500 for the client, and the
+// binary logs the misconfiguration once however many requests hit it.
+func TestExtProcFullDuplexRefused(t *testing.T) {
+	p, key := llmProc(t)
+	f := envoysim.Filter{Mode: &filterv3.ProcessingMode{ResponseBodyMode: filterv3.ProcessingMode_FULL_DUPLEX_STREAMED}, AllowModeOverride: true}
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		res, err := envoysim.Run(ctx, p.ExtProc(), f, chatRequest(key, "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`),
+			jsonUpstream(`{"choices":[]}`))
+		cancel()
+		if err == nil {
+			t.Fatalf("full-duplex exchange answered: %+v", res)
+		}
+		if status.Code(errors.Unwrap(err)) != codes.FailedPrecondition || !strings.Contains(err.Error(), "response_body_mode is FULL_DUPLEX_STREAMED") {
+			t.Fatalf("error %v, want FailedPrecondition naming the setting", err)
+		}
+	}
+	eventually(t, 5*time.Second, "the misconfiguration logged", func() bool {
+		return strings.Contains(p.Logs(), "unsupported filter configuration")
+	})
+	if n := strings.Count(p.Logs(), "unsupported filter configuration"); n != 1 {
+		t.Fatalf("logged %d times, want once", n)
 	}
 }
 

@@ -94,6 +94,13 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 	if f.Mode != nil {
 		mode = cloneMode(f.Mode)
 	}
+	// Envoy encodes its configured body modes (protocol_config) in the
+	// stream's first message only, whichever message that is.
+	pc := &extprocv3.ProtocolConfiguration{RequestBodyMode: mode.RequestBodyMode, ResponseBodyMode: mode.ResponseBodyMode}
+	send := func(r *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+		r.ProtocolConfig, pc = pc, nil
+		return exchange(stream, r)
+	}
 	res := &Result{}
 	headers := map[string]string{
 		":method": req.Method, ":path": req.Path, ":authority": "api.example.com", ":scheme": "https",
@@ -111,7 +118,7 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 
 	// Request headers (SEND unless configured SKIP).
 	if mode.RequestHeaderMode != filterv3.ProcessingMode_SKIP {
-		resp, err := exchange(stream, &extprocv3.ProcessingRequest{
+		resp, err := send(&extprocv3.ProcessingRequest{
 			Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
 				Headers: extproc.EnvoyHeaders(headers), EndOfStream: len(body) == 0}},
 			MetadataContext: req.Metadata,
@@ -129,7 +136,7 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 		if err := applyHeaders(headers, hr.GetResponse().GetHeaderMutation()); err != nil {
 			return nil, err
 		}
-		if resp.GetModeOverride() != nil && f.AllowModeOverride {
+		if resp.GetModeOverride() != nil && f.AllowModeOverride && !fullDuplex(mode) {
 			mode = cloneMode(resp.GetModeOverride())
 		}
 	}
@@ -139,7 +146,7 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 	if len(body) > 0 {
 		switch mode.RequestBodyMode {
 		case filterv3.ProcessingMode_BUFFERED:
-			resp, err := exchange(stream, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+			resp, err := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
 				RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}})
 			if err != nil {
 				return nil, err
@@ -182,7 +189,7 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 	}
 	hasBody := len(whole) > 0
 	if mode.ResponseHeaderMode != filterv3.ProcessingMode_SKIP {
-		resp, err := exchange(stream, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
+		resp, err := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
 			ResponseHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(rh), EndOfStream: !hasBody}}})
 		if err != nil {
 			return nil, err
@@ -197,7 +204,7 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 		if err := applyHeaders(rh, hr.GetResponse().GetHeaderMutation()); err != nil {
 			return nil, err
 		}
-		if resp.GetModeOverride() != nil && f.AllowModeOverride {
+		if resp.GetModeOverride() != nil && f.AllowModeOverride && !fullDuplex(mode) {
 			m := resp.GetModeOverride()
 			mode.ResponseBodyMode = m.GetResponseBodyMode()
 			mode.ResponseTrailerMode = m.GetResponseTrailerMode()
@@ -209,7 +216,7 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 	switch {
 	case !hasBody:
 	case mode.ResponseBodyMode == filterv3.ProcessingMode_BUFFERED:
-		resp, err := exchange(stream, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
+		resp, err := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
 			ResponseBody: &extprocv3.HttpBody{Body: whole, EndOfStream: true}}})
 		if err != nil {
 			return nil, err
@@ -234,7 +241,7 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 	case mode.ResponseBodyMode == filterv3.ProcessingMode_STREAMED:
 		delete(rh, "content-length") // Envoy removes it in STREAMED mode
 		for i, c := range up.Chunks {
-			resp, err := exchange(stream, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
+			resp, err := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
 				ResponseBody: &extprocv3.HttpBody{Body: c, EndOfStream: i == len(up.Chunks)-1}}})
 			if err != nil {
 				return nil, err
@@ -327,6 +334,13 @@ func applyBody(body []byte, m *extprocv3.BodyMutation) ([]byte, bool) {
 		}
 	}
 	return body, false
+}
+
+// fullDuplex: Envoy does not support mode_override when a body mode is
+// configured FULL_DUPLEX_STREAMED.
+func fullDuplex(m *filterv3.ProcessingMode) bool {
+	return m.GetRequestBodyMode() == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED ||
+		m.GetResponseBodyMode() == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED
 }
 
 func cloneMode(m *filterv3.ProcessingMode) *filterv3.ProcessingMode {
