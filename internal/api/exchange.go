@@ -29,10 +29,6 @@ const (
 	phaseResponseBodyChunk = string(pipeline.PhaseResponseBodyChunk)
 )
 
-// extprocAttributes is the attribute namespace Envoy's ext_proc filter
-// sends connection attributes under (request_attributes).
-const extprocAttributes = "envoy.filters.http.ext_proc"
-
 // exchange drives one extproc.Exchange the way Envoy's filter does (as
 // test/envoysim plays it against a real server): messages in Envoy's order,
 // exactly one answer each, mode_override honoured, header and body
@@ -336,15 +332,15 @@ func requestHeaders(c caller, r httpRequest) map[string]string {
 func attributes(c caller) map[string]*structpb.Struct {
 	f := map[string]*structpb.Value{}
 	if c.peerPrincipal != "" {
-		f["source.principal"] = structpb.NewStringValue(c.peerPrincipal)
+		f[extproc.AttrPeerURISAN] = structpb.NewStringValue(c.peerPrincipal)
 	}
 	if c.peerAddress != "" {
-		f["source.address"] = structpb.NewStringValue(c.peerAddress)
+		f[extproc.AttrSourceAddress] = structpb.NewStringValue(c.peerAddress)
 	}
 	if len(f) == 0 {
 		return nil
 	}
-	return map[string]*structpb.Struct{extprocAttributes: {Fields: f}}
+	return map[string]*structpb.Struct{extproc.AttributesNamespace: {Fields: f}}
 }
 
 // applyBody applies a body mutation as Envoy does.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/identity"
@@ -522,17 +524,48 @@ func checkRequest(req *extprocv3.ProcessingRequest, h map[string]string) *authv3
 	}
 	// Envoy sends the connection's attributes only when the filter lists
 	// them in request_attributes.
-	if a := req.GetAttributes()["envoy.filters.http.ext_proc"]; a != nil {
-		src := &authv3.AttributeContext_Peer{Principal: a.GetFields()["source.principal"].GetStringValue()}
-		if addr := a.GetFields()["source.address"].GetStringValue(); addr != "" {
-			host, port, _ := strings.Cut(addr, ":")
-			p, _ := strconv.ParseUint(port, 10, 32)
-			src.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}}
-		}
-		attrs.Source = src
+	if a := req.GetAttributes()[AttributesNamespace]; a != nil {
+		attrs.Source = connectionPeer(a.GetFields())
 	}
 	return &authv3.CheckRequest{Attributes: attrs}
+}
+
+// The connection attributes Bulwark reads, keyed by the name Envoy's
+// ext_proc filter sends them under when its request_attributes list them
+// (Envoy's attribute vocabulary; there is no peer "principal" attribute).
+const (
+	AttributesNamespace = "envoy.filters.http.ext_proc"
+	AttrSourceAddress   = "source.address"
+	AttrSourcePort      = "source.port"
+	AttrPeerURISAN      = "connection.uri_san_peer_certificate"
+	AttrPeerSubject     = "connection.subject_peer_certificate"
+)
+
+// connectionPeer builds ext_authz's attributes.source from Envoy's
+// connection attributes, so an mTLS peer is the same principal through
+// either door: ext_authz names the peer by its certificate's URI SAN (a
+// SPIFFE ID under Istio), or by its subject when it has none.
+// source.address is "host:port", with IPv6 hosts in brackets.
+func connectionPeer(f map[string]*structpb.Value) *authv3.AttributeContext_Peer {
+	peer := &authv3.AttributeContext_Peer{Principal: f[AttrPeerURISAN].GetStringValue()}
+	if peer.Principal == "" {
+		peer.Principal = f[AttrPeerSubject].GetStringValue()
+	}
+	addr := f[AttrSourceAddress].GetStringValue()
+	if addr == "" {
+		return peer
+	}
+	host, port := addr, uint64(0)
+	if h, p, err := net.SplitHostPort(addr); err == nil {
+		host = h
+		port, _ = strconv.ParseUint(p, 10, 16)
+	}
+	if port == 0 {
+		port = uint64(f[AttrSourcePort].GetNumberValue())
+	}
+	peer.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)}}}}
+	return peer
 }
 
 // headerMap lower-cases names and joins repeated headers with commas, as

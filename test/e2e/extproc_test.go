@@ -534,6 +534,40 @@ func TestExtProcProtocolErrors(t *testing.T) {
 	}
 }
 
+// TestExtProcMTLSPeerIdentity: ext_proc alone (no ext_authz in front) takes
+// an mTLS peer's identity from the connection attributes Envoy sends when
+// the filter lists them in request_attributes, the same principal
+// ext_authz would see, and only when the configuration trusts it.
+func TestExtProcMTLSPeerIdentity(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "bulwark.yaml")
+	writeFile(t, cfg, `trust_source_principal: true
+mtls_principals:
+  "spiffe://cluster.local/ns/batch/*":
+    roles: [user]
+    tenant: batch
+`)
+	trusting := start(t, "--config", cfg)
+	untrusting := start(t)
+	peer := chatRequest("", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	delete(peer.Headers, "authorization")
+	peer.Attributes = map[string]*structpb.Value{
+		"source.address":                      structpb.NewStringValue("[2001:db8::7]:51234"),
+		"connection.uri_san_peer_certificate": structpb.NewStringValue("spiffe://cluster.local/ns/batch/sa/worker"),
+		"connection.subject_peer_certificate": structpb.NewStringValue("CN=worker"),
+	}
+	res := run(t, trusting, envoysim.DefaultFilter, peer, jsonUpstream(`{"choices":[]}`))
+	if res.Immediate != nil || !res.UpstreamCalled {
+		t.Fatalf("trusted mTLS peer refused: %d %s", res.Status, res.Body)
+	}
+	if h := res.Upstream.Headers; h["x-bulwark-principal"] != "spiffe://cluster.local/ns/batch/sa/worker" || h["x-bulwark-tenant"] != "batch" {
+		t.Fatalf("upstream saw principal %q tenant %q", h["x-bulwark-principal"], h["x-bulwark-tenant"])
+	}
+	res = run(t, untrusting, envoysim.DefaultFilter, peer, jsonUpstream(`{"choices":[]}`))
+	if res.Immediate == nil || res.Status != 401 {
+		t.Fatalf("untrusted peer attribute accepted: %d %s", res.Status, res.Body)
+	}
+}
+
 // TestExtProcFullDuplexRefused: a filter configured with a full-duplex body
 // mode (announced in protocol_config) gets the stream closed with
 // FAILED_PRECONDITION, which Envoy turns into a 500 for the client, and the

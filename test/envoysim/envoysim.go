@@ -21,6 +21,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 )
@@ -34,6 +35,9 @@ type Request struct {
 	// Metadata is the dynamic metadata Envoy forwards (ext_authz's, when
 	// forwarding_namespaces lists it).
 	Metadata *corev3.Metadata
+	// Attributes are the connection attributes the filter's
+	// request_attributes list, sent with the request headers.
+	Attributes map[string]*structpb.Value
 }
 
 // Forwarded is what the upstream received.
@@ -122,6 +126,7 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 			Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
 				Headers: extproc.EnvoyHeaders(headers), EndOfStream: len(body) == 0}},
 			MetadataContext: req.Metadata,
+			Attributes:      attributes(req.Attributes),
 		})
 		if err != nil {
 			return nil, err
@@ -334,6 +339,13 @@ func applyBody(body []byte, m *extprocv3.BodyMutation) ([]byte, bool) {
 		}
 	}
 	return body, false
+}
+
+func attributes(f map[string]*structpb.Value) map[string]*structpb.Struct {
+	if len(f) == 0 {
+		return nil
+	}
+	return map[string]*structpb.Struct{extproc.AttributesNamespace: {Fields: f}}
 }
 
 // fullDuplex: Envoy does not support mode_override when a body mode is
