@@ -211,11 +211,13 @@ func headerOptions(hs []policy.Header, extra policy.Header) []*corev3.HeaderValu
 	return out
 }
 
-// metadata is the dynamic metadata Envoy stores under
-// envoy.filters.http.ext_authz: the policy's own, plus decision_id, and
-// dry-run markers when a deny was overridden.
-func metadata(out pipeline.Outcome) *structpb.Struct {
-	fields := make(map[string]*structpb.Value, len(out.Decision.DynamicMetadata)+3)
+// DecisionMetadata is what Envoy is told about any decision as dynamic
+// metadata, for later filters and access logs: the policy's own
+// dynamic_metadata, plus decision_id, reason, and dry-run markers when a
+// deny was overridden. ext_proc sends it per phase; ext_authz adds who
+// asked (metadata).
+func DecisionMetadata(out pipeline.Outcome) *structpb.Struct {
+	fields := make(map[string]*structpb.Value, len(out.Decision.DynamicMetadata)+7)
 	for k, v := range out.Decision.DynamicMetadata {
 		fields[k] = structValue(v)
 	}
@@ -223,7 +225,19 @@ func metadata(out pipeline.Outcome) *structpb.Struct {
 	if out.Reason != "" {
 		fields["reason"] = structpb.NewStringValue(out.Reason)
 	}
-	// Who asked, for ext_proc (via metadata forwarding) and access logs.
+	if out.DryRunDenied {
+		fields["dry_run_denied"] = structpb.NewBoolValue(true)
+		fields["dry_run_reason"] = structpb.NewStringValue(out.Reason)
+	}
+	return &structpb.Struct{Fields: fields}
+}
+
+// metadata is what ext_authz leaves under envoy.filters.http.ext_authz:
+// DecisionMetadata and who asked, which ext_proc reads back when Envoy
+// forwards the namespace to it.
+func metadata(out pipeline.Outcome) *structpb.Struct {
+	md := DecisionMetadata(out)
+	fields := md.Fields
 	if p := out.Principal; p.ID != "" {
 		fields["principal_id"] = structpb.NewStringValue(p.ID)
 		fields["principal_kind"] = structpb.NewStringValue(string(p.Kind))
@@ -238,11 +252,7 @@ func metadata(out pipeline.Outcome) *structpb.Struct {
 			fields["roles"] = structpb.NewListValue(&structpb.ListValue{Values: roles})
 		}
 	}
-	if out.DryRunDenied {
-		fields["dry_run_denied"] = structpb.NewBoolValue(true)
-		fields["dry_run_reason"] = structpb.NewStringValue(out.Reason)
-	}
-	return &structpb.Struct{Fields: fields}
+	return md
 }
 
 // structValue converts a decoded policy value (ast.JSON output, whose numbers

@@ -64,6 +64,9 @@ type exchange struct {
 	resp       *responseState
 	reconciled bool
 	outcome    string
+	// metadata holds, per phase, what the decisions made for the message
+	// being answered tell Envoy; it goes out with that answer.
+	metadata map[string]*structpb.Value
 }
 
 func (s *Server) newExchange() *exchange {
@@ -101,7 +104,13 @@ func (x *exchange) handle(ctx context.Context, req *extprocv3.ProcessingRequest)
 		return nil, err
 	}
 	if req.GetObservabilityMode() {
+		x.metadata = nil
 		return nil, nil
+	}
+	if len(x.metadata) > 0 {
+		resp.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{
+			MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: x.metadata})}}
+		x.metadata = nil
 	}
 	return resp, nil
 }
@@ -356,8 +365,18 @@ func (x *exchange) decide(ctx context.Context, phase pipeline.Phase, req pipelin
 		telemetry.Annotate(span, out, err)
 		span.End()
 	}
-	if err == nil && !out.Decision.Allowed {
-		x.outcome = "denied"
+	if err == nil {
+		if !out.Decision.Allowed {
+			x.outcome = "denied"
+		}
+		if x.metadata == nil {
+			x.metadata = make(map[string]*structpb.Value, 1)
+		}
+		md := extauthz.DecisionMetadata(out)
+		if out.Principal.ID != "" {
+			md.Fields["principal_id"] = structpb.NewStringValue(out.Principal.ID)
+		}
+		x.metadata[string(phase)] = structpb.NewStructValue(md)
 	}
 	return out, err
 }
@@ -529,6 +548,14 @@ func checkRequest(req *extprocv3.ProcessingRequest, h map[string]string) *authv3
 	}
 	return &authv3.CheckRequest{Attributes: attrs}
 }
+
+// MetadataNamespace is where ext_proc's decisions appear in Envoy's dynamic
+// metadata, one object per phase (request_headers, request_body, ...) with
+// decision_id, reason, principal_id and the policy's dynamic_metadata.
+// Envoy keeps it only when the filter's
+// metadata_options.receiving_namespaces lists it; access logs then read
+// e.g. %DYNAMIC_METADATA(bulwark:request_body:decision_id)%.
+const MetadataNamespace = "bulwark"
 
 // The connection attributes Bulwark reads, keyed by the name Envoy's
 // ext_proc filter sends them under when its request_attributes list them

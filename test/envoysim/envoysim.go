@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -70,6 +71,10 @@ type Result struct {
 	Reset   bool
 	// Modes are the body modes in force after the header responses.
 	RequestBodyMode, ResponseBodyMode filterv3.ProcessingMode_BodySendMode
+	// DynamicMetadata is what the server's answers left in the stream's
+	// dynamic metadata, per namespace (only those the filter receives),
+	// merged the way Envoy merges it: later top-level keys replace earlier.
+	DynamicMetadata map[string]*structpb.Struct
 }
 
 // Filter is the ext_proc filter's configuration that matters here.
@@ -79,6 +84,9 @@ type Filter struct {
 	Mode *filterv3.ProcessingMode
 	// AllowModeOverride mirrors allow_mode_override.
 	AllowModeOverride bool
+	// ReceivingNamespaces mirrors metadata_options.receiving_namespaces:
+	// the dynamic metadata namespaces kept from the server's answers.
+	ReceivingNamespaces []string
 }
 
 // DefaultFilter is the configuration deploy/envoy/envoy.yaml uses.
@@ -101,11 +109,15 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 	// Envoy encodes its configured body modes (protocol_config) in the
 	// stream's first message only, whichever message that is.
 	pc := &extprocv3.ProtocolConfiguration{RequestBodyMode: mode.RequestBodyMode, ResponseBodyMode: mode.ResponseBodyMode}
+	res := &Result{}
 	send := func(r *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
 		r.ProtocolConfig, pc = pc, nil
-		return exchange(stream, r)
+		resp, err := exchange(stream, r)
+		if err == nil {
+			f.keepMetadata(res, resp.GetDynamicMetadata())
+		}
+		return resp, err
 	}
-	res := &Result{}
 	headers := map[string]string{
 		":method": req.Method, ":path": req.Path, ":authority": "api.example.com", ":scheme": "https",
 		"x-request-id": "envoysim-1", "x-forwarded-proto": "https",
@@ -339,6 +351,27 @@ func applyBody(body []byte, m *extprocv3.BodyMutation) ([]byte, bool) {
 		}
 	}
 	return body, false
+}
+
+// keepMetadata merges an answer's dynamic metadata into res, for the
+// namespaces the filter receives.
+func (f Filter) keepMetadata(res *Result, md *structpb.Struct) {
+	for ns, v := range md.GetFields() {
+		if !slices.Contains(f.ReceivingNamespaces, ns) || v.GetStructValue() == nil {
+			continue
+		}
+		if res.DynamicMetadata == nil {
+			res.DynamicMetadata = map[string]*structpb.Struct{}
+		}
+		kept := res.DynamicMetadata[ns]
+		if kept == nil {
+			kept = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+			res.DynamicMetadata[ns] = kept
+		}
+		for k, x := range v.GetStructValue().GetFields() {
+			kept.Fields[k] = x
+		}
+	}
 }
 
 func attributes(f map[string]*structpb.Value) map[string]*structpb.Struct {
