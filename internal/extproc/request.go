@@ -60,6 +60,9 @@ type exchange struct {
 	llmTerm   *ast.Term
 	reserveID string
 	canary    string
+	// addedUsage: Bulwark set stream_options.include_usage, which the
+	// client did not ask for, so the usage chunk is kept from it.
+	addedUsage bool
 
 	resp       *responseState
 	reconciled bool
@@ -309,6 +312,7 @@ func (x *exchange) editRequest(body []byte, out pipeline.Outcome) ([]byte, bool,
 		x.canary = ""
 		return body, false, nil
 	}
+	x.addedUsage = e.IncludeUsage && !x.llmReq.IncludeUsage
 	x.s.metrics.redacted("request", redactions)
 	return nb, changed, nil
 }

@@ -298,6 +298,9 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 	if d.Usage != nil {
 		rs.addUsage(*d.Usage)
 	}
+	if d.UsageOnly && x.addedUsage {
+		return nil // counted; the client did not ask for it
+	}
 	if rs.red == nil && rs.literals == nil {
 		*out = append(*out, ev.Raw...) // nothing to redact or watch for
 		return nil

@@ -43,6 +43,10 @@ type Delta struct {
 	// Error means the upstream sent an error event (an OpenAI chunk with
 	// "error", an Anthropic or Responses "error" event, response.failed).
 	Error bool
+	// UsageOnly marks OpenAI's usage chunk: no choice, only usage. It is the
+	// extra chunk stream_options.include_usage asks for, which a client
+	// that did not ask may not expect (its choices array is empty).
+	UsageOnly bool
 }
 
 // eventJSON returns the trimmed data of ev, whether it is OpenAI's [DONE]
@@ -131,12 +135,14 @@ func DecodeEvent(api API, ev Event) (Delta, error) {
 
 func decodeChatChunk(d []byte) Delta {
 	var out Delta
+	choice := false
 	it := iterObject(d, 0)
 	for it.next() {
 		switch string(it.keyRaw()) {
 		case "choices":
 			ct := iterArray(d, it.v.s)
 			if ct.next() {
+				choice = true
 				readChoice(d, ct.v, &out)
 			}
 		case "usage":
@@ -147,6 +153,7 @@ func decodeChatChunk(d []byte) Delta {
 			}
 		}
 	}
+	out.UsageOnly = !choice && out.Usage != nil && !out.Error
 	return out
 }
 

@@ -475,12 +475,30 @@ func TestExtProcTokenQuotaReconciled(t *testing.T) {
 	rs := redisserver.Start(t)
 	dir := defaultPolicyDir(t, "tokens_per_day: 2000000", "tokens_per_day: 2000")
 	p, key := llmProc(t, "--policy-dir", dir, "--redis-url", "redis://"+rs.Addr)
-	body := `{"model":"gpt-4o","stream":true,"max_tokens":1500,"messages":[{"role":"user","content":"hi"}]}`
-	for i := range 3 {
+	// The first two clients did not ask for usage: Bulwark asks the model for
+	// it (to reconcile) and keeps OpenAI's usage-only chunk, whose empty
+	// choices a client not expecting it may trip on, from them. The third
+	// asked, and gets it.
+	bodies := []string{
+		`{"model":"gpt-4o","stream":true,"max_tokens":1500,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false},"max_tokens":1500,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"max_tokens":1500,"messages":[{"role":"user","content":"hi"}]}`,
+	}
+	for i, body := range bodies {
 		res := run(t, p, envoysim.DefaultFilter, chatRequest(key, "/v1/chat/completions", body),
 			sseUpstream(openAIStream([]string{"Hello", " there"}, 10, 30), []int{100}))
 		if res.Immediate != nil {
 			t.Fatalf("request %d denied (%d %s): the reservation was not reconciled", i, res.Status, res.Body)
+		}
+		if !strings.Contains(string(res.Upstream.Body), `"include_usage":true`) {
+			t.Fatalf("request %d: the model was not asked for usage: %s", i, res.Upstream.Body)
+		}
+		asked := i == 2
+		if got := strings.Contains(string(res.Body), `"completion_tokens":30`); got != asked {
+			t.Fatalf("request %d (asked for usage: %v): usage chunk delivered: %v\n%s", i, asked, got, res.Body)
+		}
+		if !strings.Contains(string(res.Body), "Hello") || !strings.HasSuffix(string(res.Body), "data: [DONE]\n\n") {
+			t.Fatalf("request %d: answer not delivered whole:\n%s", i, res.Body)
 		}
 	}
 	_, metrics := p.get(t, "/metrics")
