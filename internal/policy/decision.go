@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Header is one header (or query parameter) name/value pair. A policy may give
@@ -150,13 +151,13 @@ func decodeObject(o ast.Object) (Decision, error) {
 		d.HTTPStatus = code
 	}
 	var err error
-	if d.Headers, err = headerList(o, keyHeaders); err != nil {
+	if d.Headers, err = headerList(o, keyHeaders, true); err != nil {
 		return Decision{}, err
 	}
-	if d.ResponseHeadersToAdd, err = headerList(o, keyResponseHeadersToAdd); err != nil {
+	if d.ResponseHeadersToAdd, err = headerList(o, keyResponseHeadersToAdd, true); err != nil {
 		return Decision{}, err
 	}
-	if d.QueryParametersToSet, err = headerList(o, keyQueryParametersToSet); err != nil {
+	if d.QueryParametersToSet, err = headerList(o, keyQueryParametersToSet, false); err != nil {
 		return Decision{}, err
 	}
 	if d.RequestHeadersToRemove, err = stringList(o, keyRequestHeadersToRemove); err != nil {
@@ -247,8 +248,13 @@ func stringList(o ast.Object, key *ast.Term) ([]string, error) {
 }
 
 // headerList accepts an object whose values are strings or arrays of strings,
-// as OPA-Envoy does for headers and query parameters.
-func headerList(o ast.Object, key *ast.Term) ([]Header, error) {
+// as OPA-Envoy does for headers and query parameters. For headers (http
+// true) names and values must be ones HTTP can carry: Envoy does not check
+// what an authorization server sets unless told to (ext_authz's
+// validate_mutations), so a policy bug would otherwise reach the upstream
+// or fail the request without a reason. The value is not echoed: it may be
+// sensitive.
+func headerList(o ast.Object, key *ast.Term, http bool) ([]Header, error) {
 	t := o.Get(key)
 	if t == nil {
 		return nil, nil
@@ -268,9 +274,22 @@ func headerList(o ast.Object, key *ast.Term) ([]Header, error) {
 			bad = invalid("%s keys must be strings, found %s", key, ast.ValueName(k.Value))
 			return
 		}
+		if http && !httpguts.ValidHeaderFieldName(string(name)) {
+			bad = invalid("%s: %q is not a valid HTTP header name", key, string(name))
+			return
+		}
+		add := func(val string) {
+			if http && !httpguts.ValidHeaderFieldValue(val) {
+				if bad == nil {
+					bad = invalid("%s[%s] holds characters an HTTP header value cannot carry", key, name)
+				}
+				return
+			}
+			out = append(out, Header{Key: string(name), Value: val})
+		}
 		switch x := v.Value.(type) {
 		case ast.String:
-			out = append(out, Header{Key: string(name), Value: string(x)})
+			add(string(x))
 		case *ast.Array:
 			x.Foreach(func(e *ast.Term) {
 				s, ok := e.Value.(ast.String)
@@ -280,7 +299,7 @@ func headerList(o ast.Object, key *ast.Term) ([]Header, error) {
 					}
 					return
 				}
-				out = append(out, Header{Key: string(name), Value: string(s)})
+				add(string(s))
 			})
 		default:
 			bad = invalid("%s[%s] must be a string or an array of strings, got %s", key, name, ast.ValueName(v.Value))
