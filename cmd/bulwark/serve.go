@@ -185,16 +185,18 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		return err
 	}
 	ep := extproc.New(pipe, scanner, limiter, extproc.Options{
-		StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(),
-		Tracing:          tracing,
-		ScanRoles:        cfg.ExtProcScanRoles,
-		MaxBodyBytes:     cfg.ExtProcMaxBodyBytes,
-		StreamStep:       cfg.ExtProcStreamStep,
-		StreamLookahead:  cfg.ExtProcStreamLookahead,
-		ClampMaxTokens:   cfg.ExtProcClampMaxTokens,
-		Canary:           cfg.ExtProcCanary,
-		RedactKey:        redactKey,
-		ResponseScanner:  outScanner,
+		StripCredentials:  cfg.StripCredentials && cfg.IdentityEnabled(),
+		Tracing:           tracing,
+		ScanRoles:         cfg.ExtProcScanRoles,
+		MaxBodyBytes:      cfg.ExtProcMaxBodyBytes,
+		StreamStep:        cfg.ExtProcStreamStep,
+		StreamLookahead:   cfg.ExtProcStreamLookahead,
+		ClampMaxTokens:    cfg.ExtProcClampMaxTokens,
+		MessageTimeout:    cfg.ExtProcMessageTimeout,
+		MaxMessageTimeout: cfg.ExtProcMaxMessageTimeout,
+		Canary:            cfg.ExtProcCanary,
+		RedactKey:         redactKey,
+		ResponseScanner:   outScanner,
 	}, logger, epMetrics)
 	extprocv3.RegisterExternalProcessorServer(srv.GRPC(), ep)
 	// Bulwark's own API, on the same listener: GuardService drives ep's

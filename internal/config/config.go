@@ -159,6 +159,13 @@ type Config struct {
 	// bytes of text, a streamed answer sees.
 	ExtProcStreamStep      int `yaml:"extproc_stream_step"`
 	ExtProcStreamLookahead int `yaml:"extproc_stream_lookahead"`
+	// ExtProcMessageTimeout and ExtProcMaxMessageTimeout mirror the Envoy
+	// ext_proc filter's message_timeout and max_message_timeout: with the
+	// second set, an answer not ready after half of the first is preceded
+	// by override_message_timeout, so Envoy waits for it (0: never asks,
+	// as Envoy's default max_message_timeout disables the API).
+	ExtProcMessageTimeout    time.Duration `yaml:"extproc_message_timeout"`
+	ExtProcMaxMessageTimeout time.Duration `yaml:"extproc_max_message_timeout"`
 	// ExtProcClampMaxTokens caps the max-tokens field of LLM requests (0: off).
 	ExtProcClampMaxTokens int64 `yaml:"extproc_clamp_max_tokens"`
 	// ExtProcCanary plants a random marker in system prompts and stops
@@ -238,6 +245,7 @@ func Default() Config {
 		ExtProcMaxBodyBytes:    8 << 20,
 		ExtProcStreamStep:      64,
 		ExtProcStreamLookahead: 512,
+		ExtProcMessageTimeout:  200 * time.Millisecond,
 		GCPercent:              400,
 		AuditMaxBytes:          100 << 20,
 		AuditBuffer:            4096,
@@ -343,6 +351,13 @@ func (c Config) Validate() error {
 	}
 	if c.ExtProcStreamLookahead < 64 || c.ExtProcStreamLookahead > 1<<16 {
 		return &FieldError{"extproc_stream_lookahead", "must be in [64, 65536]"}
+	}
+	if c.ExtProcMessageTimeout <= 0 || c.ExtProcMessageTimeout > time.Hour {
+		return &FieldError{"extproc_message_timeout", "must be in (0, 1h]"}
+	}
+	if c.ExtProcMaxMessageTimeout < 0 || (c.ExtProcMaxMessageTimeout > 0 && c.ExtProcMaxMessageTimeout <= c.ExtProcMessageTimeout) ||
+		c.ExtProcMaxMessageTimeout > time.Hour {
+		return &FieldError{"extproc_max_message_timeout", "must be 0 (off) or longer than extproc_message_timeout, at most 1h"}
 	}
 	if c.ExtProcClampMaxTokens < 0 {
 		return &FieldError{"extproc_clamp_max_tokens", "must not be negative"}
@@ -533,6 +548,8 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.Var((*stringList)(&c.ExtProcScanRoles), "extproc-scan-roles", "comma-separated message roles the detectors read (empty: all)")
 	fs.IntVar(&c.ExtProcStreamStep, "extproc-stream-step", c.ExtProcStreamStep, "bytes of streamed text released at a time")
 	fs.IntVar(&c.ExtProcStreamLookahead, "extproc-stream-lookahead", c.ExtProcStreamLookahead, "bytes of streamed text held back so split findings are caught")
+	fs.DurationVar(&c.ExtProcMessageTimeout, "extproc-message-timeout", c.ExtProcMessageTimeout, "the Envoy ext_proc filter's message_timeout")
+	fs.DurationVar(&c.ExtProcMaxMessageTimeout, "extproc-max-message-timeout", c.ExtProcMaxMessageTimeout, "the filter's max_message_timeout: ask Envoy for it when an answer is slow (0: never)")
 	fs.Int64Var(&c.ExtProcClampMaxTokens, "extproc-clamp-max-tokens", c.ExtProcClampMaxTokens, "cap on LLM requests' max tokens (0: off)")
 	fs.BoolVar(&c.ExtProcCanary, "extproc-canary", c.ExtProcCanary, "plant a canary in system prompts and stop answers that leak it")
 	fs.StringVar(&c.RedactKeyFile, "redact-key-file", c.RedactKeyFile, "key for the hash redaction action (empty: random per process)")

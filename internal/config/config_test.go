@@ -126,6 +126,9 @@ func TestValidateNamesField(t *testing.T) {
 		{"alert_max_per_minute", func(c *Config) { c.AlertMaxPerMinute = 0 }},
 		{"alert_injection_burst", func(c *Config) { c.AlertInjectionBurst = -1 }},
 		{"alert_injection_window", func(c *Config) { c.AlertInjectionWindow = 0 }},
+		{"extproc_message_timeout", func(c *Config) { c.ExtProcMessageTimeout = 0 }},
+		{"extproc_max_message_timeout", func(c *Config) { c.ExtProcMaxMessageTimeout = -time.Second }},
+		{"extproc_max_message_timeout", func(c *Config) { c.ExtProcMaxMessageTimeout = c.ExtProcMessageTimeout }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.field, func(t *testing.T) {

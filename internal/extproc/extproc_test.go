@@ -54,6 +54,13 @@ func newStack(tb testing.TB, opts extproc.Options) *stack {
 // newLoggedStack is newStack with the adapter logging to logger.
 func newLoggedStack(tb testing.TB, opts extproc.Options, logger *slog.Logger) *stack {
 	tb.Helper()
+	return newWrappedStack(tb, opts, logger, nil)
+}
+
+// newWrappedStack is newLoggedStack with the real pipeline seen through
+// wrap (nil: as is), e.g. to make its decisions slower.
+func newWrappedStack(tb testing.TB, opts extproc.Options, logger *slog.Logger, wrap func(extproc.Decider) extproc.Decider) *stack {
+	tb.Helper()
 	auth, keys, _ := fixture.Authenticator(tb, pepper, fixture.Key{ID: "app", Roles: []string{"user"}, Tenant: "acme"})
 	key := keys["app"]
 	engine, err := policy.New(context.Background(), policy.Config{Embedded: fixture.Unlimited(tb), Query: "bulwark/decision"}, nil, nil)
@@ -78,7 +85,11 @@ func newLoggedStack(tb testing.TB, opts extproc.Options, logger *slog.Logger) *s
 	if err != nil {
 		tb.Fatal(err)
 	}
-	f := serveStack(tb, extproc.New(pipe, scanner, limiter, opts, logger, m))
+	var d extproc.Decider = pipe
+	if wrap != nil {
+		d = wrap(pipe)
+	}
+	f := serveStack(tb, extproc.New(d, scanner, limiter, opts, logger, m))
 	f.key = key
 	return f
 }
@@ -204,6 +215,55 @@ func TestUnsupportedBodyModesRefused(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "unsupported filter configuration"); n != 1 {
 		t.Fatalf("misconfiguration logged %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+// slowBody delays request_body decisions, as a large body or a heavy
+// policy would.
+type slowBody struct {
+	extproc.Decider
+	delay time.Duration
+}
+
+func (s slowBody) Decide(ctx context.Context, req pipeline.Request) (pipeline.Outcome, error) {
+	if req.Phase == pipeline.PhaseRequestBody {
+		time.Sleep(s.delay)
+	}
+	return s.Decider.Decide(ctx, req)
+}
+
+// TestMessageTimeoutExtended: with max_message_timeout configured, an
+// answer not ready after half of message_timeout is preceded by one
+// override_message_timeout, so Envoy waits instead of failing the request;
+// fast answers and servers without the setting send none.
+func TestMessageTimeoutExtended(t *testing.T) {
+	slow := func(d extproc.Decider) extproc.Decider { return slowBody{d, 150 * time.Millisecond} }
+	cases := []struct {
+		name          string
+		opts          extproc.Options
+		wrap          func(extproc.Decider) extproc.Decider
+		wantOverrides int
+	}{
+		{"slow body decision", extproc.Options{MessageTimeout: 100 * time.Millisecond, MaxMessageTimeout: 2 * time.Second}, slow, 1},
+		{"fast answers", extproc.Options{MessageTimeout: 2 * time.Second, MaxMessageTimeout: 5 * time.Second}, nil, 0},
+		{"not configured", extproc.Options{MessageTimeout: 100 * time.Millisecond}, slow, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newWrappedStack(t, tc.opts, nil, tc.wrap)
+			filter := envoysim.Filter{AllowModeOverride: true, MaxMessageTimeout: 2 * time.Second}
+			res, err := envoysim.Run(context.Background(), f.client, filter,
+				f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`), jsonAnswer(`{"choices":[]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Immediate != nil || !res.UpstreamCalled {
+				t.Fatalf("not forwarded: %d %s", res.Status, res.Body)
+			}
+			if res.TimeoutOverrides != tc.wantOverrides {
+				t.Fatalf("%d override_message_timeout messages, want %d", res.TimeoutOverrides, tc.wantOverrides)
+			}
+		})
 	}
 }
 

@@ -18,6 +18,7 @@ type metrics struct {
 	refused    *prometheus.CounterVec
 	reconcile  *prometheus.CounterVec
 	chunks     prometheus.Histogram
+	extended   prometheus.Counter
 }
 
 // NewMetrics registers the ext_proc series with reg (nil: unregistered).
@@ -48,9 +49,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Time to process one streamed response chunk (parse, redact, policy when findings).",
 			Buckets: []float64{.00001, .000025, .00005, .0001, .0002, .0005, .001, .0025, .01, .05},
 		}),
+		extended: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bulwark_extproc_timeout_extensions_total",
+			Help: "Messages for which Bulwark asked Envoy for more time (override_message_timeout): answers slower than half of message_timeout.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.active, m.streams, m.redactions, m.refused, m.reconcile, m.chunks} {
+		for _, c := range []prometheus.Collector{m.active, m.streams, m.redactions, m.refused, m.reconcile, m.chunks, m.extended} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("extproc: register metrics: %w", err)
 			}
@@ -96,5 +101,11 @@ func (m *metrics) reconciled(result string) {
 func (m *metrics) chunk(d time.Duration) {
 	if m != nil {
 		m.chunks.Observe(d.Seconds())
+	}
+}
+
+func (m *metrics) timeoutExtended() {
+	if m != nil {
+		m.extended.Inc()
 	}
 }

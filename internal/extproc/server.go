@@ -20,12 +20,15 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
@@ -56,6 +59,7 @@ const (
 	DefaultStreamStep      = 64
 	DefaultStreamLookahead = 512
 	DefaultMaxEventBytes   = 1 << 20
+	DefaultMessageTimeout  = 200 * time.Millisecond // Envoy's message_timeout default
 )
 
 // Options tune the adapter.
@@ -88,6 +92,14 @@ type Options struct {
 	// RedactKey keys the "hash" redaction action (HMAC-SHA256), so hashed
 	// values can be correlated but not guessed.
 	RedactKey []byte
+	// MessageTimeout and MaxMessageTimeout mirror the Envoy filter's
+	// message_timeout and max_message_timeout. When MaxMessageTimeout is
+	// set and an answer is not ready after half of MessageTimeout (a large
+	// body, a slow policy), Bulwark sends override_message_timeout with
+	// MaxMessageTimeout, so Envoy waits for the decision instead of failing
+	// the request. Zero MaxMessageTimeout (Envoy's default, which disables
+	// the API) never asks; zero MessageTimeout means Envoy's 200ms.
+	MessageTimeout, MaxMessageTimeout time.Duration
 	// ResponseScanner scans model output; nil means the request scanner.
 	// Give it one without the injection detector: the streaming redactor
 	// scans every byte several times, and output needs PII and secrets only.
@@ -106,6 +118,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxEventBytes <= 0 {
 		o.MaxEventBytes = DefaultMaxEventBytes
+	}
+	if o.MessageTimeout <= 0 {
+		o.MessageTimeout = DefaultMessageTimeout
 	}
 }
 
@@ -166,7 +181,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			}
 			return err
 		}
-		resp, err := x.handle(ctx, req)
+		resp, err := s.handleInTime(ctx, stream, x, req)
 		if err != nil {
 			x.outcome = "error"
 			return grpcError(ctx, err)
@@ -181,6 +196,35 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			return fmt.Errorf("ext_proc send: %w", err)
 		}
 	}
+}
+
+// handleInTime is x.handle, asking Envoy for more time when the answer is
+// not ready after half of its message_timeout: one
+// override_message_timeout message, sent only while the answer is still
+// being made, so it can never arrive after the answer it extends.
+func (s *Server) handleInTime(ctx context.Context, stream extprocv3.ExternalProcessor_ProcessServer, x *exchange, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	if s.opts.MaxMessageTimeout <= 0 || req.GetObservabilityMode() {
+		return x.handle(ctx, req)
+	}
+	var mu sync.Mutex
+	answered := false
+	t := time.AfterFunc(s.opts.MessageTimeout/2, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if answered {
+			return
+		}
+		err := stream.Send(&extprocv3.ProcessingResponse{OverrideMessageTimeout: durationpb.New(s.opts.MaxMessageTimeout)})
+		if err == nil {
+			s.metrics.timeoutExtended()
+		}
+	})
+	resp, err := x.handle(ctx, req)
+	t.Stop()
+	mu.Lock()
+	answered = true
+	mu.Unlock()
+	return resp, err
 }
 
 // grpcError is the one place a failure to decide becomes a gRPC status.

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -75,6 +76,9 @@ type Result struct {
 	// dynamic metadata, per namespace (only those the filter receives),
 	// merged the way Envoy merges it: later top-level keys replace earlier.
 	DynamicMetadata map[string]*structpb.Struct
+	// TimeoutOverrides counts the override_message_timeout messages the
+	// server sent (each before the answer it extended).
+	TimeoutOverrides int
 }
 
 // Filter is the ext_proc filter's configuration that matters here.
@@ -87,6 +91,9 @@ type Filter struct {
 	// ReceivingNamespaces mirrors metadata_options.receiving_namespaces:
 	// the dynamic metadata namespaces kept from the server's answers.
 	ReceivingNamespaces []string
+	// MaxMessageTimeout mirrors max_message_timeout: zero disables
+	// override_message_timeout, so a server sending one is in error.
+	MaxMessageTimeout time.Duration
 }
 
 // DefaultFilter is the configuration deploy/envoy/envoy.yaml uses.
@@ -113,6 +120,17 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 	send := func(r *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
 		r.ProtocolConfig, pc = pc, nil
 		resp, err := exchange(stream, r)
+		if err == nil && resp.GetOverrideMessageTimeout() != nil {
+			// Envoy restarts its timer and ignores the rest of this message;
+			// the answer follows. At most once per message.
+			if err := f.checkOverride(resp); err != nil {
+				return nil, err
+			}
+			res.TimeoutOverrides++
+			if resp, err = receive(stream); err == nil && resp.GetOverrideMessageTimeout() != nil {
+				return nil, errors.New("override_message_timeout sent twice for one message")
+			}
+		}
 		if err == nil {
 			f.keepMetadata(res, resp.GetDynamicMetadata())
 		}
@@ -283,11 +301,28 @@ func Run(ctx context.Context, client extprocv3.ExternalProcessorClient, f Filter
 	return res, nil
 }
 
+// checkOverride refuses an override_message_timeout Envoy would not take.
+func (f Filter) checkOverride(resp *extprocv3.ProcessingResponse) error {
+	d := resp.GetOverrideMessageTimeout().AsDuration()
+	switch {
+	case f.MaxMessageTimeout <= 0:
+		return errors.New("override_message_timeout sent, but the filter has no max_message_timeout")
+	case d < time.Millisecond || d > f.MaxMessageTimeout:
+		return fmt.Errorf("override_message_timeout %v outside [1ms, %v]", d, f.MaxMessageTimeout)
+	}
+	return nil
+}
+
 // exchange sends one message and reads exactly one answer.
 func exchange(stream extprocv3.ExternalProcessor_ProcessClient, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
 	if err := stream.Send(req); err != nil {
 		return nil, fmt.Errorf("send: %w", err)
 	}
+	return receive(stream)
+}
+
+// receive reads one answer.
+func receive(stream extprocv3.ExternalProcessor_ProcessClient) (*extprocv3.ProcessingResponse, error) {
 	resp, err := stream.Recv()
 	if errors.Is(err, io.EOF) {
 		return nil, errors.New("server closed the stream without answering")
