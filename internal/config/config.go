@@ -41,8 +41,9 @@ type Config struct {
 	// RegoV0 parses policies written in pre-1.0 Rego syntax.
 	RegoV0 bool `yaml:"rego_v0"`
 
-	// CheckTimeout bounds one decision, OPA evaluation included, below Envoy's
-	// own 200 ms default so Bulwark answers (or fails) before Envoy gives up.
+	// CheckTimeout bounds one decision (identity, OPA evaluation, rate
+	// limits; detection runs before it) below Envoy's own 200 ms default so
+	// Bulwark answers (or fails) before Envoy gives up.
 	CheckTimeout time.Duration `yaml:"check_timeout"`
 	// DryRun computes, logs and counts decisions but always allows.
 	DryRun bool `yaml:"dry_run"`

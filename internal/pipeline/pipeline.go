@@ -76,8 +76,9 @@ var _ Evaluator = (*policy.Engine)(nil)
 
 // Config tunes the pipeline.
 type Config struct {
-	// Timeout bounds one decision. It is applied on top of any deadline the
-	// caller's context already carries; the earlier one wins.
+	// Timeout bounds one decision: identity, policy and rate limits (the
+	// detectors run before it starts). It is applied on top of any deadline
+	// the caller's context already carries; the earlier one wins.
 	Timeout time.Duration
 	// DryRun turns every deny into an allow after it has been logged and counted.
 	DryRun bool
@@ -240,26 +241,18 @@ func phaseTerm(p Phase) *ast.Term {
 // to a transport error so Envoy's failure mode applies.
 func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-
 	out := Outcome{DecisionID: p.ids.New()}
 	input := req.Input
 	if input == nil {
 		input = ast.NewObject()
 	}
-	input.Insert(keyPhase, phaseTerm(req.Phase))
-	input.Insert(keyDecisionID, ast.StringTerm(out.DecisionID))
-	if req.Principal != nil {
-		out.Principal = *req.Principal
-	} else if p.auth != nil {
-		sctx, span := p.stage(ctx, "bulwark.identity")
-		out.Principal = p.auth.Authenticate(sctx, req.Credentials)
-		end(span)
-	} else {
-		out.Principal = identity.Principal{Kind: identity.KindAnonymous}
-	}
-	input.Insert(keyPrincipal, ast.NewTerm(PrincipalValue(out.Principal)))
+	// The detectors run before the deadline starts: their time is bounded
+	// by the body size limits (tens of MB/s, no outbound call but the
+	// remote classifier's, which has its own timeout), not by Timeout,
+	// which protects against slow dependencies and policies. Inside it, the
+	// largest body ext_proc accepts (8 MiB) could time out on detection
+	// alone. Envoy's own timeouts (message_timeout, ext_authz's timeout)
+	// still bound the whole answer.
 	switch {
 	case req.Signals != nil:
 		p.metrics.signals(*req.Signals)
@@ -281,6 +274,21 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 			out.Signals = &sig
 		}
 	}
+
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	input.Insert(keyPhase, phaseTerm(req.Phase))
+	input.Insert(keyDecisionID, ast.StringTerm(out.DecisionID))
+	if req.Principal != nil {
+		out.Principal = *req.Principal
+	} else if p.auth != nil {
+		sctx, span := p.stage(ctx, "bulwark.identity")
+		out.Principal = p.auth.Authenticate(sctx, req.Credentials)
+		end(span)
+	} else {
+		out.Principal = identity.Principal{Kind: identity.KindAnonymous}
+	}
+	input.Insert(keyPrincipal, ast.NewTerm(PrincipalValue(out.Principal)))
 
 	ectx, espan := p.stage(ctx, "bulwark.policy")
 	res, err := p.eval.Evaluate(ectx, input)

@@ -9,6 +9,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/bulwark-ai/bulwark/internal/audit"
+	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
@@ -171,5 +172,31 @@ func TestAuditFilterSkipsUnwantedRecords(t *testing.T) {
 	decide(t, p, "principal") // reason anonymous
 	if len(a.got) != 1 || a.got[0].Reason != "ok" {
 		t.Fatalf("audited %+v, want only the ok decision", a.got)
+	}
+}
+
+// slowDetector takes longer than the decision deadline, as scanning the
+// largest accepted body can.
+type slowDetector struct{ d time.Duration }
+
+func (s slowDetector) Scan(string) detect.Result {
+	time.Sleep(s.d)
+	return detect.Result{}
+}
+
+// TestDetectionOutsideDeadline: the detectors' time does not count against
+// Timeout (it is bounded by body size and by Envoy's own timeouts), so a
+// large prompt is decided on instead of failing with DEADLINE_EXCEEDED;
+// the policy still runs under the deadline.
+func TestDetectionOutsideDeadline(t *testing.T) {
+	p := newPipeline(t, Config{Timeout: 20 * time.Millisecond}, true)
+	p.WithDetector(slowDetector{60 * time.Millisecond})
+	out, err := p.Decide(context.Background(), Request{Phase: PhaseRequestBody, Text: "a long prompt",
+		Input: ast.NewObject([2]*ast.Term{ast.StringTerm("case"), ast.StringTerm("two")})})
+	if err != nil {
+		t.Fatalf("decision timed out on detection time: %v", err)
+	}
+	if !out.Decision.Allowed || out.Signals == nil {
+		t.Fatalf("outcome %+v", out)
 	}
 }
