@@ -330,7 +330,20 @@ func newCanary() string {
 
 // promptText joins the text of the messages whose roles are scanned.
 func (x *exchange) promptText(r *llmapi.Request) string {
+	n, count := 0, 0
+	var only string
+	for _, m := range r.Messages {
+		if m.Content != "" && x.scanRole(m.Role) {
+			n += len(m.Content) + 1
+			count++
+			only = m.Content
+		}
+	}
+	if count <= 1 {
+		return only // no copy: a long prompt is often one message
+	}
 	var b strings.Builder
+	b.Grow(n) // one allocation, not a doubling series, for a multi-MiB prompt
 	for _, m := range r.Messages {
 		if m.Content == "" || !x.scanRole(m.Role) {
 			continue
