@@ -67,9 +67,11 @@ type exchange struct {
 	resp       *responseState
 	reconciled bool
 	outcome    string
-	// metadata holds, per phase, what the decisions made for the message
-	// being answered tell Envoy; it goes out with that answer.
-	metadata map[string]*structpb.Value
+	// metadata is what the last decision made for the message being
+	// answered tells Envoy, and metaPhase that decision's phase; it goes
+	// out with the answer. A message's decisions all share one phase.
+	metadata  *structpb.Struct
+	metaPhase pipeline.Phase
 }
 
 func (s *Server) newExchange() *exchange {
@@ -106,14 +108,15 @@ func (x *exchange) handle(ctx context.Context, req *extprocv3.ProcessingRequest)
 	if err != nil {
 		return nil, err
 	}
+	md := x.metadata
+	x.metadata = nil
 	if req.GetObservabilityMode() {
-		x.metadata = nil
 		return nil, nil
 	}
-	if len(x.metadata) > 0 {
+	if md != nil {
 		resp.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{
-			MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: x.metadata})}}
-		x.metadata = nil
+			MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+				string(x.metaPhase): structpb.NewStructValue(md)}})}}
 	}
 	return resp, nil
 }
@@ -386,14 +389,10 @@ func (x *exchange) decide(ctx context.Context, phase pipeline.Phase, req pipelin
 		if !out.Decision.Allowed {
 			x.outcome = "denied"
 		}
-		if x.metadata == nil {
-			x.metadata = make(map[string]*structpb.Value, 1)
-		}
-		md := extauthz.DecisionMetadata(out)
+		x.metadata, x.metaPhase = extauthz.DecisionMetadata(out), phase
 		if out.Principal.ID != "" {
-			md.Fields["principal_id"] = structpb.NewStringValue(out.Principal.ID)
+			x.metadata.Fields["principal_id"] = structpb.NewStringValue(out.Principal.ID)
 		}
-		x.metadata[string(phase)] = structpb.NewStructValue(md)
 	}
 	return out, err
 }
