@@ -464,9 +464,21 @@ func TestServerOverloadHealth(t *testing.T) {
 	close(release)
 }
 
-// serveForTest listens and serves s (its services registered) until the
-// test ends or cancel is called, and connects a plaintext client to it.
+// serveForTest serves s (startServing) and connects a plaintext client.
 func serveForTest(t *testing.T, s *Server) (context.Context, context.CancelFunc, *grpc.ClientConn) {
+	t.Helper()
+	ctx, cancel := startServing(t, s)
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return ctx, cancel, conn
+}
+
+// startServing listens and serves s (its services registered) until the
+// test ends or cancel is called.
+func startServing(t *testing.T, s *Server) (context.Context, context.CancelFunc) {
 	t.Helper()
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
@@ -475,12 +487,7 @@ func serveForTest(t *testing.T, s *Server) (context.Context, context.CancelFunc,
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return ctx, cancel, conn
+	return ctx, cancel
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

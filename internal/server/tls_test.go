@@ -224,13 +224,7 @@ func TestServerMTLS(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := New(Config{GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", MaxRecvMsgBytes: 1 << 20, MaxSendMsgBytes: 1 << 20,
 		MaxConcurrentStreams: 10, ShutdownGrace: time.Second, TLS: files}, nil, reg)
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	startServing(t, s)
 
 	otherCA := fixture.NewCA(t)
 	cases := []struct {

@@ -557,14 +557,7 @@ func TestExtProcProtocolErrors(t *testing.T) {
 // the filter lists them in request_attributes, the same principal
 // ext_authz would see, and only when the configuration trusts it.
 func TestExtProcMTLSPeerIdentity(t *testing.T) {
-	cfg := filepath.Join(t.TempDir(), "bulwark.yaml")
-	writeFile(t, cfg, `trust_source_principal: true
-mtls_principals:
-  "spiffe://cluster.local/ns/batch/*":
-    roles: [user]
-    tenant: batch
-`)
-	trusting := start(t, "--config", cfg)
+	trusting := start(t, "--config", mtlsConfig(t))
 	untrusting := start(t)
 	peer := chatRequest("", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
 	delete(peer.Headers, "authorization")

@@ -336,9 +336,11 @@ func TestRedisRevocationReachesEveryReplica(t *testing.T) {
 	t.Logf("revocation visible on both replicas after %v", time.Since(revokedAt))
 }
 
-// mTLS peers: Envoy's verified peer identity is a principal only when the
-// configuration trusts it; roles and tenant come from mtls_principals.
-func TestMTLSPeerIdentity(t *testing.T) {
+// mtlsConfig writes a config file that trusts Envoy's verified peer
+// identity and gives peers under spiffe://cluster.local/ns/batch/ the role
+// user and the tenant batch.
+func mtlsConfig(t *testing.T) string {
+	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "bulwark.yaml")
 	writeFile(t, cfg, `trust_source_principal: true
 mtls_principals:
@@ -346,7 +348,13 @@ mtls_principals:
     roles: [user]
     tenant: batch
 `)
-	p := start(t, "--config", cfg)
+	return cfg
+}
+
+// mTLS peers: Envoy's verified peer identity is a principal only when the
+// configuration trusts it; roles and tenant come from mtls_principals.
+func TestMTLSPeerIdentity(t *testing.T) {
+	p := start(t, "--config", mtlsConfig(t))
 	peer := func(principal string) extauthz.HTTPRequest {
 		r := chat(nil)
 		r.SourcePrincipal = principal
