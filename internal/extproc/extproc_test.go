@@ -49,18 +49,13 @@ type stack struct {
 
 func newStack(tb testing.TB, opts extproc.Options) *stack {
 	tb.Helper()
-	return newLoggedStack(tb, opts, nil)
+	return newStackWith(tb, opts, nil, nil)
 }
 
-// newLoggedStack is newStack with the adapter logging to logger.
-func newLoggedStack(tb testing.TB, opts extproc.Options, logger *slog.Logger) *stack {
-	tb.Helper()
-	return newWrappedStack(tb, opts, logger, nil)
-}
-
-// newWrappedStack is newLoggedStack with the real pipeline seen through
-// wrap (nil: as is), e.g. to make its decisions slower.
-func newWrappedStack(tb testing.TB, opts extproc.Options, logger *slog.Logger, wrap func(extproc.Decider) extproc.Decider) *stack {
+// newStackWith is newStack with the adapter logging to logger (nil: nowhere)
+// and the real pipeline seen through wrap (nil: as is), e.g. to make its
+// decisions slower.
+func newStackWith(tb testing.TB, opts extproc.Options, logger *slog.Logger, wrap func(extproc.Decider) extproc.Decider) *stack {
 	tb.Helper()
 	auth, keys, _ := fixture.Authenticator(tb, pepper, fixture.Key{ID: "app", Roles: []string{"user"}, Tenant: "acme"})
 	key := keys["app"]
@@ -174,7 +169,7 @@ func TestModes(t *testing.T) {
 // once per request. The modes Bulwark handles pass.
 func TestUnsupportedBodyModesRefused(t *testing.T) {
 	var logs bytes.Buffer
-	f := newLoggedStack(t, extproc.Options{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	f := newStackWith(t, extproc.Options{}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	ctx := context.Background()
 	req := f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
 	answer := jsonAnswer(`{"choices":[]}`)
@@ -251,7 +246,7 @@ func TestMessageTimeoutExtended(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newWrappedStack(t, tc.opts, nil, tc.wrap)
+			f := newStackWith(t, tc.opts, nil, tc.wrap)
 			filter := envoysim.Filter{AllowModeOverride: true, MaxMessageTimeout: 2 * time.Second}
 			res, err := envoysim.Run(context.Background(), f.client, filter,
 				f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`), jsonAnswer(`{"choices":[]}`))
@@ -288,7 +283,7 @@ func (c *countingDecider) Decide(ctx context.Context, req pipeline.Request) (pip
 // (counted, audited), here denying an injection it cannot stop.
 func TestObservabilityMode(t *testing.T) {
 	counter := &countingDecider{}
-	f := newWrappedStack(t, extproc.Options{}, nil, func(d extproc.Decider) extproc.Decider {
+	f := newStackWith(t, extproc.Options{}, nil, func(d extproc.Decider) extproc.Decider {
 		counter.Decider = d
 		return counter
 	})
