@@ -192,7 +192,7 @@ func (a *Admin) selectLimits(s *bulwarkv1.QuotaSubject, name string, details map
 	if a.quotas == nil {
 		return nil, status.Error(codes.Unimplemented, "no rate limiter configured")
 	}
-	var match func(key string) bool
+	var match func(l ratelimit.Limit) bool
 	switch k := s.GetKind().(type) {
 	case *bulwarkv1.QuotaSubject_Principal:
 		id := k.Principal
@@ -200,21 +200,21 @@ func (a *Admin) selectLimits(s *bulwarkv1.QuotaSubject, name string, details map
 			return nil, err
 		}
 		details["principal"] = id
-		match = func(key string) bool { return key == id || key == "{"+id+"}" || strings.HasSuffix(key, "}:"+id) }
+		match = func(l ratelimit.Limit) bool { return l.Principal == id }
 	case *bulwarkv1.QuotaSubject_Tenant:
 		t := k.Tenant
 		if err := validSubject("subject.tenant", t); err != nil {
 			return nil, err
 		}
 		details["tenant"] = t
-		match = func(key string) bool { return key == t || strings.HasPrefix(key, "{"+t+"}") }
+		match = func(l ratelimit.Limit) bool { return l.Tenant == t }
 	default:
 		return nil, invalid("subject", "set principal or tenant")
 	}
 	if name != "" {
 		details["limit_name"] = name
 	}
-	return a.quotas.Known(func(l ratelimit.Limit) bool { return (name == "" || l.Name == name) && match(l.Key) }), nil
+	return a.quotas.Known(func(l ratelimit.Limit) bool { return (name == "" || l.Name == name) && match(l) }), nil
 }
 
 func validSubject(field, v string) error {
@@ -236,7 +236,7 @@ func (a *Admin) peek(ctx context.Context, limits []ratelimit.Limit) ([]*bulwarkv
 	}
 	out := make([]*bulwarkv1.QuotaCounter, len(states))
 	for i, s := range states {
-		out[i] = &bulwarkv1.QuotaCounter{Name: s.Name, Key: s.Key, Limit: s.Limit, Period: durationpb.New(s.Period),
+		out[i] = &bulwarkv1.QuotaCounter{Name: s.Name, Key: s.SubjectKey(), Limit: s.Limit, Period: durationpb.New(s.Period),
 			Remaining: s.Remaining, ResetAfter: durationpb.New(s.Reset), Shadow: s.Shadow}
 	}
 	return out, nil

@@ -23,7 +23,7 @@ func (p *Pipeline) checkLimits(ctx context.Context, out *Outcome) error {
 	}
 	limits := make([]ratelimit.Limit, len(out.Decision.Limits))
 	for i, l := range out.Decision.Limits {
-		limits[i] = ratelimit.Limit{Name: l.Name, Key: l.Key, Limit: l.Limit, Period: l.Period, Cost: l.Cost,
+		limits[i] = ratelimit.Limit{Name: l.Name, Tenant: l.Tenant, Principal: l.Principal, Key: l.Key, Limit: l.Limit, Period: l.Period, Cost: l.Cost,
 			Estimated: l.Estimated, Shadow: l.Shadow, FailureMode: ratelimit.FailureMode(l.FailureMode)}
 	}
 	res, err := p.limiter.Check(ctx, out.DecisionID, limits)

@@ -67,9 +67,16 @@ type RedactRule struct {
 type Limit struct {
 	// Name identifies the limit in headers and metrics ("rpm", "tokens_per_day").
 	Name string
-	// Key is whose counter it is (a principal, a tenant); keys of one
-	// request must share a Redis hash tag, e.g. "{acme}:alice" and "{acme}".
-	Key string
+	// Tenant, Principal and Key say whose counter it is; at least one is
+	// set. Bulwark builds the counter key from them, typed and escaped, so a
+	// principal can never count against a tenant of the same name. The first
+	// one set places the counter in Redis (its Cluster hash slot), so the
+	// limits of one request start with the same one: a tenant's quota and
+	// its principals' rates all set Tenant. Key is an opaque extra dimension
+	// (a model, a route); braces in it have no special meaning.
+	Tenant    string
+	Principal string
+	Key       string
 	// Limit units are allowed per Period.
 	Limit  int64
 	Period time.Duration
@@ -308,8 +315,8 @@ func headerList(o ast.Object, key *ast.Term, http bool) ([]Header, error) {
 	return out, bad
 }
 
-// decodeLimits reads `limits: [{name, key, limit, period, cost, estimated,
-// shadow, failure_mode}]`. period is a duration string ("1m", "24h") or a
+// decodeLimits reads `limits: [{name, tenant, principal, key, limit, period,
+// cost, estimated, shadow, failure_mode}]`. period is a duration string ("1m", "24h") or a
 // number of seconds.
 func decodeLimits(t *ast.Term) ([]Limit, error) {
 	if t == nil {
@@ -332,16 +339,16 @@ func decodeLimits(t *ast.Term) ([]Limit, error) {
 		}
 		var l Limit
 		var err error
-		if l.Name, err = optString(o, keyLimitName); err == nil {
-			if l.Key, err = optString(o, keyLimitKey); err == nil {
-				l.FailureMode, err = optString(o, keyLimitFailureMode)
+		for _, f := range []struct {
+			key *ast.Term
+			dst *string
+		}{{keyLimitName, &l.Name}, {keyLimitTenant, &l.Tenant}, {keyLimitPrincipal, &l.Principal}, {keyLimitKey, &l.Key}, {keyLimitFailureMode, &l.FailureMode}} {
+			if *f.dst, err = optString(o, f.key); err != nil {
+				return nil, invalid(`"limits"[%d]: %v`, i, err)
 			}
 		}
-		if err != nil {
-			return nil, invalid(`"limits"[%d]: %v`, i, err)
-		}
-		if l.Name == "" || l.Key == "" {
-			return nil, invalid(`"limits"[%d] needs a name and a key`, i)
+		if l.Name == "" || l.Tenant == "" && l.Principal == "" && l.Key == "" {
+			return nil, invalid(`"limits"[%d] needs a name and a tenant, principal or key`, i)
 		}
 		if l.Limit, err = intField(o, keyLimitLimit, 0); err != nil || l.Limit <= 0 {
 			return nil, invalid(`"limits"[%d].limit must be a positive integer`, i)
@@ -382,6 +389,8 @@ func decodeLimits(t *ast.Term) ([]Limit, error) {
 var (
 	keyLimitName        = ast.StringTerm("name")
 	keyLimitKey         = ast.StringTerm("key")
+	keyLimitTenant      = ast.StringTerm("tenant")
+	keyLimitPrincipal   = ast.StringTerm("principal")
 	keyLimitFailureMode = ast.StringTerm("failure_mode")
 	keyLimitLimit       = ast.StringTerm("limit")
 	keyLimitCost        = ast.StringTerm("cost")

@@ -15,12 +15,18 @@ type Limit struct {
 	// Name identifies the limit (e.g. "requests_per_minute"). It is part of
 	// the counter's identity, the metric label and the header policy name.
 	Name string
-	// Key is whose usage is counted (e.g. a principal or tenant id). The
-	// counter is (Name, Key). Every limit of one request must map to the same
-	// Redis Cluster hash tag, see the package comment: a Key with no braces is
-	// its own tag ("alice" → "{alice}"); a Key that contains "{tag}" uses that
-	// tag ("{acme}:alice" counts alice inside tenant acme's slot).
-	Key string
+	// Tenant, Principal and Key say whose usage is counted: the counter is
+	// (Tenant, Principal, Key, Name), and at least one of the three is set.
+	// A tenant's quota sets Tenant; a principal's rate sets Principal and, if
+	// it has one, its Tenant; Key is an opaque policy-defined dimension (a
+	// model, a route). The first one set is the Redis Cluster hash tag, so
+	// every limit of one request must start with the same one (the tenant's
+	// limits and its principals' share the tenant's slot). They are typed
+	// and escaped in the counter key (key.go): a principal named like a
+	// tenant never shares its counters.
+	Tenant    string
+	Principal string
+	Key       string
 	// Limit is how many units (requests or tokens) Period allows, and also the
 	// burst: a fresh key admits Limit units at once.
 	Limit int64
@@ -48,9 +54,9 @@ func (l Limit) cost() int64 {
 func (l Limit) validate() error {
 	switch {
 	case l.Name == "":
-		return invalidf("limit with key %q has no name", l.Key)
-	case l.Key == "":
-		return invalidf("limit %q has no key", l.Name)
+		return invalidf("limit of %s has no name", l.SubjectKey())
+	case l.Tenant == "" && l.Principal == "" && l.Key == "":
+		return invalidf("limit %q has no tenant, principal or key", l.Name)
 	case l.Limit <= 0:
 		return invalidf("limit %q: limit %d must be > 0", l.Name, l.Limit)
 	case l.Period < time.Microsecond:
@@ -59,50 +65,19 @@ func (l Limit) validate() error {
 		return invalidf("limit %q: cost %d must be >= 0", l.Name, l.Cost)
 	case !l.FailureMode.valid():
 		return invalidf("limit %q: failure mode %q", l.Name, l.FailureMode)
-	case strings.ContainsAny(l.Name, "{}"):
-		return invalidf("limit %q: name must not contain '{' or '}'", l.Name)
-	}
-	if strings.ContainsAny(l.Key, "{}") && hashTag(l.Key) == "" {
-		return invalidf("limit %q: key %q has braces but no valid {hash tag}", l.Name, l.Key)
 	}
 	return nil
 }
 
-// hashTag returns the Redis Cluster hash tag of key ("" if it has none): the
-// text between the first '{' and the next '}', when non-empty.
-func hashTag(key string) string {
-	i := strings.IndexByte(key, '{')
-	if i < 0 {
-		return ""
-	}
-	j := strings.IndexByte(key[i+1:], '}')
-	if j <= 0 {
-		return ""
-	}
-	return key[i+1 : i+1+j]
-}
-
-// counterKey is the Redis key of the counter for (Name, Key):
-// "<prefix>:{<key>}:<name>", or "<prefix>:<key>:<name>" when Key carries its
-// own hash tag. The prefix has no braces, so the tag is Key's.
-func counterKey(prefix string, l Limit) string {
-	if hashTag(l.Key) != "" {
-		return prefix + ":" + l.Key + ":" + l.Name
-	}
-	return prefix + ":{" + l.Key + "}:" + l.Name
-}
-
-// reservationKey holds a token reservation in the same slot as its counters.
-func reservationKey(prefix, tag, decisionID string) string {
-	return prefix + ":{" + tag + "}:rsv:" + decisionID
-}
-
 // LimitState is the outcome of one limit for one request.
 type LimitState struct {
-	Name   string
-	Key    string
-	Limit  int64
-	Period time.Duration
+	Name string
+	// Tenant, Principal and Key are the limit's subject, as in Limit.
+	Tenant    string
+	Principal string
+	Key       string
+	Limit     int64
+	Period    time.Duration
 	// Remaining is the units still available right after this request.
 	Remaining int64
 	// Reset is when the counter is full again (all Limit units available).

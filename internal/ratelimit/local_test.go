@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -181,14 +182,16 @@ func TestValidation(t *testing.T) {
 		limits []Limit
 	}{
 		{"no name", []Limit{{Key: "k", Limit: 1, Period: time.Second}}},
-		{"no key", []Limit{{Name: "n", Limit: 1, Period: time.Second}}},
+		{"no subject", []Limit{{Name: "n", Limit: 1, Period: time.Second}}},
 		{"zero limit", []Limit{{Name: "n", Key: "k", Period: time.Second}}},
 		{"zero period", []Limit{{Name: "n", Key: "k", Limit: 1}}},
 		{"negative cost", []Limit{{Name: "n", Key: "k", Limit: 1, Period: time.Second, Cost: -1}}},
 		{"bad failure mode", []Limit{{Name: "n", Key: "k", Limit: 1, Period: time.Second, FailureMode: "maybe"}}},
-		{"empty tag", []Limit{{Name: "n", Key: "{}x", Limit: 1, Period: time.Second}}},
 		{"different tags", []Limit{ok, {Name: "t", Key: "other", Limit: 1, Period: time.Second}}},
-		{"different explicit tags", []Limit{{Name: "a", Key: "{t1}:a", Limit: 1, Period: time.Second}, {Name: "b", Key: "{t2}", Limit: 1, Period: time.Second}}},
+		{"different tenants", []Limit{{Name: "a", Tenant: "t1", Principal: "a", Limit: 1, Period: time.Second}, {Name: "b", Tenant: "t2", Limit: 1, Period: time.Second}}},
+		// Braces in a key are text, not a hash tag any more.
+		{"legacy brace tags", []Limit{{Name: "a", Key: "{acme}:a", Limit: 1, Period: time.Second}, {Name: "b", Key: "{acme}", Limit: 1, Period: time.Second}}},
+		{"tenant-less principal and tenant of the same name", []Limit{{Name: "a", Principal: "acme", Limit: 1, Period: time.Second}, {Name: "b", Tenant: "acme", Limit: 1, Period: time.Second}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -197,10 +200,10 @@ func TestValidation(t *testing.T) {
 			}
 		})
 	}
-	// A principal inside its tenant's tag shares the tenant limit's slot.
+	// A principal inside its tenant shares the tenant limit's slot.
 	if _, err := l.Check(context.Background(), "", []Limit{
-		{Name: "rpm", Key: "{acme}:alice", Limit: 1, Period: time.Second},
-		{Name: "tpd", Key: "acme", Limit: 1, Period: time.Second},
+		{Name: "rpm", Tenant: "acme", Principal: "alice", Limit: 1, Period: time.Second},
+		{Name: "tpd", Tenant: "acme", Limit: 1, Period: time.Second},
 	}); err != nil {
 		t.Errorf("shared tag: %v", err)
 	}
@@ -208,16 +211,28 @@ func TestValidation(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	t.Parallel()
-	tests := []struct{ key, wantKey, wantTag string }{
-		{"alice", "p:{alice}:n", "alice"},
-		{"{acme}:alice", "p:{acme}:alice:n", "acme"},
-		{"acme", "p:{acme}:n", "acme"},
+	long := strings.Repeat("x", maxKeyPart+1)
+	tests := []struct {
+		name             string
+		lim              Limit
+		wantKey, wantTag string
+	}{
+		{"tenant", Limit{Name: "n", Tenant: "acme"}, "p:{t:acme}:n", "t:acme"},
+		{"principal of a tenant", Limit{Name: "n", Tenant: "acme", Principal: "alice"}, "p:{t:acme}:p:alice:n", "t:acme"},
+		{"principal without tenant", Limit{Name: "n", Principal: "acme"}, "p:{p:acme}:n", "p:acme"},
+		{"opaque key", Limit{Name: "n", Key: "{acme}:alice"}, "p:{k:%7Bacme%7D%3Aalice}:n", "k:%7Bacme%7D%3Aalice"},
+		{"all three", Limit{Name: "n", Tenant: "a", Principal: "b", Key: "c"}, "p:{t:a}:p:b:k:c:n", "t:a"},
+		{"brace in a principal", Limit{Name: "n", Principal: "acme}x"}, "p:{p:acme%7Dx}:n", "p:acme%7Dx"},
+		{"separators and escapes", Limit{Name: "a:b", Tenant: "%#: \x00"}, "p:{t:%25%23%3A%20%00}:a%3Ab", "t:%25%23%3A%20%00"},
+		{"long value hashed", Limit{Name: "n", Tenant: long}, "p:{t:#" + digest(long) + "}:n", "t:#" + digest(long)},
 	}
 	for _, tt := range tests {
-		k := counterKey("p", Limit{Name: "n", Key: tt.key})
-		if k != tt.wantKey || hashTag(k) != tt.wantTag {
-			t.Errorf("counterKey(%q) = %q tag %q, want %q tag %q", tt.key, k, hashTag(k), tt.wantKey, tt.wantTag)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			k := counterKey("p", tt.lim)
+			if k != tt.wantKey || hashTag(k) != tt.wantTag {
+				t.Errorf("counterKey(%+v) = %q tag %q, want %q tag %q", tt.lim, k, hashTag(k), tt.wantKey, tt.wantTag)
+			}
+		})
 	}
 	// Known Redis Cluster slots (CLUSTER KEYSLOT).
 	for tag, want := range map[string]int{"foo": 12182, "bar": 5061, "123456789": 12739} {

@@ -36,7 +36,7 @@ func (k *knownLimits) note(key string, lim Limit) {
 	if ok && old.Limit == lim.Limit && old.Period == lim.Period && old.Shadow == lim.Shadow {
 		return
 	}
-	def := Limit{Name: lim.Name, Key: lim.Key, Limit: lim.Limit, Period: lim.Period, Shadow: lim.Shadow}
+	def := Limit{Name: lim.Name, Tenant: lim.Tenant, Principal: lim.Principal, Key: lim.Key, Limit: lim.Limit, Period: lim.Period, Shadow: lim.Shadow}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.m == nil {
@@ -54,7 +54,8 @@ func (k *knownLimits) note(key string, lim Limit) {
 }
 
 // Known returns the limits this Limiter has checked whose definition
-// satisfies match (every one when match is nil), sorted by Key then Name.
+// satisfies match (every one when match is nil), sorted by subject (see
+// SubjectKey) then Name.
 // Each carries the size it had at its latest check; Cost is zero.
 func (l *Limiter) Known(match func(Limit) bool) []Limit {
 	l.known.mu.RLock()
@@ -65,7 +66,9 @@ func (l *Limiter) Known(match func(Limit) bool) []Limit {
 		}
 	}
 	l.known.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Limit) int { return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Name, b.Name)) })
+	slices.SortFunc(out, func(a, b Limit) int {
+		return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.Principal, b.Principal), cmp.Compare(a.Key, b.Key), cmp.Compare(a.Name, b.Name))
+	})
 	return out
 }
 
@@ -97,7 +100,7 @@ func (l *Limiter) Peek(ctx context.Context, limits []Limit) ([]LimitState, error
 		if err := lim.validate(); err != nil {
 			return nil, err
 		}
-		st := LimitState{Name: lim.Name, Key: lim.Key, Limit: lim.Limit, Period: lim.Period, Shadow: lim.Shadow}
+		st := LimitState{Name: lim.Name, Tenant: lim.Tenant, Principal: lim.Principal, Key: lim.Key, Limit: lim.Limit, Period: lim.Period, Shadow: lim.Shadow}
 		key := counterKey(l.cfg.KeyPrefix, lim)
 		if l.client == nil {
 			st.Remaining, st.Reset = l.local.peek(key, lim)

@@ -34,9 +34,9 @@ func TestQuota(t *testing.T) {
 			t.Parallel()
 			l := tt.new(t)
 			ctx := context.Background()
-			rpm := Limit{Name: "rpm", Key: "{acme}:alice", Limit: 10, Period: time.Hour}
-			tokens := Limit{Name: "tokens", Key: "{acme}", Limit: 1000, Period: 24 * time.Hour, Cost: 300, Estimated: true}
-			other := Limit{Name: "rpm", Key: "{globex}:bob", Limit: 5, Period: time.Minute}
+			rpm := Limit{Name: "rpm", Tenant: "acme", Principal: "alice", Limit: 10, Period: time.Hour}
+			tokens := Limit{Name: "tokens", Tenant: "acme", Limit: 1000, Period: 24 * time.Hour, Cost: 300, Estimated: true}
+			other := Limit{Name: "rpm", Tenant: "globex", Principal: "bob", Limit: 5, Period: time.Minute}
 			for range 3 {
 				if res, err := l.Check(ctx, "", []Limit{rpm, tokens}); err != nil || !res.Allowed {
 					t.Fatalf("Check: %+v %v", res, err)
@@ -46,8 +46,8 @@ func TestQuota(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			acme := l.Known(func(lim Limit) bool { return hashTag(lim.Key) == "acme" })
-			if len(acme) != 2 || acme[0].Key != "{acme}" || acme[1].Key != "{acme}:alice" {
+			acme := l.Known(func(lim Limit) bool { return lim.Tenant == "acme" })
+			if len(acme) != 2 || acme[0].SubjectKey() != "{t:acme}" || acme[1].SubjectKey() != "{t:acme}:p:alice" {
 				t.Fatalf("Known(acme) = %+v, want tokens then rpm", acme)
 			}
 			if acme[0].Cost != 0 || acme[0].Estimated || acme[0].Limit != 1000 || acme[0].Period != 24*time.Hour {
@@ -61,13 +61,13 @@ func TestQuota(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := map[string]int64{"{acme}": 100, "{acme}:alice": 7, "{globex}:bob": 4}
+			want := map[string]int64{"{t:acme}": 100, "{t:acme}:p:alice": 7, "{t:globex}:p:bob": 4}
 			for _, s := range states {
-				if s.Remaining != want[s.Key] {
-					t.Errorf("Peek %s %s: remaining %d, want %d", s.Name, s.Key, s.Remaining, want[s.Key])
+				if s.Remaining != want[s.SubjectKey()] {
+					t.Errorf("Peek %s %s: remaining %d, want %d", s.Name, s.SubjectKey(), s.Remaining, want[s.SubjectKey()])
 				}
 				if s.Reset <= 0 || s.Reset > s.Period {
-					t.Errorf("Peek %s: reset %v outside (0, %v]", s.Key, s.Reset, s.Period)
+					t.Errorf("Peek %s: reset %v outside (0, %v]", s.SubjectKey(), s.Reset, s.Period)
 				}
 			}
 			// Peeking charged nothing.
@@ -85,16 +85,16 @@ func TestQuota(t *testing.T) {
 			}
 			for _, s := range states {
 				wantRem, wantReset := s.Limit, time.Duration(0)
-				if s.Key == other.Key {
+				if s.Tenant == other.Tenant {
 					wantRem = 4 // not reset
 				}
-				if s.Remaining != wantRem || (s.Key != other.Key && s.Reset != wantReset) {
-					t.Errorf("after Reset %s: remaining %d reset %v, want %d and %v", s.Key, s.Remaining, s.Reset, wantRem, wantReset)
+				if s.Remaining != wantRem || (s.Tenant != other.Tenant && s.Reset != wantReset) {
+					t.Errorf("after Reset %s: remaining %d reset %v, want %d and %v", s.SubjectKey(), s.Remaining, s.Reset, wantRem, wantReset)
 				}
 			}
 			// A refilled counter admits a full burst again.
 			for i := range 10 {
-				if res, err := l.Check(ctx, "", []Limit{{Name: "rpm", Key: "{acme}:alice", Limit: 10, Period: time.Hour}}); err != nil || !res.Allowed {
+				if res, err := l.Check(ctx, "", []Limit{{Name: "rpm", Tenant: "acme", Principal: "alice", Limit: 10, Period: time.Hour}}); err != nil || !res.Allowed {
 					t.Fatalf("request %d after reset: %+v %v", i, res, err)
 				}
 			}

@@ -110,8 +110,8 @@ func TestRedisSemantics(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("all or nothing", func(t *testing.T) {
-		a := Limit{Name: "a", Key: "{aon}:alice", Limit: 10, Period: time.Minute}
-		b := Limit{Name: "b", Key: "aon", Limit: 1, Period: time.Minute}
+		a := Limit{Name: "a", Tenant: "aon", Principal: "alice", Limit: 10, Period: time.Minute}
+		b := Limit{Name: "b", Tenant: "aon", Limit: 1, Period: time.Minute}
 		steps := []struct {
 			limits      []Limit
 			wantAllowed bool

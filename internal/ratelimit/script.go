@@ -232,7 +232,7 @@ func (it *item) parse(vals []int64) (int, error) {
 	for j, l := range it.limits {
 		o := 3 * j
 		st := LimitState{
-			Name: l.Name, Key: l.Key, Limit: l.Limit, Period: l.Period, Shadow: l.Shadow,
+			Name: l.Name, Tenant: l.Tenant, Principal: l.Principal, Key: l.Key, Limit: l.Limit, Period: l.Period, Shadow: l.Shadow,
 			Remaining:  vals[o],
 			Reset:      time.Duration(vals[o+1]) * time.Microsecond,
 			RetryAfter: time.Duration(vals[o+2]) * time.Microsecond,

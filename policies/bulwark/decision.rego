@@ -181,8 +181,13 @@ model_allowed if {
 }
 
 # Rate limits and quotas for an authenticated request, from data.bulwark.limits.
-# Both keys carry the tenant (or, without one, the principal) as a Redis hash
-# tag so they live in one Cluster slot and are checked in one round trip.
+# A limit names whose counter it is with typed fields, never a key spliced
+# together here: "tenant" and "principal" (and "key", an opaque extra
+# dimension). Bulwark builds the Redis key from them, escaped, so a principal
+# without a tenant never counts against a tenant that has its name. The first
+# field set is the Redis Cluster hash tag: both limits start with the tenant
+# (or, without one, the principal), so they live in one slot and are checked
+# in one round trip.
 #
 # Each exchange is charged once: the request rate where the request is first
 # decided (ext_authz's check, or ext_proc's request headers when it runs
@@ -196,19 +201,24 @@ else := phase_token_limits
 phase_token_limits := token_limits if input.phase == data.bulwark.limits.token_quota_phase
 else := []
 
-limit_tag := input.principal.tenant if input.principal.tenant != ""
+principal_tenant := object.get(input.principal, "tenant", "")
+
+# The token quota is the tenant's; a principal without a tenant has its own.
+quota_principal := "" if principal_tenant != ""
 else := input.principal.id
 
 request_limits := [{
 	"name": "requests_per_minute",
-	"key": concat("", ["{", limit_tag, "}:", input.principal.id]),
+	"tenant": principal_tenant,
+	"principal": input.principal.id,
 	"limit": data.bulwark.limits.requests_per_minute,
 	"period": "1m",
 }]
 
 token_limits := [{
 	"name": "tokens_per_day",
-	"key": concat("", ["{", limit_tag, "}"]),
+	"tenant": principal_tenant,
+	"principal": quota_principal,
 	"limit": data.bulwark.limits.tokens_per_day,
 	"period": "24h",
 	"cost": requested_tokens,

@@ -109,7 +109,9 @@ body_req(principal, body) := object.union(req("POST", "/v1/chat/completions", pr
 test_request_rate_charged_at_request_headers_only if {
 	d := bulwark.decision with input as with_model(req("POST", "/v1/chat/completions", alice), "m")
 	rpm := [l | some l in d.limits; l.name == "requests_per_minute"][0]
-	rpm.key == "{acme}:alice"
+	rpm.tenant == "acme"
+	rpm.principal == "alice"
+	not rpm.key
 	rpm.limit == 600
 	rpm.period == "1m"
 	not "tokens_per_day" in {l.name | some l in d.limits}
@@ -121,7 +123,8 @@ test_request_rate_charged_at_request_headers_only if {
 test_token_quota_charged_in_configured_phase if {
 	b := bulwark.decision with input as body_req(alice, {"model": "m"})
 	tpd := [l | some l in b.limits; l.name == "tokens_per_day"][0]
-	tpd.key == "{acme}"
+	tpd.tenant == "acme"
+	tpd.principal == ""
 	tpd.cost == 1024
 	tpd.estimated
 	h := bulwark.decision with input as with_model(req("POST", "/v1/chat/completions", alice), "m")
@@ -165,10 +168,19 @@ test_get_has_no_token_quota if {
 	count(d.limits) == 1
 }
 
-test_limit_key_without_tenant if {
-	bob := object.union(alice, {"id": "bob", "tenant": ""})
-	d := bulwark.decision with input as req("GET", "/v1/models", bob)
-	d.limits[0].key == "{bob}:bob"
+# A principal without a tenant is counted as a principal, never as a tenant
+# of the same name: its quota is its own, typed "principal" (the old key
+# "{acme}" of a tenant-less "acme" was tenant acme's quota).
+test_limits_without_tenant_are_the_principals if {
+	tenantless := object.union(alice, {"id": "acme", "tenant": ""})
+	d := bulwark.decision with input as req("GET", "/v1/models", tenantless)
+	d.limits[0].principal == "acme"
+	d.limits[0].tenant == ""
+	b := bulwark.decision with input as body_req(tenantless, {"model": "m"})
+	tpd := [l | some l in b.limits; l.name == "tokens_per_day"][0]
+	tpd.principal == "acme"
+	tpd.tenant == ""
+	not tpd.key
 }
 
 test_limits_come_from_data if {

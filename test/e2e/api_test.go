@@ -387,7 +387,7 @@ func TestGuardAPIRateLimited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := q.GetCounters(); len(c) != 1 || c[0].GetKey() != "{acme}:app" || c[0].GetRemaining() != 0 || c[0].GetLimit() != 2 ||
+	if c := q.GetCounters(); len(c) != 1 || c[0].GetKey() != "{t:acme}:p:app" || c[0].GetRemaining() != 0 || c[0].GetLimit() != 2 ||
 		c[0].GetResetAfter().AsDuration() <= 0 {
 		t.Fatalf("GetQuota %v", q)
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/test/envoysim"
 	"github.com/bulwark-ai/bulwark/test/redisserver"
 )
 
@@ -187,6 +189,45 @@ func TestRateLimitDeadlineHolds(t *testing.T) {
 		}
 		if err == nil && !allowed(resp) {
 			t.Fatalf("fail_open limit denied with Redis stalled: %v", resp.GetStatus())
+		}
+	}
+}
+
+// A principal without a tenant whose id is a tenant's name ("acme") has its
+// own token quota; it cannot spend tenant acme's (the old default policy
+// keyed both "{acme}", so the tenant-less key exhausted acme's users' quota).
+// Real binary, real redis-server, the default policy through ext_proc.
+func TestQuotaTenantlessPrincipalCannotSpendTenantQuota(t *testing.T) {
+	rs := redisserver.Start(t)
+	dir := defaultPolicyDir(t, "tokens_per_day: 2000000", "tokens_per_day: 1000")
+	keys := filepath.Join(t.TempDir(), "keys.yaml")
+	member := createKey(t, "--keys-file", keys, "--id", "app", "--roles", "user", "--tenant", "acme")
+	loner := createKey(t, "--keys-file", keys, "--id", "acme", "--roles", "user")
+	p := startEnv(t, []string{pepperEnv}, "--keys-file", keys, "--policy-dir", dir, "--redis-url", "redis://"+rs.Addr)
+	ask := func(key string, maxTokens int) *envoysim.Result {
+		body := fmt.Sprintf(`{"model":"gpt-4o","max_tokens":%d,"messages":[{"role":"user","content":"hi"}]}`, maxTokens)
+		// No usage in the answer: the reservation stays charged.
+		return run(t, p, envoysim.DefaultFilter, chatRequest(key, "/v1/chat/completions", body), jsonUpstream(`{"choices":[]}`))
+	}
+	steps := []struct {
+		name       string
+		key        string
+		maxTokens  int
+		wantStatus int // 0: allowed
+	}{
+		{"tenant-less acme reserves its whole quota", loner, 1000, 0},
+		{"tenant acme's member still has acme's quota", member, 1000, 0},
+		{"tenant acme's quota is now spent", member, 1, 429},
+		{"the tenant-less principal's own quota is spent", loner, 1, 429},
+	}
+	for _, s := range steps {
+		res := ask(s.key, s.maxTokens)
+		got := 0
+		if res.Immediate != nil {
+			got = res.Status
+		}
+		if got != s.wantStatus {
+			t.Fatalf("%s: status %d (%s), want %d", s.name, got, res.Body, s.wantStatus)
 		}
 	}
 }
