@@ -20,13 +20,18 @@
 //
 // # Keys and Redis Cluster
 //
-// A limit's counter lives at "<KeyPrefix>:{<Key>}:<Name>". If Key already
-// contains a hash tag ("{acme}:alice"), it is used as is:
-// "<KeyPrefix>:{acme}:alice:<Name>". Every limit of one Check must resolve to
-// the same tag, on every topology, so a policy that works on one Redis node
-// works on a Cluster: a request limited per principal and per tenant uses keys
-// like "{acme}:alice" and "{acme}" (the principal's counter lives in its
-// tenant's slot). Limits with different tags return ErrInvalidLimit.
+// A limit says whose usage it counts with typed fields: Tenant, Principal
+// and an opaque Key, at least one set. The counter lives at
+// "<KeyPrefix>:<subject>:<name>", where the subject is built by SubjectKey
+// (key.go) alone: "{t:acme}" for tenant acme, "{t:acme}:p:alice" for its
+// principal alice, "{p:acme}" for a principal acme without a tenant. Values
+// are escaped ('{', '}', ':', '%', '#', spaces and control bytes become %XX)
+// and hashed when long, so distinct subjects never share a counter and no
+// value can move a counter into another hash slot. The first field set is
+// the Redis Cluster hash tag; every limit of one Check must have the same
+// one, on every topology, so a policy that works on one Redis node works on
+// a Cluster (a tenant's quota and its principals' rates all start with the
+// tenant). Limits with different tags return ErrInvalidLimit.
 //
 // # Batching
 //

@@ -146,7 +146,7 @@ func (l *Limiter) Check(ctx context.Context, decisionID string, limits []Limit) 
 		if i == 0 {
 			tag = t
 		} else if t != tag {
-			return Result{}, invalidf("limits %q and %q use hash tags {%s} and {%s}: all limits of one request must share one tag",
+			return Result{}, invalidf("limits %q and %q use hash tags {%s} and {%s}: all limits of one request must start with the same tenant (or principal, or key)",
 				limits[0].Name, lim.Name, tag, t)
 		}
 		keys = append(keys, k)
