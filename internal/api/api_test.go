@@ -277,7 +277,7 @@ func TestGuardRateLimitAndAdminQuota(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(q.GetCounters()) != 1 || q.GetCounters()[0].GetKey() != "{acme}:app" || q.GetCounters()[0].GetRemaining() != 0 ||
+	if len(q.GetCounters()) != 1 || q.GetCounters()[0].GetKey() != "{t:acme}:p:app" || q.GetCounters()[0].GetRemaining() != 0 ||
 		q.GetCounters()[0].GetLimit() != 2 {
 		t.Fatalf("GetQuota = %v", q)
 	}
