@@ -111,7 +111,8 @@ func TestCheckAllowCarriesMutations(t *testing.T) {
 	if rh := headers(ok.GetResponseHeadersToAdd()); rh["x-resp"][0] != "1" || rh[DecisionIDHeader][0] != id {
 		t.Fatalf("response headers = %v", rh)
 	}
-	if got := ok.GetHeadersToRemove(); len(got) != 1 || got[0] != "cookie" {
+	// The policy set no identity headers: a client's own are removed.
+	if got := ok.GetHeadersToRemove(); strings.Join(got, ",") != "cookie,x-bulwark-principal,x-bulwark-tenant" {
 		t.Fatalf("headers to remove = %v", got)
 	}
 	if q := ok.GetQueryParametersToSet(); len(q) != 1 || q[0].GetKey() != "q" || q[0].GetValue() != "v" {

@@ -346,6 +346,11 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 			out.Decision = policy.Decision{Allowed: true}
 		}
 	}
+	if req.Phase == PhaseRequestHeaders || req.Phase == PhaseRequestBody {
+		// Every answer that lets a request go upstream owns the identity
+		// headers, dry-run allows included: a client's own never pass.
+		out.Decision.ProtectIdentityHeaders()
+	}
 	p.metrics.decision(result, out.Reason)
 	if p.audited(&out) {
 		p.audit.Log(context.WithoutCancel(ctx), auditRecord(ctx, req, out))

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -50,6 +52,45 @@ type Decision struct {
 	// is deciding on (Bulwark's addition; ignored by ext_authz, which cannot
 	// change bodies).
 	Redact []RedactRule
+}
+
+// The identity headers tell the upstream who called: the default policy sets
+// them from the verified principal. A client may send them too, so every
+// allowing answer must overwrite or remove them (ProtectIdentityHeaders).
+const (
+	PrincipalHeader = "x-bulwark-principal"
+	TenantHeader    = "x-bulwark-tenant"
+)
+
+// ProtectIdentityHeaders makes an allowing decision answer for the identity
+// headers (PrincipalHeader, TenantHeader), whatever the policy returned:
+// a header the policy sets to a non-empty value overwrites the client's,
+// and any other, unset or set to "" (which Envoy may skip, leaving the
+// client's), is removed from the upstream request instead. Without it a
+// policy that forgets the headers, or a dry-run allow that replaced a deny
+// and its mutations, would pass a client's forged identity upstream. The
+// slices are copied before they change: the policy's result may be shared.
+func (d *Decision) ProtectIdentityHeaders() {
+	if !d.Allowed {
+		return
+	}
+	for _, name := range [...]string{PrincipalHeader, TenantHeader} {
+		set, empty := false, false
+		for _, h := range d.Headers {
+			if strings.EqualFold(h.Key, name) {
+				set = set || h.Value != ""
+				empty = empty || h.Value == ""
+			}
+		}
+		if empty {
+			d.Headers = slices.DeleteFunc(slices.Clone(d.Headers), func(h Header) bool {
+				return h.Value == "" && strings.EqualFold(h.Key, name)
+			})
+		}
+		if !set && !slices.ContainsFunc(d.RequestHeadersToRemove, func(r string) bool { return strings.EqualFold(r, name) }) {
+			d.RequestHeadersToRemove = append(slices.Clip(d.RequestHeadersToRemove), name)
+		}
+	}
 }
 
 // RedactRule selects findings to redact and how.

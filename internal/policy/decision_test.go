@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -159,4 +160,38 @@ func FuzzDecodeDecision(f *testing.F) {
 			t.Fatalf("%s decoded as allowed", s)
 		}
 	})
+}
+
+func TestProtectIdentityHeaders(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		in          Decision
+		wantHeaders []Header
+		wantRemove  []string
+	}{
+		{name: "bare allow removes both", in: Decision{Allowed: true},
+			wantRemove: []string{PrincipalHeader, TenantHeader}},
+		{name: "set values are kept", in: Decision{Allowed: true, Headers: []Header{{PrincipalHeader, "alice"}, {TenantHeader, "acme"}}},
+			wantHeaders: []Header{{PrincipalHeader, "alice"}, {TenantHeader, "acme"}}},
+		{name: "empty tenant is removed, not set", in: Decision{Allowed: true, Headers: []Header{{"x-bulwark-route", "llm"}, {PrincipalHeader, "alice"}, {TenantHeader, ""}}},
+			wantHeaders: []Header{{"x-bulwark-route", "llm"}, {PrincipalHeader, "alice"}}, wantRemove: []string{TenantHeader}},
+		{name: "names compare without case", in: Decision{Allowed: true, Headers: []Header{{"X-Bulwark-Principal", "alice"}}, RequestHeadersToRemove: []string{"X-Bulwark-Tenant"}},
+			wantHeaders: []Header{{"X-Bulwark-Principal", "alice"}}, wantRemove: []string{"X-Bulwark-Tenant"}},
+		{name: "deny is left alone", in: Decision{Headers: []Header{{TenantHeader, ""}}}, wantHeaders: []Header{{TenantHeader, ""}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			shared := slices.Clone(tt.in.Headers)
+			d := tt.in
+			d.Headers = shared
+			d.ProtectIdentityHeaders()
+			if !slices.Equal(d.Headers, tt.wantHeaders) || !slices.Equal(d.RequestHeadersToRemove, tt.wantRemove) {
+				t.Errorf("got headers %v remove %v, want %v and %v", d.Headers, d.RequestHeadersToRemove, tt.wantHeaders, tt.wantRemove)
+			}
+			if !slices.Equal(shared, tt.in.Headers) {
+				t.Errorf("the policy's header slice was changed in place: %v", shared)
+			}
+		})
+	}
 }
