@@ -66,10 +66,10 @@ func benchParallel(b *testing.B, l *Limiter, parallelism int) {
 	const principals = 10_000
 	limits := make([][]Limit, principals)
 	for i := range limits {
-		p := "{t" + strconv.Itoa(i%100) + "}:p" + strconv.Itoa(i)
+		tenant, p := "t"+strconv.Itoa(i%100), "p"+strconv.Itoa(i)
 		limits[i] = []Limit{
-			{Name: "rpm", Key: p, Limit: 1_000_000, Period: time.Minute},
-			{Name: "tpd", Key: p, Limit: 1_000_000_000, Period: 24 * time.Hour, Cost: 500},
+			{Name: "rpm", Tenant: tenant, Principal: p, Limit: 1_000_000, Period: time.Minute},
+			{Name: "tpd", Tenant: tenant, Principal: p, Limit: 1_000_000_000, Period: 24 * time.Hour, Cost: 500},
 		}
 	}
 	var seq atomic.Int64
