@@ -45,7 +45,8 @@ const (
 // the text's Redis hash tag is exactly the first non-empty part. It returns
 // "" when all three are empty. The Admin API and logs show counters by it.
 func SubjectKey(tenant, principal, key string) string {
-	return string(appendSubject(make([]byte, 0, 16+len(tenant)+len(principal)+len(key)), tenant, principal, key))
+	var buf [256]byte
+	return string(appendSubject(buf[:0], tenant, principal, key))
 }
 
 // SubjectKey is the limit's subject as SubjectKey renders it.
@@ -80,8 +81,8 @@ func appendSubject(b []byte, tenant, principal, key string) []byte {
 // "<prefix>:<SubjectKey>:<escaped name>". The prefix has no braces
 // (Config.Validate), so the key's hash tag is the subject's first part.
 func counterKey(prefix string, l Limit) string {
-	b := make([]byte, 0, len(prefix)+24+len(l.Tenant)+len(l.Principal)+len(l.Key)+len(l.Name))
-	b = append(b, prefix...)
+	var buf [256]byte // on the stack: the string conversion is the one allocation
+	b := append(buf[:0], prefix...)
 	b = append(b, ':')
 	b = appendSubject(b, l.Tenant, l.Principal, l.Key)
 	b = append(b, ':')
@@ -92,8 +93,8 @@ func counterKey(prefix string, l Limit) string {
 // reservationKey holds a token reservation in the same slot as its counters
 // (tag is their hash tag, without braces).
 func reservationKey(prefix, tag, decisionID string) string {
-	b := make([]byte, 0, len(prefix)+len(tag)+len(decisionID)+8)
-	b = append(b, prefix...)
+	var buf [256]byte
+	b := append(buf[:0], prefix...)
 	b = append(b, ":{"...)
 	b = append(b, tag...)
 	b = append(b, "}:rsv:"...)
