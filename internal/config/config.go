@@ -20,6 +20,7 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 )
 
 // Config is everything `bulwark serve` needs. The zero value is not useful;
@@ -527,7 +528,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", c.MaxInFlight, "decisions admitted and not yet answered; beyond it calls get UNAVAILABLE at once (0: unlimited)")
 	fs.IntVar(&c.MaxStreams, "max-streams", c.MaxStreams, "open gRPC streams over all connections (0: unlimited)")
 	fs.DurationVar(&c.OverloadWindow, "overload-window", c.OverloadWindow, "rejections lasting this long turn health NOT_SERVING; as long without turn it back")
-	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "shared Redis: redis://, rediss://, or comma-separated Cluster addresses (empty: in-process)")
+	fs.Var((*credentialURL)(&c.RedisURL), "redis-url", "shared Redis: redis://, rediss://, or comma-separated Cluster addresses (empty: in-process)")
 	fs.StringVar(&c.RedisCAFile, "redis-ca-file", c.RedisCAFile, "CA bundle for rediss:// servers")
 	fs.StringVar(&c.RateLimitFailureMode, "ratelimit-failure-mode", c.RateLimitFailureMode, "when Redis cannot answer: fail_open (in-process share) or fail_closed (503)")
 	fs.Float64Var(&c.RateLimitLocalShare, "ratelimit-local-share", c.RateLimitLocalShare, "fraction of each limit a replica allows alone while Redis is down")
@@ -686,6 +687,23 @@ func applyEnv(fs *flag.FlagSet, environ []string) error {
 // would stop Bulwark from starting next to its own Service.
 func serviceLink(k string) bool {
 	return strings.HasPrefix(k, "BULWARK_SERVICE_") || k == "BULWARK_PORT" || strings.HasPrefix(k, "BULWARK_PORT_")
+}
+
+// credentialURL is a URL flag whose value may carry a password
+// (redis://user:pass@host): String, which the usage message shows as the
+// default, hides the credentials.
+type credentialURL string
+
+func (u *credentialURL) String() string {
+	if u == nil {
+		return ""
+	}
+	return ratelimit.RedactURL(string(*u))
+}
+
+func (u *credentialURL) Set(v string) error {
+	*u = credentialURL(v)
+	return nil
 }
 
 // stringList is a comma-separated list flag.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"math"
@@ -189,5 +190,22 @@ func TestLoadTLS(t *testing.T) {
 	}
 	if _, err := Load(nil, []string{"BULWARK_TLS_CERT=" + pem}, io.Discard); err == nil || !strings.Contains(err.Error(), "tls_key") {
 		t.Errorf("cert without key: %v, want an error naming tls_key", err)
+	}
+}
+
+// The usage message shows each flag's current value as its default: a
+// Redis password from the config file must not be printed there.
+func TestUsageHidesRedisCredentials(t *testing.T) {
+	t.Parallel()
+	cfg := Default()
+	cfg.RedisURL = "redis://app:s3cret@redis:6379/0"
+	var usage bytes.Buffer
+	newFlagSet(&cfg, &usage).PrintDefaults()
+	if strings.Contains(usage.String(), "s3cret") || !strings.Contains(usage.String(), "redis://***@redis:6379/0") {
+		t.Errorf("usage shows the Redis password or not the redacted URL:\n%s", usage.String())
+	}
+	cfg, err := Load([]string{"--redis-url", "redis://:pw@h:1"}, nil, io.Discard)
+	if err != nil || cfg.RedisURL != "redis://:pw@h:1" {
+		t.Fatalf("--redis-url = %q, %v; the flag must keep the real URL", cfg.RedisURL, err)
 	}
 }

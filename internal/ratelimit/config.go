@@ -256,12 +256,15 @@ func redisOptions(cfg Config) (*redis.UniversalOptions, error) {
 		DisableIdentity: true,
 	}
 	if userinfo != "" {
-		u, err := url.Parse("redis://" + userinfo + "@x")
-		if err != nil {
-			return nil, fmt.Errorf("ratelimit: RedisURL credentials: %w", err)
+		// Decoded by hand: url's errors quote the text they fail on, which
+		// here is the password (and a bad escape is part of it).
+		user, pass, _ := strings.Cut(userinfo, ":")
+		var errU, errP error
+		o.Username, errU = url.PathUnescape(user)
+		o.Password, errP = url.PathUnescape(pass)
+		if errU != nil || errP != nil {
+			return nil, fmt.Errorf("ratelimit: RedisURL %q: the user name or password is not valid percent-encoding", RedactURL(cfg.RedisURL))
 		}
-		o.Username = u.User.Username()
-		o.Password, _ = u.User.Password()
 	}
 	for _, h := range strings.Split(hostPart, ",") {
 		h = strings.TrimSpace(h)
@@ -274,7 +277,7 @@ func redisOptions(cfg Config) (*redis.UniversalOptions, error) {
 		o.Addrs = append(o.Addrs, h)
 	}
 	if len(o.Addrs) == 0 {
-		return nil, fmt.Errorf("ratelimit: RedisURL %q has no host", redactURL(cfg.RedisURL))
+		return nil, fmt.Errorf("ratelimit: RedisURL %q has no host", RedactURL(cfg.RedisURL))
 	}
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
@@ -345,8 +348,11 @@ func isCluster(o *redis.UniversalOptions) bool {
 	return o.MasterName == "" && (len(o.Addrs) > 1 || o.IsClusterMode)
 }
 
-// redactURL hides the password of a Redis URL for error messages.
-func redactURL(s string) string {
+// RedactURL hides the credentials of a Redis URL (everything before the
+// last '@' of its host part) so it can appear in errors and logs:
+// "redis://***@host:6379". It does not parse the URL, so it also redacts
+// one that is malformed.
+func RedactURL(s string) string {
 	if i := strings.LastIndex(s, "@"); i >= 0 {
 		if j := strings.Index(s, "://"); j >= 0 && j < i {
 			return s[:j+3] + "***" + s[i:]

@@ -319,3 +319,38 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+// A malformed Redis URL is reported without its credentials: url's own
+// errors quote the userinfo, bad escape included.
+func TestRedisURLErrorsHideCredentials(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, url string }{
+		{"bad escape in the password", "redis://:s3cret%zzpw@h:6379"},
+		{"bad escape in the user", "redis://u%zzs3cret:s3cret@h:6379"},
+		{"no host", "redis://u:s3cret@"},
+		{"bad database", "redis://:s3cret@h:6379/x"},
+		{"unknown parameter", "redis://:s3cret@h:6379?foo=1"},
+		{"bad scheme", "http://:s3cret@h"},
+		{"sentinel without master", "redis+sentinel://:s3cret@s1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(Config{RedisURL: tt.url}, nil)
+			if err == nil {
+				t.Fatalf("New(%q) succeeded, want an error", tt.url)
+			}
+			if msg := err.Error(); strings.Contains(msg, "s3cret") || strings.Contains(msg, "zz") {
+				t.Errorf("error shows the credentials: %s", msg)
+			}
+		})
+	}
+	for in, want := range map[string]string{
+		"redis://:s3cret%zzpw@h:6379": "redis://***@h:6379",
+		"u:p@h:1,h2:2":                "***@h:1,h2:2",
+		"redis://h:6379":              "redis://h:6379",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
