@@ -4,12 +4,14 @@ import (
 	"fmt"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/labelcap"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 type metrics struct {
 	decisions   *prometheus.CounterVec
+	reasons     labelcap.Set // the reason label: policy output, capped
 	evalSeconds prometheus.Histogram
 	findings    *prometheus.CounterVec
 	injections  prometheus.Counter
@@ -51,10 +53,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 // decision counts one decision. Reasons come from policies, so a reason that
-// is not a short snake_case code is counted as "other" to keep the label set
-// bounded.
+// is not a short snake_case code, or a new one past the first
+// labelcap.MaxValues, is counted as "other" to keep the label set bounded.
 func (m *metrics) decision(result, reason string) {
-	m.decisions.WithLabelValues(result, boundedReason(reason)).Inc()
+	m.decisions.WithLabelValues(result, m.reasons.Value(boundedReason(reason))).Inc()
 }
 
 func boundedReason(r string) string {
@@ -62,12 +64,12 @@ func boundedReason(r string) string {
 		return "none"
 	}
 	if len(r) > 48 {
-		return "other"
+		return labelcap.Other
 	}
 	for i := 0; i < len(r); i++ {
 		c := r[i]
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
-			return "other"
+			return labelcap.Other
 		}
 	}
 	return r

@@ -2,15 +2,19 @@ package pipeline
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/bulwark-ai/bulwark/internal/audit"
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/identity"
+	"github.com/bulwark-ai/bulwark/internal/labelcap"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 )
@@ -198,5 +202,49 @@ func TestDetectionOutsideDeadline(t *testing.T) {
 	}
 	if !out.Decision.Allowed || out.Signals == nil {
 		t.Fatalf("outcome %+v", out)
+	}
+}
+
+// Reasons come from policy: past labelcap.MaxValues distinct reasons the
+// decisions counter counts "other" instead of a new series each.
+func TestReasonLabelsCapped(t *testing.T) {
+	e, err := policy.New(context.Background(), policy.Config{Embedded: fstest.MapFS{"p.rego": {Data: []byte(
+		"package t\nimport rego.v1\ndecision := {\"allowed\": false, \"reason\": input.reason}\n")}}, Query: "t/decision"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	p, err := New(Config{Timeout: time.Second}, nil, e, nil, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const reasons = labelcap.MaxValues + 36
+	for i := range reasons {
+		_, err := p.Decide(context.Background(), Request{Phase: PhaseRequestHeaders,
+			Input: ast.NewObject([2]*ast.Term{ast.StringTerm("reason"), ast.StringTerm("reason_" + strconv.Itoa(i))})})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "bulwark_decisions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "reason" {
+					values[lp.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if len(values) != labelcap.MaxValues+1 || values[labelcap.Other] != 36 || values["reason_0"] != 1 {
+		t.Fatalf("%d reason values, other=%v reason_0=%v; want %d values, other=36, reason_0=1",
+			len(values), values[labelcap.Other], values["reason_0"], labelcap.MaxValues+1)
 	}
 }

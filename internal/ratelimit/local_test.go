@@ -3,10 +3,15 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bulwark-ai/bulwark/internal/labelcap"
 )
 
 type fakeClock struct {
@@ -352,5 +357,44 @@ func TestRedisURLErrorsHideCredentials(t *testing.T) {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// Limit names come from policy: past labelcap.MaxValues distinct names the
+// per-limit series count "other" instead of growing without bound.
+func TestLimitNameLabelsCapped(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	l, err := New(Config{Clock: newFakeClock()}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	const names = labelcap.MaxValues + 36
+	for i := range names {
+		// Cost above the limit: every check is denied by its limit.
+		lim := Limit{Name: "limit_" + strconv.Itoa(i), Tenant: "acme", Limit: 1, Period: time.Minute, Cost: 2}
+		if _, err := l.Check(context.Background(), "", []Limit{lim}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := 0
+	for _, mf := range mfs {
+		if mf.GetName() == "bulwark_ratelimit_over_limit_total" {
+			series = len(mf.GetMetric())
+		}
+	}
+	if series != labelcap.MaxValues+1 {
+		t.Errorf("over_limit_total has %d series, want %d (the cap and other)", series, labelcap.MaxValues+1)
+	}
+	if got := counterValue(t, reg, "bulwark_ratelimit_over_limit_total", labelcap.Other); got != 36 {
+		t.Errorf(`over_limit_total{limit="other"} = %v, want 36`, got)
+	}
+	if got := counterValue(t, reg, "bulwark_ratelimit_over_limit_total", "limit_0"); got != 1 {
+		t.Errorf(`over_limit_total{limit="limit_0"} = %v, want 1`, got)
 	}
 }

@@ -1,10 +1,17 @@
 package ratelimit
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bulwark-ai/bulwark/internal/labelcap"
+)
 
 // metrics are the limiter's Prometheus series. Limit names label the
-// per-limit series; they come from policy and are a small, fixed set.
+// per-limit series; they come from policy, so past labelcap.MaxValues
+// distinct names (or a name longer than labelcap.MaxLen) they count as
+// "other".
 type metrics struct {
+	names          labelcap.Set             // the limit label
 	checks         *prometheus.CounterVec   // result, source
 	overLimit      *prometheus.CounterVec   // limit
 	nearLimit      *prometheus.CounterVec   // limit
@@ -72,16 +79,17 @@ func (m *metrics) observe(res *Result) {
 		m.deniedLocal.Inc()
 	}
 	for _, s := range res.Limits {
+		name := m.names.Value(s.Name)
 		switch {
 		case s.Exceeded && s.Shadow:
-			m.shadowHits.WithLabelValues(s.Name).Inc()
+			m.shadowHits.WithLabelValues(name).Inc()
 		case s.Exceeded:
-			m.overLimit.WithLabelValues(s.Name).Inc()
+			m.overLimit.WithLabelValues(name).Inc()
 		case res.Allowed && s.nearLimit():
-			m.nearLimit.WithLabelValues(s.Name).Inc()
+			m.nearLimit.WithLabelValues(name).Inc()
 		}
 		if res.Allowed && !s.Exceeded && s.Limit > 0 {
-			m.usage.WithLabelValues(s.Name).Observe(1 - float64(s.Remaining)/float64(s.Limit))
+			m.usage.WithLabelValues(name).Observe(1 - float64(s.Remaining)/float64(s.Limit))
 		}
 	}
 }
