@@ -414,10 +414,10 @@ func (x *ReloadPoliciesResponse) GetPreviousRevision() string {
 	return ""
 }
 
-// QuotaSubject selects counters by whose usage they count. Counter keys
-// follow the convention of the default policy and the limiter's README:
-// per-principal counters are keyed "{tenant}:principal" (or
-// "{principal}:principal" without a tenant), per-tenant ones "{tenant}".
+// QuotaSubject selects counters by whose usage they count: the tenant or
+// principal a policy named in a limit's typed "tenant" / "principal"
+// fields (never by key text, so a principal without a tenant is never
+// taken for a tenant of the same name).
 type QuotaSubject struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// kind is a principal or a tenant.
@@ -613,7 +613,9 @@ type QuotaCounter struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name is the limit's name (requests_per_minute, tokens_per_day, ...).
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// key is whose usage it counts, as the policy wrote it.
+	// key is whose usage it counts, as the limiter's typed subject key:
+	// "{t:acme}" (tenant), "{t:acme}:p:alice" (its principal), "{p:bob}" (a
+	// principal without a tenant), values escaped.
 	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	// limit is how many units period allows.
 	Limit int64 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
