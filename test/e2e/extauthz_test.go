@@ -147,7 +147,8 @@ func TestPolicyMutationsAndBodies(t *testing.T) {
 	if h := hdrs(ok.GetResponseHeadersToAdd()); h["x-served-by"] != "bulwark" {
 		t.Errorf("response headers %v", h)
 	}
-	if r := ok.GetHeadersToRemove(); len(r) != 1 || r[0] != "cookie" {
+	// The policy's removal, then Bulwark's identity headers it did not set.
+	if r := ok.GetHeadersToRemove(); strings.Join(r, ",") != "cookie,x-bulwark-principal,x-bulwark-tenant" {
 		t.Errorf("headers to remove %v", r)
 	}
 	if q := ok.GetQueryParametersToSet(); len(q) != 1 || q[0].GetKey() != "lang" {
@@ -335,7 +336,7 @@ func TestOPAEnvoyPolicyUnchanged(t *testing.T) {
 	resp := r.Check(t, extauthz.HTTPRequest{Path: "/people/alice", Headers: bearer(guest)})
 	if !allowed(resp) || hdrs(resp.GetOkResponse().GetHeaders())["x-ext-auth-allow"] != "yes" ||
 		hdrs(resp.GetOkResponse().GetResponseHeadersToAdd())["x-foo"] != "bar" ||
-		len(resp.GetOkResponse().GetHeadersToRemove()) != 2 {
+		len(resp.GetOkResponse().GetHeadersToRemove()) != 2+2 { // the policy's two, and Bulwark's identity headers
 		t.Errorf("object allow = %v", resp)
 	}
 	resp = r.Check(t, extauthz.HTTPRequest{Path: "/people/alice", Headers: bearer(expired)})
