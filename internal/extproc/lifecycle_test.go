@@ -115,11 +115,15 @@ func TestStreamDeadlines(t *testing.T) {
 			extproc.Options{IdleTimeout: time.Minute, FirstMessageTimeout: 200 * time.Millisecond}, nil, 0, 200 * time.Millisecond, 5 * time.Second},
 		{"silent after an answer: idle timeout",
 			extproc.Options{IdleTimeout: 400 * time.Millisecond},
-			func(f *stack) []*extprocv3.ProcessingRequest { return []*extprocv3.ProcessingRequest{f.chatHeaders(true)} },
+			func(f *stack) []*extprocv3.ProcessingRequest {
+				return []*extprocv3.ProcessingRequest{f.chatHeaders(true)}
+			},
 			0, 400 * time.Millisecond, 5 * time.Second},
 		{"busy past the maximum duration",
 			extproc.Options{IdleTimeout: time.Minute, MaxStreamDuration: 600 * time.Millisecond},
-			func(f *stack) []*extprocv3.ProcessingRequest { return []*extprocv3.ProcessingRequest{f.chatHeaders(true)} },
+			func(f *stack) []*extprocv3.ProcessingRequest {
+				return []*extprocv3.ProcessingRequest{f.chatHeaders(true)}
+			},
 			50 * time.Millisecond, 600 * time.Millisecond, 5 * time.Second},
 	}
 	for _, tc := range cases {
