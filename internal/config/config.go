@@ -270,6 +270,10 @@ func Default() Config {
 		RateLimitFailureMode:   "fail_open",
 		RateLimitLocalShare:    1,
 		RateLimitTimeout:       50 * time.Millisecond,
+
+		ExtProcIdleTimeout:       10 * time.Minute,
+		ExtProcMaxStreamDuration: time.Hour,
+		ExtProcMaxBufferedBytes:  128 << 20,
 	}
 }
 
