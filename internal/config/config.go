@@ -168,6 +168,17 @@ type Config struct {
 	// as Envoy's default max_message_timeout disables the API).
 	ExtProcMessageTimeout    time.Duration `yaml:"extproc_message_timeout"`
 	ExtProcMaxMessageTimeout time.Duration `yaml:"extproc_max_message_timeout"`
+	// ExtProcIdleTimeout ends an ext_proc exchange (DEADLINE_EXCEEDED, so
+	// Envoy fails the request) when Envoy sends no message for this long;
+	// the first message must come within the smaller of this and 10s.
+	// ExtProcMaxStreamDuration ends one this long after it opened. Both
+	// bound how long a stream can hold its goroutine and max_streams slot.
+	ExtProcIdleTimeout       time.Duration `yaml:"extproc_idle_timeout"`
+	ExtProcMaxStreamDuration time.Duration `yaml:"extproc_max_stream_duration"`
+	// ExtProcMaxBufferedBytes bounds the body bytes all ext_proc exchanges
+	// hold together while bodies sent in chunks accumulate; past it an
+	// exchange is refused with 503 (body_buffer_exhausted).
+	ExtProcMaxBufferedBytes int64 `yaml:"extproc_max_buffered_bytes"`
 	// ExtProcClampMaxTokens caps the max-tokens field of LLM requests (0: off).
 	ExtProcClampMaxTokens int64 `yaml:"extproc_clamp_max_tokens"`
 	// ExtProcCanary plants a random marker in system prompts and stops
@@ -260,6 +271,10 @@ func Default() Config {
 		RateLimitFailureMode:   "fail_open",
 		RateLimitLocalShare:    1,
 		RateLimitTimeout:       50 * time.Millisecond,
+
+		ExtProcIdleTimeout:       10 * time.Minute,
+		ExtProcMaxStreamDuration: time.Hour,
+		ExtProcMaxBufferedBytes:  128 << 20,
 	}
 }
 
@@ -360,6 +375,15 @@ func (c Config) Validate() error {
 	if c.ExtProcMaxMessageTimeout < 0 || (c.ExtProcMaxMessageTimeout > 0 && c.ExtProcMaxMessageTimeout <= c.ExtProcMessageTimeout) ||
 		c.ExtProcMaxMessageTimeout > time.Hour {
 		return &FieldError{"extproc_max_message_timeout", "must be 0 (off) or longer than extproc_message_timeout, at most 1h"}
+	}
+	if c.ExtProcIdleTimeout <= 0 || c.ExtProcIdleTimeout > 24*time.Hour {
+		return &FieldError{"extproc_idle_timeout", "must be in (0, 24h]"}
+	}
+	if c.ExtProcMaxStreamDuration < c.ExtProcIdleTimeout || c.ExtProcMaxStreamDuration > 7*24*time.Hour {
+		return &FieldError{"extproc_max_stream_duration", "must be at least extproc_idle_timeout and at most 168h"}
+	}
+	if c.ExtProcMaxBufferedBytes < int64(c.ExtProcMaxBodyBytes) {
+		return &FieldError{"extproc_max_buffered_bytes", fmt.Sprintf("%d must be at least extproc_max_body_bytes (%d)", c.ExtProcMaxBufferedBytes, c.ExtProcMaxBodyBytes)}
 	}
 	if c.ExtProcClampMaxTokens < 0 {
 		return &FieldError{"extproc_clamp_max_tokens", "must not be negative"}
@@ -552,6 +576,9 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.ExtProcStreamLookahead, "extproc-stream-lookahead", c.ExtProcStreamLookahead, "bytes of streamed text held back so split findings are caught")
 	fs.DurationVar(&c.ExtProcMessageTimeout, "extproc-message-timeout", c.ExtProcMessageTimeout, "the Envoy ext_proc filter's message_timeout")
 	fs.DurationVar(&c.ExtProcMaxMessageTimeout, "extproc-max-message-timeout", c.ExtProcMaxMessageTimeout, "the filter's max_message_timeout: ask Envoy for it when an answer is slow (0: never)")
+	fs.DurationVar(&c.ExtProcIdleTimeout, "extproc-idle-timeout", c.ExtProcIdleTimeout, "end an ext_proc exchange when Envoy sends nothing for this long")
+	fs.DurationVar(&c.ExtProcMaxStreamDuration, "extproc-max-stream-duration", c.ExtProcMaxStreamDuration, "end an ext_proc exchange this long after it opened")
+	fs.Int64Var(&c.ExtProcMaxBufferedBytes, "extproc-max-buffered-bytes", c.ExtProcMaxBufferedBytes, "body bytes all ext_proc exchanges may hold together while accumulating chunked bodies")
 	fs.Int64Var(&c.ExtProcClampMaxTokens, "extproc-clamp-max-tokens", c.ExtProcClampMaxTokens, "cap on LLM requests' max tokens (0: off)")
 	fs.BoolVar(&c.ExtProcCanary, "extproc-canary", c.ExtProcCanary, "plant a canary in system prompts and stop answers that leak it")
 	fs.StringVar(&c.RedactKeyFile, "redact-key-file", c.RedactKeyFile, "key for the hash redaction action (empty: random per process)")

@@ -130,6 +130,11 @@ func TestValidateNamesField(t *testing.T) {
 		{"extproc_message_timeout", func(c *Config) { c.ExtProcMessageTimeout = 0 }},
 		{"extproc_max_message_timeout", func(c *Config) { c.ExtProcMaxMessageTimeout = -time.Second }},
 		{"extproc_max_message_timeout", func(c *Config) { c.ExtProcMaxMessageTimeout = c.ExtProcMessageTimeout }},
+		{"extproc_idle_timeout", func(c *Config) { c.ExtProcIdleTimeout = 0 }},
+		{"extproc_idle_timeout", func(c *Config) { c.ExtProcIdleTimeout = 25 * time.Hour }},
+		{"extproc_max_stream_duration", func(c *Config) { c.ExtProcMaxStreamDuration = c.ExtProcIdleTimeout - time.Second }},
+		{"extproc_max_stream_duration", func(c *Config) { c.ExtProcMaxStreamDuration = 8 * 24 * time.Hour }},
+		{"extproc_max_buffered_bytes", func(c *Config) { c.ExtProcMaxBufferedBytes = int64(c.ExtProcMaxBodyBytes) - 1 }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.field, func(t *testing.T) {
@@ -207,5 +212,41 @@ func TestUsageHidesRedisCredentials(t *testing.T) {
 	cfg, err := Load([]string{"--redis-url", "redis://:pw@h:1"}, nil, io.Discard)
 	if err != nil || cfg.RedisURL != "redis://:pw@h:1" {
 		t.Fatalf("--redis-url = %q, %v; the flag must keep the real URL", cfg.RedisURL, err)
+	}
+}
+
+// TestLoadStreamLifecycle reads the ext_proc stream bounds from each
+// source: file, environment and flag, flags winning.
+func TestLoadStreamLifecycle(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "bulwark.yaml")
+	yml := "extproc_idle_timeout: 2m\nextproc_max_stream_duration: 20m\nextproc_max_buffered_bytes: 67108864\n"
+	if err := os.WriteFile(file, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name           string
+		args, env      []string
+		idle, duration time.Duration
+		buffered       int64
+	}{
+		{"defaults", nil, nil, 10 * time.Minute, time.Hour, 128 << 20},
+		{"file", []string{"--config", file}, nil, 2 * time.Minute, 20 * time.Minute, 64 << 20},
+		{"environment over file", []string{"--config", file},
+			[]string{"BULWARK_EXTPROC_IDLE_TIMEOUT=3m", "BULWARK_EXTPROC_MAX_STREAM_DURATION=30m", "BULWARK_EXTPROC_MAX_BUFFERED_BYTES=33554432"},
+			3 * time.Minute, 30 * time.Minute, 32 << 20},
+		{"flags over environment", []string{"--extproc-idle-timeout", "90s", "--extproc-max-stream-duration", "2h", "--extproc-max-buffered-bytes", "16777216"},
+			[]string{"BULWARK_EXTPROC_IDLE_TIMEOUT=3m"}, 90 * time.Second, 2 * time.Hour, 16 << 20},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Load(tc.args, tc.env, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.ExtProcIdleTimeout != tc.idle || cfg.ExtProcMaxStreamDuration != tc.duration || cfg.ExtProcMaxBufferedBytes != tc.buffered {
+				t.Errorf("got idle %v, duration %v, buffered %d; want %v, %v, %d",
+					cfg.ExtProcIdleTimeout, cfg.ExtProcMaxStreamDuration, cfg.ExtProcMaxBufferedBytes, tc.idle, tc.duration, tc.buffered)
+			}
+		})
 	}
 }

@@ -19,6 +19,7 @@ type metrics struct {
 	reconcile  *prometheus.CounterVec
 	chunks     prometheus.Histogram
 	extended   prometheus.Counter
+	buffered   prometheus.Gauge
 }
 
 // NewMetrics registers the ext_proc series with reg (nil: unregistered).
@@ -30,7 +31,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		streams: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulwark_extproc_streams_total",
-			Help: "ext_proc exchanges ended, by outcome (allowed, denied, error).",
+			Help: "ext_proc exchanges ended, by outcome (allowed, denied, error, timeout: ended by the idle timeout or the maximum duration).",
 		}, []string{"outcome"}),
 		redactions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulwark_redactions_total",
@@ -53,9 +54,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "bulwark_extproc_timeout_extensions_total",
 			Help: "Messages for which Bulwark asked Envoy for more time (override_message_timeout): answers slower than half of message_timeout.",
 		}),
+		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bulwark_extproc_buffered_bytes",
+			Help: "Body bytes ext_proc exchanges hold while a body sent in chunks accumulates (bounded by extproc_max_buffered_bytes).",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.active, m.streams, m.redactions, m.refused, m.reconcile, m.chunks, m.extended} {
+		for _, c := range []prometheus.Collector{m.active, m.streams, m.redactions, m.refused, m.reconcile, m.chunks, m.extended, m.buffered} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("extproc: register metrics: %w", err)
 			}
@@ -107,5 +112,11 @@ func (m *metrics) chunk(d time.Duration) {
 func (m *metrics) timeoutExtended() {
 	if m != nil {
 		m.extended.Inc()
+	}
+}
+
+func (m *metrics) bufferedBytes(delta int64) {
+	if m != nil {
+		m.buffered.Add(float64(delta))
 	}
 }

@@ -55,6 +55,8 @@ type exchange struct {
 	bodyExpected, bodySeen bool
 	pending                []byte // request or response body accumulated across streamed chunks
 	pendingOver            bool   // the accumulated body outgrew MaxBodyBytes: bytes are no longer kept
+	// ended: an immediate response was sent; the exchange is over.
+	ended bool
 
 	llmReq    *llmapi.Request
 	llmTerm   *ast.Term
@@ -81,6 +83,9 @@ func (s *Server) newExchange() *exchange {
 // handle answers one message with exactly one response (nil in
 // observability mode, where Envoy expects none).
 func (x *exchange) handle(ctx context.Context, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	if x.ended {
+		return nil, &protocolError{msg: "message after the exchange ended with an immediate response"}
+	}
 	if pc := req.GetProtocolConfig(); pc != nil { // only on the stream's first message
 		if err := x.s.checkProtocol(pc); err != nil {
 			return nil, err
@@ -112,6 +117,10 @@ func (x *exchange) handle(ctx context.Context, req *extprocv3.ProcessingRequest)
 	x.metadata = nil
 	if req.GetObservabilityMode() {
 		return nil, nil
+	}
+	if resp.GetImmediateResponse() != nil {
+		x.ended = true // Envoy sends nothing more; nothing more is held
+		x.dropPending()
 	}
 	if md != nil {
 		resp.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{
@@ -463,22 +472,29 @@ func (x *exchange) denyLocal(code int, reason, msg string) *extprocv3.Processing
 // the body once complete; resp is the answer for a held chunk, or, with
 // complete, non-nil when chunks were held. over reports a body larger than
 // MaxBodyBytes, whose bytes are dropped as soon as it outgrows the bound.
+// A chunk the process-wide MaxBufferedBytes budget has no room for ends
+// the exchange: resp is then a 503 and complete false.
 func (x *exchange) accumulate(b *extprocv3.HttpBody, request bool) (body []byte, over, complete bool, resp *extprocv3.ProcessingResponse) {
 	held := x.pending != nil || x.pendingOver
 	if !held && b.GetEndOfStream() {
 		return b.GetBody(), len(b.GetBody()) > x.s.opts.MaxBodyBytes, true, nil
 	}
-	if x.pendingOver || len(x.pending)+len(b.GetBody()) > x.s.opts.MaxBodyBytes {
-		x.pending, x.pendingOver = nil, true
-	} else {
+	need := len(x.pending) + len(b.GetBody())
+	switch {
+	case x.pendingOver || need > x.s.opts.MaxBodyBytes:
+		x.dropPending()
+		x.pendingOver = true
+	case !x.grow(need):
+		x.dropPending()
+		return nil, false, false, x.denyLocal(http.StatusServiceUnavailable, "body_buffer_exhausted",
+			"the gateway is holding as many request and response bodies as it may; retry shortly")
+	default:
 		x.pending = append(x.pending, b.GetBody()...)
-		if x.pending == nil {
-			x.pending = []byte{} // an empty first chunk still starts holding
-		}
 	}
 	if b.GetEndOfStream() {
 		body, over = x.pending, x.pendingOver
-		x.pending, x.pendingOver = nil, false
+		x.dropPending() // the body is decided on now, like one sent whole
+		x.pendingOver = false
 		return body, over, true, &extprocv3.ProcessingResponse{}
 	}
 	clear := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{
@@ -487,6 +503,54 @@ func (x *exchange) accumulate(b *extprocv3.HttpBody, request bool) (body []byte,
 		return nil, false, false, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: clear}}
 	}
 	return nil, false, false, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: clear}}
+}
+
+// grow makes room for need bytes in x.pending (at least doubling, at most
+// MaxBodyBytes), taking the added capacity from the Server's budget first.
+// It reports false, changing nothing, when the budget has no room. Every
+// byte of capacity x.pending has is counted in s.buffered until
+// dropPending gives it back.
+func (x *exchange) grow(need int) bool {
+	have := cap(x.pending)
+	if need <= have && x.pending != nil {
+		return true
+	}
+	size := min(max(need, 2*have), x.s.opts.MaxBodyBytes)
+	if !x.s.reserveBuffer(int64(size - have)) {
+		return false
+	}
+	p := make([]byte, len(x.pending), size)
+	copy(p, x.pending)
+	x.pending = p
+	return true
+}
+
+// dropPending lets go of the accumulated body and gives its capacity back
+// to the budget.
+func (x *exchange) dropPending() {
+	if n := cap(x.pending); n > 0 {
+		x.s.releaseBuffer(int64(n))
+	}
+	x.pending = nil
+}
+
+// reserveBuffer takes n bytes from the budget if they fit in it.
+func (s *Server) reserveBuffer(n int64) bool {
+	for {
+		used := s.buffered.Load()
+		if used+n > s.opts.MaxBufferedBytes {
+			return false
+		}
+		if s.buffered.CompareAndSwap(used, used+n) {
+			s.metrics.bufferedBytes(n)
+			return true
+		}
+	}
+}
+
+func (s *Server) releaseBuffer(n int64) {
+	s.buffered.Add(-n)
+	s.metrics.bufferedBytes(-n)
 }
 
 // decode undoes a content-encoding within the body bound. A body Bulwark

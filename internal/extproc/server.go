@@ -60,6 +60,21 @@ const (
 	DefaultStreamLookahead = 512
 	DefaultMaxEventBytes   = 1 << 20
 	DefaultMessageTimeout  = 200 * time.Millisecond // Envoy's message_timeout default
+	// DefaultIdleTimeout is twice Envoy's own default stream_idle_timeout
+	// (5 min), and the default timeout of OpenAI's SDKs (10 min): the
+	// longest a legitimate exchange waits between two messages is the
+	// model's time to first byte of a non-streamed answer.
+	DefaultIdleTimeout = 10 * time.Minute
+	// DefaultMaxStreamDuration outlasts the longest streamed answers
+	// (about 128k output tokens at 50 tokens/s is 43 min).
+	DefaultMaxStreamDuration = time.Hour
+	// DefaultFirstMessageTimeout bounds the wait for an exchange's first
+	// message: Envoy opens the stream to send it, so only a client that is
+	// not Envoy keeps a stream open and silent.
+	DefaultFirstMessageTimeout = 10 * time.Second
+	// DefaultMaxBufferedBytes bounds the body bytes all exchanges hold
+	// together: sixteen bodies of DefaultMaxBodyBytes.
+	DefaultMaxBufferedBytes = 128 << 20
 )
 
 // Options tune the adapter.
@@ -104,6 +119,17 @@ type Options struct {
 	// Give it one without the injection detector: the streaming redactor
 	// scans every byte several times, and output needs PII and secrets only.
 	ResponseScanner Scanner
+	// IdleTimeout ends an exchange (DEADLINE_EXCEEDED) when Envoy sends no
+	// message for this long; MaxStreamDuration ends it this long after it
+	// opened; FirstMessageTimeout (at most IdleTimeout) bounds the wait
+	// for the first message. An open stream costs a goroutine and a
+	// max_streams slot, so none may be held for ever.
+	IdleTimeout, MaxStreamDuration, FirstMessageTimeout time.Duration
+	// MaxBufferedBytes bounds the body bytes every exchange of this
+	// Server holds together while accumulating a body sent in chunks
+	// (STREAMED or BUFFERED_PARTIAL on the filter); a chunk that would
+	// pass it ends its exchange with 503 (reason body_buffer_exhausted).
+	MaxBufferedBytes int64
 }
 
 func (o *Options) defaults() {
@@ -122,6 +148,19 @@ func (o *Options) defaults() {
 	if o.MessageTimeout <= 0 {
 		o.MessageTimeout = DefaultMessageTimeout
 	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MaxStreamDuration <= 0 {
+		o.MaxStreamDuration = DefaultMaxStreamDuration
+	}
+	if o.FirstMessageTimeout <= 0 {
+		o.FirstMessageTimeout = DefaultFirstMessageTimeout
+	}
+	o.FirstMessageTimeout = min(o.FirstMessageTimeout, o.IdleTimeout)
+	if o.MaxBufferedBytes <= 0 {
+		o.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
 }
 
 // Server implements envoy.service.ext_proc.v3.ExternalProcessor.
@@ -137,6 +176,9 @@ type Server struct {
 	metrics   *metrics
 	// warnedProtocol: an unsupported filter configuration was logged.
 	warnedProtocol atomic.Bool
+	// buffered is the body bytes all exchanges hold (at most
+	// opts.MaxBufferedBytes); see exchange.grow.
+	buffered atomic.Int64
 }
 
 // New returns a Server. scanner finds what redaction removes (nil: nothing
@@ -166,16 +208,35 @@ func New(d Decider, scanner Scanner, reconcile Reconciler, opts Options, logger 
 
 // Process runs one exchange. It returns nil when Envoy ends the stream
 // (EOF or cancellation are normal ends: Envoy closes early when it has
-// nothing more to send), and a gRPC error when no decision could be made,
-// so Envoy's failure_mode_allow applies.
+// nothing more to send) and once an immediate response has been sent (the
+// exchange is over: Envoy sends nothing after one, so nothing more is read
+// or held); DEADLINE_EXCEEDED when Envoy stays silent past IdleTimeout or
+// the exchange outlives MaxStreamDuration (Envoy then fails the request
+// rather than let the rest through uninspected); and a gRPC error when no
+// decision could be made, so Envoy's failure_mode_allow applies.
 func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 	ctx := stream.Context()
 	x := s.newExchange()
 	s.metrics.streamStarted()
-	defer func() { s.metrics.streamEnded(x.outcome) }()
+	defer func() {
+		x.dropPending()
+		s.metrics.streamEnded(x.outcome)
+	}()
+	rx := startReceiver(stream)
+	defer rx.stop()
+	life := time.NewTimer(s.opts.MaxStreamDuration)
+	defer life.Stop()
+	idle := time.NewTimer(s.opts.FirstMessageTimeout)
+	defer idle.Stop()
 	for {
-		req, err := stream.Recv()
+		req, err := rx.next(idle.C, life.C)
 		if err != nil {
+			var de *deadlineError
+			if errors.As(err, &de) {
+				x.outcome = "timeout"
+				s.logger.Debug("ext_proc stream ended", "reason", de.msg, "path", x.path)
+				return grpcError(ctx, err)
+			}
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
 				return nil
 			}
@@ -187,6 +248,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			return grpcError(ctx, err)
 		}
 		if resp == nil { // observability mode: Envoy expects no answer
+			idle.Reset(s.opts.IdleTimeout)
 			continue
 		}
 		if err := stream.Send(resp); err != nil {
@@ -195,8 +257,73 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			}
 			return fmt.Errorf("ext_proc send: %w", err)
 		}
+		if x.ended {
+			return nil
+		}
+		idle.Reset(s.opts.IdleTimeout)
 	}
 }
+
+// receiver reads the stream on its own goroutine, one message each time
+// next asks, so Process can stop waiting when a deadline passes: only the
+// handler's return ends a gRPC stream (and unblocks its Recv). Reading
+// only on demand keeps Envoy's rhythm: the next message is read after the
+// previous one was answered, as the overload gate counts it.
+type receiver struct {
+	stream extprocv3.ExternalProcessor_ProcessServer
+	want   chan struct{}
+	got    chan received
+	done   chan struct{}
+}
+
+type received struct {
+	req *extprocv3.ProcessingRequest
+	err error
+}
+
+func startReceiver(stream extprocv3.ExternalProcessor_ProcessServer) *receiver {
+	r := &receiver{stream: stream, want: make(chan struct{}, 1), got: make(chan received, 1), done: make(chan struct{})}
+	go r.run()
+	return r
+}
+
+func (r *receiver) run() {
+	for {
+		select {
+		case <-r.want:
+		case <-r.done:
+			return
+		}
+		req, err := r.stream.Recv()
+		r.got <- received{req, err} // buffered: one message is asked for at a time
+		if err != nil {
+			return
+		}
+	}
+}
+
+// next returns the next message, or a *deadlineError when idle or life
+// fires first. After a deadline the goroutine stays in Recv until the
+// stream ends, which the handler's return brings about at once.
+func (r *receiver) next(idle, life <-chan time.Time) (*extprocv3.ProcessingRequest, error) {
+	r.want <- struct{}{}
+	select {
+	case m := <-r.got:
+		return m.req, m.err
+	case <-idle:
+		return nil, &deadlineError{msg: "no message from Envoy within the idle timeout"}
+	case <-life:
+		return nil, &deadlineError{msg: "exchange open longer than its maximum duration"}
+	}
+}
+
+// stop ends the goroutine if it is waiting to be asked.
+func (r *receiver) stop() { close(r.done) }
+
+// deadlineError ends an exchange that went quiet or lasted too long.
+type deadlineError struct{ msg string }
+
+func (e *deadlineError) Error() string { return e.msg }
 
 // handleInTime is x.handle, asking Envoy for more time when the answer is
 // not ready after half of its message_timeout: one
@@ -231,9 +358,12 @@ func (s *Server) handleInTime(ctx context.Context, stream extprocv3.ExternalProc
 func grpcError(ctx context.Context, err error) error {
 	var pe *protocolError
 	var ue *unsupportedError
+	var de *deadlineError
 	switch {
 	case errors.As(err, &pe):
 		return status.Error(codes.InvalidArgument, pe.msg)
+	case errors.As(err, &de):
+		return status.Error(codes.DeadlineExceeded, de.msg)
 	case errors.As(err, &ue):
 		return status.Error(codes.FailedPrecondition, ue.msg)
 	case errors.Is(ctx.Err(), context.Canceled):
@@ -315,8 +445,11 @@ func (e *Exchange) Handle(ctx context.Context, req *extprocv3.ProcessingRequest)
 	return resp, err
 }
 
-// End records the exchange's outcome.
-func (e *Exchange) End() { e.x.s.metrics.streamEnded(e.x.outcome) }
+// End records the exchange's outcome and gives back what it buffered.
+func (e *Exchange) End() {
+	e.x.dropPending()
+	e.x.s.metrics.streamEnded(e.x.outcome)
+}
 
 // Cut says why a streamed answer was ended early.
 type Cut struct {

@@ -150,26 +150,31 @@ func (o *Overload) reject(c prometheus.Counter) error {
 // past the bound is refused at once, and an admitted call waits for at
 // most the decisions already admitted.
 //
-// A unary call takes an in-flight slot; a stream takes a MaxStreams slot
-// plus the in-flight slot of its first message (released with the first
-// answer). The slots are released when the handler ends, or when the
-// call's context is done if the handler never runs.
+// A unary call takes an in-flight slot, released when the handler ends
+// (or when the call's context is done if the handler never runs). A
+// stream takes a MaxStreams slot and no in-flight slot: it is refused at
+// once while every in-flight slot is taken, but its messages take slots
+// only while they are decided (Stream), so a stream that opens and says
+// nothing holds none: idle streams cannot starve decisions.
 func (o *Overload) Tap(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if exempt(info.FullMethodName) {
 		return ctx, nil
 	}
 	a := &admission{o: o}
 	if o.streaming(info.FullMethodName) {
+		if o.maxInFlight > 0 && o.inflight.Load() >= o.maxInFlight {
+			return nil, o.reject(o.rejectInFlight) // its first message would be refused
+		}
 		if !tryAcquire(&o.streams, o.maxStreams) {
 			return nil, o.reject(o.rejectStreams)
 		}
 		a.stream.Store(true)
+	} else {
+		if !tryAcquire(&o.inflight, o.maxInFlight) {
+			return nil, o.reject(o.rejectInFlight)
+		}
+		a.inflight.Store(true)
 	}
-	if !tryAcquire(&o.inflight, o.maxInFlight) {
-		a.releaseAll()
-		return nil, o.reject(o.rejectInFlight)
-	}
-	a.inflight.Store(true)
 	a.stop = context.AfterFunc(ctx, a.releaseAll)
 	return context.WithValue(ctx, admissionKey{}, a), nil
 }
@@ -201,7 +206,7 @@ type admissionKey struct{}
 type admission struct {
 	o        *Overload
 	stream   atomic.Bool // holds a MaxStreams slot
-	inflight atomic.Bool // holds an in-flight slot (a unary call, or a stream's first message)
+	inflight atomic.Bool // holds an in-flight slot (a unary call)
 	stop     func() bool // cancels the context-done release
 }
 
@@ -251,14 +256,15 @@ func (o *Overload) Unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 }
 
 // Stream is the stream server interceptor: a stream counts against
-// MaxStreams while open, and each message it receives counts as in flight
-// until the handler sends an answer or asks for the next message. The
-// stream's first message is admitted under MaxInFlight (by Tap, when the
-// stream opens), or the stream ends with UNAVAILABLE; later messages of an
-// admitted exchange are counted but never refused, because failing an
-// exchange halfway wastes the work done and fails a request Envoy has
-// already let through. An open stream waiting for Envoy's next message
-// holds no in-flight slot.
+// MaxStreams while open (from Tap, or from here without it), and each
+// message it receives counts as in flight from its arrival until the
+// handler sends an answer or asks for the next message. The stream's first
+// message is admitted under MaxInFlight, or the stream ends with
+// UNAVAILABLE; later messages of an admitted exchange are counted but
+// never refused, because failing an exchange halfway wastes the work done
+// and fails a request Envoy has already let through. An open stream
+// waiting for Envoy's next message, its first included, holds no
+// in-flight slot.
 func (o *Overload) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if exempt(info.FullMethod) {
 		return handler(srv, ss)
@@ -266,10 +272,6 @@ func (o *Overload) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	ls := &limitedStream{ServerStream: ss, o: o}
 	if a := admissionFrom(ss.Context()); a != nil {
 		defer a.done()
-		// The first message's slot passes from the admission to the stream.
-		if a.inflight.CompareAndSwap(true, false) {
-			ls.holding.Store(true)
-		}
 	} else {
 		if !tryAcquire(&o.streams, o.maxStreams) {
 			return o.reject(o.rejectStreams)
@@ -277,7 +279,7 @@ func (o *Overload) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 		defer o.streams.Add(-1)
 	}
 	err := handler(srv, ls)
-	ls.release()
+	ls.finish()
 	if ls.rejected.Load() {
 		return errOverloaded
 	}
@@ -286,13 +288,17 @@ func (o *Overload) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 
 // limitedStream counts a stream's received message as in flight until the
 // next send or receive. Recv and Send may run on different goroutines
-// (one each), hence the atomics; received belongs to the receiving one.
+// (one each), hence the atomics; received belongs to the receiving one,
+// which may still be in RecvMsg when the handler returns (a handler that
+// reads on its own goroutine stops waiting on a deadline): finished makes
+// a message that arrives then give its slot straight back.
 type limitedStream struct {
 	grpc.ServerStream
 	o        *Overload
 	received bool // a message has been received
 	holding  atomic.Bool
 	rejected atomic.Bool
+	finished atomic.Bool
 }
 
 func (s *limitedStream) RecvMsg(m any) error {
@@ -305,20 +311,17 @@ func (s *limitedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	switch {
-	case s.received:
+	if s.received {
 		s.o.inflight.Add(1) // later messages are counted, never refused
-		s.holding.Store(true)
-	case s.holding.Load():
-		// The first message, admitted with the stream (Tap).
-	default:
-		if !tryAcquire(&s.o.inflight, s.o.maxInFlight) {
-			s.rejected.Store(true)
-			return s.o.reject(s.o.rejectInFlight)
-		}
-		s.holding.Store(true)
+	} else if !tryAcquire(&s.o.inflight, s.o.maxInFlight) {
+		s.rejected.Store(true)
+		return s.o.reject(s.o.rejectInFlight)
 	}
+	s.holding.Store(true)
 	s.received = true
+	if s.finished.Load() {
+		s.release() // the handler has returned: nobody will answer it
+	}
 	yieldBeforeDeciding()
 	return nil
 }
@@ -339,6 +342,13 @@ func (s *limitedStream) release() {
 	if s.holding.CompareAndSwap(true, false) {
 		s.o.inflight.Add(-1)
 	}
+}
+
+// finish releases the slot at the handler's end, and any a message still
+// being received takes later.
+func (s *limitedStream) finish() {
+	s.finished.Store(true)
+	s.release()
 }
 
 // InFlight is the number of decisions being computed now.

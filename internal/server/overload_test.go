@@ -574,9 +574,11 @@ func (b *blockingAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.Ch
 // echoProcessor answers each ext_proc message with an empty response.
 type echoProcessor struct {
 	extprocv3.UnimplementedExternalProcessorServer
+	streams atomic.Int64 // handlers run
 }
 
-func (echoProcessor) Process(st extprocv3.ExternalProcessor_ProcessServer) error {
+func (e *echoProcessor) Process(st extprocv3.ExternalProcessor_ProcessServer) error {
+	e.streams.Add(1)
 	for {
 		if _, err := st.Recv(); err != nil {
 			return nil
@@ -588,8 +590,10 @@ func (echoProcessor) Process(st extprocv3.ExternalProcessor_ProcessServer) error
 }
 
 // TestServerTapAdmission runs the gate at the tap of a real server: a call
-// past the bound is refused before its handler runs; a stream holds its
-// first message's slot from the moment it opens until the first answer;
+// past the bound is refused before its handler runs, and so is a stream
+// while every in-flight slot is taken; an open stream holds no in-flight
+// slot while it waits for a message, its first included (idle streams
+// cannot starve decisions), and holds one while a message is decided;
 // slots come back when handlers end, when streams are cancelled and when
 // a call names no method.
 func TestServerTapAdmission(t *testing.T) {
@@ -599,7 +603,8 @@ func TestServerTapAdmission(t *testing.T) {
 		Overload: OverloadConfig{MaxInFlight: 1, MaxStreams: 2, Window: time.Minute}}, nil, prometheus.NewRegistry())
 	authz := &blockingAuthz{entered: make(chan struct{}, 10), release: make(chan struct{})}
 	authv3.RegisterAuthorizationServer(s.GRPC(), authz)
-	extprocv3.RegisterExternalProcessorServer(s.GRPC(), echoProcessor{})
+	ep := &echoProcessor{}
+	extprocv3.RegisterExternalProcessorServer(s.GRPC(), ep)
 	ctx, _, conn := serveForTest(t, s)
 	ac := authv3.NewAuthorizationClient(conn)
 	pc := extprocv3.NewExternalProcessorClient(conn)
@@ -608,7 +613,8 @@ func TestServerTapAdmission(t *testing.T) {
 		waitFor(t, what, func() bool { return s.overload.InFlight() == 0 && s.overload.Streams() == 0 })
 	}
 
-	// A Check holds the only slot: the next is refused at the tap.
+	// A Check holds the only slot: the next is refused at the tap, and so
+	// is a new stream, before its handler runs.
 	first := make(chan error, 1)
 	go func() { _, err := ac.Check(ctx, &authv3.CheckRequest{}); first <- err }()
 	<-authz.entered
@@ -618,39 +624,58 @@ func TestServerTapAdmission(t *testing.T) {
 	if n := authz.calls.Load(); n != 1 {
 		t.Errorf("Check handler ran %d times, want 1: the refused call reached its handler", n)
 	}
+	refused, err := pc.Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := refused.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("stream opened while every slot is taken: %v, want UNAVAILABLE", err)
+	}
+	if n := ep.streams.Load(); n != 0 {
+		t.Errorf("Process handler ran %d times, want 0: the refused stream reached its handler", n)
+	}
 	close(authz.release)
 	if err := <-first; err != nil {
 		t.Fatalf("first Check: %v", err)
 	}
 	idle("the Check's slot released")
 
-	// An open stream holds the first message's slot until it is answered.
-	st, err := pc.Process(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// Streams that open and send nothing hold no in-flight slot: Checks
+	// still get the only one.
+	var silent []extprocv3.ExternalProcessor_ProcessClient
+	for range 2 {
+		st, err := pc.Process(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, st)
 	}
-	waitFor(t, "the stream admitted", func() bool { return s.overload.Streams() == 1 && s.overload.InFlight() == 1 })
-	if _, err := ac.Check(ctx, &authv3.CheckRequest{}); status.Code(err) != codes.Unavailable {
-		t.Errorf("Check while a stream's first message is pending: %v, want UNAVAILABLE", err)
+	waitFor(t, "two streams admitted", func() bool { return s.overload.Streams() == 2 && ep.streams.Load() == 2 })
+	if n := s.overload.InFlight(); n != 0 {
+		t.Errorf("two silent streams hold %d in-flight slots, want 0", n)
 	}
+	go func() { <-authz.entered }()
+	if _, err := ac.Check(ctx, &authv3.CheckRequest{}); err != nil {
+		t.Errorf("Check while streams are silent: %v", err)
+	}
+	// A message is answered, and its slot released with the answer.
+	st := silent[0]
 	if err := st.Send(&extprocv3.ProcessingRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Recv(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first answer releases the slot", func() bool { return s.overload.InFlight() == 0 })
-	go func() { <-authz.entered }()
-	if _, err := ac.Check(ctx, &authv3.CheckRequest{}); err != nil {
-		t.Errorf("Check once the stream was answered: %v", err)
+	waitFor(t, "the answer releases the slot", func() bool { return s.overload.InFlight() == 0 })
+	for _, st := range silent {
+		if err := st.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); !errors.Is(err, io.EOF) {
+			t.Fatalf("stream end: %v", err)
+		}
 	}
-	if err := st.CloseSend(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
-		t.Fatalf("stream end: %v", err)
-	}
-	idle("the stream's slots released")
+	idle("the streams' slots released")
 
 	// Streams cancelled before their first message, and a call to a
 	// method nobody serves, give their slots back too.
@@ -667,4 +692,34 @@ func TestServerTapAdmission(t *testing.T) {
 		t.Errorf("unknown method: %v, want UNIMPLEMENTED", err)
 	}
 	idle("an unknown method's slot released")
+}
+
+// TestOverloadLateMessageAfterHandler: a handler that reads on its own
+// goroutine can return while that goroutine is still in RecvMsg (the
+// ext_proc server does, on its deadlines); a message that arrives then
+// must not keep an in-flight slot for ever.
+func TestOverloadLateMessageAfterHandler(t *testing.T) {
+	t.Parallel()
+	o := NewOverload(OverloadConfig{MaxInFlight: 4}, nil)
+	s := &fakeStream{in: make(chan string)}
+	reading := make(chan grpc.ServerStream, 1)
+	if err := o.Stream(nil, s, processInfo, func(_ any, ss grpc.ServerStream) error {
+		reading <- ss
+		return nil // returns without waiting for the reader
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ss := <-reading
+	got := make(chan error, 1)
+	go func() {
+		var m string
+		got <- ss.RecvMsg(&m)
+	}()
+	s.in <- "late"
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if n := o.InFlight(); n != 0 {
+		t.Errorf("in flight = %d after a message arrived for a finished handler, want 0", n)
+	}
 }
