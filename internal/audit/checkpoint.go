@@ -47,6 +47,7 @@ func (c Checkpoint) sum(key []byte) string {
 // writeCheckpoint replaces the checkpoint atomically (temporary file, then
 // rename), so a reader never sees half of one.
 func writeCheckpoint(path string, c Checkpoint, key []byte) error {
+	c.MAC = ""
 	if len(key) > 0 {
 		c.MAC = c.sum(key)
 	}
