@@ -189,6 +189,68 @@ func TestTornLastLineIsMarkedAtStart(t *testing.T) {
 	}
 }
 
+// TestFullDiskAtStart: a torn line on a disk that is full when Bulwark
+// starts must not keep it from starting: the writer starts failing, and
+// the torn_line marker and the loss reach the chain once there is room.
+// The log is padded to end exactly on a page, so the marker needs a new
+// page of the full tmpfs.
+func TestFullDiskAtStart(t *testing.T) {
+	disk := mountTmpfs(t, "1m")
+	cfg := Config{Path: filepath.Join(disk, "audit.log"), FlushInterval: 10 * time.Millisecond, RetryInterval: 20 * time.Millisecond}
+	writeRecords(t, cfg, 10)
+	at := time.Date(2026, 12, 7, 10, 0, 0, 123456789, time.UTC)
+	logOne := func(id string) {
+		w, err := Open(cfg, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Log(context.Background(), Record{Type: TypeDecision, Time: at, DecisionID: id})
+		closeWriter(t, w)
+	}
+	logOne("x") // seq 11: measures a record's length with a 1-byte id
+	torn := `{"seq":13,"ti`
+	lines := readLines(t, cfg.Path)
+	st, _ := os.Stat(cfg.Path)
+	k := (2*4096 - int64(len(torn)) - (st.Size()+int64(len(lines[len(lines)-1])))%4096) % 4096
+	if k == 0 {
+		k = 4096
+	}
+	logOne(strings.Repeat("p", int(k))) // seq 12: the torn line will end on a page boundary
+	f, err := os.OpenFile(cfg.Path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString(torn)
+	_ = f.Close()
+	if st, _ := os.Stat(cfg.Path); st.Size()%4096 != 0 {
+		t.Fatalf("padding: size %d", st.Size())
+	}
+	filler := filepath.Join(disk, "filler")
+	fillDisk(t, filler)
+
+	w, err := Open(cfg, nil, nil)
+	if err != nil {
+		t.Fatalf("start on a full disk: %v", err)
+	}
+	if w.Healthy() {
+		t.Fatal("healthy right after a start on a full disk")
+	}
+	logN(w, "lost", 5)
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "writing to resume", w.Healthy)
+	logN(w, "after", 3)
+	closeWriter(t, w)
+	rep, err := verifyLog(t, []string{cfg.Path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.TornLines != 1 || rep.LostRecords() != 5 || rep.LastSeq != rep.Records+rep.LostRecords() {
+		t.Fatalf("report %+v", rep)
+	}
+}
+
 // TestSecondWriterIsRefused: two processes (replicas) appending to one log
 // would interleave two chains; the second gets a clear error.
 func TestSecondWriterIsRefused(t *testing.T) {

@@ -116,6 +116,7 @@ type Writer struct {
 	bufDropped uint64 // Dropped counts the buffered records carry
 	durable    position
 	failing    *failure
+	pending    []Record // markers from the start, written once writing resumes
 	nextRetry  time.Time
 	head       position // first record the log must still hold (seq, prev)
 	cpSeq      uint64   // last seq the checkpoint covers
@@ -216,7 +217,9 @@ func Open(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, 
 		}
 		return nil, err
 	}
-	w.setHealthy()
+	if w.failing == nil { // a full disk at start: fail already said so
+		w.setHealthy()
+	}
 	go w.run()
 	return w, nil
 }
@@ -285,20 +288,36 @@ func (w *Writer) start() error {
 			first = w.seq
 		}
 		w.seq = cp.LastSeq
-		if err := w.appendNow(Record{Type: TypeRecordsLost, Details: map[string]any{
+		w.startMarker(Record{Type: TypeRecordsLost, Details: map[string]any{
 			"cause": LostMissingAtStart, "first_seq": first, "last_seq": w.seq, "records": w.seq + 1 - first,
-		}}); err != nil {
-			return err
-		}
+		}})
 	}
 	if torn != nil {
 		w.logger.Warn("audit log ended in a torn line (a write was cut); it is cut off and recorded on the chain",
 			"path", w.cfg.Path, "bytes", torn["bytes"])
-		if err := w.appendNow(Record{Type: TypeTornLine, Details: torn}); err != nil {
-			return err
+		w.startMarker(Record{Type: TypeTornLine, Details: torn})
+	}
+	if w.failing == nil {
+		if err := w.checkpoint(); err != nil {
+			w.logger.Error("audit checkpoint not written at start", "error", err)
 		}
 	}
-	return w.checkpoint()
+	return nil
+}
+
+// startMarker writes a record that opens the log; when the disk is full,
+// the writer starts failing (no outage: fail_open decides on) and writes it
+// once writing resumes.
+func (w *Writer) startMarker(r Record) {
+	if w.failing == nil {
+		err := w.appendNow(r)
+		if err == nil {
+			return
+		}
+		_ = w.f.Truncate(w.durable.size) // best effort, as in fail
+		w.fail(err)
+	}
+	w.pending = append(w.pending, r)
 }
 
 // resume reads the last complete line of an existing log to continue its
@@ -583,10 +602,21 @@ func (w *Writer) retry() {
 		w.logger.Debug("audit log still cannot be written", "error", err)
 		return
 	}
-	err := w.appendNow(Record{Type: TypeRecordsLost, Details: map[string]any{
-		"cause": LostWriteError, "first_seq": f.firstSeq, "last_seq": w.seq, "records": w.seq + 1 - f.firstSeq,
-		"since": f.since.Format(time.RFC3339Nano), "error": f.err.Error(),
-	}})
+	var err error
+	if w.seq >= f.firstSeq {
+		err = w.appendNow(Record{Type: TypeRecordsLost, Details: map[string]any{
+			"cause": LostWriteError, "first_seq": f.firstSeq, "last_seq": w.seq, "records": w.seq + 1 - f.firstSeq,
+			"since": f.since.Format(time.RFC3339Nano), "error": f.err.Error(),
+		}})
+		if err == nil {
+			f.firstSeq = w.seq + 1 // accounted for, even if a pending marker fails next
+		}
+	}
+	for err == nil && len(w.pending) > 0 {
+		if err = w.appendNow(w.pending[0]); err == nil {
+			w.pending = w.pending[1:]
+		}
+	}
 	if err != nil {
 		w.failures.Inc()
 		_ = w.f.Truncate(w.durable.size) // best effort, as in fail
@@ -596,8 +626,7 @@ func (w *Writer) retry() {
 	}
 	w.failing = nil
 	w.setHealthy()
-	w.logger.Warn("audit log writing resumed; the loss is recorded on the chain",
-		"first_seq", f.firstSeq, "records_lost", w.seq-f.firstSeq, "since", f.since)
+	w.logger.Warn("audit log writing resumed; the loss is recorded on the chain", "since", f.since)
 	if err := w.checkpoint(); err != nil {
 		w.logger.Error("audit checkpoint not written", "error", err)
 	}
