@@ -428,6 +428,38 @@ func TestUnencodableRecordLeavesNoGap(t *testing.T) {
 	}
 }
 
+// TestVerifyRecordsLostRange: a records_lost record accounts only for the
+// gap it sits after, never for a repeated or backward seq.
+func TestVerifyRecordsLostRange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	writeRecords(t, Config{Path: path}, 5)
+	lines := readLines(t, path)
+	prev := lineHash([]byte(lines[4]))
+	for _, tc := range []struct {
+		name, line, want string
+	}{
+		{"gap accounted for", fmt.Sprintf(`{"seq":9,"type":"records_lost","details":{"cause":"write_error","first_seq":6,"last_seq":8},"prev":%q}`, prev), ""},
+		{"range beside the gap", fmt.Sprintf(`{"seq":9,"type":"records_lost","details":{"cause":"write_error","first_seq":7,"last_seq":8},"prev":%q}`, prev), "does not match the gap"},
+		{"backward range", fmt.Sprintf(`{"seq":5,"type":"records_lost","details":{"cause":"write_error","first_seq":6,"last_seq":4},"prev":%q}`, prev), "does not match the gap"},
+		{"gap without a record", fmt.Sprintf(`{"seq":9,"type":"decision","prev":%q}`, prev), "missing or reordered"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "audit.log")
+			writeLines(t, p, append(append([]string(nil), lines...), tc.line))
+			rep, err := Verify([]string{p}, nil, nil)
+			if tc.want == "" {
+				if err != nil || rep.LostRecords() != 3 {
+					t.Fatalf("%+v %v", rep, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
 func FuzzReadCheckpoint(f *testing.F) {
 	key := []byte("0123456789abcdef")
 	dir := f.TempDir()

@@ -221,7 +221,7 @@ func (rep *Report) check(r *Record, line string, key []byte, first bool, prevSeq
 				d.Details.FirstSeq, d.Details.LastSeq)
 		}
 		if !first && r.Seq != prevSeq+1 {
-			if d.Details.FirstSeq != prevSeq+1 || d.Details.LastSeq+1 != r.Seq {
+			if d.Details.FirstSeq != prevSeq+1 || d.Details.LastSeq+1 != r.Seq || d.Details.LastSeq < d.Details.FirstSeq {
 				return fmt.Sprintf("records_lost range %d..%d does not match the gap after seq %d", d.Details.FirstSeq, d.Details.LastSeq, prevSeq)
 			}
 			if r.Prev != prevHash {
