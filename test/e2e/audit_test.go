@@ -227,6 +227,11 @@ func TestAuditLogLockTornTailAndCuts(t *testing.T) {
 		t.Fatalf("verify after a torn line: code %d\n%s%s", code, out, errOut)
 	}
 
+	// The sidecar files are not logs: a glob such as audit.log.* must not pass for a file list.
+	if _, errOut, code := runCLI(t, "audit", "verify", log+".checkpoint", log); code != 2 || !strings.Contains(errOut, "not a log file") {
+		t.Fatalf("verify given the checkpoint as a log: code %d, %s", code, errOut)
+	}
+
 	lines := strings.Split(strings.TrimRight(readFile(t, log), "\n"), "\n")
 	for _, tc := range []struct {
 		name  string
