@@ -233,7 +233,7 @@ func (w *Writer) takeLock() error {
 	if err != nil {
 		return fmt.Errorf("audit: lock %s: %w", name, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil { // #nosec G115 -- a file descriptor fits an int
 		holder, _ := os.ReadFile(name) // #nosec G304 -- as above
 		_ = f.Close()                  // the lock error is the one to report
 		if errors.Is(err, syscall.EWOULDBLOCK) {
