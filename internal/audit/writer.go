@@ -233,8 +233,9 @@ func (w *Writer) takeLock() error {
 	if err != nil {
 		return fmt.Errorf("audit: lock %s: %w", name, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil { // #nosec G115 -- a file descriptor fits an int
-		holder, _ := os.ReadFile(name) // #nosec G304 -- as above
+	fd := int(f.Fd()) // #nosec G115 -- a file descriptor fits an int
+	if err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(name) // #nosec G304 -- the lock file beside the operator-configured audit log
 		_ = f.Close()                  // the lock error is the one to report
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return fmt.Errorf("audit: %s is being written by another process (pid %s): give each replica its own --audit-log",
