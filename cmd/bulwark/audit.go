@@ -12,17 +12,21 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/audit"
 )
 
-// runAudit implements `bulwark audit verify FILE... [--key-file F]`: files
-// oldest first (rotated audit.log.N ... audit.log.1, then audit.log). It exits
-// non-zero and names the first broken, reordered or missing record.
+// runAudit implements `bulwark audit verify FILE... [--key-file F]
+// [--checkpoint F | --no-checkpoint]`: files oldest first (rotated
+// audit.log.N ... audit.log.1, then audit.log). It exits non-zero and names
+// the first broken, reordered or missing record, and, against the log's
+// checkpoint (by default the last file's FILE.checkpoint), a cut head or tail.
 func runAudit(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "verify" {
-		fmt.Fprintln(stderr, "usage: bulwark audit verify FILE... [--key-file F]")
+		fmt.Fprintln(stderr, "usage: bulwark audit verify FILE... [--key-file F] [--checkpoint F | --no-checkpoint]")
 		return &exitError{2, errors.New("audit: want the verify command")}
 	}
 	fs := flag.NewFlagSet("bulwark audit verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	keyFile := fs.String("key-file", "", "HMAC key the log was signed with (checks every record's signature)")
+	keyFile := fs.String("key-file", "", "HMAC key the log was signed with (checks every record's and the checkpoint's signature)")
+	cpFile := fs.String("checkpoint", "", "the log's checkpoint (default: the last file given + .checkpoint)")
+	noCP := fs.Bool("no-checkpoint", false, "check the chain only: a cut head or tail then goes unseen")
 	// Accept flags before or after the file names.
 	var files []string
 	rest := args[1:]
@@ -39,6 +43,14 @@ func runAudit(_ context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	if len(files) == 0 {
 		return &exitError{2, errors.New("audit verify: no files given")}
 	}
+	for _, f := range files {
+		if strings.HasSuffix(f, ".checkpoint") || strings.HasSuffix(f, ".lock") {
+			return &exitError{2, fmt.Errorf("audit verify: %s is a log's checkpoint or lock file, not a log file (list the log files: audit.log.N … audit.log.1 audit.log)", f)}
+		}
+	}
+	if *noCP && *cpFile != "" {
+		return &exitError{2, errors.New("audit verify: --checkpoint and --no-checkpoint exclude each other")}
+	}
 	var key []byte
 	if *keyFile != "" {
 		b, err := os.ReadFile(*keyFile)
@@ -47,7 +59,22 @@ func runAudit(_ context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		}
 		key = []byte(strings.TrimSpace(string(b)))
 	}
-	rep, err := audit.Verify(files, key)
+	var cp *audit.Checkpoint
+	if !*noCP {
+		path := *cpFile
+		if path == "" {
+			path = audit.CheckpointPath(files[len(files)-1])
+		}
+		var err error
+		if cp, err = audit.ReadCheckpoint(path, key); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("audit verify: FAILED: no checkpoint at %s, so a cut head or tail cannot be detected "+
+					"(give --checkpoint F, or --no-checkpoint to check the chain only)", path)
+			}
+			return fmt.Errorf("audit verify: FAILED: %w", err)
+		}
+	}
+	rep, err := audit.Verify(files, key, cp)
 	if err != nil {
 		return fmt.Errorf("audit verify: FAILED after %d good records: %w", rep.Records, err)
 	}
@@ -55,8 +82,30 @@ func runAudit(_ context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	if rep.Dropped > 0 {
 		fmt.Fprintf(stdout, ", %d dropped under load (recorded on the chain)", rep.Dropped)
 	}
-	if rep.StartsMidChain {
+	if len(rep.Lost) > 0 {
+		fmt.Fprintf(stdout, ", %d lost to write errors (recorded on the chain:", rep.LostRecords())
+		for _, g := range rep.Lost {
+			fmt.Fprintf(stdout, " seq %d..%d", g.FirstSeq, g.LastSeq)
+		}
+		fmt.Fprint(stdout, ")")
+	}
+	if rep.TornLines > 0 {
+		fmt.Fprintf(stdout, ", %d torn line(s) cut off at a start (recorded on the chain)", rep.TornLines)
+	}
+	if rep.TornTail > 0 {
+		fmt.Fprintf(stdout, "; ends in a partial line of %d bytes (a write in progress or cut short), not verified", rep.TornTail)
+	}
+	switch {
+	case cp != nil:
+		fmt.Fprintf(stdout, "; checkpoint seq %d..%d holds", cp.FirstSeq, cp.LastSeq)
+		if rep.AfterCheckpoint > 0 {
+			fmt.Fprintf(stdout, " (%d later records not yet covered by it)", rep.AfterCheckpoint)
+		}
+	case rep.StartsMidChain:
 		fmt.Fprint(stdout, "; starts mid-chain (its first link points into an older file not given)")
+	}
+	if cp == nil {
+		fmt.Fprint(stdout, "; no checkpoint: a cut head or tail would go unseen")
 	}
 	if len(key) > 0 {
 		fmt.Fprint(stdout, "; signatures valid")

@@ -66,7 +66,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	var auditor *audit.Writer
 	if cfg.AuditLog != "" {
 		auditor, err = audit.Open(audit.Config{Path: cfg.AuditLog, KeyFile: cfg.AuditKeyFile, MaxBytes: cfg.AuditMaxBytes,
-			Buffer: cfg.AuditBuffer, Overflow: audit.Overflow(cfg.AuditOverflow)}, logger, reg)
+			Buffer: cfg.AuditBuffer, Overflow: audit.Overflow(cfg.AuditOverflow), MaxFiles: cfg.AuditMaxFiles,
+			CheckpointInterval: cfg.AuditCheckpointInterval, CheckpointRecords: uint64(cfg.AuditCheckpointRecords)}, logger, reg) // #nosec G115 -- Validate keeps it positive
 		if err != nil {
 			return err
 		}
@@ -77,7 +78,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 				logger.Error("audit log not fully flushed", "error", err)
 			}
 		}()
-		auditor.Log(ctx, audit.Record{Type: audit.TypeConfigLoaded, Details: configSummary(cfg)})
+		summary := configSummary(cfg)
+		summary["audit_failure_mode"] = cfg.AuditFailureMode
+		auditor.Log(ctx, audit.Record{Type: audit.TypeConfigLoaded, Details: summary})
 	}
 	// Security alerts are derived from the audit stream: decisions and
 	// system changes go through the notifier's tap, then to the audit log
@@ -149,8 +152,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	if err != nil {
 		return fmt.Errorf("detectors: %w", err)
 	}
-	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout, DryRun: cfg.DryRun, RateLimitHeaders: cfg.RateLimitHeaders},
-		auth, engine, limiter, logger, reg)
+	pipeCfg := pipeline.Config{Timeout: cfg.CheckTimeout, DryRun: cfg.DryRun, RateLimitHeaders: cfg.RateLimitHeaders}
+	if auditor != nil && cfg.AuditFailureMode == "fail_closed" {
+		pipeCfg.AuditGate = auditor.Err
+	}
+	pipe, err := pipeline.New(pipeCfg, auth, engine, limiter, logger, reg)
 	if err != nil {
 		return err
 	}
@@ -210,10 +216,20 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	}
 	srv.AddReadinessCheck(server.ReadinessCheck{Name: "identity", Check: auth.Ready})
 	if auditor != nil {
+		// fail_open: a failing audit sink is reported, not a reason to stop
+		// deciding; fail_closed: no decision is made, so not ready either.
+		auditReady := func() error { return nil }
+		if cfg.AuditFailureMode == "fail_closed" {
+			auditReady = auditor.Err
+		}
 		srv.AddReadinessCheck(server.ReadinessCheck{
-			Name:   "audit",
-			Check:  func() error { return nil }, // a failing audit sink is reported, not a reason to stop deciding
-			Detail: func() any { return map[string]any{"path": cfg.AuditLog, "healthy": auditor.Healthy()} },
+			Name:  "audit",
+			Check: auditReady,
+			Detail: func() any {
+				st := auditor.Status()
+				return map[string]any{"path": cfg.AuditLog, "healthy": st.Healthy, "error": st.Error, "since": st.Since,
+					"lost_records": st.LostRecords, "failure_mode": cfg.AuditFailureMode}
+			},
 		})
 	}
 	// The limiter never fails readiness: with Redis down, fail_open limits

@@ -2,8 +2,12 @@
 // decision and per system change, each carrying the SHA-256 of the line before
 // it (and optionally an HMAC), so a deleted, edited or reordered record breaks
 // the chain where it happened. Writing is asynchronous with a bounded buffer;
-// files rotate by size and the chain continues across them. Verify checks a
-// log and names the first record that does not fit.
+// files rotate by size, the chain continues across them, and the oldest are
+// deleted past a count. A checkpoint file beside the log names its first and
+// last record, so cutting the head or the tail is caught too. Write errors
+// (a full disk) are survived: the loss is counted and recorded on the chain
+// when writing resumes. Verify checks a log and names the first record that
+// does not fit.
 //
 // Records hold identifiers, codes and counts only: never prompt text,
 // credentials or the values of findings.
@@ -37,6 +41,24 @@ const (
 	// opening (Details.state "entered": limits are decided by the failure
 	// mode) and closing ("left").
 	TypeLimiterFallback = "limiter_fallback"
+	// TypeRecordsLost accounts for records that were given a seq but never
+	// reached the log: Details carry cause, first_seq, last_seq and records,
+	// and the record's own seq is last_seq+1, so the gap in seq is on the
+	// chain and Verify checks it matches. Cause LostWriteError (the log could
+	// not be written, e.g. a full disk: written when writing resumes) is an
+	// accounted loss; LostMissingAtStart (the log ended before its
+	// checkpoint when the writer started: its tail was cut) fails Verify.
+	TypeRecordsLost = "records_lost"
+	// TypeTornLine records that the log ended in a partial line when the
+	// writer started (a write cut by a crash or a full disk): the bytes were
+	// cut off; Details carry their length, offset and SHA-256.
+	TypeTornLine = "torn_line"
+)
+
+// The causes of a records_lost record.
+const (
+	LostWriteError     = "write_error"
+	LostMissingAtStart = "missing_at_start"
 )
 
 // Principal is who a decision was about (no credential, ever).

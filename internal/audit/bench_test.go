@@ -27,8 +27,9 @@ func BenchmarkWriter(b *testing.B) {
 			w := &Writer{cfg: Config{Path: filepath.Join(dir, "a.log"), MaxBytes: 1 << 40}}
 			if signed {
 				w.key = []byte("bench-audit-key-0123456789")
+				w.mac = newMAC(w.key)
 			}
-			w.written, w.lost, w.failures = nopCounter(), nopCounter(), nopCounter()
+			w.written, w.lost, w.lostOnDisk, w.failures = nopCounter(), nopCounter(), nopCounter(), nopCounter()
 			if err := w.openFile(); err != nil {
 				b.Fatal(err)
 			}

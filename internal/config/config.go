@@ -198,6 +198,21 @@ type Config struct {
 	AuditBuffer int `yaml:"audit_buffer"`
 	// AuditOverflow is drop (count the loss on the chain) or block.
 	AuditOverflow string `yaml:"audit_overflow"`
+	// AuditMaxFiles is how many rotated audit files are kept; rotating
+	// deletes the oldest beyond it, so a flood of audited requests cannot
+	// fill the disk with old files.
+	AuditMaxFiles int `yaml:"audit_max_files"`
+	// AuditFailureMode is what decisions do while the audit log cannot be
+	// written (a full disk): fail_open decides on and counts the lost
+	// records on the chain; fail_closed fails every decision (gRPC
+	// UNAVAILABLE, so Envoy's failure mode, deny by default, applies) until
+	// writing resumes.
+	AuditFailureMode string `yaml:"audit_failure_mode"`
+	// AuditCheckpointInterval and AuditCheckpointRecords bound how far the
+	// audit checkpoint may lag the log: only records written since the last
+	// checkpoint can be cut from the tail unseen by `audit verify`.
+	AuditCheckpointInterval time.Duration `yaml:"audit_checkpoint_interval"`
+	AuditCheckpointRecords  int           `yaml:"audit_checkpoint_records"`
 
 	// AlertWebhookURL receives security alerts (injection bursts, canary
 	// leaks, limiter fallback) as JSON POSTs; empty: they are logged at
@@ -275,6 +290,11 @@ func Default() Config {
 		ExtProcIdleTimeout:       10 * time.Minute,
 		ExtProcMaxStreamDuration: time.Hour,
 		ExtProcMaxBufferedBytes:  128 << 20,
+
+		AuditMaxFiles:           10,
+		AuditFailureMode:        "fail_open",
+		AuditCheckpointInterval: time.Second,
+		AuditCheckpointRecords:  1000,
 	}
 }
 
@@ -421,6 +441,18 @@ func (c Config) Validate() error {
 	}
 	if c.AuditBuffer < 1 {
 		return &FieldError{"audit_buffer", "must be positive"}
+	}
+	if c.AuditMaxFiles < 1 {
+		return &FieldError{"audit_max_files", "must be at least 1"}
+	}
+	if c.AuditFailureMode != "fail_open" && c.AuditFailureMode != "fail_closed" {
+		return &FieldError{"audit_failure_mode", fmt.Sprintf("%q is not fail_open or fail_closed", c.AuditFailureMode)}
+	}
+	if c.AuditCheckpointInterval <= 0 {
+		return &FieldError{"audit_checkpoint_interval", "must be positive"}
+	}
+	if c.AuditCheckpointRecords < 1 {
+		return &FieldError{"audit_checkpoint_records", "must be positive"}
 	}
 	if c.AlertWebhookURL != "" {
 		if u, err := url.Parse(c.AlertWebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -587,6 +619,10 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.Int64Var(&c.AuditMaxBytes, "audit-max-bytes", c.AuditMaxBytes, "rotate the audit log past this size")
 	fs.IntVar(&c.AuditBuffer, "audit-buffer", c.AuditBuffer, "audit records that may wait to be written")
 	fs.StringVar(&c.AuditOverflow, "audit-overflow", c.AuditOverflow, "when the audit buffer is full: drop (counted on the chain) or block")
+	fs.IntVar(&c.AuditMaxFiles, "audit-max-files", c.AuditMaxFiles, "rotated audit files kept; older ones are deleted")
+	fs.StringVar(&c.AuditFailureMode, "audit-failure-mode", c.AuditFailureMode, "while the audit log cannot be written: fail_open (decide on, loss counted on the chain) or fail_closed (decisions fail)")
+	fs.DurationVar(&c.AuditCheckpointInterval, "audit-checkpoint-interval", c.AuditCheckpointInterval, "longest time between two audit checkpoints")
+	fs.IntVar(&c.AuditCheckpointRecords, "audit-checkpoint-records", c.AuditCheckpointRecords, "most audit records between two checkpoints")
 	fs.StringVar(&c.AlertWebhookURL, "alert-webhook-url", c.AlertWebhookURL, "URL that receives security alerts as JSON POSTs (empty: alerts are logged at warn)")
 	fs.DurationVar(&c.AlertWebhookTimeout, "alert-webhook-timeout", c.AlertWebhookTimeout, "deadline of one alert webhook POST")
 	fs.DurationVar(&c.AlertMinInterval, "alert-min-interval", c.AlertMinInterval, "least time between two alerts of one event about one principal")

@@ -10,6 +10,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -85,6 +86,11 @@ type Config struct {
 	// RateLimitHeaders adds RateLimit and RateLimit-Policy headers to allowed
 	// responses that carried limits (denials always get them).
 	RateLimitHeaders bool
+	// AuditGate, when set, is asked before every decision: an error fails
+	// the decision (an error, so Envoy's failure mode applies). Serve sets
+	// it to the audit writer's Err under audit_failure_mode fail_closed, so
+	// no decision is made while the audit trail cannot record it.
+	AuditGate func() error
 }
 
 // Request is one decision to make. Input holds the adapter-built,
@@ -242,6 +248,12 @@ func phaseTerm(p Phase) *ast.Term {
 func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	start := time.Now()
 	out := Outcome{DecisionID: p.ids.New()}
+	if p.cfg.AuditGate != nil {
+		if err := p.cfg.AuditGate(); err != nil {
+			p.metrics.decision("error", "audit_unavailable")
+			return out, fmt.Errorf("pipeline: not deciding: %w", err)
+		}
+	}
 	input := req.Input
 	if input == nil {
 		input = ast.NewObject()
