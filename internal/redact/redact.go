@@ -20,7 +20,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 )
@@ -305,9 +307,11 @@ func (r *Redactor) Text(sc Scanner, text string, literals map[string]string) (st
 	return out, finds, n
 }
 
-// literal is one exact string reported as a canary finding.
+// literal is one string reported as a canary finding, with its
+// normalised form (see normalise).
 type literal struct {
 	value, typ string
+	norm       string
 }
 
 // compileLiterals turns the literal map into a slice sorted by value, so
@@ -322,25 +326,95 @@ func compileLiterals(m map[string]string) []literal {
 		if t == "" {
 			t = CanaryType
 		}
-		lits = append(lits, literal{value: v, typ: t})
+		n, _, _ := normalise(v)
+		lits = append(lits, literal{value: v, typ: t, norm: string(n)})
 	}
 	slices.SortFunc(lits, func(a, b literal) int { return strings.Compare(a.value, b.value) })
 	return lits
 }
 
+// ContainsLiteral reports whether text contains lit as appendLiterals
+// matches it: exactly, or in its normalised form.
+func ContainsLiteral(text, lit string) bool {
+	if lit == "" {
+		return false
+	}
+	return len(appendLiterals(nil, text, compileLiterals(map[string]string{lit: ""}))) > 0
+}
+
+// normalise returns the letters and digits of s, case-folded (fullwidth
+// ASCII folded to ASCII), and for each byte of the result the byte span in
+// s of the character it came from. Everything else — spaces, punctuation,
+// zero-width and other format characters — is dropped, so that a canary
+// written upper-cased, spaced out ("b w c - 1 2 …") or with zero-width
+// characters between its characters still matches.
+func normalise(s string) (norm []byte, starts, ends []int) {
+	norm, starts, ends = make([]byte, 0, len(s)), make([]int, 0, len(s)), make([]int, 0, len(s))
+	for i, r := range s {
+		if r >= 0xFF01 && r <= 0xFF5E { // fullwidth forms of ASCII
+			r -= 0xFF01 - 0x21
+		}
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+			continue
+		}
+		r = unicode.ToLower(r)
+		size := utf8.RuneLen(r)
+		_, orig := utf8.DecodeRuneInString(s[i:])
+		for range size {
+			starts = append(starts, i)
+			ends = append(ends, i+orig)
+		}
+		norm = utf8.AppendRune(norm, r)
+	}
+	return norm, starts, ends
+}
+
 // appendLiterals appends a finding for every non-overlapping occurrence of
-// each literal in text.
+// each literal in text: exact occurrences, and occurrences of its
+// normalised form in the normalised text (see normalise), reported over the
+// original bytes from its first to its last character.
 func appendLiterals(dst []detect.Finding, text string, lits []literal) []detect.Finding {
+	if len(lits) == 0 {
+		return dst
+	}
+	var norm []byte
+	var starts, ends []int
+	normDone := false
 	for _, l := range lits {
-		for off := 0; off <= len(text)-len(l.value); {
-			i := strings.Index(text[off:], l.value)
+		if l.norm == "" {
+			// No letter or digit to normalise on: exact matches only.
+			dst = appendExact(dst, text, l)
+			continue
+		}
+		if !normDone {
+			norm, starts, ends = normalise(text)
+			normDone = true
+		}
+		ns := unsafe.String(unsafe.SliceData(norm), len(norm)) // #nosec G103 -- norm is not written while ns is used
+		for off := 0; off <= len(ns)-len(l.norm); {
+			i := strings.Index(ns[off:], l.norm)
 			if i < 0 {
 				break
 			}
 			bs := off + i
-			dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: bs, ByteEnd: bs + len(l.value), Score: 1})
-			off = bs + len(l.value)
+			be := bs + len(l.norm)
+			dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: starts[bs], ByteEnd: ends[be-1], Score: 1})
+			off = be
 		}
+	}
+	return dst
+}
+
+// appendExact appends a finding for every exact occurrence of l.
+func appendExact(dst []detect.Finding, text string, l literal) []detect.Finding {
+	for off := 0; off <= len(text)-len(l.value); {
+		i := strings.Index(text[off:], l.value)
+		if i < 0 {
+			break
+		}
+		bs := off + i
+		dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: bs, ByteEnd: bs + len(l.value), Score: 1})
+		off = bs + len(l.value)
 	}
 	return dst
 }
