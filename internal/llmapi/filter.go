@@ -55,8 +55,31 @@ type visitKind uint8
 const (
 	visitText  visitKind = iota // a string to filter
 	visitToken                  // a logprob token string
-	visitBytes                  // a logprob bytes array
+	visitBytes                  // a logprob bytes array, or a legacy top_logprobs object keyed by tokens
 )
+
+// hasMember reports whether the object at b[s] has a member named name.
+func hasMember(b []byte, s int, name string) bool {
+	it := iterObject(b, s)
+	for it.next() {
+		if string(it.keyRaw()) == name {
+			return true
+		}
+	}
+	return false
+}
+
+// blankValue is what a blanked logprob token, bytes array or token map
+// becomes: an empty value of the same kind.
+func blankValue(first byte) []byte {
+	switch first {
+	case '[':
+		return []byte("[]")
+	case '{':
+		return []byte("{}")
+	}
+	return []byte(`""`)
+}
 
 // frame is one open container of a walk.
 type frame struct {
@@ -105,7 +128,7 @@ func walkStrings(b []byte, v vspan, key []byte, safe bool, visit func(k visitKin
 			}
 			k, opaque, lp := cur()
 			switch {
-			case lp && string(k) == "token":
+			case lp && (string(k) == "token" || string(k) == "tokens"):
 				visit(visitToken, vspan{i, end})
 			case safe && !opaque && !lp && SafeKey(string(k)):
 			default:
@@ -117,7 +140,9 @@ func walkStrings(b []byte, v vspan, key []byte, safe bool, visit func(k visitKin
 			if len(stack) == 0 {
 				opaque, lp = opaque0, lp0
 			}
-			if c == '[' && lp && string(k) == "bytes" {
+			if lp && (c == '[' && string(k) == "bytes" || c == '{' && string(k) == "top_logprobs" && !hasMember(b, i, "token")) {
+				// A bytes array, or a legacy completions top_logprobs
+				// entry, whose member names are the tokens.
 				end := valueEnd(b, i)
 				if end < 0 || end > v.e {
 					return
@@ -171,11 +196,7 @@ func (f *filterEdits) text(s vspan, fn func(string) string) {
 // blank replaces every logprob token with "" and bytes array with [].
 func (f *filterEdits) blank() {
 	for _, t := range f.tokens {
-		rep := `""`
-		if f.b[t.s] == '[' {
-			rep = "[]"
-		}
-		f.patches = append(f.patches, patch{s: t.s, e: t.e, text: []byte(rep)})
+		f.patches = append(f.patches, patch{s: t.s, e: t.e, text: blankValue(f.b[t.s])})
 	}
 }
 
@@ -416,10 +437,8 @@ func (f *eventFilter) whole(v vspan, key []byte) {
 			if k == visitToken {
 				f.text(s, f.wholeFn)
 			}
-		case k == visitBytes:
-			f.patches = append(f.patches, patch{s: s.s, e: s.e, text: []byte("[]")})
-		case f.b[s.s+1] != '"':
-			f.patches = append(f.patches, patch{s: s.s, e: s.e, text: []byte(`""`)})
+		case k == visitBytes || f.b[s.s+1] != '"':
+			f.patches = append(f.patches, patch{s: s.s, e: s.e, text: blankValue(f.b[s.s])})
 		}
 	})
 }
@@ -801,12 +820,8 @@ func ChannelEvent(api API, template Event, ch Channel, text string) (Event, erro
 			case "logprobs":
 				ps = append(ps, patch{s: it.v.s, e: it.v.e, text: []byte("[]")})
 			default:
-				walkStrings(d, it.v, k, true, func(vk visitKind, s vspan) {
-					rep := `""`
-					if vk == visitBytes {
-						rep = "[]"
-					}
-					ps = append(ps, patch{s: s.s, e: s.e, text: []byte(rep)})
+				walkStrings(d, it.v, k, true, func(_ visitKind, s vspan) {
+					ps = append(ps, patch{s: s.s, e: s.e, text: blankValue(d[s.s])})
 				})
 			}
 		}
