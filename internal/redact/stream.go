@@ -411,11 +411,15 @@ func (s *Stream) cut(ws string, finds []detect.Finding) int {
 	return c
 }
 
-// openKey reports whether the last finding of a released window is a
-// private key that runs to the window's end without its END line.
+// openKey reports whether a finding of a released window is a private key
+// that runs to the window's end without its END line.
 func openKey(rel string, finds []detect.Finding) bool {
-	f := finds[len(finds)-1]
-	return f.Type == "PRIVATE_KEY" && f.ByteEnd >= len(rel) && !strings.Contains(rel[f.ByteStart:], "-----END ")
+	for _, f := range finds {
+		if f.Type == "PRIVATE_KEY" && f.ByteEnd >= len(rel) && !strings.Contains(rel[f.ByteStart:], "-----END ") {
+			return true
+		}
+	}
+	return false
 }
 
 // pemEndMax bounds the END line's label ("-----END ENCRYPTED PRIVATE
