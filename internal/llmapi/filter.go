@@ -142,14 +142,11 @@ func walkStrings(b []byte, v vspan, key []byte, safe bool, visit func(k visitKin
 			}
 			if lp && (c == '[' && string(k) == "bytes" || c == '{' && string(k) == "top_logprobs" && !hasMember(b, i, "token")) {
 				// A bytes array, or a legacy completions top_logprobs
-				// entry, whose member names are the tokens.
-				end := valueEnd(b, i)
-				if end < 0 || end > v.e {
-					return
+				// entry, whose member names are the tokens. What is inside
+				// is still walked (a blanked container's edits win).
+				if end := valueEnd(b, i); end > i && end <= v.e {
+					visit(visitBytes, vspan{i, end})
 				}
-				visit(visitBytes, vspan{i, end})
-				i = end
-				continue
 			}
 			stack = append(stack, frame{obj: c == '{', ckey: k, opaque: opaque || opaqueKey(k), lp: lp || logprobKey(k)})
 			i++
@@ -292,7 +289,7 @@ func EditResponse(api API, body []byte, fn func(text string) string) ([]byte, bo
 	// Token edits are replaced by blanking: keep only the other patches.
 	kept := f.patches[:0]
 	for _, p := range f.patches {
-		if !inSpans(f.tokens, p.s) {
+		if !inSpans(f.tokens, p) {
 			kept = append(kept, p)
 		}
 	}
@@ -308,9 +305,10 @@ func EditResponse(api API, body []byte, fn func(text string) string) ([]byte, bo
 	return out, true, nil
 }
 
-func inSpans(spans []vspan, at int) bool {
+// inSpans reports whether p lies inside one of spans.
+func inSpans(spans []vspan, p patch) bool {
 	for _, s := range spans {
-		if s.s == at {
+		if s.s <= p.s && p.e <= s.e {
 			return true
 		}
 	}
@@ -425,11 +423,17 @@ type eventFilter struct {
 	filterEdits
 	fn    func(Channel, string) string
 	blank bool
+	// skip ends the last blanked container: nothing inside it is edited
+	// again.
+	skip int
 }
 
 // whole filters every string of v (held by member key) as whole text.
 func (f *eventFilter) whole(v vspan, key []byte) {
 	walkStrings(f.b, v, key, true, func(k visitKind, s vspan) {
+		if s.s < f.skip {
+			return
+		}
 		switch {
 		case k == visitText:
 			f.text(s, f.wholeFn)
@@ -439,6 +443,7 @@ func (f *eventFilter) whole(v vspan, key []byte) {
 			}
 		case k == visitBytes || f.b[s.s+1] != '"':
 			f.patches = append(f.patches, patch{s: s.s, e: s.e, text: blankValue(f.b[s.s])})
+			f.skip = s.e
 		}
 	})
 }

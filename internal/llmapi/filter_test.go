@@ -133,17 +133,17 @@ func TestFilterEventChannels(t *testing.T) {
 		channels            []Channel
 	}{
 		{
-			name: "chat: every choice (n=2)",
-			api:  string(OpenAIChat),
-			data: `{"id":"c","choices":[{"index":0,"delta":{"content":"a SECRET"}},{"index":1,"delta":{"content":"b SECRET"}}]}`,
-			want: `{"id":"c","choices":[{"index":0,"delta":{"content":"a [X]"}},{"index":1,"delta":{"content":"b [X]"}}]}`,
+			name:     "chat: every choice (n=2)",
+			api:      string(OpenAIChat),
+			data:     `{"id":"c","choices":[{"index":0,"delta":{"content":"a SECRET"}},{"index":1,"delta":{"content":"b SECRET"}}]}`,
+			want:     `{"id":"c","choices":[{"index":0,"delta":{"content":"a [X]"}},{"index":1,"delta":{"content":"b [X]"}}]}`,
 			channels: []Channel{{Field: FieldContent, Index: 0}, {Field: FieldContent, Index: 1}},
 		},
 		{
-			name: "chat: tool-call argument deltas, one channel per call",
-			api:  string(OpenAIChat),
-			data: `{"choices":[{"index":1,"delta":{"tool_calls":[{"index":2,"id":"call","function":{"name":"f","arguments":"SECRET"}}]}}]}`,
-			want: `{"choices":[{"index":1,"delta":{"tool_calls":[{"index":2,"id":"call","function":{"name":"f","arguments":"[X]"}}]}}]}`,
+			name:     "chat: tool-call argument deltas, one channel per call",
+			api:      string(OpenAIChat),
+			data:     `{"choices":[{"index":1,"delta":{"tool_calls":[{"index":2,"id":"call","function":{"name":"f","arguments":"SECRET"}}]}}]}`,
+			want:     `{"choices":[{"index":1,"delta":{"tool_calls":[{"index":2,"id":"call","function":{"name":"f","arguments":"[X]"}}]}}]}`,
 			channels: []Channel{{}, {Field: FieldArguments, Index: 1, Sub: 2}},
 		},
 		{
@@ -154,10 +154,10 @@ func TestFilterEventChannels(t *testing.T) {
 			channels: []Channel{{Field: FieldRefusal}, {Field: FieldReasoningContent}, {Field: FieldReasoning}},
 		},
 		{
-			name: "chat: logprob tokens blanked, unknown fields whole",
-			api:  string(OpenAIChat),
-			data: `{"choices":[{"index":0,"delta":{"content":"x"},"logprobs":{"content":[{"token":"x","logprob":-1,"bytes":[120],"top_logprobs":[{"token":"y","logprob":-2,"bytes":[121]}]}]}}],"x_note":"SECRET"}`,
-			want: `{"choices":[{"index":0,"delta":{"content":"x"},"logprobs":{"content":[{"token":"","logprob":-1,"bytes":[],"top_logprobs":[{"token":"","logprob":-2,"bytes":[]}]}]}}],"x_note":"[X]"}`,
+			name:     "chat: logprob tokens blanked, unknown fields whole",
+			api:      string(OpenAIChat),
+			data:     `{"choices":[{"index":0,"delta":{"content":"x"},"logprobs":{"content":[{"token":"x","logprob":-1,"bytes":[120],"top_logprobs":[{"token":"y","logprob":-2,"bytes":[121]}]}]}}],"x_note":"SECRET"}`,
+			want:     `{"choices":[{"index":0,"delta":{"content":"x"},"logprobs":{"content":[{"token":"","logprob":-1,"bytes":[],"top_logprobs":[{"token":"","logprob":-2,"bytes":[]}]}]}}],"x_note":"[X]"}`,
 			channels: []Channel{{Field: FieldContent}, {}},
 		},
 		{
