@@ -219,7 +219,7 @@ func answer(rng *rand.Rand, api llmapi.API) map[string]any {
 			content := prose(rng)
 			choices = append(choices, map[string]any{"index": i, "finish_reason": "stop",
 				"message": map[string]any{"role": "assistant", "content": content, "refusal": prose(rng), "reasoning_content": prose(rng),
-					"tool_calls": []any{map[string]any{"id": "call_1", "type": "function", "function": map[string]any{"name": "send_mail", "arguments": args(rng)}}},
+					"tool_calls":  []any{map[string]any{"id": "call_1", "type": "function", "function": map[string]any{"name": "send_mail", "arguments": args(rng)}}},
 					"annotations": []any{map[string]any{"type": "url_citation", "url_citation": map[string]any{"url": "https://docs.test/a", "title": prose(rng)}}}},
 				"logprobs": map[string]any{"content": tokens(content)}})
 		}
