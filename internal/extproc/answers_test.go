@@ -328,6 +328,14 @@ func stream(rng *rand.Rand, api llmapi.API, secret string) []any {
 			per[i] = append(per[i], fin)
 		}
 		for len(per[0])+len(per[1]) > 0 { // interleave the two choices
+			if len(per[0]) > 0 && len(per[1]) > 0 && rng.IntN(3) == 0 {
+				// One chunk carrying both choices, as n=2 servers send.
+				both := per[0][0]
+				both["choices"] = append(both["choices"].([]any), per[1][0]["choices"].([]any)...)
+				evs = append(evs, both)
+				per[0], per[1] = per[0][1:], per[1][1:]
+				continue
+			}
 			i := rng.IntN(2)
 			if len(per[i]) == 0 {
 				i = 1 - i

@@ -67,7 +67,8 @@ func TestAnswerSideChannelsRedacted(t *testing.T) {
 	// finding 5: choice 1 of two carries the value, split over events.
 	contentN2 = append(contentN2, chatChunk(0, `{"role":"assistant","content":""}`, ""), chatChunk(1, `{"role":"assistant","content":""}`, ""))
 	for _, p := range pieces(text, 5) {
-		contentN2 = append(contentN2, chatChunk(0, `{"content":"ok "}`, ""), chatChunk(1, `{"content":`+q(p)+`}`, ""))
+		contentN2 = append(contentN2, `{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[`+
+			`{"index":0,"delta":{"content":"ok "},"finish_reason":null},{"index":1,"delta":{"content":`+q(p)+`},"finish_reason":null}]}`)
 	}
 	contentN2 = append(contentN2, chatFinish(0), chatFinish(1), "[DONE]")
 	// finding 4: tool-call argument deltas.
