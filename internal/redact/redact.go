@@ -22,7 +22,6 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
-	"unsafe"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 )
@@ -326,8 +325,7 @@ func compileLiterals(m map[string]string) []literal {
 		if t == "" {
 			t = CanaryType
 		}
-		n, _, _ := normalise(v)
-		lits = append(lits, literal{value: v, typ: t, norm: string(n)})
+		lits = append(lits, literal{value: v, typ: t, norm: normalise(v)})
 	}
 	slices.SortFunc(lits, func(a, b literal) int { return strings.Compare(a.value, b.value) })
 	return lits
@@ -342,67 +340,99 @@ func ContainsLiteral(text, lit string) bool {
 	return len(appendLiterals(nil, text, compileLiterals(map[string]string{lit: ""}))) > 0
 }
 
-// normalise returns the letters and digits of s, case-folded (fullwidth
-// ASCII folded to ASCII), and for each byte of the result the byte span in
-// s of the character it came from. Everything else — spaces, punctuation,
-// zero-width and other format characters — is dropped, so that a canary
-// written upper-cased, spaced out ("b w c - 1 2 …") or with zero-width
-// characters between its characters still matches.
-func normalise(s string) (norm []byte, starts, ends []int) {
-	norm, starts, ends = make([]byte, 0, len(s)), make([]int, 0, len(s)), make([]int, 0, len(s))
-	for i, r := range s {
-		if r >= 0xFF01 && r <= 0xFF5E { // fullwidth forms of ASCII
-			r -= 0xFF01 - 0x21
+// fold maps a character to the form literals are compared in: fullwidth
+// ASCII to ASCII, then lower case. It reports false for characters that do
+// not count (anything but letters and digits).
+func fold(r rune) (rune, bool) {
+	if r < utf8.RuneSelf {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r, true
+		case r >= 'A' && r <= 'Z':
+			return r + ('a' - 'A'), true
 		}
-		if !unicode.IsLetter(r) && !unicode.IsDigit(r) {
-			continue
-		}
-		r = unicode.ToLower(r)
-		size := utf8.RuneLen(r)
-		_, orig := utf8.DecodeRuneInString(s[i:])
-		for range size {
-			starts = append(starts, i)
-			ends = append(ends, i+orig)
-		}
-		norm = utf8.AppendRune(norm, r)
+		return r, false
 	}
-	return norm, starts, ends
+	if r >= 0xFF01 && r <= 0xFF5E { // fullwidth forms of ASCII
+		return fold(r - (0xFF01 - 0x21))
+	}
+	if !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+		return r, false
+	}
+	return unicode.ToLower(r), true
+}
+
+// normalise returns the letters and digits of s, folded (see fold): the
+// form a literal is matched in, so that a canary written upper-cased,
+// spaced out ("b w c - 1 2 …"), with punctuation, zero-width or other format
+// characters between its characters, or in fullwidth forms, still matches.
+func normalise(s string) string {
+	var b []byte
+	for _, r := range s {
+		if f, ok := fold(r); ok {
+			b = utf8.AppendRune(b, f)
+		}
+	}
+	return string(b)
 }
 
 // appendLiterals appends a finding for every non-overlapping occurrence of
-// each literal in text: exact occurrences, and occurrences of its
-// normalised form in the normalised text (see normalise), reported over the
-// original bytes from its first to its last character.
+// each literal in text, matched on the normalised view (see normalise) and
+// reported over the original bytes from its first to its last character;
+// a literal without letters or digits matches exactly. It allocates nothing
+// beyond the findings.
 func appendLiterals(dst []detect.Finding, text string, lits []literal) []detect.Finding {
-	if len(lits) == 0 {
-		return dst
-	}
-	var norm []byte
-	var starts, ends []int
-	normDone := false
 	for _, l := range lits {
 		if l.norm == "" {
-			// No letter or digit to normalise on: exact matches only.
 			dst = appendExact(dst, text, l)
 			continue
 		}
-		if !normDone {
-			norm, starts, ends = normalise(text)
-			normDone = true
+		first, _ := utf8.DecodeRuneInString(l.norm)
+		lo, up := byte(first), byte(first)
+		if first >= 'a' && first <= 'z' {
+			up = byte(first) - ('a' - 'A')
 		}
-		ns := unsafe.String(unsafe.SliceData(norm), len(norm)) // #nosec G103 -- norm is not written while ns is used
-		for off := 0; off <= len(ns)-len(l.norm); {
-			i := strings.Index(ns[off:], l.norm)
-			if i < 0 {
-				break
+		for i := 0; i < len(text); {
+			c := text[i]
+			if c < utf8.RuneSelf && c != lo && c != up {
+				i++ // cannot start a match: the common case, one byte at a time
+				continue
 			}
-			bs := off + i
-			be := bs + len(l.norm)
-			dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: starts[bs], ByteEnd: ends[be-1], Score: 1})
-			off = be
+			r, size := utf8.DecodeRuneInString(text[i:])
+			if f, ok := fold(r); !ok || f != first {
+				i += size
+				continue
+			}
+			if end, ok := matchFrom(text, i, l.norm); ok {
+				dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: i, ByteEnd: end, Score: 1})
+				i = end
+				continue
+			}
+			i += size
 		}
 	}
 	return dst
+}
+
+// matchFrom reports whether the folded letters and digits of text from i
+// on begin with norm, and where the last of them ends.
+func matchFrom(text string, i int, norm string) (int, bool) {
+	j, end := 0, i
+	for k := i; k < len(text) && j < len(norm); {
+		r, size := utf8.DecodeRuneInString(text[k:])
+		k += size
+		f, ok := fold(r)
+		if !ok {
+			continue
+		}
+		n, nsize := utf8.DecodeRuneInString(norm[j:])
+		if f != n {
+			return 0, false
+		}
+		j += nsize
+		end = k
+	}
+	return end, j == len(norm)
 }
 
 // appendExact appends a finding for every exact occurrence of l.
