@@ -40,6 +40,10 @@ type responseState struct {
 	// each, to synthesise the event that releases what it still holds.
 	streams   map[llmapi.Channel]*redact.Stream
 	templates map[llmapi.Channel]llmapi.Event
+	// ev is the event being filtered and filter its callback, bound once
+	// per exchange so that filtering an event allocates no closure.
+	ev     eventFilter
+	filter func(llmapi.Channel, string) string
 	ended     bool // the stream was cut after a deny; later chunks are dropped
 	cut       *Cut // why, when the policy cut it
 	usage     llmapi.Usage
@@ -125,6 +129,8 @@ func (x *exchange) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 		rs.parser = &llmapi.SSEParser{MaxEventBytes: x.s.opts.MaxEventBytes}
 		rs.streams = make(map[llmapi.Channel]*redact.Stream, 1)
 		rs.templates = make(map[llmapi.Channel]llmapi.Event, 1)
+		rs.ev.x = x
+		rs.filter = rs.ev.filter
 	}
 	return cont(mode, m), nil
 }
@@ -309,7 +315,7 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 	if rs.ended {
 		return errCut
 	}
-	d, err := llmapi.DecodeEvent(rs.api, ev)
+	d, err := llmapi.DecodeEventMeta(rs.api, ev)
 	if err != nil {
 		// An event Bulwark cannot read may still carry text: pass it only
 		// when nothing in it needs removing.
@@ -331,39 +337,11 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 		return nil
 	}
 	all, ends := llmapi.EventEnds(rs.api, ev)
-	ending := func(idx int) bool { return all || slices.Contains(ends, idx) }
-	var ferr error
-	var whole []detect.Finding
-	nev, changed, err := llmapi.FilterEvent(rs.api, ev, true, func(ch llmapi.Channel, t string) string {
-		if ferr != nil {
-			return ""
-		}
-		if ch.Field == "" {
-			r, f, _ := rs.redactor().Text(x.s.outScan, t, rs.literalsOrNil())
-			whole = append(whole, f...)
-			return r
-		}
-		st, err := rs.stream(x, ch)
-		if err != nil {
-			ferr = err
-			return ""
-		}
-		rs.templates[ch] = ev
-		w, _ := st.WriteString(t)
-		if ferr = x.checkWindow(ctx, w, out); ferr != nil {
-			return ""
-		}
-		text := w.Text
-		if ending(ch.Index) {
-			last := st.Close()
-			delete(rs.streams, ch)
-			if ferr = x.checkWindow(ctx, last, out); ferr != nil {
-				return ""
-			}
-			text += last.Text
-		}
-		return text
-	})
+	st := &rs.ev
+	st.ctx, st.out, st.ev, st.all, st.ends, st.err, st.whole = ctx, out, ev, all, ends, nil, st.whole[:0]
+	nev, changed, err := llmapi.FilterEvent(rs.api, ev, true, rs.filter)
+	whole, ferr := st.whole, st.err
+	st.ctx, st.out, st.ev = nil, nil, llmapi.Event{} // held only for the call
 	if ferr != nil {
 		return ferr
 	}
@@ -377,7 +355,7 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 	if all || len(ends) > 0 {
 		// What the closing channels still hold goes out before the event
 		// that closes them.
-		if err := x.flushStreams(ctx, ending, out); err != nil {
+		if err := x.flushStreams(ctx, st.ending, out); err != nil {
 			return err
 		}
 	}
@@ -387,6 +365,58 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 	}
 	*out = append(*out, ev.Raw...)
 	return nil
+}
+
+// eventFilter is the state of filtering one stream event: what the
+// callback FilterEvent calls for each string needs besides the string.
+type eventFilter struct {
+	x   *exchange
+	ctx context.Context // the call's, held only while FilterEvent runs
+	out *[]byte
+	ev  llmapi.Event
+	// all and ends are the channels the event closes.
+	all  bool
+	ends []int
+	// err is the first failure (a cut stream); whole collects the findings
+	// of strings filtered whole.
+	err   error
+	whole []detect.Finding
+}
+
+func (e *eventFilter) ending(idx int) bool { return e.all || slices.Contains(e.ends, idx) }
+
+// filter redacts one string of the event: whole, or through the redaction
+// stream of its channel, closing the stream when the event ends it.
+func (e *eventFilter) filter(ch llmapi.Channel, t string) string {
+	if e.err != nil {
+		return ""
+	}
+	x := e.x
+	rs := x.resp
+	if ch.Field == "" {
+		r, f, _ := rs.redactor().Text(x.s.outScan, t, rs.literalsOrNil())
+		e.whole = append(e.whole, f...)
+		return r
+	}
+	st, err := rs.stream(x, ch)
+	if err != nil {
+		e.err = err
+		return ""
+	}
+	rs.templates[ch] = e.ev
+	w, _ := st.WriteString(t)
+	if e.err = x.checkWindow(e.ctx, w, e.out); e.err != nil {
+		return ""
+	}
+	if !e.ending(ch.Index) {
+		return w.Text
+	}
+	last := st.Close()
+	delete(rs.streams, ch)
+	if e.err = x.checkWindow(e.ctx, last, e.out); e.err != nil {
+		return ""
+	}
+	return w.Text + last.Text
 }
 
 // flushStreams releases what the redaction streams of the channels whose

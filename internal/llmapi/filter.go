@@ -396,8 +396,7 @@ func FilterEvent(api API, ev Event, blankLogprobs bool, fn func(ch Channel, text
 	if len(d) == 0 || d[0] != '{' {
 		return ev, false, nil
 	}
-	var stack [8]patch
-	f := eventFilter{filterEdits: filterEdits{b: d, patches: stack[:0]}, fn: fn, blank: blankLogprobs}
+	f := eventFilter{filterEdits: filterEdits{b: d}, fn: fn, blank: blankLogprobs}
 	switch streamKind(api, d, ev.Name) {
 	case OpenAIChat, OpenAICompletions:
 		f.chatChunk()
