@@ -42,8 +42,8 @@ type responseState struct {
 	templates map[llmapi.Channel]llmapi.Event
 	// ev is the event being filtered and filter its callback, bound once
 	// per exchange so that filtering an event allocates no closure.
-	ev     eventFilter
-	filter func(llmapi.Channel, string) string
+	ev        eventFilter
+	filter    func(llmapi.Channel, string) string
 	ended     bool // the stream was cut after a deny; later chunks are dropped
 	cut       *Cut // why, when the policy cut it
 	usage     llmapi.Usage
