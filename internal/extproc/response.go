@@ -393,9 +393,20 @@ func (e *eventFilter) filter(ch llmapi.Channel, t string) string {
 	}
 	x := e.x
 	rs := x.resp
-	if ch.Field == "" {
+	switch ch.Field {
+	case "":
 		r, f, _ := rs.redactor().Text(x.s.outScan, t, rs.literalsOrNil())
 		e.whole = append(e.whole, f...)
+		return r
+	case llmapi.FieldEcho:
+		// The request's own instructions, with the canary Bulwark added:
+		// redacted like the rest (the marker too), but not a leak.
+		r, f, _ := rs.redactor().Text(x.s.outScan, t, rs.literalsOrNil())
+		for _, fd := range f {
+			if fd.Detector != redact.DetectorCanary {
+				e.whole = append(e.whole, fd)
+			}
+		}
 		return r
 	}
 	st, err := rs.stream(x, ch)

@@ -266,3 +266,46 @@ func TestCanaryVariantsCaught(t *testing.T) {
 		}
 	}
 }
+
+// TestCanaryEchoedInstructionsNotALeak: the Responses API echoes the
+// request's instructions — with the canary Bulwark appended — in its
+// response objects. That echo is not a leak (the answer is not stopped), but
+// the marker is still kept from the client.
+func TestCanaryEchoedInstructionsNotALeak(t *testing.T) {
+	f := newStack(t, extproc.Options{Canary: true})
+	canary := regexp.MustCompile(`bwc-[0-9a-f]{16}`)
+	for _, streamed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("streamed=%v", streamed), func(t *testing.T) {
+			up := func(fw envoysim.Forwarded) envoysim.Upstream {
+				var req struct{ Instructions string }
+				if err := json.Unmarshal(fw.Body, &req); err != nil || !canary.MatchString(req.Instructions) {
+					t.Errorf("no canary in the instructions: %s", fw.Body)
+				}
+				obj := `{"id":"resp_1","object":"response","status":"completed","instructions":` + q(req.Instructions) +
+					`,"output":[{"type":"message","content":[{"type":"output_text","text":"Hello there."}]}]}`
+				if !streamed {
+					return envoysim.Upstream{Status: 200, Headers: map[string]string{"content-type": "application/json"}, Chunks: [][]byte{[]byte(obj)}}
+				}
+				b := events(`response.created|{"type":"response.created","response":`+obj+`}`,
+					`response.output_text.delta|{"type":"response.output_text.delta","output_index":0,"content_index":0,"delta":"Hello there."}`,
+					`response.completed|{"type":"response.completed","response":`+obj+`}`)
+				return envoysim.Upstream{Status: 200, Headers: map[string]string{"content-type": "text/event-stream"}, Chunks: [][]byte{b}}
+			}
+			stream := ""
+			if streamed {
+				stream = `"stream":true,`
+			}
+			res, err := envoysim.Run(context.Background(), f.client, envoysim.DefaultFilter,
+				f.request("/v1/responses", `{"model":"gpt-4o",`+stream+`"instructions":"be brief","input":"hi"}`), up)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Immediate != nil || bytes.Contains(res.Body, []byte("canary_leak")) || !bytes.Contains(res.Body, []byte("Hello there.")) {
+				t.Fatalf("echoed instructions treated as a leak: status %d %s", res.Status, res.Body)
+			}
+			if streamed && canary.Match(res.Body) {
+				t.Fatalf("the marker reached the client: %s", res.Body)
+			}
+		})
+	}
+}

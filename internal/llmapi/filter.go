@@ -56,6 +56,7 @@ const (
 	visitText  visitKind = iota // a string to filter
 	visitToken                  // a logprob token string
 	visitBytes                  // a logprob bytes array, or a legacy top_logprobs object keyed by tokens
+	visitEcho                   // a string the answer echoes from the request (Responses instructions)
 )
 
 // hasMember reports whether the object at b[s] has a member named name.
@@ -201,12 +202,13 @@ func (f *filterEdits) blank() {
 // filters, joined with "\n", for the detectors: all strings of a Generic
 // JSON body, the whole of a non-JSON Generic body, and for the known APIs
 // every string not on the safe list (see SafeKey), logprob tokens
-// included. A known API's body that is not a JSON object fails with
-// ErrMalformed.
+// included — except the Responses API's echo of the request's instructions,
+// which is the request's own text (EditResponse still filters it). A known
+// API's body that is not a JSON object fails with ErrMalformed.
 func FilteredText(api API, body []byte) (string, error) {
 	var sb strings.Builder
 	err := eachFiltered(api, body, func(k visitKind, s vspan) {
-		if k == visitBytes {
+		if k == visitBytes || k == visitEcho {
 			return
 		}
 		if sb.Len() > 0 {
@@ -241,8 +243,32 @@ func eachFiltered(api API, body []byte, visit func(visitKind, vspan), raw func(s
 	if kindOf(body, top) != '{' {
 		return fmt.Errorf("%w: top level is not an object", ErrMalformed)
 	}
+	if api == OpenAIResponses {
+		walkResponseObject(body, top, visit)
+		return nil
+	}
 	walkStrings(body, top, nil, true, visit)
 	return nil
+}
+
+// walkResponseObject walks a Responses response object, whose
+// "instructions" echo the request's (Bulwark's canary suffix included): its
+// strings are reported as visitEcho.
+func walkResponseObject(b []byte, obj vspan, visit func(visitKind, vspan)) {
+	it := iterObject(b, obj.s)
+	for it.next() {
+		k := it.keyRaw()
+		if string(k) == "instructions" {
+			walkStrings(b, it.v, k, true, func(vk visitKind, s vspan) {
+				if vk == visitText {
+					vk = visitEcho
+				}
+				visit(vk, s)
+			})
+			continue
+		}
+		walkStrings(b, it.v, k, true, visit)
+	}
 }
 
 // EditResponse rewrites a response body of api for the client: fn is
@@ -264,7 +290,7 @@ func EditResponse(api API, body []byte, fn func(text string) string) ([]byte, bo
 	f := filterEdits{b: body}
 	var rawOut *string
 	err := eachFiltered(api, body, func(k visitKind, s vspan) {
-		if k != visitText {
+		if k == visitToken || k == visitBytes {
 			f.tokens = append(f.tokens, s)
 		}
 		if k != visitBytes {
@@ -364,6 +390,10 @@ const (
 	FieldThinking         = "thinking"          // Anthropic thinking_delta
 	FieldPartialJSON      = "partial_json"      // Anthropic input_json_delta
 	FieldData             = "data"              // the data of a non-JSON Generic event
+	// FieldEcho marks a whole string that echoes the request rather than
+	// anything the model wrote: the Responses API's instructions, repeated
+	// in its response.* events (with Bulwark's canary suffix).
+	FieldEcho = "echo"
 )
 
 // FilterEvent rewrites one stream event for the client. fn is called for
@@ -373,8 +403,8 @@ const (
 // *.delta events; Anthropic text, thinking and input_json deltas), and with
 // the zero Channel for every other string not on the safe list (see
 // SafeKey), which the event carries whole (Responses *.done and snapshot
-// events, Anthropic content_block_start, unknown fields). Empty strings are
-// skipped. The string fn returns replaces the text.
+// events, Anthropic content_block_start, unknown fields), and with FieldEcho
+// for whole strings that echo the request. Empty strings are skipped. The string fn returns replaces the text.
 //
 // When blankLogprobs is set, every logprob token becomes "" and every bytes
 // array [] without fn seeing them: in a stream the tokens arrive before the
@@ -425,6 +455,8 @@ type eventFilter struct {
 	// skip ends the last blanked container: nothing inside it is edited
 	// again.
 	skip int
+	// echo: the strings being filtered whole echo the request (FieldEcho).
+	echo bool
 }
 
 // whole filters every string of v (held by member key) as whole text.
@@ -447,7 +479,12 @@ func (f *eventFilter) whole(v vspan, key []byte) {
 	})
 }
 
-func (f *eventFilter) wholeFn(s string) string { return f.fn(Channel{}, s) }
+func (f *eventFilter) wholeFn(s string) string {
+	if f.echo {
+		return f.fn(Channel{Field: FieldEcho}, s)
+	}
+	return f.fn(Channel{}, s)
+}
 
 // delta filters the string at v as a delta of ch, or whole when it is not
 // a string.
@@ -613,6 +650,18 @@ func (f *eventFilter) responsesEvent(name string) {
 		case string(k) == "delta" && deltaCh:
 			f.delta(it.v, k, ch)
 		case string(k) == "delta" && string(typ) == "response.audio.delta":
+		case string(k) == "response" && kindOf(d, it.v) == '{':
+			rt := iterObject(d, it.v.s)
+			for rt.next() {
+				rk := rt.keyRaw()
+				if string(rk) == "instructions" {
+					f.echo = true
+					f.whole(rt.v, rk)
+					f.echo = false
+					continue
+				}
+				f.whole(rt.v, rk)
+			}
 		default:
 			f.whole(it.v, k)
 		}
