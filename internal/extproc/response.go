@@ -315,7 +315,8 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 	if rs.ended {
 		return errCut
 	}
-	d, err := llmapi.DecodeEventMeta(rs.api, ev)
+	pe := llmapi.ParseEvent(rs.api, ev)
+	d, err := pe.Meta()
 	if err != nil {
 		// An event Bulwark cannot read may still carry text: pass it only
 		// when nothing in it needs removing.
@@ -336,10 +337,10 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 		*out = append(*out, ev.Raw...) // nothing to redact or watch for
 		return nil
 	}
-	all, ends := llmapi.EventEnds(rs.api, ev)
+	all, ends := pe.Ends()
 	st := &rs.ev
 	st.ctx, st.out, st.ev, st.all, st.ends, st.err, st.whole = ctx, out, ev, all, ends, nil, st.whole[:0]
-	nev, changed, err := llmapi.FilterEvent(rs.api, ev, true, rs.filter)
+	nev, changed, err := pe.Filter(true, rs.filter)
 	whole, ferr := st.whole, st.err
 	st.ctx, st.out, st.ev = nil, nil, llmapi.Event{} // held only for the call
 	if ferr != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
+	"unsafe"
 )
 
 // SafeKey reports whether the string values of JSON members named key pass
@@ -160,6 +162,21 @@ func walkStrings(b []byte, v vspan, key []byte, safe bool, visit func(k visitKin
 			i++
 		}
 	}
+}
+
+// view is unquote without a copy for the common token with no escape and
+// valid UTF-8: a string sharing the event's bytes, which are never written
+// after parsing. Deltas are short and numerous; copying each costs an
+// allocation per event.
+func view(tok []byte) string {
+	if len(tok) < 2 || tok[0] != '"' || tok[len(tok)-1] != '"' {
+		return ""
+	}
+	in := tok[1 : len(tok)-1]
+	if len(in) == 0 || bytes.IndexByte(in, '\\') >= 0 || !utf8.Valid(in) {
+		return unquote(tok)
+	}
+	return unsafe.String(unsafe.SliceData(in), len(in)) // #nosec G103 -- event data is read-only once parsed
 }
 
 // keyBytes returns a member name token's content, unescaped when needed.
@@ -411,7 +428,13 @@ const (
 // text they repeat has been released, so they cannot be checked against it.
 // Raw is re-encoded only when something changed.
 func FilterEvent(api API, ev Event, blankLogprobs bool, fn func(ch Channel, text string) string) (Event, bool, error) {
-	d, _, err := eventJSON(ev)
+	p := ParseEvent(api, ev)
+	return p.Filter(blankLogprobs, fn)
+}
+
+// Filter is FilterEvent of the event.
+func (p *ParsedEvent) Filter(blankLogprobs bool, fn func(ch Channel, text string) string) (Event, bool, error) {
+	api, ev, d, err := p.api, p.ev, p.d, p.err
 	if err != nil && genericStream(api) {
 		if old := string(ev.Data); old != "" {
 			if nw := fn(Channel{Field: FieldData}, old); nw != old {
@@ -461,6 +484,16 @@ type eventFilter struct {
 
 // whole filters every string of v (held by member key) as whole text.
 func (f *eventFilter) whole(v vspan, key []byte) {
+	switch kindOf(f.b, v) {
+	case '{', '[':
+	case '"':
+		if !SafeKey(string(key)) || opaqueKey(key) || logprobKey(key) {
+			f.text(v, f.wholeFn)
+		}
+		return
+	default:
+		return // numbers, true, false, null
+	}
 	walkStrings(f.b, v, key, true, func(k visitKind, s vspan) {
 		if s.s < f.skip {
 			return
@@ -493,7 +526,7 @@ func (f *eventFilter) delta(v vspan, key []byte, ch Channel) {
 		f.whole(v, key)
 		return
 	}
-	old := unquote(f.b[v.s:v.e])
+	old := view(f.b[v.s:v.e])
 	if old == "" {
 		return
 	}
@@ -731,7 +764,13 @@ func (f *eventFilter) anthropicEvent() {
 // indexes (an OpenAI choice with a finish_reason, a Responses *.done event's
 // output_index, an Anthropic content_block_stop).
 func EventEnds(api API, ev Event) (all bool, idx []int) {
-	d, done, err := eventJSON(ev)
+	p := ParseEvent(api, ev)
+	return p.Ends()
+}
+
+// Ends is EventEnds of the event.
+func (p *ParsedEvent) Ends() (all bool, idx []int) {
+	api, ev, d, done, err := p.api, p.ev, p.d, p.done, p.err
 	if done {
 		return true, nil
 	}

@@ -111,7 +111,34 @@ func DecodeEvent(api API, ev Event) (Delta, error) { return decodeEvent(api, ev,
 func DecodeEventMeta(api API, ev Event) (Delta, error) { return decodeEvent(api, ev, true) }
 
 func decodeEvent(api API, ev Event, meta bool) (Delta, error) {
+	p := ParseEvent(api, ev)
+	return p.decode(meta)
+}
+
+// ParsedEvent is one stream event validated once, so that reading what it
+// reports (Meta), what it closes (Ends) and filtering its strings (Filter)
+// do not validate it again each. It is the cheap way for a proxy to do all
+// three; DecodeEvent, DecodeEventMeta, EventEnds and FilterEvent are the
+// same operations on an event not yet parsed.
+type ParsedEvent struct {
+	api  API
+	ev   Event
+	d    []byte
+	done bool
+	err  error
+}
+
+// ParseEvent validates ev as an event of api.
+func ParseEvent(api API, ev Event) ParsedEvent {
 	d, done, err := eventJSON(ev)
+	return ParsedEvent{api: api, ev: ev, d: d, done: done, err: err}
+}
+
+// Meta is DecodeEventMeta of the event.
+func (p *ParsedEvent) Meta() (Delta, error) { return p.decode(true) }
+
+func (p *ParsedEvent) decode(meta bool) (Delta, error) {
+	api, ev, d, done, err := p.api, p.ev, p.d, p.done, p.err
 	if err != nil && genericStream(api) {
 		if meta {
 			return Delta{HasText: true}, nil
