@@ -22,6 +22,7 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 )
@@ -311,6 +312,9 @@ func (r *Redactor) Text(sc Scanner, text string, literals map[string]string) (st
 type literal struct {
 	value, typ string
 	norm       string
+	// buf holds norm when it fits, so that compiling a canary-sized
+	// literal costs no allocation beyond the slice.
+	buf [48]byte
 }
 
 // compileLiterals turns the literal map into a slice sorted by value, so
@@ -325,9 +329,19 @@ func compileLiterals(m map[string]string) []literal {
 		if t == "" {
 			t = CanaryType
 		}
-		lits = append(lits, literal{value: v, typ: t, norm: normalise(v)})
+		lits = append(lits, literal{value: v, typ: t})
 	}
 	slices.SortFunc(lits, func(a, b literal) int { return strings.Compare(a.value, b.value) })
+	// After sorting, which moves the elements: norm may point into buf.
+	for i := range lits {
+		l := &lits[i]
+		n := appendNormal(l.buf[:0], l.value)
+		if len(n) <= len(l.buf) && len(n) > 0 && &n[0] == &l.buf[0] {
+			l.norm = unsafe.String(&l.buf[0], len(n)) // #nosec G103 -- buf is never written again
+		} else {
+			l.norm = string(n)
+		}
+	}
 	return lits
 }
 
@@ -366,14 +380,16 @@ func fold(r rune) (rune, bool) {
 // form a literal is matched in, so that a canary written upper-cased,
 // spaced out ("b w c - 1 2 …"), with punctuation, zero-width or other format
 // characters between its characters, or in fullwidth forms, still matches.
-func normalise(s string) string {
-	var b []byte
+func normalise(s string) string { return string(appendNormal(nil, s)) }
+
+// appendNormal appends the normalised form of s to dst.
+func appendNormal(dst []byte, s string) []byte {
 	for _, r := range s {
 		if f, ok := fold(r); ok {
-			b = utf8.AppendRune(b, f)
+			dst = utf8.AppendRune(dst, f)
 		}
 	}
-	return string(b)
+	return dst
 }
 
 // appendLiterals appends a finding for every non-overlapping occurrence of
