@@ -404,28 +404,65 @@ func appendLiterals(dst []detect.Finding, text string, lits []literal) []detect.
 			continue
 		}
 		first, _ := utf8.DecodeRuneInString(l.norm)
-		lo, up := byte(first), byte(first)
-		if first >= 'a' && first <= 'z' {
-			up = byte(first) - ('a' - 'A')
+		if first >= utf8.RuneSelf {
+			dst = appendNormMatches(dst, text, l, 0, first)
+			continue
+		}
+		// Candidate starts are the few bytes a match can begin with: the
+		// first character in either case, or the lead byte of a character
+		// that may fold to it. Each is found with a fast byte search, and
+		// each next position is searched again only once passed.
+		up := byte(first)
+		if up >= 'a' && up <= 'z' {
+			up -= 'a' - 'A'
+		}
+		leads := [...]byte{byte(first), up, 0xEF, 0xE2, 0xC4}
+		var next [len(leads)]int
+		for k := range next {
+			next[k] = -1
 		}
 		for i := 0; i < len(text); {
-			c := text[i]
-			if c < utf8.RuneSelf && c != lo && c != up {
-				i++ // cannot start a match: the common case, one byte at a time
-				continue
+			at := len(text)
+			for k, c := range leads {
+				if next[k] < i && next[k] != len(text) {
+					if j := strings.IndexByte(text[i:], c); j >= 0 {
+						next[k] = i + j
+					} else {
+						next[k] = len(text)
+					}
+				}
+				at = min(at, next[k])
 			}
-			r, size := utf8.DecodeRuneInString(text[i:])
-			if f, ok := fold(r); !ok || f != first {
-				i += size
-				continue
+			if at == len(text) {
+				break
 			}
+			r, size := utf8.DecodeRuneInString(text[at:])
+			if f, ok := fold(r); ok && f == first {
+				if end, ok := matchFrom(text, at, l.norm); ok {
+					dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: at, ByteEnd: end, Score: 1})
+					i = end
+					continue
+				}
+			}
+			i = at + size
+		}
+	}
+	return dst
+}
+
+// appendNormMatches is the match loop of appendLiterals for a literal whose
+// normal form starts with a non-ASCII character: every character is tried.
+func appendNormMatches(dst []detect.Finding, text string, l literal, i int, first rune) []detect.Finding {
+	for i < len(text) {
+		r, size := utf8.DecodeRuneInString(text[i:])
+		if f, ok := fold(r); ok && f == first {
 			if end, ok := matchFrom(text, i, l.norm); ok {
 				dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: i, ByteEnd: end, Score: 1})
 				i = end
 				continue
 			}
-			i += size
 		}
+		i += size
 	}
 	return dst
 }
