@@ -129,10 +129,10 @@ func TestModes(t *testing.T) {
 		up               envoysim.Upstream
 		wantReq, wantRes filterv3.ProcessingMode_BodySendMode
 	}{
-		{"GET without body: bodies skipped",
+		{"GET without body: no request body, JSON answer still buffered for the filter",
 			envoysim.Request{Method: "GET", Path: "/v1/models", Headers: map[string]string{"authorization": "Bearer " + f.key}},
 			envoysim.Upstream{Status: 200, Headers: map[string]string{"content-type": "application/json"}, Chunks: [][]byte{[]byte(`{"data":[]}`)}},
-			filterv3.ProcessingMode_NONE, filterv3.ProcessingMode_NONE},
+			filterv3.ProcessingMode_NONE, filterv3.ProcessingMode_BUFFERED},
 		{"chat JSON: request buffered, JSON answer buffered",
 			f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`),
 			envoysim.Upstream{Status: 200, Headers: map[string]string{"content-type": "application/json"}, Chunks: [][]byte{[]byte(`{"choices":[]}`)}},

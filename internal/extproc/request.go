@@ -170,9 +170,12 @@ func (x *exchange) requestHeaders(ctx context.Context, req *extprocv3.Processing
 		addDecisionHeaders(mutation, out)
 	}
 
+	// Response headers always come back to Bulwark: an answer carries
+	// text to filter whether or not the request had a body (a GET of a
+	// stored response or a file's content).
 	mode := &filterv3.ProcessingMode{
 		RequestHeaderMode:   filterv3.ProcessingMode_SEND,
-		ResponseHeaderMode:  filterv3.ProcessingMode_SKIP,
+		ResponseHeaderMode:  filterv3.ProcessingMode_SEND,
 		RequestBodyMode:     filterv3.ProcessingMode_NONE,
 		ResponseBodyMode:    filterv3.ProcessingMode_NONE,
 		RequestTrailerMode:  filterv3.ProcessingMode_SKIP,
@@ -181,7 +184,6 @@ func (x *exchange) requestHeaders(ctx context.Context, req *extprocv3.Processing
 	if !h.GetEndOfStream() && x.wantsRequestBody() {
 		x.bodyExpected = true
 		mode.RequestBodyMode = filterv3.ProcessingMode_BUFFERED
-		mode.ResponseHeaderMode = filterv3.ProcessingMode_SEND
 		// Ask the model's API for an uncompressed answer: Bulwark inspects
 		// responses and will not certify bytes it cannot read.
 		mutation.RemoveHeaders = append(mutation.RemoveHeaders, "accept-encoding")
@@ -751,6 +753,15 @@ func isJSON(ct string) bool {
 }
 
 func isText(ct string) bool { return strings.HasPrefix(mediaType(ct), "text/") }
+
+// isNDJSON: JSON lines (batch results, file contents), inspected as text.
+func isNDJSON(ct string) bool {
+	switch mediaType(ct) {
+	case "application/x-ndjson", "application/jsonl", "application/x-jsonlines", "application/jsonlines":
+		return true
+	}
+	return false
+}
 
 // rules converts the policy's redact rules.
 func rules(rs []policy.RedactRule) redact.Rules {

@@ -1,10 +1,11 @@
 package extproc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,9 +29,21 @@ type responseState struct {
 	red      *redact.Redactor
 	literals map[string]string
 
-	parser    *llmapi.SSEParser
-	streams   map[int]*redact.Stream
-	templates map[int]llmapi.Event
+	// api is the shape the answer is read in: the request's API, or for
+	// answers whose request body was not read (GET of a stored response or
+	// a file), the one llmapi.ResponseAPI picks from the path.
+	api llmapi.API
+
+	parser *llmapi.SSEParser
+	// streams holds one redaction stream per incremental text (choice,
+	// tool call, reasoning, content block), templates the last event of
+	// each, to synthesise the event that releases what it still holds.
+	streams   map[llmapi.Channel]*redact.Stream
+	templates map[llmapi.Channel]llmapi.Event
+	// ev is the event being filtered and filter its callback, bound once
+	// per exchange so that filtering an event allocates no closure.
+	ev        eventFilter
+	filter    func(llmapi.Channel, string) string
 	ended     bool // the stream was cut after a deny; later chunks are dropped
 	cut       *Cut // why, when the policy cut it
 	usage     llmapi.Usage
@@ -68,8 +81,15 @@ func (x *exchange) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 	}
 	ct := rh["content-type"]
 	rs.sse = mediaType(ct) == "text/event-stream"
-	if x.llmReq == nil || h.GetEndOfStream() || (!rs.sse && !isJSON(ct) && !isText(ct)) {
+	// Every answer that can carry text is inspected, whether or not a
+	// request body was read: a GET of a stored response or of a file's
+	// content returns model output and user data as much as a POST does.
+	if h.GetEndOfStream() || (!rs.sse && !isJSON(ct) && !isText(ct) && !isNDJSON(ct)) {
 		return cont(nil, nil), nil
+	}
+	rs.api = x.api
+	if x.llmReq == nil {
+		rs.api = llmapi.ResponseAPI(x.path)
 	}
 	rs.encoding = strings.ToLower(strings.TrimSpace(rh["content-encoding"]))
 	if rs.encoding == "identity" {
@@ -107,8 +127,10 @@ func (x *exchange) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 		}
 		mode.ResponseBodyMode = filterv3.ProcessingMode_STREAMED
 		rs.parser = &llmapi.SSEParser{MaxEventBytes: x.s.opts.MaxEventBytes}
-		rs.streams = make(map[int]*redact.Stream, 1)
-		rs.templates = make(map[int]llmapi.Event, 1)
+		rs.streams = make(map[llmapi.Channel]*redact.Stream, 1)
+		rs.templates = make(map[llmapi.Channel]llmapi.Event, 1)
+		rs.ev.x = x
+		rs.filter = rs.ev.filter
 	}
 	return cont(mode, m), nil
 }
@@ -158,13 +180,18 @@ func (x *exchange) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*ex
 	}
 	jsonBody := isJSON(rs.headers["content-type"])
 	text := string(plain)
+	api := rs.api
 	var usage *llmapi.Usage
 	if jsonBody {
-		r, err := llmapi.ParseResponse(x.api, plain)
-		if err == nil {
-			text = r.Text
-			usage = r.Usage
+		r, err := llmapi.ParseResponse(api, plain)
+		if err != nil {
+			// Not the shape its API promised (an error page, a bare
+			// string): read it as unknown JSON or text, every string of it.
+			api = llmapi.Generic
+			r, _ = llmapi.ParseResponse(api, plain)
 		}
+		usage = r.Usage
+		text, _ = llmapi.FilteredText(api, plain)
 	}
 	var sig detect.Signals
 	var findings []detect.Finding
@@ -173,7 +200,7 @@ func (x *exchange) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*ex
 		sig = res.Signals()
 		findings = res.Findings
 	}
-	leak := x.canary != "" && strings.Contains(string(plain), x.canary)
+	leak := x.canary != "" && redact.ContainsLiteral(text, x.canary)
 	sig.CanaryLeak = leak
 	if usage != nil {
 		x.settle(ctx, *usage)
@@ -197,7 +224,7 @@ func (x *exchange) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*ex
 			return r
 		}
 		if jsonBody {
-			nb, ch, err := llmapi.EditResponse(x.api, plain, fix)
+			nb, ch, err := llmapi.EditResponse(api, plain, fix)
 			if err != nil {
 				x.s.logger.Error("response body could not be rewritten; denying", "decision_id", out.DecisionID, "error", err)
 				return x.denyLocal(http.StatusBadGateway, "redaction_failed", "the model's answer could not be made safe to return"), nil
@@ -253,7 +280,7 @@ func (x *exchange) streamChunk(ctx context.Context, b *extprocv3.HttpBody) (*ext
 		case errors.Is(err, llmapi.ErrEventTooLarge):
 			x.s.metrics.localDeny("event_too_large")
 			rs.cut = &Cut{Reason: "event_too_large", Message: "the model's answer could not be inspected"}
-			out = append(out, llmapi.ErrorEvent(x.api, "event_too_large", "the model's answer could not be inspected")...)
+			out = append(out, llmapi.ErrorEvent(rs.api, "event_too_large", "the model's answer could not be inspected")...)
 			rs.ended = true
 			x.outcome = "denied"
 		default:
@@ -262,7 +289,7 @@ func (x *exchange) streamChunk(ctx context.Context, b *extprocv3.HttpBody) (*ext
 		if b.GetEndOfStream() && !rs.ended {
 			// Whatever is still held goes out now; an incomplete last event
 			// is dropped, as an SSE client would drop it.
-			if err := x.flushStreams(ctx, -1, &out); err != nil && !errors.Is(err, errCut) {
+			if err := x.flushStreams(ctx, func(int) bool { return true }, &out); err != nil && !errors.Is(err, errCut) {
 				return nil, err
 			}
 			if rs.haveUsage {
@@ -278,13 +305,18 @@ func (x *exchange) streamChunk(ctx context.Context, b *extprocv3.HttpBody) (*ext
 		ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{BodyMutation: body}}}}, nil
 }
 
-// streamEvent rewrites one complete event into out.
+// streamEvent rewrites one complete event into out. Every string of the
+// event the filter must see is redacted: the deltas of each choice, tool
+// call, refusal, reasoning or content block through a redaction stream of
+// their own (a value may be split over deltas), everything else whole.
+// Logprob tokens are blanked, since they repeat text not yet released.
 func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte) error {
 	rs := x.resp
 	if rs.ended {
 		return errCut
 	}
-	d, err := llmapi.DecodeEvent(x.api, ev)
+	pe := llmapi.ParseEvent(rs.api, ev)
+	d, err := pe.Meta()
 	if err != nil {
 		// An event Bulwark cannot read may still carry text: pass it only
 		// when nothing in it needs removing.
@@ -305,73 +337,28 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 		*out = append(*out, ev.Raw...) // nothing to redact or watch for
 		return nil
 	}
-	boundary := d.Done || d.FinishReason != "" || d.Error || ev.Name == "content_block_stop" ||
-		ev.Name == "response.output_text.done" || ev.Name == "response.completed"
-	if d.HasText {
-		st, err := rs.stream(x, d.Index)
-		if err != nil {
-			return err
-		}
-		if _, ok := rs.templates[d.Index]; !ok {
-			rs.templates[d.Index] = ev
-		}
-		w, err := st.Write([]byte(d.Text))
-		if err != nil {
-			return err
-		}
-		if err := x.checkWindow(ctx, w, out); err != nil {
-			return err
-		}
-		text := w.Text
-		if boundary {
-			last := st.Close()
-			delete(rs.streams, d.Index)
-			if err := x.checkWindow(ctx, last, out); err != nil {
-				return err
-			}
-			text += last.Text
-		}
-		nev, err := llmapi.WithText(x.api, ev, text)
-		if err != nil {
-			return err
-		}
-		*out = append(*out, nev.Raw...)
-		return nil
+	all, ends := pe.Ends()
+	st := &rs.ev
+	st.ctx, st.out, st.ev, st.all, st.ends, st.err, st.whole = ctx, out, ev, all, ends, nil, st.whole[:0]
+	nev, changed, err := pe.Filter(true, rs.filter)
+	whole, ferr := st.whole, st.err
+	st.ctx, st.out, st.ev = nil, nil, llmapi.Event{} // held only for the call
+	if ferr != nil {
+		return ferr
 	}
-	if boundary {
-		idx := -1
-		if ev.Name == "content_block_stop" {
-			idx = d.Index
-		}
-		if err := x.flushStreams(ctx, idx, out); err != nil {
-			return err
-		}
-	}
-	// Events that are not deltas but still carry output text (the Responses
-	// API repeats the whole answer in its *.done and response.* snapshots,
-	// Anthropic may put text in content_block_start): redact them whole.
-	return x.rewriteWhole(ctx, ev, out)
-}
-
-// rewriteWhole redacts the output text of an event that is not a delta.
-func (x *exchange) rewriteWhole(ctx context.Context, ev llmapi.Event, out *[]byte) error {
-	rs := x.resp
-	var found []detect.Finding
-	nev, changed, err := llmapi.EditEvent(x.api, ev, func(t string) string {
-		red := rs.red
-		if red == nil {
-			red = redact.New(nil, nil) // report only
-		}
-		r, f, _ := red.Text(x.s.outScan, t, rs.literalsOrNil())
-		found = append(found, f...)
-		return r
-	})
 	if err != nil {
 		*out = append(*out, ev.Raw...) // no text in it
 		return nil
 	}
-	if err := x.checkWindow(ctx, redact.Window{Findings: found}, out); err != nil {
+	if err := x.checkWindow(ctx, redact.Window{Findings: whole}, out); err != nil {
 		return err
+	}
+	if all || len(ends) > 0 {
+		// What the closing channels still hold goes out before the event
+		// that closes them.
+		if err := x.flushStreams(ctx, st.ending, out); err != nil {
+			return err
+		}
 	}
 	if changed {
 		*out = append(*out, nev.Raw...)
@@ -381,17 +368,82 @@ func (x *exchange) rewriteWhole(ctx context.Context, ev llmapi.Event, out *[]byt
 	return nil
 }
 
-// flushStreams releases what the redaction streams hold (all of them, or
-// the one of content block idx) as synthesized text events.
-func (x *exchange) flushStreams(ctx context.Context, idx int, out *[]byte) error {
+// eventFilter is the state of filtering one stream event: what the
+// callback FilterEvent calls for each string needs besides the string.
+type eventFilter struct {
+	x   *exchange
+	ctx context.Context // the call's, held only while FilterEvent runs
+	out *[]byte
+	ev  llmapi.Event
+	// all and ends are the channels the event closes.
+	all  bool
+	ends []int
+	// err is the first failure (a cut stream); whole collects the findings
+	// of strings filtered whole.
+	err   error
+	whole []detect.Finding
+}
+
+func (e *eventFilter) ending(idx int) bool { return e.all || slices.Contains(e.ends, idx) }
+
+// filter redacts one string of the event: whole, or through the redaction
+// stream of its channel, closing the stream when the event ends it.
+func (e *eventFilter) filter(ch llmapi.Channel, t string) string {
+	if e.err != nil {
+		return ""
+	}
+	x := e.x
 	rs := x.resp
-	keys := make([]int, 0, len(rs.streams))
+	switch ch.Field {
+	case "":
+		r, f, _ := rs.redactor().Text(x.s.outScan, t, rs.literalsOrNil())
+		e.whole = append(e.whole, f...)
+		return r
+	case llmapi.FieldEcho:
+		// The request's own instructions, with the canary Bulwark added:
+		// redacted like the rest (the marker too), but not a leak.
+		r, f, _ := rs.redactor().Text(x.s.outScan, t, rs.literalsOrNil())
+		for _, fd := range f {
+			if fd.Detector != redact.DetectorCanary {
+				e.whole = append(e.whole, fd)
+			}
+		}
+		return r
+	}
+	st, err := rs.stream(x, ch)
+	if err != nil {
+		e.err = err
+		return ""
+	}
+	rs.templates[ch] = e.ev
+	w, _ := st.WriteString(t)
+	if e.err = x.checkWindow(e.ctx, w, e.out); e.err != nil {
+		return ""
+	}
+	if !e.ending(ch.Index) {
+		return w.Text
+	}
+	last := st.Close()
+	delete(rs.streams, ch)
+	if e.err = x.checkWindow(e.ctx, last, e.out); e.err != nil {
+		return ""
+	}
+	return w.Text + last.Text
+}
+
+// flushStreams releases what the redaction streams of the channels whose
+// index closing accepts hold, as synthesized events, in a fixed order.
+func (x *exchange) flushStreams(ctx context.Context, closing func(idx int) bool, out *[]byte) error {
+	rs := x.resp
+	keys := make([]llmapi.Channel, 0, len(rs.streams))
 	for k := range rs.streams {
-		if idx < 0 || k == idx {
+		if closing(k.Index) {
 			keys = append(keys, k)
 		}
 	}
-	sort.Ints(keys)
+	slices.SortFunc(keys, func(a, b llmapi.Channel) int {
+		return cmp.Or(cmp.Compare(a.Index, b.Index), cmp.Compare(a.Field, b.Field), cmp.Compare(a.Sub, b.Sub))
+	})
 	for _, k := range keys {
 		w := rs.streams[k].Close()
 		delete(rs.streams, k)
@@ -401,7 +453,7 @@ func (x *exchange) flushStreams(ctx context.Context, idx int, out *[]byte) error
 		if w.Text == "" {
 			continue
 		}
-		ev, err := llmapi.TextEvent(x.api, rs.templates[k], w.Text)
+		ev, err := llmapi.ChannelEvent(rs.api, rs.templates[k], k, w.Text)
 		if err != nil {
 			return err
 		}
@@ -432,25 +484,30 @@ func (x *exchange) checkWindow(ctx context.Context, w redact.Window, out *[]byte
 	if msg == "" {
 		msg = "the answer was stopped by policy"
 	}
-	*out = append(*out, llmapi.ErrorEvent(x.api, o.Reason, msg+" (decision "+o.DecisionID+")")...)
+	*out = append(*out, llmapi.ErrorEvent(x.resp.api, o.Reason, msg+" (decision "+o.DecisionID+")")...)
 	return errCut
 }
 
-// stream returns the redaction stream of one choice or content block.
-func (rs *responseState) stream(x *exchange, idx int) (*redact.Stream, error) {
-	if st, ok := rs.streams[idx]; ok {
+// redactor is the exchange's redactor, or one that only reports (a canary
+// watch without redaction rules).
+func (rs *responseState) redactor() *redact.Redactor {
+	if rs.red == nil {
+		rs.red = redact.New(nil, nil)
+	}
+	return rs.red
+}
+
+// stream returns the redaction stream of one channel.
+func (rs *responseState) stream(x *exchange, ch llmapi.Channel) (*redact.Stream, error) {
+	if st, ok := rs.streams[ch]; ok {
 		return st, nil
 	}
-	red := rs.red
-	if red == nil {
-		red = redact.New(nil, nil) // report only: canary watch without redaction rules
-	}
-	st, err := red.NewStream(x.s.outScan, redact.StreamOptions{
+	st, err := rs.redactor().NewStream(x.s.outScan, redact.StreamOptions{
 		Step: x.s.opts.StreamStep, Lookahead: x.s.opts.StreamLookahead, Literals: rs.literals})
 	if err != nil {
 		return nil, err
 	}
-	rs.streams[idx] = st
+	rs.streams[ch] = st
 	return st, nil
 }
 

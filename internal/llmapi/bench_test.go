@@ -56,6 +56,48 @@ func BenchmarkWithText(b *testing.B) {
 	}
 }
 
+// BenchmarkEventPath compares what the ext_proc stream path does with one
+// delta event: "filter" is the current path (ParseEvent, then Meta, Ends
+// and Filter of every string), "text-only" the earlier one (DecodeEvent,
+// then WithText on the output text alone).
+func BenchmarkEventPath(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		api  API
+		ev   Event
+	}{
+		{"openai_chat", OpenAIChat, benchChatChunk},
+		{"anthropic", AnthropicMessages, benchAnthropic},
+		{"responses", OpenAIResponses, benchResponses},
+	} {
+		b.Run(bc.name+"/filter", func(b *testing.B) {
+			b.ReportAllocs()
+			fn := func(Channel, string) string { return " [REDACTED]" }
+			for b.Loop() {
+				p := ParseEvent(bc.api, bc.ev)
+				if _, err := p.Meta(); err != nil {
+					b.Fatal(err)
+				}
+				p.Ends()
+				if _, _, err := p.Filter(true, fn); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(bc.name+"/text-only", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := DecodeEvent(bc.api, bc.ev); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := WithText(bc.api, bc.ev, " [REDACTED]"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // request4KiB builds a chat request of about 4 KiB: a system prompt, a
 // few turns with parts and a tool call.
 func request4KiB() []byte {

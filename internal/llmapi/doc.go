@@ -17,6 +17,13 @@
 // events while keeping each event's exact bytes, and by DecodeEvent,
 // WithText and TextEvent, which read and rewrite one event of each API.
 //
+// What a client receives is filtered by EditResponse (a whole answer) and
+// FilterEvent (one stream event): every string not on the safe list
+// (SafeKey) goes through the caller's filter, the deltas of each incremental
+// text tagged with their Channel so that a value split over events can be
+// caught; EventEnds and ChannelEvent tell when a channel closes and
+// synthesise the event that releases what was held for it.
+//
 // Nothing in this package panics on any input and nothing holds state
 // except an SSEParser, which belongs to one stream.
 package llmapi

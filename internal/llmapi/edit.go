@@ -80,30 +80,6 @@ func EditRequest(api API, body []byte, e RequestEdit) ([]byte, bool, error) {
 	return out, changed, nil
 }
 
-// EditResponse rewrites every output text of a response body of api — the
-// texts ParseResponse joins into Text, per choice, part or block — with
-// fn. Like EditRequest it splices into the original bytes and returns body
-// itself and false when nothing changed.
-func EditResponse(api API, body []byte, fn func(text string) string) ([]byte, bool, error) {
-	sc := respScanner{b: body}
-	if err := sc.scan(api); err != nil {
-		return nil, false, fmt.Errorf("edit %s response: %w", api, err)
-	}
-	if fn == nil {
-		return body, false, nil
-	}
-	ed := editor{b: body}
-	wrap := func(_, s string) string { return fn(s) }
-	for _, t := range sc.texts.spans {
-		ed.text(t, wrap)
-	}
-	out, changed, err := ed.result(api)
-	if err != nil {
-		return nil, false, fmt.Errorf("edit %s response: %w", api, err)
-	}
-	return out, changed, nil
-}
-
 // editor accumulates splices into one body. String replacements are kept
 // as text by position until the end, so that a system suffix can be
 // appended to an already redacted system prompt.

@@ -373,7 +373,7 @@ func TestEditResponse(t *testing.T) {
 			name: "chat",
 			api:  OpenAIChat,
 			body: `{"id":"c","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"hi","tool_calls":[{"id":"x","function":{"name":"f","arguments":"{\"a\":\"b\"}"}}]}},{"index":1,"message":{"content":"yo"}}],"usage":{"total_tokens":1e400}}`,
-			want: `{"id":"c","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"HI","tool_calls":[{"id":"x","function":{"name":"f","arguments":"{\"a\":\"b\"}"}}]}},{"index":1,"message":{"content":"YO"}}],"usage":{"total_tokens":1e400}}`,
+			want: `{"id":"c","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"HI","tool_calls":[{"id":"x","function":{"name":"F","arguments":"{\"A\":\"B\"}"}}]}},{"index":1,"message":{"content":"YO"}}],"usage":{"total_tokens":1e400}}`,
 		},
 		{
 			name: "completions",
@@ -385,13 +385,13 @@ func TestEditResponse(t *testing.T) {
 			name: "responses",
 			api:  OpenAIResponses,
 			body: `{"model":"m","output":[{"type":"message","content":[{"type":"output_text","text":"one"},{"type":"refusal","refusal":"no"}]},{"type":"function_call","arguments":"args"}]}`,
-			want: `{"model":"m","output":[{"type":"message","content":[{"type":"output_text","text":"ONE"},{"type":"refusal","refusal":"no"}]},{"type":"function_call","arguments":"args"}]}`,
+			want: `{"model":"m","output":[{"type":"message","content":[{"type":"output_text","text":"ONE"},{"type":"refusal","refusal":"NO"}]},{"type":"function_call","arguments":"ARGS"}]}`,
 		},
 		{
 			name: "anthropic",
 			api:  AnthropicMessages,
 			body: `{"model":"c","content":[{"type":"text","text":"a"},{"type":"tool_use","id":"t","name":"n","input":{"k":"v"}},{"type":"text","text":"b"}],"stop_reason":"end_turn"}`,
-			want: `{"model":"c","content":[{"type":"text","text":"A"},{"type":"tool_use","id":"t","name":"n","input":{"k":"v"}},{"type":"text","text":"B"}],"stop_reason":"end_turn"}`,
+			want: `{"model":"c","content":[{"type":"text","text":"A"},{"type":"tool_use","id":"t","name":"N","input":{"k":"V"}},{"type":"text","text":"B"}],"stop_reason":"end_turn"}`,
 		},
 		{
 			name: "embeddings unchanged",

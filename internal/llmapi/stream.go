@@ -102,9 +102,47 @@ func streamKind(api API, d []byte, name string) API {
 // output text (as a Generic text body is). Generic JSON events are read as
 // Responses or Anthropic events when their "type" says so, else as OpenAI
 // chat chunks, the shape most compatible servers speak.
-func DecodeEvent(api API, ev Event) (Delta, error) {
+func DecodeEvent(api API, ev Event) (Delta, error) { return decodeEvent(api, ev, false) }
+
+// DecodeEventMeta is DecodeEvent without the text: Text stays empty (HasText
+// still says whether the event carries output text) and ToolCall nil. It
+// serves callers that read the strings of an event with FilterEvent and
+// need only its usage, end and error, without decoding the text twice.
+func DecodeEventMeta(api API, ev Event) (Delta, error) { return decodeEvent(api, ev, true) }
+
+func decodeEvent(api API, ev Event, meta bool) (Delta, error) {
+	p := ParseEvent(api, ev)
+	return p.decode(meta)
+}
+
+// ParsedEvent is one stream event validated once, so that reading what it
+// reports (Meta), what it closes (Ends) and filtering its strings (Filter)
+// do not validate it again each. It is the cheap way for a proxy to do all
+// three; DecodeEvent, DecodeEventMeta, EventEnds and FilterEvent are the
+// same operations on an event not yet parsed.
+type ParsedEvent struct {
+	api  API
+	ev   Event
+	d    []byte
+	done bool
+	err  error
+}
+
+// ParseEvent validates ev as an event of api.
+func ParseEvent(api API, ev Event) ParsedEvent {
 	d, done, err := eventJSON(ev)
+	return ParsedEvent{api: api, ev: ev, d: d, done: done, err: err}
+}
+
+// Meta is DecodeEventMeta of the event.
+func (p *ParsedEvent) Meta() (Delta, error) { return p.decode(true) }
+
+func (p *ParsedEvent) decode(meta bool) (Delta, error) {
+	api, ev, d, done, err := p.api, p.ev, p.d, p.done, p.err
 	if err != nil && genericStream(api) {
+		if meta {
+			return Delta{HasText: true}, nil
+		}
 		return Delta{Text: string(ev.Data), HasText: true}, nil
 	}
 	if err != nil {
@@ -124,16 +162,16 @@ func DecodeEvent(api API, ev Event) (Delta, error) {
 	}
 	switch streamKind(api, d, ev.Name) {
 	case OpenAIChat, OpenAICompletions:
-		return decodeChatChunk(d), nil
+		return decodeChatChunk(d, meta), nil
 	case OpenAIResponses:
-		return decodeResponsesEvent(d, ev.Name), nil
+		return decodeResponsesEvent(d, ev.Name, meta), nil
 	case AnthropicMessages:
-		return decodeAnthropicEvent(d, ev.Name), nil
+		return decodeAnthropicEvent(d, ev.Name, meta), nil
 	}
 	return Delta{}, nil
 }
 
-func decodeChatChunk(d []byte) Delta {
+func decodeChatChunk(d []byte, meta bool) Delta {
 	var out Delta
 	choice := false
 	it := iterObject(d, 0)
@@ -143,7 +181,7 @@ func decodeChatChunk(d []byte) Delta {
 			ct := iterArray(d, it.v.s)
 			if ct.next() {
 				choice = true
-				readChoice(d, ct.v, &out)
+				readChoice(d, ct.v, &out, meta)
 			}
 		case "usage":
 			out.Usage = readUsage(d, it.v)
@@ -157,7 +195,7 @@ func decodeChatChunk(d []byte) Delta {
 	return out
 }
 
-func readChoice(d []byte, c vspan, out *Delta) {
+func readChoice(d []byte, c vspan, out *Delta, meta bool) {
 	it := iterObject(d, c.s)
 	for it.next() {
 		switch string(it.keyRaw()) {
@@ -168,8 +206,14 @@ func readChoice(d []byte, c vspan, out *Delta) {
 		case "finish_reason":
 			out.FinishReason, _ = strAt(d, it.v)
 		case "text":
-			out.Text, out.HasText = strAt(d, it.v)
+			out.Text, out.HasText = textAt(d, it.v, meta)
 		case "delta":
+			if meta {
+				if c, ok := member(d, it.v, "content"); ok {
+					out.HasText = kindOf(d, c) == '"'
+				}
+				continue
+			}
 			dt := iterObject(d, it.v.s)
 			for dt.next() {
 				switch string(dt.keyRaw()) {
@@ -190,7 +234,7 @@ func readChoice(d []byte, c vspan, out *Delta) {
 	}
 }
 
-func decodeResponsesEvent(d []byte, name string) Delta {
+func decodeResponsesEvent(d []byte, name string, meta bool) Delta {
 	var out Delta
 	var typ []byte
 	var delta, item, resp, outIdx vspan
@@ -219,15 +263,15 @@ func decodeResponsesEvent(d []byte, name string) Delta {
 	switch string(typ) {
 	case "response.output_text.delta":
 		if hasDelta {
-			out.Text, out.HasText = strAt(d, delta)
+			out.Text, out.HasText = textAt(d, delta, meta)
 		}
 	case "response.function_call_arguments.delta", "response.custom_tool_call_input.delta":
-		if hasDelta {
+		if hasDelta && !meta {
 			s, _ := strAt(d, delta)
 			out.ToolCall = &ToolCall{Arguments: s}
 		}
 	case "response.output_item.added":
-		if hasItem {
+		if hasItem && !meta {
 			switch string(memberRaw(d, item, "type")) {
 			case "function_call", "custom_tool_call":
 				out.ToolCall = &ToolCall{
@@ -252,7 +296,7 @@ func decodeResponsesEvent(d []byte, name string) Delta {
 	return out
 }
 
-func decodeAnthropicEvent(d []byte, name string) Delta {
+func decodeAnthropicEvent(d []byte, name string, meta bool) Delta {
 	var out Delta
 	var typ []byte
 	var delta, block, msg, usage vspan
@@ -300,13 +344,13 @@ func decodeAnthropicEvent(d []byte, name string) Delta {
 		}
 		switch {
 		case string(dtyp) == "text_delta" && hasText:
-			out.Text, out.HasText = strAt(d, text)
-		case string(dtyp) == "input_json_delta" && hasPartial:
+			out.Text, out.HasText = textAt(d, text, meta)
+		case string(dtyp) == "input_json_delta" && hasPartial && !meta:
 			s, _ := strAt(d, partial)
 			out.ToolCall = &ToolCall{Arguments: s}
 		}
 	case "content_block_start":
-		if hasBlock {
+		if hasBlock && !meta {
 			switch string(memberRaw(d, block, "type")) {
 			case "tool_use", "server_tool_use":
 				out.ToolCall = &ToolCall{ID: memberString(d, block, "id"), Name: memberString(d, block, "name")}
@@ -331,6 +375,14 @@ func decodeAnthropicEvent(d []byte, name string) Delta {
 		out.Error = true
 	}
 	return out
+}
+
+// textAt is strAt, or with meta only whether v is a string.
+func textAt(b []byte, v vspan, meta bool) (string, bool) {
+	if meta {
+		return "", kindOf(b, v) == '"'
+	}
+	return strAt(b, v)
 }
 
 // textSpanOf locates the output text DecodeEvent reports as Delta.Text.

@@ -32,6 +32,8 @@ func FuzzStream(f *testing.F) {
 		"zero\u200bwidth \u202Ebidi\u202C \U000E0041\U000E0042 emoji 👩‍💻 ❤️",
 		"\xff\xfe\xc3\x28 invalid \xf0\x9f\x98 truncated",
 		"שלום مرحبا 你好 e\u0301 CANARY4CANARY42",
+		"key:\n" + func() string { b, _ := pemBlock(11, 6, "\n"); return b }() + "\nafter the key",
+		`{"k":"` + func() string { b, _ := pemBlock(12, 4, `\n`); return b }() + `"} -----END  -----EN`,
 		buildText(1, 200),
 		buildText(2, 600),
 	}

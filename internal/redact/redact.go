@@ -20,7 +20,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 )
@@ -305,9 +307,14 @@ func (r *Redactor) Text(sc Scanner, text string, literals map[string]string) (st
 	return out, finds, n
 }
 
-// literal is one exact string reported as a canary finding.
+// literal is one string reported as a canary finding, with its
+// normalised form (see normalise).
 type literal struct {
 	value, typ string
+	norm       string
+	// buf holds norm when it fits, so that compiling a canary-sized
+	// literal costs no allocation beyond the slice.
+	buf [48]byte
 }
 
 // compileLiterals turns the literal map into a slice sorted by value, so
@@ -325,22 +332,172 @@ func compileLiterals(m map[string]string) []literal {
 		lits = append(lits, literal{value: v, typ: t})
 	}
 	slices.SortFunc(lits, func(a, b literal) int { return strings.Compare(a.value, b.value) })
+	// After sorting, which moves the elements: norm may point into buf.
+	for i := range lits {
+		l := &lits[i]
+		n := appendNormal(l.buf[:0], l.value)
+		if len(n) <= len(l.buf) && len(n) > 0 && &n[0] == &l.buf[0] {
+			l.norm = unsafe.String(&l.buf[0], len(n)) // #nosec G103 -- buf is never written again
+		} else {
+			l.norm = string(n)
+		}
+	}
 	return lits
 }
 
+// ContainsLiteral reports whether text contains lit as appendLiterals
+// matches it: exactly, or in its normalised form.
+func ContainsLiteral(text, lit string) bool {
+	if lit == "" {
+		return false
+	}
+	return len(appendLiterals(nil, text, compileLiterals(map[string]string{lit: ""}))) > 0
+}
+
+// fold maps a character to the form literals are compared in: fullwidth
+// ASCII to ASCII, then lower case. It reports false for characters that do
+// not count (anything but letters and digits).
+func fold(r rune) (rune, bool) {
+	if r < utf8.RuneSelf {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r, true
+		case r >= 'A' && r <= 'Z':
+			return r + ('a' - 'A'), true
+		}
+		return r, false
+	}
+	if r >= 0xFF01 && r <= 0xFF5E { // fullwidth forms of ASCII
+		return fold(r - (0xFF01 - 0x21))
+	}
+	if !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+		return r, false
+	}
+	return unicode.ToLower(r), true
+}
+
+// normalise returns the letters and digits of s, folded (see fold): the
+// form a literal is matched in, so that a canary written upper-cased,
+// spaced out ("b w c - 1 2 …"), with punctuation, zero-width or other format
+// characters between its characters, or in fullwidth forms, still matches.
+func normalise(s string) string { return string(appendNormal(nil, s)) }
+
+// appendNormal appends the normalised form of s to dst.
+func appendNormal(dst []byte, s string) []byte {
+	for _, r := range s {
+		if f, ok := fold(r); ok {
+			dst = utf8.AppendRune(dst, f)
+		}
+	}
+	return dst
+}
+
 // appendLiterals appends a finding for every non-overlapping occurrence of
-// each literal in text.
+// each literal in text, matched on the normalised view (see normalise) and
+// reported over the original bytes from its first to its last character;
+// a literal without letters or digits matches exactly. It allocates nothing
+// beyond the findings.
 func appendLiterals(dst []detect.Finding, text string, lits []literal) []detect.Finding {
 	for _, l := range lits {
-		for off := 0; off <= len(text)-len(l.value); {
-			i := strings.Index(text[off:], l.value)
-			if i < 0 {
+		if l.norm == "" {
+			dst = appendExact(dst, text, l)
+			continue
+		}
+		first, _ := utf8.DecodeRuneInString(l.norm)
+		if first >= utf8.RuneSelf {
+			dst = appendNormMatches(dst, text, l, 0, first)
+			continue
+		}
+		// Candidate starts are the few bytes a match can begin with: the
+		// first character in either case, or the lead byte of a character
+		// that may fold to it. Each is found with a fast byte search, and
+		// each next position is searched again only once passed.
+		up := byte(first)
+		if up >= 'a' && up <= 'z' {
+			up -= 'a' - 'A'
+		}
+		leads := [...]byte{byte(first), up, 0xEF, 0xE2, 0xC4}
+		var next [len(leads)]int
+		for k := range next {
+			next[k] = -1
+		}
+		for i := 0; i < len(text); {
+			at := len(text)
+			for k, c := range leads {
+				if next[k] < i && next[k] != len(text) {
+					if j := strings.IndexByte(text[i:], c); j >= 0 {
+						next[k] = i + j
+					} else {
+						next[k] = len(text)
+					}
+				}
+				at = min(at, next[k])
+			}
+			if at == len(text) {
 				break
 			}
-			bs := off + i
-			dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: bs, ByteEnd: bs + len(l.value), Score: 1})
-			off = bs + len(l.value)
+			r, size := utf8.DecodeRuneInString(text[at:])
+			if f, ok := fold(r); ok && f == first {
+				if end, ok := matchFrom(text, at, l.norm); ok {
+					dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: at, ByteEnd: end, Score: 1})
+					i = end
+					continue
+				}
+			}
+			i = at + size
 		}
+	}
+	return dst
+}
+
+// appendNormMatches is the match loop of appendLiterals for a literal whose
+// normal form starts with a non-ASCII character: every character is tried.
+func appendNormMatches(dst []detect.Finding, text string, l literal, i int, first rune) []detect.Finding {
+	for i < len(text) {
+		r, size := utf8.DecodeRuneInString(text[i:])
+		if f, ok := fold(r); ok && f == first {
+			if end, ok := matchFrom(text, i, l.norm); ok {
+				dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: i, ByteEnd: end, Score: 1})
+				i = end
+				continue
+			}
+		}
+		i += size
+	}
+	return dst
+}
+
+// matchFrom reports whether the folded letters and digits of text from i
+// on begin with norm, and where the last of them ends.
+func matchFrom(text string, i int, norm string) (int, bool) {
+	j, end := 0, i
+	for k := i; k < len(text) && j < len(norm); {
+		r, size := utf8.DecodeRuneInString(text[k:])
+		k += size
+		f, ok := fold(r)
+		if !ok {
+			continue
+		}
+		n, nsize := utf8.DecodeRuneInString(norm[j:])
+		if f != n {
+			return 0, false
+		}
+		j += nsize
+		end = k
+	}
+	return end, j == len(norm)
+}
+
+// appendExact appends a finding for every exact occurrence of l.
+func appendExact(dst []detect.Finding, text string, l literal) []detect.Finding {
+	for off := 0; off <= len(text)-len(l.value); {
+		i := strings.Index(text[off:], l.value)
+		if i < 0 {
+			break
+		}
+		bs := off + i
+		dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: bs, ByteEnd: bs + len(l.value), Score: 1})
+		off = bs + len(l.value)
 	}
 	return dst
 }

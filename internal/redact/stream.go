@@ -1,6 +1,7 @@
 package redact
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -148,6 +149,9 @@ type Stream struct {
 	pos    int              // input offset of buf[off]
 	carry  []detect.Finding // findings past the last cut, relative to buf[off:]
 	closed bool
+	// inKey: a private key's BEGIN line was released (redacted) without
+	// its END line; input is dropped up to and including the END line.
+	inKey bool
 
 	// Scratch reused by scan: findings, their report flags, and spares
 	// for sorting them together.
@@ -224,6 +228,19 @@ func (s *Stream) drain(final bool) Window {
 	released, cps, nwin := 0, 0, 0
 	for {
 		pend := s.buf[s.off:]
+		if s.inKey {
+			n, done := keyEnd(pend, final)
+			released += n
+			cps += utf8.RuneCount(pend[:n])
+			s.off += n
+			s.pos += n
+			if !done {
+				break
+			}
+			s.inKey = false
+			s.carry = s.carry[:0]
+			continue
+		}
 		if len(pend) == 0 || (!final && len(pend) < s.window) {
 			break
 		}
@@ -245,6 +262,12 @@ func (s *Stream) drain(final bool) Window {
 		}
 		rel := ws[:c]
 		text, n := s.r.Apply(rel, finds[:k])
+		if !last && k > 0 && openKey(rel, finds[:k]) {
+			// A private key longer than the window: its BEGIN line and first
+			// lines were redacted here; drop the rest up to its END line,
+			// which no later window would recognise as part of a key.
+			s.inKey = true
+		}
 		if k > 0 {
 			setCodePoints(finds[:k], rel, cps)
 			for i, f := range finds[:k] {
@@ -386,6 +409,56 @@ func (s *Stream) cut(ws string, finds []detect.Finding) int {
 		i = j
 	}
 	return c
+}
+
+// openKey reports whether a finding of a released window is a private key
+// that runs to the window's end without its END line.
+func openKey(rel string, finds []detect.Finding) bool {
+	for _, f := range finds {
+		if f.Type == "PRIVATE_KEY" && f.ByteEnd >= len(rel) && !strings.Contains(rel[f.ByteStart:], "-----END ") {
+			return true
+		}
+	}
+	return false
+}
+
+// pemEndMax bounds the END line's label ("-----END ENCRYPTED PRIVATE
+// KEY-----" has 25 bytes between the dashes), as detect's pemKey does.
+const pemEndMax = 60
+
+// keyEnd returns how many bytes of pend, the input after an open private
+// key, to drop, and whether the key has ended: through the first
+// "-----END " line's closing dashes (or the end of that line, or pemEndMax
+// bytes of label), holding back a tail that could be the start of the
+// marker until more input arrives. The result is a function of the input,
+// whatever its split, so chunking invariance holds; final drops everything
+// of an unterminated key.
+func keyEnd(pend []byte, final bool) (int, bool) {
+	const marker = "-----END "
+	k := bytes.Index(pend, []byte(marker))
+	if k < 0 {
+		if final {
+			return len(pend), true
+		}
+		return max(0, len(pend)-(len(marker)-1)), false
+	}
+	for e := k + len(marker); ; e++ {
+		if e-k-len(marker) >= pemEndMax {
+			return e, true
+		}
+		if e >= len(pend) || pend[e] == '-' && e+5 > len(pend) {
+			if final {
+				return len(pend), true
+			}
+			return k, false
+		}
+		if pend[e] == '\n' {
+			return e, true
+		}
+		if string(pend[e:min(e+5, len(pend))]) == "-----" {
+			return e + 5, true
+		}
+	}
 }
 
 // completeEnd returns len(b) shortened by an incomplete UTF-8 character at
