@@ -2,6 +2,7 @@ package llmapi
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -155,6 +156,17 @@ func (ed *editor) text(t textSpan, fn func(role, text string) string) {
 		old := string(b[t.v.s:t.v.e])
 		if nw := fn(t.role, old); nw != old {
 			ed.replace(t.v, []byte(nw))
+		}
+	case textDataURL:
+		url := unquote(b[t.v.s:t.v.e])
+		old, _ := dataURLText(url)
+		if nw := fn(t.role, old); nw != old {
+			ed.setString(t.v, encodeDataURL(url, nw))
+		}
+	case textBase64:
+		old, _ := decodeText(b[t.v.s+1 : t.v.e-1])
+		if nw := fn(t.role, old); nw != old {
+			ed.setString(t.v, base64.StdEncoding.EncodeToString([]byte(nw)))
 		}
 	case textJSON:
 		old := compactJSON(b[t.v.s:t.v.e])
