@@ -232,14 +232,15 @@ func (x *exchange) requestBody(ctx context.Context, b *extprocv3.HttpBody) (*ext
 	if decoded {
 		delete(httpReq.Headers, "content-length") // describes the compressed bytes
 	}
-	input := extauthz.BuildInput(x.base)
+	// The same input, LLM request and scanned text as ext_authz builds
+	// from the same body: one function for both doors.
+	input, r := extauthz.BuildRequestInput(x.base)
 	httpReq.Body, httpReq.RawBody = "", nil // keep the exchange small once parsed
 	var text string
-	if r, err := llmapi.ParseRequest(x.api, plain); err == nil {
+	if r != nil {
 		x.llmReq = r
-		x.llmTerm = ast.NewTerm(llmValue(r))
-		input.Insert(keyLLM, x.llmTerm)
-		text = x.promptText(r)
+		x.llmTerm = input.Get(keyLLM)
+		text = r.PromptText(x.s.scan)
 	}
 	out, err := x.decide(ctx, pipeline.PhaseRequestBody, pipeline.Request{Input: input, Text: text})
 	if err != nil {
@@ -331,36 +332,10 @@ func newCanary() string {
 	return "bwc-" + hex.EncodeToString(b[:])
 }
 
-// promptText joins the text of the messages whose roles are scanned.
-func (x *exchange) promptText(r *llmapi.Request) string {
-	n, count := 0, 0
-	var only string
-	for _, m := range r.Messages {
-		if m.Content != "" && x.scanRole(m.Role) {
-			n += len(m.Content) + 1
-			count++
-			only = m.Content
-		}
-	}
-	if count <= 1 {
-		return only // no copy: a long prompt is often one message
-	}
-	var b strings.Builder
-	b.Grow(n) // one allocation, not a doubling series, for a multi-MiB prompt
-	for _, m := range r.Messages {
-		if m.Content == "" || !x.scanRole(m.Role) {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(m.Content)
-	}
-	return b.String()
-}
-
+// scanRole reports whether the detectors read text of role: every role
+// when no filter is configured, and always llmapi.RoleOther.
 func (x *exchange) scanRole(role string) bool {
-	return x.s.roles == nil || x.s.roles[strings.ToLower(role)]
+	return x.s.scan == nil || role == llmapi.RoleOther || x.s.scan(role)
 }
 
 // decide runs one pipeline decision under a bulwark.extproc.<phase> span.

@@ -834,3 +834,38 @@ func (r *reqScanner) anthropicBlocks(role string, v vspan, depth int) {
 		}
 	}
 }
+
+// PromptText is the text the detectors read from a request: the content of
+// every message whose role scan accepts (every role when scan is nil),
+// joined with "\n", and always the RoleOther message, which a role filter
+// cannot turn off. Both Envoy doors derive the scanned text from it, so the
+// same body gets the same signals whichever door it came through.
+func (r *Request) PromptText(scan func(role string) bool) string {
+	keep := func(m Message) bool {
+		return m.Content != "" && (scan == nil || m.Role == RoleOther || scan(m.Role))
+	}
+	n, count := 0, 0
+	var only string
+	for _, m := range r.Messages {
+		if keep(m) {
+			n += len(m.Content) + 1
+			count++
+			only = m.Content
+		}
+	}
+	if count <= 1 {
+		return only // no copy: a long prompt is often one message
+	}
+	var b strings.Builder
+	b.Grow(n) // one allocation, not a doubling series, for a multi-MiB prompt
+	for _, m := range r.Messages {
+		if !keep(m) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(m.Content)
+	}
+	return b.String()
+}
