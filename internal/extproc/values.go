@@ -8,15 +8,15 @@ import (
 
 // Keys of Bulwark's additions to the policy input, built once.
 var (
-	keyLLM             = ast.StringTerm("llm")
-	keyTruncatedBody   = ast.StringTerm("truncated_body")
-	keyResponse        = ast.StringTerm("response")
-	keyUsage           = ast.StringTerm("usage")
-	keyStatus          = ast.StringTerm("status")
-	keyContentType     = ast.StringTerm("content_type")
-	keyPromptTokens    = ast.StringTerm("prompt_tokens")
-	keyCompletion      = ast.StringTerm("completion_tokens")
-	keyTotalTokens     = ast.StringTerm("total_tokens")
+	keyLLM           = ast.StringTerm("llm")
+	keyTruncatedBody = ast.StringTerm("truncated_body")
+	keyResponse      = ast.StringTerm("response")
+	keyUsage         = ast.StringTerm("usage")
+	keyStatus        = ast.StringTerm("status")
+	keyContentType   = ast.StringTerm("content_type")
+	keyPromptTokens  = ast.StringTerm("prompt_tokens")
+	keyCompletion    = ast.StringTerm("completion_tokens")
+	keyTotalTokens   = ast.StringTerm("total_tokens")
 )
 
 // usageValue renders input.usage.

@@ -86,11 +86,11 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 type textKind uint8
 
 const (
-	textString textKind = iota // a JSON string token
-	textJSON                   // a JSON value read as its compact text (Anthropic tool_use input)
-	textRaw                    // raw bytes of a non-JSON body
-	textDataURL                // a JSON string holding a data: URL whose payload is text
-	textBase64                 // a JSON string holding base64 whose payload is text
+	textString  textKind = iota // a JSON string token
+	textJSON                    // a JSON value read as its compact text (Anthropic tool_use input)
+	textRaw                     // raw bytes of a non-JSON body
+	textDataURL                 // a JSON string holding a data: URL whose payload is text
+	textBase64                  // a JSON string holding base64 whose payload is text
 )
 
 // textSpan locates one text the model reads. Spans with the same group
