@@ -57,8 +57,9 @@ func BuildInput(req *authv3.CheckRequest) ast.Object {
 // policy and the detectors must see the body the upstream will see, and a
 // JSON chat request labelled as a form must not become a form. Elsewhere
 // the content type chooses (JSON, forms, multipart, as OPA-Envoy does);
-// JSON and text bodies also yield a generic llm request, so that their
-// strings are scanned. Both Envoy doors build their input here and scan
+// JSON, text and multipart/form-data bodies (uploads: text parts, Batch API
+// JSON Lines files line by line) also yield a generic llm request, so that
+// their strings are scanned. Both Envoy doors build their input here and scan
 // the returned request's PromptText, so the same bytes get the same
 // decision whichever door they came through.
 //
@@ -117,8 +118,8 @@ func BuildRequestInput(req *authv3.CheckRequest) (ast.Object, *llmapi.Request) {
 			default:
 				errs = append(errs, [2]*ast.Term{keyBody, ast.StringTerm(err.Error())})
 			}
-			if api != llmapi.Generic || ReadsAsText(ct) {
-				r, err := llmapi.ParseRequest(api, body)
+			if api != llmapi.Generic || ReadsAsText(ct) || llmapi.IsMultipart(ct) {
+				r, err := llmapi.ParseRequestBody(api, ct, body)
 				if err != nil {
 					errs = append(errs, [2]*ast.Term{keyLLM, ast.StringTerm(err.Error())})
 				} else {

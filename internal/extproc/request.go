@@ -185,8 +185,10 @@ func (x *exchange) requestHeaders(ctx context.Context, req *extprocv3.Processing
 	}, nil
 }
 
-// wantsRequestBody: bodies of the LLM APIs Bulwark knows, and JSON or text
-// bodies elsewhere; not uploads or other media it has no business reading.
+// wantsRequestBody: bodies of the LLM APIs Bulwark knows, and JSON, text
+// and multipart/form-data bodies elsewhere (uploads such as /v1/files and
+// Batch API input files, whose text parts the model will read); not other
+// media it has no business reading.
 func (x *exchange) wantsRequestBody() bool {
 	switch x.method {
 	case http.MethodPost, http.MethodPut, http.MethodPatch:
@@ -196,7 +198,8 @@ func (x *exchange) wantsRequestBody() bool {
 	if x.api != llmapi.Generic {
 		return true
 	}
-	return isJSON(x.headers["content-type"]) || isText(x.headers["content-type"])
+	ct := x.headers["content-type"]
+	return isJSON(ct) || isText(ct) || llmapi.IsMultipart(ct)
 }
 
 // requestBody decides on the whole request body: parse, detect, policy,
@@ -239,6 +242,12 @@ func (x *exchange) requestBody(ctx context.Context, b *extprocv3.HttpBody) (*ext
 	var text string
 	if r != nil {
 		x.llmReq = r
+		if c := x.s.opts.ClampMaxTokens; c > 0 && llmapi.Clamps(r.API) && (r.MaxTokens == 0 || r.MaxTokens > c) {
+			// The upstream will see the clamped limit (editRequest): decide
+			// and reserve on what it will be allowed to produce, per answer.
+			r.MaxTokens = c
+			input.Insert(keyLLM, ast.NewTerm(policy.LLMValue(r)))
+		}
 		x.llmTerm = input.Get(keyLLM)
 		text = r.PromptText(x.s.scan)
 	}
@@ -308,7 +317,7 @@ func (x *exchange) editRequest(body []byte, out pipeline.Outcome) ([]byte, bool,
 	if e.Text == nil && e.ClampMaxTokens == 0 && !e.IncludeUsage && e.SystemSuffix == "" {
 		return body, false, nil // nothing to change: skip re-encoding the body
 	}
-	nb, changed, err := llmapi.EditRequest(x.api, body, e)
+	nb, changed, err := llmapi.EditRequestBody(x.api, x.headers["content-type"], body, e)
 	if err != nil {
 		if e.Text != nil {
 			return nil, false, err // findings to remove and no way to remove them: never forward

@@ -44,6 +44,10 @@ type RequestEdit struct {
 	SystemSuffix string
 }
 
+// Clamps reports whether RequestEdit.ClampMaxTokens applies to requests of
+// api (it has a max-tokens field; embeddings and Generic do not).
+func Clamps(api API) bool { return api != Generic && len(maxTokenKeys(api)) > 0 }
+
 // EditRequest rewrites a request body of api as e describes. It returns the
 // new body and whether anything changed; when nothing changed it returns
 // body itself and false, so callers keep the original bytes. Every rewrite
