@@ -192,6 +192,16 @@ func (ed *editor) text(t textSpan, fn func(role, text string) string) {
 	}
 }
 
+// within reports whether offset at lies inside a value one of ps replaces.
+func within(ps []patch, at int) bool {
+	for _, p := range ps {
+		if p.s < p.e && p.s <= at && at < p.e {
+			return true
+		}
+	}
+	return false
+}
+
 // appendAt inserts text before the closing bracket at end-1 of a
 // container, after a comma when the container has (or has been given)
 // members.
@@ -374,7 +384,11 @@ func (ed *editor) chatSystemSuffix(ms vspan, suffix string) bool {
 // result applies every edit. It refuses to return invalid JSON for a JSON
 // body, which would mean a bug here rather than bad input.
 func (ed *editor) result(api API) ([]byte, bool, error) {
+	replaced := len(ed.patches)
 	for s, se := range ed.strs {
+		if within(ed.patches[:replaced], s) {
+			continue // inside a value replaced whole (a clamp of a malformed field): gone anyway
+		}
 		ed.patches = append(ed.patches, patch{s: s, e: se.e, text: quote(se.text)})
 	}
 	if len(ed.patches) == 0 {
