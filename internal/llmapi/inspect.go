@@ -34,6 +34,13 @@ var safeKeys = map[string]bool{
 	"summary": true, "method": true,
 }
 
+// Skipped reports whether the request sweep leaves the string value of a
+// member named key unread: key is on the safe list and value is
+// identifier-shaped. Tests use it to know what may reach an upstream.
+func Skipped(key, value string) bool {
+	return safeKeys[key] && identifierShaped([]byte(value))
+}
+
 // maxIdentifier bounds what counts as an identifier-shaped value.
 const maxIdentifier = 128
 
@@ -55,6 +62,13 @@ func identifierShaped(raw []byte) bool {
 	}
 	return true
 }
+
+// minBase64File is the shortest bare base64 string (a "data" or
+// "file_data" member) decoded as a file: a shorter one is more likely a
+// credential in base64's alphabet and is scanned as it stands, since a
+// secret that happened to decode to text would otherwise be read only
+// decoded.
+const minBase64File = 64
 
 // maxBinaryScan is the length up to which a string that decodes to binary
 // (an image or PDF sent as base64) is still scanned as it stands: a short
@@ -126,7 +140,7 @@ func (r *reqScanner) addValue(role string, key []byte, s vspan) {
 			}
 			return
 		}
-	case (string(key) == "data" || string(key) == "file_data") && len(raw) >= 16 && isBase64(raw):
+	case (string(key) == "data" || string(key) == "file_data") && len(raw) >= minBase64File && isBase64(raw):
 		if _, ok := decodeText(raw); ok {
 			r.texts.add(role, s, textBase64)
 		} else if s.e-s.s <= maxBinaryScan {
