@@ -162,7 +162,9 @@ func newSecretStack(tb testing.TB) *propertyStack {
 	return newPropertyStack(tb, map[string]string{"prompt_injection_threshold": "1.1"})
 }
 
-func newInjectionStack(tb testing.TB) *propertyStack { return newPropertyStack(tb, map[string]string{}) }
+func newInjectionStack(tb testing.TB) *propertyStack {
+	return newPropertyStack(tb, map[string]string{})
+}
 
 // secretNeverForwarded: the upstream never receives the planted secret
 // unless it sits, as an identifier, in a documented safe field.
