@@ -90,6 +90,10 @@ func TestCheckReadsEveryField(t *testing.T) {
 			`{"model":"m","messages":[{"role":"user","content":` + q + `}]}`},
 		{"text-labelled JSON chat", "/v1/chat/completions", "text/plain",
 			`{"model":"m","messages":[{"role":"user","content":` + q + `}]}`},
+		{"batch input file upload", "/v1/files", "multipart/form-data; boundary=B",
+			"--B\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n" +
+				"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\nContent-Type: application/octet-stream\r\n\r\n" +
+				`{"custom_id":"1","method":"POST","url":"/v1/responses","body":{"model":"m","instructions":` + q + `,"input":"hi"}}` + "\n\r\n--B--\r\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 const plantedMail = "jane.doe@example.org"
@@ -171,4 +172,55 @@ func TestChoices(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzEachMemberString: the sweep's walk visits every string value
+// encoding/json decodes, at any depth, with the key that holds each (and
+// also the values of duplicated keys, which encoding/json drops but other
+// parsers keep).
+func FuzzEachMemberString(f *testing.F) {
+	for _, s := range requestSeeds {
+		f.Add([]byte(s))
+	}
+	f.Add([]byte(`{"a":[["x",{"b":"y"}],"z"],"k\"":"v","":{"":""}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !json.Valid(b) {
+			return
+		}
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			return
+		}
+		want := map[string]int{}
+		var walk func(key string, v any)
+		walk = func(key string, v any) {
+			switch x := v.(type) {
+			case string:
+				want[key+"\x00"+x]++
+			case map[string]any:
+				for k, e := range x {
+					walk(k, e)
+				}
+			case []any:
+				for _, e := range x {
+					walk(key, e)
+				}
+			}
+		}
+		walk("", v)
+		got := map[string]int{}
+		eachMemberString(b, trimSpan(b), func(key []byte, s vspan) {
+			// Keys are compared as decoders see them (invalid UTF-8 as U+FFFD).
+			k := string(key)
+			if !utf8.ValidString(k) { // a raw key: no escapes, no quotes
+				k = unquote([]byte(`"` + k + `"`))
+			}
+			got[k+"\x00"+unquote(b[s.s:s.e])]++
+		})
+		for k, n := range want {
+			if got[k] < n {
+				t.Fatalf("visited %v, want %v", got, want)
+			}
+		}
+	})
 }
