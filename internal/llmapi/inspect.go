@@ -85,8 +85,6 @@ func (r *reqScanner) sweep() {
 	b := r.b
 	covered := r.coveredRanges()
 	ci := 0
-	r.texts.boundary()
-	r.texts.open, r.texts.role = false, ""
 	first := true
 	eachMemberString(b, r.top.obj, func(key []byte, s vspan) {
 		for ci < len(covered) && covered[ci].e <= s.s {

@@ -47,10 +47,12 @@ type Request struct {
 	// IncludeUsage is stream_options.include_usage (OpenAI): without it a
 	// streamed response reports no token usage.
 	IncludeUsage bool
-	// Messages holds every text the model will read, in the order the API
-	// presents it to the model: system prompt first, then the turns.
-	// Generic JSON bodies yield one "user" message per string value; text
-	// bodies yield the whole body.
+	// Messages holds every text the model will read: the conversation in
+	// the order the API presents it to the model (system prompt first,
+	// then the turns), then one RoleOther message with every other string
+	// of the body outside the safe list (see Skipped). Generic JSON bodies
+	// yield one "user" message per string value; text bodies yield the
+	// whole body.
 	Messages []Message
 	// Tools are the names of the tools or functions the request declares
 	// (built-in tools without a name are listed by their type).
