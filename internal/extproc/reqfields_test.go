@@ -110,3 +110,19 @@ func TestMultipartUploadInspected(t *testing.T) {
 		t.Fatalf("injection in a batch line: %v %d upstream=%v", err, res.Status, res.UpstreamCalled)
 	}
 }
+
+// TestPartialBodyMarkerIgnored: ext_proc reads the whole body, so a client's
+// x-envoy-auth-partial-body header cannot make it look truncated and so
+// unparsed and unscanned.
+func TestPartialBodyMarkerIgnored(t *testing.T) {
+	f := newStack(t, extproc.Options{})
+	req := f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"mail jane.doe@example.org"}]}`)
+	req.Headers["x-envoy-auth-partial-body"] = "true"
+	res, err := envoysim.Run(context.Background(), f.client, envoysim.DefaultFilter, req, jsonAnswer(`{}`))
+	if err != nil || !res.UpstreamCalled {
+		t.Fatalf("not forwarded: %v %d %s", err, res.Status, res.Body)
+	}
+	if strings.Contains(string(res.Upstream.Body), "jane.doe@example.org") {
+		t.Fatalf("not redacted: %s", res.Upstream.Body)
+	}
+}

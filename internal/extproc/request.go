@@ -235,6 +235,10 @@ func (x *exchange) requestBody(ctx context.Context, b *extprocv3.HttpBody) (*ext
 	if decoded {
 		delete(httpReq.Headers, "content-length") // describes the compressed bytes
 	}
+	// ext_proc has the whole body: the marker ext_authz's partial bodies
+	// carry means nothing here, and a client that sent it must not make
+	// the body look truncated (and so unparsed and unscanned).
+	delete(httpReq.Headers, "x-envoy-auth-partial-body")
 	// The same input, LLM request and scanned text as ext_authz builds
 	// from the same body: one function for both doors.
 	input, r := extauthz.BuildRequestInput(x.base)
