@@ -3,6 +3,7 @@ package extauthz
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -42,14 +43,19 @@ func BenchmarkCheck(b *testing.B) {
 		}
 		return h
 	}
+	// A chat request as Envoy's with_request_body sends it (about 1 KiB).
+	chat := []byte(`{"model":"gpt-4o","max_tokens":256,"messages":[{"role":"system","content":"You are a helpful analyst."},` +
+		`{"role":"user","content":"` + strings.Repeat("please summarise the quarterly report for the board ", 18) + `"}]}`)
 	cases := []struct {
 		name string
 		cfg  policy.Config
 		auth pipeline.Authenticator
 		hdrs map[string]string
+		body []byte
 	}{
-		{"opa_envoy_rbac", rbac, nil, headers(map[string]string{"authorization": "Bearer abc"})},
-		{"default_api_key", def, auth, headers(map[string]string{"authorization": "Bearer " + key})},
+		{"opa_envoy_rbac", rbac, nil, headers(map[string]string{"authorization": "Bearer abc"}), nil},
+		{"default_api_key", def, auth, headers(map[string]string{"authorization": "Bearer " + key}), nil},
+		{"default_api_key_body", def, auth, headers(map[string]string{"authorization": "Bearer " + key}), chat},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
@@ -67,7 +73,7 @@ func BenchmarkCheck(b *testing.B) {
 				b.Fatal(err)
 			}
 			s := New(p, Options{StripCredentials: true})
-			req := NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs})
+			req := NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs, Body: tc.body})
 			ctx := context.Background()
 			resp, err := s.Check(ctx, req)
 			if err != nil || resp.GetStatus().GetCode() != 0 {
@@ -77,7 +83,7 @@ func BenchmarkCheck(b *testing.B) {
 			// own (Check strips credential headers from the one it is given).
 			reqs := make([]*authv3.CheckRequest, b.N)
 			for i := range reqs {
-				reqs[i] = NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs})
+				reqs[i] = NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs, Body: tc.body})
 			}
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -49,6 +49,11 @@ type Options struct {
 	// Tracing, when enabled, starts a bulwark.check span joined to the trace
 	// Envoy propagates in the request headers.
 	Tracing *telemetry.Tracing
+	// ScanRoles are the message roles whose text the detectors read in a
+	// request body (empty: all); text outside the conversation
+	// (llmapi.RoleOther) is always read. Set it as ext_proc's, so both
+	// doors scan the same text.
+	ScanRoles []string
 }
 
 // Server implements envoy.service.auth.v3.Authorization.
@@ -56,10 +61,26 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	decider Decider
 	opts    Options
+	scan    func(role string) bool // nil: every role
 }
 
 // New returns a Server that asks d for every decision.
-func New(d Decider, opts Options) *Server { return &Server{decider: d, opts: opts} }
+func New(d Decider, opts Options) *Server {
+	return &Server{decider: d, opts: opts, scan: RoleFilter(opts.ScanRoles)}
+}
+
+// RoleFilter returns the filter llmapi.Request.PromptText applies for the
+// configured scan roles (compared case-insensitively), nil for all roles.
+func RoleFilter(roles []string) func(role string) bool {
+	if len(roles) == 0 {
+		return nil
+	}
+	set := make(map[string]bool, len(roles))
+	for _, r := range roles {
+		set[strings.ToLower(r)] = true
+	}
+	return func(role string) bool { return set[strings.ToLower(role)] }
+}
 
 // Check answers one ext_authz request.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
@@ -75,12 +96,18 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	creds := Credentials(req, s.opts.StripCredentials)
 	path, _, _ := strings.Cut(httpReq.GetPath(), "?")
+	input, llm := BuildRequestInput(req)
+	var text string
+	if llm != nil {
+		text = llm.PromptText(s.scan)
+	}
 	out, err := s.decider.Decide(ctx, pipeline.Request{
 		Phase:       pipeline.PhaseRequestHeaders,
-		Input:       BuildInput(req),
+		Input:       input,
 		Method:      httpReq.GetMethod(),
 		Path:        path,
 		Credentials: creds,
+		Text:        text,
 	})
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		telemetry.Annotate(span, out, err)

@@ -144,7 +144,7 @@ func TestCheckDenials(t *testing.T) {
 		{"truncated body", HTTPRequest{Method: "POST", Path: "/x", Headers: map[string]string{"content-type": "application/json"},
 			Body: []byte(`{"model": "m1", "pad": "xxxxxxxxxxxxxxxx"}`), MaxBodyBytes: 10}, 403, codes.PermissionDenied, "truncated", ""},
 		{"malformed json", HTTPRequest{Method: "POST", Path: "/x", Headers: map[string]string{"content-type": "application/json"},
-			Body: []byte(`{"model": `)}, 403, codes.PermissionDenied, "bad_json", "invalid JSON"},
+			Body: []byte(`{"model": `)}, 403, codes.PermissionDenied, "input_not_parsed", "could not be authorized"},
 	}
 	s := newServer(t, pipeline.Config{})
 	for _, tc := range cases {

@@ -196,8 +196,10 @@ func (x *exchange) requestHeaders(ctx context.Context, req *extprocv3.Processing
 	}, nil
 }
 
-// wantsRequestBody: bodies of the LLM APIs Bulwark knows, and JSON or text
-// bodies elsewhere; not uploads or other media it has no business reading.
+// wantsRequestBody: bodies of the LLM APIs Bulwark knows, and JSON, text
+// and multipart/form-data bodies elsewhere (uploads such as /v1/files and
+// Batch API input files, whose text parts the model will read); not other
+// media it has no business reading.
 func (x *exchange) wantsRequestBody() bool {
 	switch x.method {
 	case http.MethodPost, http.MethodPut, http.MethodPatch:
@@ -207,7 +209,8 @@ func (x *exchange) wantsRequestBody() bool {
 	if x.api != llmapi.Generic {
 		return true
 	}
-	return isJSON(x.headers["content-type"]) || isText(x.headers["content-type"])
+	ct := x.headers["content-type"]
+	return isJSON(ct) || isText(ct) || llmapi.IsMultipart(ct)
 }
 
 // requestBody decides on the whole request body: parse, detect, policy,
@@ -243,14 +246,25 @@ func (x *exchange) requestBody(ctx context.Context, b *extprocv3.HttpBody) (*ext
 	if decoded {
 		delete(httpReq.Headers, "content-length") // describes the compressed bytes
 	}
-	input := extauthz.BuildInput(x.base)
+	// ext_proc has the whole body: the marker ext_authz's partial bodies
+	// carry means nothing here, and a client that sent it must not make
+	// the body look truncated (and so unparsed and unscanned).
+	delete(httpReq.Headers, "x-envoy-auth-partial-body")
+	// The same input, LLM request and scanned text as ext_authz builds
+	// from the same body: one function for both doors.
+	input, r := extauthz.BuildRequestInput(x.base)
 	httpReq.Body, httpReq.RawBody = "", nil // keep the exchange small once parsed
 	var text string
-	if r, err := llmapi.ParseRequest(x.api, plain); err == nil {
+	if r != nil {
 		x.llmReq = r
-		x.llmTerm = ast.NewTerm(llmValue(r))
-		input.Insert(keyLLM, x.llmTerm)
-		text = x.promptText(r)
+		if c := x.s.opts.ClampMaxTokens; c > 0 && llmapi.Clamps(r.API) && (r.MaxTokens == 0 || r.MaxTokens > c) {
+			// The upstream will see the clamped limit (editRequest): decide
+			// and reserve on what it will be allowed to produce, per answer.
+			r.MaxTokens = c
+			input.Insert(keyLLM, ast.NewTerm(policy.LLMValue(r)))
+		}
+		x.llmTerm = input.Get(keyLLM)
+		text = r.PromptText(x.s.scan)
 	}
 	out, err := x.decide(ctx, pipeline.PhaseRequestBody, pipeline.Request{Input: input, Text: text})
 	if err != nil {
@@ -318,7 +332,7 @@ func (x *exchange) editRequest(body []byte, out pipeline.Outcome) ([]byte, bool,
 	if e.Text == nil && e.ClampMaxTokens == 0 && !e.IncludeUsage && e.SystemSuffix == "" {
 		return body, false, nil // nothing to change: skip re-encoding the body
 	}
-	nb, changed, err := llmapi.EditRequest(x.api, body, e)
+	nb, changed, err := llmapi.EditRequestBody(x.api, x.headers["content-type"], body, e)
 	if err != nil {
 		if e.Text != nil {
 			return nil, false, err // findings to remove and no way to remove them: never forward
@@ -342,36 +356,10 @@ func newCanary() string {
 	return "bwc-" + hex.EncodeToString(b[:])
 }
 
-// promptText joins the text of the messages whose roles are scanned.
-func (x *exchange) promptText(r *llmapi.Request) string {
-	n, count := 0, 0
-	var only string
-	for _, m := range r.Messages {
-		if m.Content != "" && x.scanRole(m.Role) {
-			n += len(m.Content) + 1
-			count++
-			only = m.Content
-		}
-	}
-	if count <= 1 {
-		return only // no copy: a long prompt is often one message
-	}
-	var b strings.Builder
-	b.Grow(n) // one allocation, not a doubling series, for a multi-MiB prompt
-	for _, m := range r.Messages {
-		if m.Content == "" || !x.scanRole(m.Role) {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(m.Content)
-	}
-	return b.String()
-}
-
+// scanRole reports whether the detectors read text of role: every role
+// when no filter is configured, and always llmapi.RoleOther.
 func (x *exchange) scanRole(role string) bool {
-	return x.s.roles == nil || x.s.roles[strings.ToLower(role)]
+	return x.s.scan == nil || role == llmapi.RoleOther || x.s.scan(role)
 }
 
 // decide runs one pipeline decision under a bulwark.extproc.<phase> span.

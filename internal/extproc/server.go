@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +30,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/redact"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
@@ -86,7 +86,9 @@ type Options struct {
 	// decision, joined to the trace in the request's headers.
 	Tracing *telemetry.Tracing
 	// ScanRoles are the message roles whose text the detectors read in the
-	// request phase; empty means every role.
+	// request phase; empty means every role. Text outside the conversation
+	// (llmapi.RoleOther: descriptions, schemas, unknown fields) is always
+	// read. ext_authz takes the same list, so both doors scan the same text.
 	ScanRoles []string
 	// MaxBodyBytes bounds a buffered request or response body (after
 	// decompression); a bigger one is denied with 413.
@@ -171,7 +173,7 @@ type Server struct {
 	outScan   Scanner
 	reconcile Reconciler
 	opts      Options
-	roles     map[string]bool
+	scan      func(role string) bool // ScanRoles as a filter; nil: every role
 	logger    *slog.Logger
 	metrics   *metrics
 	// warnedProtocol: an unsupported filter configuration was logged.
@@ -189,13 +191,6 @@ func New(d Decider, scanner Scanner, reconcile Reconciler, opts Options, logger 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	var roles map[string]bool
-	if len(opts.ScanRoles) > 0 {
-		roles = make(map[string]bool, len(opts.ScanRoles))
-		for _, r := range opts.ScanRoles {
-			roles[strings.ToLower(r)] = true
-		}
-	}
 	if m == nil {
 		m = &Metrics{}
 	}
@@ -203,7 +198,7 @@ func New(d Decider, scanner Scanner, reconcile Reconciler, opts Options, logger 
 	if out == nil {
 		out = scanner
 	}
-	return &Server{decider: d, scanner: scanner, outScan: out, reconcile: reconcile, opts: opts, roles: roles, logger: logger, metrics: m.m}
+	return &Server{decider: d, scanner: scanner, outScan: out, reconcile: reconcile, opts: opts, scan: extauthz.RoleFilter(opts.ScanRoles), logger: logger, metrics: m.m}
 }
 
 // Process runs one exchange. It returns nil when Envoy ends the stream

@@ -13,6 +13,13 @@
 // parsers do, and when a key is duplicated every occurrence is scanned and
 // rewritten, because parsers disagree on which one wins.
 //
+// Requests are inspected by default: after reading the conversation the way
+// each API defines it, every other string value of the body, at any depth,
+// is read too (tool descriptions, schemas, names, fields no API defines),
+// unless it is an identifier in a documented safe field; text carried in
+// data: URLs, base64 files and multipart uploads is read decoded. What is
+// read is exactly what RequestEdit.Text rewrites.
+//
 // Streams are handled by SSEParser, which splits arbitrary chunks into
 // events while keeping each event's exact bytes, and by DecodeEvent,
 // WithText and TextEvent, which read and rewrite one event of each API.

@@ -2,6 +2,7 @@ package llmapi
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -42,6 +43,10 @@ type RequestEdit struct {
 	// Other APIs ignore it. Text is not applied to the suffix.
 	SystemSuffix string
 }
+
+// Clamps reports whether RequestEdit.ClampMaxTokens applies to requests of
+// api (it has a max-tokens field; embeddings and Generic do not).
+func Clamps(api API) bool { return api != Generic && len(maxTokenKeys(api)) > 0 }
 
 // EditRequest rewrites a request body of api as e describes. It returns the
 // new body and whether anything changed; when nothing changed it returns
@@ -132,6 +137,17 @@ func (ed *editor) text(t textSpan, fn func(role, text string) string) {
 		if nw := fn(t.role, old); nw != old {
 			ed.replace(t.v, []byte(nw))
 		}
+	case textDataURL:
+		url := unquote(b[t.v.s:t.v.e])
+		old, _ := dataURLText(url)
+		if nw := fn(t.role, old); nw != old {
+			ed.setString(t.v, encodeDataURL(url, nw))
+		}
+	case textBase64:
+		old, _ := decodeText(b[t.v.s+1 : t.v.e-1])
+		if nw := fn(t.role, old); nw != old {
+			ed.setString(t.v, base64.StdEncoding.EncodeToString([]byte(nw)))
+		}
 	case textJSON:
 		old := compactJSON(b[t.v.s:t.v.e])
 		nw := fn(t.role, old)
@@ -150,6 +166,16 @@ func (ed *editor) text(t textSpan, fn func(role, text string) string) {
 			}
 		})
 	}
+}
+
+// within reports whether offset at lies inside a value one of ps replaces.
+func within(ps []patch, at int) bool {
+	for _, p := range ps {
+		if p.s < p.e && p.s <= at && at < p.e {
+			return true
+		}
+	}
+	return false
 }
 
 // appendAt inserts text before the closing bracket at end-1 of a
@@ -334,7 +360,11 @@ func (ed *editor) chatSystemSuffix(ms vspan, suffix string) bool {
 // result applies every edit. It refuses to return invalid JSON for a JSON
 // body, which would mean a bug here rather than bad input.
 func (ed *editor) result(api API) ([]byte, bool, error) {
+	replaced := len(ed.patches)
 	for s, se := range ed.strs {
+		if within(ed.patches[:replaced], s) {
+			continue // inside a value replaced whole (a clamp of a malformed field): gone anyway
+		}
 		ed.patches = append(ed.patches, patch{s: s, e: se.e, text: quote(se.text)})
 	}
 	if len(ed.patches) == 0 {

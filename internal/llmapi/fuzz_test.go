@@ -24,6 +24,7 @@ var requestSeeds = []string{
 	`{"messages":5,"system":null,"m\u0065ssages":[{"role":"system"}],"messages":[{"role":"developer","content":[]}]}`,
 	"plain text body",
 	`{"a":"\ud83d","b":"\u2028<>&"}`,
+	`{"messages":[{"role":"user","name":"a b","content":[{"type":"file","file":{"file_data":"data:text/plain;base64,aGkgdGhlcmU="}},{"type":"image_url","image_url":{"url":"data:,a%20b"}}]}],"tools":[{"type":"function","function":{"name":"f","description":"d","parameters":{"properties":{"x":{"description":"deep"}}}}}],"x":{"data":"aGVsbG8gd29ybGQgYWdhaW4="}}`,
 	`{}`,
 	``,
 }

@@ -39,13 +39,20 @@ type Request struct {
 	// (whichever the API uses), 0 when absent, null or negative, and
 	// saturated at math.MaxInt64 for absurd values such as 1e400.
 	MaxTokens int64
+	// Choices is how many answers the model generates, each up to
+	// MaxTokens: n (OpenAI chat and completions) or best_of (completions,
+	// generated server-side), whichever is larger; 1 when absent or not a
+	// positive number. A token reservation is Choices × MaxTokens.
+	Choices int64
 	// IncludeUsage is stream_options.include_usage (OpenAI): without it a
 	// streamed response reports no token usage.
 	IncludeUsage bool
-	// Messages holds every text the model will read, in the order the API
-	// presents it to the model: system prompt first, then the turns.
-	// Generic JSON bodies yield one "user" message per string value; text
-	// bodies yield the whole body.
+	// Messages holds every text the model will read: the conversation in
+	// the order the API presents it to the model (system prompt first,
+	// then the turns), then one RoleOther message with every other string
+	// of the body outside the safe list (see Skipped). Generic JSON bodies
+	// yield one "user" message per string value; text bodies yield the
+	// whole body.
 	Messages []Message
 	// Tools are the names of the tools or functions the request declares
 	// (built-in tools without a name are listed by their type).
@@ -69,6 +76,7 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 		Model:        sc.model,
 		Stream:       sc.stream,
 		MaxTokens:    sc.maxTokens,
+		Choices:      max(sc.choices, 1),
 		IncludeUsage: sc.includeUsage,
 		Messages:     sc.texts.messages(body),
 		Tools:        sc.tools,
@@ -80,9 +88,11 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 type textKind uint8
 
 const (
-	textString textKind = iota // a JSON string token
-	textJSON                   // a JSON value read as its compact text (Anthropic tool_use input)
-	textRaw                    // raw bytes of a non-JSON body
+	textString  textKind = iota // a JSON string token
+	textJSON                    // a JSON value read as its compact text (Anthropic tool_use input)
+	textRaw                     // raw bytes of a non-JSON body
+	textDataURL                 // a JSON string holding a data: URL whose payload is text
+	textBase64                  // a JSON string holding base64 whose payload is text
 )
 
 // textSpan locates one text the model reads. Spans with the same group
@@ -129,6 +139,12 @@ func spanText(b []byte, t textSpan) string {
 		return unquote(b[t.v.s:t.v.e])
 	case textJSON:
 		return compactJSON(b[t.v.s:t.v.e])
+	case textDataURL:
+		s, _ := dataURLText(unquote(b[t.v.s:t.v.e]))
+		return s
+	case textBase64:
+		s, _ := decodeText(b[t.v.s+1 : t.v.e-1])
+		return s
 	default:
 		return string(b[t.v.s:t.v.e])
 	}
@@ -198,6 +214,8 @@ const (
 	kMaxTokens
 	kMaxCompletionTokens
 	kMaxOutputTokens
+	kN
+	kBestOf
 	numTopKeys
 	kNone = numTopKeys
 )
@@ -232,6 +250,10 @@ func topKeyOf(k []byte) topKey {
 		return kMaxCompletionTokens
 	case "max_output_tokens":
 		return kMaxOutputTokens
+	case "n":
+		return kN
+	case "best_of":
+		return kBestOf
 	}
 	return kNone
 }
@@ -339,6 +361,7 @@ type reqScanner struct {
 	stream       bool
 	includeUsage bool
 	maxTokens    int64
+	choices      int64
 	tools        []string
 	toolCalls    []ToolCall
 }
@@ -366,6 +389,7 @@ func (r *reqScanner) scan(api API) error {
 	case AnthropicMessages:
 		r.anthropic()
 	}
+	r.sweep()
 	return nil
 }
 
@@ -416,6 +440,15 @@ func (r *reqScanner) readMeta(api API) {
 		if n, ok := intAt(b, v); ok {
 			r.maxTokens = max(n, 0)
 			break
+		}
+	}
+	if api == OpenAIChat || api == OpenAICompletions || api == Generic {
+		for _, k := range []topKey{kN, kBestOf} {
+			if v, ok := t.last(k); ok {
+				if n, ok := intAt(b, v); ok && n > r.choices {
+					r.choices = n
+				}
+			}
 		}
 	}
 	for _, k := range []topKey{kTools, kFunctions} {
@@ -474,9 +507,9 @@ func (r *reqScanner) generic() {
 		r.texts.add("user", vspan{0, len(b)}, textRaw)
 		return
 	}
-	eachStringValue(b, v, func(s vspan) {
+	eachMemberString(b, v, func(key []byte, s vspan) {
 		r.texts.boundary()
-		r.texts.add("user", s, textString)
+		r.addValue("user", key, s)
 	})
 	if r.meta && b[v.s] == '{' {
 		if top, err := readTop(b); err == nil {
@@ -802,4 +835,39 @@ func (r *reqScanner) anthropicBlocks(role string, v vspan, depth int) {
 			}
 		}
 	}
+}
+
+// PromptText is the text the detectors read from a request: the content of
+// every message whose role scan accepts (every role when scan is nil),
+// joined with "\n", and always the RoleOther message, which a role filter
+// cannot turn off. Both Envoy doors derive the scanned text from it, so the
+// same body gets the same signals whichever door it came through.
+func (r *Request) PromptText(scan func(role string) bool) string {
+	keep := func(m Message) bool {
+		return m.Content != "" && (scan == nil || m.Role == RoleOther || scan(m.Role))
+	}
+	n, count := 0, 0
+	var only string
+	for _, m := range r.Messages {
+		if keep(m) {
+			n += len(m.Content) + 1
+			count++
+			only = m.Content
+		}
+	}
+	if count <= 1 {
+		return only // no copy: a long prompt is often one message
+	}
+	var b strings.Builder
+	b.Grow(n) // one allocation, not a doubling series, for a multi-MiB prompt
+	for _, m := range r.Messages {
+		if !keep(m) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(m.Content)
+	}
+	return b.String()
 }

@@ -76,6 +76,7 @@ func TestParseRequest(t *testing.T) {
 					{"assistant", `{"q":"x"}`},
 					{"tool", "result text"},
 					{"assistant", "I can't."},
+					{RoleOther, "data:image/png;base64,AAA"}, // binary, short: scanned as it stands
 				},
 				Tools:     []string{"lookup", "grammar"},
 				ToolCalls: []ToolCall{{ID: "call_1", Name: "lookup", Arguments: `{"q":"x"}`}},
@@ -98,7 +99,7 @@ func TestParseRequest(t *testing.T) {
 			name: "chat keys match exactly: Messages is not messages",
 			api:  OpenAIChat,
 			body: `{"Messages":[{"role":"user","content":"hidden"}],"messages":[{"role":"user","content":"seen"}]}`,
-			want: &Request{API: OpenAIChat, Messages: []Message{{"user", "seen"}}},
+			want: &Request{API: OpenAIChat, Messages: []Message{{"user", "seen"}, {RoleOther, "hidden"}}},
 		},
 		{
 			name: "chat escaped key is the same key",
@@ -116,13 +117,13 @@ func TestParseRequest(t *testing.T) {
 			name: "chat wrong types are ignored",
 			api:  OpenAIChat,
 			body: `{"model":5,"stream":"yes","max_tokens":"9","messages":5,"tools":{"a":1}}`,
-			want: &Request{API: OpenAIChat},
+			want: &Request{API: OpenAIChat, Messages: []Message{{RoleOther, "yes\n9"}}},
 		},
 		{
 			name: "chat wrong element types",
 			api:  OpenAIChat,
 			body: `{"messages":[5,"str",null,{"role":7,"content":{"x":1}},{"role":"user","content":[1,null,{"text":5}]}]}`,
-			want: &Request{API: OpenAIChat},
+			want: &Request{API: OpenAIChat, Messages: []Message{{RoleOther, "str"}}},
 		},
 		{
 			name: "chat huge max_tokens saturates",
@@ -213,6 +214,7 @@ func TestParseRequest(t *testing.T) {
 					{"assistant", "answer"},
 					{"assistant", `{"a":1}`},
 					{"tool", "tool says"},
+					{RoleOther, "x\nskip me"}, // fields the walk does not know: inspected by default
 				},
 				Tools:     []string{"lookup", "web_search_preview"},
 				ToolCalls: []ToolCall{{ID: "call_1", Name: "lookup", Arguments: `{"a":1}`}},
@@ -252,6 +254,7 @@ func TestParseRequest(t *testing.T) {
 					{"tool", "18C\nplain result"},
 					{"user", "thanks"},
 					{"user", "doc body"},
+					{RoleOther, "AAA\nhmm\nsig"},
 				},
 				Tools:     []string{"get_weather", "web_search"},
 				ToolCalls: []ToolCall{{ID: "toolu_1", Name: "get_weather", Arguments: `{"city":"Paris","n":12345678901234567890}`}},
@@ -273,7 +276,7 @@ func TestParseRequest(t *testing.T) {
 			name: "generic JSON: every string value",
 			api:  Generic,
 			body: `{"model":"m","query":{"text":"find me","tags":["a",1,true]},"n":3,"max_tokens":9}`,
-			want: &Request{API: Generic, Model: "m", MaxTokens: 9,
+			want: &Request{API: Generic, Model: "m", MaxTokens: 9, Choices: 3,
 				Messages: []Message{{"user", "m"}, {"user", "find me"}, {"user", "a"}}},
 		},
 		{
@@ -313,6 +316,9 @@ func TestParseRequest(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatalf("ParseRequest: %v", err)
+			}
+			if tt.want.Choices == 0 {
+				tt.want.Choices = 1 // the default: one answer
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("got  %+v\nwant %+v", got, tt.want)

@@ -92,6 +92,10 @@ type Engine struct {
 	cfg    Config
 	query  string
 	logger *slog.Logger
+	// unparsed is set for Bulwark's own policy package (a query under
+	// data.bulwark), which is written to see inputs whose path or body
+	// could not be parsed (input.parse_errors) and decide on them.
+	unparsed bool
 
 	cur     atomic.Pointer[compiled]
 	mu      sync.Mutex // serialises reloads and guards lastErr
@@ -116,9 +120,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 		logger = slog.New(slog.DiscardHandler)
 	}
 	e := &Engine{
-		cfg:    cfg,
-		query:  q,
-		logger: logger,
+		cfg:      cfg,
+		query:    q,
+		logger:   logger,
+		unparsed: SeesUnparsedInput(q),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulwark_policy_reloads_total",
 			Help: "Policy loads by result (success, failure, unchanged).",
@@ -221,14 +226,31 @@ func (e *Engine) Revision() string {
 	return ""
 }
 
+// SeesUnparsedInput reports whether the decision query q (as DataQuery
+// returns it) belongs to Bulwark's own policy package, data.bulwark. Such a
+// policy opts into evaluating inputs whose path or body could not be parsed
+// (it reads input.parse_errors and denies with its own reason); any other
+// policy is assumed to be written for OPA-Envoy, which cannot build such an
+// input and denies, so Evaluate denies without running it.
+func SeesUnparsedInput(q string) bool {
+	return q == "data.bulwark" || strings.HasPrefix(q, "data.bulwark.")
+}
+
 // Evaluate runs the decision query on input. ctx's deadline bounds the
 // evaluation: when it expires OPA is cancelled and the error has CodeTimeout
 // (and unwraps to the context error). Every failure is an *Error whose Code
-// the caller turns into a deny reason.
+// the caller turns into a deny reason. An input that records a path or body
+// it could not parse (parse_errors.path, .body or .llm) fails with
+// CodeInputNotParsed unless the policy opted in (SeesUnparsedInput): a
+// policy written for OPA-Envoy must never be more permissive under Bulwark
+// than under OPA-Envoy, which denies when it cannot build the input.
 func (e *Engine) Evaluate(ctx context.Context, input ast.Value) (Result, error) {
 	c := e.cur.Load()
 	if c == nil {
 		return Result{}, &Error{Code: CodeNotLoaded, Detail: "no policy loaded"}
+	}
+	if !e.unparsed && Unparsed(input) {
+		return Result{Revision: c.revision}, &Error{Code: CodeInputNotParsed, Detail: "the request's path or body could not be parsed"}
 	}
 	cancel := topdown.NewCancel()
 	stop := context.AfterFunc(ctx, cancel.Cancel)

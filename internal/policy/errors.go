@@ -23,6 +23,10 @@ const (
 	CodeEvalError       Code = "policy_error"            // evaluation failed (builtin error, conflict, ...)
 	CodeTimeout         Code = "policy_timeout"          // the evaluation ran out of its deadline
 	CodeNotLoaded       Code = "policy_not_loaded"       // no policy has ever loaded
+	// CodeInputNotParsed: the path or body could not be parsed, and the
+	// policy is not Bulwark's own (see Engine.Evaluate): OPA-Envoy could not
+	// build such an input either and denies, so Bulwark denies too.
+	CodeInputNotParsed Code = "input_not_parsed"
 )
 
 // Error is a policy failure with a stable Code; Detail explains it for logs and

@@ -53,6 +53,19 @@ func TestParseBody(t *testing.T) {
 		{name: "trailing data", ct: "application/json", body: `{} {}`, wantErr: "trailing"},
 		{name: "bad form", ct: "application/x-www-form-urlencoded", body: "a=%zz", wantErr: "invalid form"},
 		{name: "text", ct: "text/plain", body: "hello", notParsed: true},
+		{name: "multipart", ct: "multipart/form-data; boundary=XyZ",
+			body: "--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n" +
+				"--XyZ\r\nContent-Disposition: form-data; name=\"meta\"\r\nContent-Type: application/json\r\n\r\n{\"a\": [1]}\r\n" +
+				"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nagain\r\n" +
+				"--XyZ\r\nContent-Disposition: form-data\r\n\r\nnameless\r\n--XyZ--\r\n",
+			want: `{"meta": [{"a": [1]}], "purpose": ["batch", "again"]}`},
+		{name: "multipart media type in capitals", ct: "Multipart/Form-Data; boundary=b",
+			body: "--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--b--", want: `{"x": ["1"]}`},
+		{name: "multipart without boundary", ct: "multipart/form-data", body: "--b\r\n", wantErr: "no boundary"},
+		{name: "multipart truncated", ct: "multipart/form-data; boundary=b",
+			body: "--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1", wantErr: "invalid multipart"},
+		{name: "multipart bad JSON part", ct: "multipart/form-data; boundary=b",
+			body: "--b\r\nContent-Disposition: form-data; name=\"x\"\r\nContent-Type: application/json\r\n\r\n{\r\n--b--", wantErr: "invalid JSON"},
 		{name: "no type", ct: "", body: `{}`, notParsed: true},
 		{name: "empty", ct: "application/json", body: "", notParsed: true},
 	}
@@ -85,6 +98,8 @@ func FuzzParseBody(f *testing.F) {
 	f.Add("application/x-www-form-urlencoded", []byte("a=1&b=%20"))
 	f.Add("application/json; charset=utf-8", []byte(`[[[[[]]]]]`))
 	f.Add("application/json", []byte("\xff\xfe"))
+	f.Add("multipart/form-data; boundary=b", []byte("--b\r\nContent-Disposition: form-data; name=\"x\"\r\nContent-Type: application/json\r\n\r\n{\"a\":1}\r\n--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.jsonl\"\r\n\r\n{}\n{}\r\n--b--\r\n"))
+	f.Add("multipart/form-data; boundary=\"q q\"", []byte("preamble\r\n--q q\r\n\r\n--q q--"))
 	f.Fuzz(func(t *testing.T, ct string, body []byte) {
 		v, err := ParseBody(ct, body)
 		if err == nil && v == nil {

@@ -81,7 +81,7 @@ route_decision(route) := {
 	http.method == "POST"
 	body_present
 	not input.truncated_body
-	not input.parsed_body
+	body_not_inspected
 	data.bulwark.detectors.require_json_bodies
 } else := {
 	"allowed": false,
@@ -105,7 +105,7 @@ route_decision(route) := {
 	"allowed": false,
 	"http_status": 403,
 	"reason": "model_not_allowed",
-	"message": sprintf("model %s is not allowed for this principal", [input.parsed_body.model]),
+	"message": sprintf("model %s is not allowed for this principal", [input.llm.model]),
 } if {
 	not model_allowed
 } else := {
@@ -146,6 +146,15 @@ body_present if input.phase == "request_body"
 
 body_present if http.rawBody != ""
 
+# No parsed body, or a body on an LLM API route that is not a request of
+# that API (Bulwark reads those routes as JSON whatever the content-type
+# label, as the APIs do, and records why it could not: parse_errors.llm).
+body_not_inspected if not input.parsed_body
+
+body_not_inspected if input.parse_errors.body
+
+body_not_inspected if input.parse_errors.llm
+
 # The detectors' score, against the threshold operators set in data.
 injection_detected if {
 	input.signals.prompt_injection.score >= data.bulwark.detectors.prompt_injection_threshold
@@ -166,8 +175,17 @@ role_allowed(route) if {
 	role in route.roles
 }
 
-# No model requested: nothing to restrict.
-model_allowed if not input.parsed_body.model
+# The model comes from the parsed LLM request (input.llm), the body the
+# upstream reads, never from a parsed_body shaped by the content-type label.
+# No LLM request read yet (ext_authz without the body; ext_proc decides again
+# on the body): nothing to restrict here.
+model_allowed if not input.llm
+
+# A body that is not one of the LLM APIs and names no model.
+model_allowed if {
+	input.llm.api == "generic"
+	input.llm.model == ""
+}
 
 # A role without a model list may use any model.
 model_allowed if {
@@ -177,7 +195,7 @@ model_allowed if {
 
 model_allowed if {
 	some role in input.principal.roles
-	input.parsed_body.model in data.bulwark.models[role]
+	input.llm.model in data.bulwark.models[role]
 }
 
 # Rate limits and quotas for an authenticated request, from data.bulwark.limits.
@@ -226,14 +244,16 @@ token_limits := [{
 }] if http.method == "POST"
 else := []
 
-# The model may produce up to max_tokens (or max_completion_tokens); reserve
-# that, or the configured default when the request does not say.
-requested_tokens := round(n) if {
-	n := input.parsed_body.max_tokens
-	is_number(n)
-	n > 0
-} else := round(n) if {
-	n := input.parsed_body.max_completion_tokens
-	is_number(n)
-	n > 0
+# The model may produce up to max_tokens (max_completion_tokens,
+# max_output_tokens: input.llm.max_tokens) for each of the n answers it is
+# asked for; reserve that, or the configured default per answer when the
+# request does not say.
+requested_tokens := per_answer_tokens * answers
+
+per_answer_tokens := input.llm.max_tokens if {
+	input.llm.max_tokens > 0
 } else := data.bulwark.limits.default_max_tokens
+
+answers := input.llm.n if {
+	input.llm.n > 1
+} else := 1

@@ -16,7 +16,10 @@ req(method, path, principal) := {
 	"principal": principal,
 }
 
-with_model(r, model) := object.union(r, {"parsed_body": {"model": model}})
+with_model(r, model) := object.union(r, {"parsed_body": {"model": model}, "llm": llm({"model": model})})
+
+# llm is input.llm as Bulwark builds it from a parsed LLM request body.
+llm(fields) := object.union({"api": "openai.chat", "model": "", "max_tokens": 0, "n": 1}, object.filter(fields, ["model", "max_tokens", "n"]))
 
 test_user_may_call_llm_routes if {
 	d := bulwark.decision with input as req("POST", "/v1/chat/completions", alice)
@@ -104,7 +107,7 @@ test_routes_come_from_data if {
 	not e.allowed
 }
 
-body_req(principal, body) := object.union(req("POST", "/v1/chat/completions", principal), {"phase": "request_body", "parsed_body": body})
+body_req(principal, body) := object.union(req("POST", "/v1/chat/completions", principal), {"phase": "request_body", "parsed_body": body, "llm": llm(body)})
 
 test_request_rate_charged_at_request_headers_only if {
 	d := bulwark.decision with input as with_model(req("POST", "/v1/chat/completions", alice), "m")
@@ -135,6 +138,36 @@ test_token_quota_charged_in_configured_phase if {
 test_token_reservation_uses_max_tokens if {
 	d := bulwark.decision with input as body_req(alice, {"model": "m", "max_tokens": 300})
 	[l | some l in d.limits; l.name == "tokens_per_day"][0].cost == 300
+}
+
+test_token_reservation_counts_every_answer if {
+	d := bulwark.decision with input as body_req(alice, {"model": "m", "max_tokens": 300, "n": 3})
+	[l | some l in d.limits; l.name == "tokens_per_day"][0].cost == 900
+	e := bulwark.decision with input as body_req(alice, {"model": "m", "n": 2})
+	[l | some l in e.limits; l.name == "tokens_per_day"][0].cost == 2048
+}
+
+# The model allow-list reads the LLM request the upstream will read, not a
+# parsed_body a content-type label shaped (finding: form-labelled JSON).
+test_model_allow_list_reads_llm_request if {
+	models := {"user": ["gpt-4o-mini"], "admin": []}
+	r := object.union(body_req(alice, {}), {"parsed_body": {"model": ["gpt-4o-mini"]}, "llm": llm({"model": "gpt-4o"})})
+	d := bulwark.decision with input as r with data.bulwark.models as models
+	not d.allowed
+	d.reason == "model_not_allowed"
+}
+
+test_restricted_role_needs_a_model if {
+	models := {"user": ["gpt-4o-mini"]}
+	d := bulwark.decision with input as body_req(alice, {"messages": []}) with data.bulwark.models as models
+	d.reason == "model_not_allowed"
+}
+
+test_llm_request_not_parsed_is_415 if {
+	r := object.union(object.remove(body_req(alice, {}), ["llm", "parsed_body"]), {"parsed_body": [1], "parse_errors": {"llm": "top level is not an object"}})
+	d := bulwark.decision with input as r
+	d.http_status == 415
+	d.reason == "unsupported_body"
 }
 
 test_request_body_allowed_with_redaction if {

@@ -1,0 +1,62 @@
+package policy
+
+import (
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/bulwark-ai/bulwark/internal/llmapi"
+)
+
+// Keys of input.llm, built once.
+var (
+	keyAPI             = ast.StringTerm("api")
+	keyModel           = ast.StringTerm("model")
+	keyStream          = ast.StringTerm("stream")
+	keyMaxTokens       = ast.StringTerm("max_tokens")
+	keyChoices         = ast.StringTerm("n")
+	keyMessages        = ast.StringTerm("messages")
+	keyRole            = ast.StringTerm("role")
+	keyContent         = ast.StringTerm("content")
+	keyTools           = ast.StringTerm("tools")
+	keyToolCalls       = ast.StringTerm("tool_calls")
+	keyName            = ast.StringTerm("name")
+	keyEstimatedTokens = ast.StringTerm("estimated_tokens")
+)
+
+// LLMValue renders a parsed LLM request as input.llm (DESIGN.md, policy
+// contract). Both Envoy doors build it from the same llmapi.Request, so a
+// policy reads the model, the limits and the messages the upstream will
+// read, whatever the body's content-type label said. n is the number of
+// answers requested (n or best_of, at least 1): the output a request may
+// cost is n × max_tokens. Tool-call arguments are left out: policies get
+// names, and the detectors read the text.
+func LLMValue(r *llmapi.Request) ast.Value {
+	msgs := make([]*ast.Term, len(r.Messages))
+	chars := 0
+	for i, m := range r.Messages {
+		chars += len(m.Content)
+		msgs[i] = ast.ObjectTerm(
+			[2]*ast.Term{keyRole, ast.StringTerm(m.Role)},
+			[2]*ast.Term{keyContent, ast.StringTerm(m.Content)})
+	}
+	tools := make([]*ast.Term, len(r.Tools))
+	for i, t := range r.Tools {
+		tools[i] = ast.StringTerm(t)
+	}
+	calls := make([]*ast.Term, len(r.ToolCalls))
+	for i, c := range r.ToolCalls {
+		calls[i] = ast.ObjectTerm([2]*ast.Term{keyName, ast.StringTerm(c.Name)})
+	}
+	return ast.NewObject(
+		[2]*ast.Term{keyAPI, ast.StringTerm(string(r.API))},
+		[2]*ast.Term{keyModel, ast.StringTerm(r.Model)},
+		[2]*ast.Term{keyStream, ast.BooleanTerm(r.Stream)},
+		[2]*ast.Term{keyMaxTokens, ast.IntNumberTerm(int(r.MaxTokens))},
+		[2]*ast.Term{keyChoices, ast.IntNumberTerm(int(max(r.Choices, 1)))},
+		[2]*ast.Term{keyMessages, ast.ArrayTerm(msgs...)},
+		[2]*ast.Term{keyTools, ast.ArrayTerm(tools...)},
+		[2]*ast.Term{keyToolCalls, ast.ArrayTerm(calls...)},
+		// About four bytes a token for English text: the estimate the
+		// detectors' length signal uses too.
+		[2]*ast.Term{keyEstimatedTokens, ast.IntNumberTerm((chars + 3) / 4)},
+	)
+}
