@@ -171,7 +171,12 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		AdminTLS: server.TLSFiles{CertFile: cfg.AdminTLSCert, KeyFile: cfg.AdminTLSKey},
 		Overload: server.OverloadConfig{MaxInFlight: cfg.MaxInFlight, MaxStreams: cfg.MaxStreams, Window: cfg.OverloadWindow},
 	}, logger, reg)
-	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(), Tracing: tracing}))
+	voucher, err := metadataVoucher(cfg.MetadataKeyFile)
+	if err != nil {
+		return err
+	}
+	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe, extauthz.Options{
+		StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(), Tracing: tracing, Voucher: voucher}))
 	redactKey, err := redactKey(cfg.RedactKeyFile)
 	if err != nil {
 		return err
@@ -197,6 +202,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		Canary:            cfg.ExtProcCanary,
 		RedactKey:         redactKey,
 		ResponseScanner:   outScanner,
+		Voucher:           voucher,
 	}, logger, epMetrics)
 	extprocv3.RegisterExternalProcessorServer(srv.GRPC(), ep)
 	// Bulwark's own API, on the same listener: GuardService drives ep's
@@ -294,6 +300,25 @@ func redactKey(path string) ([]byte, error) {
 	return k, nil
 }
 
+// metadataVoucher seals and checks the principal ext_authz forwards to
+// ext_proc, keyed from metadata_key_file or, without one, with a random key
+// of this process's own. The key is never logged.
+func metadataVoucher(path string) (*identity.Voucher, error) {
+	key := identity.RandomVouchKey()
+	if path != "" {
+		k, err := os.ReadFile(path) // #nosec G304 -- metadata_key_file is operator configuration, trusted (SECURITY.md)
+		if err != nil {
+			return nil, &exitError{2, fmt.Errorf("config metadata_key_file: %w", err)}
+		}
+		key = bytes.TrimSpace(k)
+	}
+	v, err := identity.NewVoucher(key, 0, nil)
+	if err != nil {
+		return nil, &exitError{2, fmt.Errorf("config metadata_key_file: %w", err)}
+	}
+	return v, nil
+}
+
 // configSummary is what the audit trail records of the configuration:
 // where things come from, never secrets.
 func configSummary(cfg config.Config) map[string]any {
@@ -303,6 +328,7 @@ func configSummary(cfg config.Config) map[string]any {
 		"redis": cfg.RedisURL != "", "identity": cfg.IdentityEnabled(), "keys_file": cfg.KeysFile != "",
 		"jwks": cfg.JWKSURL != "", "ratelimit_failure_mode": cfg.RateLimitFailureMode,
 		"tls": cfg.TLSCert != "", "mtls": cfg.TLSClientCA != "", "max_in_flight": cfg.MaxInFlight,
+		"metadata_key": map[bool]string{true: "file", false: "per_process"}[cfg.MetadataKeyFile != ""], // never the key
 		"alerts": map[bool]string{true: "webhook", false: "log"}[cfg.AlertWebhookURL != ""], // never the URL: it may hold a token
 	}
 }

@@ -175,6 +175,13 @@ type Config struct {
 	// RedactKeyFile keys the "hash" redaction action; empty: a random key per
 	// process (hashes then correlate only within one replica's lifetime).
 	RedactKeyFile string `yaml:"redact_key_file"`
+	// MetadataKeyFile holds the key (at least 32 bytes) ext_authz seals the
+	// principal it forwards to ext_proc with (HMAC-SHA256 in Envoy's dynamic
+	// metadata); ext_proc believes only a seal it can verify. Every replica
+	// must read the same key. Empty: a random key per process, so a seal
+	// made by another replica fails and ext_proc authenticates the
+	// request's credentials again (safe, but a second identity decision).
+	MetadataKeyFile string `yaml:"metadata_key_file"`
 
 	// AuditLog is the hash-chained audit log file; empty disables auditing.
 	AuditLog string `yaml:"audit_log"`
@@ -439,6 +446,11 @@ func (c Config) Validate() error {
 			return &FieldError{"keys_file", err.Error()}
 		}
 	}
+	if c.MetadataKeyFile != "" {
+		if _, err := os.Stat(c.MetadataKeyFile); err != nil {
+			return &FieldError{"metadata_key_file", err.Error()}
+		}
+	}
 	if err := c.IdentityConfig("placeholder-for-validation-only").Validate(); err != nil {
 		return &FieldError{"identity", err.Error()}
 	}
@@ -554,6 +566,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.Int64Var(&c.ExtProcClampMaxTokens, "extproc-clamp-max-tokens", c.ExtProcClampMaxTokens, "cap on LLM requests' max tokens (0: off)")
 	fs.BoolVar(&c.ExtProcCanary, "extproc-canary", c.ExtProcCanary, "plant a canary in system prompts and stop answers that leak it")
 	fs.StringVar(&c.RedactKeyFile, "redact-key-file", c.RedactKeyFile, "key for the hash redaction action (empty: random per process)")
+	fs.StringVar(&c.MetadataKeyFile, "metadata-key-file", c.MetadataKeyFile, "key (32+ bytes, shared by every replica) sealing the principal ext_authz forwards to ext_proc (empty: random per process)")
 	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, "hash-chained audit log file (empty: no audit log)")
 	fs.StringVar(&c.AuditKeyFile, "audit-key-file", c.AuditKeyFile, "key to HMAC-sign audit records with")
 	fs.Int64Var(&c.AuditMaxBytes, "audit-max-bytes", c.AuditMaxBytes, "rotate the audit log past this size")

@@ -19,6 +19,7 @@ type metrics struct {
 	reconcile  *prometheus.CounterVec
 	chunks     prometheus.Histogram
 	extended   prometheus.Counter
+	authzMeta  *prometheus.CounterVec
 }
 
 // NewMetrics registers the ext_proc series with reg (nil: unregistered).
@@ -42,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"reason"}),
 		reconcile: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulwark_token_reconciliations_total",
-			Help: "Token reservations settled with the model's reported usage, by result (ok, error).",
+			Help: "Token reservations settled when an exchange ends, by result: ok (the model's reported usage), estimated (no usage reported: Bulwark's estimate, nothing when the request never reached the model), error.",
 		}, []string{"result"}),
 		chunks: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "bulwark_extproc_chunk_duration_seconds",
@@ -53,9 +54,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "bulwark_extproc_timeout_extensions_total",
 			Help: "Messages for which Bulwark asked Envoy for more time (override_message_timeout): answers slower than half of message_timeout.",
 		}),
+		authzMeta: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulwark_extproc_authz_metadata_total",
+			Help: "ext_authz decisions forwarded to ext_proc, by result: verified (believed), invalid, expired or unverified (the request's credentials were authenticated instead).",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{"verified", "invalid", "expired", "unverified"} {
+		m.authzMeta.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.active, m.streams, m.redactions, m.refused, m.reconcile, m.chunks, m.extended} {
+		for _, c := range []prometheus.Collector{m.active, m.streams, m.redactions, m.refused, m.reconcile, m.chunks, m.extended, m.authzMeta} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("extproc: register metrics: %w", err)
 			}
@@ -107,5 +115,11 @@ func (m *metrics) chunk(d time.Duration) {
 func (m *metrics) timeoutExtended() {
 	if m != nil {
 		m.extended.Inc()
+	}
+}
+
+func (m *metrics) authzMetadata(result string) {
+	if m != nil && result != "absent" {
+		m.authzMeta.WithLabelValues(result).Inc()
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/redact"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
@@ -100,6 +101,11 @@ type Options struct {
 	// the request. Zero MaxMessageTimeout (Envoy's default, which disables
 	// the API) never asks; zero MessageTimeout means Envoy's 200ms.
 	MessageTimeout, MaxMessageTimeout time.Duration
+	// Voucher checks the seal ext_authz put on the principal it forwards in
+	// Envoy's dynamic metadata (identity.Voucher, the key every replica
+	// shares); only a verified, fresh seal is believed. Nil: forwarded
+	// principals are never believed and every exchange authenticates.
+	Voucher *identity.Voucher
 	// ResponseScanner scans model output; nil means the request scanner.
 	// Give it one without the injection detector: the streaming redactor
 	// scans every byte several times, and output needs PII and secrets only.
@@ -173,6 +179,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 	x := s.newExchange()
 	s.metrics.streamStarted()
 	defer func() { s.metrics.streamEnded(x.outcome) }()
+	defer x.finish(ctx) // settle the token reservation however the stream ended
 	for {
 		req, err := stream.Recv()
 		if err != nil {
@@ -315,8 +322,12 @@ func (e *Exchange) Handle(ctx context.Context, req *extprocv3.ProcessingRequest)
 	return resp, err
 }
 
-// End records the exchange's outcome.
-func (e *Exchange) End() { e.x.s.metrics.streamEnded(e.x.outcome) }
+// End settles the exchange's token reservation if the answer did not, and
+// records the exchange's outcome.
+func (e *Exchange) End() {
+	e.x.finish(context.Background())
+	e.x.s.metrics.streamEnded(e.x.outcome)
+}
 
 // Cut says why a streamed answer was ended early.
 type Cut struct {

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/codes"
@@ -300,24 +299,6 @@ func TestExtProcNeedsCredentialWithoutExtAuthz(t *testing.T) {
 	res := run(t, p, envoysim.DefaultFilter, req, jsonUpstream(`{}`))
 	if res.Immediate == nil || res.Status != 401 || res.UpstreamCalled {
 		t.Fatalf("want 401 before the model, got %d upstream=%v", res.Status, res.UpstreamCalled)
-	}
-}
-
-func TestExtProcTakesPrincipalFromExtAuthzMetadata(t *testing.T) {
-	p, _ := llmProc(t)
-	md := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"envoy.filters.http.ext_authz": {Fields: map[string]*structpb.Value{
-		"decision_id":    structpb.NewStringValue("authz-1"),
-		"principal_id":   structpb.NewStringValue("app"),
-		"principal_kind": structpb.NewStringValue("api_key"),
-		"tenant":         structpb.NewStringValue("acme"),
-		"roles":          structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewStringValue("user")}}),
-	}}}}
-	req := envoysim.Request{Method: "POST", Path: "/v1/chat/completions", Metadata: md,
-		Headers: map[string]string{"content-type": "application/json"},
-		Body:    []byte(`{"model":"m","messages":[{"role":"user","content":"hello"}]}`)}
-	res := run(t, p, envoysim.DefaultFilter, req, jsonUpstream(`{"choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}]}`))
-	if res.Immediate != nil || !res.UpstreamCalled {
-		t.Fatalf("forwarded principal not used: %d %s", res.Status, res.Body)
 	}
 }
 
