@@ -329,7 +329,7 @@ func configSummary(cfg config.Config) map[string]any {
 		"jwks": cfg.JWKSURL != "", "ratelimit_failure_mode": cfg.RateLimitFailureMode,
 		"tls": cfg.TLSCert != "", "mtls": cfg.TLSClientCA != "", "max_in_flight": cfg.MaxInFlight,
 		"metadata_key": map[bool]string{true: "file", false: "per_process"}[cfg.MetadataKeyFile != ""], // never the key
-		"alerts": map[bool]string{true: "webhook", false: "log"}[cfg.AlertWebhookURL != ""], // never the URL: it may hold a token
+		"alerts":       map[bool]string{true: "webhook", false: "log"}[cfg.AlertWebhookURL != ""],      // never the URL: it may hold a token
 	}
 }
 
