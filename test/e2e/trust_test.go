@@ -10,13 +10,20 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/test/envoysim"
+	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 	"github.com/bulwark-ai/bulwark/test/redisserver"
 )
 
@@ -200,5 +207,67 @@ func TestExtProcReservationSettledWhateverHappens(t *testing.T) {
 	waitMetric(`bulwark_token_reconciliations_total{result="estimated"} 2`)
 	if res := chatWith("850", withUsage); res.Immediate != nil {
 		t.Fatalf("850 tokens after an answer without usage: %d %s (its reservation was not settled)", res.Status, res.Body)
+	}
+}
+
+// TestListenersApart: Envoy's listener serves ext_authz, ext_proc and
+// health, never Bulwark's own API; the API listener serves Guard, Admin and
+// health, never Check or Process. So an API caller (an SDK, a batch job)
+// cannot send Check a forged source.principal, even with
+// --trust-source-principal on (a forged admin SPIFFE id once came out
+// allowed with roles [admin]).
+func TestListenersApart(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "bulwark.yaml")
+	writeFile(t, cfg, `trust_source_principal: true
+mtls_principals:
+  "spiffe://cluster.local/ns/ops/sa/bulwark-admin":
+    roles: [admin]
+`)
+	a := startAPI(t, nil, "--config", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	forged := extauthz.NewCheckRequest(extauthz.HTTPRequest{Method: "GET", Path: "/v1/models"})
+	forged.Attributes.Source = &authv3.AttributeContext_Peer{Principal: "spiffe://cluster.local/ns/ops/sa/bulwark-admin"}
+
+	unimplemented := func(what string, err error) {
+		t.Helper()
+		if status.Code(err) != codes.Unimplemented {
+			t.Errorf("%s: %v, want Unimplemented (not served on this listener)", what, err)
+		}
+	}
+	// Envoy's listener: no API.
+	envoyAPI := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+a.keys["ops"])
+	_, err := bulwarkv1.NewGuardServiceClient(a.conn).ScanText(envoyAPI, &bulwarkv1.ScanTextRequest{Text: "hi"})
+	unimplemented("GuardService on Envoy's listener", err)
+	_, err = bulwarkv1.NewAdminServiceClient(a.conn).GetPolicyStatus(envoyAPI, &bulwarkv1.GetPolicyStatusRequest{})
+	unimplemented("AdminService on Envoy's listener", err)
+	// The API listener: no Envoy services, whatever the caller claims.
+	_, err = authv3.NewAuthorizationClient(a.apiConn).Check(ctx, forged)
+	unimplemented("Check on the API listener", err)
+	stream, err := extprocv3.NewExternalProcessorClient(a.apiConn).Process(ctx)
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	unimplemented("Process on the API listener", err)
+	// Each serves what it should, and health on both.
+	if _, err := a.guard.ScanText(a.as(t, "app"), &bulwarkv1.ScanTextRequest{Text: "hi"}); err != nil {
+		t.Errorf("GuardService on the API listener: %v", err)
+	}
+	if resp := a.Check(t, extauthz.HTTPRequest{Method: "GET", Path: "/healthz"}); resp.GetStatus().GetCode() != 0 {
+		t.Errorf("Check on Envoy's listener: %v", resp.GetStatus())
+	}
+	for name, conn := range map[string]*grpc.ClientConn{"envoy": a.conn, "api": a.apiConn} {
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("health on the %s listener: %v %v", name, resp, err)
+		}
+	}
+}
+
+// TestAPIAddrMustDiffer: the API cannot be put back on Envoy's listener.
+func TestAPIAddrMustDiffer(t *testing.T) {
+	_, errOut, code := runCLI(t, "serve", "--grpc-addr", "127.0.0.1:19191", "--api-addr", "127.0.0.1:19191")
+	if code != 2 || !strings.Contains(errOut, "api_addr") {
+		t.Fatalf("exit %d, stderr %s", code, errOut)
 	}
 }
