@@ -194,19 +194,20 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		return err
 	}
 	ep := extproc.New(pipe, scanner, limiter, extproc.Options{
-		StripCredentials:  cfg.StripCredentials && cfg.IdentityEnabled(),
-		Tracing:           tracing,
-		ScanRoles:         cfg.ExtProcScanRoles,
-		MaxBodyBytes:      cfg.ExtProcMaxBodyBytes,
-		StreamStep:        cfg.ExtProcStreamStep,
-		StreamLookahead:   cfg.ExtProcStreamLookahead,
-		ClampMaxTokens:    cfg.ExtProcClampMaxTokens,
-		MessageTimeout:    cfg.ExtProcMessageTimeout,
-		MaxMessageTimeout: cfg.ExtProcMaxMessageTimeout,
-		Canary:            cfg.ExtProcCanary,
-		RedactKey:         redactKey,
-		ResponseScanner:   outScanner,
-		Voucher:           voucher,
+		StripCredentials:         cfg.StripCredentials && cfg.IdentityEnabled(),
+		Tracing:                  tracing,
+		ScanRoles:                cfg.ExtProcScanRoles,
+		MaxBodyBytes:             cfg.ExtProcMaxBodyBytes,
+		StreamStep:               cfg.ExtProcStreamStep,
+		StreamLookahead:          cfg.ExtProcStreamLookahead,
+		ClampMaxTokens:           cfg.ExtProcClampMaxTokens,
+		MessageTimeout:           cfg.ExtProcMessageTimeout,
+		MaxMessageTimeout:        cfg.ExtProcMaxMessageTimeout,
+		Canary:                   cfg.ExtProcCanary,
+		RedactKey:                redactKey,
+		ResponseScanner:          outScanner,
+		Voucher:                  voucher,
+		StripUpstreamCredentials: cfg.StripUpstreamCredentials && cfg.IdentityEnabled(),
 	}, logger, epMetrics)
 	extprocv3.RegisterExternalProcessorServer(srv.GRPC(), ep)
 	// Bulwark's own API, on a listener of its own (never Envoy's: an API

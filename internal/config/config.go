@@ -163,6 +163,13 @@ type Config struct {
 	// headers stay, so OPA-Envoy policies that verify tokens themselves run
 	// unchanged.
 	StripCredentials bool `yaml:"strip_credentials"`
+	// StripUpstreamCredentials makes ext_proc remove the client's Bulwark
+	// credential headers (authorization; x-api-key when it carried the
+	// credential) from the request Envoy forwards to the model. It applies
+	// only when Bulwark authenticates (IdentityEnabled). The Envoy configs in
+	// deploy/ also drop them at the route (request_headers_to_remove), which
+	// covers ext_authz-only deployments.
+	StripUpstreamCredentials bool `yaml:"strip_upstream_credentials"`
 
 	// ExtProcMaxBodyBytes bounds a request or response body ext_proc buffers
 	// (after decompression); bigger ones are refused with 413/502. Keep it
@@ -249,42 +256,43 @@ type Config struct {
 // embedded policies, in-process everything.
 func Default() Config {
 	return Config{
-		GRPCAddr:               "127.0.0.1:9191",
-		APIAddr:                "127.0.0.1:9193",
-		AdminAddr:              "127.0.0.1:9192",
-		PolicyQuery:            "bulwark/decision",
-		CheckTimeout:           100 * time.Millisecond,
-		MaxRecvMsgBytes:        16 << 20,
-		MaxSendMsgBytes:        16 << 20,
-		MaxConcurrentStreams:   1024,
-		KeepaliveMinTime:       5 * time.Second,
-		ShutdownGrace:          10 * time.Second,
-		ReloadDebounce:         100 * time.Millisecond,
-		MaxInFlight:            256,
-		MaxStreams:             10000,
-		OverloadWindow:         5 * time.Second,
-		LogLevel:               "info",
-		LogFormat:              "json",
-		JWTAlgorithms:          []string{"RS256", "ES256", "EdDSA"},
-		JWTRolesClaim:          "roles",
-		JWTTenantClaim:         "tenant",
-		StripCredentials:       true,
-		ExtProcMaxBodyBytes:    8 << 20,
-		ExtProcStreamStep:      64,
-		ExtProcStreamLookahead: 512,
-		ExtProcMessageTimeout:  200 * time.Millisecond,
-		GCPercent:              400,
-		AuditMaxBytes:          100 << 20,
-		AuditBuffer:            4096,
-		AuditOverflow:          "drop",
-		AlertWebhookTimeout:    5 * time.Second,
-		AlertMinInterval:       time.Minute,
-		AlertMaxPerMinute:      30,
-		AlertInjectionBurst:    5,
-		AlertInjectionWindow:   time.Minute,
-		RateLimitFailureMode:   "fail_open",
-		RateLimitLocalShare:    1,
-		RateLimitTimeout:       50 * time.Millisecond,
+		GRPCAddr:                 "127.0.0.1:9191",
+		APIAddr:                  "127.0.0.1:9193",
+		AdminAddr:                "127.0.0.1:9192",
+		PolicyQuery:              "bulwark/decision",
+		CheckTimeout:             100 * time.Millisecond,
+		MaxRecvMsgBytes:          16 << 20,
+		MaxSendMsgBytes:          16 << 20,
+		MaxConcurrentStreams:     1024,
+		KeepaliveMinTime:         5 * time.Second,
+		ShutdownGrace:            10 * time.Second,
+		ReloadDebounce:           100 * time.Millisecond,
+		MaxInFlight:              256,
+		MaxStreams:               10000,
+		OverloadWindow:           5 * time.Second,
+		LogLevel:                 "info",
+		LogFormat:                "json",
+		JWTAlgorithms:            []string{"RS256", "ES256", "EdDSA"},
+		JWTRolesClaim:            "roles",
+		JWTTenantClaim:           "tenant",
+		StripCredentials:         true,
+		StripUpstreamCredentials: true,
+		ExtProcMaxBodyBytes:      8 << 20,
+		ExtProcStreamStep:        64,
+		ExtProcStreamLookahead:   512,
+		ExtProcMessageTimeout:    200 * time.Millisecond,
+		GCPercent:                400,
+		AuditMaxBytes:            100 << 20,
+		AuditBuffer:              4096,
+		AuditOverflow:            "drop",
+		AlertWebhookTimeout:      5 * time.Second,
+		AlertMinInterval:         time.Minute,
+		AlertMaxPerMinute:        30,
+		AlertInjectionBurst:      5,
+		AlertInjectionWindow:     time.Minute,
+		RateLimitFailureMode:     "fail_open",
+		RateLimitLocalShare:      1,
+		RateLimitTimeout:         50 * time.Millisecond,
 	}
 }
 
@@ -621,6 +629,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.TrustSourcePrincipal, "trust-source-principal", c.TrustSourcePrincipal, "take Envoy's verified mTLS peer identity as a principal")
 	fs.BoolVar(&c.TrustXFCC, "trust-xfcc", c.TrustXFCC, "take x-forwarded-client-cert as a principal (only behind a sanitising proxy)")
 	fs.BoolVar(&c.StripCredentials, "strip-credentials", c.StripCredentials, "keep credential headers out of the policy input")
+	fs.BoolVar(&c.StripUpstreamCredentials, "strip-upstream-credentials", c.StripUpstreamCredentials, "ext_proc removes the client's Bulwark credential headers from the request forwarded to the model (when Bulwark authenticates)")
 	fs.IntVar(&c.ExtProcMaxBodyBytes, "extproc-max-body-bytes", c.ExtProcMaxBodyBytes, "largest body ext_proc buffers and inspects")
 	fs.Var((*stringList)(&c.ExtProcScanRoles), "extproc-scan-roles", "comma-separated message roles the detectors read (empty: all)")
 	fs.IntVar(&c.ExtProcStreamStep, "extproc-stream-step", c.ExtProcStreamStep, "bytes of streamed text released at a time")

@@ -166,6 +166,9 @@ func (x *exchange) requestHeaders(ctx context.Context, req *extprocv3.Processing
 		x.noteReservation(out)
 		addDecisionHeaders(mutation, out)
 	}
+	if x.s.opts.StripUpstreamCredentials {
+		mutation.RemoveHeaders = appendCredentialHeaders(mutation.RemoveHeaders, x.creds)
+	}
 
 	mode := &filterv3.ProcessingMode{
 		RequestHeaderMode:   filterv3.ProcessingMode_SEND,
@@ -669,6 +672,20 @@ func addDecisionHeaders(m *extprocv3.HeaderMutation, out pipeline.Outcome) {
 	if out.DecisionID != "" {
 		m.SetHeaders = append(m.SetHeaders, setHeader(extauthz.DecisionIDHeader, out.DecisionID))
 	}
+}
+
+// appendCredentialHeaders appends the headers that carried Bulwark's
+// credential: authorization (read first), and x-api-key when it was the
+// credential (no authorization) or holds a Bulwark API key. An x-api-key
+// beside a Bulwark bearer token is left alone: it may be the provider's key.
+func appendCredentialHeaders(dst []string, c identity.Request) []string {
+	if c.Authorization != "" {
+		dst = append(dst, "authorization")
+	}
+	if c.APIKey != "" && (c.Authorization == "" || strings.HasPrefix(strings.TrimSpace(c.APIKey), identity.APIKeyPrefix)) {
+		dst = append(dst, "x-api-key")
+	}
+	return dst
 }
 
 func nonEmpty(m *extprocv3.HeaderMutation) *extprocv3.HeaderMutation {

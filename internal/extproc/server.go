@@ -101,6 +101,13 @@ type Options struct {
 	// the request. Zero MaxMessageTimeout (Envoy's default, which disables
 	// the API) never asks; zero MessageTimeout means Envoy's 200ms.
 	MessageTimeout, MaxMessageTimeout time.Duration
+	// StripUpstreamCredentials removes the headers that carried the client's
+	// Bulwark credential (authorization; x-api-key when it was the
+	// credential or holds a Bulwark key) from the request Envoy forwards, in
+	// the request-headers answer, so the model provider never receives
+	// them. Set it only when Bulwark authenticates: otherwise those headers
+	// may be the provider's own key.
+	StripUpstreamCredentials bool
 	// Voucher checks the seal ext_authz put on the principal it forwards in
 	// Envoy's dynamic metadata (identity.Voucher, the key every replica
 	// shares); only a verified, fresh seal is believed. Nil: forwarded

@@ -271,3 +271,42 @@ func TestAPIAddrMustDiffer(t *testing.T) {
 		t.Fatalf("exit %d, stderr %s", code, errOut)
 	}
 }
+
+// TestExtProcStripsBulwarkCredentials: the client's Bulwark API key never
+// reaches the model provider, whichever header carried it; a provider key
+// in x-api-key beside a Bulwark bearer token is the client's business and
+// passes.
+func TestExtProcStripsBulwarkCredentials(t *testing.T) {
+	p, key := llmProc(t)
+	body := `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`
+	cases := []struct {
+		name             string
+		headers          map[string]string
+		wantGone, wantUp []string
+	}{
+		{"bearer", map[string]string{"authorization": "Bearer " + key}, []string{"authorization"}, nil},
+		{"x-api-key", map[string]string{"x-api-key": key}, []string{"x-api-key"}, nil},
+		{"bearer beside a provider key", map[string]string{"authorization": "Bearer " + key, "x-api-key": "sk-ant-provider"},
+			[]string{"authorization"}, []string{"x-api-key"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.headers["content-type"] = "application/json"
+			res := run(t, p, envoysim.DefaultFilter, envoysim.Request{Method: "POST", Path: "/v1/chat/completions", Headers: tc.headers, Body: []byte(body)},
+				jsonUpstream(`{"choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}]}`))
+			if res.Immediate != nil || !res.UpstreamCalled {
+				t.Fatalf("not forwarded: %d %s", res.Status, res.Body)
+			}
+			for _, h := range tc.wantGone {
+				if v, ok := res.Upstream.Headers[h]; ok {
+					t.Errorf("the model received %s: %q", h, v)
+				}
+			}
+			for _, h := range tc.wantUp {
+				if _, ok := res.Upstream.Headers[h]; !ok {
+					t.Errorf("%s was removed; it was not Bulwark's credential", h)
+				}
+			}
+		})
+	}
+}
