@@ -47,9 +47,12 @@ func BenchmarkCheck(b *testing.B) {
 		cfg  policy.Config
 		auth pipeline.Authenticator
 		hdrs map[string]string
+		// sealed: the allow's principal is sealed for ext_proc, as serve does.
+		sealed bool
 	}{
-		{"opa_envoy_rbac", rbac, nil, headers(map[string]string{"authorization": "Bearer abc"})},
-		{"default_api_key", def, auth, headers(map[string]string{"authorization": "Bearer " + key})},
+		{"opa_envoy_rbac", rbac, nil, headers(map[string]string{"authorization": "Bearer abc"}), false},
+		{"default_api_key", def, auth, headers(map[string]string{"authorization": "Bearer " + key}), false},
+		{"default_api_key_sealed", def, auth, headers(map[string]string{"authorization": "Bearer " + key}), true},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
@@ -66,7 +69,11 @@ func BenchmarkCheck(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			s := New(p, Options{StripCredentials: true})
+			opts := Options{StripCredentials: true}
+			if tc.sealed {
+				opts.Voucher = testVoucher(b)
+			}
+			s := New(p, opts)
 			req := NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs})
 			ctx := context.Background()
 			resp, err := s.Check(ctx, req)
