@@ -329,10 +329,15 @@ func (e *Exchange) Handle(ctx context.Context, req *extprocv3.ProcessingRequest)
 	return resp, err
 }
 
-// End settles the exchange's token reservation if the answer did not, and
-// records the exchange's outcome.
+// End records the exchange's outcome and, when the exchange carried an
+// answer (CheckCompletion, RedactStream) that reported no usage, settles its
+// token reservation to an estimate. A request-only exchange (CheckPrompt)
+// keeps its reservation: the caller takes the prompt to the model itself,
+// and the estimate is all Bulwark will know of the answer.
 func (e *Exchange) End() {
-	e.x.finish(context.Background())
+	if e.x.resp != nil {
+		e.x.finish(context.Background())
+	}
 	e.x.s.metrics.streamEnded(e.x.outcome)
 }
 

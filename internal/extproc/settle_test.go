@@ -60,7 +60,8 @@ func TestReservationSettledAtExchangeEnd(t *testing.T) {
 	}
 	pipe.WithDetector(scanner)
 	rec := &settlements{next: limiter, got: map[string]int64{}, done: make(chan string, 16)}
-	f := serveStack(t, extproc.New(pipe, scanner, rec, extproc.Options{}, nil, nil))
+	ep := extproc.New(pipe, scanner, rec, extproc.Options{}, nil, nil)
+	f := serveStack(t, ep)
 
 	prompt := strings.Repeat("abcd", 100) // 100 estimated tokens
 	reqBody := `{"model":"gpt-4o","stream":true,"max_tokens":500,"messages":[{"role":"user","content":"` + prompt + `"}]}`
@@ -144,4 +145,27 @@ func TestReservationSettledAtExchangeEnd(t *testing.T) {
 			}
 		})
 	}
+
+	// Bulwark's own API: CheckPrompt replays only the request phases; the
+	// caller takes the prompt to the model itself, so its reservation stands
+	// (settling it to the prompt would let the answer go uncharged).
+	t.Run("request-only API exchange keeps its reservation", func(t *testing.T) {
+		x := ep.NewExchange()
+		for _, m := range []*extprocv3.ProcessingRequest{
+			{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(map[string]string{
+				":method": "POST", ":path": "/v1/chat/completions", "authorization": "Bearer " + keys["app"], "content-type": "application/json"})}}},
+			{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(reqBody), EndOfStream: true}}},
+		} {
+			resp, err := x.Handle(context.Background(), m)
+			if err != nil || resp.GetImmediateResponse() != nil {
+				t.Fatalf("refused: %v %v", resp, err)
+			}
+		}
+		x.End()
+		select {
+		case id := <-rec.done:
+			t.Fatalf("a CheckPrompt reservation was settled (%s)", id)
+		case <-time.After(50 * time.Millisecond):
+		}
+	})
 }
