@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -110,4 +111,32 @@ func FuzzVouchedPrincipal(f *testing.F) {
 			t.Fatalf("altered %s=%q believed: %+v %q", field, value, p, id)
 		}
 	})
+}
+
+type fixedClock time.Time
+
+func (c fixedClock) Now() time.Time { return time.Time(c) }
+
+// TestVouchEncodingVector pins the sealed encoding with a vector computed
+// outside Go (test/load/ghz.sh seals the same way in Python): a change to
+// the encoding must be deliberate, since every replica of a deployment must
+// agree on it during a rolling upgrade.
+func TestVouchEncodingVector(t *testing.T) {
+	t.Parallel()
+	v, err := identity.NewVoucher(bytes.Repeat([]byte("m"), identity.MinVouchKeyBytes), 0, fixedClock(time.UnixMilli(1_699_999_999_000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := &structpb.Struct{Fields: map[string]*structpb.Value{
+		"decision_id":    structpb.NewStringValue("bench-1"),
+		"principal_id":   structpb.NewStringValue("bench"),
+		"principal_kind": structpb.NewStringValue("api_key"),
+		"tenant":         structpb.NewStringValue("acme"),
+		"roles":          structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewStringValue("user")}}),
+		MetadataExpires:  structpb.NewStringValue("1700000000000"),
+		MetadataMAC:      structpb.NewStringValue("NKKEsf_gNk-BOalwAl_ojKKNR8w7hTbcLh8hx2Oczqk"),
+	}}
+	if p, id, res := VouchedPrincipal(md, v); res != VouchVerified || id != "bench-1" || p.ID != "bench" {
+		t.Fatalf("vector not verified: %s %q %+v", res, id, p)
+	}
 }
