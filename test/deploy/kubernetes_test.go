@@ -1,8 +1,8 @@
 package deploy
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -610,7 +610,7 @@ func checkImagePinned(t *testing.T, image string) {
 // placeholderSecrets stands in for the Secret's values when the test loads
 // the pod's configuration.
 var placeholderSecrets = map[string]string{
-	"redis-url":  "redis://:secret@redis.bulwark.svc.cluster.local:6379/0",
+	"redis-url":    "redis://:secret@redis.bulwark.svc.cluster.local:6379/0",
 	"key-pepper":   "cGxhY2Vob2xkZXItcGVwcGVyLWZvci10aGUtdGVzdHMtb25seQ==",
 	"metadata-key": "cGxhY2Vob2xkZXItbWV0YWRhdGEta2V5LWZvci10ZXN0cw==",
 }

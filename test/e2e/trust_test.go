@@ -22,8 +22,8 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
-	"github.com/bulwark-ai/bulwark/test/envoysim"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
+	"github.com/bulwark-ai/bulwark/test/envoysim"
 	"github.com/bulwark-ai/bulwark/test/redisserver"
 )
 
