@@ -80,6 +80,23 @@ func TestVouchedPrincipal(t *testing.T) {
 	}
 }
 
+// TestPolicyCannotSealAPrincipal: a policy's dynamic_metadata that names a
+// principal is not what ext_authz seals: only the identity stage's
+// principal is.
+func TestPolicyCannotSealAPrincipal(t *testing.T) {
+	t.Parallel()
+	v := testVoucher(t)
+	out := pipeline.Outcome{DecisionID: "d-1", Reason: "allowed", Decision: policy.Decision{Allowed: true,
+		DynamicMetadata: map[string]any{"principal_id": "admin", "roles": []any{"admin"}, "tenant": "acme", "mac": "x"}},
+		Principal: identity.Principal{Kind: identity.KindAnonymous}}
+	md := Response(out).DynamicMetadata
+	seal(md, v)
+	p, _, res := VouchedPrincipal(md, v)
+	if res != VouchVerified || p.ID != "" || len(p.Roles) != 0 || p.Tenant != "" {
+		t.Fatalf("sealed %+v (%s), want the anonymous principal", p, res)
+	}
+}
+
 func testVoucherKey(tb testing.TB, b byte) *identity.Voucher {
 	tb.Helper()
 	v, err := identity.NewVoucher(bytes.Repeat([]byte{b}, identity.MinVouchKeyBytes), 0, nil)

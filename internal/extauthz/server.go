@@ -247,6 +247,12 @@ func DecisionMetadata(out pipeline.Outcome) *structpb.Struct {
 func metadata(out pipeline.Outcome) *structpb.Struct {
 	md := DecisionMetadata(out)
 	fields := md.Fields
+	// These keys say who Bulwark found, and nothing else may: a policy's
+	// dynamic_metadata of the same names is dropped, so a seal never covers
+	// a principal the identity stage did not establish.
+	for _, k := range [...]string{"principal_id", "principal_kind", "tenant", "roles", MetadataExpires, MetadataMAC} {
+		delete(fields, k)
+	}
 	if p := out.Principal; p.ID != "" {
 		fields["principal_id"] = structpb.NewStringValue(p.ID)
 		fields["principal_kind"] = structpb.NewStringValue(string(p.Kind))
