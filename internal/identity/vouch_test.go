@@ -56,10 +56,10 @@ func TestVoucher(t *testing.T) {
 			got := sealed
 			got.Principal.Roles = append([]string(nil), sealed.Principal.Roles...)
 			tc.change(&got)
-			c := *clock
-			c.t = c.t.Add(tc.after)
-			vc := *tc.voucher
-			vc.clock = &c
+			vc, err := NewVoucher(tc.voucher.key, 30*time.Second, &vouchClock{t: clock.t.Add(tc.after)})
+			if err != nil {
+				t.Fatal(err)
+			}
 			if err := vc.Open(&got, mac); !errors.Is(err, tc.want) {
 				t.Fatalf("Open: %v, want %v", err, tc.want)
 			}
