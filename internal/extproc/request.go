@@ -59,9 +59,11 @@ type exchange struct {
 	llmReq    *llmapi.Request
 	llmTerm   *ast.Term
 	reserveID string
-	// reserved is the largest estimated cost the reservation charged (0
-	// when unknown: ext_authz reserved it).
-	reserved int64
+	// reserved is the largest estimated cost the reservation charged, and
+	// reservedHere says this exchange's own decision made it (not
+	// ext_authz's, which may have reserved nothing, or on another replica).
+	reserved     int64
+	reservedHere bool
 	// forwarded: the request was allowed on to the model, so it may have
 	// cost tokens whatever happens next.
 	forwarded bool
@@ -415,6 +417,7 @@ func (x *exchange) noteReservation(out pipeline.Outcome) {
 			if l.Estimated {
 				x.reserveID = out.DecisionID
 				x.reserved = max(x.reserved, l.Cost)
+				x.reservedHere = true
 			}
 		}
 	}

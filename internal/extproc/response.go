@@ -479,8 +479,11 @@ func (x *exchange) settle(ctx context.Context, u llmapi.Usage) {
 // (answered, cut, cancelled, failed) without the model having reported
 // usage: an estimate stands in for it, so an aborted exchange neither keeps
 // its whole reservation (which would starve its tenant) nor costs nothing.
+// Only a reservation this exchange made is settled so: ext_authz's decision
+// id may name none (token_quota_phase request_body reserves here), or one
+// held by another replica.
 func (x *exchange) finish(ctx context.Context) {
-	if x.reconciled || x.reserveID == "" || x.s.reconcile == nil {
+	if x.reconciled || !x.reservedHere || x.s.reconcile == nil {
 		return
 	}
 	x.settleTokens(ctx, x.estimatedUsage(), "estimated")

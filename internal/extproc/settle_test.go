@@ -7,10 +7,14 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
+	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
@@ -166,6 +170,42 @@ func TestReservationSettledAtExchangeEnd(t *testing.T) {
 		case id := <-rec.done:
 			t.Fatalf("a CheckPrompt reservation was settled (%s)", id)
 		case <-time.After(50 * time.Millisecond):
+		}
+	})
+
+	// Behind ext_authz: its (verified) decision id names no reservation of
+	// this exchange's; a GET without a body makes none either. Nothing is
+	// settled, so no reconciliation of an unknown reservation is attempted.
+	t.Run("forwarded ext_authz decision without a reservation", func(t *testing.T) {
+		v, err := identity.NewVoucher(identity.RandomVouchKey(), 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok, err := extauthz.New(pipe, extauthz.Options{Voucher: v}).Check(context.Background(), extauthz.NewCheckRequest(extauthz.HTTPRequest{
+			Method: "GET", Path: "/v1/models", Headers: map[string]string{"authorization": "Bearer " + keys["app"]}}))
+		if err != nil || ok.GetStatus().GetCode() != 0 {
+			t.Fatalf("ext_authz: %v %v", ok.GetStatus(), err)
+		}
+		g := serveStack(t, extproc.New(pipe, scanner, rec, extproc.Options{Voucher: v}, nil, nil))
+		st, err := g.client.Process(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&extprocv3.ProcessingRequest{
+			Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{EndOfStream: true,
+				Headers: extproc.EnvoyHeaders(map[string]string{":method": "GET", ":path": "/v1/models"})}},
+			MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{extauthz.AuthzNamespace: ok.GetDynamicMetadata()}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := st.Recv(); err != nil || resp.GetImmediateResponse() != nil {
+			t.Fatalf("not believed: %v %v", resp, err)
+		}
+		st.CloseSend()
+		select {
+		case id := <-rec.done:
+			t.Fatalf("settled %s, which this exchange never reserved", id)
+		case <-time.After(100 * time.Millisecond):
 		}
 	})
 }
