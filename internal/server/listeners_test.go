@@ -13,7 +13,9 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-type okAuthz struct{ authv3.UnimplementedAuthorizationServer }
+type okAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+}
 
 func (okAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	return &authv3.CheckResponse{}, nil
