@@ -22,8 +22,10 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/bulwark /bulwark
 ENV BULWARK_GRPC_ADDR=0.0.0.0:9191 \
+    BULWARK_API_ADDR=0.0.0.0:9193 \
     BULWARK_ADMIN_ADDR=0.0.0.0:9192
 USER 65532:65532
-# 9191: gRPC (ext_authz, ext_proc, health). 9192: /healthz, /readyz, /metrics.
-EXPOSE 9191 9192
+# 9191: Envoy's gRPC (ext_authz, ext_proc, health). 9193: Bulwark's own API
+# (GuardService, AdminService, health). 9192: /healthz, /readyz, /metrics.
+EXPOSE 9191 9192 9193
 ENTRYPOINT ["/bulwark", "serve"]

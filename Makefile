@@ -29,7 +29,7 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/bulwark
 
-## run: build and serve on the embedded defaults (gRPC 127.0.0.1:9191, admin 127.0.0.1:9192)
+## run: build and serve on the embedded defaults (Envoy gRPC 127.0.0.1:9191, API 127.0.0.1:9193, admin 127.0.0.1:9192)
 run: build
 	./$(BIN) serve --log-format text
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"runtime/debug"
 	"time"
@@ -164,6 +165,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 
 	srv := server.New(server.Config{
 		GRPCAddr:             cfg.GRPCAddr,
+		APIAddr:              cfg.APIAddr,
 		AdminAddr:            cfg.AdminAddr,
 		Reflection:           cfg.GRPCReflection,
 		MaxRecvMsgBytes:      cfg.MaxRecvMsgBytes,
@@ -174,10 +176,17 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		Pprof:                cfg.AdminPprof,
 		TLS: server.TLSFiles{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey,
 			ClientCAFile: cfg.TLSClientCA, ClientSANs: cfg.TLSClientSANs},
+		APITLS: server.TLSFiles{CertFile: cfg.APITLSCert, KeyFile: cfg.APITLSKey,
+			ClientCAFile: cfg.APITLSClientCA, ClientSANs: cfg.APITLSClientSANs},
 		AdminTLS: server.TLSFiles{CertFile: cfg.AdminTLSCert, KeyFile: cfg.AdminTLSKey},
 		Overload: server.OverloadConfig{MaxInFlight: cfg.MaxInFlight, MaxStreams: cfg.MaxStreams, Window: cfg.OverloadWindow},
 	}, logger, reg)
-	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(), Tracing: tracing, ScanRoles: cfg.ExtProcScanRoles}))
+	voucher, err := metadataVoucher(cfg.MetadataKeyFile)
+	if err != nil {
+		return err
+	}
+	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe, extauthz.Options{
+		StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(), Tracing: tracing, ScanRoles: cfg.ExtProcScanRoles, Voucher: voucher}))
 	redactKey, err := redactKey(cfg.RedactKeyFile)
 	if err != nil {
 		return err
@@ -191,28 +200,38 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		return err
 	}
 	ep := extproc.New(pipe, scanner, limiter, extproc.Options{
-		StripCredentials:  cfg.StripCredentials && cfg.IdentityEnabled(),
-		Tracing:           tracing,
-		ScanRoles:         cfg.ExtProcScanRoles,
-		MaxBodyBytes:      cfg.ExtProcMaxBodyBytes,
-		StreamStep:        cfg.ExtProcStreamStep,
-		StreamLookahead:   cfg.ExtProcStreamLookahead,
-		ClampMaxTokens:    cfg.ExtProcClampMaxTokens,
-		MessageTimeout:    cfg.ExtProcMessageTimeout,
-		MaxMessageTimeout: cfg.ExtProcMaxMessageTimeout,
-		IdleTimeout:       cfg.ExtProcIdleTimeout,
-		MaxStreamDuration: cfg.ExtProcMaxStreamDuration,
-		MaxBufferedBytes:  cfg.ExtProcMaxBufferedBytes,
-		Canary:            cfg.ExtProcCanary,
-		RedactKey:         redactKey,
-		ResponseScanner:   outScanner,
+		StripCredentials:         cfg.StripCredentials && cfg.IdentityEnabled(),
+		Tracing:                  tracing,
+		ScanRoles:                cfg.ExtProcScanRoles,
+		MaxBodyBytes:             cfg.ExtProcMaxBodyBytes,
+		StreamStep:               cfg.ExtProcStreamStep,
+		StreamLookahead:          cfg.ExtProcStreamLookahead,
+		ClampMaxTokens:           cfg.ExtProcClampMaxTokens,
+		MessageTimeout:           cfg.ExtProcMessageTimeout,
+		MaxMessageTimeout:        cfg.ExtProcMaxMessageTimeout,
+		IdleTimeout:              cfg.ExtProcIdleTimeout,
+		MaxStreamDuration:        cfg.ExtProcMaxStreamDuration,
+		MaxBufferedBytes:         cfg.ExtProcMaxBufferedBytes,
+		Canary:                   cfg.ExtProcCanary,
+		RedactKey:                redactKey,
+		ResponseScanner:          outScanner,
+		Voucher:                  voucher,
+		StripUpstreamCredentials: cfg.StripUpstreamCredentials && cfg.IdentityEnabled(),
 	}, logger, epMetrics)
 	extprocv3.RegisterExternalProcessorServer(srv.GRPC(), ep)
-	// Bulwark's own API, on the same listener: GuardService drives ep's
-	// exchanges (one pipeline, two front doors); AdminService requires a
-	// principal with the admin role on every call.
-	if err := registerAPI(srv.GRPC(), cfg, ep, scanner, auth, engine, limiter, rdb, auditor, logger); err != nil {
-		return err
+	// Bulwark's own API, on a listener of its own (never Envoy's: an API
+	// caller must not reach Check or Process, whose attributes are believed
+	// as Envoy's): GuardService drives ep's exchanges (one pipeline, two
+	// front doors); AdminService requires a principal with the admin role on
+	// every call.
+	if g := srv.API(); g != nil {
+		if err := registerAPI(g, cfg, ep, scanner, auth, engine, limiter, rdb, auditor, logger); err != nil {
+			return err
+		}
+	}
+	if cfg.TrustSourcePrincipal && cfg.TLSClientCA == "" && !loopback(cfg.GRPCAddr) {
+		logger.Warn("trust_source_principal is on and the Envoy listener is not loopback-only nor mTLS: anyone who reaches it can name any peer; " +
+			"set tls_client_ca with tls_client_sans (Envoy's identity), or restrict the port to Envoy (NetworkPolicy, Istio AuthorizationPolicy)")
 	}
 	srv.AddReadinessCheck(server.ReadinessCheck{Name: "identity", Check: auth.Ready})
 	if auditor != nil {
@@ -313,16 +332,49 @@ func redactKey(path string) ([]byte, error) {
 	return k, nil
 }
 
+// loopback reports whether a listen address is on the loopback interface.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// metadataVoucher seals and checks the principal ext_authz forwards to
+// ext_proc, keyed from metadata_key_file or, without one, with a random key
+// of this process's own. The key is never logged.
+func metadataVoucher(path string) (*identity.Voucher, error) {
+	key := identity.RandomVouchKey()
+	if path != "" {
+		k, err := os.ReadFile(path) // #nosec G304 -- metadata_key_file is operator configuration, trusted (SECURITY.md)
+		if err != nil {
+			return nil, &exitError{2, fmt.Errorf("config metadata_key_file: %w", err)}
+		}
+		key = bytes.TrimSpace(k)
+	}
+	v, err := identity.NewVoucher(key, 0, nil)
+	if err != nil {
+		return nil, &exitError{2, fmt.Errorf("config metadata_key_file: %w", err)}
+	}
+	return v, nil
+}
+
 // configSummary is what the audit trail records of the configuration:
 // where things come from, never secrets.
 func configSummary(cfg config.Config) map[string]any {
 	return map[string]any{
-		"version": version, "grpc_addr": cfg.GRPCAddr, "admin_addr": cfg.AdminAddr,
+		"version": version, "grpc_addr": cfg.GRPCAddr, "api_addr": cfg.APIAddr, "admin_addr": cfg.AdminAddr,
 		"policy_source": policyConfig(cfg).Source(), "policy_query": cfg.PolicyQuery, "dry_run": cfg.DryRun,
 		"redis": cfg.RedisURL != "", "identity": cfg.IdentityEnabled(), "keys_file": cfg.KeysFile != "",
 		"jwks": cfg.JWKSURL != "", "ratelimit_failure_mode": cfg.RateLimitFailureMode,
 		"tls": cfg.TLSCert != "", "mtls": cfg.TLSClientCA != "", "max_in_flight": cfg.MaxInFlight,
-		"alerts": map[bool]string{true: "webhook", false: "log"}[cfg.AlertWebhookURL != ""], // never the URL: it may hold a token
+		"metadata_key": map[bool]string{true: "file", false: "per_process"}[cfg.MetadataKeyFile != ""], // never the key
+		"alerts":       map[bool]string{true: "webhook", false: "log"}[cfg.AlertWebhookURL != ""],      // never the URL: it may hold a token
 	}
 }
 

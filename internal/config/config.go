@@ -27,7 +27,13 @@ import (
 // start from Default.
 type Config struct {
 	// GRPCAddr is where Envoy reaches ext_authz, ext_proc and gRPC health.
+	// Only Envoy may reach it: whoever can call Check or Process can present
+	// any attributes (source.principal, forwarded metadata) as Envoy's.
 	GRPCAddr string `yaml:"grpc_addr"`
+	// APIAddr serves Bulwark's own API (GuardService, AdminService, gRPC
+	// health, reflection when enabled), apart from the Envoy listener so an
+	// API caller can never reach Check or Process. Empty: no API listener.
+	APIAddr string `yaml:"api_addr"`
 	// AdminAddr serves /healthz, /readyz and /metrics; loopback by default so
 	// metrics are not exposed to the mesh unless asked for.
 	AdminAddr string `yaml:"admin_addr"`
@@ -49,7 +55,8 @@ type Config struct {
 	// DryRun computes, logs and counts decisions but always allows.
 	DryRun bool `yaml:"dry_run"`
 
-	// GRPCReflection exposes gRPC reflection (off: it documents the attack surface).
+	// GRPCReflection exposes gRPC reflection on the Envoy and API listeners,
+	// each describing its own services (off: it documents the attack surface).
 	GRPCReflection bool `yaml:"grpc_reflection"`
 	// MaxRecvMsgBytes caps one inbound gRPC message; keep it at or above
 	// Envoy's with_request_body.max_request_bytes plus headers.
@@ -76,6 +83,17 @@ type Config struct {
 	// or DNS SANs; an entry ending in * matches by prefix. Empty: any
 	// client certificate TLSClientCA signed.
 	TLSClientSANs []string `yaml:"tls_client_sans"`
+	// APITLSCert and APITLSKey serve the API listener over TLS (1.2 at
+	// least), reloaded when they change; empty: plaintext.
+	APITLSCert string `yaml:"api_tls_cert"`
+	APITLSKey  string `yaml:"api_tls_key"`
+	// APITLSClientCA requires API clients to present certificates signed by
+	// this CA bundle (mTLS); with trust_source_principal the verified
+	// certificate names the caller.
+	APITLSClientCA string `yaml:"api_tls_client_ca"`
+	// APITLSClientSANs restricts API mTLS clients to these URI or DNS SANs
+	// (prefix* matches a prefix). Empty: any client the CA signed.
+	APITLSClientSANs []string `yaml:"api_tls_client_sans"`
 	// AdminTLSCert and AdminTLSKey serve the admin listener over TLS.
 	AdminTLSCert string `yaml:"admin_tls_cert"`
 	AdminTLSKey  string `yaml:"admin_tls_key"`
@@ -146,6 +164,13 @@ type Config struct {
 	// headers stay, so OPA-Envoy policies that verify tokens themselves run
 	// unchanged.
 	StripCredentials bool `yaml:"strip_credentials"`
+	// StripUpstreamCredentials makes ext_proc remove the client's Bulwark
+	// credential headers (authorization; x-api-key when it carried the
+	// credential) from the request Envoy forwards to the model. It applies
+	// only when Bulwark authenticates (IdentityEnabled). The Envoy configs in
+	// deploy/ also drop them at the route (request_headers_to_remove), which
+	// covers ext_authz-only deployments.
+	StripUpstreamCredentials bool `yaml:"strip_upstream_credentials"`
 
 	// ExtProcMaxBodyBytes bounds a request or response body ext_proc buffers
 	// (after decompression); bigger ones are refused with 413/502. Keep it
@@ -187,6 +212,13 @@ type Config struct {
 	// RedactKeyFile keys the "hash" redaction action; empty: a random key per
 	// process (hashes then correlate only within one replica's lifetime).
 	RedactKeyFile string `yaml:"redact_key_file"`
+	// MetadataKeyFile holds the key (at least 32 bytes) ext_authz seals the
+	// principal it forwards to ext_proc with (HMAC-SHA256 in Envoy's dynamic
+	// metadata); ext_proc believes only a seal it can verify. Every replica
+	// must read the same key. Empty: a random key per process, so a seal
+	// made by another replica fails and ext_proc authenticates the
+	// request's credentials again (safe, but a second identity decision).
+	MetadataKeyFile string `yaml:"metadata_key_file"`
 
 	// AuditLog is the hash-chained audit log file; empty disables auditing.
 	AuditLog string `yaml:"audit_log"`
@@ -251,41 +283,43 @@ type Config struct {
 // embedded policies, in-process everything.
 func Default() Config {
 	return Config{
-		GRPCAddr:               "127.0.0.1:9191",
-		AdminAddr:              "127.0.0.1:9192",
-		PolicyQuery:            "bulwark/decision",
-		CheckTimeout:           100 * time.Millisecond,
-		MaxRecvMsgBytes:        16 << 20,
-		MaxSendMsgBytes:        16 << 20,
-		MaxConcurrentStreams:   1024,
-		KeepaliveMinTime:       5 * time.Second,
-		ShutdownGrace:          10 * time.Second,
-		ReloadDebounce:         100 * time.Millisecond,
-		MaxInFlight:            256,
-		MaxStreams:             10000,
-		OverloadWindow:         5 * time.Second,
-		LogLevel:               "info",
-		LogFormat:              "json",
-		JWTAlgorithms:          []string{"RS256", "ES256", "EdDSA"},
-		JWTRolesClaim:          "roles",
-		JWTTenantClaim:         "tenant",
-		StripCredentials:       true,
-		ExtProcMaxBodyBytes:    8 << 20,
-		ExtProcStreamStep:      64,
-		ExtProcStreamLookahead: 512,
-		ExtProcMessageTimeout:  200 * time.Millisecond,
-		GCPercent:              400,
-		AuditMaxBytes:          100 << 20,
-		AuditBuffer:            4096,
-		AuditOverflow:          "drop",
-		AlertWebhookTimeout:    5 * time.Second,
-		AlertMinInterval:       time.Minute,
-		AlertMaxPerMinute:      30,
-		AlertInjectionBurst:    5,
-		AlertInjectionWindow:   time.Minute,
-		RateLimitFailureMode:   "fail_open",
-		RateLimitLocalShare:    1,
-		RateLimitTimeout:       50 * time.Millisecond,
+		GRPCAddr:                 "127.0.0.1:9191",
+		APIAddr:                  "127.0.0.1:9193",
+		AdminAddr:                "127.0.0.1:9192",
+		PolicyQuery:              "bulwark/decision",
+		CheckTimeout:             100 * time.Millisecond,
+		MaxRecvMsgBytes:          16 << 20,
+		MaxSendMsgBytes:          16 << 20,
+		MaxConcurrentStreams:     1024,
+		KeepaliveMinTime:         5 * time.Second,
+		ShutdownGrace:            10 * time.Second,
+		ReloadDebounce:           100 * time.Millisecond,
+		MaxInFlight:              256,
+		MaxStreams:               10000,
+		OverloadWindow:           5 * time.Second,
+		LogLevel:                 "info",
+		LogFormat:                "json",
+		JWTAlgorithms:            []string{"RS256", "ES256", "EdDSA"},
+		JWTRolesClaim:            "roles",
+		JWTTenantClaim:           "tenant",
+		StripCredentials:         true,
+		StripUpstreamCredentials: true,
+		ExtProcMaxBodyBytes:      8 << 20,
+		ExtProcStreamStep:        64,
+		ExtProcStreamLookahead:   512,
+		ExtProcMessageTimeout:    200 * time.Millisecond,
+		GCPercent:                400,
+		AuditMaxBytes:            100 << 20,
+		AuditBuffer:              4096,
+		AuditOverflow:            "drop",
+		AlertWebhookTimeout:      5 * time.Second,
+		AlertMinInterval:         time.Minute,
+		AlertMaxPerMinute:        30,
+		AlertInjectionBurst:      5,
+		AlertInjectionWindow:     time.Minute,
+		RateLimitFailureMode:     "fail_open",
+		RateLimitLocalShare:      1,
+		RateLimitTimeout:         50 * time.Millisecond,
 
 		ExtProcIdleTimeout:       10 * time.Minute,
 		ExtProcMaxStreamDuration: time.Hour,
@@ -354,6 +388,14 @@ func (c Config) Validate() error {
 	}
 	if err := addr("admin_addr", c.AdminAddr); err != nil {
 		return err
+	}
+	if c.APIAddr != "" {
+		if err := addr("api_addr", c.APIAddr); err != nil {
+			return err
+		}
+		if sameListener(c.APIAddr, c.GRPCAddr) || sameListener(c.APIAddr, c.AdminAddr) {
+			return &FieldError{"api_addr", fmt.Sprintf("%q must differ from grpc_addr and admin_addr: the API is served on a listener of its own", c.APIAddr)}
+		}
 	}
 	if c.PolicyDir != "" && c.Bundle != "" {
 		return &FieldError{"bundle", "set policy_dir or bundle, not both"}
@@ -496,6 +538,11 @@ func (c Config) Validate() error {
 			return &FieldError{"keys_file", err.Error()}
 		}
 	}
+	if c.MetadataKeyFile != "" {
+		if _, err := os.Stat(c.MetadataKeyFile); err != nil {
+			return &FieldError{"metadata_key_file", err.Error()}
+		}
+	}
 	if err := c.IdentityConfig("placeholder-for-validation-only").Validate(); err != nil {
 		return &FieldError{"identity", err.Error()}
 	}
@@ -537,6 +584,25 @@ func (c Config) validateTLS() error {
 	if err := pair("admin_tls_cert", c.AdminTLSCert, "admin_tls_key", c.AdminTLSKey); err != nil {
 		return err
 	}
+	if err := pair("api_tls_cert", c.APITLSCert, "api_tls_key", c.APITLSKey); err != nil {
+		return err
+	}
+	if c.APITLSClientCA != "" {
+		if c.APITLSCert == "" {
+			return &FieldError{"api_tls_client_ca", "client certificates need TLS: set api_tls_cert and api_tls_key"}
+		}
+		if _, err := os.Stat(c.APITLSClientCA); err != nil {
+			return &FieldError{"api_tls_client_ca", err.Error()}
+		}
+	}
+	if len(c.APITLSClientSANs) > 0 && c.APITLSClientCA == "" {
+		return &FieldError{"api_tls_client_sans", "a SAN allow-list needs client certificates: set api_tls_client_ca"}
+	}
+	for _, san := range c.APITLSClientSANs {
+		if strings.TrimSpace(san) != san || san == "" || san == "*" || strings.ContainsAny(san, " ,") {
+			return &FieldError{"api_tls_client_sans", fmt.Sprintf("%q is not a URI or DNS name (an entry may end in * to match a prefix)", san)}
+		}
+	}
 	if c.TLSClientCA != "" {
 		if c.TLSCert == "" {
 			return &FieldError{"tls_client_ca", "client certificates need TLS: set tls_cert and tls_key"}
@@ -556,11 +622,25 @@ func (c Config) validateTLS() error {
 	return nil
 }
 
+// sameListener reports whether two host:port addresses would bind the same
+// port: equal ports (other than 0, a fresh one each time) on equal hosts, or
+// where either host is a wildcard.
+func sameListener(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wild(ha) || wild(hb)
+}
+
 // bind registers one flag per setting on fs, writing into c. Flag names are
 // the YAML keys with "-" for "_"; environment names are BULWARK_ + the YAML
 // key upper-cased.
 func bind(fs *flag.FlagSet, c *Config) {
-	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "gRPC listen address (ext_authz, ext_proc, health)")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "Envoy's gRPC listen address (ext_authz, ext_proc, health); reachable by Envoy only")
+	fs.StringVar(&c.APIAddr, "api-addr", c.APIAddr, "gRPC listen address of Bulwark's own API (GuardService, AdminService, health, reflection); empty: not served")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "admin HTTP listen address (/healthz, /readyz, /metrics)")
 	fs.StringVar(&c.PolicyDir, "policy-dir", c.PolicyDir, "directory of .rego and data files, hot-reloaded (default: embedded policies)")
 	fs.StringVar(&c.Bundle, "bundle", c.Bundle, "OPA bundle tarball to load instead of --policy-dir")
@@ -568,7 +648,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.RegoV0, "rego-v0", c.RegoV0, "parse policies with pre-1.0 Rego syntax")
 	fs.DurationVar(&c.CheckTimeout, "check-timeout", c.CheckTimeout, "deadline for one decision, policy evaluation included")
 	fs.BoolVar(&c.DryRun, "dry-run", c.DryRun, "compute, log and count decisions but always allow")
-	fs.BoolVar(&c.GRPCReflection, "grpc-reflection", c.GRPCReflection, "enable gRPC server reflection")
+	fs.BoolVar(&c.GRPCReflection, "grpc-reflection", c.GRPCReflection, "enable gRPC server reflection (each listener lists its own services)")
 	fs.IntVar(&c.MaxRecvMsgBytes, "max-recv-msg-bytes", c.MaxRecvMsgBytes, "largest gRPC message accepted")
 	fs.IntVar(&c.MaxSendMsgBytes, "max-send-msg-bytes", c.MaxSendMsgBytes, "largest gRPC message sent")
 	fs.IntVar(&c.MaxConcurrentStreams, "max-concurrent-streams", c.MaxConcurrentStreams, "concurrent streams per HTTP/2 connection")
@@ -579,6 +659,10 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key for --tls-cert")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", c.TLSClientCA, "CA bundle client certificates must chain to (mTLS; requires --tls-cert)")
 	fs.Var((*stringList)(&c.TLSClientSANs), "tls-client-sans", "comma-separated client URI SANs (SPIFFE IDs) or DNS SANs allowed; prefix* matches a prefix (empty: any client the CA signed)")
+	fs.StringVar(&c.APITLSCert, "api-tls-cert", c.APITLSCert, "PEM certificate (chain) for the API listener, reloaded when it changes (empty: plaintext)")
+	fs.StringVar(&c.APITLSKey, "api-tls-key", c.APITLSKey, "PEM private key for --api-tls-cert")
+	fs.StringVar(&c.APITLSClientCA, "api-tls-client-ca", c.APITLSClientCA, "CA bundle API client certificates must chain to (mTLS; requires --api-tls-cert)")
+	fs.Var((*stringList)(&c.APITLSClientSANs), "api-tls-client-sans", "comma-separated API client URI or DNS SANs allowed; prefix* matches a prefix (empty: any client the CA signed)")
 	fs.StringVar(&c.AdminTLSCert, "admin-tls-cert", c.AdminTLSCert, "PEM certificate for the admin listener (empty: plain HTTP)")
 	fs.StringVar(&c.AdminTLSKey, "admin-tls-key", c.AdminTLSKey, "PEM private key for --admin-tls-cert")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", c.MaxInFlight, "decisions admitted and not yet answered; beyond it calls get UNAVAILABLE at once (0: unlimited)")
@@ -602,6 +686,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.TrustSourcePrincipal, "trust-source-principal", c.TrustSourcePrincipal, "take Envoy's verified mTLS peer identity as a principal")
 	fs.BoolVar(&c.TrustXFCC, "trust-xfcc", c.TrustXFCC, "take x-forwarded-client-cert as a principal (only behind a sanitising proxy)")
 	fs.BoolVar(&c.StripCredentials, "strip-credentials", c.StripCredentials, "keep credential headers out of the policy input")
+	fs.BoolVar(&c.StripUpstreamCredentials, "strip-upstream-credentials", c.StripUpstreamCredentials, "ext_proc removes the client's Bulwark credential headers from the request forwarded to the model (when Bulwark authenticates)")
 	fs.IntVar(&c.ExtProcMaxBodyBytes, "extproc-max-body-bytes", c.ExtProcMaxBodyBytes, "largest body ext_proc buffers and inspects")
 	fs.Var((*stringList)(&c.ExtProcScanRoles), "extproc-scan-roles", "comma-separated message roles the detectors read (empty: all)")
 	fs.IntVar(&c.ExtProcStreamStep, "extproc-stream-step", c.ExtProcStreamStep, "bytes of streamed text released at a time")
@@ -614,6 +699,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.Int64Var(&c.ExtProcClampMaxTokens, "extproc-clamp-max-tokens", c.ExtProcClampMaxTokens, "cap on LLM requests' max tokens (0: off)")
 	fs.BoolVar(&c.ExtProcCanary, "extproc-canary", c.ExtProcCanary, "plant a canary in system prompts and stop answers that leak it")
 	fs.StringVar(&c.RedactKeyFile, "redact-key-file", c.RedactKeyFile, "key for the hash redaction action (empty: random per process)")
+	fs.StringVar(&c.MetadataKeyFile, "metadata-key-file", c.MetadataKeyFile, "key (32+ bytes, shared by every replica) sealing the principal ext_authz forwards to ext_proc (empty: random per process)")
 	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, "hash-chained audit log file (empty: no audit log)")
 	fs.StringVar(&c.AuditKeyFile, "audit-key-file", c.AuditKeyFile, "key to HMAC-sign audit records with")
 	fs.Int64Var(&c.AuditMaxBytes, "audit-max-bytes", c.AuditMaxBytes, "rotate the audit log past this size")

@@ -52,10 +52,13 @@ func BenchmarkCheck(b *testing.B) {
 		auth pipeline.Authenticator
 		hdrs map[string]string
 		body []byte
+		// sealed: the allow's principal is sealed for ext_proc, as serve does.
+		sealed bool
 	}{
-		{"opa_envoy_rbac", rbac, nil, headers(map[string]string{"authorization": "Bearer abc"}), nil},
-		{"default_api_key", def, auth, headers(map[string]string{"authorization": "Bearer " + key}), nil},
-		{"default_api_key_body", def, auth, headers(map[string]string{"authorization": "Bearer " + key}), chat},
+		{"opa_envoy_rbac", rbac, nil, headers(map[string]string{"authorization": "Bearer abc"}), nil, false},
+		{"default_api_key", def, auth, headers(map[string]string{"authorization": "Bearer " + key}), nil, false},
+		{"default_api_key_sealed", def, auth, headers(map[string]string{"authorization": "Bearer " + key}), nil, true},
+		{"default_api_key_body", def, auth, headers(map[string]string{"authorization": "Bearer " + key}), chat, false},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
@@ -72,7 +75,11 @@ func BenchmarkCheck(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			s := New(p, Options{StripCredentials: true})
+			opts := Options{StripCredentials: true}
+			if tc.sealed {
+				opts.Voucher = testVoucher(b)
+			}
+			s := New(p, opts)
 			req := NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs, Body: tc.body})
 			ctx := context.Background()
 			resp, err := s.Check(ctx, req)

@@ -22,6 +22,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
@@ -54,6 +55,10 @@ type Options struct {
 	// (llmapi.RoleOther) is always read. Set it as ext_proc's, so both
 	// doors scan the same text.
 	ScanRoles []string
+	// Voucher seals the principal an allow found into the dynamic metadata
+	// (expiry and MAC), so ext_proc can believe it instead of authenticating
+	// again. Nil: the metadata carries no seal and ext_proc authenticates.
+	Voucher *identity.Voucher
 }
 
 // Server implements envoy.service.auth.v3.Authorization.
@@ -115,7 +120,11 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if err != nil {
 		return nil, grpcError(ctx, err)
 	}
-	return Response(out), nil
+	resp := Response(out)
+	if s.opts.Voucher != nil && out.Decision.Allowed {
+		seal(resp.DynamicMetadata, s.opts.Voucher)
+	}
+	return resp, nil
 }
 
 // grpcError is the one place a failure to decide becomes a gRPC status.
@@ -261,10 +270,16 @@ func DecisionMetadata(out pipeline.Outcome) *structpb.Struct {
 
 // metadata is what ext_authz leaves under envoy.filters.http.ext_authz:
 // DecisionMetadata and who asked, which ext_proc reads back when Envoy
-// forwards the namespace to it.
+// forwards the namespace to it (and believes only when Check sealed it).
 func metadata(out pipeline.Outcome) *structpb.Struct {
 	md := DecisionMetadata(out)
 	fields := md.Fields
+	// These keys say who Bulwark found, and nothing else may: a policy's
+	// dynamic_metadata of the same names is dropped, so a seal never covers
+	// a principal the identity stage did not establish.
+	for _, k := range [...]string{"principal_id", "principal_kind", "tenant", "roles", MetadataExpires, MetadataMAC} {
+		delete(fields, k)
+	}
 	if p := out.Principal; p.ID != "" {
 		fields["principal_id"] = structpb.NewStringValue(p.ID)
 		fields["principal_kind"] = structpb.NewStringValue(string(p.Kind))

@@ -20,6 +20,7 @@ type metrics struct {
 	chunks     prometheus.Histogram
 	extended   prometheus.Counter
 	buffered   prometheus.Gauge
+	authzMeta  *prometheus.CounterVec
 }
 
 // NewMetrics registers the ext_proc series with reg (nil: unregistered).
@@ -43,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"reason"}),
 		reconcile: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulwark_token_reconciliations_total",
-			Help: "Token reservations settled with the model's reported usage, by result (ok, error).",
+			Help: "Token reservations settled when an exchange ends, by result: ok (the model's reported usage), estimated (no usage reported: Bulwark's estimate, nothing when the request never reached the model), error.",
 		}, []string{"result"}),
 		chunks: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "bulwark_extproc_chunk_duration_seconds",
@@ -58,9 +59,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "bulwark_extproc_buffered_bytes",
 			Help: "Body bytes ext_proc exchanges hold while a body sent in chunks accumulates (bounded by extproc_max_buffered_bytes).",
 		}),
+		authzMeta: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulwark_extproc_authz_metadata_total",
+			Help: "ext_authz decisions forwarded to ext_proc, by result: verified (believed), invalid, expired or unverified (the request's credentials were authenticated instead).",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{"verified", "invalid", "expired", "unverified"} {
+		m.authzMeta.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.active, m.streams, m.redactions, m.refused, m.reconcile, m.chunks, m.extended, m.buffered} {
+		for _, c := range []prometheus.Collector{m.active, m.streams, m.redactions, m.refused, m.reconcile, m.chunks, m.extended, m.buffered, m.authzMeta} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("extproc: register metrics: %w", err)
 			}
@@ -118,5 +126,11 @@ func (m *metrics) timeoutExtended() {
 func (m *metrics) bufferedBytes(delta int64) {
 	if m != nil {
 		m.buffered.Add(float64(delta))
+	}
+}
+
+func (m *metrics) authzMetadata(result string) {
+	if m != nil && result != "absent" {
+		m.authzMeta.WithLabelValues(result).Inc()
 	}
 }

@@ -33,7 +33,7 @@ import (
 // AuthzNamespace is where Envoy keeps ext_authz's dynamic metadata; the
 // ext_proc filter forwards it when listed in
 // metadata_options.forwarding_namespaces.
-const AuthzNamespace = "envoy.filters.http.ext_authz"
+const AuthzNamespace = extauthz.AuthzNamespace
 
 // exchange is the state of one HTTP exchange: what the request phases
 // learned, for the response phases to use.
@@ -61,6 +61,14 @@ type exchange struct {
 	llmReq    *llmapi.Request
 	llmTerm   *ast.Term
 	reserveID string
+	// reserved is the largest estimated cost the reservation charged, and
+	// reservedHere says this exchange's own decision made it (not
+	// ext_authz's, which may have reserved nothing, or on another replica).
+	reserved     int64
+	reservedHere bool
+	// forwarded: the request was allowed on to the model, so it may have
+	// cost tokens whatever happens next.
+	forwarded bool
 	canary    string
 	// addedUsage: Bulwark set stream_options.include_usage, which the
 	// client did not ask for, so the usage chunk is kept from it.
@@ -149,7 +157,7 @@ func (x *exchange) requestHeaders(ctx context.Context, req *extprocv3.Processing
 	x.creds = extauthz.Credentials(x.base, x.s.opts.StripCredentials)
 
 	mutation := &extprocv3.HeaderMutation{}
-	if p, id, ok := authzPrincipal(req.GetMetadataContext()); ok {
+	if p, id, ok := x.authzPrincipal(req.GetMetadataContext()); ok {
 		// ext_authz already decided on these headers; its decision id names
 		// any reservation it made.
 		x.principal = &p
@@ -168,6 +176,9 @@ func (x *exchange) requestHeaders(ctx context.Context, req *extprocv3.Processing
 		}
 		x.noteReservation(out)
 		addDecisionHeaders(mutation, out)
+	}
+	if x.s.opts.StripUpstreamCredentials {
+		mutation.RemoveHeaders = appendCredentialHeaders(mutation.RemoveHeaders, x.creds)
 	}
 
 	// Response headers always come back to Bulwark: an answer carries
@@ -188,6 +199,7 @@ func (x *exchange) requestHeaders(ctx context.Context, req *extprocv3.Processing
 		// responses and will not certify bytes it cannot read.
 		mutation.RemoveHeaders = append(mutation.RemoveHeaders, "accept-encoding")
 	}
+	x.forwarded = !x.bodyExpected
 	return &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
 			Response: &extprocv3.CommonResponse{HeaderMutation: nonEmpty(mutation)},
@@ -283,6 +295,7 @@ func (x *exchange) requestBody(ctx context.Context, b *extprocv3.HttpBody) (*ext
 		return x.denyLocal(http.StatusInternalServerError, "redaction_failed",
 			"the request could not be made safe to forward; quote the decision id when reporting this"), nil
 	}
+	x.forwarded = true
 	common := &extprocv3.CommonResponse{}
 	switch {
 	case changed:
@@ -402,7 +415,8 @@ func (x *exchange) noteReservation(out pipeline.Outcome) {
 		for _, l := range out.Decision.Limits {
 			if l.Estimated {
 				x.reserveID = out.DecisionID
-				return
+				x.reserved = max(x.reserved, l.Cost)
+				x.reservedHere = true
 			}
 		}
 	}
@@ -566,29 +580,27 @@ func (x *exchange) decode(encoding string, body []byte) ([]byte, bool, *extprocv
 	}
 }
 
-// authzPrincipal reads the principal ext_authz put in its dynamic metadata
-// (forwarded by Envoy, never by the client). ok is false when ext_authz did
-// not run for this exchange.
-func authzPrincipal(md *corev3.Metadata) (identity.Principal, string, bool) {
+// authzPrincipal is the principal ext_authz established for this request,
+// when Envoy forwarded its decision and the seal on it verifies (MAC under
+// the deployment's key, not expired). Otherwise ok is false and the
+// exchange authenticates the request's own credentials, exactly as when no
+// ext_authz ran: the metadata reaches Bulwark on a stream that anyone able
+// to reach the Envoy listener can write.
+func (x *exchange) authzPrincipal(md *corev3.Metadata) (identity.Principal, string, bool) {
 	st := md.GetFilterMetadata()[AuthzNamespace]
 	if st == nil {
 		return identity.Principal{}, "", false
 	}
-	f := st.GetFields()
-	id := f["decision_id"].GetStringValue()
-	if id == "" {
-		return identity.Principal{}, "", false
+	p, id, result := extauthz.VouchedPrincipal(st, x.s.opts.Voucher)
+	x.s.metrics.authzMetadata(result)
+	switch result {
+	case extauthz.VouchVerified:
+		return p, id, true
+	case extauthz.VouchAbsent:
+	default:
+		x.s.logger.Debug("ext_authz metadata not believed; authenticating the request's credentials", "result", result, "path", x.path)
 	}
-	p := identity.Principal{Kind: identity.KindAnonymous}
-	if pid := f["principal_id"].GetStringValue(); pid != "" {
-		p.ID = pid
-		p.Kind = identity.Kind(f["principal_kind"].GetStringValue())
-		p.Tenant = f["tenant"].GetStringValue()
-		for _, r := range f["roles"].GetListValue().GetValues() {
-			p.Roles = append(p.Roles, r.GetStringValue())
-		}
-	}
-	return p, id, true
+	return identity.Principal{}, "", false
 }
 
 // checkRequest shapes the request headers as ext_authz's AttributeContext,
@@ -717,6 +729,20 @@ func addDecisionHeaders(m *extprocv3.HeaderMutation, out pipeline.Outcome) {
 	if out.DecisionID != "" {
 		m.SetHeaders = append(m.SetHeaders, setHeader(extauthz.DecisionIDHeader, out.DecisionID))
 	}
+}
+
+// appendCredentialHeaders appends the headers that carried Bulwark's
+// credential: authorization (read first), and x-api-key when it was the
+// credential (no authorization) or holds a Bulwark API key. An x-api-key
+// beside a Bulwark bearer token is left alone: it may be the provider's key.
+func appendCredentialHeaders(dst []string, c identity.Request) []string {
+	if c.Authorization != "" {
+		dst = append(dst, "authorization")
+	}
+	if c.APIKey != "" && (c.Authorization == "" || strings.HasPrefix(strings.TrimSpace(c.APIKey), identity.APIKeyPrefix)) {
+		dst = append(dst, "x-api-key")
+	}
+	return dst
 }
 
 func nonEmpty(m *extprocv3.HeaderMutation) *extprocv3.HeaderMutation {

@@ -48,6 +48,9 @@ type responseState struct {
 	cut       *Cut // why, when the policy cut it
 	usage     llmapi.Usage
 	haveUsage bool
+	// bodyBytes counts the answer's bytes seen, to estimate its tokens when
+	// the model reports no usage.
+	bodyBytes int64
 }
 
 // responseHeaders decides whether and how to read the response body: SSE
@@ -159,6 +162,7 @@ func (x *exchange) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*ex
 	if rs == nil {
 		return nil, &protocolError{msg: "response body before response headers"}
 	}
+	rs.bodyBytes += int64(len(b.GetBody()))
 	if rs.sse {
 		start := time.Now()
 		resp, err := x.streamChunk(ctx, b)
@@ -520,16 +524,65 @@ func (rs *responseState) addUsage(u llmapi.Usage) {
 }
 
 // settle reconciles the token reservation with the reported usage, once.
-// A failure is logged and counted: the answer is already paid for.
 func (x *exchange) settle(ctx context.Context, u llmapi.Usage) {
-	if x.reconciled || x.reserveID == "" || x.s.reconcile == nil {
-		return
-	}
-	x.reconciled = true
 	total := u.TotalTokens
 	if total == 0 {
 		total = u.PromptTokens + u.CompletionTokens
 	}
+	x.settleTokens(ctx, total, "ok")
+}
+
+// finish settles the exchange's token reservation when the exchange ends
+// (answered, cut, cancelled, failed) without the model having reported
+// usage: an estimate stands in for it, so an aborted exchange neither keeps
+// its whole reservation (which would starve its tenant) nor costs nothing.
+// Only a reservation this exchange made is settled so: ext_authz's decision
+// id may name none (token_quota_phase request_body reserves here), or one
+// held by another replica.
+func (x *exchange) finish(ctx context.Context) {
+	if x.reconciled || !x.reservedHere || x.s.reconcile == nil {
+		return
+	}
+	x.settleTokens(ctx, x.estimatedUsage(), "estimated")
+}
+
+// estimatedUsage is what an exchange without reported usage is charged:
+// nothing when the request never went upstream or the model refused it
+// (an error status), else the prompt's estimated tokens plus about a token
+// per four bytes of answer seen, the answer part capped at the reservation
+// (the model cannot produce more than it was allowed).
+func (x *exchange) estimatedUsage() int64 {
+	if !x.forwarded {
+		return 0
+	}
+	rs := x.resp
+	if rs != nil && rs.status >= 400 {
+		return 0
+	}
+	var prompt int64
+	if x.llmReq != nil {
+		for _, m := range x.llmReq.Messages {
+			prompt += int64(len(m.Content))
+		}
+		prompt = (prompt + 3) / 4 // as input.llm.estimated_tokens counts
+	}
+	var answer int64
+	if rs != nil {
+		answer = (rs.bodyBytes + 3) / 4
+		if x.reserved > 0 {
+			answer = min(answer, x.reserved)
+		}
+	}
+	return prompt + answer
+}
+
+// settleTokens replaces the reservation's estimate with total, once. A
+// failure is logged and counted: the answer is already paid for.
+func (x *exchange) settleTokens(ctx context.Context, total int64, result string) {
+	if x.reconciled || x.reserveID == "" || x.s.reconcile == nil {
+		return
+	}
+	x.reconciled = true
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reconcileTimeout)
 	defer cancel()
 	if err := x.s.reconcile.Reconcile(rctx, x.reserveID, total); err != nil {
@@ -537,7 +590,7 @@ func (x *exchange) settle(ctx context.Context, u llmapi.Usage) {
 		x.s.logger.Warn("token usage not reconciled", "decision_id", x.reserveID, "tokens", total, "error", err)
 		return
 	}
-	x.s.metrics.reconciled("ok")
+	x.s.metrics.reconciled(result)
 }
 
 // reconcileTimeout bounds the Redis call that settles a reservation.

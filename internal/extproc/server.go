@@ -31,6 +31,7 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/redact"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
@@ -117,6 +118,18 @@ type Options struct {
 	// the request. Zero MaxMessageTimeout (Envoy's default, which disables
 	// the API) never asks; zero MessageTimeout means Envoy's 200ms.
 	MessageTimeout, MaxMessageTimeout time.Duration
+	// StripUpstreamCredentials removes the headers that carried the client's
+	// Bulwark credential (authorization; x-api-key when it was the
+	// credential or holds a Bulwark key) from the request Envoy forwards, in
+	// the request-headers answer, so the model provider never receives
+	// them. Set it only when Bulwark authenticates: otherwise those headers
+	// may be the provider's own key.
+	StripUpstreamCredentials bool
+	// Voucher checks the seal ext_authz put on the principal it forwards in
+	// Envoy's dynamic metadata (identity.Voucher, the key every replica
+	// shares); only a verified, fresh seal is believed. Nil: forwarded
+	// principals are never believed and every exchange authenticates.
+	Voucher *identity.Voucher
 	// ResponseScanner scans model output; nil means the request scanner.
 	// Give it one without the injection detector: the streaming redactor
 	// scans every byte several times, and output needs PII and secrets only.
@@ -217,6 +230,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 		x.dropPending()
 		s.metrics.streamEnded(x.outcome)
 	}()
+	defer x.finish(ctx) // settle the token reservation however the stream ended
 	rx := startReceiver(stream)
 	defer rx.stop()
 	life := time.NewTimer(s.opts.MaxStreamDuration)
@@ -440,9 +454,17 @@ func (e *Exchange) Handle(ctx context.Context, req *extprocv3.ProcessingRequest)
 	return resp, err
 }
 
-// End records the exchange's outcome and gives back what it buffered.
+// End records the exchange's outcome, gives back what it buffered and,
+// when the exchange carried an answer (CheckCompletion, RedactStream) that
+// reported no usage, settles its token reservation to an estimate. A
+// request-only exchange (CheckPrompt) keeps its reservation: the caller takes
+// the prompt to the model itself, and the estimate is all Bulwark will know
+// of the answer.
 func (e *Exchange) End() {
 	e.x.dropPending()
+	if e.x.resp != nil {
+		e.x.finish(context.Background())
+	}
 	e.x.s.metrics.streamEnded(e.x.outcome)
 }
 

@@ -1,8 +1,12 @@
 // Package server runs Bulwark's listeners: the gRPC server Envoy calls
-// (ext_authz, ext_proc, gRPC health, optional reflection) and the admin HTTP
-// server (/healthz, /readyz, /metrics). It owns their lifecycle: health goes
-// NOT_SERVING first on shutdown, then in-flight calls drain under a hard-stop
-// timer.
+// (ext_authz, ext_proc, gRPC health), the gRPC server of Bulwark's own API
+// (GuardService, AdminService, gRPC health, optional reflection), and the
+// admin HTTP server (/healthz, /readyz, /metrics). The Envoy listener and the
+// API listener are apart because their callers are trusted for different
+// things: Envoy's attributes (source.principal, forwarded metadata) are
+// believed, an API caller's are not, so an API caller must never reach
+// Check or Process. It owns their lifecycle: health goes NOT_SERVING first
+// on shutdown, then in-flight calls drain under a hard-stop timer.
 package server
 
 import (
@@ -30,8 +34,13 @@ import (
 
 // Config holds the listener settings (a subset of config.Config).
 type Config struct {
-	GRPCAddr             string
-	AdminAddr            string
+	// GRPCAddr is the Envoy listener: ext_authz, ext_proc, health.
+	GRPCAddr string
+	// APIAddr is the listener of Bulwark's own API (Guard, Admin, health,
+	// reflection); empty: no API listener.
+	APIAddr   string
+	AdminAddr string
+	// Reflection serves gRPC reflection on each listener (of its own services).
 	Reflection           bool
 	MaxRecvMsgBytes      int
 	MaxSendMsgBytes      int
@@ -43,6 +52,9 @@ type Config struct {
 	// TLS secures the gRPC listener (mTLS with a client CA); files are
 	// reloaded when they change. Empty: plaintext.
 	TLS TLSFiles
+	// APITLS secures the API listener (mTLS with a client CA; the verified
+	// client certificate may then name the caller). Empty: plaintext.
+	APITLS TLSFiles
 	// AdminTLS secures the admin listener (no client certificates).
 	AdminTLS TLSFiles
 	// Overload bounds in-flight decisions and open streams.
@@ -64,11 +76,12 @@ type ReadinessCheck struct {
 	Detail func() any
 }
 
-// Server is Bulwark's pair of listeners.
+// Server is Bulwark's listeners.
 type Server struct {
 	cfg      Config
 	logger   *slog.Logger
 	grpc     *grpc.Server
+	api      *grpc.Server // nil without APIAddr
 	health   *health.Server
 	gatherer prometheus.Gatherer
 
@@ -76,17 +89,19 @@ type Server struct {
 	checks   []ReadinessCheck
 	draining bool
 
-	overload      *Overload
-	tls, adminTLS *CertReloader
+	overload              *Overload
+	tls, apiTLS, adminTLS *CertReloader
 
 	grpcLis  net.Listener
+	apiLis   net.Listener
 	adminLis net.Listener
 }
 
-// New creates the gRPC server with explicit limits, the overload gate, TLS
-// when configured and a keepalive enforcement policy that accepts Envoy's
-// pings. Certificates load in Listen. Register services on GRPC() before
-// Serve. reg may be nil (no metrics).
+// New creates the gRPC servers (Envoy's, and the API's when APIAddr is set)
+// with explicit limits, one overload gate for both, TLS when configured and
+// a keepalive enforcement policy that accepts Envoy's pings. Certificates
+// load in Listen. Register Envoy's services on GRPC() and the API's on API()
+// before Serve. reg may be nil (no metrics).
 func New(cfg Config, logger *slog.Logger, reg Registry, opts ...grpc.ServerOption) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -119,7 +134,7 @@ func New(cfg Config, logger *slog.Logger, reg Registry, opts ...grpc.ServerOptio
 			Timeout: 10 * time.Second,
 		}),
 	}
-	if cfg.TLS.Enabled() || cfg.AdminTLS.Enabled() {
+	if cfg.TLS.Enabled() || cfg.APITLS.Enabled() || cfg.AdminTLS.Enabled() {
 		reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulwark_tls_reload_total",
 			Help: "Certificate reloads after a file change, by result (success, failure); a failure keeps the last good certificate.",
@@ -131,23 +146,43 @@ func New(cfg Config, logger *slog.Logger, reg Registry, opts ...grpc.ServerOptio
 		}
 		if cfg.TLS.Enabled() {
 			s.tls = newCertReloader("grpc", cfg.TLS, logger, reloads)
-			base = append(base, grpc.Creds(credentials.NewTLS(s.tls.ServerConfig())))
+		}
+		if cfg.APITLS.Enabled() && cfg.APIAddr != "" {
+			s.apiTLS = newCertReloader("api", cfg.APITLS, logger, reloads)
 		}
 		if cfg.AdminTLS.Enabled() {
 			s.adminTLS = newCertReloader("admin", TLSFiles{CertFile: cfg.AdminTLS.CertFile, KeyFile: cfg.AdminTLS.KeyFile}, logger, reloads)
 		}
 	}
-	s.grpc = grpc.NewServer(append(base, opts...)...)
+	newServer := func(r *CertReloader) *grpc.Server {
+		o := append([]grpc.ServerOption{}, base...)
+		if r != nil {
+			o = append(o, grpc.Creds(credentials.NewTLS(r.ServerConfig())))
+		}
+		return grpc.NewServer(append(o, opts...)...)
+	}
 	s.health = health.NewServer()
+	s.grpc = newServer(s.tls)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
+	if cfg.APIAddr != "" {
+		s.api = newServer(s.apiTLS)
+		healthpb.RegisterHealthServer(s.api, s.health)
+	}
 	if cfg.Reflection {
-		reflection.Register(s.grpc)
+		// Each listener describes only its own services.
+		for _, g := range s.servers() {
+			reflection.Register(g)
+		}
 	}
 	return s
 }
 
-// GRPC is the server to register Bulwark's services on.
+// GRPC is the Envoy listener's server: register ext_authz and ext_proc on it.
 func (s *Server) GRPC() *grpc.Server { return s.grpc }
+
+// API is the API listener's server, for Bulwark's own services; nil when
+// Config.APIAddr is empty (the API is not served).
+func (s *Server) API() *grpc.Server { return s.api }
 
 // AddReadinessCheck adds a component to /readyz and to gRPC health.
 func (s *Server) AddReadinessCheck(c ReadinessCheck) {
@@ -159,7 +194,7 @@ func (s *Server) AddReadinessCheck(c ReadinessCheck) {
 // Listen binds both listeners, so callers (and tests) learn the real
 // addresses before serving starts. Use ":0" ports to pick free ones.
 func (s *Server) Listen() error {
-	for _, r := range []*CertReloader{s.tls, s.adminTLS} {
+	for _, r := range []*CertReloader{s.tls, s.apiTLS, s.adminTLS} {
 		if r != nil {
 			if err := r.Reload(); err != nil {
 				return err
@@ -170,11 +205,28 @@ func (s *Server) Listen() error {
 	if s.grpcLis, err = net.Listen("tcp", s.cfg.GRPCAddr); err != nil {
 		return fmt.Errorf("listen grpc %s: %w", s.cfg.GRPCAddr, err)
 	}
+	if s.api != nil {
+		if s.apiLis, err = net.Listen("tcp", s.cfg.APIAddr); err != nil {
+			_ = s.grpcLis.Close() // the API listen error is the one to report
+			return fmt.Errorf("listen api %s: %w", s.cfg.APIAddr, err)
+		}
+	}
 	if s.adminLis, err = net.Listen("tcp", s.cfg.AdminAddr); err != nil {
 		_ = s.grpcLis.Close() // the admin listen error is the one to report
+		if s.apiLis != nil {
+			_ = s.apiLis.Close()
+		}
 		return fmt.Errorf("listen admin %s: %w", s.cfg.AdminAddr, err)
 	}
 	return nil
+}
+
+// APIAddr is the bound API address (after Listen); empty without one.
+func (s *Server) APIAddr() string {
+	if s.apiLis == nil {
+		return ""
+	}
+	return s.apiLis.Addr().String()
 }
 
 // GRPCAddr is the bound gRPC address (after Listen).
@@ -199,9 +251,18 @@ func (s *Server) Serve(ctx context.Context) error {
 		WriteTimeout:      30 * time.Second,
 	}
 	s.updateHealth()
-	s.overload.SetStreaming(s.grpc.GetServiceInfo())
-	errc := make(chan error, 2)
+	services := s.grpc.GetServiceInfo()
+	if s.api != nil {
+		for name, info := range s.api.GetServiceInfo() {
+			services[name] = info
+		}
+	}
+	s.overload.SetStreaming(services)
+	errc := make(chan error, 3)
 	go func() { errc <- s.grpc.Serve(s.grpcLis) }()
+	if s.api != nil {
+		go func() { errc <- s.api.Serve(s.apiLis) }()
+	}
 	adminServe := func() error { return admin.Serve(s.adminLis) }
 	if s.adminTLS != nil {
 		admin.TLSConfig = s.adminTLS.ServerConfig()
@@ -221,8 +282,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		errc <- nil
 	}()
-	s.logger.Info("serving", "grpc_addr", s.GRPCAddr(), "admin_addr", s.AdminAddr(),
-		"tls", s.tls != nil, "mtls", s.cfg.TLS.ClientCAFile != "", "admin_tls", s.adminTLS != nil,
+	s.logger.Info("serving", "grpc_addr", s.GRPCAddr(), "api_addr", s.APIAddr(), "admin_addr", s.AdminAddr(),
+		"tls", s.tls != nil, "mtls", s.cfg.TLS.ClientCAFile != "", "api_tls", s.apiTLS != nil,
+		"api_mtls", s.apiTLS != nil && s.cfg.APITLS.ClientCAFile != "", "admin_tls", s.adminTLS != nil,
 		"max_in_flight", s.cfg.Overload.MaxInFlight, "max_streams", s.cfg.Overload.MaxStreams)
 
 	// Health follows readiness (a policy that failed to load, later Redis...).
@@ -249,7 +311,11 @@ loop:
 	s.logger.Info("draining", "grace", s.cfg.ShutdownGrace)
 	done := make(chan struct{})
 	go func() {
-		s.grpc.GracefulStop()
+		var wg sync.WaitGroup
+		for _, g := range s.servers() {
+			wg.Go(g.GracefulStop)
+		}
+		wg.Wait()
 		close(done)
 	}()
 	timer := time.NewTimer(s.cfg.ShutdownGrace)
@@ -258,7 +324,9 @@ loop:
 	case <-done:
 	case <-timer.C:
 		s.logger.Warn("grace period over; stopping hard")
-		s.grpc.Stop()
+		for _, g := range s.servers() {
+			g.Stop()
+		}
 		<-done
 	}
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -266,6 +334,14 @@ loop:
 	_ = admin.Shutdown(shutCtx)
 	s.logger.Info("stopped")
 	return serveErr
+}
+
+// servers are the gRPC servers: Envoy's, and the API's when there is one.
+func (s *Server) servers() []*grpc.Server {
+	if s.api == nil {
+		return []*grpc.Server{s.grpc}
+	}
+	return []*grpc.Server{s.grpc, s.api}
 }
 
 func (s *Server) updateHealth() {

@@ -124,6 +124,9 @@ func TestCompose(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bulwark serve would not start with the compose environment: %v", err)
 	}
+	if cfg.APIAddr != "0.0.0.0:9193" {
+		t.Errorf("api addr = %s, want 0.0.0.0:9193 (Bulwark's own API apart from Envoy's port)", cfg.APIAddr)
+	}
 	if cfg.GRPCAddr != "0.0.0.0:9191" {
 		t.Errorf("grpc addr = %s, want 0.0.0.0:9191", cfg.GRPCAddr)
 	}

@@ -178,6 +178,7 @@ func TestEnvoyConfigs(t *testing.T) {
 			}
 			for _, hcm := range f.hcms {
 				checkFilterChain(t, hcm)
+				checkCredentialsStripped(t, hcm)
 				checkTracing(t, hcm, f)
 				// Policies match paths: Envoy must hand over the path it routes on.
 				if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() {
@@ -185,6 +186,37 @@ func TestEnvoyConfigs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// bulwarkCredentials are the headers Bulwark reads a client's API key or JWT
+// from (internal/extauthz/credentials.go); the model provider must never
+// receive them.
+var bulwarkCredentials = []string{"authorization", "x-api-key"}
+
+// checkCredentialsStripped: every route that forwards upstream removes
+// Bulwark's credential headers (request_headers_to_remove on the route, its
+// virtual host or the route configuration). The router applies those after
+// every HTTP filter ran, so ext_authz and ext_proc still read them.
+func checkCredentialsStripped(t *testing.T, hcm *hcmv3.HttpConnectionManager) {
+	t.Helper()
+	rc := hcm.GetRouteConfig()
+	if rc == nil {
+		t.Fatal("http_connection_manager has no inline route_config")
+	}
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			if r.GetRoute() == nil {
+				continue // a direct response or redirect forwards nothing
+			}
+			removed := slices.Concat(rc.GetRequestHeadersToRemove(), vh.GetRequestHeadersToRemove(), r.GetRequestHeadersToRemove())
+			for _, h := range bulwarkCredentials {
+				if !slices.Contains(removed, h) {
+					t.Errorf("virtual host %s route %v forwards the client's %s (Bulwark's credential) to the upstream: add it to request_headers_to_remove",
+						vh.GetName(), r.GetMatch(), h)
+				}
+			}
+		}
 	}
 }
 

@@ -167,7 +167,7 @@ func TestDockerfile(t *testing.T) {
 	for _, e := range final.all("EXPOSE") {
 		exposed = append(exposed, strings.Fields(e.args)...)
 	}
-	for _, p := range []string{"9191", "9192"} {
+	for _, p := range []string{"9191", "9192", "9193"} {
 		if !slices.Contains(exposed, p) {
 			t.Errorf("EXPOSE %v lacks %s", exposed, p)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,11 +52,18 @@ type authorizationPolicy struct {
 			Name string `yaml:"name"`
 		} `yaml:"provider"`
 		Rules []struct {
+			From []struct {
+				Source struct {
+					Principals []string `yaml:"principals"`
+					Namespaces []string `yaml:"namespaces"`
+				} `yaml:"source"`
+			} `yaml:"from"`
 			To []struct {
 				Operation struct {
 					Paths    []string `yaml:"paths"`
 					NotPaths []string `yaml:"notPaths"`
 					Methods  []string `yaml:"methods"`
+					Ports    []string `yaml:"ports"`
 				} `yaml:"operation"`
 			} `yaml:"to"`
 		} `yaml:"rules"`
@@ -188,15 +196,18 @@ func TestIstioPolicies(t *testing.T) {
 	t.Parallel()
 	docs := loadIstio(t)
 	ef := only[envoyFilter](t, docs, "EnvoyFilter")
-	var custom, deny *authorizationPolicy
+	var custom, deny, callers *authorizationPolicy
 	for _, ap := range all[authorizationPolicy](docs) {
 		switch ap.Spec.Action {
 		case "CUSTOM":
 			custom = ap
 		case "DENY":
 			deny = ap
+		case "ALLOW":
+			callers = ap
 		}
 	}
+	checkBulwarkCallers(t, callers, custom)
 	if custom == nil {
 		t.Fatal("no CUSTOM AuthorizationPolicy")
 	}
@@ -245,6 +256,58 @@ func TestIstioPolicies(t *testing.T) {
 	}
 	if m, ok := pa.Spec.PortLevelMtls[9191]; ok && m.Mode != "STRICT" {
 		t.Errorf("port 9191 mTLS = %s, want STRICT", m.Mode)
+	}
+}
+
+// checkBulwarkCallers: an ALLOW policy on the bulwark pods admits Envoy's
+// port 9191 only from named proxy identities, among them the workload the
+// CUSTOM policy protects (its proxy calls ext_authz and ext_proc), and the
+// API port 9193 only from named identities; no rule opens a port to
+// everyone except the admin port.
+func checkBulwarkCallers(t *testing.T, callers, custom *authorizationPolicy) {
+	t.Helper()
+	if callers == nil {
+		t.Fatal("no ALLOW AuthorizationPolicy on Bulwark: any mesh workload could call ext_authz and ext_proc with attributes of its choosing")
+	}
+	d := loadK8s(t).deployment(t, "bulwark")
+	if callers.Metadata.Namespace != d.Metadata.Namespace || callers.Spec.Selector == nil ||
+		!subset(callers.Spec.Selector.MatchLabels, d.Spec.Template.Metadata.Labels) {
+		t.Error("the ALLOW policy must select the bulwark pods")
+	}
+	from := map[string][]string{}
+	for _, r := range callers.Spec.Rules {
+		var principals []string
+		for _, f := range r.From {
+			principals = append(principals, f.Source.Principals...)
+			if len(f.Source.Namespaces) > 0 {
+				t.Errorf("rule admits whole namespaces %v: name the service accounts", f.Source.Namespaces)
+			}
+		}
+		for _, to := range r.To {
+			if len(to.Operation.Ports) == 0 {
+				t.Error("a rule without ports admits every port")
+			}
+			for _, p := range to.Operation.Ports {
+				if len(principals) == 0 && p != "9192" {
+					t.Errorf("port %s is open to every caller", p)
+				}
+				from[p] = append(from[p], principals...)
+			}
+		}
+	}
+	for _, p := range []string{"9191", "9193"} {
+		if len(from[p]) == 0 {
+			t.Errorf("no caller admitted to port %s", p)
+		}
+		for _, pr := range from[p] {
+			if pr == "*" || strings.HasSuffix(pr, "/*") {
+				t.Errorf("port %s admits %q: name the service accounts", p, pr)
+			}
+		}
+	}
+	ns := custom.Metadata.Namespace
+	if !slices.ContainsFunc(from["9191"], func(p string) bool { return strings.HasPrefix(p, "cluster.local/ns/"+ns+"/sa/") }) {
+		t.Errorf("port 9191 admits %v, not the proxy of the workload the CUSTOM policy protects (namespace %s)", from["9191"], ns)
 	}
 }
 

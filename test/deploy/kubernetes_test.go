@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -455,16 +456,25 @@ func TestKubernetesBulwarkPod(t *testing.T) {
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort
 	}
-	if ports["grpc"] != 9191 || ports["admin"] != 9192 {
-		t.Errorf("container ports = %v, want grpc 9191 and admin 9192", ports)
+	if ports["grpc"] != 9191 || ports["admin"] != 9192 || ports["api"] != 9193 {
+		t.Errorf("container ports = %v, want grpc 9191, api 9193 and admin 9192", ports)
 	}
 	checkHTTPProbe(t, "readinessProbe", c.ReadinessProbe, "/readyz", ports)
 	checkHTTPProbe(t, "livenessProbe", c.LivenessProbe, "/healthz", ports)
 
 	// Bulwark's own configuration loader reads the pod's environment.
 	cfg := loadPodConfig(t, m, d)
-	if cfg.GRPCAddr != "0.0.0.0:9191" || cfg.AdminAddr != "0.0.0.0:9192" {
-		t.Errorf("listen addresses = %s, %s; want 0.0.0.0:9191 and 0.0.0.0:9192", cfg.GRPCAddr, cfg.AdminAddr)
+	if cfg.GRPCAddr != "0.0.0.0:9191" || cfg.AdminAddr != "0.0.0.0:9192" || cfg.APIAddr != "0.0.0.0:9193" {
+		t.Errorf("listen addresses = %s, %s, %s; want 0.0.0.0:9191, 0.0.0.0:9192 and API 0.0.0.0:9193", cfg.GRPCAddr, cfg.AdminAddr, cfg.APIAddr)
+	}
+	// Several replicas: ext_authz's seal must verify on whichever replica
+	// ext_proc reaches, so the metadata key comes from the shared Secret.
+	if cfg.MetadataKeyFile == "" {
+		t.Error("no metadata_key_file: each replica would seal with its own random key and ext_proc would authenticate every request again")
+	} else if k, err := os.ReadFile(cfg.MetadataKeyFile); err != nil {
+		t.Errorf("metadata key: %v", err)
+	} else if _, err := identity.NewVoucher(bytes.TrimSpace(k), 0, nil); err != nil {
+		t.Errorf("metadata key: %v", err)
 	}
 	if cfg.RedisURL == "" {
 		t.Error("no Redis URL: the replicas would not share limits and keys")
@@ -600,8 +610,9 @@ func checkImagePinned(t *testing.T, image string) {
 // placeholderSecrets stands in for the Secret's values when the test loads
 // the pod's configuration.
 var placeholderSecrets = map[string]string{
-	"redis-url":  "redis://:secret@redis.bulwark.svc.cluster.local:6379/0",
-	"key-pepper": "cGxhY2Vob2xkZXItcGVwcGVyLWZvci10aGUtdGVzdHMtb25seQ==",
+	"redis-url":    "redis://:secret@redis.bulwark.svc.cluster.local:6379/0",
+	"key-pepper":   "cGxhY2Vob2xkZXItcGVwcGVyLWZvci10aGUtdGVzdHMtb25seQ==",
+	"metadata-key": "cGxhY2Vob2xkZXItbWV0YWRhdGEta2V5LWZvci10ZXN0cw==",
 }
 
 // loadPodConfig builds the environment Kubernetes would give the bulwark
@@ -813,8 +824,8 @@ func TestKubernetesServiceAndScaling(t *testing.T) {
 		}
 		got[p.Port] = p.AppProtocol
 	}
-	if got[9191] != "grpc" {
-		t.Errorf("Service port 9191 appProtocol = %q, want grpc", got[9191])
+	if got[9191] != "grpc" || got[9193] != "grpc" {
+		t.Errorf("Service ports 9191 and 9193 appProtocol = %q, %q; want grpc", got[9191], got[9193])
 	}
 	if _, ok := got[9192]; !ok {
 		t.Error("Service has no admin port 9192")
@@ -871,15 +882,22 @@ func TestKubernetesNetworkPolicies(t *testing.T) {
 			ingress[n] = append(ingress[n], r.From...)
 		}
 	}
-	if len(ingress) != 2 || len(ingress[9191]) == 0 || len(ingress[9192]) == 0 {
-		t.Errorf("ingress ports = %v, want exactly 9191 and 9192", keys(ingress))
+	if len(ingress) != 3 || len(ingress[9191]) == 0 || len(ingress[9192]) == 0 || len(ingress[9193]) == 0 {
+		t.Errorf("ingress ports = %v, want exactly 9191, 9192 and 9193", keys(ingress))
 	}
+	// Envoy's port: named namespaces' named pods only (the Envoys that
+	// enforce Bulwark's answers), never every mesh workload: whoever reaches
+	// it can present any attributes as Envoy's.
 	for _, p := range ingress[9191] {
-		mesh := p.PodSelector != nil && p.PodSelector.MatchLabels["security.istio.io/tlsMode"] == "istio"
-		gateway := p.NamespaceSelector != nil && p.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "" &&
-			p.PodSelector != nil && len(p.PodSelector.MatchLabels) > 0
-		if !mesh && !gateway {
-			t.Errorf("9191 admits %v: want only mesh proxies or the ingress gateway's pods", p)
+		named := p.NamespaceSelector != nil && p.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "" &&
+			p.PodSelector != nil && len(p.PodSelector.MatchLabels) > 0 && p.PodSelector.MatchLabels["security.istio.io/tlsMode"] == ""
+		if !named {
+			t.Errorf("9191 admits %v: want only named Envoy pods in named namespaces", p)
+		}
+	}
+	for _, p := range ingress[9193] {
+		if p.PodSelector == nil || p.PodSelector.MatchLabels["bulwark.io/api-client"] != "true" {
+			t.Errorf("9193 admits %v: want only pods labelled bulwark.io/api-client=true", p)
 		}
 	}
 	for _, p := range ingress[9192] {

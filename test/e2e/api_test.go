@@ -58,7 +58,7 @@ func startAPI(t *testing.T, keyStore []string, args ...string) *apiProc {
 		a.keys[k[0]] = createKey(t, flags...)
 	}
 	a.proc = startEnv(t, []string{pepperEnv}, args...)
-	a.guard, a.admin = bulwarkv1.NewGuardServiceClient(a.conn), bulwarkv1.NewAdminServiceClient(a.conn)
+	a.guard, a.admin = bulwarkv1.NewGuardServiceClient(a.apiConn), bulwarkv1.NewAdminServiceClient(a.apiConn)
 	return a
 }
 
@@ -546,14 +546,14 @@ mtls_principals:
   "spiffe://cluster.local/ns/ops/sa/bulwark-admin":
     roles: [admin]
 `)
-	p := start(t, "--config", cfg, "--tls-cert", cert, "--tls-key", key, "--tls-client-ca", caFile)
+	p := start(t, "--config", cfg, "--api-tls-cert", cert, "--api-tls-key", key, "--api-tls-client-ca", caFile)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	admin := bulwarkv1.NewAdminServiceClient(dialTLS(t, p, ca, ca.Client(t, "spiffe://cluster.local/ns/ops/sa/bulwark-admin")))
+	admin := bulwarkv1.NewAdminServiceClient(dialTLSTo(t, p.APIAddr, ca, ca.Client(t, "spiffe://cluster.local/ns/ops/sa/bulwark-admin")))
 	if st, err := admin.GetPolicyStatus(ctx, &bulwarkv1.GetPolicyStatusRequest{}); err != nil || !st.GetStatus().GetReady() {
 		t.Fatalf("admin by certificate: %v %v", st, err)
 	}
-	other := bulwarkv1.NewAdminServiceClient(dialTLS(t, p, ca, ca.Client(t, "spiffe://cluster.local/ns/web/sa/frontend")))
+	other := bulwarkv1.NewAdminServiceClient(dialTLSTo(t, p.APIAddr, ca, ca.Client(t, "spiffe://cluster.local/ns/web/sa/frontend")))
 	_, err := other.GetPolicyStatus(ctx, &bulwarkv1.GetPolicyStatusRequest{})
 	apiCode(t, "peer without the role", err, codes.PermissionDenied)
 }
@@ -574,25 +574,25 @@ func TestAPIGrpcurl(t *testing.T) {
 		out, err := exec.CommandContext(ctx, grpcurl, append([]string{"-plaintext"}, args...)...).CombinedOutput()
 		return string(out), err
 	}
-	out, err := run(a.GRPCAddr, "list")
+	out, err := run(a.APIAddr, "list")
 	if err != nil || !strings.Contains(out, "bulwark.v1.GuardService") || !strings.Contains(out, "bulwark.v1.AdminService") {
 		t.Fatalf("grpcurl list: %v\n%s", err, out)
 	}
 	out, err = run("-H", "authorization: Bearer "+a.keys["app"], "-d", `{"text": "mail bob@example.com"}`,
-		a.GRPCAddr, "bulwark.v1.GuardService/ScanText")
+		a.APIAddr, "bulwark.v1.GuardService/ScanText")
 	if err != nil || !strings.Contains(out, `"EMAIL_ADDRESS"`) {
 		t.Fatalf("ScanText: %v\n%s", err, out)
 	}
 	out, err = run("-H", "authorization: Bearer "+a.keys["app"], "-d", fmt.Sprintf(`{"body": %q}`, apiChat),
-		a.GRPCAddr, "bulwark.v1.GuardService/CheckPrompt")
+		a.APIAddr, "bulwark.v1.GuardService/CheckPrompt")
 	if err != nil || !strings.Contains(out, `"allowed": true`) {
 		t.Fatalf("CheckPrompt: %v\n%s", err, out)
 	}
-	out, err = run("-H", "x-api-key: "+a.keys["app"], a.GRPCAddr, "bulwark.v1.AdminService/ListKeys")
+	out, err = run("-H", "x-api-key: "+a.keys["app"], a.APIAddr, "bulwark.v1.AdminService/ListKeys")
 	if err == nil || !strings.Contains(out, "PermissionDenied") {
 		t.Fatalf("ListKeys by a user: %v\n%s", err, out)
 	}
-	out, err = run("-H", "x-api-key: "+a.keys["ops"], a.GRPCAddr, "bulwark.v1.AdminService/GetPolicyStatus")
+	out, err = run("-H", "x-api-key: "+a.keys["ops"], a.APIAddr, "bulwark.v1.AdminService/GetPolicyStatus")
 	if err != nil || !strings.Contains(out, `"ready": true`) {
 		t.Fatalf("GetPolicyStatus: %v\n%s", err, out)
 	}

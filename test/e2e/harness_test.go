@@ -59,8 +59,10 @@ type proc struct {
 	t         *testing.T
 	cmd       *exec.Cmd
 	GRPCAddr  string
+	APIAddr   string
 	AdminAddr string
-	conn      *grpc.ClientConn
+	conn      *grpc.ClientConn // Envoy's listener
+	apiConn   *grpc.ClientConn // Bulwark's own API
 	Auth      authv3.AuthorizationClient
 
 	mu     sync.Mutex
@@ -79,7 +81,7 @@ func start(t *testing.T, args ...string) *proc {
 // startEnv is start with extra environment variables (e.g. BULWARK_KEY_PEPPER).
 func startEnv(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	full := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+	full := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
 		"--log-level", "debug", "--shutdown-grace", "5s", "--reload-debounce", "50ms",
 		// A race-built binary on a loaded CI machine can miss the production
 		// 100ms budget; tests about deadlines set their own.
@@ -108,6 +110,7 @@ func startEnv(t *testing.T, env []string, args ...string) *proc {
 			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "serving" {
 				p.mu.Lock()
 				p.GRPCAddr, _ = rec["grpc_addr"].(string)
+				p.APIAddr, _ = rec["api_addr"].(string)
 				p.AdminAddr, _ = rec["admin_addr"].(string)
 				p.mu.Unlock()
 				once.Do(func() { close(ready) })
@@ -131,8 +134,16 @@ func startEnv(t *testing.T, env []string, args ...string) *proc {
 		t.Fatal(err)
 	}
 	p.Auth = authv3.NewAuthorizationClient(p.conn)
+	if p.APIAddr != "" {
+		if p.apiConn, err = grpc.NewClient(p.APIAddr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t.Cleanup(func() {
 		p.conn.Close()
+		if p.apiConn != nil {
+			p.apiConn.Close()
+		}
 		p.Stop()
 		if t.Failed() {
 			t.Logf("bulwark logs:\n%s", p.Logs())

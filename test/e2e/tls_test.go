@@ -41,8 +41,14 @@ func tlsFiles(t *testing.T, dir string, ca *fixture.CA, serial int64) (certFile,
 // certs.
 func dialTLS(t *testing.T, p *proc, ca *fixture.CA, certs ...tls.Certificate) *grpc.ClientConn {
 	t.Helper()
+	return dialTLSTo(t, p.GRPCAddr, ca, certs...)
+}
+
+// dialTLSTo is dialTLS to any of the process's listeners.
+func dialTLSTo(t *testing.T, addr string, ca *fixture.CA, certs ...tls.Certificate) *grpc.ClientConn {
+	t.Helper()
 	creds := credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), Certificates: certs, MinVersion: tls.VersionTLS12})
-	conn, err := grpc.NewClient(p.GRPCAddr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
 	}

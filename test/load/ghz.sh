@@ -92,8 +92,9 @@ p=$(free_port); run_server bulwark-default-apikey "$p" "$work/check-key.json" "$
 # ext_proc: one exchange's request phase (headers, then a 4 KiB chat body:
 # identity, parse, detectors, two policy decisions), as a bidi stream of two
 # messages, the way Envoy sends them.
-python3 - "$work/extproc.json" "$key" <<'PY'
-import base64, json, sys
+head -c 32 /dev/urandom | base64 >"$work/metadata.key"
+python3 - "$work/extproc.json" "$key" "$work/metadata.key" <<'PY'
+import base64, hashlib, hmac, json, sys, time
 words = "please summarise the quarterly report for the board and list the three main risks with a short mitigation for each of them".split()
 text = ""
 i = 0
@@ -107,10 +108,25 @@ msgs = [{"requestHeaders": {"headers": {"headers": [{"key": k, "rawValue": b64(v
         {"requestBody": {"body": b64(body), "endOfStream": True}}]
 json.dump(msgs, open(sys.argv[1], "w"))
 # Behind ext_authz (deploy/envoy): Envoy forwards ext_authz's decision as
-# metadata, so ext_proc's request headers take the principal from it and
-# only the body is decided on.
-msgs[0]["metadataContext"] = {"filterMetadata": {"envoy.filters.http.ext_authz": {
-    "decision_id": "bench-1", "principal_id": "bench", "principal_kind": "api_key", "tenant": "acme", "roles": ["user"]}}}
+# metadata, so ext_proc's request headers take the principal from it (once
+# its seal verifies) and only the body is decided on. The seal is made here
+# as ext_authz makes it (identity.Voucher), under the server's
+# --metadata-key-file, valid for the whole run.
+def uvarint(n):
+    out = b""
+    while n >= 0x80:
+        out += bytes([(n & 0x7F) | 0x80]); n >>= 7
+    return out + bytes([n])
+def enc(s):
+    s = s.encode(); return uvarint(len(s)) + s
+md = {"decision_id": "bench-1", "principal_id": "bench", "principal_kind": "api_key", "tenant": "acme", "roles": ["user"]}
+exp = int(time.time() * 1000) + 3600 * 1000
+canon = b"".join(enc(x) for x in ["bulwark.authz.v1", md["decision_id"], md["principal_id"], md["principal_kind"], md["tenant"]])
+canon += uvarint(len(md["roles"])) + b"".join(enc(r) for r in md["roles"]) + exp.to_bytes(8, "big")
+key = open(sys.argv[3], "rb").read().strip()
+md["expires_unix_ms"] = str(exp)
+md["mac"] = base64.urlsafe_b64encode(hmac.new(key, canon, hashlib.sha256).digest()).decode().rstrip("=")
+msgs[0]["metadataContext"] = {"filterMetadata": {"envoy.filters.http.ext_authz": md}}
 json.dump(msgs, open(sys.argv[1].replace(".json", "-authz.json"), "w"))
 PY
 EXTPROC=envoy.service.ext_proc.v3.ExternalProcessor/Process
@@ -120,6 +136,7 @@ p=$(free_port); CALL_OVERRIDE=$EXTPROC run_server bulwark-extproc-4k "$p" "$work
 	--keys-file "$work/keys.yaml" --policy-dir "$work/policies"
 p=$(free_port); CALL_OVERRIDE=$EXTPROC run_server bulwark-extproc-4k-authz "$p" "$work/extproc-authz.json" \
 	"$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 --grpc-reflection --log-level warn \
+	--metadata-key-file "$work/metadata.key" \
 	--keys-file "$work/keys.yaml" --policy-dir "$work/policies"
 p=$(free_port); run_server bulwark-rbac "$p" "$DATA" "$BULWARK" serve --grpc-addr "127.0.0.1:$p" --admin-addr 127.0.0.1:0 \
 	--grpc-reflection --log-level warn --policy-dir test/load/rbac --policy-query envoy/authz/allow

@@ -1,0 +1,211 @@
+package extproc_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/extproc"
+	"github.com/bulwark-ai/bulwark/internal/identity"
+	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/ratelimit"
+	"github.com/bulwark-ai/bulwark/test/fixture"
+)
+
+// settlements records what the exchange settled its reservations to, on
+// their way to the real in-process limiter.
+type settlements struct {
+	next extproc.Reconciler
+	mu   sync.Mutex
+	got  map[string]int64
+	done chan string
+}
+
+func (s *settlements) Reconcile(ctx context.Context, id string, actual int64) error {
+	s.mu.Lock()
+	s.got[id] = actual
+	s.mu.Unlock()
+	defer func() { s.done <- id }()
+	return s.next.Reconcile(ctx, id, actual)
+}
+
+// TestReservationSettledAtExchangeEnd: whatever ends an exchange, its token
+// reservation is settled exactly once: to the model's usage when reported,
+// else to an estimate (nothing when the model refused it; the prompt's
+// estimated tokens plus the answer seen when the client went away).
+func TestReservationSettledAtExchangeEnd(t *testing.T) {
+	t.Parallel()
+	auth, keys, _ := fixture.Authenticator(t, pepper, fixture.Key{ID: "app", Roles: []string{"user"}, Tenant: "acme"})
+	engine, err := policy.New(context.Background(), policy.Config{Embedded: fixture.Unlimited(t), Query: "bulwark/decision"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limiter, err := ratelimit.New(ratelimit.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { limiter.Close() })
+	scanner, err := detect.New(detect.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipe, err := pipeline.New(pipeline.Config{Timeout: 5 * time.Second}, auth, engine, limiter, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipe.WithDetector(scanner)
+	rec := &settlements{next: limiter, got: map[string]int64{}, done: make(chan string, 16)}
+	ep := extproc.New(pipe, scanner, rec, extproc.Options{}, nil, nil)
+	f := serveStack(t, ep)
+
+	prompt := strings.Repeat("abcd", 100) // 100 estimated tokens
+	reqBody := `{"model":"gpt-4o","stream":true,"max_tokens":500,"messages":[{"role":"user","content":"` + prompt + `"}]}`
+	sse := func(body string) *extprocv3.ProcessingRequest {
+		return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: []byte(body)}}}
+	}
+	respHeaders := func(status string) *extprocv3.ProcessingRequest {
+		return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+			Headers: extproc.EnvoyHeaders(map[string]string{":status": status, "content-type": "text/event-stream"})}}}
+	}
+	chunk := "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" + strings.Repeat("x", 300) + "\"}}]}\n\n"
+	usage := "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":90,\"completion_tokens\":7,\"total_tokens\":97}}\n\ndata: [DONE]\n\n"
+	cases := []struct {
+		name  string
+		after []*extprocv3.ProcessingRequest // after the request phase
+		end   func(st extprocv3.ExternalProcessor_ProcessClient, cancel context.CancelFunc)
+		want  int64
+	}{
+		{"client gone before the answer", nil, func(_ extprocv3.ExternalProcessor_ProcessClient, c context.CancelFunc) { c() }, 100},
+		{"stream closed before the answer", nil, func(st extprocv3.ExternalProcessor_ProcessClient, _ context.CancelFunc) { st.CloseSend() }, 100},
+		{"model answered 500", []*extprocv3.ProcessingRequest{respHeaders("500")},
+			func(st extprocv3.ExternalProcessor_ProcessClient, _ context.CancelFunc) { st.CloseSend() }, 0},
+		{"client gone mid-answer", []*extprocv3.ProcessingRequest{respHeaders("200"), sse(chunk)},
+			func(_ extprocv3.ExternalProcessor_ProcessClient, c context.CancelFunc) { c() }, 100 + int64(len(chunk)+3)/4},
+		{"usage reported", []*extprocv3.ProcessingRequest{respHeaders("200"), sse(chunk),
+			{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: []byte(usage), EndOfStream: true}}}},
+			func(st extprocv3.ExternalProcessor_ProcessClient, _ context.CancelFunc) { st.CloseSend() }, 97},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			st, err := f.client.Process(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var decisionID string
+			msgs := append([]*extprocv3.ProcessingRequest{
+				{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(map[string]string{
+					":method": "POST", ":path": "/v1/chat/completions", "authorization": "Bearer " + keys["app"], "content-type": "application/json"})}}},
+				{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(reqBody), EndOfStream: true}}},
+			}, tc.after...)
+			for i, m := range msgs {
+				if err := st.Send(m); err != nil {
+					t.Fatal(err)
+				}
+				resp, err := st.Recv()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.GetImmediateResponse() != nil {
+					t.Fatalf("message %d refused: %v", i, resp.GetImmediateResponse())
+				}
+				if i == 1 {
+					for _, h := range resp.GetRequestBody().GetResponse().GetHeaderMutation().GetSetHeaders() {
+						if h.GetHeader().GetKey() == "x-bulwark-decision-id" {
+							decisionID = string(h.GetHeader().GetRawValue())
+						}
+					}
+				}
+			}
+			tc.end(st, cancel)
+			select {
+			case id := <-rec.done:
+				if id != decisionID {
+					t.Fatalf("settled %q, want the request body's decision %q", id, decisionID)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the reservation was never settled")
+			}
+			rec.mu.Lock()
+			got := rec.got[decisionID]
+			rec.mu.Unlock()
+			if got != tc.want {
+				t.Fatalf("settled to %d tokens, want %d", got, tc.want)
+			}
+			select {
+			case id := <-rec.done:
+				t.Fatalf("settled twice (%s)", id)
+			case <-time.After(50 * time.Millisecond):
+			}
+		})
+	}
+
+	// Bulwark's own API: CheckPrompt replays only the request phases; the
+	// caller takes the prompt to the model itself, so its reservation stands
+	// (settling it to the prompt would let the answer go uncharged).
+	t.Run("request-only API exchange keeps its reservation", func(t *testing.T) {
+		x := ep.NewExchange()
+		for _, m := range []*extprocv3.ProcessingRequest{
+			{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(map[string]string{
+				":method": "POST", ":path": "/v1/chat/completions", "authorization": "Bearer " + keys["app"], "content-type": "application/json"})}}},
+			{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(reqBody), EndOfStream: true}}},
+		} {
+			resp, err := x.Handle(context.Background(), m)
+			if err != nil || resp.GetImmediateResponse() != nil {
+				t.Fatalf("refused: %v %v", resp, err)
+			}
+		}
+		x.End()
+		select {
+		case id := <-rec.done:
+			t.Fatalf("a CheckPrompt reservation was settled (%s)", id)
+		case <-time.After(50 * time.Millisecond):
+		}
+	})
+
+	// Behind ext_authz: its (verified) decision id names no reservation of
+	// this exchange's; a GET without a body makes none either. Nothing is
+	// settled, so no reconciliation of an unknown reservation is attempted.
+	t.Run("forwarded ext_authz decision without a reservation", func(t *testing.T) {
+		v, err := identity.NewVoucher(identity.RandomVouchKey(), 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok, err := extauthz.New(pipe, extauthz.Options{Voucher: v}).Check(context.Background(), extauthz.NewCheckRequest(extauthz.HTTPRequest{
+			Method: "GET", Path: "/v1/models", Headers: map[string]string{"authorization": "Bearer " + keys["app"]}}))
+		if err != nil || ok.GetStatus().GetCode() != 0 {
+			t.Fatalf("ext_authz: %v %v", ok.GetStatus(), err)
+		}
+		g := serveStack(t, extproc.New(pipe, scanner, rec, extproc.Options{Voucher: v}, nil, nil))
+		st, err := g.client.Process(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&extprocv3.ProcessingRequest{
+			Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{EndOfStream: true,
+				Headers: extproc.EnvoyHeaders(map[string]string{":method": "GET", ":path": "/v1/models"})}},
+			MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{extauthz.AuthzNamespace: ok.GetDynamicMetadata()}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := st.Recv(); err != nil || resp.GetImmediateResponse() != nil {
+			t.Fatalf("not believed: %v %v", resp, err)
+		}
+		st.CloseSend()
+		select {
+		case id := <-rec.done:
+			t.Fatalf("settled %s, which this exchange never reserved", id)
+		case <-time.After(100 * time.Millisecond):
+		}
+	})
+}
