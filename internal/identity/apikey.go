@@ -148,8 +148,10 @@ func ReadKeysFile(path string) (*KeysFile, error) {
 	return kf, nil
 }
 
-// WriteKeysFile writes kf as YAML to path atomically (temp file + rename),
-// mode 0600, so a hot-reloading server never sees a half-written file.
+// WriteKeysFile writes kf as YAML to path atomically (temp file, fsync,
+// rename, fsync of the directory), mode 0600, so a hot-reloading server never
+// sees a half-written file. It does not exclude other writers: a change to
+// an existing file goes through UpdateKeysFile.
 func WriteKeysFile(path string, kf *KeysFile) error {
 	out, err := yaml.Marshal(kf)
 	if err != nil {
@@ -178,6 +180,9 @@ func WriteKeysFile(path string, kf *KeysFile) error {
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write keys file: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("write keys file: sync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -226,7 +226,7 @@ func TestRedisRevocationReachesOtherReplica(t *testing.T) {
 		}
 	}
 	revokedAt := time.Now()
-	if err := store.Revoke(ctx, "shared", revokedAt); err != nil {
+	if _, err := store.Revoke(ctx, "shared", revokedAt, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range []*Authenticator{r1, r2} {
@@ -242,7 +242,7 @@ func TestRedisRevocationReachesOtherReplica(t *testing.T) {
 	if err != nil || len(recs) != 1 || recs[0].RevokedAt.IsZero() {
 		t.Errorf("List = %+v, %v", recs, err)
 	}
-	if err := store.Revoke(ctx, "nobody", time.Now()); err == nil {
+	if _, err := store.Revoke(ctx, "nobody", time.Now(), nil); err == nil {
 		t.Error("Revoke of an unknown id succeeded")
 	}
 }

@@ -142,7 +142,7 @@ func TestRedisChangesAreReported(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		return false
 	})
-	if err := store.Revoke(ctx, "rk", time.Now()); err != nil {
+	if _, err := store.Revoke(ctx, "rk", time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, func() bool { return strings.Contains(summary(log.all()), "revoked:rk") })

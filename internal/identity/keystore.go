@@ -81,7 +81,8 @@ func (s *RedisKeyStore) Get(ctx context.Context, id string) (*KeyRecord, error) 
 }
 
 // Create stores a new record; it fails if the ID is taken, so a create can
-// never overwrite (and thereby un-revoke) an existing key.
+// never overwrite (and thereby un-revoke) an existing key. HSETNX is atomic
+// against update's compare-and-swap: either sees the other's write.
 func (s *RedisKeyStore) Create(ctx context.Context, r KeyRecord) error {
 	if err := r.Validate(); err != nil {
 		return fmt.Errorf("identity: %w", err)
@@ -102,22 +103,80 @@ func (s *RedisKeyStore) Create(ctx context.Context, r KeyRecord) error {
 
 // Revoke marks id revoked at the given time and announces the change. The
 // record stays, so the key reports "revoked" rather than "unknown_key".
-func (s *RedisKeyStore) Revoke(ctx context.Context, id string, at time.Time) error {
-	r, err := s.Get(ctx, id)
+// match, when not nil, must accept the record, else Revoke answers
+// ErrKeyNotFound (a caller scoped to one tenant cannot tell another tenant's
+// key from a missing one). The returned record is the one stored; it is
+// returned with the error when only the announcement failed.
+func (s *RedisKeyStore) Revoke(ctx context.Context, id string, at time.Time, match func(KeyRecord) bool) (*KeyRecord, error) {
+	r, err := s.update(ctx, id, func(r *KeyRecord) error {
+		if match != nil && !match(*r) {
+			return ErrKeyNotFound
+		}
+		if !r.RevokedAt.IsZero() {
+			return ErrNoChange
+		}
+		r.RevokedAt = at.UTC()
+		return nil
+	})
 	if err != nil {
+		return nil, err
+	}
+	return r, s.announce(ctx, id)
+}
+
+// maxUpdateTries bounds the compare-and-swap retries of one update; each
+// retry means another writer changed the record in between.
+const maxUpdateTries = 16
+
+// update changes one record atomically against every other writer: the
+// hash is WATCHed, the record read, changed by fn and written in a MULTI
+// that Redis refuses if anything wrote the hash meanwhile (then it starts
+// over). fn returning ErrNoChange leaves the record as it is.
+func (s *RedisKeyStore) update(ctx context.Context, id string, fn func(*KeyRecord) error) (*KeyRecord, error) {
+	var out *KeyRecord
+	txf := func(tx *redis.Tx) error {
+		raw, err := tx.HGet(ctx, s.key, id).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return ErrKeyNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("identity: redis get key %q: %w", id, err)
+		}
+		var r KeyRecord
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return fmt.Errorf("identity: redis key %q: %w", id, err)
+		}
+		switch err := fn(&r); {
+		case errors.Is(err, ErrNoChange):
+			out = &r
+			return nil
+		case err != nil:
+			return err
+		}
+		enc, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("identity: encode key: %w", err)
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, s.key, id, enc)
+			return nil
+		})
+		if err == nil {
+			out = &r
+		}
 		return err
 	}
-	if r.RevokedAt.IsZero() {
-		r.RevokedAt = at.UTC()
+	for range maxUpdateTries {
+		err := s.rdb.Watch(ctx, txf, s.key)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue // another writer won the race: read its record and apply fn again
+		}
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
 	}
-	raw, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("identity: encode key: %w", err)
-	}
-	if err := s.rdb.HSet(ctx, s.key, id, raw).Err(); err != nil {
-		return fmt.Errorf("identity: redis revoke key %q: %w", id, err)
-	}
-	return s.announce(ctx, id)
+	return nil, fmt.Errorf("identity: redis key %q: changed by others %d times in a row", id, maxUpdateTries)
 }
 
 // List returns every record (hashes included; callers must not print them).
