@@ -82,7 +82,7 @@ func (s *RedisKeyStore) Get(ctx context.Context, id string) (*KeyRecord, error) 
 
 // Create stores a new record; it fails if the ID is taken, so a create can
 // never overwrite (and thereby un-revoke) an existing key. HSETNX is atomic
-// against update's compare-and-swap: either sees the other's write.
+// against update's compare-and-swap: neither overwrites the other.
 func (s *RedisKeyStore) Create(ctx context.Context, r KeyRecord) error {
 	if err := r.Validate(); err != nil {
 		return fmt.Errorf("identity: %w", err)
@@ -125,56 +125,59 @@ func (s *RedisKeyStore) Revoke(ctx context.Context, id string, at time.Time, mat
 }
 
 // maxUpdateTries bounds the compare-and-swap retries of one update; each
-// retry means another writer changed the record in between.
-const maxUpdateTries = 16
+// retry means another writer changed this very record in between.
+const maxUpdateTries = 100
 
-// update changes one record atomically against every other writer: the
-// hash is WATCHed, the record read, changed by fn and written in a MULTI
-// that Redis refuses if anything wrote the hash meanwhile (then it starts
-// over). fn returning ErrNoChange leaves the record as it is.
+// casLua replaces field ARGV[1] of hash KEYS[1] with ARGV[3] only if it
+// still holds ARGV[2]: a compare-and-swap on one record, whose revision is
+// its whole stored value. Writers of other records never conflict with it.
+const casLua = `
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+`
+
+// casScript is immutable: the script text and its SHA.
+var casScript = redis.NewScript(casLua)
+
+// update changes one record atomically against every other writer: it
+// reads the record, lets fn change it, and stores the result only if the
+// record is still what was read (casLua); otherwise it reads again and
+// re-applies fn, so no writer's change is ever overwritten with a stale
+// copy. fn returning ErrNoChange leaves the record as it is.
 func (s *RedisKeyStore) update(ctx context.Context, id string, fn func(*KeyRecord) error) (*KeyRecord, error) {
-	var out *KeyRecord
-	txf := func(tx *redis.Tx) error {
-		raw, err := tx.HGet(ctx, s.key, id).Bytes()
+	for range maxUpdateTries {
+		old, err := s.rdb.HGet(ctx, s.key, id).Result()
 		if errors.Is(err, redis.Nil) {
-			return ErrKeyNotFound
+			return nil, ErrKeyNotFound
 		}
 		if err != nil {
-			return fmt.Errorf("identity: redis get key %q: %w", id, err)
+			return nil, fmt.Errorf("identity: redis get key %q: %w", id, err)
 		}
 		var r KeyRecord
-		if err := json.Unmarshal(raw, &r); err != nil {
-			return fmt.Errorf("identity: redis key %q: %w", id, err)
+		if err := json.Unmarshal([]byte(old), &r); err != nil {
+			return nil, fmt.Errorf("identity: redis key %q: %w", id, err)
 		}
 		switch err := fn(&r); {
 		case errors.Is(err, ErrNoChange):
-			out = &r
-			return nil
+			return &r, nil
 		case err != nil:
-			return err
+			return nil, err
 		}
 		enc, err := json.Marshal(r)
 		if err != nil {
-			return fmt.Errorf("identity: encode key: %w", err)
+			return nil, fmt.Errorf("identity: encode key: %w", err)
 		}
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.HSet(ctx, s.key, id, enc)
-			return nil
-		})
-		if err == nil {
-			out = &r
-		}
-		return err
-	}
-	for range maxUpdateTries {
-		err := s.rdb.Watch(ctx, txf, s.key)
-		if errors.Is(err, redis.TxFailedErr) {
-			continue // another writer won the race: read its record and apply fn again
-		}
+		swapped, err := casScript.Run(ctx, s.rdb, []string{s.key}, id, old, enc).Int()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("identity: redis update key %q: %w", id, err)
 		}
-		return out, nil
+		if swapped == 1 {
+			return &r, nil
+		}
+		// Another writer changed the record: start again from its version.
 	}
 	return nil, fmt.Errorf("identity: redis key %q: changed by others %d times in a row", id, maxUpdateTries)
 }
