@@ -201,7 +201,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	extprocv3.RegisterExternalProcessorServer(srv.GRPC(), ep)
 	// Bulwark's own API, on the same listener: GuardService drives ep's
 	// exchanges (one pipeline, two front doors); AdminService requires a
-	// principal with the admin role on every call.
+	// principal with the operator role on every call, scoped to its tenant.
 	if err := registerAPI(srv.GRPC(), cfg, ep, scanner, auth, engine, limiter, rdb, auditor, logger); err != nil {
 		return err
 	}
@@ -250,7 +250,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 // registerAPI registers bulwark.v1.GuardService and AdminService.
 func registerAPI(g *grpc.Server, cfg config.Config, ep *extproc.Server, scanner *detect.Scanner, auth *identity.Authenticator,
 	engine *policy.Engine, limiter *ratelimit.Limiter, rdb redis.UniversalClient, auditor *audit.Writer, logger *slog.Logger) error {
-	apiCfg := api.Config{MaxBodyBytes: cfg.ExtProcMaxBodyBytes}
+	apiCfg := api.Config{MaxBodyBytes: cfg.ExtProcMaxBodyBytes, AdminRole: cfg.OperatorRole, CrossTenantRole: cfg.OperatorCrossTenantRole}
 	guard, err := api.NewGuard(apiCfg, ep, scanner, auth, logger)
 	if err != nil {
 		return err

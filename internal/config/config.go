@@ -123,9 +123,15 @@ type Config struct {
 	JWKSURL string `yaml:"jwks_url"`
 	// JWTKeysFile holds static JWT verification keys (JWKS or PEM).
 	JWTKeysFile string `yaml:"jwt_keys_file"`
-	// JWTIssuer and JWTAudience, when set, must match the token's iss and aud.
+	// JWTIssuer and JWTAudience must match the token's iss and aud; both are
+	// required with jwks_url or jwt_keys_file, unless
+	// JWTInsecureSkipIssuerAudience.
 	JWTIssuer   string `yaml:"jwt_issuer"`
 	JWTAudience string `yaml:"jwt_audience"`
+	// JWTInsecureSkipIssuerAudience lets Bulwark start with JWT keys but
+	// without an issuer or audience to check, accepting tokens minted for
+	// other services; warned about at every start. Off by default.
+	JWTInsecureSkipIssuerAudience bool `yaml:"jwt_insecure_skip_issuer_audience"`
 	// JWTAlgorithms is the signature allow-list (asymmetric only).
 	JWTAlgorithms []string `yaml:"jwt_algorithms"`
 	// JWTRolesClaim and JWTTenantClaim map claims to roles and tenant.
@@ -139,6 +145,14 @@ type Config struct {
 	TrustXFCC bool `yaml:"trust_xfcc"`
 	// MTLSPrincipals gives roles and tenant to mTLS peers (exact id or prefix*).
 	MTLSPrincipals map[string]identity.PeerIdentity `yaml:"mtls_principals"`
+	// OperatorRole is the role every AdminService call needs. Keep it apart
+	// from the roles policies give LLM callers (the default policy's
+	// "admin" and "user"): an operator manages Bulwark, not the models.
+	OperatorRole string `yaml:"operator_role"`
+	// OperatorCrossTenantRole, held with OperatorRole, lets an operator act
+	// on every tenant (and reload the shared policy); without it an
+	// operator acts only on its own tenant's keys and quotas.
+	OperatorCrossTenantRole string `yaml:"operator_cross_tenant_role"`
 	// StripCredentials keeps credential headers out of the policy input once
 	// the identity stage has read them. It applies only when Bulwark
 	// authenticates (IdentityEnabled); without any identity source the
@@ -224,41 +238,43 @@ type Config struct {
 // embedded policies, in-process everything.
 func Default() Config {
 	return Config{
-		GRPCAddr:               "127.0.0.1:9191",
-		AdminAddr:              "127.0.0.1:9192",
-		PolicyQuery:            "bulwark/decision",
-		CheckTimeout:           100 * time.Millisecond,
-		MaxRecvMsgBytes:        16 << 20,
-		MaxSendMsgBytes:        16 << 20,
-		MaxConcurrentStreams:   1024,
-		KeepaliveMinTime:       5 * time.Second,
-		ShutdownGrace:          10 * time.Second,
-		ReloadDebounce:         100 * time.Millisecond,
-		MaxInFlight:            256,
-		MaxStreams:             10000,
-		OverloadWindow:         5 * time.Second,
-		LogLevel:               "info",
-		LogFormat:              "json",
-		JWTAlgorithms:          []string{"RS256", "ES256", "EdDSA"},
-		JWTRolesClaim:          "roles",
-		JWTTenantClaim:         "tenant",
-		StripCredentials:       true,
-		ExtProcMaxBodyBytes:    8 << 20,
-		ExtProcStreamStep:      64,
-		ExtProcStreamLookahead: 512,
-		ExtProcMessageTimeout:  200 * time.Millisecond,
-		GCPercent:              400,
-		AuditMaxBytes:          100 << 20,
-		AuditBuffer:            4096,
-		AuditOverflow:          "drop",
-		AlertWebhookTimeout:    5 * time.Second,
-		AlertMinInterval:       time.Minute,
-		AlertMaxPerMinute:      30,
-		AlertInjectionBurst:    5,
-		AlertInjectionWindow:   time.Minute,
-		RateLimitFailureMode:   "fail_open",
-		RateLimitLocalShare:    1,
-		RateLimitTimeout:       50 * time.Millisecond,
+		GRPCAddr:                "127.0.0.1:9191",
+		AdminAddr:               "127.0.0.1:9192",
+		PolicyQuery:             "bulwark/decision",
+		CheckTimeout:            100 * time.Millisecond,
+		MaxRecvMsgBytes:         16 << 20,
+		MaxSendMsgBytes:         16 << 20,
+		MaxConcurrentStreams:    1024,
+		KeepaliveMinTime:        5 * time.Second,
+		ShutdownGrace:           10 * time.Second,
+		ReloadDebounce:          100 * time.Millisecond,
+		MaxInFlight:             256,
+		MaxStreams:              10000,
+		OverloadWindow:          5 * time.Second,
+		LogLevel:                "info",
+		LogFormat:               "json",
+		JWTAlgorithms:           []string{"RS256", "ES256", "EdDSA"},
+		JWTRolesClaim:           "roles",
+		JWTTenantClaim:          "tenant",
+		OperatorRole:            "bulwark-operator",
+		OperatorCrossTenantRole: "bulwark-cross-tenant",
+		StripCredentials:        true,
+		ExtProcMaxBodyBytes:     8 << 20,
+		ExtProcStreamStep:       64,
+		ExtProcStreamLookahead:  512,
+		ExtProcMessageTimeout:   200 * time.Millisecond,
+		GCPercent:               400,
+		AuditMaxBytes:           100 << 20,
+		AuditBuffer:             4096,
+		AuditOverflow:           "drop",
+		AlertWebhookTimeout:     5 * time.Second,
+		AlertMinInterval:        time.Minute,
+		AlertMaxPerMinute:       30,
+		AlertInjectionBurst:     5,
+		AlertInjectionWindow:    time.Minute,
+		RateLimitFailureMode:    "fail_open",
+		RateLimitLocalShare:     1,
+		RateLimitTimeout:        50 * time.Millisecond,
 	}
 }
 
@@ -282,6 +298,7 @@ func (c Config) IdentityConfig(pepper string) identity.Config {
 	ic.JWTKeysFile = c.JWTKeysFile
 	ic.Issuer = c.JWTIssuer
 	ic.Audience = c.JWTAudience
+	ic.InsecureSkipIssuerAudience = c.JWTInsecureSkipIssuerAudience
 	if len(c.JWTAlgorithms) > 0 {
 		ic.Algorithms = c.JWTAlgorithms
 	}
@@ -439,8 +456,26 @@ func (c Config) Validate() error {
 			return &FieldError{"keys_file", err.Error()}
 		}
 	}
+	if c.JWKSURL != "" || c.JWTKeysFile != "" {
+		if !c.JWTInsecureSkipIssuerAudience && (c.JWTIssuer == "" || c.JWTAudience == "") {
+			field := "jwt_issuer"
+			if c.JWTIssuer != "" {
+				field = "jwt_audience"
+			}
+			return &FieldError{field, "JWT keys are configured: set both jwt_issuer and jwt_audience, or tokens minted for " +
+				"other services or by other issuers sharing the keys are accepted (jwt_insecure_skip_issuer_audience accepts that)"}
+		}
+	}
 	if err := c.IdentityConfig("placeholder-for-validation-only").Validate(); err != nil {
 		return &FieldError{"identity", err.Error()}
+	}
+	for _, r := range []struct{ field, v string }{{"operator_role", c.OperatorRole}, {"operator_cross_tenant_role", c.OperatorCrossTenantRole}} {
+		if strings.TrimSpace(r.v) != r.v || r.v == "" || strings.ContainsAny(r.v, " ,") {
+			return &FieldError{r.field, fmt.Sprintf("%q is not a role name", r.v)}
+		}
+	}
+	if c.OperatorRole == c.OperatorCrossTenantRole {
+		return &FieldError{"operator_cross_tenant_role", "must differ from operator_role (else every operator reaches every tenant)"}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -542,6 +577,9 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.Var((*stringList)(&c.JWTAlgorithms), "jwt-algorithms", "comma-separated JWT signature algorithms (asymmetric only)")
 	fs.StringVar(&c.JWTRolesClaim, "jwt-roles-claim", c.JWTRolesClaim, "claim holding roles (array or space-separated; dots for nesting)")
 	fs.StringVar(&c.JWTTenantClaim, "jwt-tenant-claim", c.JWTTenantClaim, "claim holding the tenant")
+	fs.BoolVar(&c.JWTInsecureSkipIssuerAudience, "jwt-insecure-skip-issuer-audience", c.JWTInsecureSkipIssuerAudience, "accept JWTs without checking iss or aud when --jwt-issuer or --jwt-audience is unset (insecure)")
+	fs.StringVar(&c.OperatorRole, "operator-role", c.OperatorRole, "role every AdminService call needs (keep it apart from LLM roles)")
+	fs.StringVar(&c.OperatorCrossTenantRole, "operator-cross-tenant-role", c.OperatorCrossTenantRole, "role that, with --operator-role, reaches every tenant in AdminService")
 	fs.BoolVar(&c.TrustSourcePrincipal, "trust-source-principal", c.TrustSourcePrincipal, "take Envoy's verified mTLS peer identity as a principal")
 	fs.BoolVar(&c.TrustXFCC, "trust-xfcc", c.TrustXFCC, "take x-forwarded-client-cert as a principal (only behind a sanitising proxy)")
 	fs.BoolVar(&c.StripCredentials, "strip-credentials", c.StripCredentials, "keep credential headers out of the policy input")

@@ -40,10 +40,18 @@ type Config struct {
 	// JWTKeysFile holds static public keys (a JWKS document or PEM public
 	// keys/certificates), for issuers without a JWKS endpoint. Default: none.
 	JWTKeysFile string `json:"jwt_keys_file,omitempty"`
-	// Issuer, when set, must equal the token's "iss". Default: not checked.
+	// Issuer must equal the token's "iss". Required with JWT keys (see
+	// InsecureSkipIssuerAudience).
 	Issuer string `json:"jwt_issuer,omitempty"`
-	// Audience, when set, must be among the token's "aud". Default: not checked.
+	// Audience must be among the token's "aud". Required with JWT keys (see
+	// InsecureSkipIssuerAudience).
 	Audience string `json:"jwt_audience,omitempty"`
+	// InsecureSkipIssuerAudience accepts JWT keys without Issuer and Audience:
+	// the one that is not set is not checked, so a token the issuer minted
+	// for any other service (or another issuer sharing the keys) is accepted
+	// with its roles and tenant. An explicit opt-in, warned about at start.
+	// Default false: Validate refuses JWT keys without both.
+	InsecureSkipIssuerAudience bool `json:"jwt_insecure_skip_issuer_audience,omitempty"`
 	// Algorithms is the JWS algorithm allow-list. Only asymmetric algorithms
 	// are accepted ("none" and HS* never), which rules out HMAC/RSA key
 	// confusion. Default RS256, ES256, EdDSA.
@@ -182,6 +190,14 @@ func (c Config) Validate() error {
 		u, err := url.Parse(c.JWKSURL)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			bad("JWKSURL", "%q is not an http(s) URL", c.JWKSURL)
+		}
+	}
+	if c.jwtEnabled() && !c.InsecureSkipIssuerAudience {
+		if c.Issuer == "" {
+			bad("Issuer", "JWT keys are configured but no issuer: tokens from any issuer sharing the keys would be accepted (set it, or InsecureSkipIssuerAudience to accept that)")
+		}
+		if c.Audience == "" {
+			bad("Audience", "JWT keys are configured but no audience: tokens minted for any other service would be accepted (set it, or InsecureSkipIssuerAudience to accept that)")
 		}
 	}
 	for _, alg := range c.Algorithms {

@@ -180,6 +180,11 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, logge
 		}
 	}
 	if cfg.jwtEnabled() {
+		if cfg.Issuer == "" || cfg.Audience == "" {
+			a.logger.Warn("INSECURE: JWT issuer or audience not checked (jwt_insecure_skip_issuer_audience): "+
+				"tokens minted for other services or by other issuers sharing the keys are accepted with their roles and tenant",
+				"issuer_checked", cfg.Issuer != "", "audience_checked", cfg.Audience != "")
+		}
 		v, err := a.newJWTVerifier()
 		if err != nil {
 			return nil, err

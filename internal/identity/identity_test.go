@@ -22,7 +22,11 @@ func TestConfigValidate(t *testing.T) {
 		wantField string
 	}{
 		{name: "zero", cfg: Config{}},
-		{name: "full", cfg: Config{KeysFile: "k", Pepper: testPepper, JWKSURL: "https://x/jwks", Algorithms: []string{"PS256", "ES384"}}},
+		{name: "full", cfg: Config{KeysFile: "k", Pepper: testPepper, JWKSURL: "https://x/jwks", Issuer: "https://x", Audience: "bulwark",
+			Algorithms: []string{"PS256", "ES384"}}},
+		{name: "jwks without issuer", cfg: Config{JWKSURL: "https://x/jwks", Audience: "bulwark"}, wantField: "Issuer"},
+		{name: "jwt keys without audience", cfg: Config{JWTKeysFile: "k", Issuer: "https://x"}, wantField: "Audience"},
+		{name: "unchecked issuer and audience, opted in", cfg: Config{JWKSURL: "https://x/jwks", InsecureSkipIssuerAudience: true}},
 		{name: "alg none", cfg: Config{Algorithms: []string{"none"}}, wantField: "Algorithms"},
 		{name: "alg HS256", cfg: Config{Algorithms: []string{"RS256", "HS256"}}, wantField: "Algorithms"},
 		{name: "both peppers", cfg: Config{Pepper: testPepper, PepperFile: "p"}, wantField: "Pepper"},

@@ -14,7 +14,9 @@ import (
 func TestUpdateKeysFile(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "keys.yaml")
-	rec := func(id string) KeyRecord { return KeyRecord{ID: id, Roles: []string{"user"}, Hash: HashAPIKey([]byte(testPepper), "k")} }
+	rec := func(id string) KeyRecord {
+		return KeyRecord{ID: id, Roles: []string{"user"}, Hash: HashAPIKey([]byte(testPepper), "k")}
+	}
 	ctx := context.Background()
 	t.Run("writers in parallel lose nothing", func(t *testing.T) {
 		// Each call opens its own descriptor, so flock excludes them as it
