@@ -15,6 +15,7 @@ package identity
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -53,8 +54,9 @@ const (
 	ReasonOversized           = "oversized"             // credential header over MaxCredentialBytes
 	ReasonUnsupportedScheme   = "unsupported_scheme"    // Authorization scheme other than Bearer
 	ReasonNotConfigured       = "not_configured"        // credential kind not enabled on this server
-	ReasonUnknownKey          = "unknown_key"           // no API key with this id / no JWT key with this kid
-	ReasonBadSecret           = "bad_secret"            // API key id known, secret wrong
+	ReasonInvalidKey          = "invalid_key"           // no API key with this id, or its secret is wrong: one reason for both
+	ReasonUnknownKey          = "unknown_key"           // no JWT key with this kid (for API keys: metrics only)
+	ReasonBadSecret           = "bad_secret"            // API key id known, secret wrong (metrics only)
 	ReasonRevoked             = "revoked"               // API key revoked
 	ReasonDisabled            = "disabled"              // API key disabled
 	ReasonExpired             = "expired"               // API key or JWT past its expiry
@@ -121,6 +123,7 @@ type Authenticator struct {
 	m      *metrics
 
 	mac       *macer                   // nil: API keys disabled (no pepper)
+	dummySum  [sha256.Size]byte        // compared against for unknown key ids, so they cost what known ones do
 	fileKeys  atomic.Pointer[keySet]   // nil without KeysFile
 	fileHash  atomic.Pointer[[32]byte] // content hash of the loaded file
 	keysErr   atomic.Pointer[error]    // last reload error, nil when good
@@ -164,6 +167,9 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, logge
 			return nil, fmt.Errorf("identity: PepperFile: %w", err)
 		}
 		a.mac = newMacer(pepper)
+		if _, err := rand.Read(a.dummySum[:]); err != nil {
+			return nil, fmt.Errorf("identity: random: %w", err)
+		}
 	}
 	if cfg.KeysFile != "" {
 		if err := a.ReloadKeys(); err != nil {
@@ -374,90 +380,107 @@ func (a *Authenticator) watchKeysFile(ctx context.Context) error {
 // User credentials come before the peer's, because with mTLS the peer is
 // usually a gateway acting for the user.
 func (a *Authenticator) Authenticate(ctx context.Context, r Request) Principal {
-	p, attempted := a.authenticate(ctx, r)
+	p, attempted, detail := a.authenticate(ctx, r)
 	result := "ok"
 	if p.Error != "" {
 		result = p.Error
+		if detail != "" {
+			result = detail // what the caller is not told, the metric may say
+		}
 		p = Principal{Kind: KindAnonymous, Error: p.Error}
 	}
 	a.m.observe(attempted, result)
 	return p
 }
 
-func (a *Authenticator) authenticate(ctx context.Context, r Request) (Principal, Kind) {
+// authenticate returns the principal, the kind of credential tried, and,
+// when the principal's reason hides a detail from the caller, that detail
+// for the metrics.
+func (a *Authenticator) authenticate(ctx context.Context, r Request) (Principal, Kind, string) {
 	max := a.cfg.MaxCredentialBytes
 	switch {
 	case r.Authorization != "":
 		if len(r.Authorization) > max {
-			return fail(ReasonOversized), KindAnonymous
+			return fail(ReasonOversized), KindAnonymous, ""
 		}
 		scheme, cred, ok := strings.Cut(strings.TrimSpace(r.Authorization), " ")
 		if !ok {
-			return fail(ReasonMalformed), KindAnonymous
+			return fail(ReasonMalformed), KindAnonymous, ""
 		}
 		if !strings.EqualFold(scheme, "Bearer") {
-			return fail(ReasonUnsupportedScheme), KindAnonymous
+			return fail(ReasonUnsupportedScheme), KindAnonymous, ""
 		}
 		cred = strings.TrimSpace(cred)
 		if strings.HasPrefix(cred, APIKeyPrefix) {
-			return a.apiKey(ctx, cred), KindAPIKey
+			p, detail := a.apiKey(ctx, cred)
+			return p, KindAPIKey, detail
 		}
 		if strings.Count(cred, ".") == 2 {
-			return a.jwtToken(ctx, cred), KindJWT
+			return a.jwtToken(ctx, cred), KindJWT, ""
 		}
-		return fail(ReasonMalformed), KindAnonymous
+		return fail(ReasonMalformed), KindAnonymous, ""
 	case r.APIKey != "":
 		if len(r.APIKey) > max {
-			return fail(ReasonOversized), KindAPIKey
+			return fail(ReasonOversized), KindAPIKey, ""
 		}
-		return a.apiKey(ctx, strings.TrimSpace(r.APIKey)), KindAPIKey
+		p, detail := a.apiKey(ctx, strings.TrimSpace(r.APIKey))
+		return p, KindAPIKey, detail
 	case a.cfg.TrustSourcePrincipal && r.SourcePrincipal != "":
 		if len(r.SourcePrincipal) > max {
-			return fail(ReasonOversized), KindMTLS
+			return fail(ReasonOversized), KindMTLS, ""
 		}
-		return a.peers.principal(r.SourcePrincipal), KindMTLS
+		return a.peers.principal(r.SourcePrincipal), KindMTLS, ""
 	case a.cfg.TrustXFCC && r.XFCC != "":
 		if len(r.XFCC) > max {
-			return fail(ReasonOversized), KindMTLS
+			return fail(ReasonOversized), KindMTLS, ""
 		}
 		id, ok := xfccIdentity(r.XFCC)
 		if !ok {
-			return fail(ReasonMalformed), KindMTLS
+			return fail(ReasonMalformed), KindMTLS, ""
 		}
-		return a.peers.principal(id), KindMTLS
+		return a.peers.principal(id), KindMTLS, ""
 	}
-	return Principal{Kind: KindAnonymous}, KindAnonymous
+	return Principal{Kind: KindAnonymous}, KindAnonymous, ""
 }
 
 func fail(reason string) Principal { return Principal{Kind: KindAnonymous, Error: reason} }
 
-func (a *Authenticator) apiKey(ctx context.Context, key string) Principal {
+// apiKey verifies an API key. An unknown id and a wrong secret give the
+// caller one reason (ReasonInvalidKey) and cost the same HMAC and compare,
+// so neither the answer nor its timing tells which key ids exist; detail
+// keeps the difference for the metrics.
+func (a *Authenticator) apiKey(ctx context.Context, key string) (p Principal, detail string) {
 	if a.mac == nil {
-		return fail(ReasonNotConfigured)
+		return fail(ReasonNotConfigured), ""
 	}
 	id, _, ok := ParseAPIKey(key)
 	if !ok {
-		return fail(ReasonMalformed)
+		return fail(ReasonMalformed), ""
 	}
 	now := a.clock.Now()
 	sk, err := a.lookupKey(ctx, id, now)
 	if err != nil {
 		a.logger.Warn("API key store lookup failed; rejecting", "key_id", id, "error", err)
-		return fail(ReasonKeyStoreUnavailable)
+		return fail(ReasonKeyStoreUnavailable), ""
 	}
-	if sk == nil {
-		return fail(ReasonUnknownKey)
+	want := &a.dummySum
+	if sk != nil {
+		want = &sk.sum
 	}
 	// The secret is checked before the status, so only a key holder learns
 	// that a key is revoked or expired.
 	sum := a.mac.sum(key)
-	if !hmac.Equal(sum[:], sk.sum[:]) {
-		return fail(ReasonBadSecret)
+	match := hmac.Equal(sum[:], want[:])
+	switch {
+	case sk == nil:
+		return fail(ReasonInvalidKey), ReasonUnknownKey
+	case !match:
+		return fail(ReasonInvalidKey), ReasonBadSecret
 	}
 	if st := sk.rec.Status(now); st != "active" {
-		return fail(st)
+		return fail(st), ""
 	}
-	return Principal{ID: sk.id, Kind: KindAPIKey, Roles: sk.rec.Roles, Tenant: sk.rec.Tenant, Claims: sk.claims}
+	return Principal{ID: sk.id, Kind: KindAPIKey, Roles: sk.rec.Roles, Tenant: sk.rec.Tenant, Claims: sk.claims}, ""
 }
 
 // lookupKey finds a key by id: Redis first (its record wins, so revoking
