@@ -68,13 +68,29 @@ type Config struct {
 	TenantClaim string `json:"jwt_tenant_claim,omitempty"`
 	// JWKSFetchTimeout bounds one JWKS fetch. Default 5s.
 	JWKSFetchTimeout time.Duration `json:"jwks_fetch_timeout,omitempty"`
-	// JWKSRefreshInterval is the background refresh period. Default 5m.
+	// JWKSRefreshInterval is how long a fetched JWKS is used when its
+	// response gives no cache lifetime (Cache-Control max-age, Expires).
+	// Default 5m.
 	JWKSRefreshInterval time.Duration `json:"jwks_refresh_interval,omitempty"`
+	// JWKSMinCacheTTL and JWKSMaxCacheTTL bound the lifetime a JWKS response
+	// asks for: the key set is fetched again when it ends, in the background
+	// and, should that be late, before the next token is accepted. The upper
+	// bound is the longest a key withdrawn from the JWKS keeps verifying
+	// tokens (cached ones included). Defaults 30s and 1h.
+	JWKSMinCacheTTL time.Duration `json:"jwks_min_cache_ttl,omitempty"`
+	JWKSMaxCacheTTL time.Duration `json:"jwks_max_cache_ttl,omitempty"`
+	// MaxTokenLifetime rejects tokens whose exp is further than this after
+	// their iat (or, without iat, after now) as "lifetime_too_long", so a
+	// token minted to live for years does not. Default 24h; negative: no
+	// bound.
+	MaxTokenLifetime time.Duration `json:"jwt_max_token_lifetime,omitempty"`
 	// JWKSMinRefreshInterval is the least time between two fetches, so tokens
 	// with unknown kids cannot make Bulwark hammer the issuer. Default 15s.
 	JWKSMinRefreshInterval time.Duration `json:"jwks_min_refresh_interval,omitempty"`
 	// JWTCacheSize bounds the number of verified tokens kept until their
-	// expiry. Default 10000; negative disables the cache.
+	// expiry; a cached token is accepted only while the key that verified it
+	// is still in the current key set. Default 10000; negative disables the
+	// cache.
 	JWTCacheSize int `json:"jwt_cache_size,omitempty"`
 
 	// TrustSourcePrincipal makes Envoy's attributes.source.principal (the
@@ -157,6 +173,15 @@ func (c Config) withDefaults() Config {
 	if c.JWKSMinRefreshInterval == 0 {
 		c.JWKSMinRefreshInterval = 15 * time.Second
 	}
+	if c.JWKSMinCacheTTL == 0 {
+		c.JWKSMinCacheTTL = 30 * time.Second
+	}
+	if c.JWKSMaxCacheTTL == 0 {
+		c.JWKSMaxCacheTTL = time.Hour
+	}
+	if c.MaxTokenLifetime == 0 {
+		c.MaxTokenLifetime = 24 * time.Hour
+	}
 	if c.JWTCacheSize == 0 {
 		c.JWTCacheSize = 10000
 	}
@@ -216,6 +241,12 @@ func (c Config) Validate() error {
 	}
 	if c.JWKSRefreshInterval < c.JWKSMinRefreshInterval {
 		bad("JWKSRefreshInterval", "%s is shorter than JWKSMinRefreshInterval %s", c.JWKSRefreshInterval, c.JWKSMinRefreshInterval)
+	}
+	if c.JWKSMinCacheTTL < 0 {
+		bad("JWKSMinCacheTTL", "must not be negative")
+	}
+	if c.JWKSMaxCacheTTL < c.JWKSMinCacheTTL {
+		bad("JWKSMaxCacheTTL", "%s is shorter than JWKSMinCacheTTL %s", c.JWKSMaxCacheTTL, c.JWKSMinCacheTTL)
 	}
 	if c.MaxCredentialBytes < 0 {
 		bad("MaxCredentialBytes", "must not be negative")

@@ -66,6 +66,7 @@ const (
 	ReasonBadIssuer           = "bad_issuer"            // JWT iss mismatch
 	ReasonBadAudience         = "bad_audience"          // JWT aud mismatch
 	ReasonMissingClaim        = "missing_claim"         // JWT without exp or subject
+	ReasonLifetimeTooLong     = "lifetime_too_long"     // JWT exp further after iat than MaxTokenLifetime
 	ReasonJWKSUnavailable     = "jwks_unavailable"      // no JWKS could be fetched yet
 	ReasonKeyStoreUnavailable = "key_store_unavailable" // Redis key lookup failed (fail closed)
 )
@@ -204,8 +205,9 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, logge
 func (a *Authenticator) newJWTVerifier() (*jwtVerifier, error) {
 	cfg := a.cfg
 	v := &jwtVerifier{
-		allowed:  map[string]bool{},
-		leeway:   cfg.Leeway,
+		allowed:     map[string]bool{},
+		leeway:      cfg.Leeway,
+		maxLifetime: cfg.MaxTokenLifetime,
 		subClaim: cfg.SubjectClaim,
 		roles:    strings.Split(cfg.RolesClaim, "."),
 		tenant:   strings.Split(cfg.TenantClaim, "."),
@@ -234,6 +236,7 @@ func (a *Authenticator) newJWTVerifier() (*jwtVerifier, error) {
 			client:      &http.Client{Transport: tr, Timeout: cfg.JWKSFetchTimeout},
 			timeout:     cfg.JWKSFetchTimeout,
 			minInterval: cfg.JWKSMinRefreshInterval,
+			ttl:         cacheTTL{def: cfg.JWKSRefreshInterval, min: cfg.JWKSMinCacheTTL, max: cfg.JWKSMaxCacheTTL},
 			clock:       a.clock,
 			metrics:     a.m,
 			logger:      a.logger,
@@ -260,7 +263,7 @@ func (a *Authenticator) Start(ctx context.Context) {
 		cancel()
 	}()
 	if a.jwt != nil && a.jwt.jwks != nil {
-		a.wg.Go(func() { a.jwt.jwks.run(ctx, a.cfg.JWKSRefreshInterval) })
+		a.wg.Go(func() { a.jwt.jwks.run(ctx) })
 	}
 	if a.redisKeys != nil {
 		a.wg.Go(func() { a.redisKeys.watch(ctx) })
@@ -504,16 +507,20 @@ func (a *Authenticator) jwtToken(ctx context.Context, tok string) Principal {
 	}
 	now := a.clock.Now()
 	key := tokenKey(tok)
-	if p, ok := a.jwtCache.get(key, now); ok {
-		a.m.jwtHit.Inc()
-		return p
+	if e, ok := a.jwtCache.get(key, now); ok {
+		// A verdict holds only while the key that gave it is still trusted.
+		if a.jwt.stillTrusted(ctx, e.signer) {
+			a.m.jwtHit.Inc()
+			return e.p
+		}
+		a.jwtCache.drop(key)
 	}
 	a.m.jwtMiss.Inc()
-	p, exp, reason := a.jwt.verify(ctx, tok, now)
+	p, exp, signer, reason := a.jwt.verify(ctx, tok, now)
 	if reason != "" {
 		return fail(reason)
 	}
-	a.jwtCache.put(key, p, exp, now)
+	a.jwtCache.put(key, jwtEntry{p: p, exp: exp, signer: signer}, now)
 	return p
 }
 

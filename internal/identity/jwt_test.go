@@ -283,7 +283,8 @@ func TestJWKSDown(t *testing.T) {
 
 func TestJWKSBackgroundRefresh(t *testing.T) {
 	t.Parallel()
-	a, srv := jwtAuth(t, Config{JWKSRefreshInterval: 20 * time.Millisecond, JWKSMinRefreshInterval: 10 * time.Millisecond})
+	a, srv := jwtAuth(t, Config{JWKSRefreshInterval: 20 * time.Millisecond, JWKSMinRefreshInterval: 10 * time.Millisecond,
+		JWKSMinCacheTTL: 20 * time.Millisecond})
 	setClock(a, systemClock{})
 	a.Start(t.Context())
 	waitFor(t, 5*time.Second, func() bool { return srv.hits.Load() >= 3 })

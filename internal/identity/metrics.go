@@ -28,7 +28,7 @@ var allReasons = []string{
 	ReasonMalformed, ReasonOversized, ReasonUnsupportedScheme, ReasonNotConfigured,
 	ReasonInvalidKey, ReasonUnknownKey, ReasonBadSecret, ReasonRevoked, ReasonDisabled, ReasonExpired,
 	ReasonNotYetValid, ReasonBadSignature, ReasonUnsupportedAlg, ReasonBadIssuer,
-	ReasonBadAudience, ReasonMissingClaim, ReasonJWKSUnavailable, ReasonKeyStoreUnavailable,
+	ReasonBadAudience, ReasonMissingClaim, ReasonLifetimeTooLong, ReasonJWKSUnavailable, ReasonKeyStoreUnavailable,
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
