@@ -132,6 +132,12 @@ type Config struct {
 	// without an issuer or audience to check, accepting tokens minted for
 	// other services; warned about at every start. Off by default.
 	JWTInsecureSkipIssuerAudience bool `yaml:"jwt_insecure_skip_issuer_audience"`
+	// JWTMaxTokenLifetime refuses tokens whose exp is further than this after
+	// their iat (lifetime_too_long); 0 or negative: no bound.
+	JWTMaxTokenLifetime time.Duration `yaml:"jwt_max_token_lifetime"`
+	// JWKSMaxCacheTTL caps the cache lifetime a JWKS response asks for: the
+	// longest a key withdrawn from the JWKS still verifies tokens.
+	JWKSMaxCacheTTL time.Duration `yaml:"jwks_max_cache_ttl"`
 	// JWTAlgorithms is the signature allow-list (asymmetric only).
 	JWTAlgorithms []string `yaml:"jwt_algorithms"`
 	// JWTRolesClaim and JWTTenantClaim map claims to roles and tenant.
@@ -256,6 +262,8 @@ func Default() Config {
 		JWTAlgorithms:           []string{"RS256", "ES256", "EdDSA"},
 		JWTRolesClaim:           "roles",
 		JWTTenantClaim:          "tenant",
+		JWTMaxTokenLifetime:     24 * time.Hour,
+		JWKSMaxCacheTTL:         time.Hour,
 		OperatorRole:            "bulwark-operator",
 		OperatorCrossTenantRole: "bulwark-cross-tenant",
 		StripCredentials:        true,
@@ -299,6 +307,11 @@ func (c Config) IdentityConfig(pepper string) identity.Config {
 	ic.Issuer = c.JWTIssuer
 	ic.Audience = c.JWTAudience
 	ic.InsecureSkipIssuerAudience = c.JWTInsecureSkipIssuerAudience
+	ic.MaxTokenLifetime = c.JWTMaxTokenLifetime
+	if c.JWTMaxTokenLifetime <= 0 {
+		ic.MaxTokenLifetime = -1 // identity's "no bound"
+	}
+	ic.JWKSMaxCacheTTL = c.JWKSMaxCacheTTL
 	if len(c.JWTAlgorithms) > 0 {
 		ic.Algorithms = c.JWTAlgorithms
 	}
@@ -466,6 +479,9 @@ func (c Config) Validate() error {
 				"other services or by other issuers sharing the keys are accepted (jwt_insecure_skip_issuer_audience accepts that)"}
 		}
 	}
+	if c.JWKSMaxCacheTTL < 30*time.Second || c.JWKSMaxCacheTTL > 24*time.Hour {
+		return &FieldError{"jwks_max_cache_ttl", fmt.Sprintf("%s must be in [30s, 24h]", c.JWKSMaxCacheTTL)}
+	}
 	if err := c.IdentityConfig("placeholder-for-validation-only").Validate(); err != nil {
 		return &FieldError{"identity", err.Error()}
 	}
@@ -578,6 +594,8 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.JWTRolesClaim, "jwt-roles-claim", c.JWTRolesClaim, "claim holding roles (array or space-separated; dots for nesting)")
 	fs.StringVar(&c.JWTTenantClaim, "jwt-tenant-claim", c.JWTTenantClaim, "claim holding the tenant")
 	fs.BoolVar(&c.JWTInsecureSkipIssuerAudience, "jwt-insecure-skip-issuer-audience", c.JWTInsecureSkipIssuerAudience, "accept JWTs without checking iss or aud when --jwt-issuer or --jwt-audience is unset (insecure)")
+	fs.DurationVar(&c.JWTMaxTokenLifetime, "jwt-max-token-lifetime", c.JWTMaxTokenLifetime, "refuse JWTs whose exp is further than this after their iat (0: no bound)")
+	fs.DurationVar(&c.JWKSMaxCacheTTL, "jwks-max-cache-ttl", c.JWKSMaxCacheTTL, "longest a fetched JWKS is used before it is fetched again, whatever its Cache-Control says")
 	fs.StringVar(&c.OperatorRole, "operator-role", c.OperatorRole, "role every AdminService call needs (keep it apart from LLM roles)")
 	fs.StringVar(&c.OperatorCrossTenantRole, "operator-cross-tenant-role", c.OperatorCrossTenantRole, "role that, with --operator-role, reaches every tenant in AdminService")
 	fs.BoolVar(&c.TrustSourcePrincipal, "trust-source-principal", c.TrustSourcePrincipal, "take Envoy's verified mTLS peer identity as a principal")

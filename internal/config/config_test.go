@@ -132,6 +132,7 @@ func TestValidateNamesField(t *testing.T) {
 		{"jwt_issuer", func(c *Config) { c.JWKSURL = "https://issuer.example/jwks" }},
 		{"jwt_audience", func(c *Config) { c.JWKSURL, c.JWTIssuer = "https://issuer.example/jwks", "https://issuer.example" }},
 		{"jwt_issuer", func(c *Config) { c.JWTKeysFile, c.JWTAudience = "keys.pem", "bulwark" }},
+		{"jwks_max_cache_ttl", func(c *Config) { c.JWKSMaxCacheTTL = time.Second }},
 		{"operator_role", func(c *Config) { c.OperatorRole = "" }},
 		{"operator_role", func(c *Config) { c.OperatorRole = "ops,admin" }},
 		{"operator_cross_tenant_role", func(c *Config) { c.OperatorCrossTenantRole = c.OperatorRole }},
