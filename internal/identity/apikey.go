@@ -148,11 +148,11 @@ func ReadKeysFile(path string) (*KeysFile, error) {
 	return kf, nil
 }
 
-// WriteKeysFile writes kf as YAML to path atomically (temp file, fsync,
+// writeKeysFile writes kf as YAML to path atomically (temp file, fsync,
 // rename, fsync of the directory), mode 0600, so a hot-reloading server never
-// sees a half-written file. It does not exclude other writers: a change to
-// an existing file goes through UpdateKeysFile.
-func WriteKeysFile(path string, kf *KeysFile) error {
+// sees a half-written file. It does not exclude other writers: callers hold
+// the lock (UpdateKeysFile, the only writer outside tests).
+func writeKeysFile(path string, kf *KeysFile) error {
 	out, err := yaml.Marshal(kf)
 	if err != nil {
 		return fmt.Errorf("encode keys file: %w", err)

@@ -203,7 +203,7 @@ func writeKeys(t testing.TB, dir string, recs ...KeyRecord) (string, map[string]
 		r.Hash = HashAPIKey([]byte(testPepper), k)
 		kf.Keys = append(kf.Keys, r)
 	}
-	if err := WriteKeysFile(path, kf); err != nil {
+	if err := writeKeysFile(path, kf); err != nil {
 		t.Fatal(err)
 	}
 	return path, plain

@@ -38,7 +38,7 @@ func UpdateKeysFile(ctx context.Context, path string, fn func(*KeysFile) error) 
 	case err != nil:
 		return err
 	}
-	return WriteKeysFile(path, kf)
+	return writeKeysFile(path, kf)
 }
 
 // lockKeysFile takes the exclusive lock beside path, polling so that ctx
