@@ -1,9 +1,12 @@
 // Package identity turns the credentials on a request into a Principal: who
 // is asking, with which roles and tenant. It verifies API keys (bwk_<id>_<secret>,
 // stored only as peppered HMACs in a hot-reloaded keys file and/or Redis),
-// JWTs (static keys or a JWKS fetched with a timeout, cached, refreshed in the
-// background and on an unknown kid, rate limited), and mTLS peers (Envoy's
-// source principal or x-forwarded-client-cert, only when trusted).
+// JWTs (static keys or a JWKS fetched with a timeout, cached for the lifetime
+// its response publishes within bounds, refreshed then and on an unknown kid,
+// rate limited; a cached verdict lasts only while its key is in the current
+// set), and mTLS peers (Envoy's source principal or x-forwarded-client-cert,
+// only when trusted). Key files and the Redis key store are changed only
+// atomically against every other writer (UpdateKeysFile, compare-and-swap).
 //
 // Policy decides what a principal may do; this package only says who it is.
 // An absent credential gives an anonymous principal; an invalid one gives an
