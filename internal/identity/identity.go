@@ -211,10 +211,10 @@ func (a *Authenticator) newJWTVerifier() (*jwtVerifier, error) {
 		allowed:     map[string]bool{},
 		leeway:      cfg.Leeway,
 		maxLifetime: cfg.MaxTokenLifetime,
-		subClaim: cfg.SubjectClaim,
-		roles:    strings.Split(cfg.RolesClaim, "."),
-		tenant:   strings.Split(cfg.TenantClaim, "."),
-		expected: jwtExpected(cfg),
+		subClaim:    cfg.SubjectClaim,
+		roles:       strings.Split(cfg.RolesClaim, "."),
+		tenant:      strings.Split(cfg.TenantClaim, "."),
+		expected:    jwtExpected(cfg),
 	}
 	for _, alg := range cfg.Algorithms {
 		v.algs = append(v.algs, jose.SignatureAlgorithm(alg))

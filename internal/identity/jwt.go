@@ -30,8 +30,8 @@ type jwtVerifier struct {
 	// maxLifetime bounds exp - iat (negative: unbounded).
 	maxLifetime time.Duration
 	subClaim    string
-	roles    []string // claim path
-	tenant   []string // claim path
+	roles       []string // claim path
+	tenant      []string // claim path
 }
 
 // jwtHeader is the part of the JOSE header read before verification, to
