@@ -12,7 +12,7 @@ import (
 // another descriptor holds it.
 func tryLock(f *os.File) (bool, error) {
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) // #nosec G115 -- a file descriptor is a small int
 		switch {
 		case err == nil:
 			return true, nil
