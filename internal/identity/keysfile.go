@@ -67,7 +67,7 @@ func lockKeysFile(ctx context.Context, path string) (func(), error) {
 			return nil, fmt.Errorf("lock keys file %s: %w", name, ctx.Err())
 		case <-t.C:
 		}
-		wait = min(2*wait, 20*time.Millisecond)
+		wait = min(2*wait, 4*time.Millisecond)
 	}
 }
 
