@@ -404,7 +404,10 @@ func (a *Admin) revokeInFile(ctx context.Context, id string, now time.Time, inSc
 		}
 		return nil
 	})
-	if err != nil {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, status.FromContextError(ctx.Err()).Err() // gave up waiting for another writer's lock
+	case err != nil:
 		return nil, status.Errorf(codes.FailedPrecondition, "keys file cannot be changed (read-only mount? malformed?): %v", err)
 	}
 	if changed && a.keys.Reload != nil {
