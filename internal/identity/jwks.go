@@ -328,14 +328,15 @@ func (s *jwksSource) fetchOnce(ctx context.Context) error {
 	return nil
 }
 
-// run refreshes in the background until ctx ends: when the key set's
-// cache lifetime ends after a success, every minInterval after a failure.
+// run refreshes in the background until ctx ends: after a success, at nine
+// tenths of the key set's cache lifetime (so requests rarely find it stale
+// and wait for a fetch); every minInterval after a failure.
 func (s *jwksSource) run(ctx context.Context) {
 	for {
 		wait := s.minInterval
 		if err := s.refresh(ctx, true); err == nil {
 			if r := s.ring.Load(); r != nil {
-				wait = max(r.expires.Sub(s.clock.Now()), s.minInterval)
+				wait = max(r.expires.Sub(s.clock.Now())*9/10, s.minInterval)
 			}
 		}
 		t := time.NewTimer(wait)
