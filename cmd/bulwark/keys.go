@@ -132,23 +132,30 @@ func keysCreate(ctx context.Context, o keysOptions, store *identity.RedisKeyStor
 		ID: o.id, Principal: o.principal, Roles: roles, Tenant: o.tenant,
 		Hash: identity.HashAPIKey(pepper, key), CreatedAt: now, ExpiresAt: expires,
 	}
-	var kf *identity.KeysFile
-	if o.keysFile != "" {
-		if kf, err = identity.ReadKeysFile(o.keysFile); err != nil {
+	createInRedis := func() error {
+		if store == nil {
+			return nil
+		}
+		return store.Create(ctx, rec)
+	}
+	if o.keysFile == "" {
+		if err := createInRedis(); err != nil {
 			return fmt.Errorf("keys create: %w", err)
 		}
-		if kf.Find(o.id) != nil {
-			return fmt.Errorf("keys create: key %q already exists in %s", o.id, o.keysFile)
-		}
-	}
-	if store != nil {
-		if err := store.Create(ctx, rec); err != nil {
-			return fmt.Errorf("keys create: %w", err)
-		}
-	}
-	if kf != nil {
-		kf.Keys = append(kf.Keys, rec)
-		if err := identity.WriteKeysFile(o.keysFile, kf); err != nil {
+	} else {
+		// Under the keys file's lock, so no other writer (another `keys`
+		// command, a server's RevokeKey) can change the file in between.
+		err := identity.UpdateKeysFile(ctx, o.keysFile, func(kf *identity.KeysFile) error {
+			if kf.Find(o.id) != nil {
+				return fmt.Errorf("key %q already exists in %s", o.id, o.keysFile)
+			}
+			if err := createInRedis(); err != nil {
+				return err
+			}
+			kf.Keys = append(kf.Keys, rec)
+			return nil
+		})
+		if err != nil {
 			return fmt.Errorf("keys create: %w", err)
 		}
 	}
@@ -164,22 +171,24 @@ func keysRevoke(ctx context.Context, o keysOptions, store *identity.RedisKeyStor
 	now := time.Now().UTC().Truncate(time.Second)
 	found := false
 	if o.keysFile != "" {
-		kf, err := identity.ReadKeysFile(o.keysFile)
+		err := identity.UpdateKeysFile(ctx, o.keysFile, func(kf *identity.KeysFile) error {
+			r := kf.Find(o.id)
+			if r == nil {
+				return identity.ErrNoChange
+			}
+			found = true
+			if !r.RevokedAt.IsZero() {
+				return identity.ErrNoChange
+			}
+			r.RevokedAt = now
+			return nil
+		})
 		if err != nil {
 			return fmt.Errorf("keys revoke: %w", err)
 		}
-		if r := kf.Find(o.id); r != nil {
-			found = true
-			if r.RevokedAt.IsZero() {
-				r.RevokedAt = now
-				if err := identity.WriteKeysFile(o.keysFile, kf); err != nil {
-					return fmt.Errorf("keys revoke: %w", err)
-				}
-			}
-		}
 	}
 	if store != nil {
-		err := store.Revoke(ctx, o.id, now)
+		_, err := store.Revoke(ctx, o.id, now, nil)
 		switch {
 		case err == nil:
 			found = true

@@ -222,8 +222,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	// Bulwark's own API, on a listener of its own (never Envoy's: an API
 	// caller must not reach Check or Process, whose attributes are believed
 	// as Envoy's): GuardService drives ep's exchanges (one pipeline, two
-	// front doors); AdminService requires a principal with the admin role on
-	// every call.
+	// front doors); AdminService requires a principal with the operator role
+	// on every call, scoped to its tenant.
 	if g := srv.API(); g != nil {
 		if err := registerAPI(g, cfg, ep, scanner, auth, engine, limiter, rdb, auditor, logger); err != nil {
 			return err
@@ -288,7 +288,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 // registerAPI registers bulwark.v1.GuardService and AdminService.
 func registerAPI(g *grpc.Server, cfg config.Config, ep *extproc.Server, scanner *detect.Scanner, auth *identity.Authenticator,
 	engine *policy.Engine, limiter *ratelimit.Limiter, rdb redis.UniversalClient, auditor *audit.Writer, logger *slog.Logger) error {
-	apiCfg := api.Config{MaxBodyBytes: cfg.ExtProcMaxBodyBytes}
+	apiCfg := api.Config{MaxBodyBytes: cfg.ExtProcMaxBodyBytes, AdminRole: cfg.OperatorRole, CrossTenantRole: cfg.OperatorCrossTenantRole}
 	guard, err := api.NewGuard(apiCfg, ep, scanner, auth, logger)
 	if err != nil {
 		return err

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -34,8 +33,6 @@ type Admin struct {
 	auditor  Auditor
 	logger   *slog.Logger
 	now      func() time.Time
-
-	keysMu sync.Mutex // serialises read-modify-write of the keys file
 }
 
 var _ bulwarkv1.AdminServiceServer = (*Admin)(nil)
@@ -56,16 +53,37 @@ func NewAdmin(cfg Config, auth Authenticator, policies Policies, quotas Quotas, 
 		auditor: auditor, logger: logger, now: time.Now}, nil
 }
 
-// call authorizes one admin call, runs it, and audits it whatever happened.
-// details are what the audit record says about the call's arguments and
-// result (identifiers only).
-func call[T any](ctx context.Context, a *Admin, method string, details map[string]any, fn func() (T, error)) (T, error) {
+// scope is what one operator may touch: every tenant, or one tenant's
+// keys and quotas ("" = only keys that have no tenant).
+type scope struct {
+	all    bool
+	tenant string
+}
+
+// allows reports whether a resource of tenant t is within the scope.
+func (s scope) allows(t string) bool { return s.all || t == s.tenant }
+
+func (s scope) String() string {
+	if s.all {
+		return "all_tenants"
+	}
+	return "tenant:" + s.tenant
+}
+
+// call authorizes one admin call, runs it within the caller's scope, and
+// audits it whatever happened. details are what the audit record says about
+// the call's arguments and result (identifiers only).
+func call[T any](ctx context.Context, a *Admin, method string, details map[string]any, fn func(scope) (T, error)) (T, error) {
 	var zero T
-	p, authErr := a.authorize(ctx)
+	p, sc, authErr := a.authorize(ctx)
 	var out T
 	err := authErr
 	if err == nil {
-		out, err = fn()
+		if details == nil {
+			details = map[string]any{}
+		}
+		details["scope"] = sc.String()
+		out, err = fn(sc)
 	}
 	a.audit(ctx, method, p, authErr == nil, err, details)
 	if err != nil {
@@ -74,20 +92,26 @@ func call[T any](ctx context.Context, a *Admin, method string, details map[strin
 	return out, nil
 }
 
-// authorize resolves the caller and requires the admin role.
-func (a *Admin) authorize(ctx context.Context) (identity.Principal, error) {
+// authorize resolves the caller, requires the operator role and says how
+// far the caller reaches.
+func (a *Admin) authorize(ctx context.Context) (identity.Principal, scope, error) {
 	p := a.auth.Authenticate(ctx, callerOf(ctx).credentials())
 	if !p.Authenticated() {
-		return p, unauthenticated(p.Error)
+		return p, scope{}, unauthenticated(p.Error)
 	}
 	if !slices.Contains(p.Roles, a.cfg.AdminRole) {
-		st := status.New(codes.PermissionDenied, fmt.Sprintf("principal %q does not have the %s role", p.ID, a.cfg.AdminRole))
-		if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: "role_not_allowed", Domain: ErrorDomain}); err == nil {
-			st = d
-		}
-		return p, st.Err()
+		return p, scope{}, denied("role_not_allowed", "principal %q does not have the %s role", p.ID, a.cfg.AdminRole)
 	}
-	return p, nil
+	return p, scope{all: slices.Contains(p.Roles, a.cfg.CrossTenantRole), tenant: p.Tenant}, nil
+}
+
+// denied is PERMISSION_DENIED with an ErrorInfo reason.
+func denied(reason, format string, args ...any) error {
+	st := status.New(codes.PermissionDenied, fmt.Sprintf(format, args...))
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain}); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 func (a *Admin) audit(ctx context.Context, method string, p identity.Principal, authorized bool, err error, details map[string]any) {
@@ -115,17 +139,21 @@ func (a *Admin) audit(ctx context.Context, method string, p identity.Principal, 
 	a.auditor.Log(context.WithoutCancel(ctx), r)
 }
 
-// GetPolicyStatus reports the policy in force.
+// GetPolicyStatus reports the policy in force; any operator may read it.
 func (a *Admin) GetPolicyStatus(ctx context.Context, _ *bulwarkv1.GetPolicyStatusRequest) (*bulwarkv1.GetPolicyStatusResponse, error) {
-	return call(ctx, a, "GetPolicyStatus", nil, func() (*bulwarkv1.GetPolicyStatusResponse, error) {
+	return call(ctx, a, "GetPolicyStatus", nil, func(scope) (*bulwarkv1.GetPolicyStatusResponse, error) {
 		return &bulwarkv1.GetPolicyStatusResponse{Status: policyStatus(a.policies.Status())}, nil
 	})
 }
 
-// ReloadPolicies loads the policy source now.
+// ReloadPolicies loads the policy source now. The policy governs every
+// tenant, so only a cross-tenant operator may reload it.
 func (a *Admin) ReloadPolicies(ctx context.Context, _ *bulwarkv1.ReloadPoliciesRequest) (*bulwarkv1.ReloadPoliciesResponse, error) {
 	details := map[string]any{}
-	return call(ctx, a, "ReloadPolicies", details, func() (*bulwarkv1.ReloadPoliciesResponse, error) {
+	return call(ctx, a, "ReloadPolicies", details, func(sc scope) (*bulwarkv1.ReloadPoliciesResponse, error) {
+		if !sc.all {
+			return nil, denied("cross_tenant_required", "reloading the policy affects every tenant: it needs the %s role", a.cfg.CrossTenantRole)
+		}
 		prev := a.policies.Status().Revision
 		details["old_revision"] = prev
 		if err := a.policies.Reload(ctx); err != nil {
@@ -148,11 +176,11 @@ func policyStatus(s policy.Status) *bulwarkv1.PolicyStatus {
 	return out
 }
 
-// GetQuota reports a subject's counters.
+// GetQuota reports a subject's counters, within the caller's scope.
 func (a *Admin) GetQuota(ctx context.Context, req *bulwarkv1.GetQuotaRequest) (*bulwarkv1.GetQuotaResponse, error) {
 	details := map[string]any{}
-	return call(ctx, a, "GetQuota", details, func() (*bulwarkv1.GetQuotaResponse, error) {
-		limits, err := a.selectLimits(req.GetSubject(), req.GetLimitName(), details)
+	return call(ctx, a, "GetQuota", details, func(sc scope) (*bulwarkv1.GetQuotaResponse, error) {
+		limits, err := a.selectLimits(sc, req.GetSubject(), req.GetLimitName(), details)
 		if err != nil {
 			return nil, err
 		}
@@ -164,11 +192,11 @@ func (a *Admin) GetQuota(ctx context.Context, req *bulwarkv1.GetQuotaRequest) (*
 	})
 }
 
-// ResetQuota refills a subject's counters.
+// ResetQuota refills a subject's counters, within the caller's scope.
 func (a *Admin) ResetQuota(ctx context.Context, req *bulwarkv1.ResetQuotaRequest) (*bulwarkv1.ResetQuotaResponse, error) {
 	details := map[string]any{}
-	return call(ctx, a, "ResetQuota", details, func() (*bulwarkv1.ResetQuotaResponse, error) {
-		limits, err := a.selectLimits(req.GetSubject(), req.GetLimitName(), details)
+	return call(ctx, a, "ResetQuota", details, func(sc scope) (*bulwarkv1.ResetQuotaResponse, error) {
+		limits, err := a.selectLimits(sc, req.GetSubject(), req.GetLimitName(), details)
 		if err != nil {
 			return nil, err
 		}
@@ -187,10 +215,16 @@ func (a *Admin) ResetQuota(ctx context.Context, req *bulwarkv1.ResetQuotaRequest
 	})
 }
 
-// selectLimits validates a subject and returns its known limits.
-func (a *Admin) selectLimits(s *bulwarkv1.QuotaSubject, name string, details map[string]any) ([]ratelimit.Limit, error) {
+// selectLimits validates a subject and returns its known limits that lie
+// within sc. A tenant-scoped operator reaches only its tenant's counters
+// (a principal's, only as counted inside that tenant); an operator with
+// neither a tenant nor the cross-tenant role reaches none.
+func (a *Admin) selectLimits(sc scope, s *bulwarkv1.QuotaSubject, name string, details map[string]any) ([]ratelimit.Limit, error) {
 	if a.quotas == nil {
 		return nil, status.Error(codes.Unimplemented, "no rate limiter configured")
+	}
+	if !sc.all && sc.tenant == "" {
+		return nil, denied("tenant_required", "quotas belong to tenants: an operator needs a tenant or the %s role", a.cfg.CrossTenantRole)
 	}
 	var match func(l ratelimit.Limit) bool
 	switch k := s.GetKind().(type) {
@@ -200,13 +234,16 @@ func (a *Admin) selectLimits(s *bulwarkv1.QuotaSubject, name string, details map
 			return nil, err
 		}
 		details["principal"] = id
-		match = func(l ratelimit.Limit) bool { return l.Principal == id }
+		match = func(l ratelimit.Limit) bool { return l.Principal == id && (sc.all || l.Tenant == sc.tenant) }
 	case *bulwarkv1.QuotaSubject_Tenant:
 		t := k.Tenant
 		if err := validSubject("subject.tenant", t); err != nil {
 			return nil, err
 		}
 		details["tenant"] = t
+		if !sc.allows(t) {
+			return nil, denied("tenant_not_allowed", "an operator of tenant %q may not manage tenant %q", sc.tenant, t)
+		}
 		match = func(l ratelimit.Limit) bool { return l.Tenant == t }
 	default:
 		return nil, invalid("subject", "set principal or tenant")
@@ -249,29 +286,33 @@ func quotaError(err error) error {
 	return status.Errorf(codes.Internal, "quota: %v", err)
 }
 
-// ListKeys lists key records, never secrets or hashes.
+// ListKeys lists the key records within the caller's scope, never secrets
+// or hashes.
 func (a *Admin) ListKeys(ctx context.Context, _ *bulwarkv1.ListKeysRequest) (*bulwarkv1.ListKeysResponse, error) {
 	details := map[string]any{}
-	return call(ctx, a, "ListKeys", details, func() (*bulwarkv1.ListKeysResponse, error) {
+	return call(ctx, a, "ListKeys", details, func(sc scope) (*bulwarkv1.ListKeysResponse, error) {
 		now := a.now()
 		var out []*bulwarkv1.KeyInfo
+		add := func(recs []identity.KeyRecord, src bulwarkv1.KeySource) {
+			for _, r := range recs {
+				if sc.allows(r.Tenant) {
+					out = append(out, keyInfo(r, src, now))
+				}
+			}
+		}
 		if a.keys.File != "" {
 			kf, err := identity.ReadKeysFile(a.keys.File)
 			if err != nil {
 				return nil, status.Errorf(codes.Internal, "keys file: %v", err)
 			}
-			for _, r := range kf.Keys {
-				out = append(out, keyInfo(r, bulwarkv1.KeySource_KEY_SOURCE_FILE, now))
-			}
+			add(kf.Keys, bulwarkv1.KeySource_KEY_SOURCE_FILE)
 		}
 		if a.keys.Redis != nil {
 			recs, err := a.keys.Redis.List(ctx)
 			if err != nil {
 				return nil, status.Error(codes.Unavailable, "the Redis key store did not answer")
 			}
-			for _, r := range recs {
-				out = append(out, keyInfo(r, bulwarkv1.KeySource_KEY_SOURCE_REDIS, now))
-			}
+			add(recs, bulwarkv1.KeySource_KEY_SOURCE_REDIS)
 		}
 		slices.SortStableFunc(out, func(x, y *bulwarkv1.KeyInfo) int {
 			if c := strings.Compare(x.GetId(), y.GetId()); c != 0 {
@@ -284,18 +325,23 @@ func (a *Admin) ListKeys(ctx context.Context, _ *bulwarkv1.ListKeysRequest) (*bu
 	})
 }
 
-// RevokeKey revokes a key in every store that holds it.
+// RevokeKey revokes a key in every store that holds it, if the key is
+// within the caller's scope; a key outside it is NOT_FOUND, as a missing
+// one, so a tenant's operator cannot learn other tenants' key ids. Each
+// store is changed atomically against every other writer (file lock,
+// Redis compare-and-swap), so an acknowledged revocation stays.
 func (a *Admin) RevokeKey(ctx context.Context, req *bulwarkv1.RevokeKeyRequest) (*bulwarkv1.RevokeKeyResponse, error) {
 	id := req.GetId()
 	details := map[string]any{"key_id": id}
-	return call(ctx, a, "RevokeKey", details, func() (*bulwarkv1.RevokeKeyResponse, error) {
+	return call(ctx, a, "RevokeKey", details, func(sc scope) (*bulwarkv1.RevokeKeyResponse, error) {
 		if !validKeyID(id) {
 			return nil, invalid("id", "%q is not a key id (1-64 letters, digits or '-')", id)
 		}
 		now := a.now().UTC().Truncate(time.Second)
+		inScope := func(r identity.KeyRecord) bool { return sc.allows(r.Tenant) }
 		var out []*bulwarkv1.KeyInfo
 		if a.keys.File != "" {
-			r, err := a.revokeInFile(id, now)
+			r, err := a.revokeInFile(ctx, id, now, inScope)
 			if err != nil {
 				return nil, err
 			}
@@ -304,14 +350,17 @@ func (a *Admin) RevokeKey(ctx context.Context, req *bulwarkv1.RevokeKeyRequest) 
 			}
 		}
 		if a.keys.Redis != nil {
-			err := a.keys.Redis.Revoke(ctx, id, now)
-			if !errors.Is(err, identity.ErrKeyNotFound) {
-				// A revocation stored but not announced still holds: other
-				// replicas see it within their cache TTL. Read it back to know.
-				r, gerr := a.keys.Redis.Get(ctx, id)
-				if gerr != nil || r.RevokedAt.IsZero() {
-					a.logger.Warn("API key not revoked in Redis", "key_id", id, "error", errors.Join(err, gerr))
-					return nil, status.Error(codes.Unavailable, "the Redis key store did not answer")
+			r, err := a.keys.Redis.Revoke(ctx, id, now, inScope)
+			switch {
+			case errors.Is(err, identity.ErrKeyNotFound):
+			case r == nil || r.RevokedAt.IsZero():
+				a.logger.Warn("API key not revoked in Redis", "key_id", id, "error", err)
+				return nil, status.Error(codes.Unavailable, "the Redis key store did not answer")
+			default:
+				if err != nil {
+					// Stored but not announced: it still holds, and other
+					// replicas see it within their cache TTL.
+					a.logger.Warn("API key revoked in Redis; change not announced", "key_id", id, "error", err)
 				}
 				out = append(out, keyInfo(*r, bulwarkv1.KeySource_KEY_SOURCE_REDIS, now))
 			}
@@ -323,32 +372,40 @@ func (a *Admin) RevokeKey(ctx context.Context, req *bulwarkv1.RevokeKeyRequest) 
 	})
 }
 
-// revokeInFile marks id revoked in the keys file (atomically rewritten)
-// and reloads it; nil when the file has no such key.
-func (a *Admin) revokeInFile(id string, now time.Time) (*identity.KeyRecord, error) {
-	a.keysMu.Lock()
-	defer a.keysMu.Unlock()
-	kf, err := identity.ReadKeysFile(a.keys.File)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "keys file: %v", err)
-	}
-	r := kf.Find(id)
-	if r == nil {
-		return nil, nil
-	}
-	if r.RevokedAt.IsZero() {
-		r.RevokedAt = now
-		if err := identity.WriteKeysFile(a.keys.File, kf); err != nil {
-			return nil, status.Errorf(codes.FailedPrecondition, "keys file cannot be written (read-only mount?): %v", err)
+// revokeInFile marks id revoked in the keys file (under the file's lock,
+// atomically rewritten) and reloads it; nil when the file has no such key
+// within scope.
+func (a *Admin) revokeInFile(ctx context.Context, id string, now time.Time, inScope func(identity.KeyRecord) bool) (*identity.KeyRecord, error) {
+	var rec *identity.KeyRecord
+	changed := false
+	err := identity.UpdateKeysFile(ctx, a.keys.File, func(kf *identity.KeysFile) error {
+		r := kf.Find(id)
+		if r == nil || !inScope(*r) {
+			return identity.ErrNoChange
 		}
-		if a.keys.Reload != nil {
-			if err := a.keys.Reload(); err != nil {
-				return nil, status.Errorf(codes.Internal, "keys file written but not reloaded: %v", err)
-			}
+		if r.RevokedAt.IsZero() {
+			r.RevokedAt = now
+			changed = true
+		}
+		c := *r
+		rec = &c
+		if !changed {
+			return identity.ErrNoChange
+		}
+		return nil
+	})
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, status.FromContextError(ctx.Err()).Err() // gave up waiting for another writer's lock
+	case err != nil:
+		return nil, status.Errorf(codes.FailedPrecondition, "keys file cannot be changed (read-only mount? malformed?): %v", err)
+	}
+	if changed && a.keys.Reload != nil {
+		if err := a.keys.Reload(); err != nil {
+			return nil, status.Errorf(codes.Internal, "keys file written but not reloaded: %v", err)
 		}
 	}
-	rec := *r
-	return &rec, nil
+	return rec, nil
 }
 
 func keyInfo(r identity.KeyRecord, src bulwarkv1.KeySource, now time.Time) *bulwarkv1.KeyInfo {

@@ -16,9 +16,10 @@
 // an error (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED,
 // UNAVAILABLE); unusable input is INVALID_ARGUMENT.
 //
-// The AdminService is guarded by role: every call authenticates the caller
-// through the same identity stage and requires the admin role; every call,
-// refused or not, is audited.
+// The AdminService is guarded by role and tenant: every call authenticates
+// the caller through the same identity stage and requires the operator role
+// (Config.AdminRole); an operator acts within its own tenant unless it also
+// holds Config.CrossTenantRole; every call, refused or not, is audited.
 package api
 
 import (
@@ -35,8 +36,15 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 )
 
-// DefaultAdminRole is the role AdminService requires unless configured.
-const DefaultAdminRole = "admin"
+// DefaultAdminRole is the role AdminService requires unless configured. It
+// is an operator role, deliberately not a role that policies give LLM
+// callers ("admin", "user"), so being an administrator of a tenant's LLM use
+// never makes a principal an operator of Bulwark.
+const DefaultAdminRole = "bulwark-operator"
+
+// DefaultCrossTenantRole is the role that, held together with the admin
+// role, lets an operator act on every tenant (see Config.CrossTenantRole).
+const DefaultCrossTenantRole = "bulwark-cross-tenant"
 
 // AuditTypeAdminCall is the audit record type of an AdminService call.
 const AuditTypeAdminCall = "admin_call"
@@ -99,8 +107,16 @@ type Config struct {
 	// same bound ext_proc inspects (extproc_max_body_bytes). Default
 	// extproc.DefaultMaxBodyBytes.
 	MaxBodyBytes int
-	// AdminRole is the role AdminService requires. Default DefaultAdminRole.
+	// AdminRole is the role every AdminService call requires. Default
+	// DefaultAdminRole.
 	AdminRole string
+	// CrossTenantRole, held together with AdminRole, lets an operator act on
+	// every tenant's keys and quotas and on what all tenants share
+	// (ReloadPolicies). An operator without it acts only within its own
+	// tenant (principal.tenant); one with neither it nor a tenant may only
+	// read the policy status and manage keys that have no tenant. Default
+	// DefaultCrossTenantRole.
+	CrossTenantRole string
 }
 
 func (c Config) withDefaults() Config {
@@ -109,6 +125,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AdminRole == "" {
 		c.AdminRole = DefaultAdminRole
+	}
+	if c.CrossTenantRole == "" {
+		c.CrossTenantRole = DefaultCrossTenantRole
 	}
 	return c
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -90,8 +91,14 @@ func newFixture(t *testing.T, o options) *fixture {
 	var auth *identity.Authenticator
 	auth, f.keys, f.keysFile = testfixture.Authenticator(t, pepper,
 		testfixture.Key{ID: "app", Tenant: "acme", Roles: []string{"user"}},
-		testfixture.Key{ID: "ops", Roles: []string{"admin"}},
-		testfixture.Key{ID: "reader", Tenant: "acme", Roles: []string{"reader"}})
+		testfixture.Key{ID: "ops", Roles: []string{api.DefaultAdminRole, api.DefaultCrossTenantRole}},
+		testfixture.Key{ID: "reader", Tenant: "acme", Roles: []string{"reader"}},
+		// Tenant beta: its operator, an LLM "admin" (no operator), a user.
+		testfixture.Key{ID: "beta-ops", Tenant: "beta", Roles: []string{api.DefaultAdminRole}},
+		testfixture.Key{ID: "beta-admin", Tenant: "beta", Roles: []string{"admin", "user"}},
+		testfixture.Key{ID: "beta-app", Tenant: "beta", Roles: []string{"user"}},
+		// An operator of no tenant, without the cross-tenant role.
+		testfixture.Key{ID: "lone-ops", Roles: []string{api.DefaultAdminRole}})
 	rpm := o.requestsPerMinute
 	if rpm == "" {
 		rpm = "1000000"
@@ -588,19 +595,23 @@ func TestAdminRefusesNonAdmins(t *testing.T) {
 		if err := fn(f.as("app")); status.Code(err) != codes.PermissionDenied {
 			t.Errorf("%s as a user: %v, want PermissionDenied", name, err)
 		}
+		// "admin" is an LLM role of the default policy, not the operator role.
+		if err := fn(f.as("beta-admin")); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s as an LLM admin: %v, want PermissionDenied", name, err)
+		}
 		if err := fn(f.as("")); status.Code(err) != codes.Unauthenticated {
 			t.Errorf("%s without a credential: %v, want Unauthenticated", name, err)
 		}
 	}
 	recs := f.audit.ofType(api.AuditTypeAdminCall)
-	if len(recs) != 2*len(calls) {
-		t.Fatalf("%d admin_call records, want %d", len(recs), 2*len(calls))
+	if len(recs) != 3*len(calls) {
+		t.Fatalf("%d admin_call records, want %d", len(recs), 3*len(calls))
 	}
 	for _, r := range recs {
 		if r.Allowed == nil || *r.Allowed || !strings.HasPrefix(r.Route, "/bulwark.v1.AdminService/") {
 			t.Fatalf("record %+v", r)
 		}
-		if r.Reason == "permission_denied" && (r.Principal == nil || r.Principal.ID != "app") {
+		if r.Reason == "permission_denied" && (r.Principal == nil || (r.Principal.ID != "app" && r.Principal.ID != "beta-admin")) {
 			t.Fatalf("denied record without the principal: %+v", r)
 		}
 	}
@@ -659,7 +670,7 @@ func TestAdminKeys(t *testing.T) {
 			t.Fatalf("key %v", k)
 		}
 	}
-	if strings.Join(ids, ",") != "app,ops,reader" {
+	if strings.Join(ids, ",") != "app,beta-admin,beta-app,beta-ops,lone-ops,ops,reader" {
 		t.Fatalf("ids %v", ids)
 	}
 	if b, _ := proto.Marshal(l); strings.Contains(string(b), "hmac-sha256") || strings.Contains(string(b), f.keys["app"]) {
@@ -688,6 +699,133 @@ func TestAdminKeys(t *testing.T) {
 	for _, rec := range f.audit.ofType(api.AuditTypeAdminCall) {
 		if rec.Details["method"] == "RevokeKey" && rec.Details["key_id"] == nil {
 			t.Fatalf("revoke audited without the key id: %+v", rec)
+		}
+	}
+}
+
+// TestAdminTenancy: an operator acts within its own tenant; only the
+// cross-tenant role reaches every tenant and what they share.
+func TestAdminTenancy(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, options{})
+	for _, id := range []string{"app", "beta-app"} { // counters for acme and beta
+		if _, err := f.guard.CheckPrompt(f.as(id), &bulwarkv1.CheckPromptRequest{Body: chat}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tenant := func(t string) *bulwarkv1.QuotaSubject {
+		return &bulwarkv1.QuotaSubject{Kind: &bulwarkv1.QuotaSubject_Tenant{Tenant: t}}
+	}
+	principal := func(p string) *bulwarkv1.QuotaSubject {
+		return &bulwarkv1.QuotaSubject{Kind: &bulwarkv1.QuotaSubject_Principal{Principal: p}}
+	}
+	listed := func(as string) string {
+		l, err := f.admin.ListKeys(f.as(as), &bulwarkv1.ListKeysRequest{})
+		if err != nil {
+			t.Fatalf("ListKeys as %s: %v", as, err)
+		}
+		var ids []string
+		for _, k := range l.GetKeys() {
+			ids = append(ids, k.GetId())
+		}
+		return strings.Join(ids, ",")
+	}
+	counters := func(r interface {
+		GetCounters() []*bulwarkv1.QuotaCounter
+	}) string {
+		var keys []string
+		for _, c := range r.GetCounters() {
+			keys = append(keys, c.GetKey())
+		}
+		slices.Sort(keys)
+		return strings.Join(keys, ",")
+	}
+
+	for _, tc := range []struct {
+		name string
+		call func() (string, error)
+		want codes.Code
+		got  string // the answer's keys or counters, when OK
+	}{
+		{"beta operator lists beta's keys only", func() (string, error) { return listed("beta-ops"), nil }, codes.OK,
+			"beta-admin,beta-app,beta-ops"},
+		{"operator without tenant lists tenant-less keys only", func() (string, error) { return listed("lone-ops"), nil }, codes.OK,
+			"lone-ops,ops"},
+		{"cross-tenant operator lists every key", func() (string, error) { return listed("ops"), nil }, codes.OK,
+			"app,beta-admin,beta-app,beta-ops,lone-ops,ops,reader"},
+		{"beta operator reads beta's quota", func() (string, error) {
+			r, err := f.admin.GetQuota(f.as("beta-ops"), &bulwarkv1.GetQuotaRequest{Subject: tenant("beta")})
+			return counters(r), err
+		}, codes.OK, "{beta},{beta}:beta-app"},
+		{"beta operator may not read acme's quota", func() (string, error) {
+			_, err := f.admin.GetQuota(f.as("beta-ops"), &bulwarkv1.GetQuotaRequest{Subject: tenant("acme")})
+			return "", err
+		}, codes.PermissionDenied, ""},
+		{"beta operator may not reset acme's quota", func() (string, error) {
+			_, err := f.admin.ResetQuota(f.as("beta-ops"), &bulwarkv1.ResetQuotaRequest{Subject: tenant("acme")})
+			return "", err
+		}, codes.PermissionDenied, ""},
+		{"beta operator does not reach acme's principal", func() (string, error) {
+			_, err := f.admin.ResetQuota(f.as("beta-ops"), &bulwarkv1.ResetQuotaRequest{Subject: principal("app")})
+			return "", err
+		}, codes.NotFound, ""},
+		{"beta operator reaches its own principal", func() (string, error) {
+			r, err := f.admin.GetQuota(f.as("beta-ops"), &bulwarkv1.GetQuotaRequest{Subject: principal("beta-app")})
+			return counters(r), err
+		}, codes.OK, "{beta}:beta-app"},
+		{"operator without tenant reaches no quota", func() (string, error) {
+			_, err := f.admin.GetQuota(f.as("lone-ops"), &bulwarkv1.GetQuotaRequest{Subject: principal("app")})
+			return "", err
+		}, codes.PermissionDenied, ""},
+		{"cross-tenant operator reads acme's quota", func() (string, error) {
+			r, err := f.admin.GetQuota(f.as("ops"), &bulwarkv1.GetQuotaRequest{Subject: tenant("acme")})
+			return counters(r), err
+		}, codes.OK, "{acme},{acme}:app"},
+		{"beta operator cannot revoke acme's key", func() (string, error) {
+			_, err := f.admin.RevokeKey(f.as("beta-ops"), &bulwarkv1.RevokeKeyRequest{Id: "app"})
+			return "", err
+		}, codes.NotFound, ""},
+		{"beta operator cannot revoke a tenant-less operator", func() (string, error) {
+			_, err := f.admin.RevokeKey(f.as("beta-ops"), &bulwarkv1.RevokeKeyRequest{Id: "ops"})
+			return "", err
+		}, codes.NotFound, ""},
+		{"tenant operator may not reload the shared policy", func() (string, error) {
+			_, err := f.admin.ReloadPolicies(f.as("beta-ops"), &bulwarkv1.ReloadPoliciesRequest{})
+			return "", err
+		}, codes.PermissionDenied, ""},
+		{"tenant operator reads the policy status", func() (string, error) {
+			_, err := f.admin.GetPolicyStatus(f.as("beta-ops"), &bulwarkv1.GetPolicyStatusRequest{})
+			return "", err
+		}, codes.OK, ""},
+		{"beta operator revokes beta's user", func() (string, error) {
+			r, err := f.admin.RevokeKey(f.as("beta-ops"), &bulwarkv1.RevokeKeyRequest{Id: "beta-app"})
+			if len(r.GetKeys()) == 1 {
+				return r.GetKeys()[0].GetStatus().String(), err
+			}
+			return "", err
+		}, codes.OK, "KEY_STATUS_REVOKED"},
+	} {
+		got, err := tc.call()
+		if status.Code(err) != tc.want || (err == nil && got != tc.got) {
+			t.Errorf("%s: %q, %v; want %q, %v", tc.name, got, err, tc.got, tc.want)
+		}
+	}
+	// acme's user and the operators still work: nothing outside beta changed.
+	if _, err := f.guard.CheckPrompt(f.as("app"), &bulwarkv1.CheckPromptRequest{Body: chat}); err != nil {
+		t.Fatalf("acme's user after beta's operator acted: %v", err)
+	}
+	kf, err := identity.ReadKeysFile(f.keysFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range kf.Keys {
+		if revoked := !r.RevokedAt.IsZero(); revoked != (r.ID == "beta-app") {
+			t.Errorf("key %s revoked = %v", r.ID, revoked)
+		}
+	}
+	for _, rec := range f.audit.ofType(api.AuditTypeAdminCall) {
+		if rec.Principal != nil && rec.Principal.ID == "beta-ops" && rec.Details["scope"] != "tenant:beta" {
+			t.Errorf("beta operator's call audited with scope %v", rec.Details["scope"])
 		}
 	}
 }

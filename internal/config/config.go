@@ -142,9 +142,21 @@ type Config struct {
 	JWKSURL string `yaml:"jwks_url"`
 	// JWTKeysFile holds static JWT verification keys (JWKS or PEM).
 	JWTKeysFile string `yaml:"jwt_keys_file"`
-	// JWTIssuer and JWTAudience, when set, must match the token's iss and aud.
+	// JWTIssuer and JWTAudience must match the token's iss and aud; both are
+	// required with jwks_url or jwt_keys_file, unless
+	// JWTInsecureSkipIssuerAudience.
 	JWTIssuer   string `yaml:"jwt_issuer"`
 	JWTAudience string `yaml:"jwt_audience"`
+	// JWTInsecureSkipIssuerAudience lets Bulwark start with JWT keys but
+	// without an issuer or audience to check, accepting tokens minted for
+	// other services; warned about at every start. Off by default.
+	JWTInsecureSkipIssuerAudience bool `yaml:"jwt_insecure_skip_issuer_audience"`
+	// JWTMaxTokenLifetime refuses tokens whose exp is further than this after
+	// their iat (lifetime_too_long); 0 or negative: no bound.
+	JWTMaxTokenLifetime time.Duration `yaml:"jwt_max_token_lifetime"`
+	// JWKSMaxCacheTTL caps the cache lifetime a JWKS response asks for: the
+	// longest a key withdrawn from the JWKS still verifies tokens.
+	JWKSMaxCacheTTL time.Duration `yaml:"jwks_max_cache_ttl"`
 	// JWTAlgorithms is the signature allow-list (asymmetric only).
 	JWTAlgorithms []string `yaml:"jwt_algorithms"`
 	// JWTRolesClaim and JWTTenantClaim map claims to roles and tenant.
@@ -158,6 +170,14 @@ type Config struct {
 	TrustXFCC bool `yaml:"trust_xfcc"`
 	// MTLSPrincipals gives roles and tenant to mTLS peers (exact id or prefix*).
 	MTLSPrincipals map[string]identity.PeerIdentity `yaml:"mtls_principals"`
+	// OperatorRole is the role every AdminService call needs. Keep it apart
+	// from the roles policies give LLM callers (the default policy's
+	// "admin" and "user"): an operator manages Bulwark, not the models.
+	OperatorRole string `yaml:"operator_role"`
+	// OperatorCrossTenantRole, held with OperatorRole, lets an operator act
+	// on every tenant (and reload the shared policy); without it an
+	// operator acts only on its own tenant's keys and quotas.
+	OperatorCrossTenantRole string `yaml:"operator_cross_tenant_role"`
 	// StripCredentials keeps credential headers out of the policy input once
 	// the identity stage has read them. It applies only when Bulwark
 	// authenticates (IdentityEnabled); without any identity source the
@@ -329,6 +349,12 @@ func Default() Config {
 		AuditFailureMode:        "fail_open",
 		AuditCheckpointInterval: time.Second,
 		AuditCheckpointRecords:  1000,
+
+		// JWT bounds and the Admin API's operator roles.
+		JWTMaxTokenLifetime:     24 * time.Hour,
+		JWKSMaxCacheTTL:         time.Hour,
+		OperatorRole:            "bulwark-operator",
+		OperatorCrossTenantRole: "bulwark-cross-tenant",
 	}
 }
 
@@ -352,6 +378,12 @@ func (c Config) IdentityConfig(pepper string) identity.Config {
 	ic.JWTKeysFile = c.JWTKeysFile
 	ic.Issuer = c.JWTIssuer
 	ic.Audience = c.JWTAudience
+	ic.InsecureSkipIssuerAudience = c.JWTInsecureSkipIssuerAudience
+	ic.MaxTokenLifetime = c.JWTMaxTokenLifetime
+	if c.JWTMaxTokenLifetime <= 0 {
+		ic.MaxTokenLifetime = -1 // identity's "no bound"
+	}
+	ic.JWKSMaxCacheTTL = c.JWKSMaxCacheTTL
 	if len(c.JWTAlgorithms) > 0 {
 		ic.Algorithms = c.JWTAlgorithms
 	}
@@ -543,8 +575,29 @@ func (c Config) Validate() error {
 			return &FieldError{"metadata_key_file", err.Error()}
 		}
 	}
+	if c.JWKSURL != "" || c.JWTKeysFile != "" {
+		if !c.JWTInsecureSkipIssuerAudience && (c.JWTIssuer == "" || c.JWTAudience == "") {
+			field := "jwt_issuer"
+			if c.JWTIssuer != "" {
+				field = "jwt_audience"
+			}
+			return &FieldError{field, "JWT keys are configured: set both jwt_issuer and jwt_audience, or tokens minted for " +
+				"other services or by other issuers sharing the keys are accepted (jwt_insecure_skip_issuer_audience accepts that)"}
+		}
+	}
+	if c.JWKSMaxCacheTTL < 30*time.Second || c.JWKSMaxCacheTTL > 24*time.Hour {
+		return &FieldError{"jwks_max_cache_ttl", fmt.Sprintf("%s must be in [30s, 24h]", c.JWKSMaxCacheTTL)}
+	}
 	if err := c.IdentityConfig("placeholder-for-validation-only").Validate(); err != nil {
 		return &FieldError{"identity", err.Error()}
+	}
+	for _, r := range []struct{ field, v string }{{"operator_role", c.OperatorRole}, {"operator_cross_tenant_role", c.OperatorCrossTenantRole}} {
+		if strings.TrimSpace(r.v) != r.v || r.v == "" || strings.ContainsAny(r.v, " ,") {
+			return &FieldError{r.field, fmt.Sprintf("%q is not a role name", r.v)}
+		}
+	}
+	if c.OperatorRole == c.OperatorCrossTenantRole {
+		return &FieldError{"operator_cross_tenant_role", "must differ from operator_role (else every operator reaches every tenant)"}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -683,6 +736,11 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.Var((*stringList)(&c.JWTAlgorithms), "jwt-algorithms", "comma-separated JWT signature algorithms (asymmetric only)")
 	fs.StringVar(&c.JWTRolesClaim, "jwt-roles-claim", c.JWTRolesClaim, "claim holding roles (array or space-separated; dots for nesting)")
 	fs.StringVar(&c.JWTTenantClaim, "jwt-tenant-claim", c.JWTTenantClaim, "claim holding the tenant")
+	fs.BoolVar(&c.JWTInsecureSkipIssuerAudience, "jwt-insecure-skip-issuer-audience", c.JWTInsecureSkipIssuerAudience, "accept JWTs without checking iss or aud when --jwt-issuer or --jwt-audience is unset (insecure)")
+	fs.DurationVar(&c.JWTMaxTokenLifetime, "jwt-max-token-lifetime", c.JWTMaxTokenLifetime, "refuse JWTs whose exp is further than this after their iat (0: no bound)")
+	fs.DurationVar(&c.JWKSMaxCacheTTL, "jwks-max-cache-ttl", c.JWKSMaxCacheTTL, "longest a fetched JWKS is used before it is fetched again, whatever its Cache-Control says")
+	fs.StringVar(&c.OperatorRole, "operator-role", c.OperatorRole, "role every AdminService call needs (keep it apart from LLM roles)")
+	fs.StringVar(&c.OperatorCrossTenantRole, "operator-cross-tenant-role", c.OperatorCrossTenantRole, "role that, with --operator-role, reaches every tenant in AdminService")
 	fs.BoolVar(&c.TrustSourcePrincipal, "trust-source-principal", c.TrustSourcePrincipal, "take Envoy's verified mTLS peer identity as a principal")
 	fs.BoolVar(&c.TrustXFCC, "trust-xfcc", c.TrustXFCC, "take x-forwarded-client-cert as a principal (only behind a sanitising proxy)")
 	fs.BoolVar(&c.StripCredentials, "strip-credentials", c.StripCredentials, "keep credential headers out of the policy input")

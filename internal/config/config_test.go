@@ -143,6 +143,13 @@ func TestValidateNamesField(t *testing.T) {
 		{"extproc_max_stream_duration", func(c *Config) { c.ExtProcMaxStreamDuration = c.ExtProcIdleTimeout - time.Second }},
 		{"extproc_max_stream_duration", func(c *Config) { c.ExtProcMaxStreamDuration = 8 * 24 * time.Hour }},
 		{"extproc_max_buffered_bytes", func(c *Config) { c.ExtProcMaxBufferedBytes = int64(c.ExtProcMaxBodyBytes) - 1 }},
+		{"jwt_issuer", func(c *Config) { c.JWKSURL = "https://issuer.example/jwks" }},
+		{"jwt_audience", func(c *Config) { c.JWKSURL, c.JWTIssuer = "https://issuer.example/jwks", "https://issuer.example" }},
+		{"jwt_issuer", func(c *Config) { c.JWTKeysFile, c.JWTAudience = "keys.pem", "bulwark" }},
+		{"jwks_max_cache_ttl", func(c *Config) { c.JWKSMaxCacheTTL = time.Second }},
+		{"operator_role", func(c *Config) { c.OperatorRole = "" }},
+		{"operator_role", func(c *Config) { c.OperatorRole = "ops,admin" }},
+		{"operator_cross_tenant_role", func(c *Config) { c.OperatorCrossTenantRole = c.OperatorRole }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.field, func(t *testing.T) {
@@ -151,6 +158,32 @@ func TestValidateNamesField(t *testing.T) {
 			var fe *FieldError
 			if err := c.Validate(); !errors.As(err, &fe) || fe.Field != tc.field {
 				t.Fatalf("err = %v, want FieldError for %s", err, tc.field)
+			}
+		})
+	}
+}
+
+// TestJWTIssuerAudienceOptIn: JWT keys without an issuer or audience start
+// only with the explicit, insecure opt-in, by any of the three names.
+func TestJWTIssuerAudienceOptIn(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		environ []string
+		wantErr bool
+	}{
+		{"refused without issuer and audience", []string{"--jwks-url", "https://issuer.example/jwks"}, nil, true},
+		{"both set", []string{"--jwks-url", "https://issuer.example/jwks", "--jwt-issuer", "https://issuer.example", "--jwt-audience", "bulwark"}, nil, false},
+		{"opt-in flag", []string{"--jwks-url", "https://issuer.example/jwks", "--jwt-insecure-skip-issuer-audience"}, nil, false},
+		{"opt-in variable", []string{"--jwks-url", "https://issuer.example/jwks"}, []string{"BULWARK_JWT_INSECURE_SKIP_ISSUER_AUDIENCE=true"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(tc.args, tc.environ, io.Discard)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("Load = %v, want error %v", err, tc.wantErr)
+			}
+			if err == nil && c.IdentityConfig("").InsecureSkipIssuerAudience != (tc.name != "both set") {
+				t.Errorf("InsecureSkipIssuerAudience = %v", c.IdentityConfig("").InsecureSkipIssuerAudience)
 			}
 		})
 	}

@@ -148,9 +148,11 @@ func ReadKeysFile(path string) (*KeysFile, error) {
 	return kf, nil
 }
 
-// WriteKeysFile writes kf as YAML to path atomically (temp file + rename),
-// mode 0600, so a hot-reloading server never sees a half-written file.
-func WriteKeysFile(path string, kf *KeysFile) error {
+// writeKeysFile writes kf as YAML to path atomically (temp file, fsync,
+// rename, fsync of the directory), mode 0600, so a hot-reloading server never
+// sees a half-written file. It does not exclude other writers: callers hold
+// the lock (UpdateKeysFile, the only writer outside tests).
+func writeKeysFile(path string, kf *KeysFile) error {
 	out, err := yaml.Marshal(kf)
 	if err != nil {
 		return fmt.Errorf("encode keys file: %w", err)
@@ -178,6 +180,9 @@ func WriteKeysFile(path string, kf *KeysFile) error {
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write keys file: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("write keys file: sync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"github.com/prometheus/client_golang/prometheus"
 	"slices"
 	"strings"
 	"testing"
@@ -37,10 +38,11 @@ func TestAPIKeyAuthenticate(t *testing.T) {
 		{name: "x-api-key", req: Request{APIKey: plain["plain"]}, wantID: "plain", wantKind: KindAPIKey, wantRoles: []string{"admin", "user"}},
 		{name: "x-api-key with spaces", req: Request{APIKey: " " + plain["plain"] + " "}, wantID: "plain", wantKind: KindAPIKey, wantRoles: []string{"admin", "user"}},
 		{name: "not yet expired", req: Request{APIKey: plain["later"]}, wantID: "later", wantKind: KindAPIKey, wantRoles: []string{"user"}},
-		{name: "unknown id", req: Request{APIKey: "bwk_nobody_" + ciSecret}, wantKind: KindAnonymous, wantErr: ReasonUnknownKey},
-		{name: "wrong secret", req: Request{APIKey: "bwk_ci_" + strings.Repeat("A", 43)}, wantKind: KindAnonymous, wantErr: ReasonBadSecret},
-		{name: "secret of another key", req: Request{APIKey: "bwk_plain_" + ciSecret}, wantKind: KindAnonymous, wantErr: ReasonBadSecret},
-		{name: "truncated secret", req: Request{APIKey: plain["ci"][:len(plain["ci"])-1]}, wantKind: KindAnonymous, wantErr: ReasonBadSecret},
+		// An unknown id and a wrong secret look the same to the caller.
+		{name: "unknown id", req: Request{APIKey: "bwk_nobody_" + ciSecret}, wantKind: KindAnonymous, wantErr: ReasonInvalidKey},
+		{name: "wrong secret", req: Request{APIKey: "bwk_ci_" + strings.Repeat("A", 43)}, wantKind: KindAnonymous, wantErr: ReasonInvalidKey},
+		{name: "secret of another key", req: Request{APIKey: "bwk_plain_" + ciSecret}, wantKind: KindAnonymous, wantErr: ReasonInvalidKey},
+		{name: "truncated secret", req: Request{APIKey: plain["ci"][:len(plain["ci"])-1]}, wantKind: KindAnonymous, wantErr: ReasonInvalidKey},
 		{name: "revoked", req: Request{APIKey: plain["gone"]}, wantKind: KindAnonymous, wantErr: ReasonRevoked},
 		{name: "disabled", req: Request{APIKey: plain["off"]}, wantKind: KindAnonymous, wantErr: ReasonDisabled},
 		{name: "expired", req: Request{APIKey: plain["old"]}, wantKind: KindAnonymous, wantErr: ReasonExpired},
@@ -49,7 +51,7 @@ func TestAPIKeyAuthenticate(t *testing.T) {
 		{name: "prefix only", req: Request{Authorization: "Bearer bwk_"}, wantKind: KindAnonymous, wantErr: ReasonMalformed},
 		{name: "not a key", req: Request{APIKey: "hello"}, wantKind: KindAnonymous, wantErr: ReasonMalformed},
 		{name: "control char in secret", req: Request{APIKey: "bwk_ci_" + strings.Repeat("a", 20) + "\x00"}, wantKind: KindAnonymous, wantErr: ReasonMalformed},
-		{name: "authorization wins over x-api-key", req: Request{Authorization: "Bearer bwk_ci_" + strings.Repeat("A", 43), APIKey: plain["plain"]}, wantKind: KindAnonymous, wantErr: ReasonBadSecret},
+		{name: "authorization wins over x-api-key", req: Request{Authorization: "Bearer bwk_ci_" + strings.Repeat("A", 43), APIKey: plain["plain"]}, wantKind: KindAnonymous, wantErr: ReasonInvalidKey},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -179,8 +181,8 @@ func TestKeysFileHotReload(t *testing.T) {
 	// A new file with a new key replaces the old one.
 	_, plain2 := writeKeys(t, dir, KeyRecord{ID: "two", Roles: []string{"admin"}})
 	waitFor(t, 5*time.Second, func() bool { return a.Authenticate(ctx, Request{APIKey: plain2["two"]}).ID == "two" })
-	if p := a.Authenticate(ctx, Request{APIKey: plain["one"]}); p.Error != ReasonUnknownKey {
-		t.Errorf("old key after reload: %+v, want unknown_key", p)
+	if p := a.Authenticate(ctx, Request{APIKey: plain["one"]}); p.Error != ReasonInvalidKey {
+		t.Errorf("old key after reload: %+v, want invalid_key", p)
 	}
 
 	// A malformed file keeps the last good keys and reports not ready.
@@ -221,5 +223,29 @@ func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
 			t.Fatalf("condition not met within %s", timeout)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestAPIKeyReasonHidesWhichIdsExist: the caller gets one reason for an
+// unknown id and a wrong secret; only the server's metrics tell them apart.
+func TestAPIKeyReasonHidesWhichIdsExist(t *testing.T) {
+	t.Parallel()
+	path, plain := writeKeys(t, t.TempDir(), KeyRecord{ID: "ci", Roles: []string{"user"}})
+	reg := prometheus.NewRegistry()
+	a, err := New(Config{KeysFile: path, Pepper: testPepper}, nil, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	_, secret, _ := ParseAPIKey(plain["ci"])
+	unknown := a.Authenticate(context.Background(), Request{APIKey: "bwk_nobody_" + secret})
+	wrong := a.Authenticate(context.Background(), Request{APIKey: "bwk_ci_" + strings.Repeat("A", len(secret))})
+	if unknown.Error != wrong.Error || unknown.Error != ReasonInvalidKey {
+		t.Fatalf("unknown id: %q, wrong secret: %q; want %q for both", unknown.Error, wrong.Error, ReasonInvalidKey)
+	}
+	for _, r := range []string{ReasonUnknownKey, ReasonBadSecret} {
+		if got := counterValue(a.m.auths.WithLabelValues(string(KindAPIKey), r)); got != 1 {
+			t.Errorf("metric result=%s = %v, want 1", r, got)
+		}
 	}
 }

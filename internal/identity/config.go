@@ -40,10 +40,18 @@ type Config struct {
 	// JWTKeysFile holds static public keys (a JWKS document or PEM public
 	// keys/certificates), for issuers without a JWKS endpoint. Default: none.
 	JWTKeysFile string `json:"jwt_keys_file,omitempty"`
-	// Issuer, when set, must equal the token's "iss". Default: not checked.
+	// Issuer must equal the token's "iss". Required with JWT keys (see
+	// InsecureSkipIssuerAudience).
 	Issuer string `json:"jwt_issuer,omitempty"`
-	// Audience, when set, must be among the token's "aud". Default: not checked.
+	// Audience must be among the token's "aud". Required with JWT keys (see
+	// InsecureSkipIssuerAudience).
 	Audience string `json:"jwt_audience,omitempty"`
+	// InsecureSkipIssuerAudience accepts JWT keys without Issuer and Audience:
+	// the one that is not set is not checked, so a token the issuer minted
+	// for any other service (or another issuer sharing the keys) is accepted
+	// with its roles and tenant. An explicit opt-in, warned about at start.
+	// Default false: Validate refuses JWT keys without both.
+	InsecureSkipIssuerAudience bool `json:"jwt_insecure_skip_issuer_audience,omitempty"`
 	// Algorithms is the JWS algorithm allow-list. Only asymmetric algorithms
 	// are accepted ("none" and HS* never), which rules out HMAC/RSA key
 	// confusion. Default RS256, ES256, EdDSA.
@@ -60,13 +68,29 @@ type Config struct {
 	TenantClaim string `json:"jwt_tenant_claim,omitempty"`
 	// JWKSFetchTimeout bounds one JWKS fetch. Default 5s.
 	JWKSFetchTimeout time.Duration `json:"jwks_fetch_timeout,omitempty"`
-	// JWKSRefreshInterval is the background refresh period. Default 5m.
+	// JWKSRefreshInterval is how long a fetched JWKS is used when its
+	// response gives no cache lifetime (Cache-Control max-age, Expires).
+	// Default 5m.
 	JWKSRefreshInterval time.Duration `json:"jwks_refresh_interval,omitempty"`
+	// JWKSMinCacheTTL and JWKSMaxCacheTTL bound the lifetime a JWKS response
+	// asks for: the key set is fetched again when it ends, in the background
+	// and, should that be late, before the next token is accepted. The upper
+	// bound is the longest a key withdrawn from the JWKS keeps verifying
+	// tokens (cached ones included). Defaults 30s and 1h.
+	JWKSMinCacheTTL time.Duration `json:"jwks_min_cache_ttl,omitempty"`
+	JWKSMaxCacheTTL time.Duration `json:"jwks_max_cache_ttl,omitempty"`
+	// MaxTokenLifetime rejects tokens whose exp is further than this after
+	// their iat (or, without iat, after now) as "lifetime_too_long", so a
+	// token minted to live for years does not. Default 24h; negative: no
+	// bound.
+	MaxTokenLifetime time.Duration `json:"jwt_max_token_lifetime,omitempty"`
 	// JWKSMinRefreshInterval is the least time between two fetches, so tokens
 	// with unknown kids cannot make Bulwark hammer the issuer. Default 15s.
 	JWKSMinRefreshInterval time.Duration `json:"jwks_min_refresh_interval,omitempty"`
 	// JWTCacheSize bounds the number of verified tokens kept until their
-	// expiry. Default 10000; negative disables the cache.
+	// expiry; a cached token is accepted only while the key that verified it
+	// is still in the current key set. Default 10000; negative disables the
+	// cache.
 	JWTCacheSize int `json:"jwt_cache_size,omitempty"`
 
 	// TrustSourcePrincipal makes Envoy's attributes.source.principal (the
@@ -149,6 +173,15 @@ func (c Config) withDefaults() Config {
 	if c.JWKSMinRefreshInterval == 0 {
 		c.JWKSMinRefreshInterval = 15 * time.Second
 	}
+	if c.JWKSMinCacheTTL == 0 {
+		c.JWKSMinCacheTTL = 30 * time.Second
+	}
+	if c.JWKSMaxCacheTTL == 0 {
+		c.JWKSMaxCacheTTL = time.Hour
+	}
+	if c.MaxTokenLifetime == 0 {
+		c.MaxTokenLifetime = 24 * time.Hour
+	}
 	if c.JWTCacheSize == 0 {
 		c.JWTCacheSize = 10000
 	}
@@ -184,6 +217,14 @@ func (c Config) Validate() error {
 			bad("JWKSURL", "%q is not an http(s) URL", c.JWKSURL)
 		}
 	}
+	if c.jwtEnabled() && !c.InsecureSkipIssuerAudience {
+		if c.Issuer == "" {
+			bad("Issuer", "JWT keys are configured but no issuer: tokens from any issuer sharing the keys would be accepted (set it, or InsecureSkipIssuerAudience to accept that)")
+		}
+		if c.Audience == "" {
+			bad("Audience", "JWT keys are configured but no audience: tokens minted for any other service would be accepted (set it, or InsecureSkipIssuerAudience to accept that)")
+		}
+	}
 	for _, alg := range c.Algorithms {
 		if !asymmetricAlgorithms[alg] {
 			bad("Algorithms", "%q is not allowed (asymmetric algorithms only: RS*, PS*, ES*, EdDSA)", alg)
@@ -200,6 +241,12 @@ func (c Config) Validate() error {
 	}
 	if c.JWKSRefreshInterval < c.JWKSMinRefreshInterval {
 		bad("JWKSRefreshInterval", "%s is shorter than JWKSMinRefreshInterval %s", c.JWKSRefreshInterval, c.JWKSMinRefreshInterval)
+	}
+	if c.JWKSMinCacheTTL < 0 {
+		bad("JWKSMinCacheTTL", "must not be negative")
+	}
+	if c.JWKSMaxCacheTTL < c.JWKSMinCacheTTL {
+		bad("JWKSMaxCacheTTL", "%s is shorter than JWKSMinCacheTTL %s", c.JWKSMaxCacheTTL, c.JWKSMinCacheTTL)
 	}
 	if c.MaxCredentialBytes < 0 {
 		bad("MaxCredentialBytes", "must not be negative")

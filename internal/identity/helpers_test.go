@@ -146,6 +146,7 @@ type jwksServer struct {
 	body  []byte
 	code  int
 	delay time.Duration
+	cache string // Cache-Control of the answers; "" for none
 	hits  atomic.Int64
 }
 
@@ -154,8 +155,11 @@ func newJWKSServer(t testing.TB, body []byte) *jwksServer {
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.hits.Add(1)
 		s.mu.Lock()
-		body, code, delay := s.body, s.code, s.delay
+		body, code, delay, cache := s.body, s.code, s.delay, s.cache
 		s.mu.Unlock()
+		if cache != "" {
+			w.Header().Set("Cache-Control", cache)
+		}
 		if delay > 0 {
 			select {
 			case <-time.After(delay):
@@ -169,6 +173,12 @@ func newJWKSServer(t testing.TB, body []byte) *jwksServer {
 	}))
 	t.Cleanup(s.Close)
 	return s
+}
+
+func (s *jwksServer) setCacheControl(v string) {
+	s.mu.Lock()
+	s.cache = v
+	s.mu.Unlock()
 }
 
 func (s *jwksServer) set(body []byte, code int, delay time.Duration) {
@@ -193,7 +203,7 @@ func writeKeys(t testing.TB, dir string, recs ...KeyRecord) (string, map[string]
 		r.Hash = HashAPIKey([]byte(testPepper), k)
 		kf.Keys = append(kf.Keys, r)
 	}
-	if err := WriteKeysFile(path, kf); err != nil {
+	if err := writeKeysFile(path, kf); err != nil {
 		t.Fatal(err)
 	}
 	return path, plain

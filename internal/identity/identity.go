@@ -1,9 +1,12 @@
 // Package identity turns the credentials on a request into a Principal: who
 // is asking, with which roles and tenant. It verifies API keys (bwk_<id>_<secret>,
 // stored only as peppered HMACs in a hot-reloaded keys file and/or Redis),
-// JWTs (static keys or a JWKS fetched with a timeout, cached, refreshed in the
-// background and on an unknown kid, rate limited), and mTLS peers (Envoy's
-// source principal or x-forwarded-client-cert, only when trusted).
+// JWTs (static keys or a JWKS fetched with a timeout, cached for the lifetime
+// its response publishes within bounds, refreshed then and on an unknown kid,
+// rate limited; a cached verdict lasts only while its key is in the current
+// set), and mTLS peers (Envoy's source principal or x-forwarded-client-cert,
+// only when trusted). Key files and the Redis key store are changed only
+// atomically against every other writer (UpdateKeysFile, compare-and-swap).
 //
 // Policy decides what a principal may do; this package only says who it is.
 // An absent credential gives an anonymous principal; an invalid one gives an
@@ -15,6 +18,7 @@ package identity
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -53,8 +57,9 @@ const (
 	ReasonOversized           = "oversized"             // credential header over MaxCredentialBytes
 	ReasonUnsupportedScheme   = "unsupported_scheme"    // Authorization scheme other than Bearer
 	ReasonNotConfigured       = "not_configured"        // credential kind not enabled on this server
-	ReasonUnknownKey          = "unknown_key"           // no API key with this id / no JWT key with this kid
-	ReasonBadSecret           = "bad_secret"            // API key id known, secret wrong
+	ReasonInvalidKey          = "invalid_key"           // no API key with this id, or its secret is wrong: one reason for both
+	ReasonUnknownKey          = "unknown_key"           // no JWT key with this kid (for API keys: metrics only)
+	ReasonBadSecret           = "bad_secret"            // API key id known, secret wrong (metrics only)
 	ReasonRevoked             = "revoked"               // API key revoked
 	ReasonDisabled            = "disabled"              // API key disabled
 	ReasonExpired             = "expired"               // API key or JWT past its expiry
@@ -64,6 +69,7 @@ const (
 	ReasonBadIssuer           = "bad_issuer"            // JWT iss mismatch
 	ReasonBadAudience         = "bad_audience"          // JWT aud mismatch
 	ReasonMissingClaim        = "missing_claim"         // JWT without exp or subject
+	ReasonLifetimeTooLong     = "lifetime_too_long"     // JWT exp further after iat than MaxTokenLifetime
 	ReasonJWKSUnavailable     = "jwks_unavailable"      // no JWKS could be fetched yet
 	ReasonKeyStoreUnavailable = "key_store_unavailable" // Redis key lookup failed (fail closed)
 )
@@ -121,6 +127,7 @@ type Authenticator struct {
 	m      *metrics
 
 	mac       *macer                   // nil: API keys disabled (no pepper)
+	dummySum  [sha256.Size]byte        // compared against for unknown key ids, so they cost what known ones do
 	fileKeys  atomic.Pointer[keySet]   // nil without KeysFile
 	fileHash  atomic.Pointer[[32]byte] // content hash of the loaded file
 	keysErr   atomic.Pointer[error]    // last reload error, nil when good
@@ -164,6 +171,9 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, logge
 			return nil, fmt.Errorf("identity: PepperFile: %w", err)
 		}
 		a.mac = newMacer(pepper)
+		if _, err := rand.Read(a.dummySum[:]); err != nil {
+			return nil, fmt.Errorf("identity: random: %w", err)
+		}
 	}
 	if cfg.KeysFile != "" {
 		if err := a.ReloadKeys(); err != nil {
@@ -180,6 +190,11 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, logge
 		}
 	}
 	if cfg.jwtEnabled() {
+		if cfg.Issuer == "" || cfg.Audience == "" {
+			a.logger.Warn("INSECURE: JWT issuer or audience not checked (jwt_insecure_skip_issuer_audience): "+
+				"tokens minted for other services or by other issuers sharing the keys are accepted with their roles and tenant",
+				"issuer_checked", cfg.Issuer != "", "audience_checked", cfg.Audience != "")
+		}
 		v, err := a.newJWTVerifier()
 		if err != nil {
 			return nil, err
@@ -193,12 +208,13 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, logge
 func (a *Authenticator) newJWTVerifier() (*jwtVerifier, error) {
 	cfg := a.cfg
 	v := &jwtVerifier{
-		allowed:  map[string]bool{},
-		leeway:   cfg.Leeway,
-		subClaim: cfg.SubjectClaim,
-		roles:    strings.Split(cfg.RolesClaim, "."),
-		tenant:   strings.Split(cfg.TenantClaim, "."),
-		expected: jwtExpected(cfg),
+		allowed:     map[string]bool{},
+		leeway:      cfg.Leeway,
+		maxLifetime: cfg.MaxTokenLifetime,
+		subClaim:    cfg.SubjectClaim,
+		roles:       strings.Split(cfg.RolesClaim, "."),
+		tenant:      strings.Split(cfg.TenantClaim, "."),
+		expected:    jwtExpected(cfg),
 	}
 	for _, alg := range cfg.Algorithms {
 		v.algs = append(v.algs, jose.SignatureAlgorithm(alg))
@@ -223,6 +239,7 @@ func (a *Authenticator) newJWTVerifier() (*jwtVerifier, error) {
 			client:      &http.Client{Transport: tr, Timeout: cfg.JWKSFetchTimeout},
 			timeout:     cfg.JWKSFetchTimeout,
 			minInterval: cfg.JWKSMinRefreshInterval,
+			ttl:         cacheTTL{def: cfg.JWKSRefreshInterval, min: cfg.JWKSMinCacheTTL, max: cfg.JWKSMaxCacheTTL},
 			clock:       a.clock,
 			metrics:     a.m,
 			logger:      a.logger,
@@ -249,7 +266,7 @@ func (a *Authenticator) Start(ctx context.Context) {
 		cancel()
 	}()
 	if a.jwt != nil && a.jwt.jwks != nil {
-		a.wg.Go(func() { a.jwt.jwks.run(ctx, a.cfg.JWKSRefreshInterval) })
+		a.wg.Go(func() { a.jwt.jwks.run(ctx) })
 	}
 	if a.redisKeys != nil {
 		a.wg.Go(func() { a.redisKeys.watch(ctx) })
@@ -369,90 +386,107 @@ func (a *Authenticator) watchKeysFile(ctx context.Context) error {
 // User credentials come before the peer's, because with mTLS the peer is
 // usually a gateway acting for the user.
 func (a *Authenticator) Authenticate(ctx context.Context, r Request) Principal {
-	p, attempted := a.authenticate(ctx, r)
+	p, attempted, detail := a.authenticate(ctx, r)
 	result := "ok"
 	if p.Error != "" {
 		result = p.Error
+		if detail != "" {
+			result = detail // what the caller is not told, the metric may say
+		}
 		p = Principal{Kind: KindAnonymous, Error: p.Error}
 	}
 	a.m.observe(attempted, result)
 	return p
 }
 
-func (a *Authenticator) authenticate(ctx context.Context, r Request) (Principal, Kind) {
+// authenticate returns the principal, the kind of credential tried, and,
+// when the principal's reason hides a detail from the caller, that detail
+// for the metrics.
+func (a *Authenticator) authenticate(ctx context.Context, r Request) (Principal, Kind, string) {
 	max := a.cfg.MaxCredentialBytes
 	switch {
 	case r.Authorization != "":
 		if len(r.Authorization) > max {
-			return fail(ReasonOversized), KindAnonymous
+			return fail(ReasonOversized), KindAnonymous, ""
 		}
 		scheme, cred, ok := strings.Cut(strings.TrimSpace(r.Authorization), " ")
 		if !ok {
-			return fail(ReasonMalformed), KindAnonymous
+			return fail(ReasonMalformed), KindAnonymous, ""
 		}
 		if !strings.EqualFold(scheme, "Bearer") {
-			return fail(ReasonUnsupportedScheme), KindAnonymous
+			return fail(ReasonUnsupportedScheme), KindAnonymous, ""
 		}
 		cred = strings.TrimSpace(cred)
 		if strings.HasPrefix(cred, APIKeyPrefix) {
-			return a.apiKey(ctx, cred), KindAPIKey
+			p, detail := a.apiKey(ctx, cred)
+			return p, KindAPIKey, detail
 		}
 		if strings.Count(cred, ".") == 2 {
-			return a.jwtToken(ctx, cred), KindJWT
+			return a.jwtToken(ctx, cred), KindJWT, ""
 		}
-		return fail(ReasonMalformed), KindAnonymous
+		return fail(ReasonMalformed), KindAnonymous, ""
 	case r.APIKey != "":
 		if len(r.APIKey) > max {
-			return fail(ReasonOversized), KindAPIKey
+			return fail(ReasonOversized), KindAPIKey, ""
 		}
-		return a.apiKey(ctx, strings.TrimSpace(r.APIKey)), KindAPIKey
+		p, detail := a.apiKey(ctx, strings.TrimSpace(r.APIKey))
+		return p, KindAPIKey, detail
 	case a.cfg.TrustSourcePrincipal && r.SourcePrincipal != "":
 		if len(r.SourcePrincipal) > max {
-			return fail(ReasonOversized), KindMTLS
+			return fail(ReasonOversized), KindMTLS, ""
 		}
-		return a.peers.principal(r.SourcePrincipal), KindMTLS
+		return a.peers.principal(r.SourcePrincipal), KindMTLS, ""
 	case a.cfg.TrustXFCC && r.XFCC != "":
 		if len(r.XFCC) > max {
-			return fail(ReasonOversized), KindMTLS
+			return fail(ReasonOversized), KindMTLS, ""
 		}
 		id, ok := xfccIdentity(r.XFCC)
 		if !ok {
-			return fail(ReasonMalformed), KindMTLS
+			return fail(ReasonMalformed), KindMTLS, ""
 		}
-		return a.peers.principal(id), KindMTLS
+		return a.peers.principal(id), KindMTLS, ""
 	}
-	return Principal{Kind: KindAnonymous}, KindAnonymous
+	return Principal{Kind: KindAnonymous}, KindAnonymous, ""
 }
 
 func fail(reason string) Principal { return Principal{Kind: KindAnonymous, Error: reason} }
 
-func (a *Authenticator) apiKey(ctx context.Context, key string) Principal {
+// apiKey verifies an API key. An unknown id and a wrong secret give the
+// caller one reason (ReasonInvalidKey) and cost the same HMAC and compare,
+// so neither the answer nor its timing tells which key ids exist; detail
+// keeps the difference for the metrics.
+func (a *Authenticator) apiKey(ctx context.Context, key string) (p Principal, detail string) {
 	if a.mac == nil {
-		return fail(ReasonNotConfigured)
+		return fail(ReasonNotConfigured), ""
 	}
 	id, _, ok := ParseAPIKey(key)
 	if !ok {
-		return fail(ReasonMalformed)
+		return fail(ReasonMalformed), ""
 	}
 	now := a.clock.Now()
 	sk, err := a.lookupKey(ctx, id, now)
 	if err != nil {
 		a.logger.Warn("API key store lookup failed; rejecting", "key_id", id, "error", err)
-		return fail(ReasonKeyStoreUnavailable)
+		return fail(ReasonKeyStoreUnavailable), ""
 	}
-	if sk == nil {
-		return fail(ReasonUnknownKey)
+	want := &a.dummySum
+	if sk != nil {
+		want = &sk.sum
 	}
 	// The secret is checked before the status, so only a key holder learns
 	// that a key is revoked or expired.
 	sum := a.mac.sum(key)
-	if !hmac.Equal(sum[:], sk.sum[:]) {
-		return fail(ReasonBadSecret)
+	match := hmac.Equal(sum[:], want[:])
+	switch {
+	case sk == nil:
+		return fail(ReasonInvalidKey), ReasonUnknownKey
+	case !match:
+		return fail(ReasonInvalidKey), ReasonBadSecret
 	}
 	if st := sk.rec.Status(now); st != "active" {
-		return fail(st)
+		return fail(st), ""
 	}
-	return Principal{ID: sk.id, Kind: KindAPIKey, Roles: sk.rec.Roles, Tenant: sk.rec.Tenant, Claims: sk.claims}
+	return Principal{ID: sk.id, Kind: KindAPIKey, Roles: sk.rec.Roles, Tenant: sk.rec.Tenant, Claims: sk.claims}, ""
 }
 
 // lookupKey finds a key by id: Redis first (its record wins, so revoking
@@ -476,16 +510,20 @@ func (a *Authenticator) jwtToken(ctx context.Context, tok string) Principal {
 	}
 	now := a.clock.Now()
 	key := tokenKey(tok)
-	if p, ok := a.jwtCache.get(key, now); ok {
-		a.m.jwtHit.Inc()
-		return p
+	if e, ok := a.jwtCache.get(key, now); ok {
+		// A verdict holds only while the key that gave it is still trusted.
+		if a.jwt.stillTrusted(ctx, e.signer) {
+			a.m.jwtHit.Inc()
+			return e.p
+		}
+		a.jwtCache.drop(key)
 	}
 	a.m.jwtMiss.Inc()
-	p, exp, reason := a.jwt.verify(ctx, tok, now)
+	p, exp, signer, reason := a.jwt.verify(ctx, tok, now)
 	if reason != "" {
 		return fail(reason)
 	}
-	a.jwtCache.put(key, p, exp, now)
+	a.jwtCache.put(key, jwtEntry{p: p, exp: exp, signer: signer}, now)
 	return p
 }
 

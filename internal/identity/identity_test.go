@@ -22,7 +22,11 @@ func TestConfigValidate(t *testing.T) {
 		wantField string
 	}{
 		{name: "zero", cfg: Config{}},
-		{name: "full", cfg: Config{KeysFile: "k", Pepper: testPepper, JWKSURL: "https://x/jwks", Algorithms: []string{"PS256", "ES384"}}},
+		{name: "full", cfg: Config{KeysFile: "k", Pepper: testPepper, JWKSURL: "https://x/jwks", Issuer: "https://x", Audience: "bulwark",
+			Algorithms: []string{"PS256", "ES384"}}},
+		{name: "jwks without issuer", cfg: Config{JWKSURL: "https://x/jwks", Audience: "bulwark"}, wantField: "Issuer"},
+		{name: "jwt keys without audience", cfg: Config{JWTKeysFile: "k", Issuer: "https://x"}, wantField: "Audience"},
+		{name: "unchecked issuer and audience, opted in", cfg: Config{JWKSURL: "https://x/jwks", InsecureSkipIssuerAudience: true}},
 		{name: "alg none", cfg: Config{Algorithms: []string{"none"}}, wantField: "Algorithms"},
 		{name: "alg HS256", cfg: Config{Algorithms: []string{"RS256", "HS256"}}, wantField: "Algorithms"},
 		{name: "both peppers", cfg: Config{Pepper: testPepper, PepperFile: "p"}, wantField: "Pepper"},
@@ -226,7 +230,7 @@ func TestRedisRevocationReachesOtherReplica(t *testing.T) {
 		}
 	}
 	revokedAt := time.Now()
-	if err := store.Revoke(ctx, "shared", revokedAt); err != nil {
+	if _, err := store.Revoke(ctx, "shared", revokedAt, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range []*Authenticator{r1, r2} {
@@ -242,7 +246,7 @@ func TestRedisRevocationReachesOtherReplica(t *testing.T) {
 	if err != nil || len(recs) != 1 || recs[0].RevokedAt.IsZero() {
 		t.Errorf("List = %+v, %v", recs, err)
 	}
-	if err := store.Revoke(ctx, "nobody", time.Now()); err == nil {
+	if _, err := store.Revoke(ctx, "nobody", time.Now(), nil); err == nil {
 		t.Error("Revoke of an unknown id succeeded")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -13,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,23 +28,39 @@ const (
 	maxJWKSKeys  = 100
 )
 
-// keyRing is an immutable set of verification keys.
+// keyRing is an immutable set of verification keys. A ring from a JWKS
+// expires: past expires the JWKS is fetched again before it is trusted.
 type keyRing struct {
-	byKid map[string][]jose.JSONWebKey
-	all   []jose.JSONWebKey
+	byKid   map[string][]ringKey
+	all     []ringKey
+	fps     map[[sha256.Size]byte]bool
+	expires time.Time // zero: never (static keys)
+}
+
+// ringKey is a key with its RFC 7638 thumbprint, which names it across
+// fetches of the key set.
+type ringKey struct {
+	jose.JSONWebKey
+	fp [sha256.Size]byte
 }
 
 func newKeyRing(keys []jose.JSONWebKey) *keyRing {
-	r := &keyRing{byKid: make(map[string][]jose.JSONWebKey, len(keys)), all: keys}
+	r := &keyRing{byKid: make(map[string][]ringKey, len(keys)), fps: make(map[[sha256.Size]byte]bool, len(keys))}
 	for _, k := range keys {
-		r.byKid[k.KeyID] = append(r.byKid[k.KeyID], k)
+		rk := ringKey{JSONWebKey: k}
+		if tp, err := k.Thumbprint(cryptoSHA256); err == nil {
+			copy(rk.fp[:], tp)
+			r.fps[rk.fp] = true
+		}
+		r.all = append(r.all, rk)
+		r.byKid[k.KeyID] = append(r.byKid[k.KeyID], rk)
 	}
 	return r
 }
 
 // candidates returns the keys that may have signed a token with kid; with no
 // kid every key is a candidate (the caller filters by algorithm).
-func (r *keyRing) candidates(kid string) []jose.JSONWebKey {
+func (r *keyRing) candidates(kid string) []ringKey {
 	if r == nil {
 		return nil
 	}
@@ -50,6 +69,9 @@ func (r *keyRing) candidates(kid string) []jose.JSONWebKey {
 	}
 	return r.byKid[kid]
 }
+
+// has reports whether the key with thumbprint fp is in the ring.
+func (r *keyRing) has(fp [sha256.Size]byte) bool { return r != nil && r.fps[fp] }
 
 // parseJWKS keeps the usable public signing keys of a JWKS document and
 // drops the rest: symmetric keys (which would allow HMAC/RSA confusion),
@@ -174,6 +196,7 @@ type jwksSource struct {
 	client      *http.Client
 	timeout     time.Duration
 	minInterval time.Duration
+	ttl         cacheTTL
 	clock       Clock
 	metrics     *metrics
 	logger      logger
@@ -193,10 +216,22 @@ type logger interface {
 	Info(msg string, args ...any)
 }
 
+// current returns the key set, fetched again first when its cache lifetime
+// has ended (the background loop normally does that in time). A failed
+// fetch keeps the last good set, and is retried at most every minInterval.
+func (s *jwksSource) current(ctx context.Context) *keyRing {
+	r := s.ring.Load()
+	if r != nil && !s.clock.Now().Before(r.expires) {
+		_ = s.refresh(ctx, false) // what came of it shows in the ring
+		r = s.ring.Load()
+	}
+	return r
+}
+
 // lookup returns the candidate keys for kid, refreshing the set first when
 // kid is unknown and the minimum interval allows. reason is "" on success.
-func (s *jwksSource) lookup(ctx context.Context, kid string) ([]jose.JSONWebKey, string) {
-	if ks := s.ring.Load().candidates(kid); len(ks) > 0 {
+func (s *jwksSource) lookup(ctx context.Context, kid string) ([]ringKey, string) {
+	if ks := s.current(ctx).candidates(kid); len(ks) > 0 {
 		return ks, ""
 	}
 	_ = s.refresh(ctx, false) // what came of it shows in the ring below
@@ -286,17 +321,23 @@ func (s *jwksSource) fetchOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.ring.Store(newKeyRing(keys))
+	r := newKeyRing(keys)
+	now := s.clock.Now()
+	r.expires = now.Add(s.ttl.of(resp.Header, now))
+	s.ring.Store(r)
 	return nil
 }
 
-// run refreshes in the background until ctx ends: every interval after a
-// success, every minInterval after a failure.
-func (s *jwksSource) run(ctx context.Context, interval time.Duration) {
+// run refreshes in the background until ctx ends: after a success, at nine
+// tenths of the key set's cache lifetime (so requests rarely find it stale
+// and wait for a fetch); every minInterval after a failure.
+func (s *jwksSource) run(ctx context.Context) {
 	for {
-		wait := interval
-		if err := s.refresh(ctx, true); err != nil {
-			wait = s.minInterval
+		wait := s.minInterval
+		if err := s.refresh(ctx, true); err == nil {
+			if r := s.ring.Load(); r != nil {
+				wait = max(r.expires.Sub(s.clock.Now())*9/10, s.minInterval)
+			}
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -306,4 +347,50 @@ func (s *jwksSource) run(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+// cacheTTL is how long a fetched JWKS is used: the lifetime its response
+// gives (Cache-Control max-age, else Expires), or def, bounded to [min, max].
+type cacheTTL struct{ def, min, max time.Duration }
+
+func (c cacheTTL) of(h http.Header, now time.Time) time.Duration {
+	d, ok := cacheLifetime(h, now)
+	if !ok {
+		d = c.def
+	}
+	return min(max(d, c.min), c.max)
+}
+
+// cacheLifetime reads the freshness lifetime of an HTTP response as RFC
+// 9111 defines it: Cache-Control max-age (no-store and no-cache: zero),
+// else Expires minus Date (or now). ok is false when neither says.
+func cacheLifetime(h http.Header, now time.Time) (d time.Duration, ok bool) {
+	for _, line := range h.Values("Cache-Control") {
+		for dir := range strings.SplitSeq(line, ",") {
+			name, val, _ := strings.Cut(strings.TrimSpace(dir), "=")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "no-store", "no-cache":
+				return 0, true
+			case "max-age":
+				n, err := strconv.ParseInt(strings.Trim(strings.TrimSpace(val), `"`), 10, 64)
+				if err != nil || n < 0 {
+					return 0, true // invalid: stale (RFC 9111 4.2.1)
+				}
+				return time.Duration(min(n, int64(365*24*3600))) * time.Second, true
+			}
+		}
+	}
+	exp := h.Get("Expires")
+	if exp == "" {
+		return 0, false
+	}
+	t, err := http.ParseTime(exp)
+	if err != nil {
+		return 0, true // invalid Expires: already expired (RFC 9111 5.3)
+	}
+	base := now
+	if date, err := http.ParseTime(h.Get("Date")); err == nil {
+		base = date
+	}
+	return max(t.Sub(base), 0), true
 }

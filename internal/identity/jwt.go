@@ -27,9 +27,11 @@ type jwtVerifier struct {
 	jwks     *jwksSource // nil without JWKSURL
 	expected jwt.Expected
 	leeway   time.Duration
-	subClaim string
-	roles    []string // claim path
-	tenant   []string // claim path
+	// maxLifetime bounds exp - iat (negative: unbounded).
+	maxLifetime time.Duration
+	subClaim    string
+	roles       []string // claim path
+	tenant      []string // claim path
 }
 
 // jwtHeader is the part of the JOSE header read before verification, to
@@ -56,31 +58,51 @@ func parseJWTHeader(tok string) (jwtHeader, string) {
 	return h, ""
 }
 
-// verify returns the principal for tok, its expiry, or a reason code.
-func (v *jwtVerifier) verify(ctx context.Context, tok string, now time.Time) (Principal, time.Time, string) {
+// signer names the key that verified a token: its thumbprint, and whether
+// it came from the JWKS (which can withdraw it) or the static keys.
+type signer struct {
+	fp   [sha256.Size]byte
+	jwks bool
+}
+
+// stillTrusted reports whether the key that verified a cached token is
+// still in the current key set (the JWKS fetched again first if its cache
+// lifetime has ended). Static keys are trusted for the process's life.
+func (v *jwtVerifier) stillTrusted(ctx context.Context, s signer) bool {
+	if !s.jwks {
+		return true
+	}
+	return v.jwks.current(ctx).has(s.fp)
+}
+
+// verify returns the principal for tok, its expiry, the key that verified
+// it, or a reason code.
+func (v *jwtVerifier) verify(ctx context.Context, tok string, now time.Time) (Principal, time.Time, signer, string) {
+	var sg signer
 	h, reason := parseJWTHeader(tok)
 	if reason != "" {
-		return Principal{}, time.Time{}, reason
+		return Principal{}, time.Time{}, sg, reason
 	}
 	if !v.allowed[h.Alg] {
-		return Principal{}, time.Time{}, ReasonUnsupportedAlg
+		return Principal{}, time.Time{}, sg, ReasonUnsupportedAlg
 	}
 	if len(h.Crit) > 0 {
-		return Principal{}, time.Time{}, ReasonMalformed // no critical extensions are understood
+		return Principal{}, time.Time{}, sg, ReasonMalformed // no critical extensions are understood
 	}
 	parsed, err := jwt.ParseSigned(tok, v.algs)
 	if err != nil || len(parsed.Headers) != 1 {
-		return Principal{}, time.Time{}, ReasonMalformed
+		return Principal{}, time.Time{}, sg, ReasonMalformed
 	}
 	keys := v.static.candidates(h.Kid)
 	if len(keys) == 0 && v.jwks != nil {
 		var reason string
+		sg.jwks = true
 		if keys, reason = v.jwks.lookup(ctx, h.Kid); reason != "" {
-			return Principal{}, time.Time{}, reason
+			return Principal{}, time.Time{}, sg, reason
 		}
 	}
 	if len(keys) == 0 {
-		return Principal{}, time.Time{}, ReasonUnknownKey
+		return Principal{}, time.Time{}, sg, ReasonUnknownKey
 	}
 	var (
 		std      jwt.Claims
@@ -89,7 +111,7 @@ func (v *jwtVerifier) verify(ctx context.Context, tok string, now time.Time) (Pr
 		tried    int
 	)
 	for _, k := range keys {
-		if !keyFits(h.Alg, k) {
+		if !keyFits(h.Alg, k.JSONWebKey) {
 			continue
 		}
 		if tried++; tried > 8 {
@@ -98,24 +120,34 @@ func (v *jwtVerifier) verify(ctx context.Context, tok string, now time.Time) (Pr
 		std, all = jwt.Claims{}, nil
 		if err := parsed.Claims(k.Key, &std, &all); err == nil {
 			verified = true
+			sg.fp = k.fp
 			break
 		}
 	}
 	if tried == 0 {
-		return Principal{}, time.Time{}, ReasonUnknownKey
+		return Principal{}, time.Time{}, sg, ReasonUnknownKey
 	}
 	if !verified {
-		return Principal{}, time.Time{}, ReasonBadSignature
+		return Principal{}, time.Time{}, sg, ReasonBadSignature
 	}
 	if std.Expiry == nil {
-		return Principal{}, time.Time{}, ReasonMissingClaim
+		return Principal{}, time.Time{}, sg, ReasonMissingClaim
 	}
 	if err := std.ValidateWithLeeway(v.expected.WithTime(now), v.leeway); err != nil {
-		return Principal{}, time.Time{}, claimsReason(err)
+		return Principal{}, time.Time{}, sg, claimsReason(err)
+	}
+	if v.maxLifetime > 0 {
+		start := now
+		if std.IssuedAt != nil {
+			start = std.IssuedAt.Time()
+		}
+		if std.Expiry.Time().Sub(start) > v.maxLifetime {
+			return Principal{}, time.Time{}, sg, ReasonLifetimeTooLong
+		}
 	}
 	sub, _ := claimPath(all, []string{v.subClaim}).(string)
 	if sub == "" {
-		return Principal{}, time.Time{}, ReasonMissingClaim
+		return Principal{}, time.Time{}, sg, ReasonMissingClaim
 	}
 	tenant, _ := claimPath(all, v.tenant).(string)
 	p := Principal{
@@ -125,7 +157,7 @@ func (v *jwtVerifier) verify(ctx context.Context, tok string, now time.Time) (Pr
 		Tenant: tenant,
 		Claims: all,
 	}
-	return p, std.Expiry.Time().Add(v.leeway), ""
+	return p, std.Expiry.Time().Add(v.leeway), sg, ""
 }
 
 func claimsReason(err error) string {
@@ -176,8 +208,10 @@ func rolesFrom(v any) []string {
 }
 
 // jwtCache remembers verified tokens, keyed by SHA-256 of the token, until
-// they expire, so a repeated token costs a hash and a map read. It never
-// holds more than max entries: expired ones go first, then arbitrary ones.
+// they expire, so a repeated token costs a hash and a map read. Each entry
+// names the key that verified it, for the caller to check it is still
+// trusted. It never holds more than max entries: expired ones go first,
+// then arbitrary ones.
 type jwtCache struct {
 	max     int
 	mu      sync.RWMutex
@@ -185,8 +219,9 @@ type jwtCache struct {
 }
 
 type jwtEntry struct {
-	p   Principal
-	exp time.Time
+	p      Principal
+	exp    time.Time
+	signer signer
 }
 
 func newJWTCache(max int) *jwtCache {
@@ -196,20 +231,29 @@ func newJWTCache(max int) *jwtCache {
 	return &jwtCache{max: max, entries: make(map[[sha256.Size]byte]jwtEntry)}
 }
 
-func (c *jwtCache) get(k [sha256.Size]byte, now time.Time) (Principal, bool) {
+func (c *jwtCache) get(k [sha256.Size]byte, now time.Time) (jwtEntry, bool) {
 	if c == nil {
-		return Principal{}, false
+		return jwtEntry{}, false
 	}
 	c.mu.RLock()
 	e, ok := c.entries[k]
 	c.mu.RUnlock()
 	if !ok || !now.Before(e.exp) {
-		return Principal{}, false
+		return jwtEntry{}, false
 	}
-	return e.p, true
+	return e, true
 }
 
-func (c *jwtCache) put(k [sha256.Size]byte, p Principal, exp, now time.Time) {
+func (c *jwtCache) drop(k [sha256.Size]byte) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	delete(c.entries, k)
+	c.mu.Unlock()
+}
+
+func (c *jwtCache) put(k [sha256.Size]byte, e jwtEntry, now time.Time) {
 	if c == nil {
 		return
 	}
@@ -232,7 +276,7 @@ func (c *jwtCache) put(k [sha256.Size]byte, p Principal, exp, now time.Time) {
 			delete(c.entries, key)
 		}
 	}
-	c.entries[k] = jwtEntry{p: p, exp: exp}
+	c.entries[k] = e
 }
 
 func (c *jwtCache) len() int {

@@ -149,7 +149,7 @@ func TestJWTStaticKeysFile(t *testing.T) {
 		{"jwks file", jwksPath, signJWT(t, jose.EdDSA, k.ed, "ed", stdClaims(t0))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := newAuth(t, Config{JWTKeysFile: tc.file})
+			a := newAuth(t, Config{JWTKeysFile: tc.file, Issuer: "https://issuer.test", Audience: "bulwark"})
 			setClock(a, newFakeClock(t0))
 			if got := a.Authenticate(context.Background(), Request{Authorization: "Bearer " + tc.token}); got.ID != "alice" {
 				t.Errorf("got %+v", got)
@@ -163,7 +163,7 @@ func TestJWTStaticKeysFile(t *testing.T) {
 
 	bad := filepath.Join(dir, "bad.json")
 	mustWrite(t, bad, []byte(`{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`))
-	if _, err := New(Config{JWTKeysFile: bad}, nil, nil, nil); err == nil {
+	if _, err := New(Config{JWTKeysFile: bad, InsecureSkipIssuerAudience: true}, nil, nil, nil); err == nil {
 		t.Error("New accepted a JWKS file with only a symmetric key")
 	}
 }
@@ -283,7 +283,8 @@ func TestJWKSDown(t *testing.T) {
 
 func TestJWKSBackgroundRefresh(t *testing.T) {
 	t.Parallel()
-	a, srv := jwtAuth(t, Config{JWKSRefreshInterval: 20 * time.Millisecond, JWKSMinRefreshInterval: 10 * time.Millisecond})
+	a, srv := jwtAuth(t, Config{JWKSRefreshInterval: 20 * time.Millisecond, JWKSMinRefreshInterval: 10 * time.Millisecond,
+		JWKSMinCacheTTL: 20 * time.Millisecond})
 	setClock(a, systemClock{})
 	a.Start(t.Context())
 	waitFor(t, 5*time.Second, func() bool { return srv.hits.Load() >= 3 })

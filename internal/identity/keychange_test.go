@@ -91,12 +91,12 @@ func TestKeysFileChangesAreReported(t *testing.T) {
 	}
 	key, _ := NewAPIKey(nil, "two")
 	kf.Keys = append(kf.Keys, KeyRecord{ID: "two", Roles: []string{"admin"}, Tenant: "acme", Hash: HashAPIKey([]byte(testPepper), key)})
-	if err := WriteKeysFile(path, kf); err != nil {
+	if err := writeKeysFile(path, kf); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, func() bool { return len(log.all()) == 1 })
 	kf.Find("two").RevokedAt = time.Now().UTC()
-	if err := WriteKeysFile(path, kf); err != nil {
+	if err := writeKeysFile(path, kf); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, func() bool { return len(log.all()) == 2 })
@@ -142,7 +142,7 @@ func TestRedisChangesAreReported(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		return false
 	})
-	if err := store.Revoke(ctx, "rk", time.Now()); err != nil {
+	if _, err := store.Revoke(ctx, "rk", time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, func() bool { return strings.Contains(summary(log.all()), "revoked:rk") })

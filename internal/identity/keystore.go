@@ -81,7 +81,8 @@ func (s *RedisKeyStore) Get(ctx context.Context, id string) (*KeyRecord, error) 
 }
 
 // Create stores a new record; it fails if the ID is taken, so a create can
-// never overwrite (and thereby un-revoke) an existing key.
+// never overwrite (and thereby un-revoke) an existing key. HSETNX is atomic
+// against update's compare-and-swap: neither overwrites the other.
 func (s *RedisKeyStore) Create(ctx context.Context, r KeyRecord) error {
 	if err := r.Validate(); err != nil {
 		return fmt.Errorf("identity: %w", err)
@@ -102,22 +103,83 @@ func (s *RedisKeyStore) Create(ctx context.Context, r KeyRecord) error {
 
 // Revoke marks id revoked at the given time and announces the change. The
 // record stays, so the key reports "revoked" rather than "unknown_key".
-func (s *RedisKeyStore) Revoke(ctx context.Context, id string, at time.Time) error {
-	r, err := s.Get(ctx, id)
-	if err != nil {
-		return err
-	}
-	if r.RevokedAt.IsZero() {
+// match, when not nil, must accept the record, else Revoke answers
+// ErrKeyNotFound (a caller scoped to one tenant cannot tell another tenant's
+// key from a missing one). The returned record is the one stored; it is
+// returned with the error when only the announcement failed.
+func (s *RedisKeyStore) Revoke(ctx context.Context, id string, at time.Time, match func(KeyRecord) bool) (*KeyRecord, error) {
+	r, err := s.update(ctx, id, func(r *KeyRecord) error {
+		if match != nil && !match(*r) {
+			return ErrKeyNotFound
+		}
+		if !r.RevokedAt.IsZero() {
+			return ErrNoChange
+		}
 		r.RevokedAt = at.UTC()
-	}
-	raw, err := json.Marshal(r)
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("identity: encode key: %w", err)
+		return nil, err
 	}
-	if err := s.rdb.HSet(ctx, s.key, id, raw).Err(); err != nil {
-		return fmt.Errorf("identity: redis revoke key %q: %w", id, err)
+	return r, s.announce(ctx, id)
+}
+
+// maxUpdateTries bounds the compare-and-swap retries of one update; each
+// retry means another writer changed this very record in between.
+const maxUpdateTries = 100
+
+// casLua replaces field ARGV[1] of hash KEYS[1] with ARGV[3] only if it
+// still holds ARGV[2]: a compare-and-swap on one record, whose revision is
+// its whole stored value. Writers of other records never conflict with it.
+const casLua = `
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+`
+
+// casScript is immutable: the script text and its SHA.
+var casScript = redis.NewScript(casLua)
+
+// update changes one record atomically against every other writer: it
+// reads the record, lets fn change it, and stores the result only if the
+// record is still what was read (casLua); otherwise it reads again and
+// re-applies fn, so no writer's change is ever overwritten with a stale
+// copy. fn returning ErrNoChange leaves the record as it is.
+func (s *RedisKeyStore) update(ctx context.Context, id string, fn func(*KeyRecord) error) (*KeyRecord, error) {
+	for range maxUpdateTries {
+		old, err := s.rdb.HGet(ctx, s.key, id).Result()
+		if errors.Is(err, redis.Nil) {
+			return nil, ErrKeyNotFound
+		}
+		if err != nil {
+			return nil, fmt.Errorf("identity: redis get key %q: %w", id, err)
+		}
+		var r KeyRecord
+		if err := json.Unmarshal([]byte(old), &r); err != nil {
+			return nil, fmt.Errorf("identity: redis key %q: %w", id, err)
+		}
+		switch err := fn(&r); {
+		case errors.Is(err, ErrNoChange):
+			return &r, nil
+		case err != nil:
+			return nil, err
+		}
+		enc, err := json.Marshal(r)
+		if err != nil {
+			return nil, fmt.Errorf("identity: encode key: %w", err)
+		}
+		swapped, err := casScript.Run(ctx, s.rdb, []string{s.key}, id, old, enc).Int()
+		if err != nil {
+			return nil, fmt.Errorf("identity: redis update key %q: %w", id, err)
+		}
+		if swapped == 1 {
+			return &r, nil
+		}
+		// Another writer changed the record: start again from its version.
 	}
-	return s.announce(ctx, id)
+	return nil, fmt.Errorf("identity: redis key %q: changed by others %d times in a row", id, maxUpdateTries)
 }
 
 // List returns every record (hashes included; callers must not print them).

@@ -26,9 +26,9 @@ type outcome struct {
 // allReasons lists every reason code, for metric pre-resolution and docs.
 var allReasons = []string{
 	ReasonMalformed, ReasonOversized, ReasonUnsupportedScheme, ReasonNotConfigured,
-	ReasonUnknownKey, ReasonBadSecret, ReasonRevoked, ReasonDisabled, ReasonExpired,
+	ReasonInvalidKey, ReasonUnknownKey, ReasonBadSecret, ReasonRevoked, ReasonDisabled, ReasonExpired,
 	ReasonNotYetValid, ReasonBadSignature, ReasonUnsupportedAlg, ReasonBadIssuer,
-	ReasonBadAudience, ReasonMissingClaim, ReasonJWKSUnavailable, ReasonKeyStoreUnavailable,
+	ReasonBadAudience, ReasonMissingClaim, ReasonLifetimeTooLong, ReasonJWKSUnavailable, ReasonKeyStoreUnavailable,
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

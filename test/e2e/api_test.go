@@ -33,7 +33,8 @@ import (
 const apiChat = `{"model":"gpt-4o","messages":[{"role":"user","content":"What is the capital of France?"}]}`
 
 // apiProc is a running bulwark with API keys for a user (app, tenant acme),
-// an admin (ops) and a principal whose role no route lists (reader).
+// a cross-tenant operator (ops) and a principal whose role no route lists
+// (reader).
 type apiProc struct {
 	*proc
 	keys     map[string]string
@@ -50,7 +51,7 @@ func startAPI(t *testing.T, keyStore []string, args ...string) *apiProc {
 		keyStore = []string{"--keys-file", a.keysFile}
 		args = append(args, keyStore...)
 	}
-	for _, k := range [][]string{{"app", "user", "acme"}, {"ops", "admin", ""}, {"reader", "reader", "acme"}} {
+	for _, k := range [][]string{{"app", "user", "acme"}, {"ops", "bulwark-operator,bulwark-cross-tenant", ""}, {"reader", "reader", "acme"}} {
 		flags := append(append([]string{}, keyStore...), "--id", k[0], "--roles", k[1])
 		if k[2] != "" {
 			flags = append(flags, "--tenant", k[2])
@@ -544,7 +545,7 @@ func TestAdminAPIMutualTLS(t *testing.T) {
 	writeFile(t, cfg, `trust_source_principal: true
 mtls_principals:
   "spiffe://cluster.local/ns/ops/sa/bulwark-admin":
-    roles: [admin]
+    roles: [bulwark-operator]
 `)
 	p := start(t, "--config", cfg, "--api-tls-cert", cert, "--api-tls-key", key, "--api-tls-client-ca", caFile)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
