@@ -756,7 +756,7 @@ func TestAdminTenancy(t *testing.T) {
 		{"beta operator reads beta's quota", func() (string, error) {
 			r, err := f.admin.GetQuota(f.as("beta-ops"), &bulwarkv1.GetQuotaRequest{Subject: tenant("beta")})
 			return counters(r), err
-		}, codes.OK, "{beta},{beta}:beta-app"},
+		}, codes.OK, "{t:beta},{t:beta}:p:beta-app"},
 		{"beta operator may not read acme's quota", func() (string, error) {
 			_, err := f.admin.GetQuota(f.as("beta-ops"), &bulwarkv1.GetQuotaRequest{Subject: tenant("acme")})
 			return "", err
@@ -772,7 +772,7 @@ func TestAdminTenancy(t *testing.T) {
 		{"beta operator reaches its own principal", func() (string, error) {
 			r, err := f.admin.GetQuota(f.as("beta-ops"), &bulwarkv1.GetQuotaRequest{Subject: principal("beta-app")})
 			return counters(r), err
-		}, codes.OK, "{beta}:beta-app"},
+		}, codes.OK, "{t:beta}:p:beta-app"},
 		{"operator without tenant reaches no quota", func() (string, error) {
 			_, err := f.admin.GetQuota(f.as("lone-ops"), &bulwarkv1.GetQuotaRequest{Subject: principal("app")})
 			return "", err
@@ -780,7 +780,7 @@ func TestAdminTenancy(t *testing.T) {
 		{"cross-tenant operator reads acme's quota", func() (string, error) {
 			r, err := f.admin.GetQuota(f.as("ops"), &bulwarkv1.GetQuotaRequest{Subject: tenant("acme")})
 			return counters(r), err
-		}, codes.OK, "{acme},{acme}:app"},
+		}, codes.OK, "{t:acme},{t:acme}:p:app"},
 		{"beta operator cannot revoke acme's key", func() (string, error) {
 			_, err := f.admin.RevokeKey(f.as("beta-ops"), &bulwarkv1.RevokeKeyRequest{Id: "app"})
 			return "", err
