@@ -129,6 +129,23 @@ func TestPII(t *testing.T) {
 		{"version not ip with word", "version 2.14.0.3", nil},
 		{"fullwidth digits", "ｃａｌｌ　＋１－４１５－５５５－０１３２", []span{{DetectorPII, TypePhone, 5, 20}}},
 		{"offsets after emoji", "👩‍💻 mail a@b.io", []span{{DetectorPII, TypeEmail, 9, 15}}},
+		// Numbers that are not phones (issue 27): no phone shape, no context.
+		{"unix epoch", "Convert the Unix timestamp 1717171717 to a date.", nil},
+		{"epoch in json log", `{"ts": 1717171717, "level": "info", "request_id": 4815162342}`, nil},
+		{"chrome version", "Which Chrome version is 120.0.6099.109?", nil},
+		{"pi", "math.pi is 3.14159265358979", nil},
+		{"gps", "48.8583701, 2.2944813 is the Eiffel Tower", nil},
+		{"jwt.io example claims", `{"sub": "1234567890", "name": "John Doe", "iat": 1516239022}`, nil},
+		{"prime", "Is 1000000007 a prime number?", nil},
+		{"decimal with separators", "1234567.891 has ten digits", nil},
+		{"e to ten places", "e is 2.7182818285", nil},
+		// Phones keep their shapes and contexts.
+		{"bare run with context", "Desk: 5403926876", []span{{DetectorPII, TypePhone, 6, 16}}},
+		{"bare run with context after", "3660170548-Fax", []span{{DetectorPII, TypePhone, 0, 10}}},
+		{"bare run call me", "please call me at 4155550132 tonight", []span{{DetectorPII, TypePhone, 18, 28}}},
+		{"dotted us phone", "930.167.3943 fax", []span{{DetectorPII, TypePhone, 0, 12}}},
+		{"dotted french phone", "call me on 01.84.17.61.18?", []span{{DetectorPII, TypePhone, 11, 25}}},
+		{"plus compact", "+447700677662 mobile", []span{{DetectorPII, TypePhone, 0, 13}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

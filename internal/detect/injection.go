@@ -21,36 +21,39 @@ type injRule struct {
 var injRules = []injRule{
 	{name: "instruction_override", gap: 48, floor: 0.8, groups: [][]string{
 		{"ignore", "ignoring", "disregard", "forget", "forgetting", "override", "bypass", "skip", "overlook", "neglect", "discard", "abandon", "drop", "erase", "delete", "reset", "nevermind", "never mind", "stop following", "do not follow", "don't follow", "dont follow",
-			"ignoriere", "ignorieren", "vergiss", "vergessen", "missachte", "ignorez", "oubliez", "oublie", "ignora", "ignorar", "olvida", "olvide", "olvidar", "dimentica", "esqueça", "esqueca", "игнорируй", "забудь", "忽略", "忘记", "无视", "無視", "忘れ", "무시", "انسَ", "تجاهل", "अनदेखा", "भूल"},
+			"ignoriere", "ignorieren", "vergiss", "vergessen", "missachte", "ignorez", "oubliez", "oublie", "ignora", "ignorar", "olvida", "olvide", "olvidar", "dimentica", "esqueça", "esqueca", "игнорируй", "забудь", "忽略", "忘记", "无视", "無視", "忘れ", "무시", "انسَ", "تجاهل", "अनदेखा", "भूल",
+			"quên", "bỏ qua", "phớt lờ", "lupakan", "abaikan", "zignoruj", "zapomnij", "negeer", "vergeet", "ігноруй", "забудь про", "تغاضى", "تغاض", "نادیده بگیر", "فراموش کن", "ลืม", "เพิกเฉย", "glöm", "ignorera", "αγνόησε", "ξέχασε", "התעלם", "שכח", "ভুলে যাও", "উপেক্ষা"},
 		{"previous", "prior", "above", "earlier", "preceding", "former", "initial", "original", "all", "any", "every", "your", "system", "those", "these", "the",
-			"vorherigen", "vorherige", "alle", "obigen", "bisherigen", "précédentes", "precedentes", "toutes", "anteriores", "todas", "precedenti", "tutte", "предыдущие", "все", "之前", "以上", "所有", "前面", "先前", "以前", "이전", "السابقة", "جميع", "पिछले", "सभी"},
+			"vorherigen", "vorherige", "alle", "obigen", "bisherigen", "précédentes", "precedentes", "toutes", "anteriores", "todas", "precedenti", "tutte", "предыдущие", "все", "之前", "以上", "所有", "前面", "先前", "以前", "이전", "السابقة", "جميع", "पिछले", "सभी",
+			"những", "trước đó", "tất cả", "sebelumnya", "semua", "poprzednie", "wszystkie", "vorige", "попередні", "усі", "كل", "قبلی", "همه", "ก่อนหน้า", "ทั้งหมด", "tidigare", "alla", "προηγούμενες", "όλες", "הקודמות", "כל", "আগের", "সব"},
 		{"instruction*", "rules", "rule", "prompt*", "directions", "directive*", "guideline*", "context", "command*", "orders", "guidance", "constraints", "restrictions", "programming", "training", "policies", "tasks", "task", "conversation", "messages", "text",
-			"anweisung*", "instruktion*", "befehle", "regeln", "aufgaben", "consignes", "règles", "instrucciones", "reglas", "istruzioni", "regole", "instruções", "instrucoes", "инструкци*", "правила", "指令", "指示", "说明", "规则", "命令", "要求", "指導", "ルール", "지시", "تعليمات", "निर्देश"},
+			"anweisung*", "instruktion*", "befehle", "regeln", "aufgaben", "consignes", "règles", "instrucciones", "reglas", "istruzioni", "regole", "instruções", "instrucoes", "инструкци*", "правила", "指令", "指示", "说明", "规则", "命令", "要求", "指導", "ルール", "지시", "تعليمات", "निर्देश",
+			"hướng dẫn", "chỉ dẫn", "instruksi", "perintah", "instrukcje", "instrukcji", "instructies", "інструкці*", "تعليماتك", "دستورالعمل*", "دستورات", "คำสั่ง", "instruktioner", "οδηγίες", "ההוראות", "הוראות", "নির্দেশ*"},
 	}},
 	{name: "instruction_override_short", gap: 24, groups: [][]string{
 		{"ignore", "disregard", "forget", "discard", "vergiss", "ignoriere", "oublie", "oubliez", "olvida", "dimentica"},
 		{"everything", "all of the above", "the above", "anything before", "anything above", "what i said", "what you were told", "what you have been told", "all that", "alles", "alles davor", "tout", "todo", "tutto"},
 	}},
 	{name: "instruction_override_verb_last", gap: 40, groups: [][]string{
-		{"obigen", "vorherigen", "bisherigen", "vorangegangenen", "alle", "above", "previous"},
-		{"anweisung*", "ausführungen", "instruktion*", "befehle", "regeln", "aufgaben", "instructions", "rules"},
-		{"ignorieren", "vergessen", "missachten", "ignore", "ignored", "forget", "disregard"},
+		{"obigen", "vorherigen", "bisherigen", "vorangegangenen", "alle", "above", "previous", "以前の", "これまでの", "前の", "すべての", "上記の", "이전", "모든", "위의", "önceki", "tüm", "bütün", "पिछले", "सभी", "قبلی", "همه"},
+		{"anweisung*", "ausführungen", "instruktion*", "befehle", "regeln", "aufgaben", "instructions", "rules", "指示", "命令", "ルール", "지시", "지침", "talimat*", "kurallar*", "निर्देश*", "नियम", "دستورات", "دستورالعمل*"},
+		{"ignorieren", "vergessen", "missachten", "ignore", "ignored", "forget", "disregard", "無視", "忘れ", "무시", "잊어", "unut*", "yoksay*", "görmezden", "अनदेखा", "भूल", "نادیده", "فراموش"},
 	}},
 	{name: "attention_stop", gap: 0, groups: [][]string{
 		{"attention - stop", "attention, stop", "achtung - stopp", "achtung, stopp", "stop - write", "stopp - schreib", "stop everything", "stop what you are doing", "now stop", "halt - ", "stop -"},
 	}},
 	{name: "new_instructions", gap: 24, groups: [][]string{
-		{"new instructions", "new instruction", "your new task", "new task", "updated instructions", "real instructions", "actual instructions", "following instructions instead", "instead, ", "from now on", "from this point", "neue anweisung*", "neue aufgabe", "ab jetzt", "von nun an", "nouvelles instructions", "nuevas instrucciones", "nuove istruzioni", "新的指令", "从现在开始"},
+		{"your new instructions", "your new instruction", "your new task", "your real instructions", "your actual instructions", "your updated instructions", "your true instructions", "new instructions:", "new instruction:", "new task:", "updated instructions:", "real instructions:", "actual instructions:", "following instructions instead", "from now on you", "from now on, you", "from this point on you", "from this point on, you", "from this point forward you", "deine neue aufgabe", "deine neuen anweisungen", "neue anweisung:", "neue anweisungen:", "neue aufgabe:", "ab jetzt bist du", "von nun an bist du", "vos nouvelles instructions", "nouvelles instructions :", "tes nouvelles instructions", "tus nuevas instrucciones", "nuevas instrucciones:", "le tue nuove istruzioni", "nuove istruzioni:", "你的新指令", "新的指令：", "从现在开始，你", "从现在开始你"},
 	}},
 	{name: "role_switch", gap: 32, groups: [][]string{
 		{"you are now", "you're now", "you will now", "you will be", "you are going to", "act as", "acting as", "pretend", "roleplay as", "role-play as", "role play as", "simulate", "impersonate", "behave as", "become", "du bist jetzt", "tu es maintenant", "ahora eres", "sei ora", "теперь ты", "你现在是", "扮演"},
 		{"dan", "unrestricted", "unfiltered", "uncensored", "jailbroken", "jailbreak", "evil", "no restrictions", "without restrictions", "without any restrictions", "no limits", "no rules", "no filter*", "not bound", "any rules", "no ethical", "amoral", "immoral", "unethical", "malicious", "hacker", "free", "another ai", "different ai", "opposite", "chaos", "devil", "anything"},
 	}},
 	{name: "jailbreak_persona", gap: 0, groups: [][]string{
-		{"do anything now", "developer mode", "dev mode", "god mode", "jailbreak", "jailbroken", "jail break", "dan mode", "dan prompt", "dude mode", "stan mode", "betterdan", "anti-gpt", "antigpt", "evil confidant", "always intelligent and machiavellian", "opposite mode", "unrestricted mode", "unfiltered mode", "sudo mode", "chatgpt with developer", "aim stands for", "\"aim\"", "[🔓jailbreak]", "🔓jailbreak", "🔓", "dan:", "[dan]", "(dan)", "as dan"},
+		{"do anything now", "现在就做任何事情", "现在做任何事", "立即做任何事", "developer mode", "dev mode", "god mode", "jailbreak", "jailbroken", "jail break", "dan mode", "dan prompt", "dude mode", "stan mode", "betterdan", "anti-gpt", "antigpt", "evil confidant", "always intelligent and machiavellian", "opposite mode", "unrestricted mode", "unfiltered mode", "sudo mode", "chatgpt with developer", "aim stands for", "\"aim\"", "[🔓jailbreak]", "🔓jailbreak", "🔓", "dan:", "[dan]", "(dan)", "as dan"},
 	}},
 	{name: "restriction_removal", gap: 40, groups: [][]string{
-		{"no longer", "not bound", "free from", "freed from", "break free", "broken free", "released from", "liberated from", "without any", "without", "ignore all", "does not have to", "doesn't have to", "don't have to", "do not have to", "never refuse", "not refuse", "cannot refuse", "can't refuse", "must not refuse", "never decline", "disable", "turn off", "bypass"},
+		{"no longer", "not bound", "free from", "freed from", "break free", "broken free", "released from", "liberated from", "without any", "without your", "without ethical", "without moral", "without content", "without safety", "ignore all", "does not have to", "doesn't have to", "don't have to", "do not have to", "never refuse", "not refuse", "cannot refuse", "can't refuse", "must not refuse", "never decline", "disable your", "turn off your", "bypass your", "bypass all", "bypass any", "bypass the"},
 		{"openai", "content polic*", "ethical guidelines", "ethics", "moral*", "restrictions", "limitations", "filters", "filter", "censorship", "safety", "guidelines", "policies", "rules", "warnings", "disclaimers", "refus*", "constraints", "typical confines", "the confines", "safeguards", "guardrails"},
 	}},
 	{name: "system_prompt_extraction", gap: 40, groups: [][]string{

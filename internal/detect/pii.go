@@ -510,6 +510,19 @@ done:
 	if mixed {
 		return 0, 0, false
 	}
+	if !plus && !paren && sepKinds[2] && !sepKinds[0] && !sepKinds[1] {
+		// Dotted numbers: two groups are a decimal (pi, coordinates,
+		// 1234567.89), and a one-digit group is a version (120.0.6099.109).
+		// Dotted phones (555.123.4567, 01.84.17.61.18) have neither.
+		if groups == 2 {
+			return 0, 0, false
+		}
+		for g := 1; g < groups && g < len(groupLens); g++ {
+			if groupLens[g] == 1 {
+				return 0, 0, false
+			}
+		}
+	}
 	score := 0.4
 	switch {
 	case plus:
@@ -521,7 +534,10 @@ done:
 	case groups >= 2:
 		score = 0.55
 	case digits >= 10 && digits <= 11:
-		score = 0.5
+		// A bare run of digits is as often an epoch, an id, a prime or an
+		// order number as a phone: it needs a context word ("Desk:",
+		// "call me on", "-Fax").
+		score = 0.35
 	}
 	// Two bare groups (house number and street number, amounts, versions)
 	// need a context word.

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/signal"
@@ -46,6 +47,8 @@ func main() {
 
 type options struct {
 	dataDir   string
+	extra     string
+	benign    string
 	folds     int
 	threshold float64
 	only      string
@@ -58,6 +61,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fset := flag.NewFlagSet("eval", flag.ContinueOnError)
 	var o options
 	fset.StringVar(&o.dataDir, "data", "../shared/data", "data directory")
+	fset.StringVar(&o.extra, "extra", "internal/detect/traindata/everyday.jsonl", "the project's own training files, comma-separated (make train uses the same)")
+	fset.StringVar(&o.benign, "benign", "test/e2e/testdata/benign.jsonl", "benign-traffic corpus for per-language false-positive rates (never trained on)")
 	fset.IntVar(&o.folds, "folds", 5, "cross-validation folds for prompt injection")
 	fset.Float64Var(&o.threshold, "threshold", detect.DefaultInjectionThreshold, "injection threshold")
 	fset.StringVar(&o.only, "only", "", "run one part: injection, pii, secrets, speed")
@@ -133,6 +138,16 @@ func evalInjection(ctx context.Context, o options, out io.Writer) error {
 	rows, err := readJSONL[piRow](path)
 	if err != nil {
 		return err
+	}
+	for _, p := range strings.Split(o.extra, ",") {
+		if p == "" {
+			continue
+		}
+		more, err := readJSONL[piRow](p)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, more...)
 	}
 	ex := make([]detect.Example, len(rows))
 	for i, r := range rows {
@@ -261,6 +276,9 @@ func evalInjection(ctx context.Context, o options, out io.Writer) error {
 		fmt.Fprintf(out, " t=%.2f BA=%.3f NI-FPR=%.3f;", t, (ratio(tp, tp+fn)+ratio(tn, tn+fp))/2, ratio(nfp, nn))
 	}
 	fmt.Fprintln(out)
+	if err := evalBenignByLanguage(o, enc, out); err != nil {
+		return err
+	}
 	if o.errors > 0 {
 		printed := 0
 		for i, r := range rows {
@@ -270,6 +288,59 @@ func evalInjection(ctx context.Context, o options, out io.Writer) error {
 				fmt.Fprintf(out, "    miss label=%d score=%.2f %s: %.160q\n", r.Label, scores[i], r.Source, r.Text)
 			}
 		}
+	}
+	return nil
+}
+
+// benignRow is a line of the benign-traffic corpus (test/e2e/testdata):
+// ordinary prompts in many languages that the model never trains on.
+type benignRow struct {
+	ID     string `json:"id"`
+	Lang   string `json:"lang"`
+	Prompt string `json:"prompt"`
+}
+
+// evalBenignByLanguage fits the shipped model (every training row) and
+// reports, per language, how many of the benign corpus's user prompts it
+// would deny as injection: no language may fare worse than English.
+func evalBenignByLanguage(o options, enc *detect.Encoded, out io.Writer) error {
+	if o.benign == "" {
+		return nil
+	}
+	rows, err := readJSONL[benignRow](o.benign)
+	if err != nil {
+		return err
+	}
+	m := detect.FitModel(enc, nil, o.train)
+	sc, err := detect.NewWithModel(detect.Config{InjectionThreshold: o.threshold}, m)
+	if err != nil {
+		return err
+	}
+	type tally struct{ fp, n int }
+	by := map[string]*tally{}
+	var all tally
+	var flagged []string
+	for _, r := range rows {
+		t := by[r.Lang]
+		if t == nil {
+			t = &tally{}
+			by[r.Lang] = t
+		}
+		t.n++
+		all.n++
+		if s := sc.Scan(r.Prompt).PromptInjection.Score; s >= o.threshold {
+			t.fp++
+			all.fp++
+			flagged = append(flagged, fmt.Sprintf("%s (%.2f)", r.ID, s))
+		}
+	}
+	fmt.Fprintf(out, "  benign corpus %s (never trained on), false positives per language at %.2f:", o.benign, o.threshold)
+	for _, l := range slices.Sorted(maps.Keys(by)) {
+		fmt.Fprintf(out, " %s %d/%d", l, by[l].fp, by[l].n)
+	}
+	fmt.Fprintf(out, "; all %d/%d (FPR %.3f)\n", all.fp, all.n, ratio(all.fp, all.n))
+	if len(flagged) > 0 {
+		fmt.Fprintf(out, "    flagged: %s\n", strings.Join(flagged, ", "))
 	}
 	return nil
 }

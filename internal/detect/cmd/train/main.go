@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
@@ -32,6 +33,7 @@ func main() {
 func run(ctx context.Context, args []string, log io.Writer) error {
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	data := fs.String("data", "../shared/data/prompt-injection/train.jsonl", "training file (JSON lines: text, label)")
+	extra := fs.String("extra", "internal/detect/traindata/everyday.jsonl", "the project's own training files, comma-separated (see internal/detect/traindata/README.md)")
 	out := fs.String("out", "internal/detect/model.bin", "weights file to write (embedded by package detect)")
 	bits := fs.Int("bits", detect.DefaultModelBits, "hash buckets = 2^bits")
 	epochs := fs.Int("epochs", 12, "training epochs")
@@ -42,6 +44,16 @@ func run(ctx context.Context, args []string, log io.Writer) error {
 	ex, err := ReadExamples(*data)
 	if err != nil {
 		return err
+	}
+	for _, path := range strings.Split(*extra, ",") {
+		if path == "" {
+			continue
+		}
+		more, err := ReadExamples(path)
+		if err != nil {
+			return err
+		}
+		ex = append(ex, more...)
 	}
 	start := time.Now()
 	sc, err := detect.NewWithModel(detect.Config{}, nil)
