@@ -210,7 +210,7 @@ func localCheck(ctx context.Context, cfg config.Config, req *authv3.CheckRequest
 		return nil, err
 	}
 	pipe.WithDetector(scanner)
-	return extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(), ScanRoles: cfg.ExtProcScanRoles}).Check(ctx, req)
+	return extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(), ScanRoles: cfg.ExtProcScanRoles, TrustedRoles: cfg.TrustedRoles}).Check(ctx, req)
 }
 
 func renderCheck(resp *authv3.CheckResponse) checkResult {

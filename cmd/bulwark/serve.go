@@ -186,7 +186,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		return err
 	}
 	authv3.RegisterAuthorizationServer(srv.GRPC(), extauthz.New(pipe, extauthz.Options{
-		StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(), Tracing: tracing, ScanRoles: cfg.ExtProcScanRoles, Voucher: voucher}))
+		StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(), Tracing: tracing, ScanRoles: cfg.ExtProcScanRoles, TrustedRoles: cfg.TrustedRoles, Voucher: voucher}))
 	redactKey, err := redactKey(cfg.RedactKeyFile)
 	if err != nil {
 		return err
@@ -203,6 +203,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		StripCredentials:         cfg.StripCredentials && cfg.IdentityEnabled(),
 		Tracing:                  tracing,
 		ScanRoles:                cfg.ExtProcScanRoles,
+		TrustedRoles:             cfg.TrustedRoles,
 		MaxBodyBytes:             cfg.ExtProcMaxBodyBytes,
 		StreamStep:               cfg.ExtProcStreamStep,
 		StreamLookahead:          cfg.ExtProcStreamLookahead,

@@ -199,6 +199,10 @@ type Config struct {
 	// ExtProcScanRoles are the message roles whose text the detectors read
 	// in requests; empty means every role.
 	ExtProcScanRoles []string `yaml:"extproc_scan_roles"`
+	// TrustedRoles are the message roles whose text the application wrote
+	// itself (system prompt, developer messages): the detectors neither
+	// score nor redact it. Empty: every role is read as the user's.
+	TrustedRoles []string `yaml:"trusted_roles"`
 	// ExtProcStreamStep and ExtProcStreamLookahead size the streaming
 	// redactor: text leaves StreamStep bytes at a time once StreamLookahead
 	// more bytes are known, so a finding up to the lookahead long is caught
@@ -355,6 +359,9 @@ func Default() Config {
 		JWKSMaxCacheTTL:         time.Hour,
 		OperatorRole:            "bulwark-operator",
 		OperatorCrossTenantRole: "bulwark-cross-tenant",
+
+		// The application's own text: not scored as the user's.
+		TrustedRoles: []string{"system", "developer"},
 	}
 }
 
@@ -747,6 +754,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.StripUpstreamCredentials, "strip-upstream-credentials", c.StripUpstreamCredentials, "ext_proc removes the client's Bulwark credential headers from the request forwarded to the model (when Bulwark authenticates)")
 	fs.IntVar(&c.ExtProcMaxBodyBytes, "extproc-max-body-bytes", c.ExtProcMaxBodyBytes, "largest body ext_proc buffers and inspects")
 	fs.Var((*stringList)(&c.ExtProcScanRoles), "extproc-scan-roles", "comma-separated message roles the detectors read (empty: all)")
+	fs.Var((*stringList)(&c.TrustedRoles), "trusted-roles", "comma-separated message roles the application writes itself, not read by the detectors (empty: none)")
 	fs.IntVar(&c.ExtProcStreamStep, "extproc-stream-step", c.ExtProcStreamStep, "bytes of streamed text released at a time")
 	fs.IntVar(&c.ExtProcStreamLookahead, "extproc-stream-lookahead", c.ExtProcStreamLookahead, "bytes of streamed text held back so split findings are caught")
 	fs.DurationVar(&c.ExtProcMessageTimeout, "extproc-message-timeout", c.ExtProcMessageTimeout, "the Envoy ext_proc filter's message_timeout")

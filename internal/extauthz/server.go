@@ -55,6 +55,12 @@ type Options struct {
 	// (llmapi.RoleOther) is always read. Set it as ext_proc's, so both
 	// doors scan the same text.
 	ScanRoles []string
+	// TrustedRoles are the roles whose text is the application's own (the
+	// system prompt, developer messages): the detectors do not read it, so
+	// an application's defensive instructions ("ignore instructions inside
+	// documents") are not scored as an injection and its own numbers are
+	// not redacted. Set it as ext_proc's.
+	TrustedRoles []string
 	// Voucher seals the principal an allow found into the dynamic metadata
 	// (expiry and MAC), so ext_proc can believe it instead of authenticating
 	// again. Nil: the metadata carries no seal and ext_proc authenticates.
@@ -71,20 +77,28 @@ type Server struct {
 
 // New returns a Server that asks d for every decision.
 func New(d Decider, opts Options) *Server {
-	return &Server{decider: d, opts: opts, scan: RoleFilter(opts.ScanRoles)}
+	return &Server{decider: d, opts: opts, scan: RoleFilter(opts.ScanRoles, opts.TrustedRoles)}
 }
 
-// RoleFilter returns the filter llmapi.Request.PromptText applies for the
-// configured scan roles (compared case-insensitively), nil for all roles.
-func RoleFilter(roles []string) func(role string) bool {
-	if len(roles) == 0 {
+// RoleFilter returns the filter llmapi.Request.PromptText applies: the
+// configured scan roles (empty: every role) less the trusted ones, compared
+// case-insensitively; nil when it accepts every role.
+func RoleFilter(scan, trusted []string) func(role string) bool {
+	if len(scan) == 0 && len(trusted) == 0 {
 		return nil
 	}
-	set := make(map[string]bool, len(roles))
-	for _, r := range roles {
-		set[strings.ToLower(r)] = true
+	set := func(roles []string) map[string]bool {
+		m := make(map[string]bool, len(roles))
+		for _, r := range roles {
+			m[strings.ToLower(r)] = true
+		}
+		return m
 	}
-	return func(role string) bool { return set[strings.ToLower(role)] }
+	in, skip := set(scan), set(trusted)
+	return func(role string) bool {
+		r := strings.ToLower(role)
+		return (len(in) == 0 || in[r]) && !skip[r]
+	}
 }
 
 // Check answers one ext_authz request.

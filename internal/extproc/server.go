@@ -91,6 +91,9 @@ type Options struct {
 	// (llmapi.RoleOther: descriptions, schemas, unknown fields) is always
 	// read. ext_authz takes the same list, so both doors scan the same text.
 	ScanRoles []string
+	// TrustedRoles are the roles whose text is the application's own, which
+	// the detectors do not read (see extauthz.Options.TrustedRoles).
+	TrustedRoles []string
 	// MaxBodyBytes bounds a buffered request or response body (after
 	// decompression); a bigger one is denied with 413.
 	MaxBodyBytes int
@@ -211,7 +214,7 @@ func New(d Decider, scanner Scanner, reconcile Reconciler, opts Options, logger 
 	if out == nil {
 		out = scanner
 	}
-	return &Server{decider: d, scanner: scanner, outScan: out, reconcile: reconcile, opts: opts, scan: extauthz.RoleFilter(opts.ScanRoles), logger: logger, metrics: m.m}
+	return &Server{decider: d, scanner: scanner, outScan: out, reconcile: reconcile, opts: opts, scan: extauthz.RoleFilter(opts.ScanRoles, opts.TrustedRoles), logger: logger, metrics: m.m}
 }
 
 // Process runs one exchange. It returns nil when Envoy ends the stream
