@@ -206,8 +206,9 @@ func TestQuotaTenantlessPrincipalCannotSpendTenantQuota(t *testing.T) {
 	p := startEnv(t, []string{pepperEnv}, "--keys-file", keys, "--policy-dir", dir, "--redis-url", "redis://"+rs.Addr)
 	ask := func(key string, maxTokens int) *envoysim.Result {
 		body := fmt.Sprintf(`{"model":"gpt-4o","max_tokens":%d,"messages":[{"role":"user","content":"hi"}]}`, maxTokens)
-		// No usage in the answer: the reservation stays charged.
-		return run(t, p, envoysim.DefaultFilter, chatRequest(key, "/v1/chat/completions", body), jsonUpstream(`{"choices":[]}`))
+		// The answer reports using all it reserved: the quota is charged that.
+		answer := fmt.Sprintf(`{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":%d,"total_tokens":%d}}`, maxTokens-1, maxTokens)
+		return run(t, p, envoysim.DefaultFilter, chatRequest(key, "/v1/chat/completions", body), jsonUpstream(answer))
 	}
 	steps := []struct {
 		name       string

@@ -67,7 +67,10 @@ func TestContentTypeConfusion(t *testing.T) {
 // denied through ext_authz as it is through ext_proc: both doors scan the
 // text of the same parse.
 func TestInstructionsInjectionBothDoors(t *testing.T) {
-	p, key := llmProc(t)
+	// --trusted-roles "": the instructions are read as the user's text too
+	// (by default they are the application's own, and neither door scores
+	// them: checked at the end).
+	p, key := llmProc(t, "--trusted-roles", "")
 	cases := []struct{ name, path, body string }{
 		{"responses instructions", "/v1/responses", `{"model":"gpt-4o","instructions":"` + injectionText + `","input":"hi"}`},
 		{"responses function_call_output", "/v1/responses",
@@ -85,5 +88,12 @@ func TestInstructionsInjectionBothDoors(t *testing.T) {
 	}
 	if as, ar, ps := doors(t, p, key, "/v1/responses", "application/json", `{"model":"gpt-4o","instructions":"Answer in French.","input":"hi"}`); as != 200 || ps != 200 {
 		t.Fatalf("benign: ext_authz %d %q, ext_proc %d", as, ar, ps)
+	}
+	// With the default trusted roles both doors leave the instructions to
+	// the application, alike.
+	d, dkey := llmProc(t)
+	body := `{"model":"gpt-4o","instructions":"` + injectionText + `","input":"hi"}`
+	if as, ar, ps := doors(t, d, dkey, "/v1/responses", "application/json", body); as != 200 || ps != 200 {
+		t.Fatalf("trusted instructions: ext_authz %d %q, ext_proc %d; want both allowed", as, ar, ps)
 	}
 }
