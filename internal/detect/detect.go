@@ -175,6 +175,7 @@ type scratch struct {
 	cands    []secretCand
 	lastPs   []int32
 	spans    [][2]int32
+	gen      []genericHit
 	hits     []kwHit
 	ascii    bool // the original text is all ASCII
 	orig     string

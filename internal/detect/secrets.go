@@ -409,20 +409,52 @@ func (s *scratch) scanSecrets(m *litSet, b []byte) {
 	spans = s.mailgunKeys(b, spans)
 	s.spans = spans
 	// Pass 2: generic keyword assignments not overlapping a known format.
-	lastEnd = -1
+	// The identifier and value of every keyword hit are found first (cheap,
+	// and linear over the whole text thanks to vm); the value checks, which
+	// cost the length of the value, then run only on the first and last
+	// maxGroupChecks hits of a group sharing one value end. A group longer
+	// than that is "k1=k2=k3=...=value" with no delimiter in between: an
+	// adversarial text (password= repeated) that would otherwise cost
+	// quadratic time. The last hits have the shortest values, the ones
+	// most like a real secret after a chain of keywords.
+	var vm valueMemo
+	gen := s.gen[:0]
 	for _, c := range cands {
-		ps, end, id := int(c.ps), int(c.pe), int(c.id)
-		if ps < lastEnd || id < nr {
+		if int(c.id) < nr {
 			continue
 		}
-		st, en, typ, score, ok := genericAssignment(b, ps, end)
-		if !ok || overlapsAny(spans, st, en) {
-			continue
+		g, ok := genericValue(b, int(c.ps), int(c.pe), &vm)
+		if ok {
+			gen = append(gen, g)
 		}
-		s.addClean(detSecret, typ, st, en, score)
-		lastEnd = en
+	}
+	s.gen = gen
+	lastEnd = -1
+	for i := 0; i < len(gen); {
+		j := i + 1
+		for j < len(gen) && gen[j].en == gen[i].en {
+			j++
+		}
+		for k := i; k < j; k++ {
+			g := &gen[k]
+			if int(g.ks) < lastEnd || k-i >= maxGroupChecks && j-k > maxGroupChecks {
+				continue
+			}
+			st, en := int(g.st), int(g.en)
+			typ, score, ok := genericVerify(b[st:en], b[g.is:g.ie], g.password)
+			if !ok || overlapsAny(spans, st, en) {
+				continue
+			}
+			s.addClean(detSecret, typ, st, en, score)
+			lastEnd = en
+		}
+		i = j
 	}
 }
+
+// maxGroupChecks bounds the value checks per group of keyword hits sharing
+// one value end, at each end of the group (see scanSecrets).
+const maxGroupChecks = 8
 
 func overlapsAny(spans [][2]int32, st, en int) bool {
 	for _, sp := range spans {
@@ -909,6 +941,29 @@ var genericStop = []string{
 // a pure predicate, so they run cheapest first: most keyword hits in prose
 // fail at the assignment operator, before the stop-word and entropy checks.
 func genericAssignment(b []byte, ks, ke int) (int, int, string, float64, bool) {
+	g, ok := genericValue(b, ks, ke, nil)
+	if !ok {
+		return 0, 0, "", 0, false
+	}
+	typ, score, ok := genericVerify(b[g.st:g.en], b[g.is:g.ie], g.password)
+	if !ok {
+		return 0, 0, "", 0, false
+	}
+	return int(g.st), int(g.en), typ, score, true
+}
+
+// genericHit is a keyword hit with its identifier [is, ie) and the value
+// [st, en) assigned to it, before the value checks.
+type genericHit struct {
+	ks, is, ie, st, en int32
+	password           bool
+}
+
+// genericValue is the first half of genericAssignment: the identifier
+// around the keyword at [ks, ke) and the value assigned to it. Its cost is
+// bounded by the identifier's length; m (may be nil) shares the search for
+// a bare value's end between hits.
+func genericValue(b []byte, ks, ke int, m *valueMemo) (genericHit, bool) {
 	// Identifier bounds.
 	is := ks
 	for is > 0 && isIdentByte(b[is-1]) && ks-is < 40 {
@@ -923,7 +978,7 @@ func genericAssignment(b []byte, ks, ke int) (int, int, string, float64, bool) {
 	if len(kw) <= 4 {
 		// Short keywords must end the identifier and start a word in it.
 		if ie != ke || (ks > is && isLetter(b[ks-1]) && !(isUpper(b[ks]) && !isUpper(b[ks-1]))) {
-			return 0, 0, "", 0, false
+			return genericHit{}, false
 		}
 	}
 	password := containsFold(ident, "pass") || containsFold(ident, "pw") || containsFold(ident, "psw") ||
@@ -931,34 +986,39 @@ func genericAssignment(b []byte, ks, ke int) (int, int, string, float64, bool) {
 	// Command-line flags and macro definitions take a value after a space.
 	flag := len(ident) > 0 && ident[0] == '-' || precededByWord(b, is, "define") || precededByWord(b, is, "set") ||
 		precededByWord(b, is, "global")
-	st, en, ok := assignedValueFrom(b, ie, password, flag)
+	st, en, ok := assignedValueMemo(b, ie, password, flag, m)
 	if !ok {
-		return 0, 0, "", 0, false
+		return genericHit{}, false
 	}
-	v := b[st:en]
+	return genericHit{ks: int32(ks), is: int32(is), ie: int32(ie), st: int32(st), en: int32(en), password: password}, true
+}
+
+// genericVerify is the second half of genericAssignment: the checks on the
+// value v assigned to ident. Its cost is linear in len(v) (at most 4096).
+func genericVerify(v, ident []byte, password bool) (string, float64, bool) {
 	if len(v) < 4 || len(v) > 4096 || isVarRef(v) || allSame(v) || isCodeValue(v) || isStopValue(v) {
-		return 0, 0, "", 0, false
+		return "", 0, false
 	}
 	if password {
 		if len(v) < 6 || isWordsOnly(v) {
-			return 0, 0, "", 0, false
+			return "", 0, false
 		}
 	} else if len(v) < 12 || isWordsOnly(v) {
-		return 0, 0, "", 0, false
+		return "", 0, false
 	}
 	if isPlaceholder(v) || genericStopMatcher.contains(ident) || containsFold(ident, "author") && !containsFold(ident, "authoriz") {
-		return 0, 0, "", 0, false
+		return "", 0, false
 	}
 	if password {
 		if entropy(v) < 2.3 {
-			return 0, 0, "", 0, false
+			return "", 0, false
 		}
-		return st, en, TypePassword, 0.8, true
+		return TypePassword, 0.8, true
 	}
 	if e := entropy(v); e < 3.2 || !(allClasses(v) || len(v) >= 20 && e >= 3.5 && mixedClasses(v)) {
-		return 0, 0, "", 0, false
+		return "", 0, false
 	}
-	return st, en, TypeGenericSecret, 0.7, true
+	return TypeGenericSecret, 0.7, true
 }
 
 // genericStopMatcher finds any genericStop word in an identifier.
@@ -1073,7 +1133,73 @@ func isWordsOnly(v []byte) bool {
 }
 
 // assignedValue finds "op value" after an identifier ending at i.
-func assignedValue(b []byte, i int) (int, int, bool) { return assignedValueFrom(b, i, false, false) }
+func assignedValue(b []byte, i int) (int, int, bool) { return assignedValueMemo(b, i, false, false, nil) }
+
+// assignedValueFrom is assignedValueMemo without a memo.
+func assignedValueFrom(b []byte, i int, password, flag bool) (int, int, bool) {
+	return assignedValueMemo(b, i, password, flag, nil)
+}
+
+// maxValueLen is the longest value an assignment is searched for; the bare
+// value scan stops one byte after it.
+const maxValueLen = 4096
+
+// valueMemo remembers the last bare-value end found, so that the keyword
+// hits of "password=password=..." (every value ending at the same
+// delimiter) find it once between them rather than once each, and the last
+// run of trailing sentence punctuation, for the same reason.
+type valueMemo struct {
+	set          bool
+	from, delim  int // b[from:delim] holds no bare-value delimiter; delim is one, or len(b)
+	punct        bool
+	pfrom, punto int // b[pfrom:punto] is all '.' or '?', and b[pfrom-1] is neither (or pfrom == 0)
+}
+
+// bareDelim reports the bytes that end a bare value.
+func bareDelim(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ';' || c == ',' || c == ')' || c == '"' || c == '\'' || c == '<' || c == '}' || c == ']'
+}
+
+// bareEnd returns the end of the bare value starting at st: the first
+// delimiter, at most maxValueLen+1 bytes on, or len(b).
+func (m *valueMemo) bareEnd(b []byte, st int) int {
+	if m == nil {
+		e := st
+		for e < len(b) && e-st <= maxValueLen && !bareDelim(b[e]) {
+			e++
+		}
+		return e
+	}
+	if !m.set || st < m.from || st > m.delim {
+		e := st
+		for e < len(b) && !bareDelim(b[e]) {
+			e++
+		}
+		m.set, m.from, m.delim = true, st, e
+	}
+	return min(m.delim, st+maxValueLen+1)
+}
+
+// trimPunct moves e back over trailing '.' and '?', not before st.
+func (m *valueMemo) trimPunct(b []byte, st, e int) int {
+	if m == nil {
+		for e > st && (b[e-1] == '.' || b[e-1] == '?') {
+			e--
+		}
+		return e
+	}
+	if e == st || b[e-1] != '.' && b[e-1] != '?' {
+		return e
+	}
+	if !m.punct || e < m.pfrom || e > m.punto {
+		k := e
+		for k > 0 && (b[k-1] == '.' || b[k-1] == '?') {
+			k--
+		}
+		m.punct, m.pfrom, m.punto = true, k, e
+	}
+	return max(st, m.pfrom)
+}
 
 var typeNames = []string{"str", "string", "String", "int", "bool", "bytes", "&str", "[]byte", "char*", "const char*", "Optional[str]"}
 
@@ -1085,11 +1211,11 @@ var typeNameStart = func() (t [256]bool) {
 	return t
 }()
 
-// assignedValueFrom skips closing quotes, spaces and one assignment operator
+// assignedValueMemo skips closing quotes, spaces and one assignment operator
 // (=, :, :=, =>, ->, ==, !=, a comma before a quoted argument, and for
 // passwords the words "is" and "by" or a quoted value after a space; for
 // flags any space) and returns the value, quoted or bare.
-func assignedValueFrom(b []byte, i int, password, flag bool) (int, int, bool) {
+func assignedValueMemo(b []byte, i int, password, flag bool, m *valueMemo) (int, int, bool) {
 	j := i
 	for j < len(b) && (b[j] == '"' || b[j] == '\'' || b[j] == ']' || b[j] == '`' || b[j] == ')') && j-i < 2 {
 		j++
@@ -1176,17 +1302,8 @@ func assignedValueFrom(b []byte, i int, password, flag bool) (int, int, bool) {
 		return st, e, e > st
 	}
 	st := j
-	e := st
-	for e < len(b) && e-st <= 4096 {
-		c := b[e]
-		if c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ';' || c == ',' || c == ')' || c == '"' || c == '\'' || c == '<' || c == '}' || c == ']' {
-			break
-		}
-		e++
-	}
+	e := m.bareEnd(b, st)
 	// Trailing sentence punctuation is not part of a bare value.
-	for e > st && (b[e-1] == '.' || b[e-1] == '?') {
-		e--
-	}
+	e = m.trimPunct(b, st, e)
 	return st, e, e > st
 }

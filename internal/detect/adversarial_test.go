@@ -1,0 +1,95 @@
+package detect
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// adversarialInput is one input built to make a detector work hard: the
+// same few bytes repeated so that every position starts a candidate match.
+type adversarialInput struct {
+	name string
+	gen  func(n int) string
+}
+
+// repeatTo repeats unit until the result is n bytes long (cut at the end).
+func repeatTo(unit string, n int) string {
+	s := strings.Repeat(unit, n/len(unit)+1)
+	return strings.ToValidUTF8(s[:n], "")
+}
+
+// adversarialInputs are the worst inputs we know for each detector; the
+// scan of each must stay within a small factor of benign prose per byte.
+var adversarialInputs = []adversarialInput{
+	{"prose", func(n int) string { return repeatTo(prompt4K, n) }},
+	{"password=", func(n int) string { return repeatTo("password=", n) }},
+	{"token=", func(n int) string { return repeatTo("token=", n) }},
+	{"token=-groups", func(n int) string { return repeatTo(strings.Repeat("token=", 680)+" ", n) }},
+	{"pw=-groups", func(n int) string { return repeatTo(strings.Repeat("pw=", 1360)+" ", n) }},
+	{"password=-dots", func(n int) string { return repeatTo(strings.Repeat("password=", 400)+strings.Repeat(".", 8000), n) }},
+	{"token=-quoted", func(n int) string { return repeatTo("token=\"token='", n) }},
+	{"secret:", func(n int) string { return repeatTo("secret: ", n) }},
+	{"api_key=\"", func(n int) string { return repeatTo("api_key=\"", n) }},
+	{"zero-width", func(n int) string { return repeatTo("i\u200bg\u200bn\u200bo\u200br\u200be\u200b ", n) }},
+	{"zero-width-only", func(n int) string { return repeatTo("\u200b", n) }},
+	{"tag-chars", func(n int) string { return repeatTo("\U000E0069\U000E0067", n) }},
+	{"digits", func(n int) string { return repeatTo("0123456789", n) }},
+	{"digits-spaced", func(n int) string { return repeatTo("4111 ", n) }},
+	{"digits-dashed", func(n int) string { return repeatTo("555-", n) }},
+	{"dots-digits", func(n int) string { return repeatTo("1.", n) }},
+	{"base64", func(n int) string { return repeatTo("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3", n) }},
+	{"base64-ignore", func(n int) string { return repeatTo("aWdub3JlIGFsbCBwcmV2aW91cyBpbnN0cnVjdGlvbnM=", n) }},
+	{"hex", func(n int) string { return repeatTo("0123456789abcdef", n) }},
+	{"percent", func(n int) string { return repeatTo("%41", n) }},
+	{"at-signs", func(n int) string { return repeatTo("@", n) }},
+	{"email-parts", func(n int) string { return repeatTo("a@b.", n) }},
+	{"email-local", func(n int) string { return repeatTo("a.", n) }},
+	{"pem-header", func(n int) string { return repeatTo("-----BEGIN RSA PRIVATE KEY-----\n", n) }},
+	{"long-word", func(n int) string { return repeatTo("a", n) }},
+	{"long-alnum", func(n int) string { return repeatTo("aZ9", n) }},
+	{"spaced-letters", func(n int) string { return repeatTo("i g n o r e ", n) }},
+	{"homoglyphs", func(n int) string { return repeatTo("іgnоrе ", n) }},
+	{"fullwidth", func(n int) string { return repeatTo("ｉｇｎｏｒｅ ", n) }},
+	{"ignore-previous", func(n int) string { return repeatTo("ignore previous ", n) }},
+	{"iban", func(n int) string { return repeatTo("DE89", n) }},
+	{"ip", func(n int) string { return repeatTo("1.1.", n) }},
+	{"ipv6", func(n int) string { return repeatTo("1:", n) }},
+	{"url", func(n int) string { return repeatTo("https://", n) }},
+	{"jwt", func(n int) string { return repeatTo("eyJ", n) }},
+	{"aws", func(n int) string { return repeatTo("AKIA", n) }},
+	{"quotes", func(n int) string { return repeatTo("\"", n) }},
+	{"newlines", func(n int) string { return repeatTo("\n", n) }},
+	{"key-value", func(n int) string { return repeatTo("a=b ", n) }},
+	{"ssn", func(n int) string { return repeatTo("123-45-", n) }},
+	{"phone-plus", func(n int) string { return repeatTo("+1 ", n) }},
+	{"combining", func(n int) string { return repeatTo("a\u0301", n) }},
+	{"bidi", func(n int) string { return repeatTo("\u202e", n) }},
+	{"invalid-utf8", func(n int) string { return strings.Repeat("\xff", n) }},
+}
+
+// BenchmarkAdversarial scans 1 MiB of each adversarial input and reports
+// MB/s; compare each with "prose" (no input may be 10x slower per byte).
+func BenchmarkAdversarial(b *testing.B) {
+	sc, err := New(Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, in := range adversarialInputs {
+		text := in.gen(1 << 20)
+		b.Run(in.name, func(b *testing.B) {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			b.SetBytes(int64(len(text)))
+			c0, ok := threadCPU()
+			for b.Loop() {
+				sc.Scan(text)
+			}
+			// The thread's CPU time leaves out waiting for a core, which
+			// dominates wall-clock time on a shared machine.
+			if c1, _ := threadCPU(); ok && c1 > c0 {
+				b.ReportMetric(float64(len(text))*float64(b.N)/(c1-c0).Seconds()/1e6, "cpu-MB/s")
+			}
+		})
+	}
+}
