@@ -1133,7 +1133,9 @@ func isWordsOnly(v []byte) bool {
 }
 
 // assignedValue finds "op value" after an identifier ending at i.
-func assignedValue(b []byte, i int) (int, int, bool) { return assignedValueMemo(b, i, false, false, nil) }
+func assignedValue(b []byte, i int) (int, int, bool) {
+	return assignedValueMemo(b, i, false, false, nil)
+}
 
 // assignedValueFrom is assignedValueMemo without a memo.
 func assignedValueFrom(b []byte, i int, password, flag bool) (int, int, bool) {
