@@ -10,7 +10,9 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -235,6 +237,26 @@ func phaseTerm(p Phase) *ast.Term {
 	return ast.StringTerm(string(p))
 }
 
+// unauthenticatedDeny evaluates the policy on input without input.signals
+// and reports whether its answer is a deny with HTTP status 401, which then
+// stands as the decision: the request is refused on identity alone, so the
+// detectors need not run. The contract for policies: a 401 must not depend
+// on input.signals (the default policy's 401 depends only on the
+// principal). A policy written for OPA-Envoy never reads input.signals, so
+// its answer is the same with or without them. Any other answer, or an
+// error, is discarded and the decision is made again with the signals.
+func (p *Pipeline) unauthenticatedDeny(ctx context.Context, input ast.Object) (policy.Result, bool) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	ectx, span := p.stage(ctx, "bulwark.policy")
+	res, err := p.eval.Evaluate(ectx, input)
+	end(span)
+	if err != nil || res.Decision.Allowed || res.Decision.HTTPStatus != http.StatusUnauthorized {
+		return policy.Result{}, false
+	}
+	return res, true
+}
+
 // Decide makes one decision. A policy deny, and a policy that fails to
 // produce a valid decision, are Outcomes (deny with a reason). An error is
 // returned only when no decision could be made in time: the caller maps it
@@ -246,13 +268,32 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	if input == nil {
 		input = ast.NewObject()
 	}
-	// The detectors run before the deadline starts: their time is bounded
-	// by the body size limits (tens of MB/s, no outbound call but the
-	// remote classifier's, which has its own timeout), not by Timeout,
-	// which protects against slow dependencies and policies. Inside it, the
-	// largest body ext_proc accepts (8 MiB) could time out on detection
-	// alone. Envoy's own timeouts (message_timeout, ext_authz's timeout)
-	// still bound the whole answer.
+	input.Insert(keyPhase, phaseTerm(req.Phase))
+	input.Insert(keyDecisionID, ast.StringTerm(out.DecisionID))
+
+	// Identity comes first, under its own deadline: who asks decides
+	// whether the text is worth scanning at all.
+	if req.Principal != nil {
+		out.Principal = *req.Principal
+	} else if p.auth != nil {
+		actx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+		sctx, span := p.stage(actx, "bulwark.identity")
+		out.Principal = p.auth.Authenticate(sctx, req.Credentials)
+		end(span)
+		cancel()
+	} else {
+		out.Principal = identity.Principal{Kind: identity.KindAnonymous}
+	}
+	input.Insert(keyPrincipal, ast.NewTerm(PrincipalValue(out.Principal)))
+
+	// The detectors run outside the decision deadline: their time is
+	// bounded by the body size limits (each detector is linear in the text,
+	// no outbound call but the remote classifier's, which has its own
+	// timeout), not by Timeout, which protects against slow dependencies and
+	// policies. Inside it, the largest body ext_proc accepts (8 MiB) could
+	// time out on detection alone. The caller's context (Envoy's own
+	// timeouts, a client that went away) still stops them.
+	var pre *policy.Result // a decision made without signals that stands
 	switch {
 	case req.Signals != nil:
 		p.metrics.signals(*req.Signals)
@@ -265,34 +306,46 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 				text = PromptText(body.Value)
 			}
 		}
-		if text != "" {
-			_, span := p.stage(ctx, "bulwark.detect")
-			sig := p.detect.Scan(text).Signals()
-			end(span)
-			p.metrics.signals(sig)
-			input.Insert(keySignals, ast.NewTerm(signalsValue(sig)))
-			out.Signals = &sig
+		if text == "" {
+			break
 		}
+		if !out.Principal.Authenticated() {
+			// An unauthenticated caller must not buy CPU with its body: ask
+			// the policy first, without input.signals. A 401 answer stands
+			// and the text is never scanned (see unauthenticatedDeny).
+			r, ok := p.unauthenticatedDeny(ctx, input)
+			if ok {
+				p.metrics.scanSkipped.Inc()
+				pre = &r
+				break
+			}
+		}
+		_, span := p.stage(ctx, "bulwark.detect")
+		res, err := p.detect.ScanContext(ctx, text)
+		end(span)
+		if err != nil {
+			p.metrics.scanStopped.Inc()
+			p.metrics.decision("error", "detect_stopped")
+			p.logger.Warn("detection stopped", "decision_id", out.DecisionID, "phase", req.Phase, "elapsed", time.Since(start), "error", err)
+			return out, fmt.Errorf("pipeline: %w", err)
+		}
+		sig := res.Signals()
+		p.metrics.signals(sig)
+		input.Insert(keySignals, ast.NewTerm(signalsValue(sig)))
+		out.Signals = &sig
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	input.Insert(keyPhase, phaseTerm(req.Phase))
-	input.Insert(keyDecisionID, ast.StringTerm(out.DecisionID))
-	if req.Principal != nil {
-		out.Principal = *req.Principal
-	} else if p.auth != nil {
-		sctx, span := p.stage(ctx, "bulwark.identity")
-		out.Principal = p.auth.Authenticate(sctx, req.Credentials)
-		end(span)
+	var res policy.Result
+	var err error
+	if pre != nil {
+		res = *pre
 	} else {
-		out.Principal = identity.Principal{Kind: identity.KindAnonymous}
+		ectx, espan := p.stage(ctx, "bulwark.policy")
+		res, err = p.eval.Evaluate(ectx, input)
+		end(espan)
 	}
-	input.Insert(keyPrincipal, ast.NewTerm(PrincipalValue(out.Principal)))
-
-	ectx, espan := p.stage(ctx, "bulwark.policy")
-	res, err := p.eval.Evaluate(ectx, input)
-	end(espan)
 	elapsed := time.Since(start)
 	p.metrics.evalSeconds.Observe(elapsed.Seconds())
 	out.PolicyRevision = res.Revision

@@ -179,9 +179,9 @@ func TestAuditFilterSkipsUnwantedRecords(t *testing.T) {
 // largest accepted body can.
 type slowDetector struct{ d time.Duration }
 
-func (s slowDetector) Scan(string) detect.Result {
+func (s slowDetector) ScanContext(context.Context, string) (detect.Result, error) {
 	time.Sleep(s.d)
-	return detect.Result{}
+	return detect.Result{}, nil
 }
 
 // TestDetectionOutsideDeadline: the detectors' time does not count against
