@@ -1,9 +1,13 @@
 package detect
 
 import (
+	"context"
+	"errors"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // adversarialInput is one input built to make a detector work hard: the
@@ -28,6 +32,9 @@ var adversarialInputs = []adversarialInput{
 	{"token=-groups", func(n int) string { return repeatTo(strings.Repeat("token=", 680)+" ", n) }},
 	{"pw=-groups", func(n int) string { return repeatTo(strings.Repeat("pw=", 1360)+" ", n) }},
 	{"password=-dots", func(n int) string { return repeatTo(strings.Repeat("password=", 400)+strings.Repeat(".", 8000), n) }},
+	// 4102 mod 16 lands in the dots: every capped value ends at its own
+	// trimmed run of dots.
+	{"token=-dots16", func(n int) string { return repeatTo("token=..........", n) }},
 	{"token=-quoted", func(n int) string { return repeatTo("token=\"token='", n) }},
 	{"secret:", func(n int) string { return repeatTo("secret: ", n) }},
 	{"api_key=\"", func(n int) string { return repeatTo("api_key=\"", n) }},
@@ -89,6 +96,64 @@ func BenchmarkAdversarial(b *testing.B) {
 			// dominates wall-clock time on a shared machine.
 			if c1, _ := threadCPU(); ok && c1 > c0 {
 				b.ReportMetric(float64(len(text))*float64(b.N)/(c1-c0).Seconds()/1e6, "cpu-MB/s")
+			}
+		})
+	}
+}
+
+// TestGenericSecretWorkLinear: the generic secret checks read each value
+// byte a bounded number of times, however many keywords are chained before
+// it ("password=password=..."): at most 2*maxGroupChecks times per byte.
+// (Before, every keyword hit re-read the value after it: about 450 times
+// per byte for password= repeated.) Timing belongs in BenchmarkAdversarial;
+// this counts the work instead.
+func TestGenericSecretWorkLinear(t *testing.T) {
+	sc := scanner(t)
+	for _, in := range adversarialInputs {
+		t.Run(in.name, func(t *testing.T) {
+			text := in.gen(64 << 10)
+			s := new(scratch)
+			s.reset(text)
+			var h HiddenText
+			s.view = s.clean(text, &h, true)
+			s.scanSecrets(sc.secrets, s.view.b)
+			if limit := 2 * maxGroupChecks * len(s.view.b); s.valueWork > limit {
+				t.Errorf("value checks read %d bytes of a %d-byte text, more than %d", s.valueWork, len(s.view.b), limit)
+			}
+		})
+	}
+}
+
+// TestScanContextStops: a scan whose context has ended returns the
+// context's error instead of running the detectors; with a live context it
+// finds what Scan finds.
+func TestScanContextStops(t *testing.T) {
+	sc := scanner(t)
+	text := strings.Repeat("password=", 1<<14) + " token: ghp_R7xK2mQ9vL4nT8wE3pY6zA1sD5fG0hJ2kC4b"
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	cases := []struct {
+		name string
+		ctx  context.Context
+		want error
+	}{
+		{"live", context.Background(), nil},
+		{"cancelled", cancelled, context.Canceled},
+		{"deadline passed", expired, context.DeadlineExceeded},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := sc.ScanContext(tc.ctx, text)
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("ScanContext error = %v, want %v", err, tc.want)
+			}
+			if tc.want == nil && !reflect.DeepEqual(res, sc.Scan(text)) {
+				t.Errorf("ScanContext = %+v, Scan = %+v", res, sc.Scan(text))
+			}
+			if tc.want != nil && len(res.Findings) != 0 {
+				t.Errorf("stopped scan returned findings %+v", res.Findings)
 			}
 		})
 	}

@@ -177,6 +177,9 @@ type scratch struct {
 	lastPs   []int32
 	spans    [][2]int32
 	gen      []genericHit
+	// valueWork counts the value bytes the generic secret checks read, so
+	// tests can show it stays linear in the text.
+	valueWork int
 	hits     []kwHit
 	ascii    bool // the original text is all ASCII
 	orig     string
@@ -191,6 +194,7 @@ func (s *scratch) reset(text string) {
 	s.tmp = s.tmp[:0]
 	s.smuggled = s.smuggled[:0]
 	s.finds = s.finds[:0]
+	s.valueWork = 0
 	s.orig = text
 	s.ascii = isASCII(text)
 }

@@ -412,11 +412,12 @@ func (s *scratch) scanSecrets(m *litSet, b []byte) {
 	// The identifier and value of every keyword hit are found first (cheap,
 	// and linear over the whole text thanks to vm); the value checks, which
 	// cost the length of the value, then run only on the first and last
-	// maxGroupChecks hits of a group sharing one value end. A group longer
-	// than that is "k1=k2=k3=...=value" with no delimiter in between: an
-	// adversarial text (password= repeated) that would otherwise cost
-	// quadratic time. The last hits have the shortest values, the ones
-	// most like a real secret after a chain of keywords.
+	// maxGroupChecks hits of a chain: hits whose keyword lies inside the
+	// value of an earlier hit of the chain. A chain longer than that is
+	// "k1=k2=k3=...=value" with no delimiter in between, an adversarial
+	// text (password= repeated) that would otherwise cost quadratic time.
+	// The last hits have the shortest values, the ones most like a real
+	// secret after a chain of keywords.
 	var vm valueMemo
 	gen := s.gen[:0]
 	for _, c := range cands {
@@ -431,8 +432,9 @@ func (s *scratch) scanSecrets(m *litSet, b []byte) {
 	s.gen = gen
 	lastEnd = -1
 	for i := 0; i < len(gen); {
-		j := i + 1
-		for j < len(gen) && gen[j].en == gen[i].en {
+		j, chainEnd := i+1, gen[i].en
+		for j < len(gen) && gen[j].ks < chainEnd {
+			chainEnd = max(chainEnd, gen[j].en)
 			j++
 		}
 		for k := i; k < j; k++ {
@@ -441,6 +443,9 @@ func (s *scratch) scanSecrets(m *litSet, b []byte) {
 				continue
 			}
 			st, en := int(g.st), int(g.en)
+			if en-st <= maxValueLen { // longer values are refused at once
+				s.valueWork += en - st
+			}
 			typ, score, ok := genericVerify(b[st:en], b[g.is:g.ie], g.password)
 			if !ok || overlapsAny(spans, st, en) {
 				continue
@@ -452,8 +457,8 @@ func (s *scratch) scanSecrets(m *litSet, b []byte) {
 	}
 }
 
-// maxGroupChecks bounds the value checks per group of keyword hits sharing
-// one value end, at each end of the group (see scanSecrets).
+// maxGroupChecks bounds the value checks per chain of keyword hits, at
+// each end of the chain (see scanSecrets).
 const maxGroupChecks = 8
 
 func overlapsAny(spans [][2]int32, st, en int) bool {
