@@ -180,10 +180,10 @@ type scratch struct {
 	// valueWork counts the value bytes the generic secret checks read, so
 	// tests can show it stays linear in the text.
 	valueWork int
-	hits     []kwHit
-	ascii    bool // the original text is all ASCII
-	orig     string
-	view     view
+	hits      []kwHit
+	ascii     bool // the original text is all ASCII
+	orig      string
+	view      view
 }
 
 func (s *scratch) reset(text string) {
