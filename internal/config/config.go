@@ -150,6 +150,13 @@ type Config struct {
 	// (after decompression); bigger ones are refused with 413/502. Keep it
 	// below max_recv_msg_bytes and Envoy's buffer limits.
 	ExtProcMaxBodyBytes int `yaml:"extproc_max_body_bytes"`
+	// GuardScanMaxBytes bounds the text of one Guard API ScanText call
+	// (at most extproc_max_body_bytes): ScanText is not a policy decision,
+	// so this and GuardScanPerMinute are what bound a caller's CPU.
+	GuardScanMaxBytes int `yaml:"guard_scan_max_bytes"`
+	// GuardScanPerMinute is how many ScanText calls one principal may make
+	// per minute, counted by the rate limiter (Redis when configured).
+	GuardScanPerMinute int `yaml:"guard_scan_per_minute"`
 	// ExtProcScanRoles are the message roles whose text the detectors read
 	// in requests; empty means every role.
 	ExtProcScanRoles []string `yaml:"extproc_scan_roles"`
@@ -244,6 +251,8 @@ func Default() Config {
 		JWTTenantClaim:         "tenant",
 		StripCredentials:       true,
 		ExtProcMaxBodyBytes:    8 << 20,
+		GuardScanMaxBytes:      1 << 20,
+		GuardScanPerMinute:     60,
 		ExtProcStreamStep:      64,
 		ExtProcStreamLookahead: 512,
 		ExtProcMessageTimeout:  200 * time.Millisecond,
@@ -346,6 +355,12 @@ func (c Config) Validate() error {
 	}
 	if c.ExtProcMaxBodyBytes < 1<<10 || c.ExtProcMaxBodyBytes > c.MaxRecvMsgBytes {
 		return &FieldError{"extproc_max_body_bytes", fmt.Sprintf("%d must be in [1024, max_recv_msg_bytes]", c.ExtProcMaxBodyBytes)}
+	}
+	if c.GuardScanMaxBytes < 1<<10 || c.GuardScanMaxBytes > c.ExtProcMaxBodyBytes {
+		return &FieldError{"guard_scan_max_bytes", fmt.Sprintf("%d must be in [1024, extproc_max_body_bytes]", c.GuardScanMaxBytes)}
+	}
+	if c.GuardScanPerMinute < 1 {
+		return &FieldError{"guard_scan_per_minute", "must be at least 1"}
 	}
 	if c.ExtProcStreamStep < 1 || c.ExtProcStreamStep > 1<<16 {
 		return &FieldError{"extproc_stream_step", "must be in [1, 65536]"}
@@ -546,6 +561,8 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.TrustXFCC, "trust-xfcc", c.TrustXFCC, "take x-forwarded-client-cert as a principal (only behind a sanitising proxy)")
 	fs.BoolVar(&c.StripCredentials, "strip-credentials", c.StripCredentials, "keep credential headers out of the policy input")
 	fs.IntVar(&c.ExtProcMaxBodyBytes, "extproc-max-body-bytes", c.ExtProcMaxBodyBytes, "largest body ext_proc buffers and inspects")
+	fs.IntVar(&c.GuardScanMaxBytes, "guard-scan-max-bytes", c.GuardScanMaxBytes, "largest text one Guard API ScanText call may send")
+	fs.IntVar(&c.GuardScanPerMinute, "guard-scan-per-minute", c.GuardScanPerMinute, "Guard API ScanText calls per principal per minute")
 	fs.Var((*stringList)(&c.ExtProcScanRoles), "extproc-scan-roles", "comma-separated message roles the detectors read (empty: all)")
 	fs.IntVar(&c.ExtProcStreamStep, "extproc-stream-step", c.ExtProcStreamStep, "bytes of streamed text released at a time")
 	fs.IntVar(&c.ExtProcStreamLookahead, "extproc-stream-lookahead", c.ExtProcStreamLookahead, "bytes of streamed text held back so split findings are caught")
