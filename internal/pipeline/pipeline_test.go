@@ -203,15 +203,20 @@ func TestDetectionOutsideDeadline(t *testing.T) {
 	}
 }
 
-// countingDetector is the real scanner, counting its scans.
+// countingDetector is the real scanner, counting its scans and the scans
+// that stopped before the end.
 type countingDetector struct {
-	sc    *detect.Scanner
-	scans int
+	sc             *detect.Scanner
+	scans, stopped int
 }
 
 func (c *countingDetector) ScanContext(ctx context.Context, text string) (detect.Result, error) {
 	c.scans++
-	return c.sc.ScanContext(ctx, text)
+	res, err := c.sc.ScanContext(ctx, text)
+	if err != nil {
+		c.stopped++
+	}
+	return res, err
 }
 
 func newCountingDetector(t *testing.T) *countingDetector {
@@ -318,6 +323,9 @@ func TestCancelledRequestStopsScanning(t *testing.T) {
 				Input:     ast.NewObject([2]*ast.Term{ast.StringTerm("case"), ast.StringTerm("two")})})
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Decide = %v, want %v", err, tc.want)
+			}
+			if d.stopped != d.scans {
+				t.Fatalf("%d of %d scans ran to the end for a request that had ended", d.scans-d.stopped, d.scans)
 			}
 		})
 	}
