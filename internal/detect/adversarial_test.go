@@ -128,6 +128,18 @@ func TestGenericSecretWorkLinear(t *testing.T) {
 			if limit := 2 * maxGroupChecks * len(s.view.b); s.valueWork > limit {
 				t.Errorf("value checks read %d bytes of a %d-byte text, more than %d", s.valueWork, len(s.view.b), limit)
 			}
+			// The shared value-end search finds what a fresh one finds.
+			var vm valueMemo
+			for _, c := range s.cands {
+				if int(c.id) < len(secretRules) {
+					continue
+				}
+				g1, ok1 := genericValue(s.view.b, int(c.ps), int(c.pe), &vm)
+				g2, ok2 := genericValue(s.view.b, int(c.ps), int(c.pe), nil)
+				if g1 != g2 || ok1 != ok2 {
+					t.Fatalf("hit at %d: with memo %+v %v, without %+v %v", c.ps, g1, ok1, g2, ok2)
+				}
+			}
 		})
 	}
 }

@@ -1198,6 +1198,16 @@ func (m *valueMemo) trimPunct(b []byte, st, e int) int {
 	if e == st || b[e-1] != '.' && b[e-1] != '?' {
 		return e
 	}
+	if m.punct && e > m.punto && e >= m.pfrom {
+		// A later end in the same run: extend the run forward.
+		k := m.punto
+		for k < e && (b[k] == '.' || b[k] == '?') {
+			k++
+		}
+		if k == e {
+			m.punto = e
+		}
+	}
 	if !m.punct || e < m.pfrom || e > m.punto {
 		k := e
 		for k > 0 && (b[k-1] == '.' || b[k-1] == '?') {
