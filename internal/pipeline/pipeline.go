@@ -246,7 +246,7 @@ func phaseTerm(p Phase) *ast.Term {
 // its answer is the same with or without them. Any other answer, or an
 // error, is discarded and the decision is made again with the signals.
 func (p *Pipeline) unauthenticatedDeny(ctx context.Context, input ast.Object) (policy.Result, bool) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout) // the earlier deadline wins
 	defer cancel()
 	ectx, span := p.stage(ctx, "bulwark.policy")
 	res, err := p.eval.Evaluate(ectx, input)
@@ -271,16 +271,21 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	input.Insert(keyPhase, phaseTerm(req.Phase))
 	input.Insert(keyDecisionID, ast.StringTerm(out.DecisionID))
 
-	// Identity comes first, under its own deadline: who asks decides
-	// whether the text is worth scanning at all.
+	// Identity comes first: who asks decides whether the text is worth
+	// scanning at all. It runs under the decision deadline; when the
+	// detectors run, the policy gets a fresh one after them.
+	callerCtx := ctx
+	timed := false // ctx carries the decision deadline
 	if req.Principal != nil {
 		out.Principal = *req.Principal
 	} else if p.auth != nil {
-		actx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-		sctx, span := p.stage(actx, "bulwark.identity")
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(callerCtx, p.cfg.Timeout)
+		defer cancel()
+		timed = true
+		sctx, span := p.stage(ctx, "bulwark.identity")
 		out.Principal = p.auth.Authenticate(sctx, req.Credentials)
 		end(span)
-		cancel()
 	} else {
 		out.Principal = identity.Principal{Kind: identity.KindAnonymous}
 	}
@@ -293,6 +298,7 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	// policies. Inside it, the largest body ext_proc accepts (8 MiB) could
 	// time out on detection alone. The caller's context (Envoy's own
 	// timeouts, a client that went away) still stops them.
+	scanned := false
 	var pre *policy.Result // a decision made without signals that stands
 	switch {
 	case req.Signals != nil:
@@ -320,9 +326,10 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 				break
 			}
 		}
-		_, span := p.stage(ctx, "bulwark.detect")
-		res, err := p.detect.ScanContext(ctx, text)
+		_, span := p.stage(callerCtx, "bulwark.detect")
+		res, err := p.detect.ScanContext(callerCtx, text)
 		end(span)
+		scanned = true
 		if err != nil {
 			p.metrics.scanStopped.Inc()
 			p.metrics.decision("error", "detect_stopped")
@@ -335,8 +342,11 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 		out.Signals = &sig
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
+	if scanned || !timed {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(callerCtx, p.cfg.Timeout)
+		defer cancel()
+	}
 	var res policy.Result
 	var err error
 	if pre != nil {
