@@ -151,8 +151,9 @@ type Config struct {
 	// below max_recv_msg_bytes and Envoy's buffer limits.
 	ExtProcMaxBodyBytes int `yaml:"extproc_max_body_bytes"`
 	// GuardScanMaxBytes bounds the text of one Guard API ScanText call
-	// (at most extproc_max_body_bytes): ScanText is not a policy decision,
-	// so this and GuardScanPerMinute are what bound a caller's CPU.
+	// (extproc_max_body_bytes when that is smaller): ScanText is not a
+	// policy decision, so this and GuardScanPerMinute are what bound a
+	// caller's CPU.
 	GuardScanMaxBytes int `yaml:"guard_scan_max_bytes"`
 	// GuardScanPerMinute is how many ScanText calls one principal may make
 	// per minute, counted by the rate limiter (Redis when configured).
@@ -356,8 +357,8 @@ func (c Config) Validate() error {
 	if c.ExtProcMaxBodyBytes < 1<<10 || c.ExtProcMaxBodyBytes > c.MaxRecvMsgBytes {
 		return &FieldError{"extproc_max_body_bytes", fmt.Sprintf("%d must be in [1024, max_recv_msg_bytes]", c.ExtProcMaxBodyBytes)}
 	}
-	if c.GuardScanMaxBytes < 1<<10 || c.GuardScanMaxBytes > c.ExtProcMaxBodyBytes {
-		return &FieldError{"guard_scan_max_bytes", fmt.Sprintf("%d must be in [1024, extproc_max_body_bytes]", c.GuardScanMaxBytes)}
+	if c.GuardScanMaxBytes < 1<<10 || c.GuardScanMaxBytes > c.MaxRecvMsgBytes {
+		return &FieldError{"guard_scan_max_bytes", fmt.Sprintf("%d must be in [1024, max_recv_msg_bytes]", c.GuardScanMaxBytes)}
 	}
 	if c.GuardScanPerMinute < 1 {
 		return &FieldError{"guard_scan_per_minute", "must be at least 1"}

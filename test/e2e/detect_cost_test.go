@@ -5,7 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 )
 
 // chatBody is a chat completion request whose user message is text.
@@ -49,4 +52,20 @@ func TestUnauthenticatedBodyNotScanned(t *testing.T) {
 	if got := metricValue(m, "bulwark_prompts_scanned_total"); got != 1 {
 		t.Errorf("authenticated request: bulwark_prompts_scanned_total = %v, want 1", got)
 	}
+}
+
+// TestGuardScanTextLimited: the Guard API's ScanText is held to
+// guard_scan_per_minute calls per principal and guard_scan_max_bytes of
+// text, so one credential cannot make it a CPU sink.
+func TestGuardScanTextLimited(t *testing.T) {
+	a := startAPI(t, nil, "--guard-scan-per-minute", "2", "--guard-scan-max-bytes", "65536")
+	scan := func(id string, n int) error {
+		_, err := a.guard.ScanText(a.as(t, id), &bulwarkv1.ScanTextRequest{Text: strings.Repeat("a", n)})
+		return err
+	}
+	apiCode(t, "over the size bound", scan("app", 65537), codes.InvalidArgument)
+	apiCode(t, "first call", scan("app", 65536), codes.OK)
+	apiCode(t, "second call", scan("app", 10), codes.OK)
+	apiCode(t, "third call in a minute", scan("app", 10), codes.ResourceExhausted)
+	apiCode(t, "another principal", scan("reader", 10), codes.OK)
 }
