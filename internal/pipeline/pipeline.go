@@ -3,8 +3,9 @@
 // their protocol into a Request and an Outcome back into their protocol; no
 // decision logic lives in an adapter.
 //
-// Today the pipeline evaluates the policy; identity, detectors and limits
-// join it as stages before and after evaluation.
+// The stages run in this order: identity, detection (skipped when the
+// policy refuses an unauthenticated caller with 401 without signals), policy,
+// limits, audit.
 package pipeline
 
 import (
@@ -78,9 +79,11 @@ var _ Evaluator = (*policy.Engine)(nil)
 
 // Config tunes the pipeline.
 type Config struct {
-	// Timeout bounds one decision: identity, policy and rate limits (the
-	// detectors run before it starts). It is applied on top of any deadline
-	// the caller's context already carries; the earlier one wins.
+	// Timeout bounds one decision: identity, policy and rate limits. The
+	// detectors run outside it, after identity (bounded by the caller's own
+	// context and the body size); when they ran, policy and limits get a
+	// fresh Timeout after them. It is applied on top of any deadline the
+	// caller's context already carries; the earlier one wins.
 	Timeout time.Duration
 	// DryRun turns every deny into an allow after it has been logged and counted.
 	DryRun bool
