@@ -53,6 +53,8 @@ var adversarialInputs = []adversarialInput{
 	{"email-parts", func(n int) string { return repeatTo("a@b.", n) }},
 	{"email-local", func(n int) string { return repeatTo("a.", n) }},
 	{"pem-header", func(n int) string { return repeatTo("-----BEGIN RSA PRIVATE KEY-----\n", n) }},
+	{"pem-header-no-body", func(n int) string { return repeatTo("-----BEGIN RSA PRIVATE KEY-----!", n) }},
+	{"putty-header", func(n int) string { return repeatTo("PuTTY-User-Key-File-2: ssh-rsa\n", n) }},
 	{"long-word", func(n int) string { return repeatTo("a", n) }},
 	{"long-alnum", func(n int) string { return repeatTo("aZ9", n) }},
 	{"spaced-letters", func(n int) string { return repeatTo("i g n o r e ", n) }},
@@ -177,4 +179,34 @@ func TestScanContextStops(t *testing.T) {
 			}
 		})
 	}
+}
+
+// naiveNext is nextFinder.next without memory.
+func naiveNext(b []byte, pat string, fold bool, p, limit int) int {
+	for k := max(p, 0); k+len(pat) <= min(limit, len(b)); k++ {
+		if fold && hasPrefixFold(b[k:], pat) || !fold && hasPrefixAt(b, k, pat) {
+			return k
+		}
+	}
+	return -1
+}
+
+// FuzzNextFinder checks the remembered marker search against a fresh one,
+// for queries in any order (the scan's come in increasing position).
+func FuzzNextFinder(f *testing.F) {
+	f.Add([]byte("-----END x-----END-----EN"), []byte{0, 30, 3, 9, 2, 40, 20, 25}, false)
+	f.Add([]byte("Private-Lines: private-lines:"), []byte{0, 10, 0, 29, 15, 29}, true)
+	f.Fuzz(func(t *testing.T, b, queries []byte, fold bool) {
+		pat := "-----END "
+		if fold {
+			pat = "private-lines:"
+		}
+		nf := nextFinder{pat: pat, fold: fold}
+		for i := 0; i+1 < len(queries); i += 2 {
+			p, limit := int(queries[i]), int(queries[i])+int(queries[i+1])
+			if got, want := nf.next(b, p, limit), naiveNext(b, pat, fold, p, limit); got != want {
+				t.Fatalf("next(%d, %d) on %q = %d, want %d", p, limit, b, got, want)
+			}
+		}
+	})
 }

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"bytes"
 	"math"
 	mbits "math/bits"
 	"slices"
@@ -70,6 +71,9 @@ type secretRule struct {
 	// special runs instead of the body check: it gets the clean view and the
 	// prefix span and returns the secret span.
 	special func(b []byte, ps, pe int) (int, int, bool)
+	// find is special for rules that search ahead for a marker (a PEM END
+	// line): m shares that search between the rule's hits.
+	find func(b []byte, ps, pe int, m *markerMemo) (int, int, bool)
 	// check, when set, validates the body further.
 	check func(body []byte) bool
 	// score overrides the default confidence of 1.0 (identifiers that are
@@ -156,8 +160,8 @@ var secretRules = []secretRule{
 	{typ: "SHOPIFY_TOKEN", prefix: "shpss_", cs: csHex, min: 32, max: 32},
 	{typ: "SHOPIFY_TOKEN", prefix: "shpca_", cs: csHex, min: 32, max: 32},
 	{typ: "SHOPIFY_TOKEN", prefix: "shppa_", cs: csHex, min: 32, max: 32},
-	{typ: "PRIVATE_KEY", prefix: "-----BEGIN ", fold: true, inner: true, special: pemKey},
-	{typ: "PRIVATE_KEY", prefix: "PuTTY-User-Key-File-", special: puttyKey},
+	{typ: "PRIVATE_KEY", prefix: "-----BEGIN ", fold: true, inner: true, find: pemKeyMemo},
+	{typ: "PRIVATE_KEY", prefix: "PuTTY-User-Key-File-", find: puttyKeyMemo},
 	{typ: "JWT", prefix: "eyJ", inner: true, special: jwt},
 	{typ: "BULWARK_API_KEY", prefix: "bwk_", cs: csToken, min: 20, max: 128},
 	{typ: "CONNECTION_STRING", prefix: "://", inner: true, special: urlCreds},
@@ -357,6 +361,7 @@ func (s *scratch) scanSecrets(m *litSet, b []byte) {
 	})
 	nr := len(secretRules)
 	// Pass 1: well-known formats.
+	mm := markerMemo{pemEnd: nextFinder{pat: "-----END "}, puttyLines: nextFinder{pat: "private-lines:", fold: true}}
 	lastEnd := -1
 	spans := s.spans[:0]
 	for _, c := range cands {
@@ -373,7 +378,9 @@ func (s *scratch) scanSecrets(m *litSet, b []byte) {
 		}
 		var st, en int
 		var ok bool
-		if r.special != nil {
+		if r.find != nil {
+			st, en, ok = r.find(b, ps, end, &mm)
+		} else if r.special != nil {
 			st, en, ok = r.special(b, ps, end)
 		} else {
 			en = end
@@ -595,7 +602,76 @@ func mailchimp(b []byte, ps, pe int) (int, int, bool) {
 
 // pemKey matches "-----BEGIN [X ]PRIVATE KEY[ BLOCK]-----" up to the END
 // line (or the end of the base64 body), also inside JSON strings with \n.
+// markerMemo holds the marker searches of one scan (see secretRule.find).
+type markerMemo struct {
+	pemEnd, puttyLines nextFinder
+}
+
+// nextFinder finds the first occurrence of pat at or after a position,
+// remembering what it searched: the hits of one rule come in increasing
+// position, so a text of BEGIN headers without an END line is searched
+// once in all rather than once per header.
+type nextFinder struct {
+	pat  string
+	fold bool // ASCII case-insensitive; pat is lower case
+	// No occurrence starts in [from, at) nor, when at < 0, in [from, to-len(pat)].
+	valid    bool
+	from, to int
+	at       int
+}
+
+// next returns the first k >= p with pat at b[k:] and k+len(pat) <= limit,
+// or -1. Calls with non-decreasing p cost linear time in all.
+func (f *nextFinder) next(b []byte, p, limit int) int {
+	if f.valid && p >= f.from {
+		switch {
+		case f.at >= p:
+			if f.at+len(f.pat) <= limit {
+				return f.at
+			}
+			return -1
+		case f.at < 0 && limit <= f.to:
+			return -1
+		case f.at < 0:
+			from := f.to - len(f.pat) + 1
+			if p > from {
+				from, f.from = p, p // [f.to-len+1, p) was never searched
+			}
+			k := f.search(b, from, limit)
+			f.to, f.at = limit, k
+			return k
+		}
+	}
+	k := f.search(b, p, limit)
+	f.valid, f.from, f.to, f.at = true, p, limit, k
+	return k
+}
+
+func (f *nextFinder) search(b []byte, from, limit int) int {
+	if from < 0 {
+		from = 0
+	}
+	limit = min(limit, len(b))
+	if from >= limit {
+		return -1
+	}
+	var i int
+	if f.fold {
+		i = indexFold(b[from:limit], f.pat)
+	} else {
+		i = bytes.Index(b[from:limit], []byte(f.pat))
+	}
+	if i < 0 {
+		return -1
+	}
+	return from + i
+}
+
 func pemKey(b []byte, ps, pe int) (int, int, bool) {
+	return pemKeyMemo(b, ps, pe, &markerMemo{pemEnd: nextFinder{pat: "-----END "}})
+}
+
+func pemKeyMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
 	lineEnd := pe
 	for lineEnd < len(b) && lineEnd-pe < 40 && b[lineEnd] != '\n' && b[lineEnd] != '-' {
 		lineEnd++
@@ -610,17 +686,15 @@ func pemKey(b []byte, ps, pe int) (int, int, bool) {
 	if limit > len(b) {
 		limit = len(b)
 	}
-	for k := hdrEnd; k+8 < limit; k++ {
-		if b[k] == '-' && hasPrefixAt(b, k, "-----END ") {
-			e := k + 9
-			for e < limit && e-k < 60 && b[e] != '\n' {
-				if hasPrefixAt(b, e, "-----") {
-					return ps, e + 5, true
-				}
-				e++
+	if k := m.pemEnd.next(b, hdrEnd, limit); k >= 0 {
+		e := k + 9
+		for e < limit && e-k < 60 && b[e] != '\n' {
+			if hasPrefixAt(b, e, "-----") {
+				return ps, e + 5, true
 			}
-			return ps, e, true
+			e++
 		}
+		return ps, e, true
 	}
 	// No END: take the base64 body.
 	e := hdrEnd
@@ -638,10 +712,15 @@ func pemKey(b []byte, ps, pe int) (int, int, bool) {
 }
 
 func puttyKey(b []byte, ps, pe int) (int, int, bool) {
-	k := indexFold(b[pe:], "private-lines:")
-	if k < 0 || k > 4096 {
+	return puttyKeyMemo(b, ps, pe, &markerMemo{puttyLines: nextFinder{pat: "private-lines:", fold: true}})
+}
+
+func puttyKeyMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
+	k := m.puttyLines.next(b, pe, pe+4096+len("private-lines:")) // at most 4096 bytes on
+	if k < 0 {
 		return 0, 0, false
 	}
+	k -= pe
 	e := pe + k + len("private-lines:")
 	for e < len(b) && (inCharset(csB64, b[e]) || b[e] == '\n' || b[e] == '\r' || b[e] == ' ') {
 		e++
