@@ -3,6 +3,8 @@ package detect
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"runtime"
 	"strings"
@@ -55,6 +57,12 @@ var adversarialInputs = []adversarialInput{
 	{"pem-header", func(n int) string { return repeatTo("-----BEGIN RSA PRIVATE KEY-----\n", n) }},
 	{"pem-header-no-body", func(n int) string { return repeatTo("-----BEGIN RSA PRIVATE KEY-----!", n) }},
 	{"putty-header", func(n int) string { return repeatTo("PuTTY-User-Key-File-2: ssh-rsa\n", n) }},
+	{"sig=", func(n int) string { return repeatTo("sig=", n) }},
+	{"eyJ=", func(n int) string { return repeatTo("eyJ=", n) }},
+	{"AccountKey=", func(n int) string { return repeatTo("AccountKey=", n) }},
+	{"sk-", func(n int) string { return repeatTo("sk-", n) }},
+	{"aws_secret_access_key=", func(n int) string { return repeatTo("aws_secret_access_key=", n) }},
+	{"x-bearer-prefix", func(n int) string { return repeatTo("AAAAAAAAAAAAAAAAAAAAA=", n) }},
 	{"long-word", func(n int) string { return repeatTo("a", n) }},
 	{"long-alnum", func(n int) string { return repeatTo("aZ9", n) }},
 	{"spaced-letters", func(n int) string { return repeatTo("i g n o r e ", n) }},
@@ -209,4 +217,50 @@ func FuzzNextFinder(f *testing.F) {
 			}
 		}
 	})
+}
+
+// freshMarkers is a markerMemo as a scan starts it.
+func freshMarkers() *markerMemo {
+	return &markerMemo{pemEnd: nextFinder{pat: "-----END "}, puttyLines: nextFinder{pat: "private-lines:", fold: true}}
+}
+
+// TestMarkerMemoMatchesFresh: the rules that share searches between hits
+// (secretRule.find) answer every hit, taken in scan order, as they answer
+// it alone.
+func TestMarkerMemoMatchesFresh(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	texts := map[string]string{}
+	for _, in := range adversarialInputs {
+		texts[in.name] = in.gen(16 << 10)
+	}
+	for i := range 200 {
+		texts[fmt.Sprint("generated ", i)] = genText(rng, 2000)
+	}
+	texts["jwts"] = strings.Repeat("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U eyJeyJ.", 50)
+	texts["pem"] = strings.Repeat("-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY----- x -----BEGIN PRIVATE KEY-----!", 50)
+	sc := scanner(t)
+	for name, text := range texts {
+		b := []byte(text)
+		var hits [][2]int
+		sc.secrets.scan(b, func(id, start int) bool {
+			if id < len(secretRules) && secretRules[id].find != nil {
+				hits = append(hits, [2]int{start, id})
+			}
+			return true
+		})
+		hits = sortedPairs(hits)
+		shared := freshMarkers()
+		for _, h := range hits {
+			r := &secretRules[h[1]]
+			ps, pe := h[0], h[0]+len(r.prefix)
+			if !r.fold && string(b[ps:pe]) != r.prefix {
+				continue
+			}
+			s1, e1, ok1 := r.find(b, ps, pe, shared)
+			s2, e2, ok2 := r.find(b, ps, pe, freshMarkers())
+			if ok1 != ok2 || ok1 && (s1 != s2 || e1 != e2) {
+				t.Fatalf("%s: %s hit at %d: shared memo %d %d %v, fresh %d %d %v", name, r.typ, ps, s1, e1, ok1, s2, e2, ok2)
+			}
+		}
+	}
 }

@@ -177,6 +177,7 @@ type scratch struct {
 	lastPs   []int32
 	spans    [][2]int32
 	gen      []genericHit
+	markers  markerMemo
 	// valueWork counts the value bytes the generic secret checks read, so
 	// tests can show it stays linear in the text.
 	valueWork int

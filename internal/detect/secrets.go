@@ -24,7 +24,30 @@ const (
 	csBech32                    // age keys: upper bech32
 	csAlpha                     // A-Za-z
 	csPath                      // A-Za-z0-9_-/
+	csB64Pct                    // A-Za-z0-9+/=%  (Azure SAS signatures)
+	numCharsets
 )
+
+// charsetRuns remembers, per charset, the last run of its bytes found, so
+// that the hits of "sk-sk-sk-..." (each body running to the same end)
+// find that end once rather than once each.
+type charsetRuns [numCharsets]struct {
+	valid    bool
+	from, to int // b[from:to] is all in the charset; b[to] is not, or to == len(b)
+}
+
+// end returns the end of the run of cs bytes starting at i.
+func (r *charsetRuns) end(b []byte, cs charset, i int) int {
+	m := &r[cs]
+	if !m.valid || i < m.from || i > m.to {
+		e := i
+		for e < len(b) && inCharset(cs, b[e]) {
+			e++
+		}
+		m.valid, m.from, m.to = true, i, e
+	}
+	return m.to
+}
 
 func inCharset(cs charset, c byte) bool {
 	switch cs {
@@ -52,6 +75,8 @@ func inCharset(cs charset, c byte) bool {
 		return isLetter(c)
 	case csPath:
 		return isASCIIAlnum(c) || c == '_' || c == '-' || c == '/'
+	case csB64Pct:
+		return inCharset(csB64, c) || c == '%'
 	}
 	return false
 }
@@ -92,7 +117,7 @@ var secretRules = []secretRule{
 	{typ: "AWS_ACCESS_KEY_ID", prefix: "ASIA", cs: csUpperAlnum, min: 16, max: 16},
 	{typ: "AWS_ACCESS_KEY_ID", prefix: "ABIA", cs: csUpperAlnum, min: 16, max: 16},
 	{typ: "AWS_ACCESS_KEY_ID", prefix: "ACCA", cs: csUpperAlnum, min: 16, max: 16},
-	{typ: "AWS_SECRET_ACCESS_KEY", prefix: "aws_secret_access_key", fold: true, special: awsSecret},
+	{typ: "AWS_SECRET_ACCESS_KEY", prefix: "aws_secret_access_key", fold: true, find: awsSecretMemo},
 	{typ: "AWS_BEDROCK_API_KEY", prefix: "ABSK", cs: csB64, min: 100, max: 400},
 	{typ: "GITHUB_TOKEN", prefix: "ghp_", cs: csAlnum, min: 36, max: 40},
 	{typ: "GITHUB_TOKEN", prefix: "gho_", cs: csAlnum, min: 36, max: 40},
@@ -162,12 +187,12 @@ var secretRules = []secretRule{
 	{typ: "SHOPIFY_TOKEN", prefix: "shppa_", cs: csHex, min: 32, max: 32},
 	{typ: "PRIVATE_KEY", prefix: "-----BEGIN ", fold: true, inner: true, find: pemKeyMemo},
 	{typ: "PRIVATE_KEY", prefix: "PuTTY-User-Key-File-", find: puttyKeyMemo},
-	{typ: "JWT", prefix: "eyJ", inner: true, special: jwt},
+	{typ: "JWT", prefix: "eyJ", inner: true, find: jwtMemo},
 	{typ: "BULWARK_API_KEY", prefix: "bwk_", cs: csToken, min: 20, max: 128},
 	{typ: "CONNECTION_STRING", prefix: "://", inner: true, special: urlCreds},
 	{typ: "AZURE_STORAGE_KEY", prefix: "AccountKey=", fold: true, inner: true, special: azureAccountKey},
 	{typ: "AZURE_CLIENT_SECRET", prefix: "Q~", inner: true, special: azureClientSecret},
-	{typ: "AZURE_SAS_TOKEN", prefix: "sig=", inner: true, special: azureSAS},
+	{typ: "AZURE_SAS_TOKEN", prefix: "sig=", inner: true, find: azureSASMemo},
 	{typ: "DIGITALOCEAN_TOKEN", prefix: "dop_v1_", cs: csHex, min: 64, max: 64},
 	{typ: "DIGITALOCEAN_TOKEN", prefix: "doo_v1_", cs: csHex, min: 64, max: 64},
 	{typ: "DIGITALOCEAN_TOKEN", prefix: "dor_v1_", cs: csHex, min: 64, max: 64},
@@ -361,7 +386,10 @@ func (s *scratch) scanSecrets(m *litSet, b []byte) {
 	})
 	nr := len(secretRules)
 	// Pass 1: well-known formats.
-	mm := markerMemo{pemEnd: nextFinder{pat: "-----END "}, puttyLines: nextFinder{pat: "private-lines:", fold: true}}
+	// The marker memo lives in scratch: the rules' find functions would
+	// otherwise make it escape to the heap on every scan.
+	s.markers = markerMemo{pemEnd: nextFinder{pat: "-----END "}, puttyLines: nextFinder{pat: "private-lines:", fold: true}}
+	mm := &s.markers
 	lastEnd := -1
 	spans := s.spans[:0]
 	for _, c := range cands {
@@ -379,14 +407,11 @@ func (s *scratch) scanSecrets(m *litSet, b []byte) {
 		var st, en int
 		var ok bool
 		if r.find != nil {
-			st, en, ok = r.find(b, ps, end, &mm)
+			st, en, ok = r.find(b, ps, end, mm)
 		} else if r.special != nil {
 			st, en, ok = r.special(b, ps, end)
 		} else {
-			en = end
-			for en < len(b) && en-end <= r.max && inCharset(r.cs, b[en]) {
-				en++
-			}
+			en = min(mm.runs.end(b, r.cs, end), end+r.max+1)
 			n := en - end
 			ok = n >= r.min && n <= r.max && tokenEnds(b, en, r.cs) && !isPlaceholder(b[ps:en])
 			st = ps
@@ -565,7 +590,12 @@ func isPlaceholder(v []byte) bool {
 var placeholderMatcher = newMatcher(placeholders)
 
 func awsSecret(b []byte, ps, pe int) (int, int, bool) {
-	st, en, ok := assignedValue(b, pe)
+	return awsSecretMemo(b, ps, pe, &markerMemo{})
+}
+
+// awsSecretMemo shares the search for the value's end between hits.
+func awsSecretMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
+	st, en, ok := assignedValueMemo(b, pe, false, false, &m.values)
 	if !ok || en-st != 40 {
 		return 0, 0, false
 	}
@@ -605,6 +635,12 @@ func mailchimp(b []byte, ps, pe int) (int, int, bool) {
 // markerMemo holds the marker searches of one scan (see secretRule.find).
 type markerMemo struct {
 	pemEnd, puttyLines nextFinder
+	// jwtSkip ends the first part of the last JWT-shaped run refused for a
+	// reason every later "eyJ" inside that part shares (see jwtMemo).
+	jwtSkip int
+	// values and runs share the searches for value and body ends.
+	values valueMemo
+	runs   charsetRuns
 }
 
 // nextFinder finds the first occurrence of pat at or after a position,
@@ -748,6 +784,17 @@ func indexFold(b []byte, kw string) int {
 // jwt matches header.payload.signature where header and payload are
 // base64url JSON objects ("eyJ" is base64 of `{"`).
 func jwt(b []byte, ps, pe int) (int, int, bool) {
+	return jwtMemo(b, ps, pe, &markerMemo{})
+}
+
+// jwtMemo is jwt remembering, in m, where a refused run's first part ends:
+// an "eyJ" starting inside it reads the same parts after it, so it is
+// refused for the same reason without reading them again (a text of "eyJ="
+// repeated was quadratic).
+func jwtMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
+	if ps < m.jwtSkip {
+		return 0, 0, false
+	}
 	if ps > 0 && (isASCIIAlnum(b[ps-1]) || b[ps-1] == '_' || b[ps-1] == '-') {
 		return 0, 0, false
 	}
@@ -771,12 +818,21 @@ func jwt(b []byte, ps, pe int) (int, int, bool) {
 		break
 	}
 	lens[parts-1] = partLen
+	p0end := pe + lens[0] // the end of the first part
 	if parts < 3 || lens[0] < 10 || lens[1] < 10 || lens[2] < 16 {
+		m.jwtSkip = p0end
 		return 0, 0, false
 	}
 	// Payload must start with eyJ too ('{"').
 	p1 := ps + 3 + lens[0] + 1
-	if !hasPrefixAt(b, p1, "eyJ") || isPlaceholder(b[ps:e]) {
+	if !hasPrefixAt(b, p1, "eyJ") {
+		m.jwtSkip = p0end
+		return 0, 0, false
+	}
+	if isPlaceholder(b[ps:e]) {
+		if isPlaceholder(b[p0end:e]) {
+			m.jwtSkip = p0end
+		}
 		return 0, 0, false
 	}
 	return ps, e, true
@@ -841,7 +897,7 @@ func urlCreds(b []byte, ps, pe int) (int, int, bool) {
 
 func azureAccountKey(b []byte, ps, pe int) (int, int, bool) {
 	e := pe
-	for e < len(b) && inCharset(csB64, b[e]) {
+	for e < len(b) && e-pe <= 90 && inCharset(csB64, b[e]) { // longer is refused below
 		e++
 	}
 	n := e - pe
@@ -872,10 +928,12 @@ func azureClientSecret(b []byte, ps, pe int) (int, int, bool) {
 }
 
 func azureSAS(b []byte, ps, pe int) (int, int, bool) {
-	e := pe
-	for e < len(b) && (inCharset(csB64, b[e]) || b[e] == '%') {
-		e++
-	}
+	return azureSASMemo(b, ps, pe, &markerMemo{})
+}
+
+// azureSASMemo shares the search for the signature's end between hits.
+func azureSASMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
+	e := min(m.runs.end(b, csB64Pct, pe), pe+101) // longer is refused below
 	n := e - pe
 	if n < 40 || n > 100 || !containsFold(b[max(0, ps-300):ps], "sv=") {
 		return 0, 0, false
@@ -915,7 +973,7 @@ func terraform(b []byte, ps, pe int) (int, int, bool) {
 
 func xBearer(b []byte, ps, pe int) (int, int, bool) {
 	e := pe
-	for e < len(b) && (isASCIIAlnum(b[e]) || b[e] == '%' || b[e] == '-' || b[e] == '_' || b[e] == '=') {
+	for e < len(b) && e-pe <= 200 && (isASCIIAlnum(b[e]) || b[e] == '%' || b[e] == '-' || b[e] == '_' || b[e] == '=') {
 		e++
 	}
 	return ps, e, e-pe >= 40 && e-pe <= 200 && !lowEntropy(b[pe:e])

@@ -49,7 +49,7 @@ func dropboxLongLived(b []byte, ps, pe int) (int, int, bool) {
 		}
 	}
 	e := pe
-	for e < len(b) && (inCharset(csToken, b[e]) || b[e] == '=') {
+	for e < len(b) && e-pe <= 43 && (inCharset(csToken, b[e]) || b[e] == '=') { // longer is refused below
 		e++
 	}
 	return st, e, e-pe == 43
