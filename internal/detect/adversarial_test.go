@@ -63,6 +63,8 @@ var adversarialInputs = []adversarialInput{
 	{"sk-", func(n int) string { return repeatTo("sk-", n) }},
 	{"aws_secret_access_key=", func(n int) string { return repeatTo("aws_secret_access_key=", n) }},
 	{"x-bearer-prefix", func(n int) string { return repeatTo("AAAAAAAAAAAAAAAAAAAAA=", n) }},
+	{"jwk-kty", func(n int) string { return repeatTo("\"kty\"\"", n) }},
+	{"api-key-", func(n int) string { return repeatTo("api-key-", n) }},
 	{"long-word", func(n int) string { return repeatTo("a", n) }},
 	{"long-alnum", func(n int) string { return repeatTo("aZ9", n) }},
 	{"spaced-letters", func(n int) string { return repeatTo("i g n o r e ", n) }},

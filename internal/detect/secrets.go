@@ -297,7 +297,7 @@ var secretRules = []secretRule{
 	{typ: "DISCORD_BOT_TOKEN", prefix: "Nz", special: discordBot},
 	{typ: "DISCORD_BOT_TOKEN", prefix: "OD", special: discordBot},
 	{typ: "DISCORD_BOT_TOKEN", prefix: "OT", special: discordBot},
-	{typ: "JSON_WEB_KEY", prefix: "\"kty\"", inner: true, special: jwkPrivate},
+	{typ: "JSON_WEB_KEY", prefix: "\"kty\"", inner: true, find: jwkPrivateMemo},
 	{typ: "ATLASSIAN_PAT", prefix: "MD", inner: true, special: jiraPAT},
 	{typ: "ATLASSIAN_PAT", prefix: "MT", inner: true, special: jiraPAT},
 	{typ: "ATLASSIAN_PAT", prefix: "Mj", inner: true, special: jiraPAT},
@@ -638,6 +638,10 @@ type markerMemo struct {
 	// jwtSkip ends the first part of the last JWT-shaped run refused for a
 	// reason every later "eyJ" inside that part shares (see jwtMemo).
 	jwtSkip int
+	// jwk*: the last JSON web key scan found no private member in
+	// [jwkFrom, jwkNext); jwkClosed when it stopped at the object's '}'.
+	jwkValid, jwkClosed bool
+	jwkFrom, jwkNext    int
 	// values and runs share the searches for value and body ends.
 	values valueMemo
 	runs   charsetRuns
@@ -1122,6 +1126,12 @@ func genericValue(b []byte, ks, ke int, m *valueMemo) (genericHit, bool) {
 		if ie != ke || (ks > is && isLetter(b[ks-1]) && !(isUpper(b[ks]) && !isUpper(b[ks-1]))) {
 			return genericHit{}, false
 		}
+	}
+	// Most hits have no assignment after the identifier: find out before
+	// the costlier password and flag tests. assignedValueMemo accepts more
+	// with password and flag set, never less, so a refusal here is final.
+	if _, _, ok := assignedValueMemo(b, ie, true, true, m); !ok {
+		return genericHit{}, false
 	}
 	password := containsFold(ident, "pass") || containsFold(ident, "pw") || containsFold(ident, "psw") ||
 		containsFold(ident, "pssw") || containsFold(kw, "contrase") || containsFold(kw, "senha")
