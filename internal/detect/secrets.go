@@ -190,7 +190,7 @@ var secretRules = []secretRule{
 	{typ: "JWT", prefix: "eyJ", inner: true, find: jwtMemo},
 	{typ: "BULWARK_API_KEY", prefix: "bwk_", cs: csToken, min: 20, max: 128},
 	{typ: "CONNECTION_STRING", prefix: "://", inner: true, special: urlCreds},
-	{typ: "AZURE_STORAGE_KEY", prefix: "AccountKey=", fold: true, inner: true, special: azureAccountKey},
+	{typ: "AZURE_STORAGE_KEY", prefix: "AccountKey=", fold: true, inner: true, find: azureAccountKeyMemo},
 	{typ: "AZURE_CLIENT_SECRET", prefix: "Q~", inner: true, special: azureClientSecret},
 	{typ: "AZURE_SAS_TOKEN", prefix: "sig=", inner: true, find: azureSASMemo},
 	{typ: "DIGITALOCEAN_TOKEN", prefix: "dop_v1_", cs: csHex, min: 64, max: 64},
@@ -900,10 +900,12 @@ func urlCreds(b []byte, ps, pe int) (int, int, bool) {
 }
 
 func azureAccountKey(b []byte, ps, pe int) (int, int, bool) {
-	e := pe
-	for e < len(b) && e-pe <= 90 && inCharset(csB64, b[e]) { // longer is refused below
-		e++
-	}
+	return azureAccountKeyMemo(b, ps, pe, &markerMemo{})
+}
+
+// azureAccountKeyMemo shares the search for the key's end between hits.
+func azureAccountKeyMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
+	e := min(m.runs.end(b, csB64, pe), pe+91) // longer is refused below
 	n := e - pe
 	return pe, e, n >= 80 && n <= 90 && !isPlaceholder(b[pe:e])
 }
