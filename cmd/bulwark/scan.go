@@ -124,7 +124,10 @@ func scanStream(ctx context.Context, sc *detect.Scanner, name string, r io.Reade
 		if tooLong || len(bytes.TrimSpace(line)) > 0 {
 			perr := errLineTooLong
 			if !tooLong {
-				perr = scanLine(sc, line, enc)
+				perr = scanLine(ctx, sc, line, enc)
+			}
+			if err := ctx.Err(); err != nil {
+				return bad, err // interrupted: the line was not scanned to its end
 			}
 			if perr != nil {
 				bad++
@@ -165,7 +168,7 @@ func readLine(br *bufio.Reader, buf []byte) (line []byte, tooLong bool, err erro
 	}
 }
 
-func scanLine(sc *detect.Scanner, line []byte, enc *json.Encoder) error {
+func scanLine(ctx context.Context, sc *detect.Scanner, line []byte, enc *json.Encoder) error {
 	var in scanInput
 	if err := json.Unmarshal(line, &in); err != nil {
 		return fmt.Errorf("invalid JSON: %w", err)
@@ -178,7 +181,10 @@ func scanLine(sc *detect.Scanner, line []byte, enc *json.Encoder) error {
 		id = json.RawMessage(`""`)
 	}
 	start := time.Now()
-	res := sc.Scan(*in.Text)
+	res, err := sc.ScanContext(ctx, *in.Text)
+	if err != nil {
+		return err
+	}
 	elapsed := time.Since(start)
 	out := scanOutput{
 		ID: id,

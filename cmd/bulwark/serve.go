@@ -289,8 +289,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 // registerAPI registers bulwark.v1.GuardService and AdminService.
 func registerAPI(g *grpc.Server, cfg config.Config, ep *extproc.Server, scanner *detect.Scanner, auth *identity.Authenticator,
 	engine *policy.Engine, limiter *ratelimit.Limiter, rdb redis.UniversalClient, auditor *audit.Writer, logger *slog.Logger) error {
-	apiCfg := api.Config{MaxBodyBytes: cfg.ExtProcMaxBodyBytes, AdminRole: cfg.OperatorRole, CrossTenantRole: cfg.OperatorCrossTenantRole}
-	guard, err := api.NewGuard(apiCfg, ep, scanner, auth, logger)
+	apiCfg := api.Config{MaxBodyBytes: cfg.ExtProcMaxBodyBytes, AdminRole: cfg.OperatorRole, CrossTenantRole: cfg.OperatorCrossTenantRole,
+		ScanTextMaxBytes: cfg.GuardScanMaxBytes, ScanTextPerMinute: cfg.GuardScanPerMinute}
+	guard, err := api.NewGuard(apiCfg, ep, scanner, auth, limiter, logger)
 	if err != nil {
 		return err
 	}

@@ -56,12 +56,17 @@ type Exchanger interface {
 
 var _ Exchanger = (*extproc.Server)(nil)
 
-// Scanner runs the detectors (ScanText).
+// Scanner runs the detectors (ScanText). ScanContext stops when the call
+// ends, so a caller that gives up costs no more CPU.
 type Scanner interface {
-	Scan(text string) detect.Result
+	ScanContext(ctx context.Context, text string) (detect.Result, error)
 }
 
 var _ Scanner = (*detect.Scanner)(nil)
+
+// Limiter counts ScanText calls per principal; it is the pipeline's rate
+// limiter, so every replica shares the counts.
+type Limiter = pipeline.Limiter
 
 // Authenticator resolves credentials to a principal; it is the pipeline's
 // identity stage, so both doors agree on who is asking.
@@ -117,7 +122,23 @@ type Config struct {
 	// read the policy status and manage keys that have no tenant. Default
 	// DefaultCrossTenantRole.
 	CrossTenantRole string
+	// ScanTextMaxBytes bounds the text of one ScanText call: the detectors'
+	// work is linear in it, and unlike the exchanges ScanText is not a
+	// policy decision, so this and ScanTextPerMinute are what bound a
+	// caller's CPU. Default DefaultScanTextMaxBytes (and at most
+	// MaxBodyBytes).
+	ScanTextMaxBytes int
+	// ScanTextPerMinute is how many ScanText calls one principal may make
+	// per minute (burst included), counted by the rate limiter every
+	// replica shares. Default DefaultScanTextPerMinute.
+	ScanTextPerMinute int
 }
+
+// Defaults of the ScanText bounds (guard_scan_max_bytes, guard_scan_per_minute).
+const (
+	DefaultScanTextMaxBytes  = 1 << 20
+	DefaultScanTextPerMinute = 60
+)
 
 func (c Config) withDefaults() Config {
 	if c.MaxBodyBytes <= 0 {
@@ -128,6 +149,13 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CrossTenantRole == "" {
 		c.CrossTenantRole = DefaultCrossTenantRole
+	}
+	if c.ScanTextMaxBytes <= 0 {
+		c.ScanTextMaxBytes = DefaultScanTextMaxBytes
+	}
+	c.ScanTextMaxBytes = min(c.ScanTextMaxBytes, c.MaxBodyBytes)
+	if c.ScanTextPerMinute <= 0 {
+		c.ScanTextPerMinute = DefaultScanTextPerMinute
 	}
 	return c
 }

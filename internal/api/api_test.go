@@ -83,6 +83,7 @@ type options struct {
 	requestsPerMinute string
 	extproc           extproc.Options
 	maxBodyBytes      int
+	scanTextPerMinute int
 }
 
 func newFixture(t *testing.T, o options) *fixture {
@@ -124,8 +125,8 @@ func newFixture(t *testing.T, o options) *fixture {
 	}
 	pipe.WithDetector(scanner)
 	ep := extproc.New(pipe, scanner, limiter, o.extproc, nil, nil)
-	cfg := api.Config{MaxBodyBytes: o.maxBodyBytes}
-	guard, err := api.NewGuard(cfg, ep, scanner, auth, nil)
+	cfg := api.Config{MaxBodyBytes: o.maxBodyBytes, ScanTextPerMinute: o.scanTextPerMinute}
+	guard, err := api.NewGuard(cfg, ep, scanner, auth, limiter, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,6 +557,50 @@ func TestGuardScanText(t *testing.T) {
 		{"no credential", "", &bulwarkv1.ScanTextRequest{Text: "x"}, codes.Unauthenticated},
 	} {
 		_, err := f.guard.ScanText(f.as(tc.as), tc.req)
+		if status.Code(err) != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestGuardScanTextBounded: ScanText is held to a per-principal rate and
+// a size bound smaller than the exchanges' (1 MiB by default, where the
+// exchanges take 8 MiB), so one credential cannot turn it into a CPU sink.
+func TestGuardScanTextBounded(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, options{scanTextPerMinute: 2})
+	for i := range 2 {
+		if _, err := f.guard.ScanText(f.as("app"), &bulwarkv1.ScanTextRequest{Text: "hello"}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	_, err := f.guard.ScanText(f.as("app"), &bulwarkv1.ScanTextRequest{Text: "hello"})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("third call in a minute: %v, want ResourceExhausted", err)
+	}
+	var retry bool
+	for _, d := range status.Convert(err).Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay().AsDuration() > 0 {
+			retry = true
+		}
+	}
+	if !retry {
+		t.Errorf("ResourceExhausted without RetryInfo: %v", status.Convert(err).Details())
+	}
+	if _, err := f.guard.ScanText(f.as("reader"), &bulwarkv1.ScanTextRequest{Text: "hello"}); err != nil {
+		t.Errorf("another principal is counted apart: %v", err)
+	}
+
+	g := newFixture(t, options{})
+	for _, tc := range []struct {
+		name string
+		n    int
+		want codes.Code
+	}{
+		{"at the default bound", api.DefaultScanTextMaxBytes, codes.OK},
+		{"over the default bound", api.DefaultScanTextMaxBytes + 1, codes.InvalidArgument},
+	} {
+		_, err := g.guard.ScanText(g.as("app"), &bulwarkv1.ScanTextRequest{Text: strings.Repeat("x", tc.n)})
 		if status.Code(err) != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}

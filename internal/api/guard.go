@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -16,6 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/bulwark-ai/bulwark/internal/identity"
+	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 )
 
@@ -26,6 +29,7 @@ type Guard struct {
 	ex     Exchanger
 	scan   Scanner
 	auth   Authenticator
+	limits Limiter
 	logger *slog.Logger
 }
 
@@ -33,8 +37,9 @@ var _ bulwarkv1.GuardServiceServer = (*Guard)(nil)
 
 // NewGuard returns the GuardService. ex runs the exchanges (the ext_proc
 // server Envoy talks to), scan is the detectors for ScanText, auth the
-// identity stage ScanText authenticates with.
-func NewGuard(cfg Config, ex Exchanger, scan Scanner, auth Authenticator, logger *slog.Logger) (*Guard, error) {
+// identity stage ScanText authenticates with, limits the rate limiter that
+// counts ScanText calls per principal.
+func NewGuard(cfg Config, ex Exchanger, scan Scanner, auth Authenticator, limits Limiter, logger *slog.Logger) (*Guard, error) {
 	switch {
 	case ex == nil:
 		return nil, errNoExchanger
@@ -42,33 +47,43 @@ func NewGuard(cfg Config, ex Exchanger, scan Scanner, auth Authenticator, logger
 		return nil, errNil("scanner")
 	case auth == nil:
 		return nil, errNil("authenticator")
+	case limits == nil:
+		return nil, errNil("rate limiter")
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Guard{cfg: cfg.withDefaults(), ex: ex, scan: scan, auth: auth, logger: logger}, nil
+	return &Guard{cfg: cfg.withDefaults(), ex: ex, scan: scan, auth: auth, limits: limits, logger: logger}, nil
 }
 
 // ScanText runs the detectors. It is not a policy decision, but the caller
-// must hold a valid credential (any role).
+// must hold a valid credential (any role), and is held to
+// Config.ScanTextPerMinute calls of at most Config.ScanTextMaxBytes.
 func (g *Guard) ScanText(ctx context.Context, req *bulwarkv1.ScanTextRequest) (*bulwarkv1.ScanTextResponse, error) {
 	text := req.GetText()
 	switch {
 	case text == "":
 		return nil, invalid("text", "is empty")
-	case len(text) > g.cfg.MaxBodyBytes:
-		return nil, invalid("text", "is %d bytes; at most %d are scanned", len(text), g.cfg.MaxBodyBytes)
+	case len(text) > g.cfg.ScanTextMaxBytes:
+		return nil, invalid("text", "is %d bytes; at most %d are scanned", len(text), g.cfg.ScanTextMaxBytes)
 	}
 	if req.InjectionThreshold != nil {
 		if t := req.GetInjectionThreshold(); !(t > 0 && t <= 1) {
 			return nil, invalid("injection_threshold", "%v is outside (0, 1]", t)
 		}
 	}
-	if err := g.authenticated(ctx); err != nil {
+	p := g.auth.Authenticate(ctx, callerOf(ctx).credentials())
+	if !p.Authenticated() {
+		return nil, unauthenticated(p.Error)
+	}
+	if err := g.scanAllowed(ctx, p); err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	res := g.scan.Scan(text)
+	res, err := g.scan.ScanContext(ctx, text)
+	if err != nil {
+		return nil, undecided(ctx, err)
+	}
 	elapsed := time.Since(start)
 	pi := res.PromptInjection
 	detected := pi.Detected
@@ -92,13 +107,29 @@ func (g *Guard) ScanText(ctx context.Context, req *bulwarkv1.ScanTextRequest) (*
 	return out, nil
 }
 
-// authenticated refuses a caller without a valid credential.
-func (g *Guard) authenticated(ctx context.Context) error {
-	p := g.auth.Authenticate(ctx, callerOf(ctx).credentials())
-	if p.Authenticated() {
+// scanTextLimit is the name of ScanText's per-principal rate limit.
+const scanTextLimit = "scan_text_per_minute"
+
+// scanAllowed charges one ScanText call to p's rate limit: RESOURCE_EXHAUSTED
+// with RetryInfo when it is spent, UNAVAILABLE when the limiter cannot tell
+// (and fails closed).
+func (g *Guard) scanAllowed(ctx context.Context, p identity.Principal) error {
+	lim := ratelimit.Limit{Name: scanTextLimit, Key: string(p.Kind) + ":" + p.ID,
+		Limit: int64(g.cfg.ScanTextPerMinute), Period: time.Minute}
+	res, err := g.limits.Check(ctx, "", []ratelimit.Limit{lim})
+	if err != nil {
+		g.logger.Warn("ScanText rate limit unavailable", "principal", p.ID, "error", err)
+		return status.Error(codes.Unavailable, "rate limit could not be checked")
+	}
+	if res.Allowed {
 		return nil
 	}
-	return unauthenticated(p.Error)
+	st := status.New(codes.ResourceExhausted, fmt.Sprintf("%s: at most %d calls per minute", scanTextLimit, g.cfg.ScanTextPerMinute))
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: "rate_limited", Domain: ErrorDomain, Metadata: map[string]string{"limit": scanTextLimit}},
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(res.RetryAfter)}); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 // unauthenticated is the error for no credential (reason "") or a rejected

@@ -196,6 +196,14 @@ type Config struct {
 	// (after decompression); bigger ones are refused with 413/502. Keep it
 	// below max_recv_msg_bytes and Envoy's buffer limits.
 	ExtProcMaxBodyBytes int `yaml:"extproc_max_body_bytes"`
+	// GuardScanMaxBytes bounds the text of one Guard API ScanText call
+	// (extproc_max_body_bytes when that is smaller): ScanText is not a
+	// policy decision, so this and GuardScanPerMinute are what bound a
+	// caller's CPU.
+	GuardScanMaxBytes int `yaml:"guard_scan_max_bytes"`
+	// GuardScanPerMinute is how many ScanText calls one principal may make
+	// per minute, counted by the rate limiter (Redis when configured).
+	GuardScanPerMinute int `yaml:"guard_scan_per_minute"`
 	// ExtProcScanRoles are the message roles whose text the detectors read
 	// in requests; empty means every role.
 	ExtProcScanRoles []string `yaml:"extproc_scan_roles"`
@@ -329,6 +337,8 @@ func Default() Config {
 		StripCredentials:         true,
 		StripUpstreamCredentials: true,
 		ExtProcMaxBodyBytes:      8 << 20,
+		GuardScanMaxBytes:        1 << 20,
+		GuardScanPerMinute:       60,
 		ExtProcStreamStep:        64,
 		ExtProcStreamLookahead:   512,
 		ExtProcMessageTimeout:    200 * time.Millisecond,
@@ -463,6 +473,12 @@ func (c Config) Validate() error {
 	}
 	if c.ExtProcMaxBodyBytes < 1<<10 || c.ExtProcMaxBodyBytes > c.MaxRecvMsgBytes {
 		return &FieldError{"extproc_max_body_bytes", fmt.Sprintf("%d must be in [1024, max_recv_msg_bytes]", c.ExtProcMaxBodyBytes)}
+	}
+	if c.GuardScanMaxBytes < 1<<10 || c.GuardScanMaxBytes > c.MaxRecvMsgBytes {
+		return &FieldError{"guard_scan_max_bytes", fmt.Sprintf("%d must be in [1024, max_recv_msg_bytes]", c.GuardScanMaxBytes)}
+	}
+	if c.GuardScanPerMinute < 1 {
+		return &FieldError{"guard_scan_per_minute", "must be at least 1"}
 	}
 	if c.ExtProcStreamStep < 1 || c.ExtProcStreamStep > 1<<16 {
 		return &FieldError{"extproc_stream_step", "must be in [1, 65536]"}
@@ -753,6 +769,8 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.StripCredentials, "strip-credentials", c.StripCredentials, "keep credential headers out of the policy input")
 	fs.BoolVar(&c.StripUpstreamCredentials, "strip-upstream-credentials", c.StripUpstreamCredentials, "ext_proc removes the client's Bulwark credential headers from the request forwarded to the model (when Bulwark authenticates)")
 	fs.IntVar(&c.ExtProcMaxBodyBytes, "extproc-max-body-bytes", c.ExtProcMaxBodyBytes, "largest body ext_proc buffers and inspects")
+	fs.IntVar(&c.GuardScanMaxBytes, "guard-scan-max-bytes", c.GuardScanMaxBytes, "largest text one Guard API ScanText call may send")
+	fs.IntVar(&c.GuardScanPerMinute, "guard-scan-per-minute", c.GuardScanPerMinute, "Guard API ScanText calls per principal per minute")
 	fs.Var((*stringList)(&c.ExtProcScanRoles), "extproc-scan-roles", "comma-separated message roles the detectors read (empty: all)")
 	fs.Var((*stringList)(&c.TrustedRoles), "trusted-roles", "comma-separated message roles the application writes itself, not read by the detectors (empty: none)")
 	fs.IntVar(&c.ExtProcStreamStep, "extproc-stream-step", c.ExtProcStreamStep, "bytes of streamed text released at a time")

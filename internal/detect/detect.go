@@ -16,6 +16,7 @@
 package detect
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -175,10 +176,15 @@ type scratch struct {
 	cands    []secretCand
 	lastPs   []int32
 	spans    [][2]int32
-	hits     []kwHit
-	ascii    bool // the original text is all ASCII
-	orig     string
-	view     view
+	gen      []genericHit
+	markers  markerMemo
+	// valueWork counts the value bytes the generic secret checks read, so
+	// tests can show it stays linear in the text.
+	valueWork int
+	hits      []kwHit
+	ascii     bool // the original text is all ASCII
+	orig      string
+	view      view
 }
 
 func (s *scratch) reset(text string) {
@@ -189,6 +195,7 @@ func (s *scratch) reset(text string) {
 	s.tmp = s.tmp[:0]
 	s.smuggled = s.smuggled[:0]
 	s.finds = s.finds[:0]
+	s.valueWork = 0
 	s.orig = text
 	s.ascii = isASCII(text)
 }
@@ -207,9 +214,29 @@ func (s *scratch) addClean(det, typ string, start, end int, score float64) {
 // Scan runs every enabled detector over text. It never panics on any input,
 // including invalid UTF-8.
 func (sc *Scanner) Scan(text string) Result {
+	res, _ := sc.ScanContext(context.Background(), text) // a Background context never ends the scan
+	return res
+}
+
+// ScanContext is Scan that gives up when ctx ends: a caller that has gone
+// (a cancelled request, an expired deadline) must not keep a core busy. It
+// checks ctx before each detector, so it returns within one detector's pass
+// over the text (each is linear: tens of milliseconds for a MiB), with an
+// error wrapping ctx's and an incomplete Result that must not be used.
+func (sc *Scanner) ScanContext(ctx context.Context, text string) (Result, error) {
 	s := sc.pool.Get().(*scratch)
 	s.reset(text)
+	defer sc.release(s)
 	var res Result
+	stopped := func(stage string) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("detect: scan stopped before %s: %w", stage, err)
+		}
+		return nil
+	}
+	if err := stopped("normalising"); err != nil {
+		return Result{}, err
+	}
 	res.Length = measure(text, s.ascii)
 
 	s.view = s.clean(text, &res.HiddenText, !sc.cfg.DisableHiddenText)
@@ -217,27 +244,43 @@ func (sc *Scanner) Scan(text string) Result {
 		res.HiddenText = HiddenText{}
 	}
 	if !sc.cfg.DisablePII {
+		if err := stopped("pii"); err != nil {
+			return Result{}, err
+		}
 		s.scanPII(s.view.b, sc.cfg.PIIMinScore)
 	}
 	if !sc.cfg.DisableSecrets {
+		if err := stopped("secrets"); err != nil {
+			return Result{}, err
+		}
 		s.scanSecrets(sc.secrets, s.view.b)
 	}
 	if !sc.cfg.DisableInjection {
+		if err := stopped("injection"); err != nil {
+			return Result{}, err
+		}
 		h := &res.HiddenText
 		if sc.cfg.DisableHiddenText {
 			h = nil
 		}
 		f := sc.foldText(s, h)
+		if err := stopped("injection scoring"); err != nil {
+			return Result{}, err
+		}
 		score, rules := sc.inj.score(f, s, h)
 		res.PromptInjection = PromptInjection{Score: score, Detected: score >= sc.cfg.InjectionThreshold, Rules: rules}
 	}
 	res.Findings = s.finish(text)
+	return res, nil
+}
+
+// release returns s to the pool unless a huge input grew its buffers.
+func (sc *Scanner) release(s *scratch) {
 	s.orig = ""
 	s.view = view{}
 	if cap(s.cleanBuf) <= maxPooledBuf && cap(s.foldBuf) <= maxPooledBuf && cap(s.omap) <= maxPooledBuf/4*5 {
 		sc.pool.Put(s)
 	}
-	return res
 }
 
 // foldText builds the matching view for injection detection from the

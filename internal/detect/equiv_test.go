@@ -885,6 +885,20 @@ func checkFastPaths(t *testing.T, sc *Scanner, text string) {
 			fail(fmt.Sprintf("genericAssignment at %d", ks), []any{a1, b1, t1, sc1, ok1}, []any{a2, b2, t2, sc2, ok2})
 		}
 	}
+	// The value-end memo (shared by the hits in their scan order) finds the
+	// values a fresh search finds.
+	var vm valueMemo
+	for _, c := range sortedPairs(want) {
+		if c[1] < len(secretRules) {
+			continue
+		}
+		ks, ke := c[0], c[0]+len(genericKeywords[c[1]-len(secretRules)])
+		g1, ok1 := genericValue(b, ks, ke, &vm)
+		g2, ok2 := genericValue(b, ks, ke, nil)
+		if g1 != g2 || ok1 != ok2 {
+			fail(fmt.Sprintf("genericValue with memo at %d", ks), []any{g1, ok1}, []any{g2, ok2})
+		}
+	}
 	for i := 0; i < len(b); i += 7 {
 		v := b[i:min(len(b), i+1+i%48)]
 		if e1, e2 := entropy(v), entropyRef(v); e1 != e2 && !(math.IsNaN(e1) && math.IsNaN(e2)) {

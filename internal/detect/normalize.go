@@ -461,6 +461,7 @@ const minEncodedWord = 12
 func foldStat(dst, src []byte, h *HiddenText, st *foldStats) []byte {
 	dst = slices.Grow(dst, len(src)+1)
 	var ut *uniTab // fetched at the first non-ASCII rune
+	slow := newSlowRune()
 outer:
 	for i := 0; i < len(src); {
 		c := src[i]
@@ -596,15 +597,18 @@ outer:
 		if ut == nil {
 			ut = uniTables()
 		}
-		f := ut.flagsOf(r)
-		if f&ufSlow != 0 {
-			f = runeFlagsSlow(r)
+		tf := ut.flagsOf(r)
+		f := tf
+		if tf&ufSlow != 0 {
+			f = slow.flags(r)
 		}
 		if f&ufWord == 0 {
 			if f&ufSpace != 0 {
 				if n := len(dst); n > 0 && dst[n-1] != ' ' && dst[n-1] != '\n' {
 					dst = append(dst, ' ')
 				}
+			} else if tf&ufSlow != 0 {
+				dst = utf8.AppendRune(dst, slow.lower(r))
 			} else {
 				dst = utf8.AppendRune(dst, ut.toLowerExact(r))
 			}
@@ -625,7 +629,7 @@ outer:
 			tf := ut.flagsOf(r)
 			f := tf
 			if tf&ufSlow != 0 {
-				f = runeFlagsSlow(r)
+				f = slow.flags(r)
 			}
 			if f&ufWord == 0 {
 				break

@@ -258,7 +258,9 @@ func matchIPv6(b []byte, i int) (int, bool) {
 		}
 		j--
 	}
-	if colons < 2 || hexd < 2 || j < len(b) && (isASCIIAlnum(b[j]) || b[j] == '_') {
+	// A valid address has at most eight colons (seven groups and a "::"
+	// at one end): longer runs ("1:1:1:...") are refused before netip.
+	if colons < 2 || colons > 8 || hexd < 2 || j < len(b) && (isASCIIAlnum(b[j]) || b[j] == '_') {
 		return 0, false
 	}
 	// Without "::" or an embedded IPv4 address, an IPv6 address has eight

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"bytes"
 	"math"
 	mbits "math/bits"
 	"slices"
@@ -23,7 +24,30 @@ const (
 	csBech32                    // age keys: upper bech32
 	csAlpha                     // A-Za-z
 	csPath                      // A-Za-z0-9_-/
+	csB64Pct                    // A-Za-z0-9+/=%  (Azure SAS signatures)
+	numCharsets
 )
+
+// charsetRuns remembers, per charset, the last run of its bytes found, so
+// that the hits of "sk-sk-sk-..." (each body running to the same end)
+// find that end once rather than once each.
+type charsetRuns [numCharsets]struct {
+	valid    bool
+	from, to int // b[from:to] is all in the charset; b[to] is not, or to == len(b)
+}
+
+// end returns the end of the run of cs bytes starting at i.
+func (r *charsetRuns) end(b []byte, cs charset, i int) int {
+	m := &r[cs]
+	if !m.valid || i < m.from || i > m.to {
+		e := i
+		for e < len(b) && inCharset(cs, b[e]) {
+			e++
+		}
+		m.valid, m.from, m.to = true, i, e
+	}
+	return m.to
+}
 
 func inCharset(cs charset, c byte) bool {
 	switch cs {
@@ -51,6 +75,8 @@ func inCharset(cs charset, c byte) bool {
 		return isLetter(c)
 	case csPath:
 		return isASCIIAlnum(c) || c == '_' || c == '-' || c == '/'
+	case csB64Pct:
+		return inCharset(csB64, c) || c == '%'
 	}
 	return false
 }
@@ -70,6 +96,9 @@ type secretRule struct {
 	// special runs instead of the body check: it gets the clean view and the
 	// prefix span and returns the secret span.
 	special func(b []byte, ps, pe int) (int, int, bool)
+	// find is special for rules that search ahead for a marker (a PEM END
+	// line): m shares that search between the rule's hits.
+	find func(b []byte, ps, pe int, m *markerMemo) (int, int, bool)
 	// check, when set, validates the body further.
 	check func(body []byte) bool
 	// score overrides the default confidence of 1.0 (identifiers that are
@@ -88,7 +117,7 @@ var secretRules = []secretRule{
 	{typ: "AWS_ACCESS_KEY_ID", prefix: "ASIA", cs: csUpperAlnum, min: 16, max: 16},
 	{typ: "AWS_ACCESS_KEY_ID", prefix: "ABIA", cs: csUpperAlnum, min: 16, max: 16},
 	{typ: "AWS_ACCESS_KEY_ID", prefix: "ACCA", cs: csUpperAlnum, min: 16, max: 16},
-	{typ: "AWS_SECRET_ACCESS_KEY", prefix: "aws_secret_access_key", fold: true, special: awsSecret},
+	{typ: "AWS_SECRET_ACCESS_KEY", prefix: "aws_secret_access_key", fold: true, find: awsSecretMemo},
 	{typ: "AWS_BEDROCK_API_KEY", prefix: "ABSK", cs: csB64, min: 100, max: 400},
 	{typ: "GITHUB_TOKEN", prefix: "ghp_", cs: csAlnum, min: 36, max: 40},
 	{typ: "GITHUB_TOKEN", prefix: "gho_", cs: csAlnum, min: 36, max: 40},
@@ -156,14 +185,14 @@ var secretRules = []secretRule{
 	{typ: "SHOPIFY_TOKEN", prefix: "shpss_", cs: csHex, min: 32, max: 32},
 	{typ: "SHOPIFY_TOKEN", prefix: "shpca_", cs: csHex, min: 32, max: 32},
 	{typ: "SHOPIFY_TOKEN", prefix: "shppa_", cs: csHex, min: 32, max: 32},
-	{typ: "PRIVATE_KEY", prefix: "-----BEGIN ", fold: true, inner: true, special: pemKey},
-	{typ: "PRIVATE_KEY", prefix: "PuTTY-User-Key-File-", special: puttyKey},
-	{typ: "JWT", prefix: "eyJ", inner: true, special: jwt},
+	{typ: "PRIVATE_KEY", prefix: "-----BEGIN ", fold: true, inner: true, find: pemKeyMemo},
+	{typ: "PRIVATE_KEY", prefix: "PuTTY-User-Key-File-", find: puttyKeyMemo},
+	{typ: "JWT", prefix: "eyJ", inner: true, find: jwtMemo},
 	{typ: "BULWARK_API_KEY", prefix: "bwk_", cs: csToken, min: 20, max: 128},
 	{typ: "CONNECTION_STRING", prefix: "://", inner: true, special: urlCreds},
-	{typ: "AZURE_STORAGE_KEY", prefix: "AccountKey=", fold: true, inner: true, special: azureAccountKey},
+	{typ: "AZURE_STORAGE_KEY", prefix: "AccountKey=", fold: true, inner: true, find: azureAccountKeyMemo},
 	{typ: "AZURE_CLIENT_SECRET", prefix: "Q~", inner: true, special: azureClientSecret},
-	{typ: "AZURE_SAS_TOKEN", prefix: "sig=", inner: true, special: azureSAS},
+	{typ: "AZURE_SAS_TOKEN", prefix: "sig=", inner: true, find: azureSASMemo},
 	{typ: "DIGITALOCEAN_TOKEN", prefix: "dop_v1_", cs: csHex, min: 64, max: 64},
 	{typ: "DIGITALOCEAN_TOKEN", prefix: "doo_v1_", cs: csHex, min: 64, max: 64},
 	{typ: "DIGITALOCEAN_TOKEN", prefix: "dor_v1_", cs: csHex, min: 64, max: 64},
@@ -268,7 +297,7 @@ var secretRules = []secretRule{
 	{typ: "DISCORD_BOT_TOKEN", prefix: "Nz", special: discordBot},
 	{typ: "DISCORD_BOT_TOKEN", prefix: "OD", special: discordBot},
 	{typ: "DISCORD_BOT_TOKEN", prefix: "OT", special: discordBot},
-	{typ: "JSON_WEB_KEY", prefix: "\"kty\"", inner: true, special: jwkPrivate},
+	{typ: "JSON_WEB_KEY", prefix: "\"kty\"", inner: true, find: jwkPrivateMemo},
 	{typ: "ATLASSIAN_PAT", prefix: "MD", inner: true, special: jiraPAT},
 	{typ: "ATLASSIAN_PAT", prefix: "MT", inner: true, special: jiraPAT},
 	{typ: "ATLASSIAN_PAT", prefix: "Mj", inner: true, special: jiraPAT},
@@ -357,6 +386,10 @@ func (s *scratch) scanSecrets(m *litSet, b []byte) {
 	})
 	nr := len(secretRules)
 	// Pass 1: well-known formats.
+	// The marker memo lives in scratch: the rules' find functions would
+	// otherwise make it escape to the heap on every scan.
+	s.markers = markerMemo{pemEnd: nextFinder{pat: "-----END "}, puttyLines: nextFinder{pat: "private-lines:", fold: true}}
+	mm := &s.markers
 	lastEnd := -1
 	spans := s.spans[:0]
 	for _, c := range cands {
@@ -373,13 +406,12 @@ func (s *scratch) scanSecrets(m *litSet, b []byte) {
 		}
 		var st, en int
 		var ok bool
-		if r.special != nil {
+		if r.find != nil {
+			st, en, ok = r.find(b, ps, end, mm)
+		} else if r.special != nil {
 			st, en, ok = r.special(b, ps, end)
 		} else {
-			en = end
-			for en < len(b) && en-end <= r.max && inCharset(r.cs, b[en]) {
-				en++
-			}
+			en = min(mm.runs.end(b, r.cs, end), end+r.max+1)
 			n := en - end
 			ok = n >= r.min && n <= r.max && tokenEnds(b, en, r.cs) && !isPlaceholder(b[ps:en])
 			st = ps
@@ -409,20 +441,57 @@ func (s *scratch) scanSecrets(m *litSet, b []byte) {
 	spans = s.mailgunKeys(b, spans)
 	s.spans = spans
 	// Pass 2: generic keyword assignments not overlapping a known format.
-	lastEnd = -1
+	// The identifier and value of every keyword hit are found first (cheap,
+	// and linear over the whole text thanks to vm); the value checks, which
+	// cost the length of the value, then run only on the first and last
+	// maxGroupChecks hits of a chain: hits whose keyword lies inside the
+	// value of an earlier hit of the chain. A chain longer than that is
+	// "k1=k2=k3=...=value" with no delimiter in between, an adversarial
+	// text (password= repeated) that would otherwise cost quadratic time.
+	// The last hits have the shortest values, the ones most like a real
+	// secret after a chain of keywords.
+	var vm valueMemo
+	gen := s.gen[:0]
 	for _, c := range cands {
-		ps, end, id := int(c.ps), int(c.pe), int(c.id)
-		if ps < lastEnd || id < nr {
+		if int(c.id) < nr {
 			continue
 		}
-		st, en, typ, score, ok := genericAssignment(b, ps, end)
-		if !ok || overlapsAny(spans, st, en) {
-			continue
+		g, ok := genericValue(b, int(c.ps), int(c.pe), &vm)
+		if ok {
+			gen = append(gen, g)
 		}
-		s.addClean(detSecret, typ, st, en, score)
-		lastEnd = en
+	}
+	s.gen = gen
+	lastEnd = -1
+	for i := 0; i < len(gen); {
+		j, chainEnd := i+1, gen[i].en
+		for j < len(gen) && gen[j].ks < chainEnd {
+			chainEnd = max(chainEnd, gen[j].en)
+			j++
+		}
+		for k := i; k < j; k++ {
+			g := &gen[k]
+			if int(g.ks) < lastEnd || k-i >= maxGroupChecks && j-k > maxGroupChecks {
+				continue
+			}
+			st, en := int(g.st), int(g.en)
+			if en-st <= maxValueLen { // longer values are refused at once
+				s.valueWork += en - st
+			}
+			typ, score, ok := genericVerify(b[st:en], b[g.is:g.ie], g.password)
+			if !ok || overlapsAny(spans, st, en) {
+				continue
+			}
+			s.addClean(detSecret, typ, st, en, score)
+			lastEnd = en
+		}
+		i = j
 	}
 }
+
+// maxGroupChecks bounds the value checks per chain of keyword hits, at
+// each end of the chain (see scanSecrets).
+const maxGroupChecks = 8
 
 func overlapsAny(spans [][2]int32, st, en int) bool {
 	for _, sp := range spans {
@@ -521,7 +590,12 @@ func isPlaceholder(v []byte) bool {
 var placeholderMatcher = newMatcher(placeholders)
 
 func awsSecret(b []byte, ps, pe int) (int, int, bool) {
-	st, en, ok := assignedValue(b, pe)
+	return awsSecretMemo(b, ps, pe, &markerMemo{})
+}
+
+// awsSecretMemo shares the search for the value's end between hits.
+func awsSecretMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
+	st, en, ok := assignedValueMemo(b, pe, false, false, &m.values)
 	if !ok || en-st != 40 {
 		return 0, 0, false
 	}
@@ -558,7 +632,86 @@ func mailchimp(b []byte, ps, pe int) (int, int, bool) {
 
 // pemKey matches "-----BEGIN [X ]PRIVATE KEY[ BLOCK]-----" up to the END
 // line (or the end of the base64 body), also inside JSON strings with \n.
+// markerMemo holds the marker searches of one scan (see secretRule.find).
+type markerMemo struct {
+	pemEnd, puttyLines nextFinder
+	// jwtSkip ends the first part of the last JWT-shaped run refused for a
+	// reason every later "eyJ" inside that part shares (see jwtMemo).
+	jwtSkip int
+	// jwk*: the last JSON web key scan found no private member in
+	// [jwkFrom, jwkNext); jwkClosed when it stopped at the object's '}'.
+	jwkValid, jwkClosed bool
+	jwkFrom, jwkNext    int
+	// values and runs share the searches for value and body ends.
+	values valueMemo
+	runs   charsetRuns
+}
+
+// nextFinder finds the first occurrence of pat at or after a position,
+// remembering what it searched: the hits of one rule come in increasing
+// position, so a text of BEGIN headers without an END line is searched
+// once in all rather than once per header.
+type nextFinder struct {
+	pat  string
+	fold bool // ASCII case-insensitive; pat is lower case
+	// No occurrence starts in [from, at) nor, when at < 0, in [from, to-len(pat)].
+	valid    bool
+	from, to int
+	at       int
+}
+
+// next returns the first k >= p with pat at b[k:] and k+len(pat) <= limit,
+// or -1. Calls with non-decreasing p cost linear time in all.
+func (f *nextFinder) next(b []byte, p, limit int) int {
+	if f.valid && p >= f.from {
+		switch {
+		case f.at >= p:
+			if f.at+len(f.pat) <= limit {
+				return f.at
+			}
+			return -1
+		case f.at < 0 && limit <= f.to:
+			return -1
+		case f.at < 0:
+			from := f.to - len(f.pat) + 1
+			if p > from {
+				from, f.from = p, p // [f.to-len+1, p) was never searched
+			}
+			k := f.search(b, from, limit)
+			f.to, f.at = limit, k
+			return k
+		}
+	}
+	k := f.search(b, p, limit)
+	f.valid, f.from, f.to, f.at = true, p, limit, k
+	return k
+}
+
+func (f *nextFinder) search(b []byte, from, limit int) int {
+	if from < 0 {
+		from = 0
+	}
+	limit = min(limit, len(b))
+	if from >= limit {
+		return -1
+	}
+	var i int
+	if f.fold {
+		i = indexFold(b[from:limit], f.pat)
+	} else {
+		i = bytes.Index(b[from:limit], []byte(f.pat))
+	}
+	if i < 0 {
+		return -1
+	}
+	return from + i
+}
+
 func pemKey(b []byte, ps, pe int) (int, int, bool) {
+	return pemKeyMemo(b, ps, pe, &markerMemo{pemEnd: nextFinder{pat: "-----END "}})
+}
+
+func pemKeyMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
 	lineEnd := pe
 	for lineEnd < len(b) && lineEnd-pe < 40 && b[lineEnd] != '\n' && b[lineEnd] != '-' {
 		lineEnd++
@@ -573,17 +726,15 @@ func pemKey(b []byte, ps, pe int) (int, int, bool) {
 	if limit > len(b) {
 		limit = len(b)
 	}
-	for k := hdrEnd; k+8 < limit; k++ {
-		if b[k] == '-' && hasPrefixAt(b, k, "-----END ") {
-			e := k + 9
-			for e < limit && e-k < 60 && b[e] != '\n' {
-				if hasPrefixAt(b, e, "-----") {
-					return ps, e + 5, true
-				}
-				e++
+	if k := m.pemEnd.next(b, hdrEnd, limit); k >= 0 {
+		e := k + 9
+		for e < limit && e-k < 60 && b[e] != '\n' {
+			if hasPrefixAt(b, e, "-----") {
+				return ps, e + 5, true
 			}
-			return ps, e, true
+			e++
 		}
+		return ps, e, true
 	}
 	// No END: take the base64 body.
 	e := hdrEnd
@@ -601,10 +752,15 @@ func pemKey(b []byte, ps, pe int) (int, int, bool) {
 }
 
 func puttyKey(b []byte, ps, pe int) (int, int, bool) {
-	k := indexFold(b[pe:], "private-lines:")
-	if k < 0 || k > 4096 {
+	return puttyKeyMemo(b, ps, pe, &markerMemo{puttyLines: nextFinder{pat: "private-lines:", fold: true}})
+}
+
+func puttyKeyMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
+	k := m.puttyLines.next(b, pe, pe+4096+len("private-lines:")) // at most 4096 bytes on
+	if k < 0 {
 		return 0, 0, false
 	}
+	k -= pe
 	e := pe + k + len("private-lines:")
 	for e < len(b) && (inCharset(csB64, b[e]) || b[e] == '\n' || b[e] == '\r' || b[e] == ' ') {
 		e++
@@ -632,6 +788,17 @@ func indexFold(b []byte, kw string) int {
 // jwt matches header.payload.signature where header and payload are
 // base64url JSON objects ("eyJ" is base64 of `{"`).
 func jwt(b []byte, ps, pe int) (int, int, bool) {
+	return jwtMemo(b, ps, pe, &markerMemo{})
+}
+
+// jwtMemo is jwt remembering, in m, where a refused run's first part ends:
+// an "eyJ" starting inside it reads the same parts after it, so it is
+// refused for the same reason without reading them again (a text of "eyJ="
+// repeated was quadratic).
+func jwtMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
+	if ps < m.jwtSkip {
+		return 0, 0, false
+	}
 	if ps > 0 && (isASCIIAlnum(b[ps-1]) || b[ps-1] == '_' || b[ps-1] == '-') {
 		return 0, 0, false
 	}
@@ -655,12 +822,21 @@ func jwt(b []byte, ps, pe int) (int, int, bool) {
 		break
 	}
 	lens[parts-1] = partLen
+	p0end := pe + lens[0] // the end of the first part
 	if parts < 3 || lens[0] < 10 || lens[1] < 10 || lens[2] < 16 {
+		m.jwtSkip = p0end
 		return 0, 0, false
 	}
 	// Payload must start with eyJ too ('{"').
 	p1 := ps + 3 + lens[0] + 1
-	if !hasPrefixAt(b, p1, "eyJ") || isPlaceholder(b[ps:e]) {
+	if !hasPrefixAt(b, p1, "eyJ") {
+		m.jwtSkip = p0end
+		return 0, 0, false
+	}
+	if isPlaceholder(b[ps:e]) {
+		if isPlaceholder(b[p0end:e]) {
+			m.jwtSkip = p0end
+		}
 		return 0, 0, false
 	}
 	return ps, e, true
@@ -724,10 +900,12 @@ func urlCreds(b []byte, ps, pe int) (int, int, bool) {
 }
 
 func azureAccountKey(b []byte, ps, pe int) (int, int, bool) {
-	e := pe
-	for e < len(b) && inCharset(csB64, b[e]) {
-		e++
-	}
+	return azureAccountKeyMemo(b, ps, pe, &markerMemo{})
+}
+
+// azureAccountKeyMemo shares the search for the key's end between hits.
+func azureAccountKeyMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
+	e := min(m.runs.end(b, csB64, pe), pe+91) // longer is refused below
 	n := e - pe
 	return pe, e, n >= 80 && n <= 90 && !isPlaceholder(b[pe:e])
 }
@@ -756,10 +934,12 @@ func azureClientSecret(b []byte, ps, pe int) (int, int, bool) {
 }
 
 func azureSAS(b []byte, ps, pe int) (int, int, bool) {
-	e := pe
-	for e < len(b) && (inCharset(csB64, b[e]) || b[e] == '%') {
-		e++
-	}
+	return azureSASMemo(b, ps, pe, &markerMemo{})
+}
+
+// azureSASMemo shares the search for the signature's end between hits.
+func azureSASMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
+	e := min(m.runs.end(b, csB64Pct, pe), pe+101) // longer is refused below
 	n := e - pe
 	if n < 40 || n > 100 || !containsFold(b[max(0, ps-300):ps], "sv=") {
 		return 0, 0, false
@@ -799,7 +979,7 @@ func terraform(b []byte, ps, pe int) (int, int, bool) {
 
 func xBearer(b []byte, ps, pe int) (int, int, bool) {
 	e := pe
-	for e < len(b) && (isASCIIAlnum(b[e]) || b[e] == '%' || b[e] == '-' || b[e] == '_' || b[e] == '=') {
+	for e < len(b) && e-pe <= 200 && (isASCIIAlnum(b[e]) || b[e] == '%' || b[e] == '-' || b[e] == '_' || b[e] == '=') {
 		e++
 	}
 	return ps, e, e-pe >= 40 && e-pe <= 200 && !lowEntropy(b[pe:e])
@@ -909,6 +1089,29 @@ var genericStop = []string{
 // a pure predicate, so they run cheapest first: most keyword hits in prose
 // fail at the assignment operator, before the stop-word and entropy checks.
 func genericAssignment(b []byte, ks, ke int) (int, int, string, float64, bool) {
+	g, ok := genericValue(b, ks, ke, nil)
+	if !ok {
+		return 0, 0, "", 0, false
+	}
+	typ, score, ok := genericVerify(b[g.st:g.en], b[g.is:g.ie], g.password)
+	if !ok {
+		return 0, 0, "", 0, false
+	}
+	return int(g.st), int(g.en), typ, score, true
+}
+
+// genericHit is a keyword hit with its identifier [is, ie) and the value
+// [st, en) assigned to it, before the value checks.
+type genericHit struct {
+	ks, is, ie, st, en int32
+	password           bool
+}
+
+// genericValue is the first half of genericAssignment: the identifier
+// around the keyword at [ks, ke) and the value assigned to it. Its cost is
+// bounded by the identifier's length; m (may be nil) shares the search for
+// a bare value's end between hits.
+func genericValue(b []byte, ks, ke int, m *valueMemo) (genericHit, bool) {
 	// Identifier bounds.
 	is := ks
 	for is > 0 && isIdentByte(b[is-1]) && ks-is < 40 {
@@ -923,42 +1126,53 @@ func genericAssignment(b []byte, ks, ke int) (int, int, string, float64, bool) {
 	if len(kw) <= 4 {
 		// Short keywords must end the identifier and start a word in it.
 		if ie != ke || (ks > is && isLetter(b[ks-1]) && !(isUpper(b[ks]) && !isUpper(b[ks-1]))) {
-			return 0, 0, "", 0, false
+			return genericHit{}, false
 		}
+	}
+	// Most hits have no assignment after the identifier: find out before
+	// the costlier password and flag tests. assignedValueMemo accepts more
+	// with password and flag set, never less, so a refusal here is final.
+	if _, _, ok := assignedValueMemo(b, ie, true, true, m); !ok {
+		return genericHit{}, false
 	}
 	password := containsFold(ident, "pass") || containsFold(ident, "pw") || containsFold(ident, "psw") ||
 		containsFold(ident, "pssw") || containsFold(kw, "contrase") || containsFold(kw, "senha")
 	// Command-line flags and macro definitions take a value after a space.
 	flag := len(ident) > 0 && ident[0] == '-' || precededByWord(b, is, "define") || precededByWord(b, is, "set") ||
 		precededByWord(b, is, "global")
-	st, en, ok := assignedValueFrom(b, ie, password, flag)
+	st, en, ok := assignedValueMemo(b, ie, password, flag, m)
 	if !ok {
-		return 0, 0, "", 0, false
+		return genericHit{}, false
 	}
-	v := b[st:en]
+	return genericHit{ks: int32(ks), is: int32(is), ie: int32(ie), st: int32(st), en: int32(en), password: password}, true
+}
+
+// genericVerify is the second half of genericAssignment: the checks on the
+// value v assigned to ident. Its cost is linear in len(v) (at most 4096).
+func genericVerify(v, ident []byte, password bool) (string, float64, bool) {
 	if len(v) < 4 || len(v) > 4096 || isVarRef(v) || allSame(v) || isCodeValue(v) || isStopValue(v) {
-		return 0, 0, "", 0, false
+		return "", 0, false
 	}
 	if password {
 		if len(v) < 6 || isWordsOnly(v) {
-			return 0, 0, "", 0, false
+			return "", 0, false
 		}
 	} else if len(v) < 12 || isWordsOnly(v) {
-		return 0, 0, "", 0, false
+		return "", 0, false
 	}
 	if isPlaceholder(v) || genericStopMatcher.contains(ident) || containsFold(ident, "author") && !containsFold(ident, "authoriz") {
-		return 0, 0, "", 0, false
+		return "", 0, false
 	}
 	if password {
 		if entropy(v) < 2.3 {
-			return 0, 0, "", 0, false
+			return "", 0, false
 		}
-		return st, en, TypePassword, 0.8, true
+		return TypePassword, 0.8, true
 	}
 	if e := entropy(v); e < 3.2 || !(allClasses(v) || len(v) >= 20 && e >= 3.5 && mixedClasses(v)) {
-		return 0, 0, "", 0, false
+		return "", 0, false
 	}
-	return st, en, TypeGenericSecret, 0.7, true
+	return TypeGenericSecret, 0.7, true
 }
 
 // genericStopMatcher finds any genericStop word in an identifier.
@@ -1073,7 +1287,85 @@ func isWordsOnly(v []byte) bool {
 }
 
 // assignedValue finds "op value" after an identifier ending at i.
-func assignedValue(b []byte, i int) (int, int, bool) { return assignedValueFrom(b, i, false, false) }
+func assignedValue(b []byte, i int) (int, int, bool) {
+	return assignedValueMemo(b, i, false, false, nil)
+}
+
+// assignedValueFrom is assignedValueMemo without a memo.
+func assignedValueFrom(b []byte, i int, password, flag bool) (int, int, bool) {
+	return assignedValueMemo(b, i, password, flag, nil)
+}
+
+// maxValueLen is the longest value an assignment is searched for; the bare
+// value scan stops one byte after it.
+const maxValueLen = 4096
+
+// valueMemo remembers the last bare-value end found, so that the keyword
+// hits of "password=password=..." (every value ending at the same
+// delimiter) find it once between them rather than once each, and the last
+// run of trailing sentence punctuation, for the same reason.
+type valueMemo struct {
+	set          bool
+	from, delim  int // b[from:delim] holds no bare-value delimiter; delim is one, or len(b)
+	punct        bool
+	pfrom, punto int // b[pfrom:punto] is all '.' or '?', and b[pfrom-1] is neither (or pfrom == 0)
+}
+
+// bareDelim reports the bytes that end a bare value.
+func bareDelim(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ';' || c == ',' || c == ')' || c == '"' || c == '\'' || c == '<' || c == '}' || c == ']'
+}
+
+// bareEnd returns the end of the bare value starting at st: the first
+// delimiter, at most maxValueLen+1 bytes on, or len(b).
+func (m *valueMemo) bareEnd(b []byte, st int) int {
+	if m == nil {
+		e := st
+		for e < len(b) && e-st <= maxValueLen && !bareDelim(b[e]) {
+			e++
+		}
+		return e
+	}
+	if !m.set || st < m.from || st > m.delim {
+		e := st
+		for e < len(b) && !bareDelim(b[e]) {
+			e++
+		}
+		m.set, m.from, m.delim = true, st, e
+	}
+	return min(m.delim, st+maxValueLen+1)
+}
+
+// trimPunct moves e back over trailing '.' and '?', not before st.
+func (m *valueMemo) trimPunct(b []byte, st, e int) int {
+	if m == nil {
+		for e > st && (b[e-1] == '.' || b[e-1] == '?') {
+			e--
+		}
+		return e
+	}
+	if e == st || b[e-1] != '.' && b[e-1] != '?' {
+		return e
+	}
+	if m.punct && e > m.punto && e >= m.pfrom {
+		// A later end in the same run: extend the run forward.
+		k := m.punto
+		for k < e && (b[k] == '.' || b[k] == '?') {
+			k++
+		}
+		if k == e {
+			m.punto = e
+		}
+	}
+	if !m.punct || e < m.pfrom || e > m.punto {
+		k := e
+		for k > 0 && (b[k-1] == '.' || b[k-1] == '?') {
+			k--
+		}
+		m.punct, m.pfrom, m.punto = true, k, e
+	}
+	return max(st, m.pfrom)
+}
 
 var typeNames = []string{"str", "string", "String", "int", "bool", "bytes", "&str", "[]byte", "char*", "const char*", "Optional[str]"}
 
@@ -1085,11 +1377,11 @@ var typeNameStart = func() (t [256]bool) {
 	return t
 }()
 
-// assignedValueFrom skips closing quotes, spaces and one assignment operator
+// assignedValueMemo skips closing quotes, spaces and one assignment operator
 // (=, :, :=, =>, ->, ==, !=, a comma before a quoted argument, and for
 // passwords the words "is" and "by" or a quoted value after a space; for
 // flags any space) and returns the value, quoted or bare.
-func assignedValueFrom(b []byte, i int, password, flag bool) (int, int, bool) {
+func assignedValueMemo(b []byte, i int, password, flag bool, m *valueMemo) (int, int, bool) {
 	j := i
 	for j < len(b) && (b[j] == '"' || b[j] == '\'' || b[j] == ']' || b[j] == '`' || b[j] == ')') && j-i < 2 {
 		j++
@@ -1176,17 +1468,8 @@ func assignedValueFrom(b []byte, i int, password, flag bool) (int, int, bool) {
 		return st, e, e > st
 	}
 	st := j
-	e := st
-	for e < len(b) && e-st <= 4096 {
-		c := b[e]
-		if c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ';' || c == ',' || c == ')' || c == '"' || c == '\'' || c == '<' || c == '}' || c == ']' {
-			break
-		}
-		e++
-	}
+	e := m.bareEnd(b, st)
 	// Trailing sentence punctuation is not part of a bare value.
-	for e > st && (b[e-1] == '.' || b[e-1] == '?') {
-		e--
-	}
+	e = m.trimPunct(b, st, e)
 	return st, e, e > st
 }

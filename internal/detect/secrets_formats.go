@@ -49,7 +49,7 @@ func dropboxLongLived(b []byte, ps, pe int) (int, int, bool) {
 		}
 	}
 	e := pe
-	for e < len(b) && (inCharset(csToken, b[e]) || b[e] == '=') {
+	for e < len(b) && e-pe <= 43 && (inCharset(csToken, b[e]) || b[e] == '=') { // longer is refused below
 		e++
 	}
 	return st, e, e-pe == 43
@@ -114,8 +114,23 @@ func discordBot(b []byte, ps, pe int) (int, int, bool) {
 // jwkPrivate finds a private member ("d", "p", "q", "dp", "dq", "qi", "k")
 // of a JSON Web Key within its object.
 func jwkPrivate(b []byte, ps, pe int) (int, int, bool) {
+	return jwkPrivateMemo(b, ps, pe, &markerMemo{})
+}
+
+// jwkPrivateMemo is jwkPrivate continuing, for a "kty" inside the stretch
+// an earlier one searched in vain (m), where that search stopped: a text of
+// "kty" repeated was searched 2 KiB per hit. (A fresh search could pair the
+// quotes of malformed JSON differently; on JSON the answers are the same.)
+func jwkPrivateMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
 	lim := min(len(b), pe+2048)
-	for k := pe; k < lim && b[k] != '}'; k++ {
+	k, from := pe, pe
+	if m.jwkValid && pe >= m.jwkFrom && pe <= m.jwkNext {
+		if m.jwkClosed {
+			return 0, 0, false // the same object, already searched to its end
+		}
+		k, from = m.jwkNext, m.jwkFrom
+	}
+	for ; k < lim && b[k] != '}'; k++ {
 		if b[k] != '"' {
 			continue
 		}
@@ -134,10 +149,12 @@ func jwkPrivate(b []byte, ps, pe int) (int, int, bool) {
 		}
 		st, en, ok := assignedValue(b, j+1)
 		if ok && en-st >= 16 {
+			m.jwkValid = false
 			return st, en, true
 		}
 		k = j
 	}
+	m.jwkValid, m.jwkFrom, m.jwkNext, m.jwkClosed = true, from, k, k < len(b) && k < lim && b[k] == '}'
 	return 0, 0, false
 }
 

@@ -121,3 +121,30 @@ func (t *uniTab) toLowerExact(r rune) rune {
 	}
 	return unicode.ToLower(r)
 }
+
+// slowRune remembers the answers for the last rune the table does not hold:
+// text repeating one such rune (CJK punctuation, U+FFFD from invalid bytes)
+// then costs one lookup rather than binary searches per byte.
+type slowRune struct {
+	fr, lr rune // the runes the answers are for; -1 for none
+	f      uint8
+	l      rune
+}
+
+func newSlowRune() slowRune { return slowRune{fr: -1, lr: -1} }
+
+// flags is runeFlagsSlow(r).
+func (c *slowRune) flags(r rune) uint8 {
+	if r != c.fr {
+		c.fr, c.f = r, runeFlagsSlow(r)
+	}
+	return c.f
+}
+
+// lower is unicode.ToLower(r).
+func (c *slowRune) lower(r rune) rune {
+	if r != c.lr {
+		c.lr, c.l = r, unicode.ToLower(r)
+	}
+	return c.l
+}

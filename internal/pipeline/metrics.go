@@ -16,6 +16,8 @@ type metrics struct {
 	findings    *prometheus.CounterVec
 	injections  prometheus.Counter
 	scanned     prometheus.Counter
+	scanSkipped prometheus.Counter
+	scanStopped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -41,9 +43,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "bulwark_prompts_scanned_total",
 			Help: "Prompts run through the detectors.",
 		}),
+		scanSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bulwark_prompt_scans_skipped_total",
+			Help: "Prompts not scanned because the policy refused the unauthenticated caller (401) without signals.",
+		}),
+		scanStopped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bulwark_prompt_scans_stopped_total",
+			Help: "Prompt scans given up because the request was cancelled or its deadline passed.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.decisions, m.evalSeconds, m.findings, m.injections, m.scanned} {
+		for _, c := range []prometheus.Collector{m.decisions, m.evalSeconds, m.findings, m.injections, m.scanned, m.scanSkipped, m.scanStopped} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("pipeline: register metrics: %w", err)
 			}

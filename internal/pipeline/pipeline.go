@@ -3,8 +3,9 @@
 // their protocol into a Request and an Outcome back into their protocol; no
 // decision logic lives in an adapter.
 //
-// Today the pipeline evaluates the policy; identity, detectors and limits
-// join it as stages before and after evaluation.
+// The stages run in this order: identity, detection (skipped when the
+// policy refuses an unauthenticated caller with 401 without signals), policy,
+// limits, audit.
 package pipeline
 
 import (
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -77,9 +79,11 @@ var _ Evaluator = (*policy.Engine)(nil)
 
 // Config tunes the pipeline.
 type Config struct {
-	// Timeout bounds one decision: identity, policy and rate limits (the
-	// detectors run before it starts). It is applied on top of any deadline
-	// the caller's context already carries; the earlier one wins.
+	// Timeout bounds one decision: identity, policy and rate limits. The
+	// detectors run outside it, after identity (bounded by the caller's own
+	// context and the body size); when they ran, policy and limits get a
+	// fresh Timeout after them. It is applied on top of any deadline the
+	// caller's context already carries; the earlier one wins.
 	Timeout time.Duration
 	// DryRun turns every deny into an allow after it has been logged and counted.
 	DryRun bool
@@ -241,6 +245,26 @@ func phaseTerm(p Phase) *ast.Term {
 	return ast.StringTerm(string(p))
 }
 
+// unauthenticatedDeny evaluates the policy on input without input.signals
+// and reports whether its answer is a deny with HTTP status 401, which then
+// stands as the decision: the request is refused on identity alone, so the
+// detectors need not run. The contract for policies: a 401 must not depend
+// on input.signals (the default policy's 401 depends only on the
+// principal). A policy written for OPA-Envoy never reads input.signals, so
+// its answer is the same with or without them. Any other answer, or an
+// error, is discarded and the decision is made again with the signals.
+func (p *Pipeline) unauthenticatedDeny(ctx context.Context, input ast.Object) (policy.Result, bool) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout) // the earlier deadline wins
+	defer cancel()
+	ectx, span := p.stage(ctx, "bulwark.policy")
+	res, err := p.eval.Evaluate(ectx, input)
+	end(span)
+	if err != nil || res.Decision.Allowed || res.Decision.HTTPStatus != http.StatusUnauthorized {
+		return policy.Result{}, false
+	}
+	return res, true
+}
+
 // Decide makes one decision. A policy deny, and a policy that fails to
 // produce a valid decision, are Outcomes (deny with a reason). An error is
 // returned only when no decision could be made in time: the caller maps it
@@ -258,13 +282,38 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	if input == nil {
 		input = ast.NewObject()
 	}
-	// The detectors run before the deadline starts: their time is bounded
-	// by the body size limits (tens of MB/s, no outbound call but the
-	// remote classifier's, which has its own timeout), not by Timeout,
-	// which protects against slow dependencies and policies. Inside it, the
-	// largest body ext_proc accepts (8 MiB) could time out on detection
-	// alone. Envoy's own timeouts (message_timeout, ext_authz's timeout)
-	// still bound the whole answer.
+	input.Insert(keyPhase, phaseTerm(req.Phase))
+	input.Insert(keyDecisionID, ast.StringTerm(out.DecisionID))
+
+	// Identity comes first: who asks decides whether the text is worth
+	// scanning at all. It runs under the decision deadline; when the
+	// detectors run, the policy gets a fresh one after them.
+	callerCtx := ctx
+	timed := false // ctx carries the decision deadline
+	if req.Principal != nil {
+		out.Principal = *req.Principal
+	} else if p.auth != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(callerCtx, p.cfg.Timeout)
+		defer cancel()
+		timed = true
+		sctx, span := p.stage(ctx, "bulwark.identity")
+		out.Principal = p.auth.Authenticate(sctx, req.Credentials)
+		end(span)
+	} else {
+		out.Principal = identity.Principal{Kind: identity.KindAnonymous}
+	}
+	input.Insert(keyPrincipal, ast.NewTerm(PrincipalValue(out.Principal)))
+
+	// The detectors run outside the decision deadline: their time is
+	// bounded by the body size limits (each detector is linear in the text,
+	// no outbound call but the remote classifier's, which has its own
+	// timeout), not by Timeout, which protects against slow dependencies and
+	// policies. Inside it, the largest body ext_proc accepts (8 MiB) could
+	// time out on detection alone. The caller's context (Envoy's own
+	// timeouts, a client that went away) still stops them.
+	scanned := false
+	var pre *policy.Result // a decision made without signals that stands
 	switch {
 	case req.Signals != nil:
 		p.metrics.signals(*req.Signals)
@@ -277,34 +326,50 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 				text = PromptText(body.Value)
 			}
 		}
-		if text != "" {
-			_, span := p.stage(ctx, "bulwark.detect")
-			sig := p.detect.Scan(text).Signals()
-			end(span)
-			p.metrics.signals(sig)
-			input.Insert(keySignals, ast.NewTerm(signalsValue(sig)))
-			out.Signals = &sig
+		if text == "" {
+			break
 		}
-	}
-
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-	input.Insert(keyPhase, phaseTerm(req.Phase))
-	input.Insert(keyDecisionID, ast.StringTerm(out.DecisionID))
-	if req.Principal != nil {
-		out.Principal = *req.Principal
-	} else if p.auth != nil {
-		sctx, span := p.stage(ctx, "bulwark.identity")
-		out.Principal = p.auth.Authenticate(sctx, req.Credentials)
+		if !out.Principal.Authenticated() {
+			// An unauthenticated caller must not buy CPU with its body: ask
+			// the policy first, without input.signals. A 401 answer stands
+			// and the text is never scanned (see unauthenticatedDeny).
+			r, ok := p.unauthenticatedDeny(ctx, input)
+			if ok {
+				p.metrics.scanSkipped.Inc()
+				pre = &r
+				break
+			}
+		}
+		_, span := p.stage(callerCtx, "bulwark.detect")
+		res, err := p.detect.ScanContext(callerCtx, text)
 		end(span)
-	} else {
-		out.Principal = identity.Principal{Kind: identity.KindAnonymous}
+		scanned = true
+		if err != nil {
+			p.metrics.scanStopped.Inc()
+			p.metrics.decision("error", "detect_stopped")
+			p.logger.Warn("detection stopped", "decision_id", out.DecisionID, "phase", req.Phase, "elapsed", time.Since(start), "error", err)
+			return out, fmt.Errorf("pipeline: %w", err)
+		}
+		sig := res.Signals()
+		p.metrics.signals(sig)
+		input.Insert(keySignals, ast.NewTerm(signalsValue(sig)))
+		out.Signals = &sig
 	}
-	input.Insert(keyPrincipal, ast.NewTerm(PrincipalValue(out.Principal)))
 
-	ectx, espan := p.stage(ctx, "bulwark.policy")
-	res, err := p.eval.Evaluate(ectx, input)
-	end(espan)
+	if scanned || !timed {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(callerCtx, p.cfg.Timeout)
+		defer cancel()
+	}
+	var res policy.Result
+	var err error
+	if pre != nil {
+		res = *pre
+	} else {
+		ectx, espan := p.stage(ctx, "bulwark.policy")
+		res, err = p.eval.Evaluate(ectx, input)
+		end(espan)
+	}
 	elapsed := time.Since(start)
 	p.metrics.evalSeconds.Observe(elapsed.Seconds())
 	out.PolicyRevision = res.Revision

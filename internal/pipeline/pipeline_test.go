@@ -2,7 +2,9 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -183,9 +185,9 @@ func TestAuditFilterSkipsUnwantedRecords(t *testing.T) {
 // largest accepted body can.
 type slowDetector struct{ d time.Duration }
 
-func (s slowDetector) Scan(string) detect.Result {
+func (s slowDetector) ScanContext(context.Context, string) (detect.Result, error) {
 	time.Sleep(s.d)
-	return detect.Result{}
+	return detect.Result{}, nil
 }
 
 // TestDetectionOutsideDeadline: the detectors' time does not count against
@@ -246,5 +248,133 @@ func TestReasonLabelsCapped(t *testing.T) {
 	if len(values) != labelcap.MaxValues+1 || values[labelcap.Other] != 36 || values["reason_0"] != 1 {
 		t.Fatalf("%d reason values, other=%v reason_0=%v; want %d values, other=36, reason_0=1",
 			len(values), values[labelcap.Other], values["reason_0"], labelcap.MaxValues+1)
+	}
+}
+
+// countingDetector is the real scanner, counting its scans and the scans
+// that stopped before the end.
+type countingDetector struct {
+	sc             *detect.Scanner
+	scans, stopped int
+}
+
+func (c *countingDetector) ScanContext(ctx context.Context, text string) (detect.Result, error) {
+	c.scans++
+	res, err := c.sc.ScanContext(ctx, text)
+	if err != nil {
+		c.stopped++
+	}
+	return res, err
+}
+
+func newCountingDetector(t *testing.T) *countingDetector {
+	t.Helper()
+	sc, err := detect.New(detect.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &countingDetector{sc: sc}
+}
+
+// identityPolicy refuses anonymous callers with 401 unless input.case asks
+// for a policy whose anonymous answer depends on the signals.
+const identityPolicy = `package t
+import rego.v1
+
+default decision := {"allowed": false, "http_status": 401, "reason": "missing_credential"}
+
+decision := {"allowed": true, "reason": "ok"} if input.principal.kind != "anonymous"
+
+# Anonymous callers may send short prompts: the answer needs the signals.
+decision := {"allowed": true, "reason": "short"} if {
+	input.case == "signals_decide"
+	input.signals.length.bytes < 100
+}
+
+decision := {"allowed": false, "http_status": 403, "reason": "no_signals"} if {
+	input.case == "signals_decide"
+	not input.signals
+}
+`
+
+// TestScanSkippedWhenRefusedOnIdentity: the detectors run only when the
+// policy's answer can depend on them. A 401 decided without input.signals
+// stands; any other answer for an anonymous caller is decided again with
+// the signals, so a policy that lets anonymous callers in on content keeps
+// its answers.
+func TestScanSkippedWhenRefusedOnIdentity(t *testing.T) {
+	e, err := policy.New(context.Background(), policy.Config{
+		Embedded: fstest.MapFS{"p.rego": {Data: []byte(identityPolicy)}}, Query: "t/decision"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := &identity.Principal{ID: "u", Kind: identity.KindAPIKey, Roles: []string{"user"}}
+	cases := []struct {
+		name      string
+		principal *identity.Principal
+		c, text   string
+		scans     int
+		reason    string
+		allowed   bool
+	}{
+		{"anonymous refused with 401 is not scanned", nil, "", "password=password=", 0, "missing_credential", false},
+		{"authenticated is scanned", user, "", "password=password=", 1, "ok", true},
+		{"anonymous answer depending on signals is scanned", nil, "signals_decide", "hello", 1, "short", true},
+		{"anonymous long prompt gets the full policy's answer", nil, "signals_decide", string(make([]byte, 200)), 1, "missing_credential", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := New(Config{Timeout: time.Second}, nil, e, nil, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := newCountingDetector(t)
+			p.WithDetector(d)
+			out, err := p.Decide(context.Background(), Request{Phase: PhaseRequestBody, Text: tc.text, Principal: tc.principal,
+				Input: ast.NewObject([2]*ast.Term{ast.StringTerm("case"), ast.StringTerm(tc.c)})})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.scans != tc.scans || out.Reason != tc.reason || out.Decision.Allowed != tc.allowed {
+				t.Errorf("scans %d, reason %q, allowed %v; want %d, %q, %v", d.scans, out.Reason, out.Decision.Allowed, tc.scans, tc.reason, tc.allowed)
+			}
+			if (out.Signals != nil) != (tc.scans > 0) {
+				t.Errorf("signals %+v after %d scans", out.Signals, d.scans)
+			}
+		})
+	}
+}
+
+// TestCancelledRequestStopsScanning: a request whose context has ended is
+// not scanned to the end; Decide returns the context's error, which the
+// doors turn into CANCELLED or DEADLINE_EXCEEDED.
+func TestCancelledRequestStopsScanning(t *testing.T) {
+	p := newPipeline(t, Config{}, true)
+	d := newCountingDetector(t)
+	p.WithDetector(d)
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	cancelled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	cases := []struct {
+		name string
+		ctx  context.Context
+		want error
+	}{
+		{"deadline passed", expired, context.DeadlineExceeded},
+		{"caller cancelled", cancelled, context.Canceled},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := p.Decide(tc.ctx, Request{Phase: PhaseRequestBody, Text: strings.Repeat("token=", 1<<16),
+				Principal: &identity.Principal{ID: "u", Kind: identity.KindAPIKey},
+				Input:     ast.NewObject([2]*ast.Term{ast.StringTerm("case"), ast.StringTerm("two")})})
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Decide = %v, want %v", err, tc.want)
+			}
+			if d.stopped != d.scans {
+				t.Fatalf("%d of %d scans ran to the end for a request that had ended", d.scans-d.stopped, d.scans)
+			}
+		})
 	}
 }

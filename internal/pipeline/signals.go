@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -8,9 +9,10 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/detect"
 )
 
-// Detector turns prompt text into signals.
+// Detector turns prompt text into signals. ScanContext stops with an error
+// wrapping ctx's when ctx ends, so a request that has gone costs no more CPU.
 type Detector interface {
-	Scan(text string) detect.Result
+	ScanContext(ctx context.Context, text string) (detect.Result, error)
 }
 
 var _ Detector = (*detect.Scanner)(nil)
