@@ -54,6 +54,10 @@ type Config struct {
 	// DisableDecoding stops embedded base64/hex/percent-encoded runs from
 	// being decoded and scanned for injection.
 	DisableDecoding bool
+	// GreyZone, when set, supplies values that are never findings (test
+	// cards, private IP ranges, example domains; see GreyZone). serve passes
+	// the policy engine, which reads them from policy data at every load.
+	GreyZone GreyZoneSource
 }
 
 // DefaultInjectionThreshold is the injection threshold used when Config
@@ -231,7 +235,11 @@ func (sc *Scanner) Scan(text string) Result {
 		score, rules := sc.inj.score(f, s, h)
 		res.PromptInjection = PromptInjection{Score: score, Detected: score >= sc.cfg.InjectionThreshold, Rules: rules}
 	}
-	res.Findings = s.finish(text)
+	var gz *GreyZone
+	if sc.cfg.GreyZone != nil {
+		gz = sc.cfg.GreyZone.GreyZone()
+	}
+	res.Findings = s.finish(text, gz)
 	s.orig = ""
 	s.view = view{}
 	if cap(s.cleanBuf) <= maxPooledBuf && cap(s.foldBuf) <= maxPooledBuf && cap(s.omap) <= maxPooledBuf/4*5 {
@@ -272,9 +280,11 @@ func (sc *Scanner) foldText(s *scratch, h *HiddenText) []byte {
 	return f
 }
 
-// finish resolves overlaps within a detector, converts byte offsets to code
-// points and copies the findings out of scratch.
-func (s *scratch) finish(text string) []Finding {
+// finish resolves overlaps within a detector, drops findings in the grey
+// zone, converts byte offsets to code points and copies the findings out of
+// scratch. The grey zone applies after overlaps are resolved, so a test card
+// also detected, with a lower score, as a phone number is dropped whole.
+func (s *scratch) finish(text string, gz *GreyZone) []Finding {
 	if len(s.finds) == 0 {
 		return nil
 	}
@@ -303,6 +313,12 @@ func (s *scratch) finish(text string) []Finding {
 		}
 		if !drop {
 			kept = append(kept, x)
+		}
+	}
+	if !gz.Empty() {
+		kept = slices.DeleteFunc(kept, func(x Finding) bool { return gz.Exempt(x, text[x.ByteStart:x.ByteEnd]) })
+		if len(kept) == 0 {
+			return nil
 		}
 	}
 	out := make([]Finding, len(kept))
