@@ -36,8 +36,8 @@ type GreyZoneSpec struct {
 	EmailDomains []string
 	// Values exempt a finding whose text is one of them: PII findings
 	// (cards, IBANs, ...) compare on letters and digits only, upper-cased,
-	// so "4242 4242 4242 4242" covers "4242-4242-4242-4242"; secrets compare
-	// exactly.
+	// so "4242 4242 4242 4242" covers "4242-4242-4242-4242"; secrets, IP
+	// addresses and e-mail addresses compare exactly.
 	Values []string
 }
 
@@ -164,13 +164,10 @@ func (g *GreyZone) Exempt(f Finding, value string) bool {
 	}
 	switch f.Type {
 	case TypeIPAddress:
-		if g.ContainsIP(value) {
-			return true
-		}
+		return g.ContainsIP(value)
 	case TypeEmail:
-		if at := strings.LastIndexByte(value, '@'); at >= 0 && g.ContainsDomain(value[at+1:]) {
-			return true
-		}
+		at := strings.LastIndexByte(value, '@')
+		return at >= 0 && g.ContainsDomain(value[at+1:])
 	}
 	if len(g.compact) == 0 {
 		return false

@@ -232,3 +232,26 @@ func FuzzGreyZoneExempt(f *testing.F) {
 		_, _ = NewGreyZone(GreyZoneSpec{IPRanges: []string{v}, EmailDomains: []string{v}, Values: []string{v}})
 	})
 }
+
+// BenchmarkScanGreyZone: a 1 KiB log excerpt with five grey-zone findings
+// and two real ones, scanned without and with the grey zone.
+func BenchmarkScanGreyZone(b *testing.B) {
+	text := strings.Repeat("GET /health 200 from 127.0.0.1, upstream 10.0.0.5:8080, user alice@example.com paid with 4242 4242 4242 4242; "+
+		"peer 2001:db8::1. Alert from 81.2.69.160 for jane.doe@gmail.com. ", 5)
+	for _, bc := range []struct {
+		name string
+		gz   GreyZoneSource
+	}{{"none", nil}, {"default", testGreyZone(b)}} {
+		b.Run(bc.name, func(b *testing.B) {
+			sc, err := New(Config{DisableInjection: true, GreyZone: bc.gz})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(text)))
+			b.ReportAllocs()
+			for b.Loop() {
+				sc.Scan(text)
+			}
+		})
+	}
+}
