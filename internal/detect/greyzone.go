@@ -150,10 +150,11 @@ func (g *GreyZone) Empty() bool {
 	return g == nil || len(g.prefixes) == 0 && len(g.domains) == 0 && len(g.exact) == 0
 }
 
-// Exempt reports whether a finding whose text is value falls in the grey
-// zone. It does not allocate.
+// Exempt reports whether a PII or secrets finding whose text is value falls
+// in the grey zone (other detectors' findings never do). It does not
+// allocate.
 func (g *GreyZone) Exempt(f Finding, value string) bool {
-	if g.Empty() {
+	if g.Empty() || f.Detector != DetectorPII && f.Detector != DetectorSecrets {
 		return false
 	}
 	if _, ok := g.exact[value]; ok {

@@ -159,3 +159,58 @@ func TestGreyZoneReload(t *testing.T) {
 		}
 	}
 }
+
+// TestGreyZoneReloadWhileScanning: scans running while the policy reloads
+// see either grey zone, never a torn one (run with -race).
+func TestGreyZoneReloadWhileScanning(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	zone := func(r string) map[string]string {
+		return map[string]string{"p.rego": allowGet, "bulwark/data.yaml": "redaction:\n  never_redact:\n    ip_ranges: [" + r + "]\n"}
+	}
+	writeFiles(t, dir, zone("10.0.0.0/8"))
+	ctx := context.Background()
+	e, err := New(ctx, Config{Dir: dir, Query: "bulwark/decision"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := detect.New(detect.Config{DisableInjection: true, GreyZone: e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	errs := make(chan string, 4)
+	for range 4 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- ""
+					return
+				default:
+				}
+				// Exactly one of the two addresses is in either grey zone.
+				if n := len(sc.Scan("from 10.1.2.3 to 192.168.7.7").Findings); n != 1 {
+					errs <- "a scan saw " + string(rune('0'+n)) + " findings, want 1"
+					return
+				}
+			}
+		}()
+	}
+	for i := range 20 {
+		r := "10.0.0.0/8"
+		if i%2 == 0 {
+			r = "192.168.0.0/16"
+		}
+		writeFiles(t, dir, zone(r))
+		if err := e.Reload(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	for range 4 {
+		if msg := <-errs; msg != "" {
+			t.Error(msg)
+		}
+	}
+}
