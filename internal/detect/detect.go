@@ -56,7 +56,8 @@ type Config struct {
 	DisableDecoding bool
 	// GreyZone, when set, supplies values that are never findings (test
 	// cards, private IP ranges, example domains; see GreyZone). serve passes
-	// the policy engine, which reads them from policy data at every load.
+	// the policy engine, which reads them from policy data at every load;
+	// a reload during a streamed answer applies from its next window.
 	GreyZone GreyZoneSource
 }
 
