@@ -181,7 +181,8 @@ type scratch struct {
 	lastPs   []int32
 	spans    [][2]int32
 	hits     []kwHit
-	ascii    bool // the original text is all ASCII
+	vetted   [][2]int // byte spans the grey zone vouched for (finish)
+	ascii    bool     // the original text is all ASCII
 	orig     string
 	view     view
 }
@@ -281,10 +282,9 @@ func (sc *Scanner) foldText(s *scratch, h *HiddenText) []byte {
 	return f
 }
 
-// finish resolves overlaps within a detector, drops findings in the grey
-// zone, converts byte offsets to code points and copies the findings out of
-// scratch. The grey zone applies after overlaps are resolved, so a test card
-// also detected, with a lower score, as a phone number is dropped whole.
+// finish drops findings in the grey zone, resolves overlaps within a
+// detector, converts byte offsets to code points and copies the findings out
+// of scratch.
 func (s *scratch) finish(text string, gz *GreyZone) []Finding {
 	if len(s.finds) == 0 {
 		return nil
@@ -296,6 +296,11 @@ func (s *scratch) finish(text string, gz *GreyZone) []Finding {
 		}
 		return b.ByteEnd - a.ByteEnd
 	})
+	if !gz.Empty() {
+		if f = s.dropGrey(f, text, gz); len(f) == 0 {
+			return nil
+		}
+	}
 	// Drop a finding overlapping an earlier kept one of the same detector
 	// when it scores no higher; prefer the longer one on ties.
 	kept := f[:0]
@@ -314,12 +319,6 @@ func (s *scratch) finish(text string, gz *GreyZone) []Finding {
 		}
 		if !drop {
 			kept = append(kept, x)
-		}
-	}
-	if !gz.Empty() {
-		kept = slices.DeleteFunc(kept, func(x Finding) bool { return gz.Exempt(x, text[x.ByteStart:x.ByteEnd]) })
-		if len(kept) == 0 {
-			return nil
 		}
 	}
 	out := make([]Finding, len(kept))

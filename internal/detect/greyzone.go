@@ -154,32 +154,76 @@ func (g *GreyZone) Empty() bool {
 // in the grey zone (other detectors' findings never do). It does not
 // allocate.
 func (g *GreyZone) Exempt(f Finding, value string) bool {
+	_, ok := g.vetted(f, value)
+	return ok
+}
+
+// vetted is Exempt, and also says from which byte of value on the grey zone
+// vouches for the text: 0 for an address in a range or a listed value, the
+// domain's start for an e-mail address (whose local part may be anything,
+// a card number included).
+func (g *GreyZone) vetted(f Finding, value string) (int, bool) {
 	if g.Empty() || f.Detector != DetectorPII && f.Detector != DetectorSecrets {
-		return false
+		return 0, false
 	}
 	if _, ok := g.exact[value]; ok {
-		return true
+		return 0, true
 	}
 	if f.Detector != DetectorPII {
-		return false
+		return 0, false
 	}
 	switch f.Type {
 	case TypeIPAddress:
-		return g.ContainsIP(value)
+		return 0, g.ContainsIP(value)
 	case TypeEmail:
 		at := strings.LastIndexByte(value, '@')
-		return at >= 0 && g.ContainsDomain(value[at+1:])
+		return at + 1, at >= 0 && g.ContainsDomain(value[at+1:])
 	}
 	if len(g.compact) == 0 {
-		return false
+		return 0, false
 	}
 	var buf [maxCompact]byte
 	c, ok := compactValue(buf[:0], value)
 	if !ok {
-		return false
+		return 0, false
 	}
 	_, ok = g.compact[string(c)]
-	return ok
+	return 0, ok
+}
+
+// dropGrey removes from f (sorted by ByteStart) the findings in the grey
+// zone and the findings lying wholly inside the part of one the grey zone
+// vouches for (a phone-shaped run inside a test card number). It runs
+// before overlaps are resolved, so a grey-zone finding never hides another
+// one it overlapped: the card number in the local part of
+// 4556737586899855@example.com is still a finding.
+func (s *scratch) dropGrey(f []Finding, text string, gz *GreyZone) []Finding {
+	s.vetted = s.vetted[:0]
+	kept := f[:0]
+	for _, x := range f {
+		if from, ok := gz.vetted(x, text[x.ByteStart:x.ByteEnd]); ok {
+			s.vetted = append(s.vetted, [2]int{x.ByteStart + from, x.ByteEnd})
+			continue
+		}
+		kept = append(kept, x)
+	}
+	if len(s.vetted) == 0 || len(kept) == 0 {
+		return kept
+	}
+	out := kept[:0]
+	for _, x := range kept {
+		inside := false
+		for _, v := range s.vetted {
+			if v[0] <= x.ByteStart && x.ByteEnd <= v[1] {
+				inside = true
+				break
+			}
+		}
+		if !inside {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // ContainsIP reports whether s parses as an IP address (net/netip syntax;

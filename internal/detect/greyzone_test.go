@@ -129,6 +129,9 @@ func TestScanGreyZone(t *testing.T) {
 		{"real e-mail", "write to jane.doe@gmail.com", []string{"EMAIL_ADDRESS"}},
 		{"look-alike domain", "write to jane@badexample.com", []string{"EMAIL_ADDRESS"}},
 		{"example.com as a label", "write to jane@example.com.evil.org", []string{"EMAIL_ADDRESS"}},
+		{"card in an example.com local part", "mail 4556737586899855@example.com now", []string{"CREDIT_CARD"}},
+		{"public ip in an example.com local part", "mail 81.2.69.160@example.com now", []string{"IP_ADDRESS"}},
+		{"phone in an example.com local part", "call +44 20 7946 0958@example.com now", []string{"PHONE_NUMBER"}},
 		{"stripe test card", "use the card 4242 4242 4242 4242 in test mode", nil},
 		{"stripe test card dashed", "card 4242-4242-4242-4242 exp 12/34", nil},
 		{"stripe test card compact", "card 4242424242424242", nil},
@@ -254,4 +257,55 @@ func BenchmarkScanGreyZone(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzScanGreyZone: with a grey zone, Scan returns no exempt finding, and
+// every finding Scan makes without it is still covered (overlapped by a
+// finding) unless it lies inside the part of an exempt finding the grey zone
+// vouches for. A grey-zone value can thus never hide a real one.
+func FuzzScanGreyZone(f *testing.F) {
+	for _, s := range []string{"mail 4556737586899855@example.com now", "from 192.168.1.10 to 81.2.69.160",
+		"card 4242 4242 4242 4242 and 4556 7375 8689 9855", "81.2.69.160@example.com", "call +44 20 7946 0958@example.com",
+		"IBAN GB82 WEST 1234 5698 7654 32", "x 10.0.0.5:5432 2001:db8::1 fe80::1%eth0"} {
+		f.Add(s)
+	}
+	gz := testGreyZone(f)
+	plain, err := New(Config{DisableInjection: true})
+	if err != nil {
+		f.Fatal(err)
+	}
+	grey, err := New(Config{DisableInjection: true, GreyZone: gz})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		got := grey.Scan(text).Findings
+		for _, g := range got {
+			if gz.Exempt(g, text[g.ByteStart:g.ByteEnd]) {
+				t.Fatalf("exempt finding returned: %+v", g)
+			}
+		}
+		all := plain.Scan(text).Findings
+		for _, p := range all {
+			if p.Detector == DetectorHidden || gz.Exempt(p, text[p.ByteStart:p.ByteEnd]) {
+				continue
+			}
+			covered := false
+			for _, g := range got {
+				if g.ByteStart < p.ByteEnd && p.ByteStart < g.ByteEnd {
+					covered = true
+					break
+				}
+			}
+			for _, e := range all {
+				if from, ok := gz.vetted(e, text[e.ByteStart:e.ByteEnd]); ok && e.ByteStart+from <= p.ByteStart && p.ByteEnd <= e.ByteEnd {
+					covered = true
+					break
+				}
+			}
+			if !covered {
+				t.Fatalf("finding %+v (%q) hidden by the grey zone; with it: %+v", p, text[p.ByteStart:p.ByteEnd], got)
+			}
+		}
+	})
 }
