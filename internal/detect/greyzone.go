@@ -17,10 +17,14 @@ import (
 // A nil *GreyZone is empty (nothing is exempt). A GreyZone is immutable
 // after NewGreyZone and safe for concurrent use.
 type GreyZone struct {
-	prefixes []netip.Prefix
-	domains  []string            // lower-case, no leading or trailing dot
-	compact  map[string]struct{} // values as letters and digits only, upper-cased
-	exact    map[string]struct{} // values as written
+	v4, v6  []netip.Prefix
+	domains []string            // lower-case, no leading or trailing dot
+	compact map[string]struct{} // values as letters and digits only, upper-cased
+	exact   map[string]struct{} // values as written
+	// exactLen has bit n set when a value of n bytes (n < 256) is in exact,
+	// and longExact when a longer one is: most findings skip the map.
+	exactLen  [4]uint64
+	longExact bool
 }
 
 // GreyZoneSpec is the configuration a GreyZone is built from (the policy
@@ -70,7 +74,11 @@ func NewGreyZone(spec GreyZoneSpec) (*GreyZone, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ip_ranges[%d]: %w", i, err)
 		}
-		g.prefixes = append(g.prefixes, p)
+		if p.Addr().Is4() {
+			g.v4 = append(g.v4, p)
+		} else {
+			g.v6 = append(g.v6, p)
+		}
 	}
 	for i, d := range spec.EmailDomains {
 		d = strings.ToLower(strings.Trim(strings.TrimPrefix(strings.TrimSpace(d), "*."), "."))
@@ -92,6 +100,11 @@ func NewGreyZone(spec GreyZoneSpec) (*GreyZone, error) {
 			g.exact, g.compact = map[string]struct{}{}, map[string]struct{}{}
 		}
 		g.exact[v] = struct{}{}
+		if n := len(v); n < 256 {
+			g.exactLen[n/64] |= 1 << (n % 64)
+		} else {
+			g.longExact = true
+		}
 		if ok {
 			g.compact[string(c)] = struct{}{}
 		}
@@ -147,7 +160,7 @@ func compactValue(dst []byte, v string) ([]byte, bool) {
 
 // Empty reports whether nothing is exempt.
 func (g *GreyZone) Empty() bool {
-	return g == nil || len(g.prefixes) == 0 && len(g.domains) == 0 && len(g.exact) == 0
+	return g == nil || len(g.v4) == 0 && len(g.v6) == 0 && len(g.domains) == 0 && len(g.exact) == 0
 }
 
 // Exempt reports whether a PII or secrets finding whose text is value falls
@@ -166,18 +179,25 @@ func (g *GreyZone) vetted(f Finding, value string) (int, bool) {
 	if g.Empty() || f.Detector != DetectorPII && f.Detector != DetectorSecrets {
 		return 0, false
 	}
-	if _, ok := g.exact[value]; ok {
+	if f.Detector == DetectorPII {
+		switch f.Type {
+		case TypeIPAddress:
+			if g.ContainsIP(value) {
+				return 0, true
+			}
+			return 0, g.isExact(value)
+		case TypeEmail:
+			if at := strings.LastIndexByte(value, '@'); at >= 0 && g.ContainsDomain(value[at+1:]) {
+				return at + 1, true
+			}
+			return 0, g.isExact(value)
+		}
+	}
+	if g.isExact(value) {
 		return 0, true
 	}
 	if f.Detector != DetectorPII {
 		return 0, false
-	}
-	switch f.Type {
-	case TypeIPAddress:
-		return 0, g.ContainsIP(value)
-	case TypeEmail:
-		at := strings.LastIndexByte(value, '@')
-		return at + 1, at >= 0 && g.ContainsDomain(value[at+1:])
 	}
 	if len(g.compact) == 0 {
 		return 0, false
@@ -191,6 +211,14 @@ func (g *GreyZone) vetted(f Finding, value string) (int, bool) {
 	return 0, ok
 }
 
+func (g *GreyZone) isExact(value string) bool {
+	if n := len(value); n < 256 && g.exactLen[n/64]&(1<<(n%64)) == 0 || n >= 256 && !g.longExact {
+		return false
+	}
+	_, ok := g.exact[value]
+	return ok
+}
+
 // dropGrey removes from f (sorted by ByteStart) the findings in the grey
 // zone and the findings lying wholly inside the part of one the grey zone
 // vouches for (a phone-shaped run inside a test card number). It runs
@@ -199,19 +227,25 @@ func (g *GreyZone) vetted(f Finding, value string) (int, bool) {
 // 4556737586899855@example.com is still a finding.
 func (s *scratch) dropGrey(f []Finding, text string, gz *GreyZone) []Finding {
 	s.vetted = s.vetted[:0]
-	kept := f[:0]
-	for _, x := range f {
-		if from, ok := gz.vetted(x, text[x.ByteStart:x.ByteEnd]); ok {
+	n := 0 // findings kept, compacted in place (copied only once one is dropped)
+	for i := range f {
+		x := &f[i]
+		if from, ok := gz.vetted(*x, text[x.ByteStart:x.ByteEnd]); ok {
 			s.vetted = append(s.vetted, [2]int{x.ByteStart + from, x.ByteEnd})
 			continue
 		}
-		kept = append(kept, x)
+		if n != i {
+			f[n] = *x
+		}
+		n++
 	}
-	if len(s.vetted) == 0 || len(kept) == 0 {
-		return kept
+	if len(s.vetted) == 0 || n == 0 {
+		return f[:n]
 	}
-	out := kept[:0]
-	for _, x := range kept {
+	kept := f[:n]
+	n = 0
+	for i := range kept {
+		x := &kept[i]
 		inside := false
 		for _, v := range s.vetted {
 			if v[0] <= x.ByteStart && x.ByteEnd <= v[1] {
@@ -219,18 +253,22 @@ func (s *scratch) dropGrey(f []Finding, text string, gz *GreyZone) []Finding {
 				break
 			}
 		}
-		if !inside {
-			out = append(out, x)
+		if inside {
+			continue
 		}
+		if n != i {
+			kept[n] = *x
+		}
+		n++
 	}
-	return out
+	return kept[:n]
 }
 
 // ContainsIP reports whether s parses as an IP address (net/netip syntax;
 // an IPv4-mapped IPv6 address counts as its IPv4 address, a zone is
 // ignored) inside one of the grey zone's ranges.
 func (g *GreyZone) ContainsIP(s string) bool {
-	if g == nil || len(g.prefixes) == 0 {
+	if g == nil || len(g.v4) == 0 && len(g.v6) == 0 {
 		return false
 	}
 	a, err := netip.ParseAddr(s)
@@ -238,7 +276,11 @@ func (g *GreyZone) ContainsIP(s string) bool {
 		return false
 	}
 	a = a.WithZone("").Unmap()
-	for _, p := range g.prefixes {
+	prefixes := g.v6
+	if a.Is4() {
+		prefixes = g.v4
+	}
+	for _, p := range prefixes {
 		if p.Contains(a) {
 			return true
 		}
