@@ -220,8 +220,8 @@ func (g *GreyZone) isExact(value string) bool {
 }
 
 // dropGrey removes from f (sorted by ByteStart) the findings in the grey
-// zone and the findings lying wholly inside the part of one the grey zone
-// vouches for (a phone-shaped run inside a test card number). It runs
+// zone and the PII and secrets findings lying wholly inside the part of one
+// the grey zone vouches for (a phone-shaped run inside a test card number). It runs
 // before overlaps are resolved, so a grey-zone finding never hides another
 // one it overlapped: the card number in the local part of
 // 4556737586899855@example.com is still a finding.
@@ -246,8 +246,13 @@ func (s *scratch) dropGrey(f []Finding, text string, gz *GreyZone) []Finding {
 	n = 0
 	for i := range kept {
 		x := &kept[i]
+		// Hidden text inside a grey-zone value is still reported: the value
+		// is harmless, characters hidden in it are not.
 		inside := false
 		for _, v := range s.vetted {
+			if x.Detector != DetectorPII && x.Detector != DetectorSecrets {
+				break
+			}
 			if v[0] <= x.ByteStart && x.ByteEnd <= v[1] {
 				inside = true
 				break

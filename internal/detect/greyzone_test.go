@@ -168,6 +168,29 @@ func TestScanGreyZone(t *testing.T) {
 	}
 }
 
+// TestGreyZoneKeepsHiddenText: characters hidden inside a grey-zone value
+// are still reported, though the value itself is exempt.
+func TestGreyZoneKeepsHiddenText(t *testing.T) {
+	t.Parallel()
+	sc, err := New(Config{GreyZone: testGreyZone(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := sc.Scan("IBAN GB82 WE\u200bST 1234 5698 7654 32 (example)")
+	var dets []string
+	for _, f := range res.Findings {
+		dets = append(dets, f.Detector+"/"+f.Type)
+	}
+	if len(res.Findings) == 0 || !res.Signals().HiddenText.Detected {
+		t.Fatalf("findings %v: hidden text inside the example IBAN not reported", dets)
+	}
+	for _, f := range res.Findings {
+		if f.Detector != DetectorHidden {
+			t.Errorf("finding %s/%s, want only hidden text (the example IBAN is exempt)", f.Detector, f.Type)
+		}
+	}
+}
+
 func TestNewGreyZoneErrors(t *testing.T) {
 	t.Parallel()
 	secret := "sk_live_do_not_echo_me"
