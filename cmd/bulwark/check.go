@@ -201,7 +201,7 @@ func localCheck(ctx context.Context, cfg config.Config, req *authv3.CheckRequest
 		return nil, err
 	}
 	defer lim.Close()
-	scanner, err := detect.New(detect.Config{})
+	scanner, err := detect.New(detect.Config{GreyZone: engine})
 	if err != nil {
 		return nil, err
 	}

@@ -149,7 +149,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	}
 	defer limiter.Close()
 
-	scanner, err := detect.New(detect.Config{})
+	scanner, err := detect.New(detect.Config{GreyZone: engine})
 	if err != nil {
 		return fmt.Errorf("detectors: %w", err)
 	}
@@ -191,7 +191,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	outScanner, err := detect.New(detect.Config{DisableInjection: true})
+	outScanner, err := detect.New(detect.Config{DisableInjection: true, GreyZone: engine})
 	if err != nil {
 		return fmt.Errorf("detectors: %w", err)
 	}

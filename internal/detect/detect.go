@@ -55,6 +55,11 @@ type Config struct {
 	// DisableDecoding stops embedded base64/hex/percent-encoded runs from
 	// being decoded and scanned for injection.
 	DisableDecoding bool
+	// GreyZone, when set, supplies values that are never findings (test
+	// cards, private IP ranges, example domains; see GreyZone). serve passes
+	// the policy engine, which reads them from policy data at every load;
+	// a reload during a streamed answer applies from its next window.
+	GreyZone GreyZoneSource
 }
 
 // DefaultInjectionThreshold is the injection threshold used when Config
@@ -182,7 +187,8 @@ type scratch struct {
 	// tests can show it stays linear in the text.
 	valueWork int
 	hits      []kwHit
-	ascii     bool // the original text is all ASCII
+	vetted    [][2]int // byte spans the grey zone vouched for (finish)
+	ascii     bool     // the original text is all ASCII
 	orig      string
 	view      view
 }
@@ -270,7 +276,11 @@ func (sc *Scanner) ScanContext(ctx context.Context, text string) (Result, error)
 		score, rules := sc.inj.score(f, s, h)
 		res.PromptInjection = PromptInjection{Score: score, Detected: score >= sc.cfg.InjectionThreshold, Rules: rules}
 	}
-	res.Findings = s.finish(text)
+	var gz *GreyZone
+	if sc.cfg.GreyZone != nil {
+		gz = sc.cfg.GreyZone.GreyZone()
+	}
+	res.Findings = s.finish(text, gz)
 	return res, nil
 }
 
@@ -315,9 +325,10 @@ func (sc *Scanner) foldText(s *scratch, h *HiddenText) []byte {
 	return f
 }
 
-// finish resolves overlaps within a detector, converts byte offsets to code
-// points and copies the findings out of scratch.
-func (s *scratch) finish(text string) []Finding {
+// finish drops findings in the grey zone, resolves overlaps within a
+// detector, converts byte offsets to code points and copies the findings out
+// of scratch.
+func (s *scratch) finish(text string, gz *GreyZone) []Finding {
 	if len(s.finds) == 0 {
 		return nil
 	}
@@ -328,6 +339,11 @@ func (s *scratch) finish(text string) []Finding {
 		}
 		return b.ByteEnd - a.ByteEnd
 	})
+	if !gz.Empty() {
+		if f = s.dropGrey(f, text, gz); len(f) == 0 {
+			return nil
+		}
+	}
 	// Drop a finding overlapping an earlier kept one of the same detector
 	// when it scores no higher; prefer the longer one on ties.
 	kept := f[:0]

@@ -68,7 +68,7 @@ func newStackWith(tb testing.TB, opts extproc.Options, logger *slog.Logger, wrap
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { limiter.Close() })
-	scanner, err := detect.New(detect.Config{})
+	scanner, err := detect.New(detect.Config{GreyZone: engine}) // as serve wires it
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestObservabilityMode(t *testing.T) {
 func TestStreamedRequestBody(t *testing.T) {
 	f := newStack(t, extproc.Options{})
 	send := sender(t, f)
-	req := f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"mail me at jane.doe@example.org"}]}`)
+	req := f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"mail me at jane.doe@mailbox.org"}]}`)
 	hm := map[string]string{":method": "POST", ":path": req.Path, "authorization": req.Headers["authorization"], "content-type": "application/json"}
 	send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(hm)}}})
 	var out []byte

@@ -92,12 +92,12 @@ func TestMultipartUploadInspected(t *testing.T) {
 			Headers: map[string]string{"authorization": "Bearer " + f.key, "content-type": w.FormDataContentType()}}
 	}
 	res, err := envoysim.Run(context.Background(), f.client, envoysim.DefaultFilter,
-		upload(`{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"write to jane.doe@example.org"}]}}`+"\n"),
+		upload(`{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"write to jane.doe@mailbox.org"}]}}`+"\n"),
 		jsonAnswer(`{}`))
 	if err != nil || !res.UpstreamCalled {
 		t.Fatalf("upload not forwarded: %v %d %s", err, res.Status, res.Body)
 	}
-	if strings.Contains(string(res.Upstream.Body), "jane.doe@example.org") || !strings.Contains(string(res.Upstream.Body), "[REDACTED:EMAIL_ADDRESS]") {
+	if strings.Contains(string(res.Upstream.Body), "jane.doe@mailbox.org") || !strings.Contains(string(res.Upstream.Body), "[REDACTED:EMAIL_ADDRESS]") {
 		t.Fatalf("upload not redacted:\n%s", res.Upstream.Body)
 	}
 	if _, err := multipart.NewReader(bytes.NewReader(res.Upstream.Body), strings.TrimPrefix(res.Upstream.Headers["content-type"], "multipart/form-data; boundary=")).ReadForm(1 << 20); err != nil {
@@ -116,13 +116,13 @@ func TestMultipartUploadInspected(t *testing.T) {
 // unparsed and unscanned.
 func TestPartialBodyMarkerIgnored(t *testing.T) {
 	f := newStack(t, extproc.Options{})
-	req := f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"mail jane.doe@example.org"}]}`)
+	req := f.request("/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"mail jane.doe@mailbox.org"}]}`)
 	req.Headers["x-envoy-auth-partial-body"] = "true"
 	res, err := envoysim.Run(context.Background(), f.client, envoysim.DefaultFilter, req, jsonAnswer(`{}`))
 	if err != nil || !res.UpstreamCalled {
 		t.Fatalf("not forwarded: %v %d %s", err, res.Status, res.Body)
 	}
-	if strings.Contains(string(res.Upstream.Body), "jane.doe@example.org") {
+	if strings.Contains(string(res.Upstream.Body), "jane.doe@mailbox.org") {
 		t.Fatalf("not redacted: %s", res.Upstream.Body)
 	}
 }

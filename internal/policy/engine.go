@@ -24,6 +24,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bulwark-ai/bulwark/internal/detect"
 )
 
 // Config says where policies come from and which rule decides.
@@ -83,6 +85,7 @@ type compiled struct {
 	pq       rego.PreparedEvalQuery
 	revision string
 	loadedAt time.Time
+	greyZone *detect.GreyZone // from data, see GreyZonePath
 }
 
 // Engine evaluates the decision query. It is safe for concurrent use: Evaluate
@@ -415,6 +418,11 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 	if data == nil {
 		data = map[string]any{}
 	}
+	gz, err := greyZoneFromData(data)
+	if err != nil {
+		store.Abort(ctx, txn)
+		return nil, fmt.Errorf("policy data: %w", err)
+	}
 	if err := store.Write(ctx, txn, storage.AddOp, storage.RootPath, data); err != nil {
 		store.Abort(ctx, txn)
 		return nil, fmt.Errorf("policy data: %w", err)
@@ -439,5 +447,5 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compile policies: %w", err)
 	}
-	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now()}, nil
+	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz}, nil
 }

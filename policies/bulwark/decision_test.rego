@@ -284,3 +284,45 @@ test_unparsed_body_allowed_when_not_required if {
 	d := bulwark.decision with input as r with data.bulwark.detectors.require_json_bodies as false
 	d.allowed
 }
+
+# The grey zone (data.bulwark.redaction.never_redact) is read by Bulwark at
+# every load and applied by the detectors; these tests keep its documented
+# defaults: loopback, private, link-local and documentation ranges, the
+# reserved example domains, and no public address or real domain.
+in_grey_ranges(ip) if {
+	some r in data.bulwark.redaction.never_redact.ip_ranges
+	net.cidr_contains(r, ip)
+}
+
+test_grey_zone_default_ip_ranges if {
+	every ip in [
+		"0.0.0.0", "127.0.0.1", "10.0.0.5", "172.16.0.1", "172.31.255.254", "192.168.1.10", "169.254.169.254",
+		"192.0.2.10", "198.51.100.1", "203.0.113.5", "::1", "fe80::1", "fd00::1", "2001:db8::1",
+	] {
+		in_grey_ranges(ip)
+	}
+	every ip in ["8.8.8.8", "81.2.69.160", "172.32.0.1", "100.64.0.1", "2a00:1450:4007:80e::200e"] {
+		not in_grey_ranges(ip)
+	}
+}
+
+test_grey_zone_default_email_domains if {
+	domains := {d | some d in data.bulwark.redaction.never_redact.email_domains}
+	domains == {"example.com", "example.org", "example.net", "example", "test", "invalid", "localhost"}
+}
+
+test_grey_zone_default_values if {
+	values := {v | some v in data.bulwark.redaction.never_redact.values}
+	"4242 4242 4242 4242" in values
+	"4111 1111 1111 1111" in values
+	"GB82 WEST 1234 5698 7654 32" in values
+	some v in values
+	startswith(v, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.")
+}
+
+# The grey zone narrows what counts as a finding; it does not remove a
+# detector from the redaction rules.
+test_grey_zone_keeps_redaction_rules if {
+	{r.detector | some r in data.bulwark.redact.request} == {"pii", "secrets"}
+	{r.detector | some r in data.bulwark.redact.response} == {"pii", "secrets", "canary"}
+}

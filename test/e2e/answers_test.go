@@ -60,7 +60,7 @@ func TestExtProcStreamedSideChannelsRedacted(t *testing.T) {
 			t.Fatalf("round %d: refused %d %s", round, res.Status, res.Body)
 		}
 		content, args, toks, done := assembleChoices(t, res.Body)
-		for _, leak := range []string{email, "example.org", ghToken, ghToken[4:20]} {
+		for _, leak := range []string{email, "mailbox.org", ghToken, ghToken[4:20]} {
 			if bytes.Contains(res.Body, []byte(leak)) {
 				t.Fatalf("round %d: %q reached the client:\n%s", round, leak, res.Body)
 			}

@@ -30,7 +30,7 @@ import (
 // A GitHub token the secrets detector knows, and PII it knows.
 const (
 	ghToken = "ghp_R7xK2mQ9vL4nT8wE3pY6zA1sD5fG0hJ2kC4b"
-	email   = "jane.doe@example.org"
+	email   = "jane.doe@mailbox.org" // not in the grey zone (example.org is)
 )
 
 // llmProc starts bulwark with one API key (role user, tenant acme) and
@@ -334,7 +334,7 @@ func TestExtProcBufferedResponseRedacted(t *testing.T) {
 // identical however the stream was cut.
 func TestExtProcStreamedRedaction(t *testing.T) {
 	p, key := llmProc(t)
-	tok := []string{"Sure — the tøken is ", ghToken[:9], ghToken[9:25], ghToken[25:] + " and mail ", "jane.doe@exa", "mple.org — done ✅."}
+	tok := []string{"Sure — the tøken is ", ghToken[:9], ghToken[9:25], ghToken[25:] + " and mail ", "jane.doe@mai", "lbox.org — done ✅."}
 	for _, tc := range []struct {
 		name, path, req string
 		stream          []byte
