@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 )
@@ -144,7 +146,7 @@ type Stream struct {
 	window int
 	lits   []literal
 
-	buf    []byte // pending input is buf[off:]
+	buf    []byte // pending input is buf[off:], after up to leftContext released bytes
 	off    int
 	pos    int              // input offset of buf[off]
 	carry  []detect.Finding // findings past the last cut, relative to buf[off:]
@@ -152,6 +154,11 @@ type Stream struct {
 	// inKey: a private key's BEGIN line was released (redacted) without
 	// its END line; input is dropped up to and including the END line.
 	inKey bool
+	// searched is how far into the pending text quietCut found no quiet
+	// position, so that a run of small writes is not searched again.
+	searched int
+	// text collects the text one Write releases.
+	text []byte
 
 	// Scratch reused by scan: findings, their report flags, and spares
 	// for sorting them together.
@@ -207,7 +214,7 @@ func (s *Stream) Close() Window {
 	}
 	s.closed = true
 	w := s.drain(true)
-	s.buf, s.carry = nil, nil
+	s.buf, s.carry, s.text, s.off = nil, nil, nil, 0
 	s.work, s.sorted, s.report, s.sortedRep, s.idx = nil, nil, nil, nil, nil
 	return w
 }
@@ -221,11 +228,29 @@ func (s *Stream) Held() int {
 	return len(s.buf) - s.off
 }
 
-// drain releases every full window held and, when final, the remainder.
+// Hold-back bounds of the early release (see Stream).
+const (
+	// minSegment is the fewest bytes an early release carries: fewer scans
+	// for the same text, and a bound on how far behind a client runs
+	// (minSegment plus the distance to the next quiet cut).
+	minSegment = 16
+	// quietSpan is how many bytes before a cut must be inert text (letters,
+	// spaces, prose punctuation): no finding of detect's spans inert text
+	// and a space, and every finding released this way had at least this
+	// much right context (a phone's context word lies within 12 bytes).
+	quietSpan = 24
+	// leftContext is how many released bytes an early release scans before
+	// its text, so that context ("my password is", "call me on", an
+	// identifier before "=") still counts across the cut.
+	leftContext = 64
+)
+
+// drain releases what can be released: early releases at quiet cuts,
+// full windows where no quiet cut comes, and, when final, the remainder.
 func (s *Stream) drain(final bool) Window {
 	out := Window{Offset: s.pos}
-	var b strings.Builder
-	released, cps, nwin := 0, 0, 0
+	s.text = s.text[:0]
+	released, cps := 0, 0
 	for {
 		pend := s.buf[s.off:]
 		if s.inKey {
@@ -239,30 +264,51 @@ func (s *Stream) drain(final bool) Window {
 			}
 			s.inKey = false
 			s.carry = s.carry[:0]
+			s.searched = 0
 			continue
 		}
-		if len(pend) == 0 || (!final && len(pend) < s.window) {
+		if len(pend) == 0 {
 			break
 		}
-		last := len(pend) < s.window
-		var ws string
-		if last {
-			ws = string(pend)
-		} else {
-			ws = string(pend[:completeEnd(pend[:s.window])])
+		c := s.quietCut()
+		if c == 0 && len(pend) < s.window && !final {
+			break
 		}
-		finds, report := s.scan(ws)
-		c := len(ws)
-		if !last {
+		var ws string
+		ctx := 0 // bytes of left context at the start of ws
+		switch {
+		case c > 0:
+			ctx = s.off - max(0, s.off-leftContext)
+			ws = unsafe.String(&s.buf[s.off-ctx], ctx+c) // #nosec G103 -- read only while buf is not written
+		case len(pend) < s.window:
+			// The remainder, at Close.
+			ctx = s.off - max(0, s.off-leftContext)
+			c = len(pend)
+			ws = unsafe.String(&s.buf[s.off-ctx], ctx+c) // #nosec G103 -- as above
+		default:
+			ws = unsafe.String(&s.buf[s.off], completeEnd(pend[:s.window])) // #nosec G103 -- as above
+		}
+		finds, report := s.scan(ws, ctx)
+		fallback := c == 0
+		if !fallback {
+			// An early release or the remainder: the window ends at the
+			// cut, so nothing is carried past it.
+			k := s.clip(finds, report, ctx)
+			finds, report = finds[:k], report[:k]
+			for i := range finds {
+				finds[i].ByteStart -= ctx
+				finds[i].ByteEnd -= ctx
+			}
+		} else {
 			c = s.cut(ws, finds)
 		}
 		k := 0
 		for k < len(finds) && finds[k].ByteStart < c {
 			k++
 		}
-		rel := ws[:c]
+		rel := ws[ctx : ctx+c]
 		text, n := s.r.Apply(rel, finds[:k])
-		if !last && k > 0 && openKey(rel, finds[:k]) {
+		if fallback && k > 0 && openKey(rel, finds[:k]) {
 			// A private key longer than the window: its BEGIN line and first
 			// lines were redacted here; drop the rest up to its END line,
 			// which no later window would recognise as part of a key.
@@ -284,38 +330,75 @@ func (s *Stream) drain(final bool) Window {
 			f.ByteEnd -= c
 			s.carry = append(s.carry, f)
 		}
-		switch nwin {
-		case 0:
-			out.Text = text
-		case 1:
-			b.WriteString(out.Text)
-			fallthrough
-		default:
-			b.WriteString(text)
-		}
-		nwin++
+		s.text = append(s.text, text...)
 		out.Redactions += n
 		released += c
 		cps += utf8.RuneCountInString(rel)
 		s.off += c
 		s.pos += c
+		s.searched = 0
 	}
-	if nwin > 1 {
-		out.Text = b.String()
+	if len(s.text) > 0 {
+		out.Text = string(s.text)
 	}
-	if s.off > 0 {
+	if keep := s.off - leftContext; keep > 0 {
+		// Keep leftContext released bytes before the pending text.
 		if cap(s.buf) > 4*s.window {
 			// A large Write grew the buffer; do not hold its memory for the
 			// rest of the stream.
-			s.buf = append(make([]byte, 0, 2*s.window), s.buf[s.off:]...)
+			s.buf = append(make([]byte, 0, 2*s.window+leftContext), s.buf[keep:]...)
 		} else {
-			s.buf = s.buf[:copy(s.buf, s.buf[s.off:])]
+			s.buf = s.buf[:copy(s.buf, s.buf[keep:])]
 		}
-		s.off = 0
+		s.off -= keep
 	}
 	return out
 }
 
+// clip keeps, of a window's sorted findings, those that reach past its ctx
+// bytes of left context, starting no earlier than ctx (a finding that began
+// in released text is redacted from the cut on, and was reported then), in
+// s.work and s.report; it returns how many.
+func (s *Stream) clip(finds []detect.Finding, report []bool, ctx int) int {
+	k := 0
+	for i, f := range finds {
+		if f.ByteEnd <= ctx {
+			continue
+		}
+		rep := report[i]
+		if f.ByteStart < ctx {
+			f.ByteStart, rep = ctx, false
+		}
+		finds[k], report[k] = f, rep
+		k++
+	}
+	return k
+}
+
+// quietCut returns where an early release of the pending text would end,
+// or 0: the first quiet position (see quiet) at least minSegment bytes
+// (but less than the window) into it, and past every finding carried from
+// the last window. Whether a position is quiet depends on the input before
+// it alone, so the cuts, and with them the output, are a function of the
+// input whatever its split. At Close, when no quiet cut comes, the caller
+// releases the rest.
+func (s *Stream) quietCut() int {
+	pend := len(s.buf) - s.off
+	lo := min(minSegment, max(1, s.window/2))
+	for _, f := range s.carry {
+		lo = max(lo, f.ByteEnd)
+	}
+	lo = max(lo, s.searched)
+	hi := min(pend, s.window-1)
+	for p := lo; p <= hi; p++ {
+		if s.quiet(s.off + p) {
+			return p
+		}
+	}
+	// Nothing quiet up to hi: later input cannot change that.
+	s.searched = max(lo, hi+1)
+	return 0
+}
 // scan returns the findings of window ws sorted by ByteStart, and which of
 // them to report. They are the scanner's, the literals', and those carried
 // from the previous window (the text past its cut, which starts this
@@ -324,7 +407,7 @@ func (s *Stream) drain(final bool) Window {
 // redacted. It is reported only when no finding of its detector that is
 // already reported overlaps it (fresh ones first), so that one value is not
 // counted twice; exact duplicates of fresh findings are dropped.
-func (s *Stream) scan(ws string) ([]detect.Finding, []bool) {
+func (s *Stream) scan(ws string, ctx int) ([]detect.Finding, []bool) {
 	w := appendClean(s.work[:0], s.sc.Scan(ws).Findings, ws)
 	w = appendLiterals(w, ws, s.lits)
 	sortFindings(w)
@@ -334,7 +417,8 @@ func (s *Stream) scan(ws string) ([]detect.Finding, []bool) {
 		rep = append(rep, true)
 	}
 	for _, f := range s.carry {
-		f.ByteEnd = min(f.ByteEnd, len(ws))
+		f.ByteStart += ctx
+		f.ByteEnd = min(f.ByteEnd+ctx, len(ws))
 		if f.ByteStart < 0 || f.ByteStart >= f.ByteEnd || slices.ContainsFunc(w[:fresh], func(g detect.Finding) bool { return sameSpan(f, g) }) {
 			continue
 		}
@@ -475,4 +559,183 @@ func completeEnd(b []byte) int {
 		}
 	}
 	return n
+}
+
+// quiet reports whether the input may be cut before buf[i] without more
+// input: no finding can reach across the cut or still change before it.
+// It looks only at buf[:i] (and the position of the pending text), so its
+// answer never changes as input arrives. The cut must follow a space (or a
+// character of a script written without spaces, or non-ASCII punctuation),
+// after quietSpan bytes of inert text (see inert); no private key may be
+// open in the scanned text; and the letters and digits before the cut must
+// not end with the beginning of a literal (a canary split over events).
+func (s *Stream) quiet(i int) bool {
+	b := s.buf
+	if i <= 0 || !boundary(b[:i]) {
+		return false
+	}
+	if !inert(b[max(0, i-quietSpan):i]) {
+		return false
+	}
+	if openBlock(b[max(0, s.off-leftContext):i]) {
+		return false
+	}
+	for k := range s.lits {
+		if literalPrefixAtEnd(b[:i], s.lits[k].norm) {
+			return false
+		}
+	}
+	return true
+}
+
+// boundary reports whether b ends where a word ends: after ASCII white
+// space, after non-ASCII punctuation, or after a character of a script
+// written without spaces between words (Han, kana, Hangul, Thai).
+func boundary(b []byte) bool {
+	switch c := b[len(b)-1]; c {
+	case ' ', '\n', '\t', '\r':
+		return true
+	default:
+		if c < utf8.RuneSelf {
+			return false
+		}
+	}
+	r, size := utf8.DecodeLastRune(b)
+	if r == utf8.RuneError && size <= 1 {
+		return false
+	}
+	if r >= 0xFF01 && r <= 0xFF5E {
+		return false // fullwidth ASCII: the detectors read it as ASCII
+	}
+	return unicode.IsPunct(r) || unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Hangul, unicode.Thai)
+}
+
+// inert reports whether b, the text just before a cut, is text no finding
+// is made of across a space: letters, marks, white space, symbols and
+// prose punctuation, in any script. Digits (phones, cards, IBANs, ids),
+// '@', ':', '=', quotes (a quoted value may hold spaces), '+', '\\',
+// brackets, dash runs (PEM armour), control and format characters (hidden
+// text), variation selectors and invalid bytes are not. b may start inside
+// a character.
+func inert(b []byte) bool {
+	i := 0
+	for i < len(b) && !utf8.RuneStart(b[i]) {
+		i++
+	}
+	for i < len(b) {
+		c := b[i]
+		if c < utf8.RuneSelf {
+			if !inertASCII(b, i) {
+				return false
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size <= 1 {
+			return false
+		}
+		switch {
+		case r >= 0xFF01 && r <= 0xFF5E:
+			// Fullwidth ASCII, which the detectors fold to ASCII.
+			a := byte(r - (0xFF01 - 0x21))
+			if !inertByte(a) {
+				return false
+			}
+		case r >= 0xFE00 && r <= 0xFE0F, r >= 0xE0000:
+			return false // variation selectors, tags: hidden text
+		case unicode.IsDigit(r), unicode.Is(unicode.Cf, r), unicode.Is(unicode.Co, r), unicode.IsControl(r):
+			return false
+		case unicode.IsLetter(r), unicode.IsMark(r), unicode.IsSpace(r), unicode.IsPunct(r), unicode.IsSymbol(r):
+		default:
+			return false
+		}
+		i += size
+	}
+	return true
+}
+
+// inertASCII is inert for the ASCII byte b[i], with its neighbours: an
+// apostrophe inside a word ("don't") and a single dash are inert.
+func inertASCII(b []byte, i int) bool {
+	switch c := b[i]; c {
+	case '\'':
+		return i > 0 && i+1 < len(b) && isASCIILetter(b[i-1]) && isASCIILetter(b[i+1])
+	case '-':
+		return (i == 0 || b[i-1] != '-') && (i+1 >= len(b) || b[i+1] != '-')
+	default:
+		return inertByte(c)
+	}
+}
+
+// inertByte is inert for one ASCII byte out of context.
+func inertByte(c byte) bool {
+	switch {
+	case isASCIILetter(c):
+		return true
+	case c == ' ', c == '\n', c == '\t', c == '\r':
+		return true
+	}
+	switch c {
+	case '.', ',', ';', '!', '?', '(', ')', '*', '#', '_', '/', '&', '~', '^', '-':
+		return true
+	}
+	return false
+}
+
+func isASCIILetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+
+// openBlock reports whether b holds the start of a private key block whose
+// end b does not hold: such a block may span any number of quiet-looking
+// lines, so it is released by full windows (see Stream).
+func openBlock(b []byte) bool {
+	for _, m := range [...]struct{ open, close string }{
+		{"-----BEGIN", "-----END"},
+		{"PuTTY-User-Key-File", "Private-MAC"},
+	} {
+		k := bytes.LastIndex(b, []byte(m.open))
+		if k >= 0 && !bytes.Contains(b[k:], []byte(m.close)) {
+			return true
+		}
+	}
+	return false
+}
+
+// literalPrefixAtEnd reports whether the letters and digits at the end of
+// b, folded as literals are matched, end with a proper prefix of norm (a
+// literal's normal form): the literal may be completed by the next event.
+func literalPrefixAtEnd(b []byte, norm string) bool {
+	if norm == "" {
+		return false
+	}
+	if len(norm) > 128 {
+		return true // longer than this check reads: never cut early
+	}
+	// Walk back over b collecting folded characters, at most as many
+	// bytes of normal form as norm has minus one.
+	var tail [128]byte
+	var revBuf [128]rune
+	t, rev := tail[:0], revBuf[:0]
+	limit := min(len(norm)-1, len(tail)-utf8.UTFMax)
+	i, n := len(b), 0
+	for i > 0 && n < limit && len(rev) < len(revBuf) {
+		r, size := utf8.DecodeLastRune(b[:i])
+		i -= size
+		f, ok := fold(r)
+		if !ok {
+			continue
+		}
+		rev = append(rev, f)
+		n += utf8.RuneLen(f)
+	}
+	for k := len(rev) - 1; k >= 0; k-- {
+		t = utf8.AppendRune(t, rev[k])
+	}
+	// Does some suffix of t equal a prefix of norm?
+	for k := min(len(t), len(norm)-1); k > 0; k-- {
+		if string(t[len(t)-k:]) == norm[:k] {
+			return true
+		}
+	}
+	return false
 }
