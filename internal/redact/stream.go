@@ -399,6 +399,7 @@ func (s *Stream) quietCut() int {
 	s.searched = max(lo, hi+1)
 	return 0
 }
+
 // scan returns the findings of window ws sorted by ByteStart, and which of
 // them to report. They are the scanner's, the literals', and those carried
 // from the previous window (the text past its cut, which starts this
