@@ -233,7 +233,7 @@ const (
 	// minSegment is the fewest bytes an early release carries: fewer scans
 	// for the same text, and a bound on how far behind a client runs
 	// (minSegment plus the distance to the next quiet cut).
-	minSegment = 16
+	minSegment = 24
 	// quietSpan is how many bytes before a cut must be inert text (letters,
 	// spaces, prose punctuation): no finding of detect's spans inert text
 	// and a space, and every finding released this way had at least this
@@ -694,8 +694,10 @@ func openBlock(b []byte) bool {
 		{"-----BEGIN", "-----END"},
 		{"PuTTY-User-Key-File", "Private-MAC"},
 	} {
-		k := bytes.LastIndex(b, []byte(m.open))
-		if k >= 0 && !bytes.Contains(b[k:], []byte(m.close)) {
+		if !bytes.Contains(b, []byte(m.open)) {
+			continue
+		}
+		if k := bytes.LastIndex(b, []byte(m.open)); !bytes.Contains(b[k:], []byte(m.close)) {
 			return true
 		}
 	}
@@ -706,35 +708,44 @@ func openBlock(b []byte) bool {
 // b, folded as literals are matched, end with a proper prefix of norm (a
 // literal's normal form): the literal may be completed by the next event.
 func literalPrefixAtEnd(b []byte, norm string) bool {
-	if norm == "" {
-		return false
-	}
-	if len(norm) > 128 {
+	var buf [96]rune
+	want := utf8.RuneCountInString(norm) - 1
+	if want > len(buf) {
 		return true // longer than this check reads: never cut early
 	}
-	// Walk back over b collecting folded characters, at most as many
-	// bytes of normal form as norm has minus one.
-	var tail [128]byte
-	var revBuf [128]rune
-	t, rev := tail[:0], revBuf[:0]
-	limit := min(len(norm)-1, len(tail)-utf8.UTFMax)
-	i, n := len(b), 0
-	for i > 0 && n < limit && len(rev) < len(revBuf) {
-		r, size := utf8.DecodeLastRune(b[:i])
-		i -= size
-		f, ok := fold(r)
-		if !ok {
+	// rev holds the folded letters and digits before the end, last first.
+	rev := buf[:0]
+	for i := len(b); i > 0 && len(rev) < want; {
+		r := rune(b[i-1])
+		if r < utf8.RuneSelf {
+			i--
+		} else {
+			var size int
+			r, size = utf8.DecodeLastRune(b[:i])
+			i -= size
+		}
+		if f, ok := fold(r); ok {
+			if len(rev) == 0 && !strings.ContainsRune(norm, f) {
+				return false // the last character is in no prefix
+			}
+			rev = append(rev, f)
+		}
+	}
+	first, _ := utf8.DecodeRuneInString(norm)
+	for j := len(rev) - 1; j >= 0; j-- {
+		if rev[j] != first {
 			continue
 		}
-		rev = append(rev, f)
-		n += utf8.RuneLen(f)
-	}
-	for k := len(rev) - 1; k >= 0; k-- {
-		t = utf8.AppendRune(t, rev[k])
-	}
-	// Does some suffix of t equal a prefix of norm?
-	for k := min(len(t), len(norm)-1); k > 0; k-- {
-		if string(t[len(t)-k:]) == norm[:k] {
+		// rev[j], rev[j-1], ..., rev[0] against the start of norm.
+		pos, m := 0, j
+		for ; m >= 0; m-- {
+			r, size := utf8.DecodeRuneInString(norm[pos:])
+			if r != rev[m] {
+				break
+			}
+			pos += size
+		}
+		if m < 0 {
 			return true
 		}
 	}
