@@ -27,12 +27,14 @@ var _ Scanner = (*detect.Scanner)(nil)
 
 // Stream defaults and limits.
 const (
-	// DefaultStep is the default number of bytes released per window: small
-	// enough that a client sees text flow, large enough that the scan of each
-	// window is amortised over several tokens.
+	// DefaultStep is the default number of bytes released per full window
+	// (text without a quiet cut, see Stream): small enough that a client
+	// sees text flow, large enough that the scan of each window is
+	// amortised over several tokens.
 	DefaultStep = 64
-	// DefaultLookahead is the default number of bytes held back beyond each
-	// cut: longer than any credential format detect knows short of PEM blocks.
+	// DefaultLookahead is the default number of bytes a full window holds
+	// back beyond its cut: longer than any credential format detect knows
+	// short of PEM blocks. Step+Lookahead bounds what a Stream holds.
 	DefaultLookahead = 512
 	// MaxWindow bounds Step+Lookahead, and with it the memory a Stream holds.
 	MaxWindow = 1 << 20
@@ -44,13 +46,15 @@ var ErrClosed = errors.New("redact: write to a closed stream")
 
 // StreamOptions configures a Stream. The zero value uses the defaults.
 type StreamOptions struct {
-	// Step is the number of bytes released per window (default
+	// Step is the number of bytes released per full window (default
 	// DefaultStep). A larger step scans less often; a smaller one releases
-	// text sooner.
+	// text without quiet cuts sooner.
 	Step int
-	// Lookahead is the number of bytes held back beyond each cut (default
-	// DefaultLookahead): a finding that starts before a cut is seen whole,
-	// and so redacted whole, when it is at most Lookahead bytes long.
+	// Lookahead is the number of bytes a full window holds back beyond its
+	// cut (default DefaultLookahead): a finding that starts before a cut is
+	// seen whole, and so redacted whole, when it is at most Lookahead bytes
+	// long. Text with quiet cuts leaves sooner; Step+Lookahead bounds how
+	// long a run without one is held.
 	Lookahead int
 	// Literals are exact strings (value → type) reported as findings with
 	// Detector DetectorCanary, such as canary tokens planted in a system
@@ -114,31 +118,44 @@ type Window struct {
 // Stream redacts a text that arrives in pieces (the text content of SSE
 // events), releasing only what can no longer become part of a finding.
 //
+// Most text leaves early: at a quiet cut, a position after a space (or
+// after a character of a script written without spaces, or non-ASCII
+// punctuation) that follows quietSpan bytes of inert text (letters, marks,
+// spaces, prose punctuation; no digit, '@', ':', '=', quote, dash run,
+// hidden or format character), with no private key open before it and no
+// beginning of a literal (a canary) at its end. No finding of detect spans
+// such a position, so the text before it is scanned, with leftContext
+// released bytes before it for context ("my password is", "call me on"),
+// redacted and released, at least minSegment bytes at a time. What is held
+// is then the suffix that may still be, or lead up to, a finding: the
+// digits of a number that may grow into a phone, card or IBAN, a partial
+// e-mail, key or token, an open quote or key block, the start of a canary;
+// for ordinary prose, a word or two.
+//
+// Where no quiet cut comes within Step+Lookahead bytes (a long token, a key
+// block, a table of numbers), text leaves in full windows as before: with
+// o the input offset of the first unreleased byte and W = Step+Lookahead,
+// once input[o:o+W] has arrived it is scanned as one window (shortened to
+// end on a whole character), a cut c is computed from the window's bytes,
+// its findings and the findings carried from the previous window,
+// input[o:o+c] is redacted and released, and o advances by c. The cut is
+// Step backed off to a character boundary, moved back to the start of a
+// group of overlapping findings that straddles it, or, when that group
+// starts the window, forward to its end. Findings past the cut are carried
+// into the next window, which starts at the cut and so contains them, and
+// no early release cuts through a carried finding. Every two windows
+// release at least Step-3 bytes, so a scan costs at most about 2*W/(Step-3)
+// times the bytes released. A finding longer than Lookahead that straddles
+// a cut may be seen only in part. Close releases the remainder as a last
+// window.
+//
 // The concatenation of everything released (Write outputs, then Close
 // output) depends on the concatenated input alone: it is byte-identical
 // however the input was split, including splits inside a UTF-8 character.
-// That holds because windows are content-defined, never "whatever has
-// arrived": with o the input offset of the first unreleased byte and
-// W = Step+Lookahead, as soon as input[o:o+W] has arrived it is scanned as
-// one window (shortened to end on a whole character, judged from those
-// bytes alone), a cut c is computed from the window's bytes, its findings
-// and the findings carried from the previous window, input[o:o+c] is
-// redacted and released, and o advances by c. Close releases the remainder,
-// always shorter than W, as a last window. The sequence of windows is thus a
-// function of the input, and so is the output (given a Scanner whose Scan is
-// a function of its text).
-//
-// The cut is Step backed off to a character boundary, moved back to the
-// start of a group of overlapping findings that straddles it, or, when that
-// group starts the window, forward to its end. Findings past the cut are
-// carried into the next window, which starts at the cut and so contains
-// them: context seen before a cut (the "password is" before a value) still
-// counts after it, and a group moved back to is at the start of the next
-// window, so every two windows release at least Step-3 bytes and a scan
-// costs at most about 2*W/(Step-3) times the bytes released.
-//
-// A finding longer than Lookahead that straddles a cut may be seen only in
-// part. A Stream is not safe for concurrent use.
+// Whether a position is a quiet cut depends on the input before it alone,
+// and full windows are content-defined, so the sequence of windows is a
+// function of the input, and so is the output (given a Scanner whose Scan
+// is a function of its text). A Stream is not safe for concurrent use.
 type Stream struct {
 	r      *Redactor
 	sc     Scanner
@@ -220,7 +237,7 @@ func (s *Stream) Close() Window {
 }
 
 // Held is the number of input bytes received but not yet released. Between
-// calls it is less than Step+Lookahead.
+// calls it is less than Step+Lookahead, and for ordinary prose a few words.
 func (s *Stream) Held() int {
 	if s == nil {
 		return 0
