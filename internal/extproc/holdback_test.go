@@ -1,6 +1,7 @@
 package extproc_test
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
+	"github.com/bulwark-ai/bulwark/test/envoysim"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 )
 
@@ -232,4 +234,89 @@ func BenchmarkStreamProse(b *testing.B) {
 	b.ReportMetric(float64(ttft), "ttft-bytes")
 	b.ReportMetric(float64(worst), "held-max-B")
 	b.ReportMetric(float64(sum)/float64(max(n, 1)), "held-mean-B")
+}
+
+// responsesEvents is a Responses stream of two messages, each text in
+// deltas, numbered from 0 as the API numbers its events.
+func responsesEvents(texts ...string) []byte {
+	var b strings.Builder
+	seq := 0
+	ev := func(name string, v map[string]any) {
+		v["type"], v["sequence_number"] = name, seq
+		seq++
+		j, _ := json.Marshal(v)
+		b.WriteString("event: " + name + "\ndata: " + string(j) + "\n\n")
+	}
+	ev("response.created", map[string]any{"response": map[string]any{"id": "resp_1", "object": "response", "status": "in_progress", "output": []any{}}})
+	for i, text := range texts {
+		id := "msg_" + string(rune('a'+i))
+		ev("response.output_item.added", map[string]any{"output_index": i, "item": map[string]any{"type": "message", "id": id, "role": "assistant", "content": []any{}}})
+		ev("response.content_part.added", map[string]any{"item_id": id, "output_index": i, "content_index": 0, "part": map[string]any{"type": "output_text", "text": ""}})
+		for _, p := range tokenPieces(text, uint64(i)) {
+			ev("response.output_text.delta", map[string]any{"item_id": id, "output_index": i, "content_index": 0, "delta": p, "logprobs": []any{}})
+		}
+		ev("response.output_text.done", map[string]any{"item_id": id, "output_index": i, "content_index": 0, "text": text})
+		ev("response.content_part.done", map[string]any{"item_id": id, "output_index": i, "content_index": 0, "part": map[string]any{"type": "output_text", "text": text}})
+		ev("response.output_item.done", map[string]any{"output_index": i, "item": map[string]any{"type": "message", "id": id, "role": "assistant",
+			"content": []any{map[string]any{"type": "output_text", "text": text, "annotations": []any{}}}}})
+	}
+	ev("response.completed", map[string]any{"response": map[string]any{"id": "resp_1", "object": "response", "status": "completed", "output": []any{},
+		"usage": map[string]any{"input_tokens": 5, "output_tokens": 20, "total_tokens": 25}}})
+	return []byte(b.String())
+}
+
+// TestResponsesSequenceNumbers: the events Bulwark inserts into a Responses
+// stream to release held-back text are numbered after the last event the
+// client saw, and later events are renumbered, so that sequence_number
+// strictly increases (by one, as upstream's did) over the whole stream;
+// the text arrives whole. Each message ends inside a word and the second
+// with a number, so text is held at each close.
+func TestResponsesSequenceNumbers(t *testing.T) {
+	f := newStack(t, extproc.Options{})
+	texts := []string{"The answer is in the attached report, see page", "Call the desk on extension 4471"}
+	body := responsesEvents(texts...)
+	for _, cuts := range [][]int{nil, {17, 400, 401, 1200}} {
+		up := envoysim.Upstream{Status: 200, Headers: map[string]string{"content-type": "text/event-stream"}, Chunks: envoysim.Split(body, cuts...)}
+		res, err := envoysim.Run(context.Background(), f.client, envoysim.DefaultFilter,
+			f.request("/v1/responses", `{"model":"m","stream":true,"input":"hi"}`), func(envoysim.Forwarded) envoysim.Upstream { return up })
+		if err != nil || res.Immediate != nil {
+			t.Fatalf("cuts %v: %v %+v", cuts, err, res.Immediate)
+		}
+		var seqs []int
+		var text strings.Builder
+		inserted := 0
+		for _, block := range strings.Split(string(res.Body), "\n\n") {
+			_, d, ok := strings.Cut(block, "data: ")
+			if !ok {
+				continue
+			}
+			var ev struct {
+				Type  string `json:"type"`
+				Seq   *int   `json:"sequence_number"`
+				Delta string `json:"delta"`
+			}
+			if err := json.Unmarshal([]byte(d), &ev); err != nil {
+				t.Fatalf("cuts %v: event is not JSON: %s", cuts, d)
+			}
+			if ev.Seq == nil {
+				t.Fatalf("cuts %v: event without sequence_number: %s", cuts, d)
+			}
+			seqs = append(seqs, *ev.Seq)
+			text.WriteString(ev.Delta)
+		}
+		for i := range seqs {
+			if i > 0 && seqs[i] != seqs[i-1]+1 {
+				t.Errorf("cuts %v: sequence numbers %v: %d follows %d", cuts, seqs, seqs[i], seqs[i-1])
+				break
+			}
+		}
+		upstream := strings.Count(string(body), "\n\n")
+		inserted = len(seqs) - upstream
+		if inserted < 1 {
+			t.Errorf("cuts %v: %d events for %d upstream: no held text was released in an event of its own (test does not test)", cuts, len(seqs), upstream)
+		}
+		if want := strings.Join(texts, ""); text.String() != want {
+			t.Errorf("cuts %v: text %q, want %q", cuts, text.String(), want)
+		}
+	}
 }
