@@ -11,8 +11,8 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
-	"github.com/bulwark-ai/bulwark/test/envoysim"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
+	"github.com/bulwark-ai/bulwark/test/envoysim"
 )
 
 // maxTrail is how far the text a client has received may trail what the

@@ -410,7 +410,6 @@ func (rs *responseState) inserted(ev llmapi.Event) llmapi.Event {
 	return e
 }
 
-
 // eventFilter is the state of filtering one stream event: what the
 // callback FilterEvent calls for each string needs besides the string.
 type eventFilter struct {
