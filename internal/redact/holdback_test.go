@@ -80,6 +80,7 @@ func TestStreamHoldBackFindings(t *testing.T) {
 		{"here is the key\n", pem, "\nand that is the whole thing. "},
 		{`config: password = "`, "Tr0ub4dor &3 x", `" and more plain words follow here. `},
 		{"spaced canary ", spaceOut(canary), " should be caught as well. "},
+		{`db: passphrase = "`, "Correct Horse Battery Staple Purple Monkey Dishwasher Sunrise Over Mountains", `" in the config file. `},
 	}, sensitives...)
 	prose := "Ordinary words come first so that the stream has already released some text. "
 	for _, v := range values {
@@ -108,11 +109,18 @@ func TestStreamHoldBackFindings(t *testing.T) {
 	}
 }
 
-// leaked reports whether out holds value, or for multi-line values (keys)
-// any of its lines longer than 16 bytes.
+// leaked reports whether out holds value, any of its words of five bytes
+// or more, or for keys any of their lines longer than 16 bytes.
 func leaked(out, value string) bool {
 	if strings.Contains(out, value) {
 		return true
+	}
+	if !strings.Contains(value, "-----") {
+		for _, w := range strings.Fields(value) {
+			if len(w) >= 5 && strings.Contains(out, w) {
+				return true
+			}
+		}
 	}
 	for _, line := range strings.Split(value, "\n") {
 		if len(line) > 16 && !strings.HasPrefix(line, "-----") && strings.Contains(out, line) {

@@ -595,7 +595,7 @@ func (s *Stream) quiet(i int) bool {
 	if !inert(b[max(0, i-quietSpan):i]) {
 		return false
 	}
-	if openBlock(b[max(0, s.off-leftContext):i]) {
+	if openBlock(b[max(0, s.off-leftContext):i]) || openValue(b[max(0, s.off-leftContext):i]) {
 		return false
 	}
 	for k := range s.lits {
@@ -719,6 +719,37 @@ func openBlock(b []byte) bool {
 		}
 	}
 	return false
+}
+
+// openValue reports whether the last line of b has an open quoted value:
+// a quote after '=', ':', '(', ',' or '[' (an assignment or an argument)
+// that is not closed. A quoted password may hold spaces and plain words, so
+// it is held whole, up to the window bound.
+func openValue(b []byte) bool {
+	if k := bytes.LastIndexByte(b, '\n'); k >= 0 {
+		b = b[k+1:]
+	}
+	var open byte
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case open != 0 && c == '\\':
+			i++ // an escaped character does not close the value
+		case open != 0:
+			if c == open {
+				open = 0
+			}
+		case c == '"' || c == '`' || c == '\'':
+			j := i
+			for j > 0 && (b[j-1] == ' ' || b[j-1] == '\t') {
+				j--
+			}
+			if j > 0 && strings.IndexByte("=:(,[", b[j-1]) >= 0 {
+				open = c
+			}
+		}
+	}
+	return open != 0
 }
 
 // literalPrefixAtEnd reports whether the letters and digits at the end of
