@@ -372,10 +372,10 @@ func (s *Stream) drain(final bool) Window {
 	return out
 }
 
-// clip keeps, of a window's sorted findings, those that reach past its ctx
-// bytes of left context, starting no earlier than ctx (a finding that began
-// in released text is redacted from the cut on, and was reported then), in
-// s.work and s.report; it returns how many.
+// clip keeps, in place, of a window's sorted findings and their report
+// flags, those that reach past its ctx bytes of left context, starting no
+// earlier than ctx (a finding that began in released text is redacted from
+// the cut on, and was reported then); it returns how many it kept.
 func (s *Stream) clip(finds []detect.Finding, report []bool, ctx int) int {
 	k := 0
 	for i, f := range finds {
