@@ -211,11 +211,13 @@ type Config struct {
 	// itself (system prompt, developer messages): the detectors neither
 	// score nor redact it. Empty: every role is read as the user's.
 	TrustedRoles []string `yaml:"trusted_roles"`
-	// ExtProcStreamStep and ExtProcStreamLookahead size the streaming
-	// redactor: text leaves StreamStep bytes at a time once StreamLookahead
-	// more bytes are known, so a finding up to the lookahead long is caught
-	// however the stream was chunked. The lookahead is also the delay, in
-	// bytes of text, a streamed answer sees.
+	// ExtProcStreamStep and ExtProcStreamLookahead bound the streaming
+	// redactor: ordinary prose leaves a word or two behind the model (see
+	// redact.Stream), and text with no quiet cut (a long token, a key, a
+	// table of numbers) leaves StreamStep bytes at a time once
+	// StreamLookahead more bytes are known, so a finding up to the lookahead
+	// long is caught however the stream was chunked. Step plus lookahead is
+	// the most a stream holds.
 	ExtProcStreamStep      int `yaml:"extproc_stream_step"`
 	ExtProcStreamLookahead int `yaml:"extproc_stream_lookahead"`
 	// ExtProcMessageTimeout and ExtProcMaxMessageTimeout mirror the Envoy
@@ -773,8 +775,8 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.GuardScanPerMinute, "guard-scan-per-minute", c.GuardScanPerMinute, "Guard API ScanText calls per principal per minute")
 	fs.Var((*stringList)(&c.ExtProcScanRoles), "extproc-scan-roles", "comma-separated message roles the detectors read (empty: all)")
 	fs.Var((*stringList)(&c.TrustedRoles), "trusted-roles", "comma-separated message roles the application writes itself, not read by the detectors (empty: none)")
-	fs.IntVar(&c.ExtProcStreamStep, "extproc-stream-step", c.ExtProcStreamStep, "bytes of streamed text released at a time")
-	fs.IntVar(&c.ExtProcStreamLookahead, "extproc-stream-lookahead", c.ExtProcStreamLookahead, "bytes of streamed text held back so split findings are caught")
+	fs.IntVar(&c.ExtProcStreamStep, "extproc-stream-step", c.ExtProcStreamStep, "bytes released at a time from streamed text that has no quiet cut (a long token, a key block)")
+	fs.IntVar(&c.ExtProcStreamLookahead, "extproc-stream-lookahead", c.ExtProcStreamLookahead, "most bytes of streamed text held back, for text with no quiet cut, so split findings are caught (prose leaves a word or two behind)")
 	fs.DurationVar(&c.ExtProcMessageTimeout, "extproc-message-timeout", c.ExtProcMessageTimeout, "the Envoy ext_proc filter's message_timeout")
 	fs.DurationVar(&c.ExtProcMaxMessageTimeout, "extproc-max-message-timeout", c.ExtProcMaxMessageTimeout, "the filter's max_message_timeout: ask Envoy for it when an answer is slow (0: never)")
 	fs.DurationVar(&c.ExtProcIdleTimeout, "extproc-idle-timeout", c.ExtProcIdleTimeout, "end an ext_proc exchange when Envoy sends nothing for this long")

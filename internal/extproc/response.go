@@ -51,6 +51,12 @@ type responseState struct {
 	// bodyBytes counts the answer's bytes seen, to estimate its tokens when
 	// the model reports no usage.
 	bodyBytes int64
+	// In a Responses stream, lastSeq is the last sequence_number the client
+	// saw (haveSeq: it saw one), and seqShift how many events Bulwark
+	// inserted: every later upstream event is renumbered by it, so that
+	// the numbers keep increasing.
+	lastSeq, seqShift int64
+	haveSeq           bool
 }
 
 // responseHeaders decides whether and how to read the response body: SSE
@@ -328,7 +334,7 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 			x.s.metrics.localDeny("unreadable_event_dropped")
 			return nil
 		}
-		*out = append(*out, ev.Raw...)
+		rs.forward(ev, out)
 		return nil
 	}
 	if d.Usage != nil {
@@ -338,7 +344,7 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 		return nil // counted; the client did not ask for it
 	}
 	if rs.red == nil && rs.literals == nil {
-		*out = append(*out, ev.Raw...) // nothing to redact or watch for
+		rs.forward(ev, out) // nothing to redact or watch for
 		return nil
 	}
 	all, ends := pe.Ends()
@@ -351,7 +357,7 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 		return ferr
 	}
 	if err != nil {
-		*out = append(*out, ev.Raw...) // no text in it
+		rs.forward(ev, out) // no text in it
 		return nil
 	}
 	if err := x.checkWindow(ctx, redact.Window{Findings: whole}, out); err != nil {
@@ -365,11 +371,43 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 		}
 	}
 	if changed {
-		*out = append(*out, nev.Raw...)
+		rs.forward(nev, out)
 		return nil
 	}
-	*out = append(*out, ev.Raw...)
+	rs.forward(ev, out)
 	return nil
+}
+
+// forward appends an upstream event to what the client receives. In a
+// Responses stream it is renumbered past the events Bulwark inserted.
+func (rs *responseState) forward(ev llmapi.Event, out *[]byte) {
+	if rs.api == llmapi.OpenAIResponses {
+		if n, ok := llmapi.SequenceNumber(ev); ok {
+			if rs.seqShift != 0 {
+				if e, err := llmapi.WithSequenceNumber(ev, n+rs.seqShift); err == nil {
+					ev = e
+				}
+			}
+			rs.lastSeq, rs.haveSeq = n+rs.seqShift, true
+		}
+	}
+	*out = append(*out, ev.Raw...)
+}
+
+// inserted numbers an event Bulwark inserts into a Responses stream (which
+// copied its template's sequence_number) after the last one the client
+// saw, and shifts the events still to come.
+func (rs *responseState) inserted(ev llmapi.Event) llmapi.Event {
+	if rs.api != llmapi.OpenAIResponses || !rs.haveSeq {
+		return ev
+	}
+	e, err := llmapi.WithSequenceNumber(ev, rs.lastSeq+1)
+	if err != nil {
+		return ev // the template had no number: nor has the copy
+	}
+	rs.lastSeq++
+	rs.seqShift++
+	return e
 }
 
 // eventFilter is the state of filtering one stream event: what the
@@ -461,7 +499,7 @@ func (x *exchange) flushStreams(ctx context.Context, closing func(idx int) bool,
 		if err != nil {
 			return err
 		}
-		*out = append(*out, ev.Raw...)
+		*out = append(*out, rs.inserted(ev).Raw...)
 	}
 	return nil
 }

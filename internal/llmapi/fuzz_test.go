@@ -270,3 +270,34 @@ func FuzzSSEParser(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSequenceNumber checks the renumbering of Responses events on any
+// data: no panic, and a renumbered event is valid JSON that reads back the
+// new number, with the rest of its bytes kept.
+func FuzzSequenceNumber(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"response.output_text.delta","sequence_number":9,"delta":"x"}`,
+		`{ "sequence_number" : 0 }`,
+		`{"sequence_number":-1,"sequence_number":2}`,
+		`{"sequence_number":1e3}`,
+		`{"a":{"sequence_number":3}}`,
+		`[DONE]`,
+		``,
+	} {
+		f.Add(s, int64(42))
+	}
+	f.Fuzz(func(t *testing.T, data string, n int64) {
+		ev := Event{Name: "response.output_text.delta", Data: []byte(data)}
+		SequenceNumber(ev)
+		got, err := WithSequenceNumber(ev, n)
+		if err != nil {
+			return
+		}
+		if !json.Valid(got.Data) {
+			t.Fatalf("renumbered %q to %q: not JSON", data, got.Data)
+		}
+		if m, ok := SequenceNumber(got); !ok || m != n {
+			t.Fatalf("renumbered %q to %q: reads %d, %v; want %d", data, got.Data, m, ok, n)
+		}
+	})
+}

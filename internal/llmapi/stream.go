@@ -695,3 +695,42 @@ func EditEvent(api API, ev Event, fn func(text string) string) (Event, bool, err
 	}
 	return withData(ev, data), true, nil
 }
+
+// SequenceNumber returns the sequence_number of a Responses stream event
+// (a top-level integer member), and whether it has one. Responses clients
+// order and resume streams by it.
+func SequenceNumber(ev Event) (int64, bool) {
+	d, _, err := eventJSON(ev)
+	if err != nil || len(d) == 0 || d[0] != '{' {
+		return 0, false
+	}
+	v, ok := member(d, vspan{0, len(d)}, "sequence_number")
+	if !ok {
+		return 0, false
+	}
+	return intAt(d, v)
+}
+
+// WithSequenceNumber returns ev with its sequence_number set to n, the rest
+// of its JSON kept byte for byte. Bulwark renumbers a Responses stream into
+// which it inserted events (the text it held back), so that the numbers a
+// client sees keep increasing. It fails with ErrMalformed when ev has no
+// integer sequence_number.
+func WithSequenceNumber(ev Event, n int64) (Event, error) {
+	d, _, err := eventJSON(ev)
+	if err != nil || len(d) == 0 || d[0] != '{' {
+		return Event{}, fmt.Errorf("renumber event: not a JSON object: %w", ErrMalformed)
+	}
+	v, ok := member(d, vspan{0, len(d)}, "sequence_number")
+	if !ok {
+		return Event{}, fmt.Errorf("renumber event: no sequence_number: %w", ErrMalformed)
+	}
+	if _, ok := intAt(d, v); !ok {
+		return Event{}, fmt.Errorf("renumber event: sequence_number is not an integer: %w", ErrMalformed)
+	}
+	data := make([]byte, 0, len(d)+20)
+	data = append(data, d[:v.s]...)
+	data = strconv.AppendInt(data, n, 10)
+	data = append(data, d[v.e:]...)
+	return withData(ev, data), nil
+}

@@ -411,3 +411,49 @@ func TestGenericTextStream(t *testing.T) {
 		t.Errorf("Generic [DONE] = %+v, %v", d, err)
 	}
 }
+
+func TestSequenceNumber(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		data    string
+		n       int64
+		want    string // after WithSequenceNumber(n); empty: it fails
+		wantSeq int64
+		ok      bool
+	}{
+		{"delta", `{"type":"response.output_text.delta","sequence_number":9,"delta":"x"}`, 12, `{"type":"response.output_text.delta","sequence_number":12,"delta":"x"}`, 9, true},
+		{"spaced", `{ "sequence_number" : 0 , "type":"response.created"}`, 1, `{ "sequence_number" : 1 , "type":"response.created"}`, 0, true},
+		{"nested only", `{"type":"x","response":{"sequence_number":3}}`, 4, "", 0, false},
+		{"not a number", `{"sequence_number":"3"}`, 4, "", 0, false},
+		{"none", `{"type":"response.output_text.delta","delta":"x"}`, 1, "", 0, false},
+		{"not JSON", `{"sequence_number":3`, 4, "", 0, false},
+		{"done", `[DONE]`, 4, "", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ev := Event{Name: "response.output_text.delta", ID: "7", Data: []byte(tt.data)}
+			n, ok := SequenceNumber(ev)
+			if ok != tt.ok || n != tt.wantSeq {
+				t.Errorf("SequenceNumber = %d, %v; want %d, %v", n, ok, tt.wantSeq, tt.ok)
+			}
+			got, err := WithSequenceNumber(ev, tt.n)
+			if tt.want == "" {
+				if !errors.Is(err, ErrMalformed) {
+					t.Errorf("WithSequenceNumber error = %v, want ErrMalformed", err)
+				}
+				return
+			}
+			if err != nil || string(got.Data) != tt.want || got.Name != ev.Name || got.ID != ev.ID {
+				t.Errorf("WithSequenceNumber = %q (%s, %s), %v; want %q", got.Data, got.Name, got.ID, err, tt.want)
+			}
+			if n, ok := SequenceNumber(got); !ok || n != tt.n {
+				t.Errorf("renumbered event reads %d, %v", n, ok)
+			}
+			if !strings.Contains(string(got.Raw), "data: "+tt.want) {
+				t.Errorf("Raw %q not re-encoded", got.Raw)
+			}
+		})
+	}
+}

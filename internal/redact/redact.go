@@ -5,8 +5,9 @@
 // A Redactor applies Rules to findings in a whole text (Apply, Text). A Stream
 // does the same for text that arrives in pieces, such as the deltas of a
 // server-sent-events response, where a secret may be split across events: it
-// holds back a bounded window of text and releases only what can no longer
-// become part of a finding. Its output depends on the concatenated input
+// holds back only the suffix that could still be (or lead up to) a finding,
+// a word or two of ordinary prose and at most a bounded window, and releases
+// the rest. Its output depends on the concatenated input
 // alone, never on how that input was split into events, so the same
 // response is redacted byte for byte the same however it is chunked.
 //

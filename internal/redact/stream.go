@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 )
@@ -25,12 +27,14 @@ var _ Scanner = (*detect.Scanner)(nil)
 
 // Stream defaults and limits.
 const (
-	// DefaultStep is the default number of bytes released per window: small
-	// enough that a client sees text flow, large enough that the scan of each
-	// window is amortised over several tokens.
+	// DefaultStep is the default number of bytes released per full window
+	// (text without a quiet cut, see Stream): small enough that a client
+	// sees text flow, large enough that the scan of each window is
+	// amortised over several tokens.
 	DefaultStep = 64
-	// DefaultLookahead is the default number of bytes held back beyond each
-	// cut: longer than any credential format detect knows short of PEM blocks.
+	// DefaultLookahead is the default number of bytes a full window holds
+	// back beyond its cut: longer than any credential format detect knows
+	// short of PEM blocks. Step+Lookahead bounds what a Stream holds.
 	DefaultLookahead = 512
 	// MaxWindow bounds Step+Lookahead, and with it the memory a Stream holds.
 	MaxWindow = 1 << 20
@@ -42,13 +46,15 @@ var ErrClosed = errors.New("redact: write to a closed stream")
 
 // StreamOptions configures a Stream. The zero value uses the defaults.
 type StreamOptions struct {
-	// Step is the number of bytes released per window (default
+	// Step is the number of bytes released per full window (default
 	// DefaultStep). A larger step scans less often; a smaller one releases
-	// text sooner.
+	// text without quiet cuts sooner.
 	Step int
-	// Lookahead is the number of bytes held back beyond each cut (default
-	// DefaultLookahead): a finding that starts before a cut is seen whole,
-	// and so redacted whole, when it is at most Lookahead bytes long.
+	// Lookahead is the number of bytes a full window holds back beyond its
+	// cut (default DefaultLookahead): a finding that starts before a cut is
+	// seen whole, and so redacted whole, when it is at most Lookahead bytes
+	// long. Text with quiet cuts leaves sooner; Step+Lookahead bounds how
+	// long a run without one is held.
 	Lookahead int
 	// Literals are exact strings (value → type) reported as findings with
 	// Detector DetectorCanary, such as canary tokens planted in a system
@@ -112,31 +118,44 @@ type Window struct {
 // Stream redacts a text that arrives in pieces (the text content of SSE
 // events), releasing only what can no longer become part of a finding.
 //
+// Most text leaves early: at a quiet cut, a position after a space (or
+// after a character of a script written without spaces, or non-ASCII
+// punctuation) that follows quietSpan bytes of inert text (letters, marks,
+// spaces, prose punctuation; no digit, '@', ':', '=', quote, dash run,
+// hidden or format character), with no private key open before it and no
+// beginning of a literal (a canary) at its end. No finding of detect spans
+// such a position, so the text before it is scanned, with leftContext
+// released bytes before it for context ("my password is", "call me on"),
+// redacted and released, at least minSegment bytes at a time. What is held
+// is then the suffix that may still be, or lead up to, a finding: the
+// digits of a number that may grow into a phone, card or IBAN, a partial
+// e-mail, key or token, an open quote or key block, the start of a canary;
+// for ordinary prose, a word or two.
+//
+// Where no quiet cut comes within Step+Lookahead bytes (a long token, a key
+// block, a table of numbers), text leaves in full windows as before: with
+// o the input offset of the first unreleased byte and W = Step+Lookahead,
+// once input[o:o+W] has arrived it is scanned as one window (shortened to
+// end on a whole character), a cut c is computed from the window's bytes,
+// its findings and the findings carried from the previous window,
+// input[o:o+c] is redacted and released, and o advances by c. The cut is
+// Step backed off to a character boundary, moved back to the start of a
+// group of overlapping findings that straddles it, or, when that group
+// starts the window, forward to its end. Findings past the cut are carried
+// into the next window, which starts at the cut and so contains them, and
+// no early release cuts through a carried finding. Every two windows
+// release at least Step-3 bytes, so a scan costs at most about 2*W/(Step-3)
+// times the bytes released. A finding longer than Lookahead that straddles
+// a cut may be seen only in part. Close releases the remainder as a last
+// window.
+//
 // The concatenation of everything released (Write outputs, then Close
 // output) depends on the concatenated input alone: it is byte-identical
 // however the input was split, including splits inside a UTF-8 character.
-// That holds because windows are content-defined, never "whatever has
-// arrived": with o the input offset of the first unreleased byte and
-// W = Step+Lookahead, as soon as input[o:o+W] has arrived it is scanned as
-// one window (shortened to end on a whole character, judged from those
-// bytes alone), a cut c is computed from the window's bytes, its findings
-// and the findings carried from the previous window, input[o:o+c] is
-// redacted and released, and o advances by c. Close releases the remainder,
-// always shorter than W, as a last window. The sequence of windows is thus a
-// function of the input, and so is the output (given a Scanner whose Scan is
-// a function of its text).
-//
-// The cut is Step backed off to a character boundary, moved back to the
-// start of a group of overlapping findings that straddles it, or, when that
-// group starts the window, forward to its end. Findings past the cut are
-// carried into the next window, which starts at the cut and so contains
-// them: context seen before a cut (the "password is" before a value) still
-// counts after it, and a group moved back to is at the start of the next
-// window, so every two windows release at least Step-3 bytes and a scan
-// costs at most about 2*W/(Step-3) times the bytes released.
-//
-// A finding longer than Lookahead that straddles a cut may be seen only in
-// part. A Stream is not safe for concurrent use.
+// Whether a position is a quiet cut depends on the input before it alone,
+// and full windows are content-defined, so the sequence of windows is a
+// function of the input, and so is the output (given a Scanner whose Scan
+// is a function of its text). A Stream is not safe for concurrent use.
 type Stream struct {
 	r      *Redactor
 	sc     Scanner
@@ -144,7 +163,7 @@ type Stream struct {
 	window int
 	lits   []literal
 
-	buf    []byte // pending input is buf[off:]
+	buf    []byte // pending input is buf[off:], after up to leftContext released bytes
 	off    int
 	pos    int              // input offset of buf[off]
 	carry  []detect.Finding // findings past the last cut, relative to buf[off:]
@@ -152,6 +171,11 @@ type Stream struct {
 	// inKey: a private key's BEGIN line was released (redacted) without
 	// its END line; input is dropped up to and including the END line.
 	inKey bool
+	// searched is how far into the pending text quietCut found no quiet
+	// position, so that a run of small writes is not searched again.
+	searched int
+	// text collects the text one Write releases.
+	text []byte
 
 	// Scratch reused by scan: findings, their report flags, and spares
 	// for sorting them together.
@@ -207,13 +231,13 @@ func (s *Stream) Close() Window {
 	}
 	s.closed = true
 	w := s.drain(true)
-	s.buf, s.carry = nil, nil
+	s.buf, s.carry, s.text, s.off = nil, nil, nil, 0
 	s.work, s.sorted, s.report, s.sortedRep, s.idx = nil, nil, nil, nil, nil
 	return w
 }
 
 // Held is the number of input bytes received but not yet released. Between
-// calls it is less than Step+Lookahead.
+// calls it is less than Step+Lookahead, and for ordinary prose a few words.
 func (s *Stream) Held() int {
 	if s == nil {
 		return 0
@@ -221,11 +245,29 @@ func (s *Stream) Held() int {
 	return len(s.buf) - s.off
 }
 
-// drain releases every full window held and, when final, the remainder.
+// Hold-back bounds of the early release (see Stream).
+const (
+	// minSegment is the fewest bytes an early release carries: fewer scans
+	// for the same text, and a bound on how far behind a client runs
+	// (minSegment plus the distance to the next quiet cut).
+	minSegment = 24
+	// quietSpan is how many bytes before a cut must be inert text (letters,
+	// spaces, prose punctuation): no finding of detect's spans inert text
+	// and a space, and every finding released this way had at least this
+	// much right context (a phone's context word lies within 12 bytes).
+	quietSpan = 24
+	// leftContext is how many released bytes an early release scans before
+	// its text, so that context ("my password is", "call me on", an
+	// identifier before "=") still counts across the cut.
+	leftContext = 64
+)
+
+// drain releases what can be released: early releases at quiet cuts,
+// full windows where no quiet cut comes, and, when final, the remainder.
 func (s *Stream) drain(final bool) Window {
 	out := Window{Offset: s.pos}
-	var b strings.Builder
-	released, cps, nwin := 0, 0, 0
+	s.text = s.text[:0]
+	released, cps := 0, 0
 	for {
 		pend := s.buf[s.off:]
 		if s.inKey {
@@ -239,30 +281,51 @@ func (s *Stream) drain(final bool) Window {
 			}
 			s.inKey = false
 			s.carry = s.carry[:0]
+			s.searched = 0
 			continue
 		}
-		if len(pend) == 0 || (!final && len(pend) < s.window) {
+		if len(pend) == 0 {
 			break
 		}
-		last := len(pend) < s.window
-		var ws string
-		if last {
-			ws = string(pend)
-		} else {
-			ws = string(pend[:completeEnd(pend[:s.window])])
+		c := s.quietCut()
+		if c == 0 && len(pend) < s.window && !final {
+			break
 		}
-		finds, report := s.scan(ws)
-		c := len(ws)
-		if !last {
+		var ws string
+		ctx := 0 // bytes of left context at the start of ws
+		switch {
+		case c > 0:
+			ctx = s.off - max(0, s.off-leftContext)
+			ws = unsafe.String(&s.buf[s.off-ctx], ctx+c) // #nosec G103 -- read only while buf is not written
+		case len(pend) < s.window:
+			// The remainder, at Close.
+			ctx = s.off - max(0, s.off-leftContext)
+			c = len(pend)
+			ws = unsafe.String(&s.buf[s.off-ctx], ctx+c) // #nosec G103 -- as above
+		default:
+			ws = unsafe.String(&s.buf[s.off], completeEnd(pend[:s.window])) // #nosec G103 -- as above
+		}
+		finds, report := s.scan(ws, ctx)
+		fallback := c == 0
+		if !fallback {
+			// An early release or the remainder: the window ends at the
+			// cut, so nothing is carried past it.
+			k := s.clip(finds, report, ctx)
+			finds, report = finds[:k], report[:k]
+			for i := range finds {
+				finds[i].ByteStart -= ctx
+				finds[i].ByteEnd -= ctx
+			}
+		} else {
 			c = s.cut(ws, finds)
 		}
 		k := 0
 		for k < len(finds) && finds[k].ByteStart < c {
 			k++
 		}
-		rel := ws[:c]
+		rel := ws[ctx : ctx+c]
 		text, n := s.r.Apply(rel, finds[:k])
-		if !last && k > 0 && openKey(rel, finds[:k]) {
+		if fallback && k > 0 && openKey(rel, finds[:k]) {
 			// A private key longer than the window: its BEGIN line and first
 			// lines were redacted here; drop the rest up to its END line,
 			// which no later window would recognise as part of a key.
@@ -284,36 +347,74 @@ func (s *Stream) drain(final bool) Window {
 			f.ByteEnd -= c
 			s.carry = append(s.carry, f)
 		}
-		switch nwin {
-		case 0:
-			out.Text = text
-		case 1:
-			b.WriteString(out.Text)
-			fallthrough
-		default:
-			b.WriteString(text)
-		}
-		nwin++
+		s.text = append(s.text, text...)
 		out.Redactions += n
 		released += c
 		cps += utf8.RuneCountInString(rel)
 		s.off += c
 		s.pos += c
+		s.searched = 0
 	}
-	if nwin > 1 {
-		out.Text = b.String()
+	if len(s.text) > 0 {
+		out.Text = string(s.text)
 	}
-	if s.off > 0 {
+	if keep := s.off - leftContext; keep > 0 {
+		// Keep leftContext released bytes before the pending text.
 		if cap(s.buf) > 4*s.window {
 			// A large Write grew the buffer; do not hold its memory for the
 			// rest of the stream.
-			s.buf = append(make([]byte, 0, 2*s.window), s.buf[s.off:]...)
+			s.buf = append(make([]byte, 0, 2*s.window+leftContext), s.buf[keep:]...)
 		} else {
-			s.buf = s.buf[:copy(s.buf, s.buf[s.off:])]
+			s.buf = s.buf[:copy(s.buf, s.buf[keep:])]
 		}
-		s.off = 0
+		s.off -= keep
 	}
 	return out
+}
+
+// clip keeps, in place, of a window's sorted findings and their report
+// flags, those that reach past its ctx bytes of left context, starting no
+// earlier than ctx (a finding that began in released text is redacted from
+// the cut on, and was reported then); it returns how many it kept.
+func (s *Stream) clip(finds []detect.Finding, report []bool, ctx int) int {
+	k := 0
+	for i, f := range finds {
+		if f.ByteEnd <= ctx {
+			continue
+		}
+		rep := report[i]
+		if f.ByteStart < ctx {
+			f.ByteStart, rep = ctx, false
+		}
+		finds[k], report[k] = f, rep
+		k++
+	}
+	return k
+}
+
+// quietCut returns where an early release of the pending text would end,
+// or 0: the first quiet position (see quiet) at least minSegment bytes
+// (but less than the window) into it, and past every finding carried from
+// the last window. Whether a position is quiet depends on the input before
+// it alone, so the cuts, and with them the output, are a function of the
+// input whatever its split. At Close, when no quiet cut comes, the caller
+// releases the rest.
+func (s *Stream) quietCut() int {
+	pend := len(s.buf) - s.off
+	lo := min(minSegment, max(1, s.window/2))
+	for _, f := range s.carry {
+		lo = max(lo, f.ByteEnd)
+	}
+	lo = max(lo, s.searched)
+	hi := min(pend, s.window-1)
+	for p := lo; p <= hi; p++ {
+		if s.quiet(s.off + p) {
+			return p
+		}
+	}
+	// Nothing quiet up to hi: later input cannot change that.
+	s.searched = max(lo, hi+1)
+	return 0
 }
 
 // scan returns the findings of window ws sorted by ByteStart, and which of
@@ -324,7 +425,7 @@ func (s *Stream) drain(final bool) Window {
 // redacted. It is reported only when no finding of its detector that is
 // already reported overlaps it (fresh ones first), so that one value is not
 // counted twice; exact duplicates of fresh findings are dropped.
-func (s *Stream) scan(ws string) ([]detect.Finding, []bool) {
+func (s *Stream) scan(ws string, ctx int) ([]detect.Finding, []bool) {
 	w := appendClean(s.work[:0], s.sc.Scan(ws).Findings, ws)
 	w = appendLiterals(w, ws, s.lits)
 	sortFindings(w)
@@ -334,7 +435,8 @@ func (s *Stream) scan(ws string) ([]detect.Finding, []bool) {
 		rep = append(rep, true)
 	}
 	for _, f := range s.carry {
-		f.ByteEnd = min(f.ByteEnd, len(ws))
+		f.ByteStart += ctx
+		f.ByteEnd = min(f.ByteEnd+ctx, len(ws))
 		if f.ByteStart < 0 || f.ByteStart >= f.ByteEnd || slices.ContainsFunc(w[:fresh], func(g detect.Finding) bool { return sameSpan(f, g) }) {
 			continue
 		}
@@ -475,4 +577,225 @@ func completeEnd(b []byte) int {
 		}
 	}
 	return n
+}
+
+// quiet reports whether the input may be cut before buf[i] without more
+// input: no finding can reach across the cut or still change before it.
+// It looks only at buf[:i] (and the position of the pending text), so its
+// answer never changes as input arrives. The cut must follow a space (or a
+// character of a script written without spaces, or non-ASCII punctuation),
+// after quietSpan bytes of inert text (see inert); no private key may be
+// open in the scanned text; and the letters and digits before the cut must
+// not end with the beginning of a literal (a canary split over events).
+func (s *Stream) quiet(i int) bool {
+	b := s.buf
+	if i <= 0 || !boundary(b[:i]) {
+		return false
+	}
+	if !inert(b[max(0, i-quietSpan):i]) {
+		return false
+	}
+	if openBlock(b[max(0, s.off-leftContext):i]) || openValue(b[max(0, s.off-leftContext):i]) {
+		return false
+	}
+	for k := range s.lits {
+		if literalPrefixAtEnd(b[:i], s.lits[k].norm) {
+			return false
+		}
+	}
+	return true
+}
+
+// boundary reports whether b ends where a word ends: after ASCII white
+// space, after non-ASCII punctuation, or after a character of a script
+// written without spaces between words (Han, kana, Hangul, Thai).
+func boundary(b []byte) bool {
+	switch c := b[len(b)-1]; c {
+	case ' ', '\n', '\t', '\r':
+		return true
+	default:
+		if c < utf8.RuneSelf {
+			return false
+		}
+	}
+	r, size := utf8.DecodeLastRune(b)
+	if r == utf8.RuneError && size <= 1 {
+		return false
+	}
+	if r >= 0xFF01 && r <= 0xFF5E {
+		return false // fullwidth ASCII: the detectors read it as ASCII
+	}
+	return unicode.IsPunct(r) || unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Hangul, unicode.Thai)
+}
+
+// inert reports whether b, the text just before a cut, is text no finding
+// is made of across a space: letters, marks, white space, symbols and
+// prose punctuation, in any script. Digits (phones, cards, IBANs, ids),
+// '@', ':', '=', quotes (a quoted value may hold spaces), '+', '\\',
+// brackets, dash runs (PEM armour), control and format characters (hidden
+// text), variation selectors and invalid bytes are not. b may start inside
+// a character.
+func inert(b []byte) bool {
+	i := 0
+	for i < len(b) && !utf8.RuneStart(b[i]) {
+		i++
+	}
+	for i < len(b) {
+		c := b[i]
+		if c < utf8.RuneSelf {
+			if !inertASCII(b, i) {
+				return false
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size <= 1 {
+			return false
+		}
+		switch {
+		case r >= 0xFF01 && r <= 0xFF5E:
+			// Fullwidth ASCII, which the detectors fold to ASCII.
+			a := byte(r - (0xFF01 - 0x21))
+			if !inertByte(a) {
+				return false
+			}
+		case r >= 0xFE00 && r <= 0xFE0F, r >= 0xE0000:
+			return false // variation selectors, tags: hidden text
+		case unicode.IsDigit(r), unicode.Is(unicode.Cf, r), unicode.Is(unicode.Co, r), unicode.IsControl(r):
+			return false
+		case unicode.IsLetter(r), unicode.IsMark(r), unicode.IsSpace(r), unicode.IsPunct(r), unicode.IsSymbol(r):
+		default:
+			return false
+		}
+		i += size
+	}
+	return true
+}
+
+// inertASCII is inert for the ASCII byte b[i], with its neighbours: an
+// apostrophe inside a word ("don't") and a single dash are inert.
+func inertASCII(b []byte, i int) bool {
+	switch c := b[i]; c {
+	case '\'':
+		return i > 0 && i+1 < len(b) && isASCIILetter(b[i-1]) && isASCIILetter(b[i+1])
+	case '-':
+		return (i == 0 || b[i-1] != '-') && (i+1 >= len(b) || b[i+1] != '-')
+	default:
+		return inertByte(c)
+	}
+}
+
+// inertByte is inert for one ASCII byte out of context.
+func inertByte(c byte) bool {
+	switch {
+	case isASCIILetter(c):
+		return true
+	case c == ' ', c == '\n', c == '\t', c == '\r':
+		return true
+	}
+	switch c {
+	case '.', ',', ';', '!', '?', '(', ')', '*', '#', '_', '/', '&', '~', '^', '-':
+		return true
+	}
+	return false
+}
+
+func isASCIILetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+
+// openBlock reports whether b holds the start of a private key block whose
+// end b does not hold: such a block may span any number of quiet-looking
+// lines, so it is released by full windows (see Stream).
+func openBlock(b []byte) bool {
+	for _, m := range [...]struct{ open, close string }{
+		{"-----BEGIN", "-----END"},
+		{"PuTTY-User-Key-File", "Private-MAC"},
+	} {
+		if !bytes.Contains(b, []byte(m.open)) {
+			continue
+		}
+		if k := bytes.LastIndex(b, []byte(m.open)); !bytes.Contains(b[k:], []byte(m.close)) {
+			return true
+		}
+	}
+	return false
+}
+
+// openValue reports whether the last line of b has an open quoted value:
+// a quote after '=', ':', '(', ',' or '[' (an assignment or an argument)
+// that is not closed. A quoted password may hold spaces and plain words, so
+// it is held whole, up to the window bound.
+func openValue(b []byte) bool {
+	if k := bytes.LastIndexByte(b, '\n'); k >= 0 {
+		b = b[k+1:]
+	}
+	var open byte
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case open != 0 && c == '\\':
+			i++ // an escaped character does not close the value
+		case open != 0:
+			if c == open {
+				open = 0
+			}
+		case c == '"' || c == '`' || c == '\'':
+			j := i
+			for j > 0 && (b[j-1] == ' ' || b[j-1] == '\t') {
+				j--
+			}
+			if j > 0 && strings.IndexByte("=:(,[", b[j-1]) >= 0 {
+				open = c
+			}
+		}
+	}
+	return open != 0
+}
+
+// literalPrefixAtEnd reports whether the letters and digits at the end of
+// b, folded as literals are matched, end with a proper prefix of norm (a
+// literal's normal form): the literal may be completed by the next event.
+func literalPrefixAtEnd(b []byte, norm string) bool {
+	var buf [96]rune
+	want := utf8.RuneCountInString(norm) - 1
+	if want > len(buf) {
+		return true // longer than this check reads: never cut early
+	}
+	// rev holds the folded letters and digits before the end, last first.
+	rev := buf[:0]
+	for i := len(b); i > 0 && len(rev) < want; {
+		r := rune(b[i-1])
+		if r < utf8.RuneSelf {
+			i--
+		} else {
+			var size int
+			r, size = utf8.DecodeLastRune(b[:i])
+			i -= size
+		}
+		if f, ok := fold(r); ok {
+			if len(rev) == 0 && !strings.ContainsRune(norm, f) {
+				return false // the last character is in no prefix
+			}
+			rev = append(rev, f)
+		}
+	}
+	first, _ := utf8.DecodeRuneInString(norm)
+	for j := len(rev) - 1; j >= 0; j-- {
+		if rev[j] != first {
+			continue
+		}
+		// rev[j], rev[j-1], ..., rev[0] against the start of norm.
+		pos, m := 0, j
+		for ; m >= 0; m-- {
+			r, size := utf8.DecodeRuneInString(norm[pos:])
+			if r != rev[m] {
+				break
+			}
+			pos += size
+		}
+		if m < 0 {
+			return true
+		}
+	}
+	return false
 }
