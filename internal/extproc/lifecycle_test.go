@@ -103,28 +103,31 @@ func TestImmediateResponseEndsExchange(t *testing.T) {
 // fails the request instead of letting the rest through uninspected.
 func TestStreamDeadlines(t *testing.T) {
 	cases := []struct {
-		name     string
-		opts     extproc.Options
-		msgs     func(f *stack) []*extprocv3.ProcessingRequest // sent first, each answered
-		chunks   time.Duration                                 // then a body chunk this often (0: silence)
-		min, max time.Duration                                 // when the stream must end
+		name   string
+		opts   extproc.Options
+		msgs   func(f *stack) []*extprocv3.ProcessingRequest // sent first, each answered
+		chunks time.Duration                                 // then a body chunk this often (0: silence)
+		// min and max: when the stream must end. max only tells the
+		// deadline that fired from the ones that did not (a minute, or the
+		// client's 20 s): loaded CI machines take seconds to schedule.
+		min, max time.Duration
 	}{
 		{"silent from the start: first-message timeout (the idle timeout, smaller)",
-			extproc.Options{IdleTimeout: 300 * time.Millisecond}, nil, 0, 300 * time.Millisecond, 5 * time.Second},
+			extproc.Options{IdleTimeout: 300 * time.Millisecond}, nil, 0, 300 * time.Millisecond, 15 * time.Second},
 		{"silent from the start: first-message timeout",
-			extproc.Options{IdleTimeout: time.Minute, FirstMessageTimeout: 200 * time.Millisecond}, nil, 0, 200 * time.Millisecond, 5 * time.Second},
+			extproc.Options{IdleTimeout: time.Minute, FirstMessageTimeout: 200 * time.Millisecond}, nil, 0, 200 * time.Millisecond, 15 * time.Second},
 		{"silent after an answer: idle timeout",
 			extproc.Options{IdleTimeout: 400 * time.Millisecond},
 			func(f *stack) []*extprocv3.ProcessingRequest {
 				return []*extprocv3.ProcessingRequest{f.chatHeaders(true)}
 			},
-			0, 400 * time.Millisecond, 5 * time.Second},
+			0, 400 * time.Millisecond, 15 * time.Second},
 		{"busy past the maximum duration",
 			extproc.Options{IdleTimeout: time.Minute, MaxStreamDuration: 600 * time.Millisecond},
 			func(f *stack) []*extprocv3.ProcessingRequest {
 				return []*extprocv3.ProcessingRequest{f.chatHeaders(true)}
 			},
-			50 * time.Millisecond, 600 * time.Millisecond, 5 * time.Second},
+			50 * time.Millisecond, 600 * time.Millisecond, 15 * time.Second},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
