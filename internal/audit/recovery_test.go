@@ -8,41 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bulwark-ai/bulwark/test/diskfull"
 )
-
-// mountTmpfs mounts a tmpfs of the given size on a fresh directory, so a
-// full disk is a real one: write(2) returns ENOSPC after a partial write.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("filling a disk for real needs a small tmpfs (root or CAP_SYS_ADMIN): %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
-	return dir
-}
-
-// fillDisk writes path until the file system has no room left.
-func fillDisk(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling the disk: %v", err)
-			}
-			return
-		}
-	}
-}
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -98,7 +68,7 @@ func verifyLog(t *testing.T, files []string, key []byte) (Report, error) {
 // with every record accounted for. Before the fix the writer never wrote
 // again after the first error.
 func TestWriterSurvivesFullDisk(t *testing.T) {
-	disk := mountTmpfs(t, "1m")
+	disk := diskfull.Mount(t, "1m")
 	keyFile, key := writeKeyFile(t, t.TempDir())
 	path := filepath.Join(disk, "audit.log")
 	w, err := Open(Config{Path: path, KeyFile: keyFile, FlushInterval: 10 * time.Millisecond, RetryInterval: 20 * time.Millisecond}, nil, nil)
@@ -109,7 +79,7 @@ func TestWriterSurvivesFullDisk(t *testing.T) {
 	waitFor(t, "the first records on disk", func() bool { b, _ := os.ReadFile(path); return strings.Count(string(b), "\n") >= 20 })
 
 	filler := filepath.Join(disk, "filler")
-	fillDisk(t, filler)
+	diskfull.Fill(t, filler)
 	logN(w, "full", 50)
 	waitFor(t, "the writer to notice the full disk", func() bool { return !w.Healthy() })
 	if !errors.Is(w.Err(), ErrUnavailable) {
@@ -195,7 +165,7 @@ func TestTornLastLineIsMarkedAtStart(t *testing.T) {
 // The log is padded to end exactly on a page, so the marker needs a new
 // page of the full tmpfs.
 func TestFullDiskAtStart(t *testing.T) {
-	disk := mountTmpfs(t, "1m")
+	disk := diskfull.Mount(t, "1m")
 	cfg := Config{Path: filepath.Join(disk, "audit.log"), FlushInterval: 10 * time.Millisecond, RetryInterval: 20 * time.Millisecond}
 	writeRecords(t, cfg, 10)
 	at := time.Date(2026, 12, 7, 10, 0, 0, 123456789, time.UTC)
@@ -226,7 +196,7 @@ func TestFullDiskAtStart(t *testing.T) {
 		t.Fatalf("padding: size %d", st.Size())
 	}
 	filler := filepath.Join(disk, "filler")
-	fillDisk(t, filler)
+	diskfull.Fill(t, filler)
 
 	w, err := Open(cfg, nil, nil)
 	if err != nil {

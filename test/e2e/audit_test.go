@@ -2,11 +2,9 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/test/diskfull"
 )
 
 func TestAuditTrail(t *testing.T) {
@@ -84,36 +83,6 @@ func TestAuditTrail(t *testing.T) {
 	}
 }
 
-// mountTmpfs mounts a small tmpfs, so a full disk is a real one.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("filling a disk for real needs a small tmpfs (root or CAP_SYS_ADMIN): %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
-	return dir
-}
-
-// fillDisk writes path until the file system has no room left.
-func fillDisk(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling the disk: %v", err)
-			}
-			return
-		}
-	}
-}
-
 // TestAuditFullDisk fills the disk under a serving Bulwark's audit log: the
 // writer must say so (/readyz, metrics), decide on (fail_open) or fail every
 // decision (fail_closed), resume when there is room again, and leave a log
@@ -122,7 +91,7 @@ func fillDisk(t *testing.T, path string) {
 func TestAuditFullDisk(t *testing.T) {
 	for _, mode := range []string{"fail_open", "fail_closed"} {
 		t.Run(mode, func(t *testing.T) {
-			disk := mountTmpfs(t, "1m")
+			disk := diskfull.Mount(t, "1m")
 			log := filepath.Join(disk, "audit.log")
 			p := start(t, "--audit-log", log, "--audit-failure-mode", mode)
 			public := extauthz.HTTPRequest{Path: "/healthz"}
@@ -131,7 +100,7 @@ func TestAuditFullDisk(t *testing.T) {
 			}
 			eventually(t, 10*time.Second, "records on disk", func() bool { return strings.Count(readFile(t, log), "\n") >= 6 })
 
-			fillDisk(t, filepath.Join(disk, "filler"))
+			diskfull.Fill(t, filepath.Join(disk, "filler"))
 			auditHealthy := func() bool {
 				_, body := p.get(t, "/metrics")
 				return strings.Contains(body, "\nbulwark_audit_sink_healthy 1\n")
