@@ -589,10 +589,6 @@ func isPlaceholder(v []byte) bool {
 // placeholderMatcher finds any of placeholders, ignoring ASCII case.
 var placeholderMatcher = newMatcher(placeholders)
 
-func awsSecret(b []byte, ps, pe int) (int, int, bool) {
-	return awsSecretMemo(b, ps, pe, &markerMemo{})
-}
-
 // awsSecretMemo shares the search for the value's end between hits.
 func awsSecretMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
 	st, en, ok := assignedValueMemo(b, pe, false, false, &m.values)
@@ -707,10 +703,6 @@ func (f *nextFinder) search(b []byte, from, limit int) int {
 	return from + i
 }
 
-func pemKey(b []byte, ps, pe int) (int, int, bool) {
-	return pemKeyMemo(b, ps, pe, &markerMemo{pemEnd: nextFinder{pat: "-----END "}})
-}
-
 func pemKeyMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
 	lineEnd := pe
 	for lineEnd < len(b) && lineEnd-pe < 40 && b[lineEnd] != '\n' && b[lineEnd] != '-' {
@@ -751,10 +743,6 @@ func pemKeyMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
 	return ps, e, body >= 64
 }
 
-func puttyKey(b []byte, ps, pe int) (int, int, bool) {
-	return puttyKeyMemo(b, ps, pe, &markerMemo{puttyLines: nextFinder{pat: "private-lines:", fold: true}})
-}
-
 func puttyKeyMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
 	k := m.puttyLines.next(b, pe, pe+4096+len("private-lines:")) // at most 4096 bytes on
 	if k < 0 {
@@ -785,13 +773,8 @@ func indexFold(b []byte, kw string) int {
 	return -1
 }
 
-// jwt matches header.payload.signature where header and payload are
-// base64url JSON objects ("eyJ" is base64 of `{"`).
-func jwt(b []byte, ps, pe int) (int, int, bool) {
-	return jwtMemo(b, ps, pe, &markerMemo{})
-}
-
-// jwtMemo is jwt remembering, in m, where a refused run's first part ends:
+// jwtMemo matches header.payload.signature where header and payload are
+// base64url JSON objects ("eyJ" is base64 of `{"`), remembering, in m, where a refused run's first part ends:
 // an "eyJ" starting inside it reads the same parts after it, so it is
 // refused for the same reason without reading them again (a text of "eyJ="
 // repeated was quadratic).
@@ -899,10 +882,6 @@ func urlCreds(b []byte, ps, pe int) (int, int, bool) {
 	return colon + 1, at, true
 }
 
-func azureAccountKey(b []byte, ps, pe int) (int, int, bool) {
-	return azureAccountKeyMemo(b, ps, pe, &markerMemo{})
-}
-
 // azureAccountKeyMemo shares the search for the key's end between hits.
 func azureAccountKeyMemo(b []byte, ps, pe int, m *markerMemo) (int, int, bool) {
 	e := min(m.runs.end(b, csB64, pe), pe+91) // longer is refused below
@@ -931,10 +910,6 @@ func azureClientSecret(b []byte, ps, pe int) (int, int, bool) {
 	}
 	n := e - pe
 	return st, e, n >= 31 && n <= 34
-}
-
-func azureSAS(b []byte, ps, pe int) (int, int, bool) {
-	return azureSASMemo(b, ps, pe, &markerMemo{})
 }
 
 // azureSASMemo shares the search for the signature's end between hits.

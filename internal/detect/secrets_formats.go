@@ -111,12 +111,6 @@ func discordBot(b []byte, ps, pe int) (int, int, bool) {
 	return ps, m, n >= 27 && n <= 38
 }
 
-// jwkPrivate finds a private member ("d", "p", "q", "dp", "dq", "qi", "k")
-// of a JSON Web Key within its object.
-func jwkPrivate(b []byte, ps, pe int) (int, int, bool) {
-	return jwkPrivateMemo(b, ps, pe, &markerMemo{})
-}
-
 // jwkPrivateMemo is jwkPrivate continuing, for a "kty" inside the stretch
 // an earlier one searched in vain (m), where that search stopped: a text of
 // "kty" repeated was searched 2 KiB per hit. (A fresh search could pair the

@@ -260,10 +260,6 @@ func answer(rng *rand.Rand, api llmapi.API) map[string]any {
 	return doc
 }
 
-// channelText is the text of one incremental channel of a generated stream,
-// split into the deltas that carry it.
-type channelText struct{ pieces []string }
-
 func split(rng *rand.Rand, text string) []string {
 	var out []string
 	for len(text) > 0 {

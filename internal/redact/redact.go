@@ -377,13 +377,11 @@ func fold(r rune) (rune, bool) {
 	return unicode.ToLower(r), true
 }
 
-// normalise returns the letters and digits of s, folded (see fold): the
-// form a literal is matched in, so that a canary written upper-cased,
-// spaced out ("b w c - 1 2 …"), with punctuation, zero-width or other format
-// characters between its characters, or in fullwidth forms, still matches.
-func normalise(s string) string { return string(appendNormal(nil, s)) }
-
-// appendNormal appends the normalised form of s to dst.
+// appendNormal appends the normalised form of s to dst: its letters and
+// digits, folded (see fold), the form a literal is matched in, so that a
+// canary written upper-cased, spaced out ("b w c - 1 2 …"), with
+// punctuation, zero-width or other format characters between its
+// characters, or in fullwidth forms, still matches.
 func appendNormal(dst []byte, s string) []byte {
 	for _, r := range s {
 		if f, ok := fold(r); ok {
@@ -413,11 +411,12 @@ func appendLiterals(dst []detect.Finding, text string, lits []literal) []detect.
 		// first character in either case, or the lead byte of a character
 		// that may fold to it. Each is found with a fast byte search, and
 		// each next position is searched again only once passed.
-		up := byte(first)
+		lo := l.norm[0] // first < utf8.RuneSelf: one ASCII byte
+		up := lo
 		if up >= 'a' && up <= 'z' {
 			up -= 'a' - 'A'
 		}
-		leads := [...]byte{byte(first), up, 0xEF, 0xE2, 0xC4}
+		leads := [...]byte{lo, up, 0xEF, 0xE2, 0xC4}
 		var next [len(leads)]int
 		for k := range next {
 			next[k] = -1
