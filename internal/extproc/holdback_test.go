@@ -146,7 +146,7 @@ func TestStreamTrailsProse(t *testing.T) {
 	}
 
 	for _, tt := range []struct{ name, value string }{
-		{"email", "jane.doe@example.com"},
+		{"email", "jane.doe@mailbox.org"},
 		{"phone", "+1 415 555 0132"},
 		{"aws key", "AKIA" + "Q3MZ7VXW2NLT8RHD"},
 		{"password", "my password is Tr0ub4dor&3xq"},
