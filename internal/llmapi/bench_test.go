@@ -35,31 +35,8 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	}
 }
 
-func BenchmarkWithText(b *testing.B) {
-	for _, bc := range []struct {
-		name string
-		api  API
-		ev   Event
-	}{
-		{"openai_chat", OpenAIChat, benchChatChunk},
-		{"anthropic", AnthropicMessages, benchAnthropic},
-		{"responses", OpenAIResponses, benchResponses},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := WithText(bc.api, bc.ev, " [REDACTED]"); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
-// BenchmarkEventPath compares what the ext_proc stream path does with one
-// delta event: "filter" is the current path (ParseEvent, then Meta, Ends
-// and Filter of every string), "text-only" the earlier one (DecodeEvent,
-// then WithText on the output text alone).
+// BenchmarkEventPath is what the ext_proc stream path does with one delta
+// event: ParseEvent, then Meta, Ends and Filter of every string.
 func BenchmarkEventPath(b *testing.B) {
 	for _, bc := range []struct {
 		name string
@@ -80,17 +57,6 @@ func BenchmarkEventPath(b *testing.B) {
 				}
 				p.Ends()
 				if _, _, err := p.Filter(true, fn); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-		b.Run(bc.name+"/text-only", func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := DecodeEvent(bc.api, bc.ev); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := WithText(bc.api, bc.ev, " [REDACTED]"); err != nil {
 					b.Fatal(err)
 				}
 			}

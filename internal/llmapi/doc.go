@@ -21,8 +21,9 @@
 // read is exactly what RequestEdit.Text rewrites.
 //
 // Streams are handled by SSEParser, which splits arbitrary chunks into
-// events while keeping each event's exact bytes, and by DecodeEvent,
-// WithText and TextEvent, which read and rewrite one event of each API.
+// events while keeping each event's exact bytes, by DecodeEvent, which
+// reads one event of each API, and by FilterEvent and ChannelEvent, which
+// rewrite and synthesise them.
 //
 // What a client receives is filtered by EditResponse (a whole answer) and
 // FilterEvent (one stream event): every string not on the safe list

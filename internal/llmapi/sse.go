@@ -22,7 +22,7 @@ type Event struct {
 	// Raw is the exact original bytes of this event, including its
 	// blank-line terminator. Concatenating Raw of every emitted event and
 	// then Pending gives back exactly the bytes fed. Events made by this
-	// package (WithText, TextEvent) carry Encode's output instead.
+	// package (FilterEvent, ChannelEvent) carry Encode's output instead.
 	Raw []byte
 }
 
