@@ -21,6 +21,7 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
@@ -98,7 +99,7 @@ func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	} else if *body != "" {
 		bodyBytes = []byte(*body)
 	}
-	req := extauthz.NewCheckRequest(extauthz.HTTPRequest{
+	req := envoy.NewCheckRequest(envoy.HTTPRequest{
 		Method: strings.ToUpper(*method), Path: *path, Host: *host, Headers: headers,
 		Body: bodyBytes, PackAsBytes: *packAsBytes, SourcePrincipal: *principal,
 	})

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/llmapi"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
@@ -228,7 +228,7 @@ func (e *exchange) allow(phase string, m *extprocv3.HeaderMutation, into map[str
 		k := strings.ToLower(o.GetHeader().GetKey())
 		v := extproc.HeaderValue(o.GetHeader())
 		switch k {
-		case extauthz.DecisionIDHeader:
+		case envoy.DecisionIDHeader:
 			e.decisionID = v
 		case "content-length", "content-type", "content-encoding":
 		default:
@@ -252,7 +252,7 @@ func (e *exchange) denial(ir *extprocv3.ImmediateResponse, phase string) *bulwar
 		k := strings.ToLower(o.GetHeader().GetKey())
 		v := extproc.HeaderValue(o.GetHeader())
 		switch k {
-		case extauthz.DecisionIDHeader:
+		case envoy.DecisionIDHeader:
 			d.DecisionId = v
 		case "content-type":
 		default:

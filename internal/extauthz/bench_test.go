@@ -10,6 +10,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
@@ -80,7 +81,7 @@ func BenchmarkCheck(b *testing.B) {
 				opts.Voucher = testVoucher(b)
 			}
 			s := New(p, opts)
-			req := NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs, Body: tc.body})
+			req := envoy.NewCheckRequest(envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs, Body: tc.body})
 			ctx := context.Background()
 			resp, err := s.Check(ctx, req)
 			if err != nil || resp.GetStatus().GetCode() != 0 {
@@ -90,7 +91,7 @@ func BenchmarkCheck(b *testing.B) {
 			// own (Check strips credential headers from the one it is given).
 			reqs := make([]*authv3.CheckRequest, b.N)
 			for i := range reqs {
-				reqs[i] = NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs, Body: tc.body})
+				reqs[i] = envoy.NewCheckRequest(envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs, Body: tc.body})
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -108,10 +109,10 @@ func BenchmarkCheck(b *testing.B) {
 func unlimitedDefaultPolicies(b *testing.B) fstest.MapFS { return fixture.Unlimited(b) }
 
 func BenchmarkBuildInput(b *testing.B) {
-	req := NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions",
+	req := envoy.NewCheckRequest(envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions",
 		Headers: map[string]string{"content-type": "application/json"}, Body: []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`)})
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		BuildInput(req)
+		envoy.BuildInput(req)
 	}
 }

@@ -3,6 +3,7 @@ package extauthz
 import (
 	"context"
 	"encoding/json"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -49,7 +50,7 @@ func defaultServer(t *testing.T, set map[string]string) (*Server, string) {
 
 func check(t *testing.T, s *Server, key, path, ct, body string) (status int, reason string) {
 	t.Helper()
-	resp, err := s.Check(context.Background(), NewCheckRequest(HTTPRequest{Method: "POST", Path: path,
+	resp, err := s.Check(context.Background(), envoy.NewCheckRequest(envoy.HTTPRequest{Method: "POST", Path: path,
 		Headers: map[string]string{"authorization": "Bearer " + key, "content-type": ct}, Body: []byte(body)}))
 	if err != nil {
 		t.Fatalf("Check: %v", err)

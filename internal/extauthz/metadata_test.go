@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
@@ -27,7 +28,7 @@ func testVoucher(tb testing.TB) *identity.Voucher {
 func sealedMetadata(v *identity.Voucher) *structpb.Struct {
 	md := Response(pipeline.Outcome{DecisionID: "d-1", Reason: "allowed", Decision: policy.Decision{Allowed: true},
 		Principal: identity.Principal{ID: "app", Kind: identity.KindAPIKey, Tenant: "acme", Roles: []string{"user"}}}).DynamicMetadata
-	seal(md, v)
+	envoy.Seal(md, v)
 	return md
 }
 
@@ -50,30 +51,30 @@ func TestVouchedPrincipal(t *testing.T) {
 		voucher *identity.Voucher
 		want    string
 	}{
-		{"genuine", genuine, v, VouchVerified},
-		{"no ext_authz metadata", nil, v, VouchAbsent},
-		{"no key to check with", genuine, nil, VouchUnverified},
-		{"no mac", with(MetadataMAC, nil), v, VouchInvalid},
-		{"mac not base64", with(MetadataMAC, structpb.NewStringValue("!!")), v, VouchInvalid},
-		{"huge mac", with(MetadataMAC, structpb.NewStringValue(string(bytes.Repeat([]byte("A"), 1<<12)))), v, VouchInvalid},
-		{"no expiry", with(MetadataExpires, nil), v, VouchInvalid},
-		{"expiry as number", with(MetadataExpires, structpb.NewNumberValue(1e15)), v, VouchInvalid},
-		{"tenant changed", with("tenant", structpb.NewStringValue("beta")), v, VouchInvalid},
+		{"genuine", genuine, v, envoy.VouchVerified},
+		{"no ext_authz metadata", nil, v, envoy.VouchAbsent},
+		{"no key to check with", genuine, nil, envoy.VouchUnverified},
+		{"no mac", with(envoy.MetadataMAC, nil), v, envoy.VouchInvalid},
+		{"mac not base64", with(envoy.MetadataMAC, structpb.NewStringValue("!!")), v, envoy.VouchInvalid},
+		{"huge mac", with(envoy.MetadataMAC, structpb.NewStringValue(string(bytes.Repeat([]byte("A"), 1<<12)))), v, envoy.VouchInvalid},
+		{"no expiry", with(envoy.MetadataExpires, nil), v, envoy.VouchInvalid},
+		{"expiry as number", with(envoy.MetadataExpires, structpb.NewNumberValue(1e15)), v, envoy.VouchInvalid},
+		{"tenant changed", with("tenant", structpb.NewStringValue("beta")), v, envoy.VouchInvalid},
 		{"role added", with("roles", structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{
-			structpb.NewStringValue("user"), structpb.NewStringValue("admin")}})), v, VouchInvalid},
-		{"principal removed (anonymous)", with("principal_id", nil), v, VouchInvalid},
-		{"another key", genuine, testVoucherKey(t, 'x'), VouchInvalid},
+			structpb.NewStringValue("user"), structpb.NewStringValue("admin")}})), v, envoy.VouchInvalid},
+		{"principal removed (anonymous)", with("principal_id", nil), v, envoy.VouchInvalid},
+		{"another key", genuine, testVoucherKey(t, 'x'), envoy.VouchInvalid},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p, id, got := VouchedPrincipal(tc.md, tc.voucher)
+			p, id, got := envoy.VouchedPrincipal(tc.md, tc.voucher)
 			if got != tc.want {
 				t.Fatalf("result %q, want %q", got, tc.want)
 			}
-			if got == VouchVerified && (id != "d-1" || p.ID != "app" || p.Tenant != "acme" || !slices.Equal(p.Roles, []string{"user"}) || p.Kind != identity.KindAPIKey) {
+			if got == envoy.VouchVerified && (id != "d-1" || p.ID != "app" || p.Tenant != "acme" || !slices.Equal(p.Roles, []string{"user"}) || p.Kind != identity.KindAPIKey) {
 				t.Fatalf("verified principal %+v, decision %q", p, id)
 			}
-			if got != VouchVerified && (p.ID != "" || id != "") {
+			if got != envoy.VouchVerified && (p.ID != "" || id != "") {
 				t.Fatalf("unverified metadata still yields %+v, %q", p, id)
 			}
 		})
@@ -90,9 +91,9 @@ func TestPolicyCannotSealAPrincipal(t *testing.T) {
 		DynamicMetadata: map[string]any{"principal_id": "admin", "roles": []any{"admin"}, "tenant": "acme", "mac": "x"}},
 		Principal: identity.Principal{Kind: identity.KindAnonymous}}
 	md := Response(out).DynamicMetadata
-	seal(md, v)
-	p, _, res := VouchedPrincipal(md, v)
-	if res != VouchVerified || p.ID != "" || len(p.Roles) != 0 || p.Tenant != "" {
+	envoy.Seal(md, v)
+	p, _, res := envoy.VouchedPrincipal(md, v)
+	if res != envoy.VouchVerified || p.ID != "" || len(p.Roles) != 0 || p.Tenant != "" {
 		t.Fatalf("sealed %+v (%s), want the anonymous principal", p, res)
 	}
 }
@@ -110,18 +111,18 @@ func testVoucherKey(tb testing.TB, b byte) *identity.Voucher {
 // genuine sealed decision, ext_proc believes it only if the fields it reads
 // are unchanged.
 func FuzzVouchedPrincipal(f *testing.F) {
-	for _, s := range [][2]string{{"tenant", "beta"}, {"principal_id", "admin"}, {"decision_id", "d-2"}, {MetadataMAC, ""},
-		{MetadataExpires, "99999999999999"}, {"principal_kind", "mtls"}, {"reason", "allowed"}, {"tenant", "acme"}} {
+	for _, s := range [][2]string{{"tenant", "beta"}, {"principal_id", "admin"}, {"decision_id", "d-2"}, {envoy.MetadataMAC, ""},
+		{envoy.MetadataExpires, "99999999999999"}, {"principal_kind", "mtls"}, {"reason", "allowed"}, {"tenant", "acme"}} {
 		f.Add(s[0], s[1])
 	}
 	v := testVoucher(f)
 	genuine := sealedMetadata(v)
-	want, _, _ := VouchedPrincipal(genuine, v)
+	want, _, _ := envoy.VouchedPrincipal(genuine, v)
 	f.Fuzz(func(t *testing.T, field, value string) {
 		md := proto.Clone(genuine).(*structpb.Struct)
 		md.Fields[field] = structpb.NewStringValue(value)
-		p, id, res := VouchedPrincipal(md, v)
-		if res != VouchVerified {
+		p, id, res := envoy.VouchedPrincipal(md, v)
+		if res != envoy.VouchVerified {
 			return
 		}
 		if id != "d-1" || p.ID != want.ID || p.Tenant != want.Tenant || p.Kind != want.Kind || !slices.Equal(p.Roles, want.Roles) {
@@ -150,10 +151,10 @@ func TestVouchEncodingVector(t *testing.T) {
 		"principal_kind": structpb.NewStringValue("api_key"),
 		"tenant":         structpb.NewStringValue("acme"),
 		"roles":          structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewStringValue("user")}}),
-		MetadataExpires:  structpb.NewStringValue("1700000000000"),
-		MetadataMAC:      structpb.NewStringValue("NKKEsf_gNk-BOalwAl_ojKKNR8w7hTbcLh8hx2Oczqk"),
+		envoy.MetadataExpires:  structpb.NewStringValue("1700000000000"),
+		envoy.MetadataMAC:      structpb.NewStringValue("NKKEsf_gNk-BOalwAl_ojKKNR8w7hTbcLh8hx2Oczqk"),
 	}}
-	if p, id, res := VouchedPrincipal(md, v); res != VouchVerified || id != "bench-1" || p.ID != "bench" {
+	if p, id, res := envoy.VouchedPrincipal(md, v); res != envoy.VouchVerified || id != "bench-1" || p.ID != "bench" {
 		t.Fatalf("vector not verified: %s %q %+v", res, id, p)
 	}
 }

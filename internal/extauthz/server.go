@@ -22,15 +22,12 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
 )
-
-// DecisionIDHeader carries the decision id to the client and upstream, so a
-// user's error report can be matched to logs and audit records.
-const DecisionIDHeader = "x-bulwark-decision-id"
 
 // Decider is the pipeline as this adapter needs it.
 type Decider interface {
@@ -77,28 +74,7 @@ type Server struct {
 
 // New returns a Server that asks d for every decision.
 func New(d Decider, opts Options) *Server {
-	return &Server{decider: d, opts: opts, scan: RoleFilter(opts.ScanRoles, opts.TrustedRoles)}
-}
-
-// RoleFilter returns the filter llmapi.Request.PromptText applies: the
-// configured scan roles (empty: every role) less the trusted ones, compared
-// case-insensitively; nil when it accepts every role.
-func RoleFilter(scan, trusted []string) func(role string) bool {
-	if len(scan) == 0 && len(trusted) == 0 {
-		return nil
-	}
-	set := func(roles []string) map[string]bool {
-		m := make(map[string]bool, len(roles))
-		for _, r := range roles {
-			m[strings.ToLower(r)] = true
-		}
-		return m
-	}
-	in, skip := set(scan), set(trusted)
-	return func(role string) bool {
-		r := strings.ToLower(role)
-		return (len(in) == 0 || in[r]) && !skip[r]
-	}
+	return &Server{decider: d, opts: opts, scan: envoy.RoleFilter(opts.ScanRoles, opts.TrustedRoles)}
 }
 
 // Check answers one ext_authz request.
@@ -113,9 +89,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		ctx, span = tr.Tracer.Start(ctx, "bulwark.check", trace.WithSpanKind(trace.SpanKindServer))
 		defer span.End()
 	}
-	creds := Credentials(req, s.opts.StripCredentials)
+	creds := envoy.Credentials(req, s.opts.StripCredentials)
 	path, _, _ := strings.Cut(httpReq.GetPath(), "?")
-	input, llm := BuildRequestInput(req)
+	input, llm := envoy.BuildRequestInput(req)
 	var text string
 	if llm != nil {
 		text = llm.PromptText(s.scan)
@@ -136,7 +112,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	resp := Response(out)
 	if s.opts.Voucher != nil && out.Decision.Allowed {
-		seal(resp.DynamicMetadata, s.opts.Voucher)
+		envoy.Seal(resp.DynamicMetadata, s.opts.Voucher)
 	}
 	return resp, nil
 }
@@ -159,9 +135,9 @@ func Response(out pipeline.Outcome) *authv3.CheckResponse {
 	md := metadata(out)
 	if d.Allowed {
 		ok := &authv3.OkHttpResponse{
-			Headers:                 headerOptions(d.Headers, policy.Header{Key: DecisionIDHeader, Value: out.DecisionID}),
+			Headers:                 headerOptions(d.Headers, policy.Header{Key: envoy.DecisionIDHeader, Value: out.DecisionID}),
 			HeadersToRemove:         d.RequestHeadersToRemove,
-			ResponseHeadersToAdd:    headerOptions(d.ResponseHeadersToAdd, policy.Header{Key: DecisionIDHeader, Value: out.DecisionID}),
+			ResponseHeadersToAdd:    headerOptions(d.ResponseHeadersToAdd, policy.Header{Key: envoy.DecisionIDHeader, Value: out.DecisionID}),
 			QueryParametersToRemove: d.QueryParametersToRemove,
 		}
 		for _, q := range d.QueryParametersToSet {
@@ -191,7 +167,7 @@ func Response(out pipeline.Outcome) *authv3.CheckResponse {
 		Status: &rpcstatus.Status{Code: int32(grpcCodeFor(code)), Message: out.Reason}, // #nosec G115 -- one of four gRPC codes, all < 17
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)},
-			Headers: headerOptions(headers, policy.Header{Key: DecisionIDHeader, Value: out.DecisionID}),
+			Headers: headerOptions(headers, policy.Header{Key: envoy.DecisionIDHeader, Value: out.DecisionID}),
 			Body:    body,
 		}},
 		DynamicMetadata: md,
@@ -261,37 +237,16 @@ func headerOptions(hs []policy.Header, extra policy.Header) []*corev3.HeaderValu
 	return out
 }
 
-// DecisionMetadata is what Envoy is told about any decision as dynamic
-// metadata, for later filters and access logs: the policy's own
-// dynamic_metadata, plus decision_id, reason, and dry-run markers when a
-// deny was overridden. ext_proc sends it per phase; ext_authz adds who
-// asked (metadata).
-func DecisionMetadata(out pipeline.Outcome) *structpb.Struct {
-	fields := make(map[string]*structpb.Value, len(out.Decision.DynamicMetadata)+7)
-	for k, v := range out.Decision.DynamicMetadata {
-		fields[k] = structValue(v)
-	}
-	fields["decision_id"] = structpb.NewStringValue(out.DecisionID)
-	if out.Reason != "" {
-		fields["reason"] = structpb.NewStringValue(out.Reason)
-	}
-	if out.DryRunDenied {
-		fields["dry_run_denied"] = structpb.NewBoolValue(true)
-		fields["dry_run_reason"] = structpb.NewStringValue(out.Reason)
-	}
-	return &structpb.Struct{Fields: fields}
-}
-
 // metadata is what ext_authz leaves under envoy.filters.http.ext_authz:
-// DecisionMetadata and who asked, which ext_proc reads back when Envoy
+// envoy.DecisionMetadata and who asked, which ext_proc reads back when Envoy
 // forwards the namespace to it (and believes only when Check sealed it).
 func metadata(out pipeline.Outcome) *structpb.Struct {
-	md := DecisionMetadata(out)
+	md := envoy.DecisionMetadata(out)
 	fields := md.Fields
 	// These keys say who Bulwark found, and nothing else may: a policy's
 	// dynamic_metadata of the same names is dropped, so a seal never covers
 	// a principal the identity stage did not establish.
-	for _, k := range [...]string{"principal_id", "principal_kind", "tenant", "roles", MetadataExpires, MetadataMAC} {
+	for _, k := range [...]string{"principal_id", "principal_kind", "tenant", "roles", envoy.MetadataExpires, envoy.MetadataMAC} {
 		delete(fields, k)
 	}
 	if p := out.Principal; p.ID != "" {
@@ -309,44 +264,4 @@ func metadata(out pipeline.Outcome) *structpb.Struct {
 		}
 	}
 	return md
-}
-
-// structValue converts a decoded policy value (ast.JSON output, whose numbers
-// are json.Number) into a protobuf Value.
-func structValue(v any) *structpb.Value {
-	switch x := v.(type) {
-	case nil:
-		return structpb.NewNullValue()
-	case bool:
-		return structpb.NewBoolValue(x)
-	case string:
-		return structpb.NewStringValue(x)
-	case json.Number:
-		f, err := x.Float64()
-		if err != nil {
-			return structpb.NewStringValue(x.String())
-		}
-		return structpb.NewNumberValue(f)
-	case float64:
-		return structpb.NewNumberValue(x)
-	case int:
-		return structpb.NewNumberValue(float64(x))
-	case map[string]any:
-		fields := make(map[string]*structpb.Value, len(x))
-		for k, e := range x {
-			fields[k] = structValue(e)
-		}
-		return structpb.NewStructValue(&structpb.Struct{Fields: fields})
-	case []any:
-		vals := make([]*structpb.Value, len(x))
-		for i, e := range x {
-			vals[i] = structValue(e)
-		}
-		return structpb.NewListValue(&structpb.ListValue{Values: vals})
-	default:
-		if sv, err := structpb.NewValue(x); err == nil {
-			return sv
-		}
-		return structpb.NewNullValue()
-	}
 }

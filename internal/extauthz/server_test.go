@@ -3,6 +3,7 @@ package extauthz
 import (
 	"context"
 	"encoding/json"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -82,7 +83,7 @@ func headers(opts []*corev3.HeaderValueOption) map[string][]string {
 
 func TestCheckAllowCarriesMutations(t *testing.T) {
 	s := newServer(t, pipeline.Config{})
-	resp, err := s.Check(context.Background(), NewCheckRequest(HTTPRequest{Path: "/allow"}))
+	resp, err := s.Check(context.Background(), envoy.NewCheckRequest(envoy.HTTPRequest{Path: "/allow"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func TestCheckAllowCarriesMutations(t *testing.T) {
 	if len(id) != 36 {
 		t.Fatalf("decision id %q", id)
 	}
-	if h["x-user"][0] != "u1" || strings.Join(h["x-multi"], ",") != "a,b" || h[DecisionIDHeader][0] != id {
+	if h["x-user"][0] != "u1" || strings.Join(h["x-multi"], ",") != "a,b" || h[envoy.DecisionIDHeader][0] != id {
 		t.Fatalf("upstream headers = %v", h)
 	}
 	var actions []corev3.HeaderValueOption_HeaderAppendAction
@@ -108,7 +109,7 @@ func TestCheckAllowCarriesMutations(t *testing.T) {
 		actions[1] != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
 		t.Fatalf("x-multi actions = %v, want overwrite then append", actions)
 	}
-	if rh := headers(ok.GetResponseHeadersToAdd()); rh["x-resp"][0] != "1" || rh[DecisionIDHeader][0] != id {
+	if rh := headers(ok.GetResponseHeadersToAdd()); rh["x-resp"][0] != "1" || rh[envoy.DecisionIDHeader][0] != id {
 		t.Fatalf("response headers = %v", rh)
 	}
 	// The policy set no identity headers: a client's own are removed.
@@ -130,26 +131,26 @@ func TestCheckAllowCarriesMutations(t *testing.T) {
 func TestCheckDenials(t *testing.T) {
 	cases := []struct {
 		name       string
-		req        HTTPRequest
+		req        envoy.HTTPRequest
 		wantHTTP   int
 		wantGRPC   codes.Code
 		wantReason string
 		wantBody   string // substring
 	}{
-		{"policy body and headers", HTTPRequest{Path: "/login"}, 401, codes.Unauthenticated, "login", "who are you"},
-		{"rate limited default body", HTTPRequest{Path: "/limited"}, 429, codes.ResourceExhausted, "slow_down", `"code":"slow_down"`},
-		{"undefined", HTTPRequest{Path: "/nothing"}, 403, codes.PermissionDenied, "policy_undefined", "could not be authorized"},
-		{"wrong type", HTTPRequest{Path: "/wrong_type"}, 403, codes.PermissionDenied, "policy_invalid_decision", "could not be authorized"},
-		{"status outside envoy enum", HTTPRequest{Path: "/weird"}, 403, codes.PermissionDenied, "denied", `"code":"denied"`},
-		{"truncated body", HTTPRequest{Method: "POST", Path: "/x", Headers: map[string]string{"content-type": "application/json"},
+		{"policy body and headers", envoy.HTTPRequest{Path: "/login"}, 401, codes.Unauthenticated, "login", "who are you"},
+		{"rate limited default body", envoy.HTTPRequest{Path: "/limited"}, 429, codes.ResourceExhausted, "slow_down", `"code":"slow_down"`},
+		{"undefined", envoy.HTTPRequest{Path: "/nothing"}, 403, codes.PermissionDenied, "policy_undefined", "could not be authorized"},
+		{"wrong type", envoy.HTTPRequest{Path: "/wrong_type"}, 403, codes.PermissionDenied, "policy_invalid_decision", "could not be authorized"},
+		{"status outside envoy enum", envoy.HTTPRequest{Path: "/weird"}, 403, codes.PermissionDenied, "denied", `"code":"denied"`},
+		{"truncated body", envoy.HTTPRequest{Method: "POST", Path: "/x", Headers: map[string]string{"content-type": "application/json"},
 			Body: []byte(`{"model": "m1", "pad": "xxxxxxxxxxxxxxxx"}`), MaxBodyBytes: 10}, 403, codes.PermissionDenied, "truncated", ""},
-		{"malformed json", HTTPRequest{Method: "POST", Path: "/x", Headers: map[string]string{"content-type": "application/json"},
+		{"malformed json", envoy.HTTPRequest{Method: "POST", Path: "/x", Headers: map[string]string{"content-type": "application/json"},
 			Body: []byte(`{"model": `)}, 403, codes.PermissionDenied, "input_not_parsed", "could not be authorized"},
 	}
 	s := newServer(t, pipeline.Config{})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, err := s.Check(context.Background(), NewCheckRequest(tc.req))
+			resp, err := s.Check(context.Background(), envoy.NewCheckRequest(tc.req))
 			if err != nil {
 				t.Fatalf("Check error: %v", err)
 			}
@@ -169,7 +170,7 @@ func TestCheckDenials(t *testing.T) {
 			if strings.Contains(d.GetBody(), "t/decision") || strings.Contains(d.GetBody(), "rego") {
 				t.Fatalf("body leaks policy detail: %q", d.GetBody())
 			}
-			if h := headers(d.GetHeaders()); len(h[DecisionIDHeader]) != 1 {
+			if h := headers(d.GetHeaders()); len(h[envoy.DecisionIDHeader]) != 1 {
 				t.Fatalf("deny lacks decision id header: %v", h)
 			}
 			if strings.HasPrefix(d.GetBody(), "{") {
@@ -185,7 +186,7 @@ func TestCheckDenials(t *testing.T) {
 func TestCheckBodies(t *testing.T) {
 	s := newServer(t, pipeline.Config{})
 	for _, pack := range []bool{false, true} {
-		resp, err := s.Check(context.Background(), NewCheckRequest(HTTPRequest{
+		resp, err := s.Check(context.Background(), envoy.NewCheckRequest(envoy.HTTPRequest{
 			Method: "POST", Path: "/x", PackAsBytes: pack,
 			Headers: map[string]string{"content-type": "application/json"}, Body: []byte(`{"model":"m1"}`)}))
 		if err != nil || resp.GetStatus().GetCode() != 0 {
@@ -196,7 +197,7 @@ func TestCheckBodies(t *testing.T) {
 
 func TestCheckInputContract(t *testing.T) {
 	s := newServer(t, pipeline.Config{})
-	resp, err := s.Check(context.Background(), NewCheckRequest(HTTPRequest{Path: "/phase"}))
+	resp, err := s.Check(context.Background(), envoy.NewCheckRequest(envoy.HTTPRequest{Path: "/phase"}))
 	if err != nil || resp.GetStatus().GetCode() != 0 || resp.GetDynamicMetadata().AsMap()["reason"] != "protojson" {
 		t.Fatalf("%v %v", resp, err)
 	}
@@ -204,7 +205,7 @@ func TestCheckInputContract(t *testing.T) {
 
 func TestCheckDryRun(t *testing.T) {
 	s := newServer(t, pipeline.Config{DryRun: true})
-	resp, err := s.Check(context.Background(), NewCheckRequest(HTTPRequest{Path: "/login"}))
+	resp, err := s.Check(context.Background(), envoy.NewCheckRequest(envoy.HTTPRequest{Path: "/login"}))
 	if err != nil || resp.GetStatus().GetCode() != 0 {
 		t.Fatalf("dry run did not allow: %v %v", resp.GetStatus(), err)
 	}
@@ -217,7 +218,7 @@ func TestCheckDryRun(t *testing.T) {
 func TestCheckDeadline(t *testing.T) {
 	s := newServer(t, pipeline.Config{Timeout: 30 * time.Millisecond})
 	start := time.Now()
-	_, err := s.Check(context.Background(), NewCheckRequest(HTTPRequest{Path: "/slow"}))
+	_, err := s.Check(context.Background(), envoy.NewCheckRequest(envoy.HTTPRequest{Path: "/slow"}))
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("err = %v, want DEADLINE_EXCEEDED", err)
 	}
@@ -226,7 +227,7 @@ func TestCheckDeadline(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := s.Check(ctx, NewCheckRequest(HTTPRequest{Path: "/slow"})); status.Code(err) != codes.Canceled {
+	if _, err := s.Check(ctx, envoy.NewCheckRequest(envoy.HTTPRequest{Path: "/slow"})); status.Code(err) != codes.Canceled {
 		t.Fatalf("cancelled: err = %v", err)
 	}
 	if _, err := s.Check(context.Background(), &authv3.CheckRequest{}); status.Code(err) != codes.InvalidArgument {
@@ -235,7 +236,7 @@ func TestCheckDeadline(t *testing.T) {
 }
 
 func TestBuildInputFields(t *testing.T) {
-	in := BuildInput(NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/a?x=1",
+	in := envoy.BuildInput(envoy.NewCheckRequest(envoy.HTTPRequest{Method: "POST", Path: "/v1/a?x=1",
 		Headers: map[string]string{"content-type": "application/x-www-form-urlencoded"}, Body: []byte("k=v")}))
 	for _, k := range []string{"attributes", "parsed_path", "parsed_query", "parsed_body", "truncated_body", "version"} {
 		if in.Get(ast.StringTerm(k)) == nil {
@@ -259,9 +260,9 @@ func FuzzBuildInput(f *testing.F) {
 		if max < 0 {
 			max = -max
 		}
-		req := NewCheckRequest(HTTPRequest{Method: method, Path: path, Body: body, PackAsBytes: pack, MaxBodyBytes: max,
+		req := envoy.NewCheckRequest(envoy.HTTPRequest{Method: method, Path: path, Body: body, PackAsBytes: pack, MaxBodyBytes: max,
 			Headers: map[string]string{"content-type": ct}})
-		in := BuildInput(req)
+		in := envoy.BuildInput(req)
 		if in.Get(ast.StringTerm("truncated_body")) == nil {
 			t.Fatal("no truncated_body")
 		}

@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"context"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"os"
 	"testing"
 	"time"
@@ -79,7 +80,7 @@ func BenchmarkCheckTracing(b *testing.B) {
 				s := New(p, opts)
 				reqs := make([]*authv3.CheckRequest, b.N+1)
 				for i := range reqs {
-					reqs[i] = NewCheckRequest(HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs})
+					reqs[i] = envoy.NewCheckRequest(envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs})
 				}
 				if resp, err := s.Check(context.Background(), reqs[b.N]); err != nil || resp.GetStatus().GetCode() != 0 {
 					b.Fatalf("not allowed: %v %v", resp.GetStatus(), err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/llmapi"
@@ -204,7 +205,7 @@ func (ps *propertyStack) injectionSameBothDoors(t testing.TB, seed uint64) {
 	if err != nil {
 		t.Fatalf("seed %d: %v", seed, err)
 	}
-	check, err := ps.authz.Check(context.Background(), extauthz.NewCheckRequest(extauthz.HTTPRequest{
+	check, err := ps.authz.Check(context.Background(), envoy.NewCheckRequest(envoy.HTTPRequest{
 		Method: req.Method, Path: req.Path, Headers: req.Headers, Body: req.Body}))
 	if err != nil {
 		t.Fatalf("seed %d: Check: %v", seed, err)

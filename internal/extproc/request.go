@@ -21,7 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/llmapi"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
@@ -33,7 +33,7 @@ import (
 // AuthzNamespace is where Envoy keeps ext_authz's dynamic metadata; the
 // ext_proc filter forwards it when listed in
 // metadata_options.forwarding_namespaces.
-const AuthzNamespace = extauthz.AuthzNamespace
+const AuthzNamespace = envoy.AuthzNamespace
 
 // exchange is the state of one HTTP exchange: what the request phases
 // learned, for the response phases to use.
@@ -154,7 +154,7 @@ func (x *exchange) requestHeaders(ctx context.Context, req *extprocv3.Processing
 		x.traceCtx = tr.Propagator.Extract(ctx, telemetry.HeaderCarrier(x.headers))
 	}
 	x.base = checkRequest(req, x.headers)
-	x.creds = extauthz.Credentials(x.base, x.s.opts.StripCredentials)
+	x.creds = envoy.Credentials(x.base, x.s.opts.StripCredentials)
 
 	mutation := &extprocv3.HeaderMutation{}
 	if p, id, ok := x.authzPrincipal(req.GetMetadataContext()); ok {
@@ -264,7 +264,7 @@ func (x *exchange) requestBody(ctx context.Context, b *extprocv3.HttpBody) (*ext
 	delete(httpReq.Headers, "x-envoy-auth-partial-body")
 	// The same input, LLM request and scanned text as ext_authz builds
 	// from the same body: one function for both doors.
-	input, r := extauthz.BuildRequestInput(x.base)
+	input, r := envoy.BuildRequestInput(x.base)
 	httpReq.Body, httpReq.RawBody = "", nil // keep the exchange small once parsed
 	var text string
 	if r != nil {
@@ -401,7 +401,7 @@ func (x *exchange) decide(ctx context.Context, phase pipeline.Phase, req pipelin
 		if !out.Decision.Allowed {
 			x.outcome = "denied"
 		}
-		x.metadata, x.metaPhase = extauthz.DecisionMetadata(out), phase
+		x.metadata, x.metaPhase = envoy.DecisionMetadata(out), phase
 		if out.Principal.ID != "" {
 			x.metadata.Fields["principal_id"] = structpb.NewStringValue(out.Principal.ID)
 		}
@@ -449,7 +449,7 @@ func (x *exchange) deny(out pipeline.Outcome) *extprocv3.ProcessingResponse {
 		body = llmapi.ErrorBody(x.api, code, out.Reason, msg+" (decision "+out.DecisionID+")")
 		headers.SetHeaders = append(headers.SetHeaders, setHeader("content-type", "application/json"))
 	}
-	headers.SetHeaders = append(headers.SetHeaders, setHeader(extauthz.DecisionIDHeader, out.DecisionID))
+	headers.SetHeaders = append(headers.SetHeaders, setHeader(envoy.DecisionIDHeader, out.DecisionID))
 	x.outcome = "denied"
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
 		ImmediateResponse: &extprocv3.ImmediateResponse{
@@ -591,12 +591,12 @@ func (x *exchange) authzPrincipal(md *corev3.Metadata) (identity.Principal, stri
 	if st == nil {
 		return identity.Principal{}, "", false
 	}
-	p, id, result := extauthz.VouchedPrincipal(st, x.s.opts.Voucher)
+	p, id, result := envoy.VouchedPrincipal(st, x.s.opts.Voucher)
 	x.s.metrics.authzMetadata(result)
 	switch result {
-	case extauthz.VouchVerified:
+	case envoy.VouchVerified:
 		return p, id, true
-	case extauthz.VouchAbsent:
+	case envoy.VouchAbsent:
 	default:
 		x.s.logger.Debug("ext_authz metadata not believed; authenticating the request's credentials", "result", result, "path", x.path)
 	}
@@ -727,7 +727,7 @@ func addDecisionHeaders(m *extprocv3.HeaderMutation, out pipeline.Outcome) {
 	}
 	m.RemoveHeaders = append(m.RemoveHeaders, out.Decision.RequestHeadersToRemove...)
 	if out.DecisionID != "" {
-		m.SetHeaders = append(m.SetHeaders, setHeader(extauthz.DecisionIDHeader, out.DecisionID))
+		m.SetHeaders = append(m.SetHeaders, setHeader(envoy.DecisionIDHeader, out.DecisionID))
 	}
 }
 
@@ -793,7 +793,7 @@ func rules(rs []policy.RedactRule) redact.Rules {
 // time rather than kept: an exchange held open through a long stream would
 // otherwise keep that AST for its whole lifetime.
 func (x *exchange) headersInput() ast.Object {
-	in := extauthz.BuildInput(x.base)
+	in := envoy.BuildInput(x.base)
 	in.Insert(keyTruncatedBody, ast.BooleanTerm(false))
 	return in
 }

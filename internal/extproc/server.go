@@ -30,7 +30,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/redact"
@@ -92,7 +92,7 @@ type Options struct {
 	// read. ext_authz takes the same list, so both doors scan the same text.
 	ScanRoles []string
 	// TrustedRoles are the roles whose text is the application's own, which
-	// the detectors do not read (see extauthz.Options.TrustedRoles).
+	// the detectors do not read (see envoy.RoleFilter).
 	TrustedRoles []string
 	// MaxBodyBytes bounds a buffered request or response body (after
 	// decompression); a bigger one is denied with 413.
@@ -214,7 +214,7 @@ func New(d Decider, scanner Scanner, reconcile Reconciler, opts Options, logger 
 	if out == nil {
 		out = scanner
 	}
-	return &Server{decider: d, scanner: scanner, outScan: out, reconcile: reconcile, opts: opts, scan: extauthz.RoleFilter(opts.ScanRoles, opts.TrustedRoles), logger: logger, metrics: m.m}
+	return &Server{decider: d, scanner: scanner, outScan: out, reconcile: reconcile, opts: opts, scan: envoy.RoleFilter(opts.ScanRoles, opts.TrustedRoles), logger: logger, metrics: m.m}
 }
 
 // Process runs one exchange. It returns nil when Envoy ends the stream

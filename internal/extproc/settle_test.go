@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/identity"
@@ -181,7 +182,7 @@ func TestReservationSettledAtExchangeEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ok, err := extauthz.New(pipe, extauthz.Options{Voucher: v}).Check(context.Background(), extauthz.NewCheckRequest(extauthz.HTTPRequest{
+		ok, err := extauthz.New(pipe, extauthz.Options{Voucher: v}).Check(context.Background(), envoy.NewCheckRequest(envoy.HTTPRequest{
 			Method: "GET", Path: "/v1/models", Headers: map[string]string{"authorization": "Bearer " + keys["app"]}}))
 		if err != nil || ok.GetStatus().GetCode() != 0 {
 			t.Fatalf("ext_authz: %v %v", ok.GetStatus(), err)
@@ -194,7 +195,7 @@ func TestReservationSettledAtExchangeEnd(t *testing.T) {
 		if err := st.Send(&extprocv3.ProcessingRequest{
 			Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{EndOfStream: true,
 				Headers: extproc.EnvoyHeaders(map[string]string{":method": "GET", ":path": "/v1/models"})}},
-			MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{extauthz.AuthzNamespace: ok.GetDynamicMetadata()}},
+			MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{envoy.AuthzNamespace: ok.GetDynamicMetadata()}},
 		}); err != nil {
 			t.Fatal(err)
 		}

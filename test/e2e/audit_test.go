@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/test/diskfull"
 )
 
@@ -34,7 +34,7 @@ func TestAuditTrail(t *testing.T) {
 	p.Check(t, chat(map[string]string{"authorization": "Bearer " + key})) // allow
 	p.Check(t, chat(nil))                                                 // 401
 	p.Check(t, attack)                                                    // 403 prompt_injection
-	p.Check(t, extauthz.HTTPRequest{Path: "/healthz"})                    // public
+	p.Check(t, envoy.HTTPRequest{Path: "/healthz"})                       // public
 	// A policy change is a system change on the trail.
 	writeFile(t, filepath.Join(pol, "bulwark", "extra.rego"), "package bulwark.extra\nx := 1\n")
 	eventually(t, 10*time.Second, "reload", func() bool {
@@ -94,7 +94,7 @@ func TestAuditFullDisk(t *testing.T) {
 			disk := diskfull.Mount(t, "1m")
 			log := filepath.Join(disk, "audit.log")
 			p := start(t, "--audit-log", log, "--audit-failure-mode", mode)
-			public := extauthz.HTTPRequest{Path: "/healthz"}
+			public := envoy.HTTPRequest{Path: "/healthz"}
 			for i := 0; i < 5; i++ {
 				p.Check(t, public)
 			}
@@ -109,7 +109,7 @@ func TestAuditFullDisk(t *testing.T) {
 			eventually(t, 20*time.Second, "the full disk to show", func() bool {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				if _, err := p.Auth.Check(ctx, extauthz.NewCheckRequest(public)); err != nil {
+				if _, err := p.Auth.Check(ctx, envoy.NewCheckRequest(public)); err != nil {
 					if status.Code(err) != codes.Unavailable {
 						t.Fatalf("Check while the disk is full: %v", err)
 					}
@@ -122,7 +122,7 @@ func TestAuditFullDisk(t *testing.T) {
 				t.Errorf("/readyz while the disk is full does not say so: %d %s", code, ready)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			resp, err := p.Auth.Check(ctx, extauthz.NewCheckRequest(public))
+			resp, err := p.Auth.Check(ctx, envoy.NewCheckRequest(public))
 			cancel()
 			switch mode {
 			case "fail_open":
@@ -177,7 +177,7 @@ func TestAuditLogLockTornTailAndCuts(t *testing.T) {
 		t.Fatalf("second serve on the same audit log: code %d, %s", code, errOut)
 	}
 	for i := 0; i < 5; i++ {
-		p.Check(t, extauthz.HTTPRequest{Path: "/healthz"})
+		p.Check(t, envoy.HTTPRequest{Path: "/healthz"})
 	}
 	p.Stop()
 
@@ -189,7 +189,7 @@ func TestAuditLogLockTornTailAndCuts(t *testing.T) {
 	_, _ = f.WriteString(`{"seq":7,"time":"2026-12-07T1`)
 	_ = f.Close()
 	p = start(t, args...)
-	p.Check(t, extauthz.HTTPRequest{Path: "/healthz"})
+	p.Check(t, envoy.HTTPRequest{Path: "/healthz"})
 	p.Stop()
 	out, errOut, code := runCLI(t, "audit", "verify", log, "--key-file", keyFile)
 	if code != 0 || !strings.Contains(out, "1 torn line(s)") || !strings.Contains(out, "signatures valid") {

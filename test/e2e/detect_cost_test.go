@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 )
 
@@ -31,7 +31,7 @@ func TestUnauthenticatedBodyNotScanned(t *testing.T) {
 	body := chatBody(t, strings.Repeat("password=", 1<<20/9))
 	jsonCT := map[string]string{"content-type": "application/json"}
 
-	resp := p.Check(t, extauthz.HTTPRequest{Method: "POST", Path: "/v1/chat/completions", Headers: jsonCT, Body: body})
+	resp := p.Check(t, envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions", Headers: jsonCT, Body: body})
 	if allowed(resp) || resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
 		t.Fatalf("anonymous check: %v", resp.GetStatus())
 	}
@@ -45,7 +45,7 @@ func TestUnauthenticatedBodyNotScanned(t *testing.T) {
 
 	authed := map[string]string{"content-type": "application/json", "authorization": "Bearer " + key}
 	small := chatBody(t, "hello there")
-	if resp := p.Check(t, extauthz.HTTPRequest{Method: "POST", Path: "/v1/chat/completions", Headers: authed, Body: small}); !allowed(resp) {
+	if resp := p.Check(t, envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions", Headers: authed, Body: small}); !allowed(resp) {
 		t.Fatalf("authenticated check: %v", resp.GetStatus())
 	}
 	_, m = p.get(t, "/metrics")

@@ -20,7 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 )
 
 func hdrs(opts []*corev3.HeaderValueOption) map[string]string {
@@ -49,7 +49,7 @@ func TestDefaultPolicy(t *testing.T) {
 		{"GET", "//v1/../admin", false, 403, "route_not_allowed"},
 	}
 	for _, tc := range cases {
-		resp := p.Check(t, extauthz.HTTPRequest{Method: tc.method, Path: tc.path})
+		resp := p.Check(t, envoy.HTTPRequest{Method: tc.method, Path: tc.path})
 		if allowed(resp) != tc.allow {
 			t.Errorf("%s %s: allowed = %v, want %v (%v)", tc.method, tc.path, allowed(resp), tc.allow, resp.GetStatus())
 			continue
@@ -59,7 +59,7 @@ func TestDefaultPolicy(t *testing.T) {
 			t.Errorf("%s %s: decision id %q", tc.method, tc.path, id)
 		}
 		if tc.allow {
-			if got := hdrs(resp.GetOkResponse().GetResponseHeadersToAdd())[extauthz.DecisionIDHeader]; got != id {
+			if got := hdrs(resp.GetOkResponse().GetResponseHeadersToAdd())[envoy.DecisionIDHeader]; got != id {
 				t.Errorf("%s %s: response decision id header %q, metadata %q", tc.method, tc.path, got, id)
 			}
 			continue
@@ -75,7 +75,7 @@ func TestDefaultPolicy(t *testing.T) {
 		if err := json.Unmarshal([]byte(d.GetBody()), &body); err != nil || body.Error.Code != tc.reason {
 			t.Errorf("%s %s: body %q: %v", tc.method, tc.path, d.GetBody(), err)
 		}
-		if hdrs(d.GetHeaders())[extauthz.DecisionIDHeader] != id {
+		if hdrs(d.GetHeaders())[envoy.DecisionIDHeader] != id {
 			t.Errorf("%s %s: deny lacks decision id header", tc.method, tc.path)
 		}
 	}
@@ -136,7 +136,7 @@ func TestPolicyMutationsAndBodies(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "p.rego"), mutationsPolicy)
 	p := start(t, "--policy-dir", dir)
 
-	resp := p.Check(t, extauthz.HTTPRequest{Path: "/ok?user=7&debug=1", Headers: map[string]string{"cookie": "s=1"}})
+	resp := p.Check(t, envoy.HTTPRequest{Path: "/ok?user=7&debug=1", Headers: map[string]string{"cookie": "s=1"}})
 	if !allowed(resp) {
 		t.Fatalf("/ok denied: %v", resp.GetStatus())
 	}
@@ -164,7 +164,7 @@ func TestPolicyMutationsAndBodies(t *testing.T) {
 		t.Errorf("dynamic metadata %v", md)
 	}
 
-	resp = p.Check(t, extauthz.HTTPRequest{Path: "/other"})
+	resp = p.Check(t, envoy.HTTPRequest{Path: "/other"})
 	d := resp.GetDeniedResponse()
 	if allowed(resp) || d.GetStatus().GetCode() != 402 || d.GetBody() != "<h1>nope</h1>" || hdrs(d.GetHeaders())["content-type"] != "text/html" {
 		t.Errorf("custom deny = %v", resp)
@@ -173,16 +173,16 @@ func TestPolicyMutationsAndBodies(t *testing.T) {
 	body := []byte(`{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}`)
 	json := map[string]string{"content-type": "application/json"}
 	for _, pack := range []bool{false, true} {
-		resp = p.Check(t, extauthz.HTTPRequest{Method: "POST", Path: "/v1/chat/completions", Headers: json, Body: body, PackAsBytes: pack})
+		resp = p.Check(t, envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions", Headers: json, Body: body, PackAsBytes: pack})
 		if !allowed(resp) || resp.GetDynamicMetadata().AsMap()["reason"] != "model=gpt-4o-mini" {
 			t.Errorf("pack_as_bytes=%v: %v", pack, resp.GetStatus())
 		}
 	}
-	resp = p.Check(t, extauthz.HTTPRequest{Method: "POST", Path: "/v1/chat/completions", Headers: json, Body: body, MaxBodyBytes: 16})
+	resp = p.Check(t, envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions", Headers: json, Body: body, MaxBodyBytes: 16})
 	if allowed(resp) || resp.GetDeniedResponse().GetStatus().GetCode() != 413 {
 		t.Errorf("truncated body: %v", resp.GetStatus())
 	}
-	resp = p.Check(t, extauthz.HTTPRequest{Method: "POST", Path: "/v1/chat/completions", Headers: json, Body: []byte(`{"model": "gpt-4o-mini",`)})
+	resp = p.Check(t, envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions", Headers: json, Body: []byte(`{"model": "gpt-4o-mini",`)})
 	if allowed(resp) || resp.GetStatus().GetMessage() != "bad_body" {
 		t.Errorf("malformed JSON: %v", resp.GetStatus())
 	}
@@ -301,19 +301,19 @@ func TestOPAEnvoyPolicyUnchanged(t *testing.T) {
 	}
 	type tc struct {
 		name string
-		req  extauthz.HTTPRequest
+		req  envoy.HTTPRequest
 		want bool
 	}
 	boolCases := []tc{
-		{"guest reads a person", extauthz.HTTPRequest{Path: "/people/alice", Headers: bearer(guest)}, true},
-		{"admin reads a person", extauthz.HTTPRequest{Path: "/people/bob", Headers: bearer(admin)}, true},
-		{"guest cannot create", extauthz.HTTPRequest{Method: "POST", Path: "/people/x", Headers: jsonHdr(guest), Body: []byte(`{"firstname": "Charlie"}`)}, false},
-		{"admin creates someone else", extauthz.HTTPRequest{Method: "POST", Path: "/people", Headers: jsonHdr(admin), Body: []byte(`{"firstname": "Charlie", "lastname": "Opa"}`)}, true},
-		{"admin cannot create self", extauthz.HTTPRequest{Method: "POST", Path: "/people", Headers: jsonHdr(admin), Body: []byte(`{"firstname": "Bob"}`)}, false},
-		{"expired token", extauthz.HTTPRequest{Path: "/people/alice", Headers: bearer(expired)}, false},
-		{"forged token", extauthz.HTTPRequest{Path: "/people/alice", Headers: bearer(forged)}, false},
-		{"no token", extauthz.HTTPRequest{Path: "/people/alice"}, false},
-		{"people list needs a token", extauthz.HTTPRequest{Path: "/people"}, false},
+		{"guest reads a person", envoy.HTTPRequest{Path: "/people/alice", Headers: bearer(guest)}, true},
+		{"admin reads a person", envoy.HTTPRequest{Path: "/people/bob", Headers: bearer(admin)}, true},
+		{"guest cannot create", envoy.HTTPRequest{Method: "POST", Path: "/people/x", Headers: jsonHdr(guest), Body: []byte(`{"firstname": "Charlie"}`)}, false},
+		{"admin creates someone else", envoy.HTTPRequest{Method: "POST", Path: "/people", Headers: jsonHdr(admin), Body: []byte(`{"firstname": "Charlie", "lastname": "Opa"}`)}, true},
+		{"admin cannot create self", envoy.HTTPRequest{Method: "POST", Path: "/people", Headers: jsonHdr(admin), Body: []byte(`{"firstname": "Bob"}`)}, false},
+		{"expired token", envoy.HTTPRequest{Path: "/people/alice", Headers: bearer(expired)}, false},
+		{"forged token", envoy.HTTPRequest{Path: "/people/alice", Headers: bearer(forged)}, false},
+		{"no token", envoy.HTTPRequest{Path: "/people/alice"}, false},
+		{"people list needs a token", envoy.HTTPRequest{Path: "/people"}, false},
 	}
 	p := start(t, "--policy-dir", dir, "--policy-query", "envoy/authz/allow")
 	for _, c := range boolCases {
@@ -322,10 +322,10 @@ func TestOPAEnvoyPolicyUnchanged(t *testing.T) {
 		}
 	}
 	pathCases := []tc{
-		{"parsed_path example", extauthz.HTTPRequest{Path: "/people"}, true},
-		{"parsed_path other", extauthz.HTTPRequest{Path: "/people/x"}, false},
-		{"parsed_query example", extauthz.HTTPRequest{Path: "/search?lang=en&id=1&id=2"}, true},
-		{"parsed_query wrong order", extauthz.HTTPRequest{Path: "/search?lang=en&id=2&id=1"}, false},
+		{"parsed_path example", envoy.HTTPRequest{Path: "/people"}, true},
+		{"parsed_path other", envoy.HTTPRequest{Path: "/people/x"}, false},
+		{"parsed_query example", envoy.HTTPRequest{Path: "/search?lang=en&id=1&id=2"}, true},
+		{"parsed_query wrong order", envoy.HTTPRequest{Path: "/search?lang=en&id=2&id=1"}, false},
 	}
 	e := start(t, "--policy-dir", dir, "--policy-query", "envoy/examples/allow")
 	for _, c := range pathCases {
@@ -335,17 +335,17 @@ func TestOPAEnvoyPolicyUnchanged(t *testing.T) {
 	}
 	// The object form through the documented result wrapper.
 	r := start(t, "--policy-dir", dir, "--policy-query", "envoy/authz/result")
-	resp := r.Check(t, extauthz.HTTPRequest{Path: "/people/alice", Headers: bearer(guest)})
+	resp := r.Check(t, envoy.HTTPRequest{Path: "/people/alice", Headers: bearer(guest)})
 	if !allowed(resp) || hdrs(resp.GetOkResponse().GetHeaders())["x-ext-auth-allow"] != "yes" ||
 		hdrs(resp.GetOkResponse().GetResponseHeadersToAdd())["x-foo"] != "bar" ||
 		len(resp.GetOkResponse().GetHeadersToRemove()) != 2+2 { // the policy's two, and Bulwark's identity headers
 		t.Errorf("object allow = %v", resp)
 	}
-	resp = r.Check(t, extauthz.HTTPRequest{Path: "/people/alice", Headers: bearer(expired)})
+	resp = r.Check(t, envoy.HTTPRequest{Path: "/people/alice", Headers: bearer(expired)})
 	if allowed(resp) || resp.GetDeniedResponse().GetStatus().GetCode() != 401 || resp.GetDeniedResponse().GetBody() != "Authentication Failed" {
 		t.Errorf("expired token = %v", resp)
 	}
-	resp = r.Check(t, extauthz.HTTPRequest{Method: "DELETE", Path: "/people/alice", Headers: bearer(guest)})
+	resp = r.Check(t, envoy.HTTPRequest{Method: "DELETE", Path: "/people/alice", Headers: bearer(guest)})
 	if allowed(resp) || resp.GetDeniedResponse().GetStatus().GetCode() != 403 || resp.GetDeniedResponse().GetBody() != "Unauthorized Request" {
 		t.Errorf("wrong method = %v", resp)
 	}
@@ -357,7 +357,7 @@ func TestHotReload(t *testing.T) {
 	writeFile(t, policy, "package bulwark\nimport rego.v1\ndecision := {\"allowed\": true, \"reason\": \"v1\"}\n")
 	p := start(t, "--policy-dir", dir)
 	reason := func() string {
-		return p.Check(t, extauthz.HTTPRequest{Path: "/x"}).GetDynamicMetadata().AsMap()["reason"].(string)
+		return p.Check(t, envoy.HTTPRequest{Path: "/x"}).GetDynamicMetadata().AsMap()["reason"].(string)
 	}
 	if got := reason(); got != "v1" {
 		t.Fatalf("reason = %q", got)
@@ -393,7 +393,7 @@ func TestUndefinedDecisionDenies(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "p.rego"), "package bulwark\nimport rego.v1\ndecision := true if input.parsed_path == [\"yes\"]\nsecret_detail := 1\n")
 	p := start(t, "--policy-dir", dir)
-	resp := p.Check(t, extauthz.HTTPRequest{Path: "/no"})
+	resp := p.Check(t, envoy.HTTPRequest{Path: "/no"})
 	if allowed(resp) || resp.GetStatus().GetMessage() != "policy_undefined" {
 		t.Fatalf("undefined decision = %v", resp.GetStatus())
 	}
@@ -408,7 +408,7 @@ func TestUndefinedDecisionDenies(t *testing.T) {
 
 func TestDryRun(t *testing.T) {
 	p := start(t, "--dry-run")
-	resp := p.Check(t, extauthz.HTTPRequest{Path: "/admin"})
+	resp := p.Check(t, envoy.HTTPRequest{Path: "/admin"})
 	if !allowed(resp) {
 		t.Fatalf("dry run denied: %v", resp.GetStatus())
 	}
@@ -434,7 +434,7 @@ decision := {"allowed": true} if {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	begin := time.Now()
-	_, err := p.Auth.Check(ctx, extauthz.NewCheckRequest(extauthz.HTTPRequest{Path: "/x"}))
+	_, err := p.Auth.Check(ctx, envoy.NewCheckRequest(envoy.HTTPRequest{Path: "/x"}))
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("err = %v, want DEADLINE_EXCEEDED", err)
 	}
@@ -466,7 +466,7 @@ decision := {"allowed": true, "reason": "slow"} if {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		resp, err := p.Auth.Check(ctx, extauthz.NewCheckRequest(extauthz.HTTPRequest{Path: "/slow"}))
+		resp, err := p.Auth.Check(ctx, envoy.NewCheckRequest(envoy.HTTPRequest{Path: "/slow"}))
 		if err == nil && !allowed(resp) {
 			err = status.Error(codes.Internal, "slow check denied: "+resp.GetStatus().GetMessage())
 		}

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 )
 
@@ -234,7 +234,7 @@ func TestExtProcIdleStreamsDoNotStarveDecisions(t *testing.T) {
 	}
 	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
 	defer ccancel()
-	if _, err := p.Auth.Check(cctx, extauthz.NewCheckRequest(extauthz.HTTPRequest{Method: "GET", Path: "/healthz"})); err != nil {
+	if _, err := p.Auth.Check(cctx, envoy.NewCheckRequest(envoy.HTTPRequest{Method: "GET", Path: "/healthz"})); err != nil {
 		t.Errorf("Check with %d silent streams open: %v, want an answer", idle, err)
 	}
 	st, err := p.ExtProc().Process(cctx)

@@ -25,7 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 )
 
 var binary string
@@ -187,11 +187,11 @@ func (p *proc) Logs() string {
 }
 
 // Check sends a CheckRequest built as Envoy would for r.
-func (p *proc) Check(t *testing.T, r extauthz.HTTPRequest) *authv3.CheckResponse {
+func (p *proc) Check(t *testing.T, r envoy.HTTPRequest) *authv3.CheckResponse {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := p.Auth.Check(ctx, extauthz.NewCheckRequest(r))
+	resp, err := p.Auth.Check(ctx, envoy.NewCheckRequest(r))
 	if err != nil {
 		t.Fatalf("Check(%s %s): %v", r.Method, r.Path, err)
 	}

@@ -7,7 +7,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/test/envoysim"
 )
 
@@ -90,7 +90,7 @@ func TestIdentityHeadersNeverForged(t *testing.T) {
 				reqBody = []byte(body)
 			}
 
-			resp := p.Check(t, extauthz.HTTPRequest{Method: tc.method, Path: tc.path, Headers: headers, Body: reqBody})
+			resp := p.Check(t, envoy.HTTPRequest{Method: tc.method, Path: tc.path, Headers: headers, Body: reqBody})
 			if allowed(resp) != tc.wantUpstream {
 				t.Fatalf("ext_authz: allowed = %v, want %v (%v)", allowed(resp), tc.wantUpstream, resp.GetStatus())
 			}

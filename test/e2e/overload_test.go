@@ -13,7 +13,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 )
 
 // slowPolicy burns CPU in every decision (the range depends on the input,
@@ -36,11 +36,11 @@ func TestOverload(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "slow.rego"), slowPolicy)
 	const window = 300 * time.Millisecond
 	p := start(t, "--policy-dir", dir, "--max-in-flight", "2", "--overload-window", window.String())
-	req := extauthz.NewCheckRequest(extauthz.HTTPRequest{Method: "GET", Path: "/v1/models"})
+	req := envoy.NewCheckRequest(envoy.HTTPRequest{Method: "GET", Path: "/v1/models"})
 
 	// Warm up, and take the baseline.
 	began := time.Now()
-	p.Check(t, extauthz.HTTPRequest{Method: "GET", Path: "/v1/models"})
+	p.Check(t, envoy.HTTPRequest{Method: "GET", Path: "/v1/models"})
 	t.Logf("one slow decision: %v", time.Since(began))
 	_, metrics := p.get(t, "/metrics")
 	baseline := metricValue(metrics, "go_goroutines")

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/test/envoysim"
 	"github.com/bulwark-ai/bulwark/test/redisserver"
 )
@@ -59,7 +59,7 @@ func hammer(t *testing.T, procs []*proc, clients, n int, path string) *tally {
 				}
 				p := procs[int(i)%len(procs)]
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				resp, err := p.Auth.Check(ctx, extauthz.NewCheckRequest(extauthz.HTTPRequest{Path: path}))
+				resp, err := p.Auth.Check(ctx, envoy.NewCheckRequest(envoy.HTTPRequest{Path: path}))
 				cancel()
 				switch {
 				case err != nil:
@@ -95,7 +95,7 @@ func exactness(t *testing.T, redisURL string) {
 			tl.allowed.Load(), tl.limited.Load(), tl.other.Load(), tl.errors.Load())
 	}
 	// A limited answer says when to retry, in the IETF headers too.
-	resp := procs[0].Check(t, extauthz.HTTPRequest{Path: "/x?mode=fail_closed"})
+	resp := procs[0].Check(t, envoy.HTTPRequest{Path: "/x?mode=fail_closed"})
 	h := hdrs(resp.GetDeniedResponse().GetHeaders())
 	if resp.GetStatus().GetMessage() != "rate_limited" || h["retry-after"] == "" || !strings.Contains(h["ratelimit-policy"], "q=100") ||
 		!strings.Contains(h["ratelimit"], "r=0") {
@@ -120,7 +120,7 @@ func TestRateLimitRedisFailure(t *testing.T) {
 	rs := redisserver.Start(t)
 	p := start(t, "--policy-dir", limitPolicyDir(t), "--redis-url", "redis://"+rs.Addr,
 		"--ratelimit-local-share", "1")
-	if !allowed(p.Check(t, extauthz.HTTPRequest{Path: "/x"})) {
+	if !allowed(p.Check(t, envoy.HTTPRequest{Path: "/x"})) {
 		t.Fatal("first request limited")
 	}
 	rs.Stop()
@@ -140,7 +140,7 @@ func TestRateLimitRedisFailure(t *testing.T) {
 	var slowest time.Duration
 	for i := 0; i < 20; i++ {
 		begin := time.Now()
-		resp := p.Check(t, extauthz.HTTPRequest{Path: "/x?mode=fail_closed"})
+		resp := p.Check(t, envoy.HTTPRequest{Path: "/x?mode=fail_closed"})
 		if d := time.Since(begin); d > slowest {
 			slowest = d
 		}
@@ -160,7 +160,7 @@ func TestRateLimitRedisFailure(t *testing.T) {
 	// Redis back: decisions come from Redis again within seconds.
 	rs.Restart(t)
 	eventually(t, 10*time.Second, "recovery", func() bool {
-		resp := p.Check(t, extauthz.HTTPRequest{Path: "/x?mode=fail_closed"})
+		resp := p.Check(t, envoy.HTTPRequest{Path: "/x?mode=fail_closed"})
 		return resp.GetStatus().GetMessage() != "rate_limiter_unavailable"
 	})
 	_, body = p.get(t, "/readyz")
@@ -179,7 +179,7 @@ func TestRateLimitDeadlineHolds(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		begin := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		resp, err := p.Auth.Check(ctx, extauthz.NewCheckRequest(extauthz.HTTPRequest{Path: "/x"}))
+		resp, err := p.Auth.Check(ctx, envoy.NewCheckRequest(envoy.HTTPRequest{Path: "/x"}))
 		cancel()
 		if d := time.Since(begin); d > 500*time.Millisecond {
 			t.Fatalf("check took %v with Redis stalled", d)

@@ -22,7 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/test/fixture"
 )
 
@@ -61,7 +61,7 @@ func dialTLSTo(t *testing.T, addr string, ca *fixture.CA, certs ...tls.Certifica
 func tlsCheck(conn *grpc.ClientConn, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, extauthz.NewCheckRequest(extauthz.HTTPRequest{Method: "GET", Path: "/healthz"}))
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, envoy.NewCheckRequest(envoy.HTTPRequest{Method: "GET", Path: "/healthz"}))
 	if err != nil {
 		return err
 	}
@@ -284,7 +284,7 @@ func TestTLSAdmin(t *testing.T) {
 		}
 	}
 	// The gRPC listener stays plaintext: TLS there is configured apart.
-	p.Check(t, extauthz.HTTPRequest{Method: "GET", Path: "/healthz"})
+	p.Check(t, envoy.HTTPRequest{Method: "GET", Path: "/healthz"})
 }
 
 func TestTLSConfigErrors(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 )
 
 // collector is a minimal OTLP/HTTP trace receiver (what Jaeger's 4318 port speaks).
@@ -82,9 +82,9 @@ func TestTracesJoinEnvoysTrace(t *testing.T) {
 
 	const w3cTrace, w3cParent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	const b3Trace, b3Parent = "80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1"
-	p.Check(t, extauthz.HTTPRequest{Path: "/healthz", Headers: map[string]string{
+	p.Check(t, envoy.HTTPRequest{Path: "/healthz", Headers: map[string]string{
 		"traceparent": "00-" + w3cTrace + "-" + w3cParent + "-01"}})
-	p.Check(t, extauthz.HTTPRequest{Method: "POST", Path: "/v1/chat/completions", Headers: map[string]string{
+	p.Check(t, envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions", Headers: map[string]string{
 		"b3": b3Trace + "-" + b3Parent + "-1", "authorization": "Bearer bwk_x_secretsecretsecret"}})
 	p.Stop() // flushes the batch processor
 

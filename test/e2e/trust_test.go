@@ -20,7 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 	"github.com/bulwark-ai/bulwark/test/envoysim"
@@ -30,7 +30,7 @@ import (
 // authzMetadata wraps ext_authz's dynamic metadata as Envoy forwards it to
 // ext_proc (forwarding_namespaces).
 func authzMetadata(md *structpb.Struct) *corev3.Metadata {
-	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{extauthz.AuthzNamespace: md}}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{envoy.AuthzNamespace: md}}
 }
 
 // TestExtProcForwardedPrincipalMustBeSealed: ext_proc believes the principal
@@ -57,7 +57,7 @@ func TestExtProcForwardedPrincipalMustBeSealed(t *testing.T) {
 		t.Fatalf("ext_authz denied the genuine request: %v", allowed.GetStatus())
 	}
 	genuine := allowed.GetDynamicMetadata()
-	if genuine.GetFields()[extauthz.MetadataMAC].GetStringValue() == "" {
+	if genuine.GetFields()[envoy.MetadataMAC].GetStringValue() == "" {
 		t.Fatalf("ext_authz's metadata carries no seal: %v", genuine)
 	}
 	altered := proto.Clone(genuine).(*structpb.Struct)
@@ -70,8 +70,8 @@ func TestExtProcForwardedPrincipalMustBeSealed(t *testing.T) {
 		"roles":          structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewStringValue("user")}}),
 	}}
 	forgedMAC := proto.Clone(forged).(*structpb.Struct)
-	forgedMAC.Fields[extauthz.MetadataExpires] = genuine.Fields[extauthz.MetadataExpires]
-	forgedMAC.Fields[extauthz.MetadataMAC] = genuine.Fields[extauthz.MetadataMAC]
+	forgedMAC.Fields[envoy.MetadataExpires] = genuine.Fields[envoy.MetadataExpires]
+	forgedMAC.Fields[envoy.MetadataMAC] = genuine.Fields[envoy.MetadataMAC]
 
 	body := `{"model":"gpt-4o","max_tokens":2000000,"messages":[{"role":"user","content":"hello"}]}`
 	cases := []struct {
@@ -226,7 +226,7 @@ mtls_principals:
 	a := startAPI(t, nil, "--config", cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	forged := extauthz.NewCheckRequest(extauthz.HTTPRequest{Method: "GET", Path: "/v1/models"})
+	forged := envoy.NewCheckRequest(envoy.HTTPRequest{Method: "GET", Path: "/v1/models"})
 	forged.Attributes.Source = &authv3.AttributeContext_Peer{Principal: "spiffe://cluster.local/ns/ops/sa/bulwark-admin"}
 
 	unimplemented := func(what string, err error) {
@@ -253,7 +253,7 @@ mtls_principals:
 	if _, err := a.guard.ScanText(a.as(t, "app"), &bulwarkv1.ScanTextRequest{Text: "hi"}); err != nil {
 		t.Errorf("GuardService on the API listener: %v", err)
 	}
-	if resp := a.Check(t, extauthz.HTTPRequest{Method: "GET", Path: "/healthz"}); resp.GetStatus().GetCode() != 0 {
+	if resp := a.Check(t, envoy.HTTPRequest{Method: "GET", Path: "/healthz"}); resp.GetStatus().GetCode() != 0 {
 		t.Errorf("Check on Envoy's listener: %v", resp.GetStatus())
 	}
 	for name, conn := range map[string]*grpc.ClientConn{"envoy": a.conn, "api": a.apiConn} {

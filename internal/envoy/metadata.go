@@ -1,4 +1,4 @@
-package extauthz
+package envoy
 
 import (
 	"encoding/base64"
@@ -31,9 +31,9 @@ const (
 	VouchUnverified = "unverified" // no key to check it with: authenticate
 )
 
-// seal adds the expiry and MAC to ext_authz's metadata md, over exactly the
+// Seal adds the expiry and MAC to ext_authz's metadata md, over exactly the
 // fields VouchedPrincipal reads back.
-func seal(md *structpb.Struct, v *identity.Voucher) {
+func Seal(md *structpb.Struct, v *identity.Voucher) {
 	vouch, ok := vouchOf(md.GetFields())
 	if !ok {
 		return
@@ -45,7 +45,7 @@ func seal(md *structpb.Struct, v *identity.Voucher) {
 
 // VouchedPrincipal reads the principal ext_authz established from its
 // forwarded metadata, and believes it only when v verifies the MAC and the
-// seal is fresh. result is one of the Vouch* labels; the principal and
+// Seal is fresh. result is one of the Vouch* labels; the principal and
 // decision id are meaningful only with VouchVerified. Anything else means
 // the request's own credentials must be authenticated: metadata is bytes on
 // a stream that whoever can reach the Envoy listener can write.
