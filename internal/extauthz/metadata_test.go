@@ -146,13 +146,13 @@ func TestVouchEncodingVector(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := &structpb.Struct{Fields: map[string]*structpb.Value{
-		"decision_id":    structpb.NewStringValue("bench-1"),
-		"principal_id":   structpb.NewStringValue("bench"),
-		"principal_kind": structpb.NewStringValue("api_key"),
-		"tenant":         structpb.NewStringValue("acme"),
-		"roles":          structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewStringValue("user")}}),
-		envoy.MetadataExpires:  structpb.NewStringValue("1700000000000"),
-		envoy.MetadataMAC:      structpb.NewStringValue("NKKEsf_gNk-BOalwAl_ojKKNR8w7hTbcLh8hx2Oczqk"),
+		"decision_id":         structpb.NewStringValue("bench-1"),
+		"principal_id":        structpb.NewStringValue("bench"),
+		"principal_kind":      structpb.NewStringValue("api_key"),
+		"tenant":              structpb.NewStringValue("acme"),
+		"roles":               structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewStringValue("user")}}),
+		envoy.MetadataExpires: structpb.NewStringValue("1700000000000"),
+		envoy.MetadataMAC:     structpb.NewStringValue("NKKEsf_gNk-BOalwAl_ojKKNR8w7hTbcLh8hx2Oczqk"),
 	}}
 	if p, id, res := envoy.VouchedPrincipal(md, v); res != envoy.VouchVerified || id != "bench-1" || p.ID != "bench" {
 		t.Fatalf("vector not verified: %s %q %+v", res, id, p)
