@@ -3,6 +3,7 @@ package envoy
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -120,4 +121,52 @@ func requestID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// HeadersCheckRequest shapes request headers (lower-cased names, repeated
+// values joined with commas, pseudo-headers included) as ext_authz's
+// AttributeContext, so that a request that did not come through ext_authz
+// (an ext_proc exchange, a Guard API call) gives policies the same input.
+// md is the dynamic metadata Envoy forwarded, source the peer (nil: none).
+func HeadersCheckRequest(h map[string]string, md *corev3.Metadata, source *authv3.AttributeContext_Peer) *authv3.CheckRequest {
+	path := h[":path"]
+	httpReq := &authv3.AttributeContext_HttpRequest{
+		Id:       h["x-request-id"],
+		Method:   h[":method"],
+		Headers:  h,
+		Path:     path,
+		Host:     h[":authority"],
+		Scheme:   h[":scheme"],
+		Protocol: "HTTP/2",
+	}
+	if _, q, ok := strings.Cut(path, "?"); ok {
+		httpReq.Query = q
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source:          source,
+		Request:         &authv3.AttributeContext_Request{Http: httpReq},
+		MetadataContext: md,
+	}}
+}
+
+// Peer is attributes.source for a connection, as ext_authz names it:
+// principal is the verified peer's certificate URI SAN (a SPIFFE ID under
+// Istio) or subject; address is "host:port" (IPv6 hosts in brackets) or a
+// bare host, whose port is then port. An empty address gives a peer
+// without one.
+func Peer(address string, port uint64, principal string) *authv3.AttributeContext_Peer {
+	peer := &authv3.AttributeContext_Peer{Principal: principal}
+	if address == "" {
+		return peer
+	}
+	host := address
+	if h, p, err := net.SplitHostPort(address); err == nil {
+		host = h
+		if n, err := strconv.ParseUint(p, 10, 16); err == nil {
+			port = n
+		}
+	}
+	peer.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)}}}} // #nosec G115 -- at most 65535
+	return peer
 }

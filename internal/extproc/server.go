@@ -1,16 +1,17 @@
-// Package extproc adapts Envoy's ext_proc API to the pipeline: one
-// bidirectional stream per HTTP exchange, carrying request headers, request
-// body, response headers and response body (buffered, or streamed chunk by
-// chunk), each answered with exactly one response of the matching type.
+// Package extproc is the door for Envoy's ext_proc API: one bidirectional
+// stream per HTTP exchange, carrying request headers, request body, response
+// headers and response body (buffered, or streamed chunk by chunk), each
+// answered with exactly one response of the matching type.
 //
+// The door translates the protocol and nothing more: each message becomes a
+// step of an exchange.Session, each exchange.Result an ext_proc response.
 // Bulwark picks the body modes itself through mode_override on the header
-// responses (Envoy's filter needs allow_mode_override): JSON request bodies
-// of LLM APIs are buffered and decided on whole; text/event-stream responses
-// are streamed and redacted event by event, holding back only the bounded
-// tail that could still complete a finding; JSON responses are buffered;
-// everything else is left alone. No decision logic lives here: the adapter
-// builds the policy input (OPA-Envoy's fields plus llm, signals and usage)
-// and enforces the pipeline's Outcome.
+// responses (Envoy's filter needs allow_mode_override), as the Session asks:
+// request bodies buffered, server-sent events streamed, JSON answers
+// buffered, everything else left alone. What is Envoy's alone lives here:
+// the stream's deadlines, override_message_timeout, bodies Envoy sends in
+// several chunks (and the memory budget they are held in), the ext_authz
+// metadata it forwards and the dynamic metadata it keeps.
 package extproc
 
 import (
@@ -29,38 +30,15 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
+	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/identity"
-	"github.com/bulwark-ai/bulwark/internal/pipeline"
-	"github.com/bulwark-ai/bulwark/internal/redact"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
 )
 
-// Decider is the pipeline as this adapter needs it.
-type Decider interface {
-	Decide(ctx context.Context, req pipeline.Request) (pipeline.Outcome, error)
-}
-
-var _ Decider = (*pipeline.Pipeline)(nil)
-
-// Scanner finds PII, secrets and the like in text, for redaction.
-type Scanner interface {
-	Scan(text string) detect.Result
-}
-
-// Reconciler settles a token reservation with the usage the model reported.
-type Reconciler interface {
-	Reconcile(ctx context.Context, decisionID string, actual int64) error
-}
-
 // Defaults for Options fields left zero.
 const (
-	DefaultMaxBodyBytes    = 8 << 20
-	DefaultStreamStep      = 64
-	DefaultStreamLookahead = 512
-	DefaultMaxEventBytes   = 1 << 20
-	DefaultMessageTimeout  = 200 * time.Millisecond // Envoy's message_timeout default
+	DefaultMessageTimeout = 200 * time.Millisecond // Envoy's message_timeout default
 	// DefaultIdleTimeout is twice Envoy's own default stream_idle_timeout
 	// (5 min), and the default timeout of OpenAI's SDKs (10 min): the
 	// longest a legitimate exchange waits between two messages is the
@@ -78,41 +56,11 @@ const (
 	DefaultMaxBufferedBytes = 128 << 20
 )
 
-// Options tune the adapter.
+// Options tune the door; what tunes the exchange itself is exchange.Options.
 type Options struct {
-	// StripCredentials keeps credential headers out of input.attributes, as
-	// the ext_authz adapter does.
-	StripCredentials bool
-	// Tracing, when enabled, starts a bulwark.extproc.<phase> span per
-	// decision, joined to the trace in the request's headers.
+	// Tracing, when enabled, joins each exchange's spans to the trace in the
+	// request's headers.
 	Tracing *telemetry.Tracing
-	// ScanRoles are the message roles whose text the detectors read in the
-	// request phase; empty means every role. Text outside the conversation
-	// (llmapi.RoleOther: descriptions, schemas, unknown fields) is always
-	// read. ext_authz takes the same list, so both doors scan the same text.
-	ScanRoles []string
-	// TrustedRoles are the roles whose text is the application's own, which
-	// the detectors do not read (see envoy.RoleFilter).
-	TrustedRoles []string
-	// MaxBodyBytes bounds a buffered request or response body (after
-	// decompression); a bigger one is denied with 413.
-	MaxBodyBytes int
-	// StreamStep and StreamLookahead size the streaming redactor's windows:
-	// text is released StreamStep bytes at a time once StreamLookahead more
-	// bytes are known, so a finding up to StreamLookahead bytes long is
-	// caught however the stream was split.
-	StreamStep, StreamLookahead int
-	// MaxEventBytes bounds one SSE event held while incomplete.
-	MaxEventBytes int
-	// ClampMaxTokens, when positive, caps the request's max-tokens field.
-	ClampMaxTokens int64
-	// Canary plants a random marker in the system prompt of every LLM
-	// request; a response that repeats it leaked its instructions and is
-	// blocked.
-	Canary bool
-	// RedactKey keys the "hash" redaction action (HMAC-SHA256), so hashed
-	// values can be correlated but not guessed.
-	RedactKey []byte
 	// MessageTimeout and MaxMessageTimeout mirror the Envoy filter's
 	// message_timeout and max_message_timeout. When MaxMessageTimeout is
 	// set and an answer is not ready after half of MessageTimeout (a large
@@ -121,22 +69,11 @@ type Options struct {
 	// the request. Zero MaxMessageTimeout (Envoy's default, which disables
 	// the API) never asks; zero MessageTimeout means Envoy's 200ms.
 	MessageTimeout, MaxMessageTimeout time.Duration
-	// StripUpstreamCredentials removes the headers that carried the client's
-	// Bulwark credential (authorization; x-api-key when it was the
-	// credential or holds a Bulwark key) from the request Envoy forwards, in
-	// the request-headers answer, so the model provider never receives
-	// them. Set it only when Bulwark authenticates: otherwise those headers
-	// may be the provider's own key.
-	StripUpstreamCredentials bool
 	// Voucher checks the seal ext_authz put on the principal it forwards in
 	// Envoy's dynamic metadata (identity.Voucher, the key every replica
 	// shares); only a verified, fresh seal is believed. Nil: forwarded
 	// principals are never believed and every exchange authenticates.
 	Voucher *identity.Voucher
-	// ResponseScanner scans model output; nil means the request scanner.
-	// Give it one without the injection detector: the streaming redactor
-	// scans every byte several times, and output needs PII and secrets only.
-	ResponseScanner Scanner
 	// IdleTimeout ends an exchange (DEADLINE_EXCEEDED) when Envoy sends no
 	// message for this long; MaxStreamDuration ends it this long after it
 	// opened; FirstMessageTimeout (at most IdleTimeout) bounds the wait
@@ -151,18 +88,6 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.MaxBodyBytes <= 0 {
-		o.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if o.StreamStep <= 0 {
-		o.StreamStep = DefaultStreamStep
-	}
-	if o.StreamLookahead <= 0 {
-		o.StreamLookahead = DefaultStreamLookahead
-	}
-	if o.MaxEventBytes <= 0 {
-		o.MaxEventBytes = DefaultMaxEventBytes
-	}
 	if o.MessageTimeout <= 0 {
 		o.MessageTimeout = DefaultMessageTimeout
 	}
@@ -184,25 +109,20 @@ func (o *Options) defaults() {
 // Server implements envoy.service.ext_proc.v3.ExternalProcessor.
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
-	decider   Decider
-	scanner   Scanner
-	outScan   Scanner
-	reconcile Reconciler
-	opts      Options
-	scan      func(role string) bool // ScanRoles as a filter; nil: every role
-	logger    *slog.Logger
-	metrics   *metrics
+	core    *exchange.Core
+	opts    Options
+	logger  *slog.Logger
+	metrics *metrics
 	// warnedProtocol: an unsupported filter configuration was logged.
 	warnedProtocol atomic.Bool
 	// buffered is the body bytes all exchanges hold (at most
-	// opts.MaxBufferedBytes); see exchange.grow.
+	// opts.MaxBufferedBytes); see stream.grow.
 	buffered atomic.Int64
 }
 
-// New returns a Server. scanner finds what redaction removes (nil: nothing
-// is redacted); reconcile settles token reservations (nil: usage is only
-// reported to the policy); m comes from NewMetrics (nil: not counted).
-func New(d Decider, scanner Scanner, reconcile Reconciler, opts Options, logger *slog.Logger, m *Metrics) *Server {
+// New returns a Server whose exchanges run in core; m comes from
+// NewMetrics (nil: not counted).
+func New(core *exchange.Core, opts Options, logger *slog.Logger, m *Metrics) *Server {
 	opts.defaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -210,11 +130,7 @@ func New(d Decider, scanner Scanner, reconcile Reconciler, opts Options, logger 
 	if m == nil {
 		m = &Metrics{}
 	}
-	out := opts.ResponseScanner
-	if out == nil {
-		out = scanner
-	}
-	return &Server{decider: d, scanner: scanner, outScan: out, reconcile: reconcile, opts: opts, scan: envoy.RoleFilter(opts.ScanRoles, opts.TrustedRoles), logger: logger, metrics: m.m}
+	return &Server{core: core, opts: opts, logger: logger, metrics: m.m}
 }
 
 // Process runs one exchange. It returns nil when Envoy ends the stream
@@ -227,13 +143,11 @@ func New(d Decider, scanner Scanner, reconcile Reconciler, opts Options, logger 
 // decision could be made, so Envoy's failure_mode_allow applies.
 func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 	ctx := stream.Context()
-	x := s.newExchange()
-	s.metrics.streamStarted()
+	x := s.newStream()
 	defer func() {
 		x.dropPending()
-		s.metrics.streamEnded(x.outcome)
+		x.sess.End(ctx) // settles the token reservation however the stream ended
 	}()
-	defer x.finish(ctx) // settle the token reservation however the stream ended
 	rx := startReceiver(stream)
 	defer rx.stop()
 	life := time.NewTimer(s.opts.MaxStreamDuration)
@@ -245,8 +159,8 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 		if err != nil {
 			var de *deadlineError
 			if errors.As(err, &de) {
-				x.outcome = "timeout"
-				s.logger.Debug("ext_proc stream ended", "reason", de.msg, "path", x.path)
+				x.sess.Fail("timeout")
+				s.logger.Debug("ext_proc stream ended", "reason", de.msg, "path", x.sess.Path())
 				return grpcError(ctx, err)
 			}
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
@@ -256,7 +170,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 		}
 		resp, err := s.handleInTime(ctx, stream, x, req)
 		if err != nil {
-			x.outcome = "error"
+			x.sess.Fail("error")
 			return grpcError(ctx, err)
 		}
 		if resp == nil { // observability mode: Envoy expects no answer
@@ -341,7 +255,7 @@ func (e *deadlineError) Error() string { return e.msg }
 // not ready after half of its message_timeout: one
 // override_message_timeout message, sent only while the answer is still
 // being made, so it can never arrive after the answer it extends.
-func (s *Server) handleInTime(ctx context.Context, stream extprocv3.ExternalProcessor_ProcessServer, x *exchange, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+func (s *Server) handleInTime(ctx context.Context, stream extprocv3.ExternalProcessor_ProcessServer, x *stream, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
 	if s.opts.MaxMessageTimeout <= 0 || req.GetObservabilityMode() {
 		return x.handle(ctx, req)
 	}
@@ -369,21 +283,20 @@ func (s *Server) handleInTime(ctx context.Context, stream extprocv3.ExternalProc
 // grpcError is the one place a failure to decide becomes a gRPC status.
 func grpcError(ctx context.Context, err error) error {
 	var pe *protocolError
+	var xe *exchange.ProtocolError
 	var ue *unsupportedError
 	var de *deadlineError
 	switch {
 	case errors.As(err, &pe):
 		return status.Error(codes.InvalidArgument, pe.msg)
+	case errors.As(err, &xe):
+		return status.Error(codes.InvalidArgument, xe.Error())
 	case errors.As(err, &de):
 		return status.Error(codes.DeadlineExceeded, de.msg)
 	case errors.As(err, &ue):
 		return status.Error(codes.FailedPrecondition, ue.msg)
-	case errors.Is(ctx.Err(), context.Canceled):
-		return status.Error(codes.Canceled, "caller cancelled the exchange")
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, "decision not made within the deadline")
 	default:
-		return status.Error(codes.Unavailable, "decision could not be made")
+		return envoy.Undecided(ctx, err, "exchange")
 	}
 }
 
@@ -426,64 +339,3 @@ func (e *unsupportedError) Error() string { return e.msg }
 type protocolError struct{ msg string }
 
 func (e *protocolError) Error() string { return e.msg }
-
-// redactor builds the redactor for a decision's rules; nil when there are
-// none or no scanner.
-func (s *Server) redactor(rules redact.Rules) *redact.Redactor {
-	if len(rules) == 0 || s.scanner == nil {
-		return nil
-	}
-	return redact.New(rules, s.opts.RedactKey)
-}
-
-// Exchange is one HTTP exchange driven without Envoy: Bulwark's own API
-// (GuardService) replays a prompt or a completion through exactly the
-// phases Envoy would send, so both front doors share one pipeline. Messages
-// must come in Envoy's order; Handle answers each as Process would.
-type Exchange struct{ x *exchange }
-
-// NewExchange starts an exchange. End must be called when it is over.
-func (s *Server) NewExchange() *Exchange {
-	s.metrics.streamStarted()
-	return &Exchange{x: s.newExchange()}
-}
-
-// Handle answers one message.
-func (e *Exchange) Handle(ctx context.Context, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
-	resp, err := e.x.handle(ctx, req)
-	if err != nil {
-		e.x.outcome = "error"
-	}
-	return resp, err
-}
-
-// End records the exchange's outcome, gives back what it buffered and,
-// when the exchange carried an answer (CheckCompletion, RedactStream) that
-// reported no usage, settles its token reservation to an estimate. A
-// request-only exchange (CheckPrompt) keeps its reservation: the caller takes
-// the prompt to the model itself, and the estimate is all Bulwark will know
-// of the answer.
-func (e *Exchange) End() {
-	e.x.dropPending()
-	if e.x.resp != nil {
-		e.x.finish(context.Background())
-	}
-	e.x.s.metrics.streamEnded(e.x.outcome)
-}
-
-// Cut says why a streamed answer was ended early.
-type Cut struct {
-	// DecisionID is the decision that ended it; empty when Bulwark could not
-	// inspect the stream (Reason says why).
-	DecisionID string
-	// Reason and Message are the policy's.
-	Reason, Message string
-}
-
-// Cut reports whether the streamed answer was ended early, and why.
-func (e *Exchange) Cut() (Cut, bool) {
-	if rs := e.x.resp; rs != nil && rs.cut != nil {
-		return *rs.cut, true
-	}
-	return Cut{}, false
-}

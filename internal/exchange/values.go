@@ -1,4 +1,4 @@
-package extproc
+package exchange
 
 import (
 	"github.com/open-policy-agent/opa/v1/ast"

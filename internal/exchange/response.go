@@ -1,4 +1,4 @@
-package extproc
+package exchange
 
 import (
 	"cmp"
@@ -6,12 +6,9 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
-	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
@@ -57,44 +54,40 @@ type responseState struct {
 	// the numbers keep increasing.
 	lastSeq, seqShift int64
 	haveSeq           bool
+	// res is the Result of the chunk being processed, which records the
+	// chunk's decisions.
+	res *Result
 }
 
-// responseHeaders decides whether and how to read the response body: SSE
-// streamed, JSON and text buffered, anything else left alone.
-func (x *exchange) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders) (*extprocv3.ProcessingResponse, error) {
+// ResponseHeaders decides whether and how to read the answer's body:
+// server-sent events streamed, JSON and text whole, anything else left
+// alone. status is the answer's HTTP status, headers its headers
+// (lower-cased names); endOfStream: the answer has no body.
+func (x *Session) ResponseHeaders(ctx context.Context, status int, rh map[string]string, endOfStream bool) (Result, error) {
 	if x.headers == nil {
-		return nil, &protocolError{msg: "response headers before request headers"}
+		return Result{}, &ProtocolError{msg: "response headers before request headers"}
 	}
 	if x.resp != nil {
-		return nil, &protocolError{msg: "response headers sent twice"}
+		return Result{}, &ProtocolError{msg: "response headers sent twice"}
 	}
-	rh := headerMap(h.GetHeaders())
-	rs := &responseState{headers: rh}
-	rs.status, _ = strconv.Atoi(rh[":status"])
+	rs := &responseState{headers: rh, status: status}
 	x.resp = rs
 	if x.bodyExpected && !x.bodySeen {
-		// Bulwark asked for the request body and never got it: the filter
-		// ignores mode_override, so prompts reach the model uninspected.
-		// Refuse the answer rather than certify the exchange.
-		x.s.logger.Error("request body was never sent to Bulwark; set allow_mode_override on Envoy's ext_proc filter",
+		// Bulwark asked for the request body and never got it (Envoy's
+		// filter ignores mode_override): prompts reach the model
+		// uninspected. Refuse the answer rather than certify the exchange.
+		x.c.logger.Error("request body was never sent to Bulwark; set allow_mode_override on Envoy's ext_proc filter",
 			"path", x.path)
-		return x.denyLocal(http.StatusInternalServerError, "request_body_not_inspected",
+		return x.Refuse(http.StatusInternalServerError, "request_body_not_inspected",
 			"the gateway could not inspect this request"), nil
-	}
-	cont := func(mode *filterv3.ProcessingMode, m *extprocv3.HeaderMutation) *extprocv3.ProcessingResponse {
-		return &extprocv3.ProcessingResponse{
-			Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{
-				Response: &extprocv3.CommonResponse{HeaderMutation: nonEmpty(m)}}},
-			ModeOverride: mode,
-		}
 	}
 	ct := rh["content-type"]
 	rs.sse = mediaType(ct) == "text/event-stream"
 	// Every answer that can carry text is inspected, whether or not a
 	// request body was read: a GET of a stored response or of a file's
 	// content returns model output and user data as much as a POST does.
-	if h.GetEndOfStream() || (!rs.sse && !isJSON(ct) && !isText(ct) && !isNDJSON(ct)) {
-		return cont(nil, nil), nil
+	if endOfStream || (!rs.sse && !isJSON(ct) && !isText(ct) && !isNDJSON(ct)) {
+		return Result{}, nil
 	}
 	rs.api = x.api
 	if x.llmReq == nil {
@@ -105,48 +98,39 @@ func (x *exchange) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 		rs.encoding = ""
 	}
 
-	out, err := x.decide(ctx, pipeline.PhaseResponseHeaders, pipeline.Request{Input: x.responseInput(nil)})
+	var res Result
+	out, err := x.decide(ctx, pipeline.PhaseResponseHeaders, pipeline.Request{Input: x.responseInput(nil)}, &res)
 	if err != nil {
-		return nil, err
+		return Result{}, err
 	}
 	if !out.Decision.Allowed {
-		return x.deny(out), nil
+		return x.deny(out, res), nil
 	}
-	rs.red = x.s.redactor(rules(out.Decision.Redact))
+	rs.red = x.c.redactor(rules(out.Decision.Redact))
 	if x.canary != "" {
 		rs.literals = map[string]string{x.canary: redact.CanaryType}
 	}
-	m := &extprocv3.HeaderMutation{}
-	for _, h := range out.Decision.ResponseHeadersToAdd {
-		m.SetHeaders = append(m.SetHeaders, setHeader(h.Key, h.Value))
-	}
-	mode := &filterv3.ProcessingMode{
-		RequestHeaderMode:   filterv3.ProcessingMode_SEND,
-		ResponseHeaderMode:  filterv3.ProcessingMode_SEND,
-		RequestBodyMode:     filterv3.ProcessingMode_NONE,
-		ResponseBodyMode:    filterv3.ProcessingMode_BUFFERED,
-		RequestTrailerMode:  filterv3.ProcessingMode_SKIP,
-		ResponseTrailerMode: filterv3.ProcessingMode_SKIP,
-	}
+	res.SetHeaders = policyHeaders(res.SetHeaders, out.Decision.ResponseHeadersToAdd)
+	res.ReadBody = BodyWhole
 	if rs.sse {
 		if rs.encoding != "" {
 			// A compressed event stream cannot be redacted event by event.
-			return x.denyLocal(http.StatusBadGateway, "unsupported_content_encoding",
+			return x.Refuse(http.StatusBadGateway, "unsupported_content_encoding",
 				"the model's streamed answer is compressed ("+rs.encoding+") and cannot be inspected"), nil
 		}
-		mode.ResponseBodyMode = filterv3.ProcessingMode_STREAMED
-		rs.parser = &llmapi.SSEParser{MaxEventBytes: x.s.opts.MaxEventBytes}
+		res.ReadBody = BodyStreamed
+		rs.parser = &llmapi.SSEParser{MaxEventBytes: x.c.opts.MaxEventBytes}
 		rs.streams = make(map[llmapi.Channel]*redact.Stream, 1)
 		rs.templates = make(map[llmapi.Channel]llmapi.Event, 1)
 		rs.ev.x = x
 		rs.filter = rs.ev.filter
 	}
-	return cont(mode, m), nil
+	return res, nil
 }
 
 // responseInput is the request's input plus llm, the response's status and
 // the usage reported so far.
-func (x *exchange) responseInput(usage *llmapi.Usage) ast.Object {
+func (x *Session) responseInput(usage *llmapi.Usage) ast.Object {
 	in := x.headersInput()
 	if x.llmTerm != nil {
 		in.Insert(keyLLM, x.llmTerm)
@@ -163,30 +147,23 @@ func (x *exchange) responseInput(usage *llmapi.Usage) ast.Object {
 	return in
 }
 
-func (x *exchange) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*extprocv3.ProcessingResponse, error) {
+// ResponseBody decides on the whole answer (read as ResponseHeaders asked:
+// BodyWhole): parse, scan, policy, then redact.
+func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error) {
 	rs := x.resp
 	if rs == nil {
-		return nil, &protocolError{msg: "response body before response headers"}
+		return Result{}, &ProtocolError{msg: "response body before response headers"}
 	}
-	rs.bodyBytes += int64(len(b.GetBody()))
 	if rs.sse {
-		start := time.Now()
-		resp, err := x.streamChunk(ctx, b)
-		x.s.metrics.chunk(time.Since(start))
-		return resp, err
+		return Result{}, &ProtocolError{msg: "a streamed answer's body must come chunk by chunk"}
 	}
-	body, over, complete, held := x.accumulate(b, false)
-	if !complete {
-		return held, nil
-	}
-	streamed := held != nil
-	if over {
-		return x.denyLocal(http.StatusBadGateway, "response_too_large_to_inspect",
-			"the model's answer is larger than the gateway inspects"), nil
+	rs.bodyBytes += int64(len(body))
+	if len(body) > x.c.opts.MaxBodyBytes {
+		return x.TooLarge(true), nil
 	}
 	plain, decoded, deny := x.decode(rs.encoding, body)
 	if deny != nil {
-		return deny, nil
+		return *deny, nil
 	}
 	jsonBody := isJSON(rs.headers["content-type"])
 	text := string(plain)
@@ -205,8 +182,8 @@ func (x *exchange) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*ex
 	}
 	var sig detect.Signals
 	var findings []detect.Finding
-	if x.s.outScan != nil && text != "" {
-		res := x.s.outScan.Scan(text)
+	if x.c.outScan != nil && text != "" {
+		res := x.c.outScan.Scan(text)
 		sig = res.Signals()
 		findings = res.Findings
 	}
@@ -215,54 +192,39 @@ func (x *exchange) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*ex
 	if usage != nil {
 		x.settle(ctx, *usage)
 	}
-	out, err := x.decide(ctx, pipeline.PhaseResponseBody, pipeline.Request{Input: x.responseInput(usage), Signals: &sig})
+	var res Result
+	out, err := x.decide(ctx, pipeline.PhaseResponseBody, pipeline.Request{Input: x.responseInput(usage), Signals: &sig}, &res)
 	if err != nil {
-		return nil, err
+		return Result{}, err
 	}
 	if !out.Decision.Allowed {
-		return x.deny(out), nil
+		return x.deny(out, res), nil
 	}
-	common := &extprocv3.CommonResponse{}
-	newBody := body
-	changed := false
-	if red := x.s.redactor(rules(out.Decision.Redact)); red != nil && (len(findings) > 0 || leak) {
+	if red := x.c.redactor(rules(out.Decision.Redact)); red != nil && (len(findings) > 0 || leak) {
 		literals := rs.literalsOrNil()
 		count := 0
 		fix := func(t string) string {
-			r, _, n := red.Text(x.s.outScan, t, literals)
+			r, _, n := red.Text(x.c.outScan, t, literals)
 			count += n
 			return r
 		}
 		if jsonBody {
 			nb, ch, err := llmapi.EditResponse(api, plain, fix)
 			if err != nil {
-				x.s.logger.Error("response body could not be rewritten; denying", "decision_id", out.DecisionID, "error", err)
-				return x.denyLocal(http.StatusBadGateway, "redaction_failed", "the model's answer could not be made safe to return"), nil
+				x.c.logger.Error("response body could not be rewritten; denying", "decision_id", out.DecisionID, "error", err)
+				return x.Refuse(http.StatusBadGateway, "redaction_failed", "the model's answer could not be made safe to return"), nil
 			}
-			newBody, changed = nb, ch
+			res.Body, res.BodyChanged = nb, ch
 		} else {
 			nb := fix(text)
-			newBody, changed = []byte(nb), nb != text
+			res.Body, res.BodyChanged = []byte(nb), nb != text
 		}
-		x.s.metrics.redacted("response", count)
+		x.c.metrics.redacted("response", count)
 	}
-	m := &extprocv3.HeaderMutation{}
-	if changed {
-		common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: newBody}}
-		if decoded {
-			m.RemoveHeaders = append(m.RemoveHeaders, "content-encoding")
-		}
-		if !streamed {
-			m.SetHeaders = append(m.SetHeaders, setHeader("content-length", strconv.Itoa(len(newBody))))
-		}
-	} else if streamed {
-		common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
+	if res.BodyChanged && decoded {
+		res.RemoveHeaders = append(res.RemoveHeaders, "content-encoding")
 	}
-	if !streamed {
-		common.HeaderMutation = nonEmpty(m)
-	}
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
-		ResponseBody: &extprocv3.BodyResponse{Response: common}}}, nil
+	return res, nil
 }
 
 func (rs *responseState) literalsOrNil() map[string]string {
@@ -275,44 +237,60 @@ func (rs *responseState) literalsOrNil() map[string]string {
 // errCut stops event processing once the stream has been ended by a deny.
 var errCut = errors.New("stream cut")
 
-// streamChunk redacts one chunk of an SSE response. Chunks are not event
+// ResponseChunk redacts one chunk of a streamed answer (ResponseHeaders
+// asked for BodyStreamed); last marks the answer's end. Chunks are not event
 // boundaries: the parser holds an incomplete event until its end arrives,
 // and each redaction stream holds the bounded tail of text that could still
-// complete a finding. The answer replaces the chunk with the rewritten
-// complete events.
-func (x *exchange) streamChunk(ctx context.Context, b *extprocv3.HttpBody) (*extprocv3.ProcessingResponse, error) {
+// complete a finding. Result.Body is what the client receives now; Cut is
+// set once the answer was ended early (later chunks give nothing).
+func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Result, error) {
 	rs := x.resp
+	if rs == nil || !rs.sse {
+		return Result{}, &ProtocolError{msg: "response chunk outside a streamed answer"}
+	}
+	rs.bodyBytes += int64(len(data))
+	start := time.Now()
+	defer func() { x.c.metrics.chunk(time.Since(start)) }()
+	var res Result
 	var out []byte
 	if !rs.ended {
-		err := rs.parser.Feed(b.GetBody(), func(ev llmapi.Event) error { return x.streamEvent(ctx, ev, &out) })
+		rs.res = &res
+		err := rs.parser.Feed(data, func(ev llmapi.Event) error { return x.streamEvent(ctx, ev, &out) })
 		switch {
 		case err == nil, errors.Is(err, errCut):
 		case errors.Is(err, llmapi.ErrEventTooLarge):
-			x.s.metrics.localDeny("event_too_large")
+			x.c.metrics.localDeny("event_too_large")
 			rs.cut = &Cut{Reason: "event_too_large", Message: "the model's answer could not be inspected"}
 			out = append(out, llmapi.ErrorEvent(rs.api, "event_too_large", "the model's answer could not be inspected")...)
 			rs.ended = true
 			x.outcome = "denied"
 		default:
-			return nil, err
+			rs.res = nil
+			return Result{}, err
 		}
-		if b.GetEndOfStream() && !rs.ended {
+		if last && !rs.ended {
 			// Whatever is still held goes out now; an incomplete last event
 			// is dropped, as an SSE client would drop it.
 			if err := x.flushStreams(ctx, func(int) bool { return true }, &out); err != nil && !errors.Is(err, errCut) {
-				return nil, err
+				rs.res = nil
+				return Result{}, err
 			}
 			if rs.haveUsage {
 				x.settle(ctx, rs.usage)
 			}
 		}
+		rs.res = nil
 	}
-	body := &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}
-	if len(out) == 0 {
-		body.Mutation = &extprocv3.BodyMutation_ClearBody{ClearBody: true}
+	res.Body, res.BodyChanged, res.Cut = out, true, rs.cut
+	return res, nil
+}
+
+// Cut reports whether the streamed answer was ended early, and why.
+func (x *Session) Cut() (Cut, bool) {
+	if rs := x.resp; rs != nil && rs.cut != nil {
+		return *rs.cut, true
 	}
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
-		ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{BodyMutation: body}}}}, nil
+	return Cut{}, false
 }
 
 // streamEvent rewrites one complete event into out. Every string of the
@@ -320,7 +298,7 @@ func (x *exchange) streamChunk(ctx context.Context, b *extprocv3.HttpBody) (*ext
 // call, refusal, reasoning or content block through a redaction stream of
 // their own (a value may be split over deltas), everything else whole.
 // Logprob tokens are blanked, since they repeat text not yet released.
-func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte) error {
+func (x *Session) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte) error {
 	rs := x.resp
 	if rs.ended {
 		return errCut
@@ -330,8 +308,8 @@ func (x *exchange) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte
 	if err != nil {
 		// An event Bulwark cannot read may still carry text: pass it only
 		// when nothing in it needs removing.
-		if x.s.outScan != nil && len(x.s.outScan.Scan(string(ev.Data)).Findings) > 0 {
-			x.s.metrics.localDeny("unreadable_event_dropped")
+		if x.c.outScan != nil && len(x.c.outScan.Scan(string(ev.Data)).Findings) > 0 {
+			x.c.metrics.localDeny("unreadable_event_dropped")
 			return nil
 		}
 		rs.forward(ev, out)
@@ -413,7 +391,7 @@ func (rs *responseState) inserted(ev llmapi.Event) llmapi.Event {
 // eventFilter is the state of filtering one stream event: what the
 // callback FilterEvent calls for each string needs besides the string.
 type eventFilter struct {
-	x   *exchange
+	x   *Session
 	ctx context.Context // the call's, held only while FilterEvent runs
 	out *[]byte
 	ev  llmapi.Event
@@ -438,13 +416,13 @@ func (e *eventFilter) filter(ch llmapi.Channel, t string) string {
 	rs := x.resp
 	switch ch.Field {
 	case "":
-		r, f, _ := rs.redactor().Text(x.s.outScan, t, rs.literalsOrNil())
+		r, f, _ := rs.redactor().Text(x.c.outScan, t, rs.literalsOrNil())
 		e.whole = append(e.whole, f...)
 		return r
 	case llmapi.FieldEcho:
 		// The request's own instructions, with the canary Bulwark added:
 		// redacted like the rest (the marker too), but not a leak.
-		r, f, _ := rs.redactor().Text(x.s.outScan, t, rs.literalsOrNil())
+		r, f, _ := rs.redactor().Text(x.c.outScan, t, rs.literalsOrNil())
 		for _, fd := range f {
 			if fd.Detector != redact.DetectorCanary {
 				e.whole = append(e.whole, fd)
@@ -475,7 +453,7 @@ func (e *eventFilter) filter(ch llmapi.Channel, t string) string {
 
 // flushStreams releases what the redaction streams of the channels whose
 // index closing accepts hold, as synthesized events, in a fixed order.
-func (x *exchange) flushStreams(ctx context.Context, closing func(idx int) bool, out *[]byte) error {
+func (x *Session) flushStreams(ctx context.Context, closing func(idx int) bool, out *[]byte) error {
 	rs := x.resp
 	keys := make([]llmapi.Channel, 0, len(rs.streams))
 	for k := range rs.streams {
@@ -507,15 +485,19 @@ func (x *exchange) flushStreams(ctx context.Context, closing func(idx int) bool,
 // checkWindow asks the policy about a released window that had findings
 // (phase response_body_chunk). A deny ends the stream with an error event in
 // the API's shape, so the client sees why its answer stopped.
-func (x *exchange) checkWindow(ctx context.Context, w redact.Window, out *[]byte) error {
-	x.s.metrics.redacted("response", w.Redactions)
+func (x *Session) checkWindow(ctx context.Context, w redact.Window, out *[]byte) error {
+	x.c.metrics.redacted("response", w.Redactions)
 	if len(w.Findings) == 0 {
 		return nil
 	}
 	sig := signalsOf(w.Findings)
-	o, err := x.decide(ctx, pipeline.PhaseResponseBodyChunk, pipeline.Request{Input: x.responseInput(nil), Signals: &sig})
+	var res Result
+	o, err := x.decide(ctx, pipeline.PhaseResponseBodyChunk, pipeline.Request{Input: x.responseInput(nil), Signals: &sig}, &res)
 	if err != nil {
 		return err
+	}
+	if r := x.resp.res; r != nil {
+		r.Outcome, r.Phase = res.Outcome, res.Phase
 	}
 	if o.Decision.Allowed {
 		return nil
@@ -540,12 +522,12 @@ func (rs *responseState) redactor() *redact.Redactor {
 }
 
 // stream returns the redaction stream of one channel.
-func (rs *responseState) stream(x *exchange, ch llmapi.Channel) (*redact.Stream, error) {
+func (rs *responseState) stream(x *Session, ch llmapi.Channel) (*redact.Stream, error) {
 	if st, ok := rs.streams[ch]; ok {
 		return st, nil
 	}
-	st, err := rs.redactor().NewStream(x.s.outScan, redact.StreamOptions{
-		Step: x.s.opts.StreamStep, Lookahead: x.s.opts.StreamLookahead, Literals: rs.literals})
+	st, err := rs.redactor().NewStream(x.c.outScan, redact.StreamOptions{
+		Step: x.c.opts.StreamStep, Lookahead: x.c.opts.StreamLookahead, Literals: rs.literals})
 	if err != nil {
 		return nil, err
 	}
@@ -562,7 +544,7 @@ func (rs *responseState) addUsage(u llmapi.Usage) {
 }
 
 // settle reconciles the token reservation with the reported usage, once.
-func (x *exchange) settle(ctx context.Context, u llmapi.Usage) {
+func (x *Session) settle(ctx context.Context, u llmapi.Usage) {
 	total := u.TotalTokens
 	if total == 0 {
 		total = u.PromptTokens + u.CompletionTokens
@@ -577,8 +559,8 @@ func (x *exchange) settle(ctx context.Context, u llmapi.Usage) {
 // Only a reservation this exchange made is settled so: ext_authz's decision
 // id may name none (token_quota_phase request_body reserves here), or one
 // held by another replica.
-func (x *exchange) finish(ctx context.Context) {
-	if x.reconciled || !x.reservedHere || x.s.reconcile == nil {
+func (x *Session) finish(ctx context.Context) {
+	if x.reconciled || !x.reservedHere || x.c.reconcile == nil {
 		return
 	}
 	x.settleTokens(ctx, x.estimatedUsage(), "estimated")
@@ -589,7 +571,7 @@ func (x *exchange) finish(ctx context.Context) {
 // (an error status), else the prompt's estimated tokens plus about a token
 // per four bytes of answer seen, the answer part capped at the reservation
 // (the model cannot produce more than it was allowed).
-func (x *exchange) estimatedUsage() int64 {
+func (x *Session) estimatedUsage() int64 {
 	if !x.forwarded {
 		return 0
 	}
@@ -616,19 +598,19 @@ func (x *exchange) estimatedUsage() int64 {
 
 // settleTokens replaces the reservation's estimate with total, once. A
 // failure is logged and counted: the answer is already paid for.
-func (x *exchange) settleTokens(ctx context.Context, total int64, result string) {
-	if x.reconciled || x.reserveID == "" || x.s.reconcile == nil {
+func (x *Session) settleTokens(ctx context.Context, total int64, result string) {
+	if x.reconciled || x.reserveID == "" || x.c.reconcile == nil {
 		return
 	}
 	x.reconciled = true
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reconcileTimeout)
 	defer cancel()
-	if err := x.s.reconcile.Reconcile(rctx, x.reserveID, total); err != nil {
-		x.s.metrics.reconciled("error")
-		x.s.logger.Warn("token usage not reconciled", "decision_id", x.reserveID, "tokens", total, "error", err)
+	if err := x.c.reconcile.Reconcile(rctx, x.reserveID, total); err != nil {
+		x.c.metrics.reconciled("error")
+		x.c.logger.Warn("token usage not reconciled", "decision_id", x.reserveID, "tokens", total, "error", err)
 		return
 	}
-	x.s.metrics.reconciled(result)
+	x.c.metrics.reconciled(result)
 }
 
 // reconcileTimeout bounds the Redis call that settles a reservation.
@@ -649,9 +631,4 @@ func signalsOf(fs []detect.Finding) detect.Signals {
 
 func hasFindings(s *detect.Signals) bool {
 	return s != nil && (len(s.PII) > 0 || len(s.Secrets) > 0)
-}
-
-func (x *exchange) responseTrailers(context.Context) (*extprocv3.ProcessingResponse, error) {
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
-		ResponseTrailers: &extprocv3.TrailersResponse{}}}, nil
 }

@@ -1,0 +1,159 @@
+// Package exchange is one LLM exchange, protocol-neutral: request headers,
+// request body, response headers, response body (whole, or streamed chunk by
+// chunk), each step answered with a typed Result (continue, possibly with
+// edits, or deny with a status and a body in the API's own error shape).
+//
+// It owns what an exchange needs beyond one decision: parsing the LLM
+// request and answer (llmapi), the prompt text the detectors read, redaction
+// of the request and of the answer (whole, or event by event, holding back
+// only the tail that could still complete a finding), the canary, the
+// max-tokens cap, token settlement and the streamed answer's windows. The
+// pipeline remains the one place that decides; a door (ext_proc, the Guard
+// API) translates its protocol into Session calls and Results back, and
+// never decides.
+package exchange
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
+	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/redact"
+	"github.com/bulwark-ai/bulwark/internal/telemetry"
+)
+
+// Decider is the pipeline as the exchange needs it.
+type Decider interface {
+	Decide(ctx context.Context, req pipeline.Request) (pipeline.Outcome, error)
+}
+
+var _ Decider = (*pipeline.Pipeline)(nil)
+
+// Scanner finds PII, secrets and the like in text, for redaction.
+type Scanner interface {
+	Scan(text string) detect.Result
+}
+
+// Reconciler settles a token reservation with the usage the model reported.
+type Reconciler interface {
+	Reconcile(ctx context.Context, decisionID string, actual int64) error
+}
+
+// Defaults for Options fields left zero.
+const (
+	DefaultMaxBodyBytes    = 8 << 20
+	DefaultStreamStep      = 64
+	DefaultStreamLookahead = 512
+	DefaultMaxEventBytes   = 1 << 20
+)
+
+// Options tune the exchange.
+type Options struct {
+	// StripCredentials keeps credential headers out of input.attributes, as
+	// the ext_authz door does.
+	StripCredentials bool
+	// Tracing, when enabled, starts a bulwark.<door>.<phase> span per
+	// decision, joined to the trace in the request's headers.
+	Tracing *telemetry.Tracing
+	// ScanRoles are the message roles whose text the detectors read in the
+	// request phase; empty means every role. Text outside the conversation
+	// (llmapi.RoleOther: descriptions, schemas, unknown fields) is always
+	// read. ext_authz takes the same list, so every door scans the same text.
+	ScanRoles []string
+	// TrustedRoles are the roles whose text is the application's own, which
+	// the detectors do not read (see envoy.RoleFilter).
+	TrustedRoles []string
+	// MaxBodyBytes bounds a request or response body inspected whole (after
+	// decompression); a bigger one is denied with 413 (502 for an answer).
+	MaxBodyBytes int
+	// StreamStep and StreamLookahead size the streaming redactor's windows:
+	// text is released StreamStep bytes at a time once StreamLookahead more
+	// bytes are known, so a finding up to StreamLookahead bytes long is
+	// caught however the stream was split.
+	StreamStep, StreamLookahead int
+	// MaxEventBytes bounds one SSE event held while incomplete.
+	MaxEventBytes int
+	// ClampMaxTokens, when positive, caps the request's max-tokens field.
+	ClampMaxTokens int64
+	// Canary plants a random marker in the system prompt of every LLM
+	// request; a response that repeats it leaked its instructions and is
+	// blocked.
+	Canary bool
+	// RedactKey keys the "hash" redaction action (HMAC-SHA256), so hashed
+	// values can be correlated but not guessed.
+	RedactKey []byte
+	// StripUpstreamCredentials removes the headers that carried the client's
+	// Bulwark credential (authorization; x-api-key when it was the
+	// credential or holds a Bulwark key) from the request forwarded to the
+	// model, so the provider never receives them. Set it only when Bulwark
+	// authenticates: otherwise those headers may be the provider's own key.
+	StripUpstreamCredentials bool
+	// ResponseScanner scans model output; nil means the request scanner.
+	// Give it one without the injection detector: the streaming redactor
+	// scans every byte several times, and output needs PII and secrets only.
+	ResponseScanner Scanner
+}
+
+func (o *Options) defaults() {
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.StreamStep <= 0 {
+		o.StreamStep = DefaultStreamStep
+	}
+	if o.StreamLookahead <= 0 {
+		o.StreamLookahead = DefaultStreamLookahead
+	}
+	if o.MaxEventBytes <= 0 {
+		o.MaxEventBytes = DefaultMaxEventBytes
+	}
+}
+
+// Core holds what every exchange shares: the pipeline, the scanners, the
+// reconciler, the options and the metrics. Build it once; every door starts
+// its sessions from the same Core, so the same bytes get the same decision
+// whichever door they came through.
+type Core struct {
+	decider   Decider
+	scanner   Scanner
+	outScan   Scanner
+	reconcile Reconciler
+	opts      Options
+	scan      func(role string) bool // ScanRoles less TrustedRoles; nil: every role
+	logger    *slog.Logger
+	metrics   *metrics
+}
+
+// New returns a Core. scanner finds what redaction removes (nil: nothing
+// is redacted); reconcile settles token reservations (nil: usage is only
+// reported to the policy); m comes from NewMetrics (nil: not counted).
+func New(d Decider, scanner Scanner, reconcile Reconciler, opts Options, logger *slog.Logger, m *Metrics) *Core {
+	opts.defaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if m == nil {
+		m = &Metrics{}
+	}
+	out := opts.ResponseScanner
+	if out == nil {
+		out = scanner
+	}
+	return &Core{decider: d, scanner: scanner, outScan: out, reconcile: reconcile, opts: opts,
+		scan: envoy.RoleFilter(opts.ScanRoles, opts.TrustedRoles), logger: logger, metrics: m.m}
+}
+
+// MaxBodyBytes is the largest body the exchange inspects whole: a door that
+// accumulates a body sent in pieces stops keeping bytes past it.
+func (c *Core) MaxBodyBytes() int { return c.opts.MaxBodyBytes }
+
+// redactor builds the redactor for a decision's rules; nil when there are
+// none or no scanner.
+func (c *Core) redactor(rules redact.Rules) *redact.Redactor {
+	if len(rules) == 0 || c.scanner == nil {
+		return nil
+	}
+	return redact.New(rules, c.opts.RedactKey)
+}
