@@ -394,7 +394,6 @@ func (x *exchange) decide(ctx context.Context, phase pipeline.Phase, req pipelin
 	}
 	out, err := x.s.decider.Decide(dctx, req)
 	if span != nil {
-		telemetry.Annotate(span, out, err)
 		span.End()
 	}
 	if err == nil {
