@@ -342,9 +342,8 @@ func (x *Session) decide(ctx context.Context, phase pipeline.Phase, req pipeline
 		// traceCtx derives from the call's context: its cancellation applies.
 		dctx, span = tr.Tracer.Start(x.traceCtx, "bulwark."+x.door+"."+string(phase), trace.WithSpanKind(trace.SpanKindServer))
 	}
-	out, err := x.c.decider.Decide(dctx, req)
+	out, err := x.c.decider.Decide(dctx, req) // the pipeline annotates the span
 	if span != nil {
-		telemetry.Annotate(span, out, err)
 		span.End()
 	}
 	if err != nil {

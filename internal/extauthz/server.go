@@ -104,9 +104,6 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		Credentials: creds,
 		Text:        text,
 	})
-	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		telemetry.Annotate(span, out, err)
-	}
 	if err != nil {
 		return nil, grpcError(ctx, err)
 	}

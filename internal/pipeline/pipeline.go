@@ -269,7 +269,22 @@ func (p *Pipeline) unauthenticatedDeny(ctx context.Context, input ast.Object) (p
 // produce a valid decision, are Outcomes (deny with a reason). An error is
 // returned only when no decision could be made in time: the caller maps it
 // to a transport error so Envoy's failure mode applies.
+//
+// When ctx carries a recording span (the server span a door started for
+// this request), Decide puts the decision on it, errors included, so the
+// doors only start and end that span: identifiers, verdict, reason, who
+// asked, policy revision, signal summaries and limits hit, never prompt
+// text, credentials or finding values.
 func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
+	out, err := p.makeDecision(ctx, req)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		annotate(span, out, err)
+	}
+	return out, err
+}
+
+// makeDecision is Decide without the span annotation.
+func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, error) {
 	start := time.Now()
 	out := Outcome{DecisionID: p.ids.New()}
 	if p.cfg.AuditGate != nil {

@@ -6,6 +6,10 @@
 //
 // Tracing is off unless an OTLP endpoint is configured; then Enabled is
 // false, no span is started and the hot path pays nothing.
+//
+// The package stands alone: it imports OTel and the standard library only,
+// never Bulwark's core (TestStandsAlone). The doors start the server span;
+// the pipeline puts the decision on the span it is given.
 package telemetry
 
 import (

@@ -1,4 +1,4 @@
-package telemetry
+package pipeline
 
 import (
 	"context"
@@ -9,9 +9,9 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/identity"
-	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
+	"github.com/bulwark-ai/bulwark/internal/telemetry"
 )
 
 type discard struct{}
@@ -25,13 +25,13 @@ func (discard) Shutdown(context.Context) error                             { ret
 // a real SDK provider (always sample, Bulwark's Batcher, discarding
 // exporter). Compare with BenchmarkCheck's ns/op.
 func BenchmarkDecisionSpans(b *testing.B) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(NewBatcher(discard{}, BatchConfig{})),
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(telemetry.NewBatcher(discard{}, telemetry.BatchConfig{})),
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())))
 	defer tp.Shutdown(context.Background())
-	tr := New(tp)
-	hdrs := HeaderCarrier{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "content-type": "application/json",
+	tr := telemetry.New(tp)
+	hdrs := telemetry.HeaderCarrier{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "content-type": "application/json",
 		":path": "/v1/chat/completions", ":method": "POST", "user-agent": "bench"}
-	out := pipeline.Outcome{
+	out := Outcome{
 		DecisionID: "0b6c6f5e-0000-4000-8000-000000000001", Decision: policy.Decision{Allowed: true, Reason: "allowed"}, Reason: "allowed",
 		PolicyRevision: "0cddf8025a84ea87", Principal: identity.Principal{ID: "alice", Kind: identity.KindAPIKey},
 		Signals:   &detect.Signals{PromptInjection: detect.InjectionSignal{Score: 0.1}, PII: []detect.TypeCount{{Type: "EMAIL_ADDRESS", Count: 1}}},
@@ -45,7 +45,7 @@ func BenchmarkDecisionSpans(b *testing.B) {
 			_, s := tr.Tracer.Start(ctx, stage)
 			s.End()
 		}
-		Annotate(span, out, nil)
+		annotate(span, out, nil)
 		span.End()
 	}
 }

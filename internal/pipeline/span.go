@@ -1,4 +1,4 @@
-package telemetry
+package pipeline
 
 import (
 	"strconv"
@@ -8,13 +8,12 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
-	"github.com/bulwark-ai/bulwark/internal/pipeline"
 )
 
-// Annotate puts a decision on its span: ids, verdict, reason, who asked,
+// annotate puts a decision on its span: ids, verdict, reason, who asked,
 // policy revision, signal summaries and limits hit. Never prompt text,
 // credentials or finding values.
-func Annotate(span trace.Span, out pipeline.Outcome, err error) {
+func annotate(span trace.Span, out Outcome, err error) {
 	// One allocation, sized for what this decision can carry. Empty lists
 	// are left out (each list attribute costs the SDK a copy).
 	n := 8
