@@ -25,6 +25,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/audit"
 	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/identity"
@@ -195,11 +196,13 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	if err != nil {
 		return fmt.Errorf("detectors: %w", err)
 	}
-	epMetrics, err := extproc.NewMetrics(reg)
+	xMetrics, err := exchange.NewMetrics(reg)
 	if err != nil {
 		return err
 	}
-	ep := extproc.New(pipe, scanner, limiter, extproc.Options{
+	// One exchange core for both doors that carry LLM exchanges (ext_proc
+	// and the Guard API): the same bytes get the same decision.
+	core := exchange.New(pipe, scanner, limiter, exchange.Options{
 		StripCredentials:         cfg.StripCredentials && cfg.IdentityEnabled(),
 		Tracing:                  tracing,
 		ScanRoles:                cfg.ExtProcScanRoles,
@@ -208,25 +211,32 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		StreamStep:               cfg.ExtProcStreamStep,
 		StreamLookahead:          cfg.ExtProcStreamLookahead,
 		ClampMaxTokens:           cfg.ExtProcClampMaxTokens,
-		MessageTimeout:           cfg.ExtProcMessageTimeout,
-		MaxMessageTimeout:        cfg.ExtProcMaxMessageTimeout,
-		IdleTimeout:              cfg.ExtProcIdleTimeout,
-		MaxStreamDuration:        cfg.ExtProcMaxStreamDuration,
-		MaxBufferedBytes:         cfg.ExtProcMaxBufferedBytes,
 		Canary:                   cfg.ExtProcCanary,
 		RedactKey:                redactKey,
 		ResponseScanner:          outScanner,
-		Voucher:                  voucher,
 		StripUpstreamCredentials: cfg.StripUpstreamCredentials && cfg.IdentityEnabled(),
+	}, logger, xMetrics)
+	epMetrics, err := extproc.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	ep := extproc.New(core, extproc.Options{
+		Tracing:           tracing,
+		MessageTimeout:    cfg.ExtProcMessageTimeout,
+		MaxMessageTimeout: cfg.ExtProcMaxMessageTimeout,
+		IdleTimeout:       cfg.ExtProcIdleTimeout,
+		MaxStreamDuration: cfg.ExtProcMaxStreamDuration,
+		MaxBufferedBytes:  cfg.ExtProcMaxBufferedBytes,
+		Voucher:           voucher,
 	}, logger, epMetrics)
 	extprocv3.RegisterExternalProcessorServer(srv.GRPC(), ep)
 	// Bulwark's own API, on a listener of its own (never Envoy's: an API
 	// caller must not reach Check or Process, whose attributes are believed
-	// as Envoy's): GuardService drives ep's exchanges (one pipeline, two
-	// front doors); AdminService requires a principal with the operator role
+	// as Envoy's): GuardService starts its exchanges in the same core as
+	// ext_proc; AdminService requires a principal with the operator role
 	// on every call, scoped to its tenant.
 	if g := srv.API(); g != nil {
-		if err := registerAPI(g, cfg, ep, scanner, auth, engine, limiter, rdb, auditor, logger); err != nil {
+		if err := registerAPI(g, cfg, core, scanner, auth, engine, limiter, rdb, auditor, logger); err != nil {
 			return err
 		}
 	}
@@ -287,11 +297,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 }
 
 // registerAPI registers bulwark.v1.GuardService and AdminService.
-func registerAPI(g *grpc.Server, cfg config.Config, ep *extproc.Server, scanner *detect.Scanner, auth *identity.Authenticator,
+func registerAPI(g *grpc.Server, cfg config.Config, core *exchange.Core, scanner *detect.Scanner, auth *identity.Authenticator,
 	engine *policy.Engine, limiter *ratelimit.Limiter, rdb redis.UniversalClient, auditor *audit.Writer, logger *slog.Logger) error {
 	apiCfg := api.Config{MaxBodyBytes: cfg.ExtProcMaxBodyBytes, AdminRole: cfg.OperatorRole, CrossTenantRole: cfg.OperatorCrossTenantRole,
 		ScanTextMaxBytes: cfg.GuardScanMaxBytes, ScanTextPerMinute: cfg.GuardScanPerMinute}
-	guard, err := api.NewGuard(apiCfg, ep, scanner, auth, limiter, logger)
+	guard, err := api.NewGuard(apiCfg, core, scanner, auth, limiter, logger)
 	if err != nil {
 		return err
 	}

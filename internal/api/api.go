@@ -29,7 +29,7 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/audit"
 	"github.com/bulwark-ai/bulwark/internal/detect"
-	"github.com/bulwark-ai/bulwark/internal/extproc"
+	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
@@ -49,12 +49,13 @@ const DefaultCrossTenantRole = "bulwark-cross-tenant"
 // AuditTypeAdminCall is the audit record type of an AdminService call.
 const AuditTypeAdminCall = "admin_call"
 
-// Exchanger starts ext_proc exchanges driven without Envoy.
+// Exchanger starts LLM exchanges: the exchange core every door shares, so
+// a Guard call and the same request through Envoy get the same decision.
 type Exchanger interface {
-	NewExchange() *extproc.Exchange
+	Start(door string) *exchange.Session
 }
 
-var _ Exchanger = (*extproc.Server)(nil)
+var _ Exchanger = (*exchange.Core)(nil)
 
 // Scanner runs the detectors (ScanText). ScanContext stops when the call
 // ends, so a caller that gives up costs no more CPU.
@@ -110,7 +111,7 @@ type Keys struct {
 type Config struct {
 	// MaxBodyBytes bounds a text, prompt or answer a caller may send: the
 	// same bound ext_proc inspects (extproc_max_body_bytes). Default
-	// extproc.DefaultMaxBodyBytes.
+	// exchange.DefaultMaxBodyBytes.
 	MaxBodyBytes int
 	// AdminRole is the role every AdminService call requires. Default
 	// DefaultAdminRole.
@@ -142,7 +143,7 @@ const (
 
 func (c Config) withDefaults() Config {
 	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = extproc.DefaultMaxBodyBytes
+		c.MaxBodyBytes = exchange.DefaultMaxBodyBytes
 	}
 	if c.AdminRole == "" {
 		c.AdminRole = DefaultAdminRole

@@ -25,7 +25,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/api"
 	"github.com/bulwark-ai/bulwark/internal/audit"
 	"github.com/bulwark-ai/bulwark/internal/detect"
-	"github.com/bulwark-ai/bulwark/internal/extproc"
+	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
@@ -81,7 +81,7 @@ type fixture struct {
 
 type options struct {
 	requestsPerMinute string
-	extproc           extproc.Options
+	exchange          exchange.Options
 	maxBodyBytes      int
 	scanTextPerMinute int
 }
@@ -124,7 +124,7 @@ func newFixture(t *testing.T, o options) *fixture {
 		t.Fatal(err)
 	}
 	pipe.WithDetector(scanner)
-	ep := extproc.New(pipe, scanner, limiter, o.extproc, nil, nil)
+	ep := exchange.New(pipe, scanner, limiter, o.exchange, nil, nil)
 	cfg := api.Config{MaxBodyBytes: o.maxBodyBytes, ScanTextPerMinute: o.scanTextPerMinute}
 	guard, err := api.NewGuard(cfg, ep, scanner, auth, limiter, nil)
 	if err != nil {
@@ -434,7 +434,7 @@ func joined(outs []*bulwarkv1.RedactStreamOutput) string {
 
 func TestGuardRedactStream(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, options{extproc: extproc.Options{Canary: true}})
+	f := newFixture(t, options{exchange: exchange.Options{Canary: true}})
 	stream := sseChunk("Sure, write to jane.") + sseChunk("doe@exam") + sseChunk("ple.org today") + "data: [DONE]\n\n"
 	for _, closeWithoutLast := range []bool{false, true} {
 		var chunks []string

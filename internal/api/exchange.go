@@ -1,21 +1,14 @@
 package api
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"strconv"
 	"strings"
 
-	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/bulwark-ai/bulwark/internal/envoy"
-	"github.com/bulwark-ai/bulwark/internal/extproc"
-	"github.com/bulwark-ai/bulwark/internal/llmapi"
+	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 )
@@ -29,270 +22,162 @@ const (
 	phaseResponseBodyChunk = string(pipeline.PhaseResponseBodyChunk)
 )
 
-// exchange drives one extproc.Exchange the way Envoy's filter does (as
-// test/envoysim plays it against a real server): messages in Envoy's order,
-// exactly one answer each, mode_override honoured, header and body
-// mutations applied. Like Envoy's, it starts from the filter defaults
-// (headers sent, bodies not) and lets Bulwark choose the body modes.
-type exchange struct {
-	x    *extproc.Exchange
-	api  llmapi.API
-	mode *filterv3.ProcessingMode
+// guarded is one Guard call's exchange: the Session in the exchange core that
+// every door shares, and what the call reports of it (the last decision,
+// the headers the policy set).
+type guarded struct {
+	x *exchange.Session
 
 	decisionID string
 	last       *bulwarkv1.Decision
 	reqHeaders map[string]string // what the policy added to the request
 	rspHeaders map[string]string // ... and to the response
 
-	respMode filterv3.ProcessingMode_BodySendMode
+	respMode exchange.BodyMode
 	buffered []byte
 	ended    bool
 }
 
-func newExchange(x *extproc.Exchange, api llmapi.API) *exchange {
-	return &exchange{x: x, api: api, mode: &filterv3.ProcessingMode{},
-		reqHeaders: map[string]string{}, rspHeaders: map[string]string{}}
+func (g *Guard) start() *guarded {
+	return &guarded{x: g.ex.Start("api"), reqHeaders: map[string]string{}, rspHeaders: map[string]string{}}
 }
 
-// handle sends one message and checks the answer is of the expected kind
-// (or an immediate response). A failure to decide keeps its meaning for
-// the caller (deadline, unavailable).
-func (e *exchange) handle(ctx context.Context, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
-	resp, err := e.x.Handle(ctx, req)
+// request runs the request steps: headers (identity, route, role, request
+// rate), then, when the exchange reads it, the body (detectors, policy,
+// token quota, redaction). It returns the last decision, and the body to
+// send to the model when allowed.
+func (e *guarded) request(ctx context.Context, c caller, r httpRequest) (d *bulwarkv1.Decision, body []byte, modified bool, err error) {
+	var source *authv3.AttributeContext_Peer
+	if c.peerPrincipal != "" || c.peerAddress != "" {
+		source = envoy.Peer(c.peerAddress, 0, c.peerPrincipal)
+	}
+	res, err := e.x.RequestHeaders(ctx, exchange.Head{
+		Check:       envoy.HeadersCheckRequest(requestHeaders(c, r), nil, source),
+		EndOfStream: len(r.body) == 0,
+	})
 	if err != nil {
-		return nil, undecided(ctx, err)
+		return nil, nil, false, undecided(ctx, err)
 	}
-	if resp == nil {
-		return nil, status.Error(codes.Internal, "ext_proc exchange gave no answer")
+	if res.Deny != nil {
+		return e.denial(res.Deny, phaseRequestHeaders), nil, false, nil
 	}
-	return resp, nil
-}
-
-func unexpected(what string, resp *extprocv3.ProcessingResponse) error {
-	return status.Errorf(codes.Internal, "ext_proc answered %s with %T", what, resp.GetResponse())
-}
-
-// request runs the request phases: headers (identity, route, role, request
-// rate), then, when Bulwark asks for it, the body (detectors, policy, token
-// quota, redaction). It returns the last decision, and the body to send to
-// the model when allowed.
-func (e *exchange) request(ctx context.Context, c caller, r httpRequest) (d *bulwarkv1.Decision, body []byte, modified bool, err error) {
-	req := &extprocv3.ProcessingRequest{
-		Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-			Headers: extproc.EnvoyHeaders(requestHeaders(c, r)), EndOfStream: len(r.body) == 0}},
-		Attributes: attributes(c),
-	}
-	resp, err := e.handle(ctx, req)
-	if err != nil {
-		return nil, nil, false, err
-	}
-	if ir := resp.GetImmediateResponse(); ir != nil {
-		return e.denial(ir, phaseRequestHeaders), nil, false, nil
-	}
-	hr := resp.GetRequestHeaders()
-	if hr == nil {
-		return nil, nil, false, unexpected("request headers", resp)
-	}
-	e.allow(phaseRequestHeaders, hr.GetResponse().GetHeaderMutation(), e.reqHeaders)
-	if mo := resp.GetModeOverride(); mo != nil {
-		e.mode = cloneMode(mo)
-	}
+	e.allow(phaseRequestHeaders, res, e.reqHeaders)
 	body = r.body
-	if len(body) == 0 {
+	if len(body) == 0 || res.ReadBody != exchange.BodyWhole { // not inspected: forwarded as is
 		return e.last, body, false, nil
 	}
-	switch e.mode.GetRequestBodyMode() {
-	case filterv3.ProcessingMode_NONE: // not inspected: forwarded as is
-		return e.last, body, false, nil
-	case filterv3.ProcessingMode_BUFFERED:
-	default:
-		return nil, nil, false, status.Errorf(codes.Internal, "request body mode %v is not driven", e.mode.GetRequestBodyMode())
+	if res, err = e.x.RequestBody(ctx, body); err != nil {
+		return nil, nil, false, undecided(ctx, err)
 	}
-	resp, err = e.handle(ctx, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
-		RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}})
-	if err != nil {
-		return nil, nil, false, err
+	if res.Deny != nil {
+		return e.denial(res.Deny, phaseRequestBody), nil, false, nil
 	}
-	if ir := resp.GetImmediateResponse(); ir != nil {
-		return e.denial(ir, phaseRequestBody), nil, false, nil
-	}
-	br := resp.GetRequestBody()
-	if br == nil {
-		return nil, nil, false, unexpected("request body", resp)
-	}
-	e.allow(phaseRequestBody, br.GetResponse().GetHeaderMutation(), e.reqHeaders)
-	if nb, ok := applyBody(body, br.GetResponse().GetBodyMutation()); ok {
-		modified = !bytes.Equal(nb, body)
-		body = nb
+	e.allow(phaseRequestBody, res, e.reqHeaders)
+	if res.BodyChanged {
+		modified = string(res.Body) != string(body)
+		body = res.Body
 	}
 	return e.last, body, modified, nil
 }
 
-// responseHeaders runs the response headers phase of a 200 answer of
+// responseHeaders runs the response headers step of a 200 answer of
 // content type ct and sets how its body is read. A non-nil Decision is a
 // denial.
-func (e *exchange) responseHeaders(ctx context.Context, ct string) (*bulwarkv1.Decision, error) {
-	if e.mode.GetResponseHeaderMode() == filterv3.ProcessingMode_SKIP {
-		e.respMode = filterv3.ProcessingMode_NONE
-		return nil, nil
-	}
+func (e *guarded) responseHeaders(ctx context.Context, ct string) (*bulwarkv1.Decision, error) {
 	h := map[string]string{":status": "200", "content-type": ct}
-	resp, err := e.handle(ctx, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
-		ResponseHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(h)}}})
+	res, err := e.x.ResponseHeaders(ctx, 200, h, false)
 	if err != nil {
-		return nil, err
+		return nil, undecided(ctx, err)
 	}
-	if ir := resp.GetImmediateResponse(); ir != nil {
-		return e.denial(ir, phaseResponseHeaders), nil
+	if res.Deny != nil {
+		return e.denial(res.Deny, phaseResponseHeaders), nil
 	}
-	hr := resp.GetResponseHeaders()
-	if hr == nil {
-		return nil, unexpected("response headers", resp)
-	}
-	e.allow(phaseResponseHeaders, hr.GetResponse().GetHeaderMutation(), e.rspHeaders)
-	if mo := resp.GetModeOverride(); mo != nil {
-		e.mode.ResponseBodyMode = mo.GetResponseBodyMode()
-		e.mode.ResponseTrailerMode = mo.GetResponseTrailerMode()
-	}
-	e.respMode = e.mode.GetResponseBodyMode()
+	e.allow(phaseResponseHeaders, res, e.rspHeaders)
+	e.respMode = res.ReadBody
 	return nil, nil
 }
 
 // responseChunk feeds the next piece of the answer and returns what the
 // client receives now. A non-nil Decision is a denial of the whole answer
-// (buffered); a stream the policy stopped sets e.ended instead, its error
+// (read whole); a stream the policy stopped sets e.ended instead, its error
 // event in the output.
-func (e *exchange) responseChunk(ctx context.Context, data []byte, last bool) ([]byte, *bulwarkv1.Decision, error) {
+func (e *guarded) responseChunk(ctx context.Context, data []byte, last bool) ([]byte, *bulwarkv1.Decision, error) {
 	switch e.respMode {
-	case filterv3.ProcessingMode_NONE: // not inspected: passed as is
+	case exchange.BodySkip: // not inspected: passed as is
 		return data, nil, nil
-	case filterv3.ProcessingMode_BUFFERED:
+	case exchange.BodyWhole:
 		e.buffered = append(e.buffered, data...)
 		if !last {
 			return nil, nil, nil
 		}
 		whole := e.buffered
 		e.buffered = nil
-		resp, err := e.handle(ctx, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
-			ResponseBody: &extprocv3.HttpBody{Body: whole, EndOfStream: true}}})
+		res, err := e.x.ResponseBody(ctx, whole)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, undecided(ctx, err)
 		}
-		if ir := resp.GetImmediateResponse(); ir != nil {
-			return nil, e.denial(ir, phaseResponseBody), nil
+		if res.Deny != nil {
+			return nil, e.denial(res.Deny, phaseResponseBody), nil
 		}
-		br := resp.GetResponseBody()
-		if br == nil {
-			return nil, nil, unexpected("response body", resp)
+		e.allow(phaseResponseBody, res, e.rspHeaders)
+		if res.BodyChanged {
+			return res.Body, nil, nil
 		}
-		e.allow(phaseResponseBody, br.GetResponse().GetHeaderMutation(), e.rspHeaders)
-		out, _ := applyBody(whole, br.GetResponse().GetBodyMutation())
-		return out, nil, nil
-	case filterv3.ProcessingMode_STREAMED:
-		resp, err := e.handle(ctx, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
-			ResponseBody: &extprocv3.HttpBody{Body: data, EndOfStream: last}}})
-		if err != nil {
-			return nil, nil, err
-		}
-		if ir := resp.GetImmediateResponse(); ir != nil {
-			// Headers have gone to the client: Envoy would reset the stream.
-			d := e.denial(ir, phaseResponseBodyChunk)
-			d.HttpStatus = 0
-			e.ended = true
-			return nil, nil, nil
-		}
-		br := resp.GetResponseBody()
-		if br == nil {
-			return nil, nil, unexpected("response chunk", resp)
-		}
-		out, _ := applyBody(data, br.GetResponse().GetBodyMutation())
-		if !e.ended {
-			if cut, ok := e.x.Cut(); ok {
-				e.ended = true
-				id := cut.DecisionID
-				if id == "" {
-					id = e.decisionID
-				}
-				e.last = &bulwarkv1.Decision{Allowed: false, Reason: cut.Reason, Message: cut.Message, Phase: phaseResponseBodyChunk,
-					DecisionId: id}
-			}
-		}
-		return out, nil, nil
+		return whole, nil, nil
 	}
-	return nil, nil, status.Errorf(codes.Internal, "response body mode %v is not driven", e.respMode)
+	res, err := e.x.ResponseChunk(ctx, data, last)
+	if err != nil {
+		return nil, nil, undecided(ctx, err)
+	}
+	if !e.ended && res.Cut != nil {
+		e.ended = true
+		id := res.Cut.DecisionID
+		if id == "" {
+			id = e.decisionID
+		}
+		e.last = &bulwarkv1.Decision{Allowed: false, Reason: res.Cut.Reason, Message: res.Cut.Message, Phase: phaseResponseBodyChunk,
+			DecisionId: id}
+	}
+	return res.Body, nil, nil
 }
 
-// allow records an allowing phase: the headers its decision set, and its id.
-func (e *exchange) allow(phase string, m *extprocv3.HeaderMutation, into map[string]string) {
-	for _, o := range m.GetSetHeaders() {
-		k := strings.ToLower(o.GetHeader().GetKey())
-		v := extproc.HeaderValue(o.GetHeader())
-		switch k {
-		case envoy.DecisionIDHeader:
-			e.decisionID = v
-		case "content-length", "content-type", "content-encoding":
+// allow records an allowing step: the headers its decision set, and its id.
+func (e *guarded) allow(phase string, res exchange.Result, into map[string]string) {
+	if res.Outcome != nil && res.Outcome.DecisionID != "" {
+		e.decisionID = res.Outcome.DecisionID
+	}
+	for _, h := range res.SetHeaders {
+		switch k := strings.ToLower(h.Key); k {
+		case envoy.DecisionIDHeader, "content-length", "content-type", "content-encoding":
 		default:
-			into[k] = v
+			into[k] = h.Value
 		}
 	}
 	e.last = &bulwarkv1.Decision{Allowed: true, DecisionId: e.decisionID, Phase: phase, Headers: copyMap(into)}
 }
 
-// denial renders an immediate response as the Decision it carries.
-func (e *exchange) denial(ir *extprocv3.ImmediateResponse, phase string) *bulwarkv1.Decision {
+// denial renders the exchange's denial as the Decision it carries.
+func (e *guarded) denial(dn *exchange.Denial, phase string) *bulwarkv1.Decision {
 	d := &bulwarkv1.Decision{
 		Allowed:    false,
-		HttpStatus: int32(ir.GetStatus().GetCode()),
-		Reason:     strings.TrimPrefix(ir.GetDetails(), "bulwark_"),
+		HttpStatus: int32(dn.Status), // #nosec G115 -- an HTTP status
+		Reason:     dn.Reason,
+		Message:    dn.Message,
 		Phase:      phase,
-		ErrorBody:  toValidUTF8(ir.GetBody()),
+		DecisionId: dn.DecisionID,
+		ErrorBody:  toValidUTF8(dn.Body),
 		Headers:    map[string]string{},
 	}
-	for _, o := range ir.GetHeaders().GetSetHeaders() {
-		k := strings.ToLower(o.GetHeader().GetKey())
-		v := extproc.HeaderValue(o.GetHeader())
-		switch k {
-		case envoy.DecisionIDHeader:
-			d.DecisionId = v
-		case "content-type":
+	for _, h := range dn.Headers {
+		switch k := strings.ToLower(h.Key); k {
+		case envoy.DecisionIDHeader, "content-type":
 		default:
-			d.Headers[k] = v
+			d.Headers[k] = h.Value
 		}
-	}
-	d.Message = errorMessage(ir.GetBody())
-	if d.DecisionId == "" {
-		d.DecisionId = decisionIDIn(d.Message, "")
 	}
 	e.decisionID = d.DecisionId
 	e.last = d
 	return d
-}
-
-// errorMessage is the message of an error body in any API's shape.
-func errorMessage(body []byte) string {
-	var doc struct {
-		Message string `json:"message"`
-		Error   struct {
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(body, &doc) != nil {
-		return ""
-	}
-	if doc.Error.Message != "" {
-		return doc.Error.Message
-	}
-	return doc.Message
-}
-
-// decisionIDIn finds "(decision <id>)", which Bulwark's error messages end
-// with; def when there is none.
-func decisionIDIn(msg, def string) string {
-	i := strings.LastIndex(msg, "(decision ")
-	if i < 0 || !strings.HasSuffix(msg, ")") {
-		return def
-	}
-	return msg[i+len("(decision ") : len(msg)-1]
 }
 
 // requestHeaders are the HTTP request headers Envoy would send for r:
@@ -325,43 +210,6 @@ func requestHeaders(c caller, r httpRequest) map[string]string {
 		h["x-api-key"] = c.apiKey
 	}
 	return h
-}
-
-// attributes are the connection attributes Envoy sends when its filter
-// lists them in request_attributes: the verified peer identity and address.
-func attributes(c caller) map[string]*structpb.Struct {
-	f := map[string]*structpb.Value{}
-	if c.peerPrincipal != "" {
-		f[extproc.AttrPeerURISAN] = structpb.NewStringValue(c.peerPrincipal)
-	}
-	if c.peerAddress != "" {
-		f[extproc.AttrSourceAddress] = structpb.NewStringValue(c.peerAddress)
-	}
-	if len(f) == 0 {
-		return nil
-	}
-	return map[string]*structpb.Struct{extproc.AttributesNamespace: {Fields: f}}
-}
-
-// applyBody applies a body mutation as Envoy does.
-func applyBody(body []byte, m *extprocv3.BodyMutation) ([]byte, bool) {
-	switch x := m.GetMutation().(type) {
-	case *extprocv3.BodyMutation_Body:
-		return x.Body, true
-	case *extprocv3.BodyMutation_ClearBody:
-		if x.ClearBody {
-			return nil, true
-		}
-	}
-	return body, false
-}
-
-func cloneMode(m *filterv3.ProcessingMode) *filterv3.ProcessingMode {
-	return &filterv3.ProcessingMode{
-		RequestHeaderMode: m.GetRequestHeaderMode(), ResponseHeaderMode: m.GetResponseHeaderMode(),
-		RequestBodyMode: m.GetRequestBodyMode(), ResponseBodyMode: m.GetResponseBodyMode(),
-		RequestTrailerMode: m.GetRequestTrailerMode(), ResponseTrailerMode: m.GetResponseTrailerMode(),
-	}
 }
 
 func copyMap(m map[string]string) map[string]string {

@@ -10,13 +10,13 @@ import (
 	"math"
 	"time"
 
-	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
@@ -152,9 +152,11 @@ func (g *Guard) CheckPrompt(ctx context.Context, req *bulwarkv1.CheckPromptReque
 	if err != nil {
 		return nil, err
 	}
-	x := g.ex.NewExchange()
-	defer x.End()
-	e := newExchange(x, r.api)
+	e := g.start()
+	// The caller takes the prompt to the model itself: the reservation
+	// stays at its estimate.
+	e.x.KeepReservation()
+	defer e.x.End(ctx)
 	d, body, modified, err := e.request(ctx, callerOf(ctx), r)
 	if err != nil {
 		return nil, err
@@ -180,9 +182,8 @@ func (g *Guard) CheckCompletion(ctx context.Context, req *bulwarkv1.CheckComplet
 	if err != nil {
 		return nil, err
 	}
-	x := g.ex.NewExchange()
-	defer x.End()
-	e := newExchange(x, r.api)
+	e := g.start()
+	defer e.x.End(ctx)
 	d, _, _, err := e.request(ctx, callerOf(ctx), r)
 	if err != nil {
 		return nil, err
@@ -238,9 +239,8 @@ func (g *Guard) RedactStream(stream grpc.BidiStreamingServer[bulwarkv1.RedactStr
 	if err != nil {
 		return err
 	}
-	x := g.ex.NewExchange()
-	defer x.End()
-	e := newExchange(x, r.api)
+	e := g.start()
+	defer e.x.End(ctx)
 	d, body, modified, err := e.request(ctx, callerOf(ctx), r)
 	if err != nil {
 		return err
@@ -284,7 +284,7 @@ func (g *Guard) RedactStream(stream grpc.BidiStreamingServer[bulwarkv1.RedactStr
 		default:
 			data, last = msg.GetChunk().GetData(), msg.GetChunk().GetLast()
 		}
-		if total += len(data); e.respMode == filterv3.ProcessingMode_BUFFERED && total > g.cfg.MaxBodyBytes {
+		if total += len(data); e.respMode == exchange.BodyWhole && total > g.cfg.MaxBodyBytes {
 			return invalid("chunk", "the answer exceeds %d bytes, the most that is inspected whole", g.cfg.MaxBodyBytes)
 		}
 		out, denied, err := e.responseChunk(ctx, data, last)

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 )
 
@@ -86,15 +86,9 @@ func refusal(d *bulwarkv1.Decision) error {
 }
 
 // undecided maps an exchange that could not decide (the pipeline's deadline,
-// an unavailable dependency) as ext_proc maps it for Envoy.
+// an unavailable dependency) as the Envoy doors map it.
 func undecided(ctx context.Context, err error) error {
-	switch {
-	case errors.Is(ctx.Err(), context.Canceled):
-		return status.Error(codes.Canceled, "caller cancelled the call")
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, "decision not made within the deadline")
-	}
-	return status.Error(codes.Unavailable, "decision could not be made")
+	return envoy.Undecided(ctx, err, "call")
 }
 
 // grpcCodeName is a code as the audit trail writes it: "ok",

@@ -118,19 +118,6 @@ func TestValidHeaders(t *testing.T) {
 	}
 }
 
-func TestDecisionIDIn(t *testing.T) {
-	t.Parallel()
-	for msg, want := range map[string]string{
-		"the prompt looks like an attack (decision 01HX)": "01HX",
-		"no id here": "def",
-		"(decision ": "def",
-	} {
-		if got := decisionIDIn(msg, "def"); got != want {
-			t.Errorf("decisionIDIn(%q) = %q, want %q", msg, got, want)
-		}
-	}
-}
-
 func TestGRPCCodeName(t *testing.T) {
 	t.Parallel()
 	for c, want := range map[codes.Code]string{codes.OK: "ok", codes.PermissionDenied: "permission_denied",

@@ -70,7 +70,12 @@ type Session struct {
 	reconciled bool
 	outcome    string
 	ended      bool
+	// denied: a step was denied; the exchange is over and takes no more steps.
+	denied bool
 }
+
+// errAfterDenial answers a step after a denial ended the exchange.
+var errAfterDenial = &ProtocolError{msg: "step after the exchange ended with a denial"}
 
 // Start begins an exchange through door ("extproc", "api"): the name its
 // decisions' spans carry.
@@ -110,6 +115,9 @@ func (x *Session) Path() string { return x.path }
 // ext_authz established), makes the request_headers decision when ext_authz
 // did not, and says whether the request body is to be read.
 func (x *Session) RequestHeaders(ctx context.Context, h Head) (Result, error) {
+	if x.denied {
+		return Result{}, errAfterDenial
+	}
 	if x.headers != nil {
 		return Result{}, &ProtocolError{msg: "request headers sent twice"}
 	}
@@ -197,6 +205,9 @@ func (x *Session) TooLarge(response bool) Result {
 // RequestBody decides on the whole request body: parse, detect, policy,
 // then redact, cap max tokens and plant the canary.
 func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) {
+	if x.denied {
+		return Result{}, errAfterDenial
+	}
 	if x.headers == nil {
 		return Result{}, &ProtocolError{msg: "request body before request headers"}
 	}
@@ -394,6 +405,7 @@ func (x *Session) deny(out pipeline.Outcome, res Result) Result {
 	}
 	headers = append(headers, Header{Key: envoy.DecisionIDHeader, Value: out.DecisionID})
 	x.outcome = "denied"
+	x.denied = true
 	res.Deny = &Denial{Status: code, Headers: headers, Body: body, Reason: out.Reason, Message: msg,
 		DecisionID: out.DecisionID, Phase: res.Phase}
 	return res

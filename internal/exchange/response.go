@@ -64,6 +64,9 @@ type responseState struct {
 // alone. status is the answer's HTTP status, headers its headers
 // (lower-cased names); endOfStream: the answer has no body.
 func (x *Session) ResponseHeaders(ctx context.Context, status int, rh map[string]string, endOfStream bool) (Result, error) {
+	if x.denied {
+		return Result{}, errAfterDenial
+	}
 	if x.headers == nil {
 		return Result{}, &ProtocolError{msg: "response headers before request headers"}
 	}
@@ -151,6 +154,9 @@ func (x *Session) responseInput(usage *llmapi.Usage) ast.Object {
 // BodyWhole): parse, scan, policy, then redact.
 func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error) {
 	rs := x.resp
+	if x.denied {
+		return Result{}, errAfterDenial
+	}
 	if rs == nil {
 		return Result{}, &ProtocolError{msg: "response body before response headers"}
 	}
@@ -245,6 +251,9 @@ var errCut = errors.New("stream cut")
 // set once the answer was ended early (later chunks give nothing).
 func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Result, error) {
 	rs := x.resp
+	if x.denied {
+		return Result{}, errAfterDenial
+	}
 	if rs == nil || !rs.sse {
 		return Result{}, &ProtocolError{msg: "response chunk outside a streamed answer"}
 	}

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
@@ -47,15 +48,16 @@ type stack struct {
 	addr   string
 }
 
-func newStack(tb testing.TB, opts extproc.Options) *stack {
+func newStack(tb testing.TB, opts extproc.Options, ex ...exchange.Options) *stack {
 	tb.Helper()
-	return newStackWith(tb, opts, nil, nil)
+	return newStackWith(tb, opts, nil, nil, ex...)
 }
 
 // newStackWith is newStack with the adapter logging to logger (nil: nowhere)
 // and the real pipeline seen through wrap (nil: as is), e.g. to make its
 // decisions slower.
-func newStackWith(tb testing.TB, opts extproc.Options, logger *slog.Logger, wrap func(extproc.Decider) extproc.Decider) *stack {
+// ex, when given, tunes the exchange core.
+func newStackWith(tb testing.TB, opts extproc.Options, logger *slog.Logger, wrap func(exchange.Decider) exchange.Decider, ex ...exchange.Options) *stack {
 	tb.Helper()
 	auth, keys, _ := fixture.Authenticator(tb, pepper, fixture.Key{ID: "app", Roles: []string{"user"}, Tenant: "acme"})
 	key := keys["app"]
@@ -81,11 +83,16 @@ func newStackWith(tb testing.TB, opts extproc.Options, logger *slog.Logger, wrap
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var d extproc.Decider = pipe
+	var d exchange.Decider = pipe
 	if wrap != nil {
 		d = wrap(pipe)
 	}
-	f := serveStack(tb, extproc.New(d, scanner, limiter, opts, logger, m))
+	var xo exchange.Options
+	if len(ex) > 0 {
+		xo = ex[0]
+	}
+	xo.Tracing = opts.Tracing
+	f := serveStack(tb, extproc.New(exchange.New(d, scanner, limiter, xo, logger, nil), opts, logger, m))
 	f.key = key
 	return f
 }
@@ -217,7 +224,7 @@ func TestUnsupportedBodyModesRefused(t *testing.T) {
 // slowBody delays request_body decisions, as a large body or a heavy
 // policy would.
 type slowBody struct {
-	extproc.Decider
+	exchange.Decider
 	delay time.Duration
 }
 
@@ -233,11 +240,11 @@ func (s slowBody) Decide(ctx context.Context, req pipeline.Request) (pipeline.Ou
 // override_message_timeout, so Envoy waits instead of failing the request;
 // fast answers and servers without the setting send none.
 func TestMessageTimeoutExtended(t *testing.T) {
-	slow := func(d extproc.Decider) extproc.Decider { return slowBody{d, 150 * time.Millisecond} }
+	slow := func(d exchange.Decider) exchange.Decider { return slowBody{d, 150 * time.Millisecond} }
 	cases := []struct {
 		name          string
 		opts          extproc.Options
-		wrap          func(extproc.Decider) extproc.Decider
+		wrap          func(exchange.Decider) exchange.Decider
 		wantOverrides int
 	}{
 		{"slow body decision", extproc.Options{MessageTimeout: 100 * time.Millisecond, MaxMessageTimeout: 2 * time.Second}, slow, 1},
@@ -265,7 +272,7 @@ func TestMessageTimeoutExtended(t *testing.T) {
 
 // countingDecider records the decisions the real pipeline makes.
 type countingDecider struct {
-	extproc.Decider
+	exchange.Decider
 	mu      sync.Mutex
 	reasons []string
 }
@@ -283,7 +290,7 @@ func (c *countingDecider) Decide(ctx context.Context, req pipeline.Request) (pip
 // (counted, audited), here denying an injection it cannot stop.
 func TestObservabilityMode(t *testing.T) {
 	counter := &countingDecider{}
-	f := newStackWith(t, extproc.Options{}, nil, func(d extproc.Decider) extproc.Decider {
+	f := newStackWith(t, extproc.Options{}, nil, func(d exchange.Decider) exchange.Decider {
 		counter.Decider = d
 		return counter
 	})
@@ -341,7 +348,7 @@ func TestStreamedRequestBody(t *testing.T) {
 
 // TestMaxBodyBytes: a body over the bound is refused with 413, not buffered.
 func TestMaxBodyBytes(t *testing.T) {
-	f := newStack(t, extproc.Options{MaxBodyBytes: 1024})
+	f := newStack(t, extproc.Options{}, exchange.Options{MaxBodyBytes: 1024})
 	big := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("a", 2000) + `"}]}`
 	res, err := envoysim.Run(context.Background(), f.client, envoysim.DefaultFilter, f.request("/v1/chat/completions", big), jsonAnswer(`{}`))
 	if err != nil {
@@ -354,7 +361,7 @@ func TestMaxBodyBytes(t *testing.T) {
 
 // TestClampMaxTokens: the clamp caps what the request asks for.
 func TestClampMaxTokens(t *testing.T) {
-	f := newStack(t, extproc.Options{ClampMaxTokens: 256})
+	f := newStack(t, extproc.Options{}, exchange.Options{ClampMaxTokens: 256})
 	res, err := envoysim.Run(context.Background(), f.client, envoysim.DefaultFilter,
 		f.request("/v1/messages", `{"model":"claude-x","max_tokens":4096,"messages":[{"role":"user","content":"hi"}]}`), jsonAnswer(`{}`))
 	if err != nil {
@@ -397,7 +404,7 @@ func BenchmarkRequestPhase4KiB(b *testing.B) {
 		var mine []time.Duration
 		for pb.Next() {
 			start := time.Now()
-			if err := exchange(f, hm, body); err != nil {
+			if err := requestPhase(f, hm, body); err != nil {
 				b.Error(err)
 				return
 			}
@@ -479,7 +486,7 @@ func BenchmarkRequestPhase4KiBPaced(b *testing.B) {
 						if began.Before(due) {
 							began = due
 						}
-						if err := exchange(f, hm, body); err != nil {
+						if err := requestPhase(f, hm, body); err != nil {
 							b.Error(err)
 							return
 						}
@@ -516,8 +523,8 @@ func sender(t *testing.T, f *stack) func(*extprocv3.ProcessingRequest) *extprocv
 	}
 }
 
-// exchange runs one request phase (headers, then the body) on a new stream.
-func exchange(f *stack, hm *corev3.HeaderMap, body []byte) error {
+// requestPhase runs one request phase (headers, then the body) on a new stream.
+func requestPhase(f *stack, hm *corev3.HeaderMap, body []byte) error {
 	st, err := f.client.Process(context.Background())
 	if err != nil {
 		return err
@@ -644,7 +651,7 @@ func report(b *testing.B, lat []time.Duration) {
 // TestStreamedRequestBodyTooLarge: chunks past the bound are dropped, not
 // kept, and the end of the body is refused with 413.
 func TestStreamedRequestBodyTooLarge(t *testing.T) {
-	f := newStack(t, extproc.Options{MaxBodyBytes: 1024})
+	f := newStack(t, extproc.Options{}, exchange.Options{MaxBodyBytes: 1024})
 	send := sender(t, f)
 	send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
 		Headers: extproc.EnvoyHeaders(map[string]string{":method": "POST", ":path": "/v1/chat/completions",

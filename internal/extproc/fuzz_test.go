@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/test/envoysim"
 )
@@ -21,7 +22,7 @@ func FuzzExchange(f *testing.F) {
 	f.Add("/v1/responses", []byte(`{"model":"m","input":[{"role":"user","content":"hi"}]}`),
 		"application/json", []byte(`{"output":[{"type":"message","content":[{"type":"output_text","text":"ok"}]}],"usage":{"input_tokens":1}}`), uint16(0))
 	f.Add("/x", []byte("plain text"), "text/plain", []byte("answer"), uint16(3))
-	fx := newStack(f, extproc.Options{MaxBodyBytes: 1 << 16, MaxEventBytes: 1 << 12})
+	fx := newStack(f, extproc.Options{}, exchange.Options{MaxBodyBytes: 1 << 16, MaxEventBytes: 1 << 12})
 	f.Fuzz(func(t *testing.T, path string, reqBody []byte, contentType string, stream []byte, cut uint16) {
 		if len(path) == 0 || path[0] != '/' {
 			path = "/" + path

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/bulwark-ai/bulwark/internal/envoy"
+	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 )
 
@@ -48,8 +50,8 @@ func roundTrip(st extprocv3.ExternalProcessor_ProcessClient, r *extprocv3.Proces
 // body chunks gets nothing read or held; the Exchange API refuses a
 // message after one.
 func TestImmediateResponseEndsExchange(t *testing.T) {
-	var decider extproc.Decider
-	f := newStackWith(t, extproc.Options{MaxBodyBytes: 1024}, nil, func(d extproc.Decider) extproc.Decider { decider = d; return d })
+	var decider exchange.Decider
+	f := newStackWith(t, extproc.Options{}, nil, func(d exchange.Decider) exchange.Decider { decider = d; return d }, exchange.Options{MaxBodyBytes: 1024})
 	cases := []struct {
 		name     string
 		msgs     []*extprocv3.ProcessingRequest
@@ -83,16 +85,18 @@ func TestImmediateResponseEndsExchange(t *testing.T) {
 		})
 	}
 
-	t.Run("Exchange API", func(t *testing.T) {
-		x := extproc.New(decider, nil, nil, extproc.Options{}, nil, nil).NewExchange()
-		defer x.End()
+	t.Run("exchange core", func(t *testing.T) {
+		// What the Guard API drives: a Session that denied is over.
 		ctx := context.Background()
-		resp, err := x.Handle(ctx, f.chatHeaders(false))
-		if err != nil || resp.GetImmediateResponse().GetStatus().GetCode() != 401 {
-			t.Fatalf("got %v, %v; want an immediate 401", resp, err)
+		x := exchange.New(decider, nil, nil, exchange.Options{}, nil, nil).Start("test")
+		defer x.End(ctx)
+		res, err := x.RequestHeaders(ctx, exchange.Head{Check: envoy.NewCheckRequest(envoy.HTTPRequest{
+			Method: "POST", Path: "/v1/chat/completions", Headers: map[string]string{"content-type": "application/json"}, Body: []byte("{}")})})
+		if err != nil || res.Deny == nil || res.Deny.Status != 401 {
+			t.Fatalf("got %+v, %v; want a 401 denial", res, err)
 		}
-		if resp, err := x.Handle(ctx, bodyMsg([]byte("{}"), true)); err == nil {
-			t.Fatalf("a message after the immediate response was answered: %v", resp)
+		if res, err := x.RequestBody(ctx, []byte("{}")); err == nil {
+			t.Fatalf("a step after the denial was answered: %+v", res)
 		}
 	})
 }
@@ -174,7 +178,7 @@ func TestStreamDeadlines(t *testing.T) {
 // exchange with 503, and bytes come back when a body is complete or its
 // exchange ends, however it ends.
 func TestBodyBudget(t *testing.T) {
-	f := newStack(t, extproc.Options{MaxBodyBytes: 4096, MaxBufferedBytes: 6000})
+	f := newStack(t, extproc.Options{MaxBufferedBytes: 6000}, exchange.Options{MaxBodyBytes: 4096})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	chunk := []byte(strings.Repeat("a", 3000))

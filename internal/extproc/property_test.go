@@ -12,6 +12,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/llmapi"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
@@ -159,7 +160,7 @@ func newPropertyStack(tb testing.TB, set map[string]string) *propertyStack {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	f := serveStack(tb, extproc.New(pipe, scanner, limiter, extproc.Options{}, nil, m))
+	f := serveStack(tb, extproc.New(exchange.New(pipe, scanner, limiter, exchange.Options{}, nil, nil), extproc.Options{}, nil, m))
 	f.key = keys["app"]
 	return &propertyStack{f: f, authz: extauthz.New(pipe, extauthz.Options{StripCredentials: true}), scanner: scanner}
 }

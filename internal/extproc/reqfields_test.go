@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/test/envoysim"
@@ -15,7 +16,7 @@ import (
 
 // recorder keeps every outcome of the decider it wraps.
 type recorder struct {
-	extproc.Decider
+	exchange.Decider
 	mu   sync.Mutex
 	outs []pipeline.Outcome
 }
@@ -61,10 +62,10 @@ func TestReservationCountsEveryAnswer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &recorder{}
-			f := newStackWith(t, extproc.Options{ClampMaxTokens: tt.clamp}, nil, func(d extproc.Decider) extproc.Decider {
+			f := newStackWith(t, extproc.Options{}, nil, func(d exchange.Decider) exchange.Decider {
 				rec.Decider = d
 				return rec
-			})
+			}, exchange.Options{ClampMaxTokens: tt.clamp})
 			res, err := envoysim.Run(context.Background(), f.client, envoysim.DefaultFilter, f.request("/v1/chat/completions", tt.body), jsonAnswer(`{}`))
 			if err != nil || !res.UpstreamCalled {
 				t.Fatalf("not forwarded: %v %d", err, res.Status)

@@ -14,6 +14,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
+	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
@@ -25,7 +26,7 @@ import (
 // settlements records what the exchange settled its reservations to, on
 // their way to the real in-process limiter.
 type settlements struct {
-	next extproc.Reconciler
+	next exchange.Reconciler
 	mu   sync.Mutex
 	got  map[string]int64
 	done chan string
@@ -65,8 +66,8 @@ func TestReservationSettledAtExchangeEnd(t *testing.T) {
 	}
 	pipe.WithDetector(scanner)
 	rec := &settlements{next: limiter, got: map[string]int64{}, done: make(chan string, 16)}
-	ep := extproc.New(pipe, scanner, rec, extproc.Options{}, nil, nil)
-	f := serveStack(t, ep)
+	core := exchange.New(pipe, scanner, rec, exchange.Options{}, nil, nil)
+	f := serveStack(t, extproc.New(core, extproc.Options{}, nil, nil))
 
 	prompt := strings.Repeat("abcd", 100) // 100 estimated tokens
 	reqBody := `{"model":"gpt-4o","stream":true,"max_tokens":500,"messages":[{"role":"user","content":"` + prompt + `"}]}`
@@ -155,18 +156,18 @@ func TestReservationSettledAtExchangeEnd(t *testing.T) {
 	// caller takes the prompt to the model itself, so its reservation stands
 	// (settling it to the prompt would let the answer go uncharged).
 	t.Run("request-only API exchange keeps its reservation", func(t *testing.T) {
-		x := ep.NewExchange()
-		for _, m := range []*extprocv3.ProcessingRequest{
-			{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: extproc.EnvoyHeaders(map[string]string{
-				":method": "POST", ":path": "/v1/chat/completions", "authorization": "Bearer " + keys["app"], "content-type": "application/json"})}}},
-			{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(reqBody), EndOfStream: true}}},
-		} {
-			resp, err := x.Handle(context.Background(), m)
-			if err != nil || resp.GetImmediateResponse() != nil {
-				t.Fatalf("refused: %v %v", resp, err)
-			}
+		ctx := context.Background()
+		x := core.Start("api")
+		x.KeepReservation()
+		res, err := x.RequestHeaders(ctx, exchange.Head{Check: envoy.HeadersCheckRequest(map[string]string{
+			":method": "POST", ":path": "/v1/chat/completions", "authorization": "Bearer " + keys["app"], "content-type": "application/json"}, nil, nil)})
+		if err != nil || res.Deny != nil {
+			t.Fatalf("refused: %+v %v", res.Deny, err)
 		}
-		x.End()
+		if res, err = x.RequestBody(ctx, []byte(reqBody)); err != nil || res.Deny != nil {
+			t.Fatalf("refused: %+v %v", res.Deny, err)
+		}
+		x.End(ctx)
 		select {
 		case id := <-rec.done:
 			t.Fatalf("a CheckPrompt reservation was settled (%s)", id)
@@ -187,7 +188,7 @@ func TestReservationSettledAtExchangeEnd(t *testing.T) {
 		if err != nil || ok.GetStatus().GetCode() != 0 {
 			t.Fatalf("ext_authz: %v %v", ok.GetStatus(), err)
 		}
-		g := serveStack(t, extproc.New(pipe, scanner, rec, extproc.Options{Voucher: v}, nil, nil))
+		g := serveStack(t, extproc.New(exchange.New(pipe, scanner, rec, exchange.Options{}, nil, nil), extproc.Options{Voucher: v}, nil, nil))
 		st, err := g.client.Process(context.Background())
 		if err != nil {
 			t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/test/envoysim"
 )
@@ -216,7 +217,7 @@ func pemBlockText(n int) (string, []string) {
 // in a buffered answer; Bulwark still sees the leak (finding 13: the old
 // matcher was exact).
 func TestCanaryVariantsCaught(t *testing.T) {
-	f := newStack(t, extproc.Options{Canary: true})
+	f := newStack(t, extproc.Options{}, exchange.Options{Canary: true})
 	canary := regexp.MustCompile(`bwc-[0-9a-f]{16}`)
 	variants := map[string]func(string) string{
 		"upper":      strings.ToUpper,
@@ -272,7 +273,7 @@ func TestCanaryVariantsCaught(t *testing.T) {
 // response objects. That echo is not a leak (the answer is not stopped), but
 // the marker is still kept from the client.
 func TestCanaryEchoedInstructionsNotALeak(t *testing.T) {
-	f := newStack(t, extproc.Options{Canary: true})
+	f := newStack(t, extproc.Options{}, exchange.Options{Canary: true})
 	canary := regexp.MustCompile(`bwc-[0-9a-f]{16}`)
 	for _, streamed := range []bool{true, false} {
 		t.Run(fmt.Sprintf("streamed=%v", streamed), func(t *testing.T) {

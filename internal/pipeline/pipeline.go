@@ -335,12 +335,9 @@ func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, erro
 		input.Insert(keySignals, ast.NewTerm(signalsValue(*req.Signals)))
 		out.Signals = req.Signals
 	case p.detect != nil:
+		// The door read the text from the body (llmapi, one extractor for
+		// every door); the pipeline never reads a body of its own.
 		text := req.Text
-		if text == "" {
-			if body := input.Get(keyParsed); body != nil {
-				text = PromptText(body.Value)
-			}
-		}
 		if text == "" {
 			break
 		}

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -17,63 +16,8 @@ type Detector interface {
 
 var _ Detector = (*detect.Scanner)(nil)
 
-var (
-	keySignals  = ast.StringTerm("signals")
-	keyMessages = ast.StringTerm("messages")
-	keyContent  = ast.StringTerm("content")
-	keyText     = ast.StringTerm("text")
-	keyPrompt   = ast.StringTerm("prompt")
-	keyInput    = ast.StringTerm("input")
-	keySystem   = ast.StringTerm("system")
-	keyParsed   = ast.StringTerm("parsed_body")
-)
+var keySignals = ast.StringTerm("signals")
 
-// maxPromptBytes bounds the text handed to the detectors from one request.
-const maxPromptBytes = 1 << 20
-
-// PromptText collects the text an LLM request sends to the model, from the
-// shapes of the common APIs: OpenAI chat (messages[].content as a string or
-// as parts with "text"), completions ("prompt"), responses and embeddings
-// ("input"), and Anthropic messages ("system" plus messages). Unknown shapes
-// yield "". It is a stop-gap until the llmapi stage parses bodies fully.
-func PromptText(body ast.Value) string {
-	obj, ok := body.(ast.Object)
-	if !ok {
-		return ""
-	}
-	var b strings.Builder
-	for _, k := range []*ast.Term{keySystem, keyPrompt, keyInput, keyMessages} {
-		if t := obj.Get(k); t != nil {
-			collectText(&b, t.Value, 0)
-		}
-	}
-	return b.String()
-}
-
-func collectText(b *strings.Builder, v ast.Value, depth int) {
-	if depth > 8 || b.Len() >= maxPromptBytes {
-		return
-	}
-	switch x := v.(type) {
-	case ast.String:
-		if b.Len() > 0 {
-			b.WriteByte('\n')
-		}
-		s := string(x)
-		if room := maxPromptBytes - b.Len(); len(s) > room {
-			s = s[:room]
-		}
-		b.WriteString(s)
-	case *ast.Array:
-		x.Foreach(func(e *ast.Term) { collectText(b, e.Value, depth+1) })
-	case ast.Object:
-		for _, k := range []*ast.Term{keyContent, keyText, keyInput} {
-			if t := x.Get(k); t != nil {
-				collectText(b, t.Value, depth+1)
-			}
-		}
-	}
-}
 
 // Keys of input.signals, built once.
 var (
