@@ -520,5 +520,3 @@ func (x *Session) headersInput() ast.Object {
 	in.Insert(keyTruncatedBody, ast.BooleanTerm(false))
 	return in
 }
-
-

@@ -11,8 +11,8 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/exchange"
+	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/llmapi"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"

@@ -18,7 +18,6 @@ var _ Detector = (*detect.Scanner)(nil)
 
 var keySignals = ast.StringTerm("signals")
 
-
 // Keys of input.signals, built once.
 var (
 	kPromptInjection = ast.StringTerm("prompt_injection")
