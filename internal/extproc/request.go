@@ -37,6 +37,8 @@ type stream struct {
 	// respMode is how the answer's body is read (exchange.BodyWhole or
 	// BodyStreamed); BodySkip until response headers chose.
 	respMode exchange.BodyMode
+	// reqHeaders and respHeaders: those messages came, so a body may follow.
+	reqHeaders, respHeaders bool
 	// ended: an immediate response was sent; the exchange is over.
 	ended bool
 	// metadata is what the last decision made for the message being
@@ -134,6 +136,7 @@ func (x *stream) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRe
 	if err != nil {
 		return nil, err
 	}
+	x.reqHeaders = true
 	x.note(res)
 	if res.Deny != nil {
 		return immediate(res.Deny), nil
@@ -162,6 +165,9 @@ func (x *stream) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRe
 
 // requestBody hands the whole request body to the exchange.
 func (x *stream) requestBody(ctx context.Context, b *extprocv3.HttpBody) (*extprocv3.ProcessingResponse, error) {
+	if !x.reqHeaders {
+		return nil, &protocolError{msg: "request body before request headers"}
+	}
 	body, over, complete, resp := x.accumulate(b, true)
 	if !complete {
 		return resp, nil
@@ -192,6 +198,7 @@ func (x *stream) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders) 
 	if err != nil {
 		return nil, err
 	}
+	x.respHeaders = true
 	x.note(res)
 	if res.Deny != nil {
 		return immediate(res.Deny), nil
@@ -221,6 +228,9 @@ func (x *stream) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders) 
 // responseBody hands the answer to the exchange: each chunk of a streamed
 // one, or the whole of a buffered one.
 func (x *stream) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*extprocv3.ProcessingResponse, error) {
+	if !x.respHeaders {
+		return nil, &protocolError{msg: "response body before response headers"}
+	}
 	if x.respMode == exchange.BodyStreamed {
 		res, err := x.sess.ResponseChunk(ctx, b.GetBody(), b.GetEndOfStream())
 		if err != nil {
