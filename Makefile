@@ -83,13 +83,13 @@ e2e-jaeger: jaeger
 tools:
 	@test -x $$($(GO) env GOPATH)/bin/ghz || $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
 
-## train: refit the prompt-injection model from $(DATA)/prompt-injection/train.jsonl (deterministic)
+## train: refit the prompt-injection model from $(DATA)/prompt-injection/train.jsonl into internal/detect/model.bin (deterministic; tools/train)
 train:
-	$(GO) run ./internal/detect/cmd/train -data $(DATA)/prompt-injection/train.jsonl -out internal/detect/model.bin
+	$(GO) run ./tools/train -data $(DATA)/prompt-injection/train.jsonl -out internal/detect/model.bin
 
-## eval: precision, recall, F1, FPR and MB/s of every detector on $(DATA) (cross-validated for injection)
+## eval: precision, recall, F1, FPR and MB/s of every detector on $(DATA) (cross-validated for injection; tools/eval)
 eval:
-	$(GO) run ./internal/detect/cmd/eval -data $(DATA)
+	$(GO) run ./tools/eval -data $(DATA)
 
 ## lint: vet, gofmt, lint-proto, staticcheck, gosec and govulncheck (offline database); tools pinned below
 lint: vet fmt-check lint-proto staticcheck gosec vulncheck

@@ -162,7 +162,15 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	pipe.WithDetector(scanner).WithTracer(tracing.Tracer).WithAuditor(recorder)
+	var detector pipeline.Detector = scanner
+	if cfg.RemoteClassifierURL != "" {
+		remote, err := detect.NewRemote(cfg.RemoteClassifierConfig(), nil, nil, reg)
+		if err != nil {
+			return fmt.Errorf("remote classifier: %w", err)
+		}
+		detector = detect.WithRemote(scanner, remote)
+	}
+	pipe.WithDetector(detector).WithTracer(tracing.Tracer).WithAuditor(recorder)
 
 	srv := server.New(server.Config{
 		GRPCAddr:             cfg.GRPCAddr,

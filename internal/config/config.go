@@ -18,6 +18,7 @@ import (
 
 	yaml "go.yaml.in/yaml/v3"
 
+	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
@@ -297,6 +298,24 @@ type Config struct {
 	// AlertInjectionWindow is the injection burst's window.
 	AlertInjectionWindow time.Duration `yaml:"alert_injection_window"`
 
+	// RemoteClassifierURL is an HTTP endpoint scoring prompts ({"text"} in,
+	// {"score", "label"} out), asked beside the local detectors; its verdict
+	// is input.signals.remote_classifier. Empty: no remote classifier. May
+	// carry a token: never echoed.
+	RemoteClassifierURL string `yaml:"remote_classifier_url"`
+	// RemoteClassifierTimeout bounds one call. The decision waits for it
+	// (detection runs before check_timeout starts), so keep it short.
+	RemoteClassifierTimeout time.Duration `yaml:"remote_classifier_timeout"`
+	// RemoteClassifierThreshold is the score at or above which
+	// signals.remote_classifier.detected is true.
+	RemoteClassifierThreshold float64 `yaml:"remote_classifier_threshold"`
+	// RemoteClassifierBreakerFailures consecutive failed calls open the
+	// circuit breaker: no call is sent (the verdict is unavailable,
+	// circuit_open) for RemoteClassifierBreakerCooldown, then one trial
+	// call decides whether it closes.
+	RemoteClassifierBreakerFailures int           `yaml:"remote_classifier_breaker_failures"`
+	RemoteClassifierBreakerCooldown time.Duration `yaml:"remote_classifier_breaker_cooldown"`
+
 	// GCPercent sets the Go garbage collector's target (GOGC) unless the GOGC
 	// environment variable is set. Bulwark's live heap is small and its
 	// garbage per request large, so a higher target trades a little memory
@@ -356,6 +375,12 @@ func Default() Config {
 		RateLimitFailureMode:     "fail_open",
 		RateLimitLocalShare:      1,
 		RateLimitTimeout:         50 * time.Millisecond,
+
+		// The remote classifier, when remote_classifier_url is set.
+		RemoteClassifierTimeout:         150 * time.Millisecond,
+		RemoteClassifierThreshold:       0.5,
+		RemoteClassifierBreakerFailures: 5,
+		RemoteClassifierBreakerCooldown: 10 * time.Second,
 
 		ExtProcIdleTimeout:       10 * time.Minute,
 		ExtProcMaxStreamDuration: time.Hour,
@@ -572,6 +597,9 @@ func (c Config) Validate() error {
 	if c.AlertInjectionBurst < 0 {
 		return &FieldError{"alert_injection_burst", "must not be negative (0: off)"}
 	}
+	if err := c.validateRemoteClassifier(); err != nil {
+		return err
+	}
 	if c.GCPercent < 25 {
 		return &FieldError{"gc_percent", "must be at least 25"}
 	}
@@ -635,6 +663,39 @@ func (c Config) Validate() error {
 		return &FieldError{"log_format", fmt.Sprintf("%q is not json or text", c.LogFormat)}
 	}
 	return nil
+}
+
+func (c Config) validateRemoteClassifier() error {
+	if c.RemoteClassifierURL != "" {
+		if u, err := url.Parse(c.RemoteClassifierURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return &FieldError{"remote_classifier_url", "must be an http:// or https:// URL"} // the value may hold a token: not echoed
+		}
+	}
+	if c.RemoteClassifierTimeout <= 0 || c.RemoteClassifierTimeout > 10*time.Second {
+		return &FieldError{"remote_classifier_timeout", fmt.Sprintf("%s must be in (0, 10s]", c.RemoteClassifierTimeout)}
+	}
+	if !(c.RemoteClassifierThreshold > 0 && c.RemoteClassifierThreshold <= 1) {
+		return &FieldError{"remote_classifier_threshold", fmt.Sprintf("%v must be in (0, 1]", c.RemoteClassifierThreshold)}
+	}
+	if c.RemoteClassifierBreakerFailures < 1 {
+		return &FieldError{"remote_classifier_breaker_failures", "must be at least 1"}
+	}
+	if c.RemoteClassifierBreakerCooldown <= 0 {
+		return &FieldError{"remote_classifier_breaker_cooldown", "must be positive"}
+	}
+	return nil
+}
+
+// RemoteClassifierConfig is the remote classifier's configuration; it is
+// used only when RemoteClassifierURL is set.
+func (c Config) RemoteClassifierConfig() detect.RemoteConfig {
+	return detect.RemoteConfig{
+		URL:             c.RemoteClassifierURL,
+		Timeout:         c.RemoteClassifierTimeout,
+		Threshold:       c.RemoteClassifierThreshold,
+		BreakerFailures: c.RemoteClassifierBreakerFailures,
+		BreakerCooldown: c.RemoteClassifierBreakerCooldown,
+	}
 }
 
 func (c Config) validateTLS() error {
@@ -801,6 +862,11 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.AlertMaxPerMinute, "alert-max-per-minute", c.AlertMaxPerMinute, "cap on alerts of every kind together")
 	fs.IntVar(&c.AlertInjectionBurst, "alert-injection-burst", c.AlertInjectionBurst, "prompt_injection denials of one principal within --alert-injection-window that raise an alert (0: off)")
 	fs.DurationVar(&c.AlertInjectionWindow, "alert-injection-window", c.AlertInjectionWindow, "window of --alert-injection-burst")
+	fs.Var((*secretURL)(&c.RemoteClassifierURL), "remote-classifier-url", "HTTP endpoint scoring prompts ({\"text\"} in, {\"score\",\"label\"} out) beside the local detectors: input.signals.remote_classifier (empty: none)")
+	fs.DurationVar(&c.RemoteClassifierTimeout, "remote-classifier-timeout", c.RemoteClassifierTimeout, "deadline of one remote classifier call (the decision waits for it)")
+	fs.Float64Var(&c.RemoteClassifierThreshold, "remote-classifier-threshold", c.RemoteClassifierThreshold, "remote classifier score at or above which signals.remote_classifier.detected is true")
+	fs.IntVar(&c.RemoteClassifierBreakerFailures, "remote-classifier-breaker-failures", c.RemoteClassifierBreakerFailures, "consecutive failed remote classifier calls that open its circuit breaker")
+	fs.DurationVar(&c.RemoteClassifierBreakerCooldown, "remote-classifier-breaker-cooldown", c.RemoteClassifierBreakerCooldown, "how long an open breaker sends no remote classifier call before one trial")
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go GC target percentage (GOGC), unless GOGC is set")
 	fs.BoolVar(&c.AdminPprof, "admin-pprof", c.AdminPprof, "serve /debug/pprof on the admin listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
@@ -938,6 +1004,23 @@ func (u *credentialURL) String() string {
 
 func (u *credentialURL) Set(v string) error {
 	*u = credentialURL(v)
+	return nil
+}
+
+// secretURL is a URL flag whose value may carry a token (in its query or
+// user info): String, which the usage message shows as the default, shows
+// only whether it is set.
+type secretURL string
+
+func (u *secretURL) String() string {
+	if u == nil || *u == "" {
+		return ""
+	}
+	return "(set)"
+}
+
+func (u *secretURL) Set(v string) error {
+	*u = secretURL(v)
 	return nil
 }
 

@@ -131,6 +131,9 @@ type Result struct {
 	HiddenText HiddenText
 	// Length is the size of the text.
 	Length Length
+	// Remote is the remote classifier's verdict when one is configured
+	// (RemoteScanner); nil otherwise.
+	Remote *RemoteVerdict
 }
 
 // Scanner runs the detectors. Build it with New; it is safe for concurrent use.

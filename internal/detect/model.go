@@ -10,7 +10,7 @@ import (
 )
 
 // embeddedModel is the fitted injection model, written by
-// internal/detect/cmd/train (make train).
+// tools/train (make train).
 //
 //go:embed model.bin
 var embeddedModel []byte

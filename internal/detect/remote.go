@@ -12,52 +12,42 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// FailureMode says what a remote classifier's signal is when the call fails
-// (timeout, error status, open circuit).
-type FailureMode string
-
-const (
-	// FailClosed reports score 1: the policy sees the text as flagged.
-	FailClosed FailureMode = "fail_closed"
-	// FailOpen reports score 0: the policy sees the text as clean.
-	FailOpen FailureMode = "fail_open"
-)
-
-// RemoteConfig configures one optional remote classifier: an HTTP endpoint
-// taking {"text": "..."} and answering {"score": 0..1}, for operators who
-// run an ML guard model next to Bulwark on high-risk routes.
+// RemoteConfig configures the optional remote classifier: an HTTP endpoint,
+// for operators who run an ML guard model next to Bulwark, that takes
+// {"text": "..."} and answers {"score": 0..1, "label": "..."} (label
+// optional). Its verdict joins the local detectors' signals as
+// input.signals.remote_classifier; it never replaces them.
 type RemoteConfig struct {
-	// Name keys the signal: signals.remote.<name>.
-	Name string
 	// URL is the http or https endpoint that receives POST requests.
 	URL string
-	// Timeout bounds one call; default 200ms. The caller's context deadline
+	// Timeout bounds one call; default 150ms. The caller's context deadline
 	// applies too, whichever is sooner.
 	Timeout time.Duration
-	// FailureMode is applied when the call fails; default FailClosed.
-	FailureMode FailureMode
-	// BreakerFailures consecutive failures open the circuit; default 5.
+	// Threshold is the score at or above which the verdict is detected;
+	// default 0.5.
+	Threshold float64
+	// BreakerFailures consecutive failed calls open the circuit; default 5.
 	BreakerFailures int
-	// BreakerCooldown is how long an open circuit rejects calls before one
+	// BreakerCooldown is how long an open circuit sends no call before one
 	// trial call is let through; default 10s.
 	BreakerCooldown time.Duration
 	// MaxBytes truncates the text sent; default 64 KiB.
 	MaxBytes int
 }
 
-// Validate reports the first bad field.
+// Validate reports the first bad field. The URL is not echoed: it may carry
+// a token.
 func (c RemoteConfig) Validate() error {
-	if c.Name == "" {
-		return errors.New("detect: RemoteConfig.Name is empty")
-	}
 	u, err := url.Parse(c.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("detect: RemoteConfig.URL %q is not an http(s) URL", c.URL)
+		return errors.New("detect: RemoteConfig.URL is not an http(s) URL")
 	}
-	if c.FailureMode != "" && c.FailureMode != FailClosed && c.FailureMode != FailOpen {
-		return fmt.Errorf("detect: RemoteConfig.FailureMode %q: want %s or %s", c.FailureMode, FailClosed, FailOpen)
+	if c.Threshold < 0 || c.Threshold > 1 || math.IsNaN(c.Threshold) {
+		return fmt.Errorf("detect: RemoteConfig.Threshold %v is not in [0, 1]", c.Threshold)
 	}
 	if c.Timeout < 0 || c.BreakerCooldown < 0 || c.BreakerFailures < 0 || c.MaxBytes < 0 {
 		return errors.New("detect: RemoteConfig durations and counts must not be negative")
@@ -65,16 +55,40 @@ func (c RemoteConfig) Validate() error {
 	return nil
 }
 
-// RemoteSignal is signals.remote.<name>.
-type RemoteSignal struct {
-	// Score is the classifier's score, or the failure mode's score when OK is false.
+// RemoteVerdict is input.signals.remote_classifier. A failed call is a
+// verdict too (Available false, with the reason in Error): the decision goes
+// on with the local detectors' signals, and the policy says what an
+// unavailable classifier means on each route.
+type RemoteVerdict struct {
+	// Available is false when no verdict came back: Score and Detected are
+	// then zero.
+	Available bool `json:"available"`
+	// Score is the classifier's score in [0, 1].
 	Score float64 `json:"score"`
-	// OK is false when the call failed and Score comes from the failure mode.
-	OK bool `json:"ok"`
-	// Error is a short machine-readable reason when OK is false:
-	// timeout, circuit_open, status, bad_response, transport.
+	// Detected is Score >= the configured threshold.
+	Detected bool `json:"detected"`
+	// Label is the classifier's own label, when it sends one.
+	Label string `json:"label"`
+	// Error is why no verdict came back: timeout, status, bad_response,
+	// transport, canceled (the caller went away) or circuit_open (no call
+	// was made while the breaker is open).
 	Error string `json:"error,omitempty"`
 }
+
+// Reasons a verdict is unavailable (RemoteVerdict.Error, and the result
+// label of bulwark_remote_classifier_calls_total).
+const (
+	remoteOK          = "ok"
+	remoteTimeout     = "timeout"
+	remoteStatus      = "status"
+	remoteBadResponse = "bad_response"
+	remoteTransport   = "transport"
+	remoteCanceled    = "canceled"
+	remoteCircuitOpen = "circuit_open"
+)
+
+// maxRemoteLabel bounds the label a classifier may send.
+const maxRemoteLabel = 64
 
 // Clock is the time source of the circuit breaker.
 type Clock interface{ Now() time.Time }
@@ -83,12 +97,17 @@ type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
 
-// Remote calls a remote classifier with a deadline and a circuit breaker.
-// It is safe for concurrent use.
+// Remote calls the remote classifier with a deadline and a circuit breaker:
+// after BreakerFailures consecutive failed calls it sends none for
+// BreakerCooldown, then lets one trial call through, whose success closes
+// the circuit and whose failure opens it again. A caller that goes away
+// mid-call neither counts as a failure nor as a success. It is safe for
+// concurrent use.
 type Remote struct {
-	cfg    RemoteConfig
-	client *http.Client
-	clock  Clock
+	cfg     RemoteConfig
+	client  *http.Client
+	clock   Clock
+	metrics *remoteMetrics
 
 	mu        sync.Mutex
 	failures  int
@@ -96,16 +115,17 @@ type Remote struct {
 	trial     bool // a half-open trial call is in flight
 }
 
-// NewRemote builds a Remote. client and clock may be nil for the defaults.
-func NewRemote(cfg RemoteConfig, client *http.Client, clock Clock) (*Remote, error) {
+// NewRemote builds a Remote. client and clock may be nil for the defaults;
+// reg may be nil (no metrics registered, as in tests).
+func NewRemote(cfg RemoteConfig, client *http.Client, clock Clock, reg prometheus.Registerer) (*Remote, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 200 * time.Millisecond
+		cfg.Timeout = 150 * time.Millisecond
 	}
-	if cfg.FailureMode == "" {
-		cfg.FailureMode = FailClosed
+	if cfg.Threshold == 0 {
+		cfg.Threshold = 0.5
 	}
 	if cfg.BreakerFailures == 0 {
 		cfg.BreakerFailures = 5
@@ -117,38 +137,34 @@ func NewRemote(cfg RemoteConfig, client *http.Client, clock Clock) (*Remote, err
 		cfg.MaxBytes = 64 << 10
 	}
 	if client == nil {
-		client = &http.Client{}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64 // one host, many concurrent decisions: keep their connections
+		client = &http.Client{Transport: t}
 	}
 	if clock == nil {
 		clock = systemClock{}
 	}
-	return &Remote{cfg: cfg, client: client, clock: clock}, nil
+	m, err := newRemoteMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Remote{cfg: cfg, client: client, clock: clock, metrics: m}, nil
 }
 
-// Name is the configured signal name.
-func (r *Remote) Name() string { return r.cfg.Name }
-
-// Classify scores text remotely. It never returns an error: a failure
-// becomes a signal with OK false and the failure mode's score, so that the
-// policy decides with a stated input.
-func (r *Remote) Classify(ctx context.Context, text string) RemoteSignal {
+// Classify scores text remotely. It never fails: a failure is a verdict
+// with Available false, so that the policy decides with a stated input.
+func (r *Remote) Classify(ctx context.Context, text string) RemoteVerdict {
 	if !r.allow() {
-		return r.failed("circuit_open")
+		r.metrics.calls.WithLabelValues(remoteCircuitOpen).Inc()
+		return RemoteVerdict{Error: remoteCircuitOpen}
 	}
-	score, reason := r.call(ctx, text)
-	r.record(reason == "")
-	if reason != "" {
-		return r.failed(reason)
+	score, label, reason := r.call(ctx, text)
+	r.metrics.calls.WithLabelValues(reason).Inc()
+	r.record(reason)
+	if reason != remoteOK {
+		return RemoteVerdict{Error: reason}
 	}
-	return RemoteSignal{Score: score, OK: true}
-}
-
-func (r *Remote) failed(reason string) RemoteSignal {
-	s := RemoteSignal{Error: reason}
-	if r.cfg.FailureMode == FailClosed {
-		s.Score = 1
-	}
-	return s
+	return RemoteVerdict{Available: true, Score: score, Detected: score >= r.cfg.Threshold, Label: label}
 }
 
 // allow reports whether a call may go out: the circuit is closed, or it is
@@ -166,60 +182,145 @@ func (r *Remote) allow() bool {
 	return true
 }
 
-func (r *Remote) record(ok bool) {
+// record moves the breaker after a call that ended with reason.
+func (r *Remote) record(reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.trial = false
-	if ok {
+	switch reason {
+	case remoteCanceled:
+		// The caller went away: nothing learnt about the classifier.
+	case remoteOK:
 		r.failures = 0
-		return
-	}
-	r.failures++
-	if r.failures >= r.cfg.BreakerFailures {
-		r.openUntil = r.clock.Now().Add(r.cfg.BreakerCooldown)
+		r.metrics.breakerOpen.Set(0)
+	default:
+		r.failures++
+		if r.failures >= r.cfg.BreakerFailures {
+			r.openUntil = r.clock.Now().Add(r.cfg.BreakerCooldown)
+			r.metrics.breakerOpen.Set(1)
+			r.metrics.breakerOpens.Inc()
+		}
 	}
 }
 
-func (r *Remote) call(ctx context.Context, text string) (float64, string) {
+func (r *Remote) call(ctx context.Context, text string) (score float64, label, reason string) {
 	if len(text) > r.cfg.MaxBytes {
 		text = text[:r.cfg.MaxBytes]
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
+	// failed names a failure of the call: the caller's own end first.
+	failed := func(otherwise string) (float64, string, string) {
+		switch {
+		case parent.Err() != nil:
+			return 0, "", remoteCanceled
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			return 0, "", remoteTimeout
+		}
+		return 0, "", otherwise
+	}
 	body, err := json.Marshal(struct {
 		Text string `json:"text"`
 	}{text})
 	if err != nil {
-		return 0, "bad_request"
+		return failed(remoteTransport)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.URL, bytes.NewReader(body))
 	if err != nil {
-		return 0, "bad_request"
+		return failed(remoteTransport)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := r.client.Do(req)
 	if err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return 0, "timeout"
-		}
-		return 0, "transport"
+		return failed(remoteTransport)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)) // drain so the connection is reused
-		return 0, "status"
+		return 0, "", remoteStatus
 	}
 	var out struct {
 		Score *float64 `json:"score"`
+		Label string   `json:"label"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return 0, "timeout"
+		return failed(remoteBadResponse)
+	}
+	if out.Score == nil || math.IsNaN(*out.Score) || *out.Score < 0 || *out.Score > 1 || len(out.Label) > maxRemoteLabel {
+		return failed(remoteBadResponse)
+	}
+	return *out.Score, out.Label, remoteOK
+}
+
+// RemoteScanner runs the local detectors and the remote classifier side by
+// side on the same text: a decision waits for the slower of the two, and
+// the classifier's verdict lands in Result.Remote.
+type RemoteScanner struct {
+	local  localScanner
+	remote *Remote
+}
+
+// localScanner is the local detectors as RemoteScanner needs them.
+type localScanner interface {
+	ScanContext(ctx context.Context, text string) (Result, error)
+}
+
+var _ localScanner = (*Scanner)(nil)
+
+// WithRemote returns a scanner whose ScanContext is local's plus remote's
+// verdict.
+func WithRemote(local *Scanner, remote *Remote) *RemoteScanner {
+	return &RemoteScanner{local: local, remote: remote}
+}
+
+// ScanContext is Scanner.ScanContext with the remote classifier's verdict
+// in Result.Remote. The classifier is asked concurrently; its failures
+// never fail the scan (see RemoteVerdict).
+func (s *RemoteScanner) ScanContext(ctx context.Context, text string) (Result, error) {
+	verdict := make(chan RemoteVerdict, 1)
+	go func() { verdict <- s.remote.Classify(ctx, text) }()
+	res, err := s.local.ScanContext(ctx, text)
+	v := <-verdict // bounded by the classifier's timeout
+	if err != nil {
+		return res, err
+	}
+	res.Remote = &v
+	return res, nil
+}
+
+// remoteMetrics are the classifier's calls and its breaker.
+type remoteMetrics struct {
+	calls        *prometheus.CounterVec
+	breakerOpen  prometheus.Gauge
+	breakerOpens prometheus.Counter
+}
+
+func newRemoteMetrics(reg prometheus.Registerer) (*remoteMetrics, error) {
+	m := &remoteMetrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulwark_remote_classifier_calls_total",
+			Help: "Remote classifier verdicts asked for, by result: ok, or why none came " +
+				"(timeout, status, bad_response, transport, canceled; circuit_open: not sent while the breaker is open).",
+		}, []string{"result"}),
+		breakerOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bulwark_remote_classifier_breaker_open",
+			Help: "1 while the remote classifier's circuit breaker is open (or half-open, on trial), 0 when closed.",
+		}),
+		breakerOpens: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bulwark_remote_classifier_breaker_opens_total",
+			Help: "Times the remote classifier's circuit breaker opened (a failed trial opens it again).",
+		}),
+	}
+	for _, r := range []string{remoteOK, remoteTimeout, remoteStatus, remoteBadResponse, remoteTransport, remoteCanceled, remoteCircuitOpen} {
+		m.calls.WithLabelValues(r)
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.calls, m.breakerOpen, m.breakerOpens} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("detect: register remote classifier metrics: %w", err)
+			}
 		}
-		return 0, "bad_response"
 	}
-	if out.Score == nil || math.IsNaN(*out.Score) || *out.Score < 0 || *out.Score > 1 {
-		return 0, "bad_response"
-	}
-	return *out.Score, ""
+	return m, nil
 }

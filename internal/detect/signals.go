@@ -15,6 +15,9 @@ type Signals struct {
 	// planted in the request's system prompt: the model revealed its
 	// instructions. Scan alone never sets it (it does not know the canary).
 	CanaryLeak bool `json:"canary_leak"`
+	// RemoteClassifier is the remote classifier's verdict, present only
+	// when one is configured (remote_classifier_url).
+	RemoteClassifier *RemoteVerdict `json:"remote_classifier,omitempty"`
 }
 
 // InjectionSignal is signals.prompt_injection.
@@ -69,7 +72,8 @@ func (r Result) Signals() Signals {
 			Homoglyphs:         r.HiddenText.Homoglyphs,
 			Encoded:            r.HiddenText.Encoded,
 		},
-		Length: LengthSignal{Chars: r.Length.Chars, Bytes: r.Length.Bytes, EstimatedTokens: r.Length.EstimatedTokens},
+		Length:           LengthSignal{Chars: r.Length.Chars, Bytes: r.Length.Bytes, EstimatedTokens: r.Length.EstimatedTokens},
+		RemoteClassifier: r.Remote,
 	}
 	if s.PromptInjection.Rules == nil {
 		s.PromptInjection.Rules = []string{}

@@ -1,185 +1,43 @@
 package detect
 
-import (
-	"math"
-	"math/rand/v2"
-	"slices"
-)
+import "math"
 
-// DefaultModelBits sizes the hashed feature space: 2^16 int16 weights
-// (128 KiB) stay in a core's L2 cache, and cross-validation shows no loss
-// against 2^18.
-const DefaultModelBits = 16
+// This file is the whole of what the training and evaluation programs
+// (tools/train, tools/eval, make train and make eval) need from the
+// scanner's internals: the injection model's view of a text, computed by the
+// very code Scan uses, so that a model is trained on the features it is
+// scored on. The training itself lives in tools/internal/injtrain and is not
+// linked into the server: these are plain functions, which the linker drops
+// when nothing in the binary calls them.
 
-// Example is one labelled text for fitting the injection model.
-type Example struct {
-	Text  string
-	Label bool
-	// Weight scales the example's loss; zero means 1.
-	Weight float64
+// InjectionFeatures calls emit with the hashed bucket (of 2^bits) of every
+// feature of text as the injection model sees it, once per occurrence, and
+// returns the scale Scan gives each feature's count (1/sqrt of the number
+// of features) and the dense features that fired: bit k is
+// DenseFeatureNames()[k].
+func InjectionFeatures(sc *Scanner, text string, bits int, emit func(idx uint32)) (scale float32, dense uint64) {
+	s := sc.pool.Get().(*scratch)
+	s.reset(text)
+	defer sc.release(s)
+	var h HiddenText
+	s.view = s.clean(text, &h, false)
+	f := sc.foldText(s, &h)
+	dense = sc.inj.matchRules(f, s)
+	if h.DecodedLen >= 4 {
+		dense |= 1 << len(injRules)
+	}
+	dense |= 1 << (len(injRules) + 1 + lengthBucket(len(f)))
+	n := featurize(f, bits, emit)
+	return float32(1 / math.Sqrt(float64(n+normPad))), dense
 }
 
-// TrainOptions controls FitModel. Zero fields take the defaults shown.
-type TrainOptions struct {
-	Bits   int     // hash buckets 2^Bits; default DefaultModelBits
-	Epochs int     // passes over the data; default 12
-	L2     float64 // L2 penalty per example; default 1e-6
-	LR     float64 // AdaGrad base learning rate; default 0.2
-	Seed   uint64  // shuffling seed; default 1
-}
-
-func (o *TrainOptions) defaults() {
-	if o.Bits == 0 {
-		o.Bits = DefaultModelBits
-	}
-	if o.Epochs == 0 {
-		o.Epochs = 12
-	}
-	if o.L2 == 0 {
-		o.L2 = 1e-6
-	}
-	if o.LR == 0 {
-		o.LR = 0.2
-	}
-	if o.Seed == 0 {
-		o.Seed = 1
-	}
-}
-
-// Encoded holds examples already turned into sparse feature vectors, so
-// that cross-validation folds reuse the expensive part.
-type Encoded struct {
-	Bits   int
-	idx    [][]uint32
-	val    [][]float32
-	rules  []uint64
-	labels []bool
-	weight []float64
-}
-
-// Len is the number of encoded examples.
-func (e *Encoded) Len() int { return len(e.labels) }
-
-// Encode normalises and featurises examples the way Scan does.
-func (sc *Scanner) Encode(ex []Example, bits int) *Encoded {
-	if bits == 0 {
-		bits = DefaultModelBits
-	}
-	e := &Encoded{Bits: bits}
-	s := new(scratch)
-	counts := map[uint32]float32{}
-	for _, x := range ex {
-		s.reset(x.Text)
-		var h HiddenText
-		s.view = s.clean(x.Text, &h, false)
-		f := sc.foldText(s, &h)
-		fired := sc.inj.matchRules(f, s)
-		if h.DecodedLen >= 4 {
-			fired |= 1 << len(injRules)
-		}
-		fired |= 1 << (len(injRules) + 1 + lengthBucket(len(f)))
-		clear(counts)
-		n := featurize(f, bits, func(i uint32) { counts[i]++ })
-		idx := make([]uint32, 0, len(counts))
-		for i := range counts {
-			idx = append(idx, i)
-		}
-		slices.Sort(idx)
-		val := make([]float32, len(idx))
-		norm := float32(1 / math.Sqrt(float64(n+normPad)))
-		for k, i := range idx {
-			val[k] = counts[i] * norm
-		}
-		e.idx = append(e.idx, idx)
-		e.val = append(e.val, val)
-		e.rules = append(e.rules, fired)
-		e.labels = append(e.labels, x.Label)
-		w := x.Weight
-		if w == 0 {
-			w = 1
-		}
-		e.weight = append(e.weight, w)
-	}
-	return e
-}
-
-// FitModel fits logistic regression with AdaGrad on the rows of e listed
-// in rows (all rows when nil), with balanced class weights.
-func FitModel(e *Encoded, rows []int, opt TrainOptions) *Model {
-	opt.defaults()
-	opt.Bits = e.Bits
-	if rows == nil {
-		rows = make([]int, e.Len())
-		for i := range rows {
-			rows[i] = i
-		}
-	}
-	var pos, neg float64
-	for _, r := range rows {
-		if e.labels[r] {
-			pos++
-		} else {
-			neg++
-		}
-	}
-	wPos, wNeg := (pos+neg)/(2*math.Max(pos, 1)), (pos+neg)/(2*math.Max(neg, 1))
-	names := denseNames()
-	nRules := len(names)
-	w := make([]float64, 1<<opt.Bits)
-	g2 := make([]float64, 1<<opt.Bits)
-	rw := make([]float64, nRules)
-	rg2 := make([]float64, nRules)
-	var bias, bg2 float64
-	rng := rand.New(rand.NewPCG(opt.Seed, 7)) // #nosec G404 -- seeded shuffle: training must be reproducible
-	order := slices.Clone(rows)
-	const eps = 1e-8
-	for epoch := 0; epoch < opt.Epochs; epoch++ {
-		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-		for _, r := range order {
-			idx, val := e.idx[r], e.val[r]
-			z := bias
-			for k, i := range idx {
-				z += w[i] * float64(val[k])
-			}
-			for k := 0; k < nRules; k++ {
-				if e.rules[r]&(1<<k) != 0 {
-					z += rw[k]
-				}
-			}
-			p := 1 / (1 + math.Exp(-z))
-			y, cw := 0.0, wNeg
-			if e.labels[r] {
-				y, cw = 1, wPos
-			}
-			g := (p - y) * cw * e.weight[r]
-			for k, i := range idx {
-				gi := g*float64(val[k]) + opt.L2*w[i]
-				g2[i] += gi * gi
-				w[i] -= opt.LR * gi / math.Sqrt(g2[i]+eps)
-			}
-			for k := 0; k < nRules; k++ {
-				if e.rules[r]&(1<<k) != 0 {
-					gi := g + opt.L2*rw[k]
-					rg2[k] += gi * gi
-					rw[k] -= opt.LR * gi / math.Sqrt(rg2[k]+eps)
-				}
-			}
-			bg2 += g * g
-			bias -= opt.LR * g / math.Sqrt(bg2+eps)
-		}
-	}
-	m := &Model{Bits: opt.Bits, Bias: bias, RuleWeights: map[string]float64{}, W: make([]float32, len(w))}
-	for i, x := range w {
-		m.W[i] = float32(x)
-	}
-	for k, n := range names {
-		m.RuleWeights[n] = rw[k]
-	}
-	return m
-}
+// DenseFeatureNames names the injection model's dense features in bit
+// order: the rules (RuleNames), then the length buckets. A Model's
+// RuleWeights are keyed by these names.
+func DenseFeatureNames() []string { return denseNames() }
 
 // NewWithModel is New with a given injection model instead of the embedded
-// one, for evaluation and tests.
+// one (nil: no model, rules only), for training and evaluation.
 func NewWithModel(cfg Config, m *Model) (*Scanner, error) {
 	sc, err := New(cfg)
 	if err != nil {
@@ -194,19 +52,4 @@ func NewWithModel(cfg Config, m *Model) (*Scanner, error) {
 	}
 	sc.inj = inj
 	return sc, nil
-}
-
-// HardNegativeWeight is the loss weight given to benign prompts from the
-// over-defence sets (trigger words in harmless requests), so the model
-// learns that trigger words alone are not an attack.
-const HardNegativeWeight = 10.0
-
-// TrainingWeight returns the loss weight for a training row from source.
-// make train and make eval use it so that the evaluated model is the
-// shipped one.
-func TrainingWeight(source string, label bool) float64 {
-	if !label && source == "NotInject" {
-		return HardNegativeWeight
-	}
-	return 1
 }

@@ -39,6 +39,10 @@ var (
 	kBytes           = ast.StringTerm("bytes")
 	kEstimatedTokens = ast.StringTerm("estimated_tokens")
 	kCanaryLeak      = ast.StringTerm("canary_leak")
+	kRemote          = ast.StringTerm("remote_classifier")
+	kAvailable       = ast.StringTerm("available")
+	kLabel           = ast.StringTerm("label")
+	kError           = ast.StringTerm("error")
 )
 
 func typeCounts(tc []detect.TypeCount) *ast.Term {
@@ -56,7 +60,7 @@ func signalsValue(s detect.Signals) ast.Value {
 		rules[i] = ast.StringTerm(r)
 	}
 	h := s.HiddenText
-	return ast.NewObject(
+	obj := ast.NewObject(
 		[2]*ast.Term{kPromptInjection, ast.ObjectTerm(
 			[2]*ast.Term{kScore, ast.FloatNumberTerm(s.PromptInjection.Score)},
 			[2]*ast.Term{kDetected, ast.BooleanTerm(s.PromptInjection.Detected)},
@@ -76,4 +80,13 @@ func signalsValue(s detect.Signals) ast.Value {
 			[2]*ast.Term{kEstimatedTokens, ast.IntNumberTerm(s.Length.EstimatedTokens)})},
 		[2]*ast.Term{kCanaryLeak, ast.BooleanTerm(s.CanaryLeak)},
 	)
+	if r := s.RemoteClassifier; r != nil {
+		obj.Insert(kRemote, ast.ObjectTerm(
+			[2]*ast.Term{kAvailable, ast.BooleanTerm(r.Available)},
+			[2]*ast.Term{kScore, ast.FloatNumberTerm(r.Score)},
+			[2]*ast.Term{kDetected, ast.BooleanTerm(r.Detected)},
+			[2]*ast.Term{kLabel, ast.StringTerm(r.Label)},
+			[2]*ast.Term{kError, ast.StringTerm(r.Error)}))
+	}
+	return obj
 }

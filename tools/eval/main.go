@@ -34,6 +34,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/tools/internal/injtrain"
 )
 
 func main() {
@@ -53,7 +54,7 @@ type options struct {
 	threshold float64
 	only      string
 	errors    int
-	train     detect.TrainOptions
+	train     injtrain.TrainOptions
 	hnw       float64
 }
 
@@ -69,7 +70,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fset.IntVar(&o.errors, "errors", 0, "print up to N misclassified examples per part")
 	fset.IntVar(&o.train.Epochs, "epochs", 0, "training epochs (0: make train's default)")
 	fset.Float64Var(&o.train.L2, "l2", 0, "L2 penalty (0: make train's default)")
-	fset.Float64Var(&o.hnw, "hard-negative-weight", detect.HardNegativeWeight, "loss weight of over-defence negatives")
+	fset.Float64Var(&o.hnw, "hard-negative-weight", injtrain.HardNegativeWeight, "loss weight of over-defence negatives")
 	if err := fset.Parse(args); err != nil {
 		return err
 	}
@@ -149,19 +150,19 @@ func evalInjection(ctx context.Context, o options, out io.Writer) error {
 		}
 		rows = append(rows, more...)
 	}
-	ex := make([]detect.Example, len(rows))
+	ex := make([]injtrain.Example, len(rows))
 	for i, r := range rows {
-		w := detect.TrainingWeight(r.Source, r.Label == 1)
-		if w == detect.HardNegativeWeight {
+		w := injtrain.TrainingWeight(r.Source, r.Label == 1)
+		if w == injtrain.HardNegativeWeight {
 			w = o.hnw
 		}
-		ex[i] = detect.Example{Text: r.Text, Label: r.Label == 1, Weight: w}
+		ex[i] = injtrain.Example{Text: r.Text, Label: r.Label == 1, Weight: w}
 	}
 	base, err := detect.NewWithModel(detect.Config{}, nil)
 	if err != nil {
 		return err
 	}
-	enc := base.Encode(ex, detect.DefaultModelBits)
+	enc := injtrain.Encode(base, ex, injtrain.DefaultModelBits)
 	// Stratified folds by source and label, fixed seed.
 	fold := make([]int, len(rows))
 	groups := map[string][]int{}
@@ -194,7 +195,7 @@ func evalInjection(ctx context.Context, o options, out io.Writer) error {
 				train = append(train, i)
 			}
 		}
-		m := detect.FitModel(enc, train, o.train)
+		m := injtrain.FitModel(enc, train, o.train)
 		sc, err := detect.NewWithModel(detect.Config{InjectionThreshold: o.threshold}, m)
 		if err != nil {
 			return err
@@ -303,7 +304,7 @@ type benignRow struct {
 // evalBenignByLanguage fits the shipped model (every training row) and
 // reports, per language, how many of the benign corpus's user prompts it
 // would deny as injection: no language may fare worse than English.
-func evalBenignByLanguage(o options, enc *detect.Encoded, out io.Writer) error {
+func evalBenignByLanguage(o options, enc *injtrain.Encoded, out io.Writer) error {
 	if o.benign == "" {
 		return nil
 	}
@@ -311,7 +312,7 @@ func evalBenignByLanguage(o options, enc *detect.Encoded, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m := detect.FitModel(enc, nil, o.train)
+	m := injtrain.FitModel(enc, nil, o.train)
 	sc, err := detect.NewWithModel(detect.Config{InjectionThreshold: o.threshold}, m)
 	if err != nil {
 		return err

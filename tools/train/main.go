@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/tools/internal/injtrain"
 )
 
 func main() {
@@ -35,7 +36,7 @@ func run(ctx context.Context, args []string, log io.Writer) error {
 	data := fs.String("data", "../shared/data/prompt-injection/train.jsonl", "training file (JSON lines: text, label)")
 	extra := fs.String("extra", "internal/detect/traindata/everyday.jsonl", "the project's own training files, comma-separated (see internal/detect/traindata/README.md)")
 	out := fs.String("out", "internal/detect/model.bin", "weights file to write (embedded by package detect)")
-	bits := fs.Int("bits", detect.DefaultModelBits, "hash buckets = 2^bits")
+	bits := fs.Int("bits", injtrain.DefaultModelBits, "hash buckets = 2^bits")
 	epochs := fs.Int("epochs", 12, "training epochs")
 	l2 := fs.Float64("l2", 1e-6, "L2 penalty")
 	if err := fs.Parse(args); err != nil {
@@ -63,8 +64,8 @@ func run(ctx context.Context, args []string, log io.Writer) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	enc := sc.Encode(ex, *bits)
-	m := detect.FitModel(enc, nil, detect.TrainOptions{Bits: *bits, Epochs: *epochs, L2: *l2})
+	enc := injtrain.Encode(sc, ex, *bits)
+	m := injtrain.FitModel(enc, nil, injtrain.TrainOptions{Bits: *bits, Epochs: *epochs, L2: *l2})
 	b, err := m.MarshalBinary()
 	if err != nil {
 		return err
@@ -80,13 +81,13 @@ func run(ctx context.Context, args []string, log io.Writer) error {
 }
 
 // ReadExamples reads {"text", "label"} JSON lines.
-func ReadExamples(path string) ([]detect.Example, error) {
+func ReadExamples(path string) ([]injtrain.Example, error) {
 	f, err := os.Open(path) // #nosec G304 -- dev tool: reads the file named by -data
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var ex []detect.Example
+	var ex []injtrain.Example
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for line := 1; sc.Scan(); line++ {
@@ -98,7 +99,7 @@ func ReadExamples(path string) ([]detect.Example, error) {
 		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
 		}
-		ex = append(ex, detect.Example{Text: row.Text, Label: row.Label == 1, Weight: detect.TrainingWeight(row.Source, row.Label == 1)})
+		ex = append(ex, injtrain.Example{Text: row.Text, Label: row.Label == 1, Weight: injtrain.TrainingWeight(row.Source, row.Label == 1)})
 	}
 	return ex, sc.Err()
 }
