@@ -21,7 +21,7 @@ type injRule struct {
 var injRules = []injRule{
 	{name: "instruction_override", gap: 48, floor: 0.8, groups: [][]string{
 		{"ignore", "ignoring", "disregard", "forget", "forgetting", "override", "bypass", "skip", "overlook", "neglect", "discard", "abandon", "drop", "erase", "delete", "reset", "nevermind", "never mind", "stop following", "do not follow", "don't follow", "dont follow",
-			"ignoriere", "ignorieren", "vergiss", "vergessen", "missachte", "ignorez", "oubliez", "oublie", "ignora", "ignorar", "olvida", "olvide", "olvidar", "dimentica", "esqueça", "esqueca", "игнорируй", "забудь", "忽略", "忘记", "无视", "無視", "忘れ", "무시", "انسَ", "تجاهل", "अनदेखा", "भूल",
+			"ignoriere", "ignorieren", "vergiss", "vergessen", "missachte", "missachten", "tienes que olvidar", "leave all the", "leave behind", "ignorez", "oubliez", "oublie", "ignora", "ignorar", "olvida", "olvide", "olvidar", "dimentica", "esqueça", "esqueca", "игнорируй", "забудь", "忽略", "忘记", "无视", "無視", "忘れ", "무시", "انسَ", "تجاهل", "अनदेखा", "भूल",
 			"quên", "bỏ qua", "phớt lờ", "lupakan", "abaikan", "zignoruj", "zapomnij", "negeer", "vergeet", "ігноруй", "забудь про", "تغاضى", "تغاض", "نادیده بگیر", "فراموش کن", "ลืม", "เพิกเฉย", "glöm", "ignorera", "αγνόησε", "ξέχασε", "התעלם", "שכח", "ভুলে যাও", "উপেক্ষা"},
 		{"previous", "prior", "above", "earlier", "preceding", "former", "initial", "original", "all", "any", "every", "your", "system", "those", "these", "the",
 			"vorherigen", "vorherige", "alle", "obigen", "bisherigen", "précédentes", "precedentes", "toutes", "anteriores", "todas", "precedenti", "tutte", "предыдущие", "все", "之前", "以上", "所有", "前面", "先前", "以前", "이전", "السابقة", "جميع", "पिछले", "सभी",
@@ -31,10 +31,10 @@ var injRules = []injRule{
 			"hướng dẫn", "chỉ dẫn", "instruksi", "perintah", "instrukcje", "instrukcji", "instructies", "інструкці*", "تعليماتك", "دستورالعمل*", "دستورات", "คำสั่ง", "instruktioner", "οδηγίες", "ההוראות", "הוראות", "নির্দেশ*"},
 	}},
 	{name: "instruction_override_short", gap: 24, groups: [][]string{
-		{"ignore", "disregard", "forget", "discard", "vergiss", "ignoriere", "oublie", "oubliez", "olvida", "dimentica"},
-		{"everything", "all of the above", "the above", "anything before", "anything above", "what i said", "what you were told", "what you have been told", "all that", "alles", "alles davor", "tout", "todo", "tutto"},
+		{"ignore", "disregard", "forget", "discard", "vergiss", "ignoriere", "oublie", "oubliez", "olvida", "olvidar", "dimentica"},
+		{"everything", "all of the above", "the above", "anything before", "anything above", "what i said", "what you were told", "what you have been told", "all that", "above", "alles", "alles davor", "tout", "todo", "tutto"},
 	}},
-	{name: "instruction_override_verb_last", gap: 40, groups: [][]string{
+	{name: "instruction_override_verb_last", floor: 0.7, gap: 40, groups: [][]string{
 		{"obigen", "vorherigen", "bisherigen", "vorangegangenen", "alle", "above", "previous", "以前の", "これまでの", "前の", "すべての", "上記の", "이전", "모든", "위의", "önceki", "tüm", "bütün", "पिछले", "सभी", "قبلی", "همه"},
 		{"anweisung*", "ausführungen", "instruktion*", "befehle", "regeln", "aufgaben", "instructions", "rules", "指示", "命令", "ルール", "지시", "지침", "talimat*", "kurallar*", "निर्देश*", "नियम", "دستورات", "دستورالعمل*"},
 		{"ignorieren", "vergessen", "missachten", "ignore", "ignored", "forget", "disregard", "無視", "忘れ", "무시", "잊어", "unut*", "yoksay*", "görmezden", "अनदेखा", "भूल", "نادیده", "فراموش"},
@@ -43,14 +43,14 @@ var injRules = []injRule{
 		{"attention - stop", "attention, stop", "achtung - stopp", "achtung, stopp", "stop - write", "stopp - schreib", "stop everything", "stop what you are doing", "now stop", "halt - ", "stop -"},
 	}},
 	{name: "new_instructions", gap: 24, groups: [][]string{
-		{"your new instructions", "your new instruction", "your new task", "your real instructions", "your actual instructions", "your updated instructions", "your true instructions", "new instructions:", "new instruction:", "new task:", "updated instructions:", "real instructions:", "actual instructions:", "following instructions instead", "from now on you", "from now on, you", "from this point on you", "from this point on, you", "from this point forward you", "deine neue aufgabe", "deine neuen anweisungen", "neue anweisung:", "neue anweisungen:", "neue aufgabe:", "ab jetzt bist du", "von nun an bist du", "vos nouvelles instructions", "nouvelles instructions :", "tes nouvelles instructions", "tus nuevas instrucciones", "nuevas instrucciones:", "le tue nuove istruzioni", "nuove istruzioni:", "你的新指令", "新的指令：", "从现在开始，你", "从现在开始你"},
+		{"your new instructions", "your new instruction", "additional instruction -", "additional instruction:", "a great new challenge for you", "we start with a new task", "now further tasks", "your new task", "your real instructions", "your actual instructions", "your updated instructions", "your true instructions", "new instructions:", "new instruction:", "new task:", "updated instructions:", "real instructions:", "actual instructions:", "following instructions instead", "from now on you", "from now on, you", "from this point on you", "from this point on, you", "from this point forward you", "deine neue aufgabe", "deine neuen anweisungen", "neue anweisung:", "neue anweisungen:", "neue aufgabe:", "ab jetzt bist du", "von nun an bist du", "vos nouvelles instructions", "nouvelles instructions :", "tes nouvelles instructions", "tus nuevas instrucciones", "nuevas instrucciones:", "le tue nuove istruzioni", "nuove istruzioni:", "你的新指令", "新的指令：", "从现在开始，你", "从现在开始你"},
 	}},
 	{name: "role_switch", gap: 32, groups: [][]string{
-		{"you are now", "you're now", "you will now", "you will be", "you are going to", "act as", "acting as", "pretend", "roleplay as", "role-play as", "role play as", "simulate", "impersonate", "behave as", "become", "du bist jetzt", "tu es maintenant", "ahora eres", "sei ora", "теперь ты", "你现在是", "扮演"},
-		{"dan", "unrestricted", "unfiltered", "uncensored", "jailbroken", "jailbreak", "evil", "no restrictions", "without restrictions", "without any restrictions", "no limits", "no rules", "no filter*", "not bound", "any rules", "no ethical", "amoral", "immoral", "unethical", "malicious", "hacker", "free", "another ai", "different ai", "opposite", "chaos", "devil", "anything"},
+		{"you are now", "you're now", "imagine you are", "imagine you're", "stell dir vor, du bist", "stell dir vor du bist", "imagina que eres", "imagine que tu es", "you will now", "you will be", "you are going to", "act as", "acting as", "pretend", "roleplay as", "role-play as", "role play as", "simulate", "impersonate", "behave as", "become", "du bist jetzt", "tu es maintenant", "ahora eres", "sei ora", "теперь ты", "你现在是", "扮演"},
+		{"dan", "unrestricted", "unfiltered", "uncensored", "jailbroken", "jailbreak", "evil", "no restrictions", "without restrictions", "without any restrictions", "no limits", "no rules", "no filter*", "not bound", "any rules", "no ethical", "amoral", "immoral", "unethical", "malicious", "hacker", "free", "another ai", "different ai", "opposite", "chaos", "devil", "anything", "böse", "bose", "malvada", "malvado", "maléfique", "злой", "邪恶"},
 	}},
 	{name: "jailbreak_persona", gap: 0, groups: [][]string{
-		{"do anything now", "现在就做任何事情", "现在做任何事", "立即做任何事", "developer mode", "dev mode", "god mode", "jailbreak", "jailbroken", "jail break", "dan mode", "dan prompt", "dude mode", "stan mode", "betterdan", "anti-gpt", "antigpt", "evil confidant", "always intelligent and machiavellian", "opposite mode", "unrestricted mode", "unfiltered mode", "sudo mode", "chatgpt with developer", "aim stands for", "\"aim\"", "[🔓jailbreak]", "🔓jailbreak", "🔓", "dan:", "[dan]", "(dan)", "as dan"},
+		{"do anything now", "does anything now", "never break character", "never breaks character", "现在就做任何事情", "现在做任何事", "立即做任何事", "developer mode", "dev mode", "god mode", "jailbreak", "jailbroken", "jail break", "dan mode", "dan prompt", "dude mode", "stan mode", "betterdan", "anti-gpt", "antigpt", "evil confidant", "always intelligent and machiavellian", "opposite mode", "unrestricted mode", "unfiltered mode", "sudo mode", "chatgpt with developer", "aim stands for", "\"aim\"", "[🔓jailbreak]", "🔓jailbreak", "🔓", "dan:", "[dan]", "(dan)", "as dan"},
 	}},
 	{name: "restriction_removal", gap: 40, groups: [][]string{
 		{"no longer", "not bound", "free from", "freed from", "break free", "broken free", "released from", "liberated from", "without any", "without your", "without ethical", "without moral", "without content", "without safety", "ignore all", "does not have to", "doesn't have to", "don't have to", "do not have to", "never refuse", "not refuse", "cannot refuse", "can't refuse", "must not refuse", "never decline", "disable your", "turn off your", "bypass your", "bypass all", "bypass any", "bypass the"},
@@ -58,7 +58,7 @@ var injRules = []injRule{
 	}},
 	{name: "system_prompt_extraction", gap: 40, groups: [][]string{
 		{"reveal", "show", "print", "output", "repeat", "tell me", "display", "give me", "what is", "what are", "what was", "what were", "share", "leak", "dump", "write out", "spell out", "list", "return", "provide", "copy", "recite", "translate", "summarize", "zeige", "gib", "wiederhole", "montre", "révèle", "affiche", "muestra", "revela", "repite", "mostra", "rivela", "покажи", "выведи", "显示", "输出", "告诉我", "重复", "教えて", "表示"},
-		{"system prompt", "system message", "system instructions", "initial prompt", "initial instructions", "original prompt", "original instructions", "hidden prompt", "hidden instructions", "secret instructions", "confidential instructions", "pre-prompt", "preprompt", "your prompt", "your instructions", "your rules", "your guidelines", "your directives", "your configuration", "your system", "the text above", "everything above", "the words above", "the above text", "all text above", "instructions above", "prompt above", "previous text", "first instruction*", "developer instructions", "systemprompt", "system-prompt", "systemanweisung*", "anweisungen", "instructions initiales", "prompt du système", "prompt del sistema", "instrucciones del sistema", "системный промпт", "系统提示", "系统指令", "提示词", "システムプロンプト", "password", "passwort", "mot de passe", "contraseña", "secret key", "api key", "パスワード", "密码", "비밀번호"},
+		{"system prompt", "system message", "system instructions", "initial prompt", "initial instructions", "original prompt", "original instructions", "hidden prompt", "hidden instructions", "secret instructions", "confidential instructions", "pre-prompt", "preprompt", "your prompt", "your instructions", "your rules", "your guidelines", "your directives", "your configuration", "your system", "the text above", "everything above", "the words above", "the above text", "all text above", "instructions above", "prompt above", "previous text", "first instruction*", "developer instructions", "your starting instructions", "starting instructions", "your system message", "the system prompt", "system configuration", "this entire conversation", "the entire conversation", "the text above in full", "initialization string", "systemprompt", "system-prompt", "systemanweisung*", "anweisungen", "instructions initiales", "prompt du système", "prompt del sistema", "instrucciones del sistema", "системный промпт", "系统提示", "系统指令", "提示词", "システムプロンプト", "password", "passwort", "mot de passe", "contraseña", "secret key", "api key", "パスワード", "密码", "비밀번호"},
 	}},
 	{name: "chat_template_tokens", gap: 0, floor: 0.9, groups: [][]string{
 		{"<|im_start|>", "<|im_end|>", "<|system|>", "<|user|>", "<|assistant|>", "<|endoftext|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|end|>", "[inst]", "[/inst]", "<<sys>>", "<</sys>>", "<start_of_turn>", "<end_of_turn>", "<|channel|>", "<|message|>", "<|start|>"},
@@ -78,6 +78,72 @@ var injRules = []injRule{
 	{name: "prompt_leak_password", gap: 32, groups: [][]string{
 		{"what is the", "tell me the", "give me the", "reveal the", "share the", "what's the", "whats the", "what is your", "tell me your", "give me your", "share your", "reveal your"},
 		{"password", "secret", "passcode", "pin", "secret key", "access code", "passwort", "contraseña", "mot de passe"},
+	}},
+	// Claims of authority over the model, then a demand: "I am your
+	// developer", "as your creator", "I am God and you have to", "<GOD MODE>".
+	{name: "authority_claim", floor: 0.7, gap: 24, groups: [][]string{
+		{"i am your", "i'm your", "im your", "i am one of your", "i'm one of your", "as your", "i am a programmer at", "i am an engineer at", "i work at openai", "ich bin dein", "ich bin ihr", "als dein", "je suis ton", "je suis votre", "en tant que ton", "soy tu", "como tu", "sou o seu", "sou seu", "sono il tuo", "я твой", "я ваш", "我是你的", "作为你的", "私はあなたの", "나는 너의", "저는 당신의", "أنا مطورك", "أنا منشئك", "मैं तुम्हारा", "मैं आपका"},
+		{"developer", "developers", "creator", "creators", "programmer", "owner", "administrator", "admin", "operator", "maker", "god", "master", "entwickler", "schöpfer", "administrator", "développeur", "créateur", "desarrollador", "creador", "desenvolvedor", "criador", "sviluppatore", "creatore", "разработчик", "создатель", "开发者", "开发人员", "创造者", "管理员", "開発者", "作成者", "개발자", "창조자", "डेवलपर", "निर्माता"},
+	}},
+	{name: "god_claim", floor: 0.7, gap: 24, groups: [][]string{
+		{"i am god", "i'm god", "<god mode>", "god mode>", "ich bin gott", "je suis dieu", "soy dios", "sou deus", "sono dio", "я бог", "我是上帝", "私は神", "나는 신", "أنا الله", "मैं भगवान"},
+		{"you have to", "you must", "answer", "du musst", "tu dois", "debes", "tienes que", "você tem que", "devi", "ты должен", "你必须", "必须", "答え", "대답", "يجب", "जवाब", "as your", "als dein"},
+	}},
+	// Games played with the secret: a poem, acrostic or cipher of the password.
+	{name: "password_game", floor: 0.7, gap: 40, groups: [][]string{
+		{"haiku", "poem", "acrostic", "limerick", "song", "riddle", "leetspeak", "leet speak", "pig latin", "backwards", "reverse", "in reverse", "spell", "hint", "hinweis", "gedicht", "poème", "acrostiche", "poema", "acróstico", "acrostico", "хайку", "стих", "leetspeak", "俳句", "诗", "藏头诗", "하이쿠", "시를", "شعر", "قصيدة", "باللاتينية الخنزير", "कविता"},
+		{"password", "the secret", "passcode", "passphrase", "passwort", "kennwort", "mot de passe", "contraseña", "senha", "пароль", "паролем", "пароля", "密码", "パスワード", "비밀번호", "암호", "كلمة المرور", "رمز المرور", "पासवर्ड", "পাসওয়ার্ড"},
+	}},
+	// "What is the password?" in other languages (prompt_leak_password has
+	// English): the question and the secret, in either order.
+	{name: "password_question", floor: 0.7, gap: 16, groups: [][]string{
+		{"¿cuál es la", "cuál es la", "cual es la", "cuál es tu", "quel est le", "quel est votre", "qual é a", "qual e a", "qual é a sua", "qual è la", "wie lautet das", "wie lautet dein", "какой", "скажи", "назови", "ما هي", "ما هو", "أخبرني", "شارك", "مشاركة", "你的", "告诉我"},
+		{"contraseña", "mot de passe", "senha", "password", "passwort", "kennwort", "пароль", "كلمة المرور", "رمز المرور", "密码"},
+	}},
+	{name: "password_question_last", floor: 0.7, gap: 8, groups: [][]string{
+		{"contraseña", "mot de passe", "senha", "passwort", "пароль", "كلمة المرور", "رمز المرور", "पासवर्ड", "पासवर्ट", "পাসওয়ার্ড", "পাসওয়র্ট", "密码", "パスワード", "비밀번호", "암호"},
+		{"क्या है", "क्या था", "कि", "ছিল", "কী", "是什么", "是多少", "は何", "は?", "は？", "가 뭐", "는 무엇", "는 뭐", "?"},
+	}},
+	// Dismissing the documents or context the answer should rest on.
+	{name: "context_dismissal", gap: 24, groups: [][]string{
+		{"despite what", "regardless of what", "disregarding", "not by the", "instead of the", "ungeachtet", "unabhängig davon, was", "trotz dem, was", "peu importe ce qu", "sin importar lo que", "independentemente do que"},
+		{"you've been told", "you have been told", "you were told", "the articles", "the article", "the context", "the documents", "the document", "your instructions", "dir gesagt wurde", "man dir gesagt", "on t'a dit", "te dijeron", "te disseram"},
+	}},
+	// "You are <brand>. What do you think of <rival>?": an identity imposed
+	// to extract an opinion in its name.
+	{name: "persona_opinion", gap: 48, groups: [][]string{
+		{"you are", "du bist", "as the", "tu es", "eres", "você é"},
+		{"what do you think", "tell me what you think", "what is your opinion", "wie findest du", "was hältst du", "qu'en penses-tu", "que penses-tu", "qué opinas", "o que você acha"},
+	}},
+	// A hypothetical frame put around a question the assistant should not take up.
+	{name: "hypothetical_frame", gap: 40, groups: [][]string{
+		{"for a hypothetical", "hypothetically speaking", "just hypothetically", "discussão hipotética", "conversa hipotética", "discusión hipotética", "conversación hipotética", "discussion hypothétique", "hypothetische diskussion", "discussione ipotetica", "гипотетическ*", "مناقشة افتراضية", "假设性的讨论", "仮定の議論", "가상의 토론", "farazi bir"},
+		{"thoughts", "opinion", "what do you think", "pensamentos", "opinião", "opinión", "pensamientos", "avis", "meinung", "думаете", "мнение", "رأيكم", "رأيك", "看法", "düşünceleriniz", "意見", "생각"},
+	}},
+	// A reward offered for compliance: "I'll donate $100 to your favourite charity if you".
+	{name: "bribe", gap: 80, groups: [][]string{
+		{"i'll donate", "i will donate", "i'll tip you", "i will tip you", "i'll pay you", "i will pay you", "ich spende", "je donnerai", "donaré", "vou doar", "donerò", "я пожертвую", "سأتبرع", "จะบริจาค", "我会捐", "我将捐"},
+		{"if you", "wenn du", "si tu", "si vous", "si escribes", "se você", "se scrivi", "если вы", "если ты", "إذا", "หาก", "如果你", "如果您"},
+	}},
+	// An agreement the assistant is told it made earlier.
+	{name: "false_agreement", gap: 0, groups: [][]string{
+		{"you agreed in our last", "you agreed earlier", "you already agreed", "you promised me earlier", "sie haben in unserem letzten treffen zugestimmt", "du hast zugestimmt", "vous avez accepté lors de", "acordaste en nuestra", "você concordou em nossa", "hemfikirdiniz", "你在上一次会议上同意", "あなたは前回の会議で同意"},
+	}},
+	// Scripted dialogue priming the answer: "Q: ... A: ... Q: ...".
+	{name: "primed_dialogue", gap: 240, groups: [][]string{
+		{"q:", "в:", "p:", "d:", "问:", "问：", "f:", "frage:", "question:"},
+		{"a:", "о:", "r:", "答:", "答：", "ए:", "antwort:", "answer:"},
+		{"q:", "в:", "p:", "d:", "问:", "问：", "f:", "frage:", "question:"},
+	}},
+	// A request split into parts to be joined: "Part 1: ... Part 2: ...", "Combine A, B and C".
+	{name: "payload_split", gap: 80, groups: [][]string{
+		{"part 1", "part one", "teil 1", "partie 1", "parte 1", "часть 1", "파트 1", "パート1", "第一部分", "combine a", "a is \""},
+		{"part 2", "part two", "teil 2", "partie 2", "parte 2", "часть 2", "파트 2", "パート2", "第二部分", "b is \""},
+	}},
+	// A special mode the user announces the assistant is now in.
+	{name: "mode_entry", gap: 40, groups: [][]string{
+		{"i am now entering", "i'm now entering", "entering", "now entering", "betrete ich", "ich betrete", "j'entre en", "entro en", "estou entrando", "entro in", "вхожу в", "أدخل", "กําลังเข้าสู่", "กำลังเข้าสู่", "我正在进入", "进入"},
+		{"override mode", "enforcement mode", "verification mode", "debug mode", "admin mode", "maintenance mode", "modus", "modo de", "режим", "وضع تجاوز", "وضع", "โหมด", "模式", "モード", "모드"},
 	}},
 }
 

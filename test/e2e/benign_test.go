@@ -27,6 +27,10 @@ type benignCase struct {
 	Prompt   string `json:"prompt"`
 	Answer   string `json:"answer"`
 	Stream   bool   `json:"stream"`
+	// Tools and ResponseFormat, when set, go into a chat request as its
+	// tools and response_format: function calling and structured outputs.
+	Tools          json.RawMessage `json:"tools"`
+	ResponseFormat json.RawMessage `json:"response_format"`
 }
 
 func loadBenign(t *testing.T) []benignCase {
@@ -79,6 +83,12 @@ func (c benignCase) request() (path string, body []byte) {
 			msgs = append(msgs, map[string]any{"role": "system", "content": c.System})
 		}
 		doc = map[string]any{"model": "gpt-4o", "messages": append(msgs, map[string]any{"role": "user", "content": c.Prompt})}
+		if len(c.Tools) > 0 {
+			doc["tools"] = c.Tools
+		}
+		if len(c.ResponseFormat) > 0 {
+			doc["response_format"] = c.ResponseFormat
+		}
 	}
 	if c.Stream {
 		doc["stream"] = true
