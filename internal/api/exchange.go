@@ -143,7 +143,7 @@ func (e *guarded) responseChunk(ctx context.Context, data []byte, last bool) ([]
 
 // allow records an allowing step: the headers its decision set, and its id.
 func (e *guarded) allow(phase string, res exchange.Result, into map[string]string) {
-	if res.Outcome != nil && res.Outcome.DecisionID != "" {
+	if res.Decided && res.Outcome.DecisionID != "" {
 		e.decisionID = res.Outcome.DecisionID
 	}
 	for _, h := range res.SetHeaders {

@@ -364,7 +364,7 @@ func (x *Session) decide(ctx context.Context, phase pipeline.Phase, req pipeline
 	if !out.Decision.Allowed {
 		x.outcome = "denied"
 	}
-	res.Outcome, res.Phase = &out, phase
+	res.Decided, res.Outcome, res.Phase = true, out, phase
 	return out, nil
 }
 

@@ -54,9 +54,9 @@ type responseState struct {
 	// the numbers keep increasing.
 	lastSeq, seqShift int64
 	haveSeq           bool
-	// res is the Result of the chunk being processed, which records the
+	// cur is the Result of the chunk being processed, which records the
 	// chunk's decisions.
-	res *Result
+	cur Result
 }
 
 // ResponseHeaders decides whether and how to read the answer's body:
@@ -260,10 +260,9 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 	rs.bodyBytes += int64(len(data))
 	start := time.Now()
 	defer func() { x.c.metrics.chunk(time.Since(start)) }()
-	var res Result
+	rs.cur = Result{}
 	var out []byte
 	if !rs.ended {
-		rs.res = &res
 		err := rs.parser.Feed(data, func(ev llmapi.Event) error { return x.streamEvent(ctx, ev, &out) })
 		switch {
 		case err == nil, errors.Is(err, errCut):
@@ -274,22 +273,20 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 			rs.ended = true
 			x.outcome = "denied"
 		default:
-			rs.res = nil
 			return Result{}, err
 		}
 		if last && !rs.ended {
 			// Whatever is still held goes out now; an incomplete last event
 			// is dropped, as an SSE client would drop it.
 			if err := x.flushStreams(ctx, func(int) bool { return true }, &out); err != nil && !errors.Is(err, errCut) {
-				rs.res = nil
 				return Result{}, err
 			}
 			if rs.haveUsage {
 				x.settle(ctx, rs.usage)
 			}
 		}
-		rs.res = nil
 	}
+	res := rs.cur
 	res.Body, res.BodyChanged, res.Cut = out, true, rs.cut
 	return res, nil
 }
@@ -505,9 +502,7 @@ func (x *Session) checkWindow(ctx context.Context, w redact.Window, out *[]byte)
 	if err != nil {
 		return err
 	}
-	if r := x.resp.res; r != nil {
-		r.Outcome, r.Phase = res.Outcome, res.Phase
-	}
+	x.resp.cur.Decided, x.resp.cur.Outcome, x.resp.cur.Phase = true, res.Outcome, res.Phase
 	if o.Decision.Allowed {
 		return nil
 	}

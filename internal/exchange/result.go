@@ -67,10 +67,11 @@ type Result struct {
 	BodyChanged bool
 	// ReadBody, on a headers step, is how the door must hand over the body.
 	ReadBody BodyMode
-	// Outcome is the last decision this step made (nil: none), for the
-	// door to report (decision id, reason, dynamic metadata); Phase is its
-	// phase.
-	Outcome *pipeline.Outcome
+	// Decided says the step made a decision: Outcome is the last one, for
+	// the door to report (decision id, reason, dynamic metadata), and Phase
+	// its phase. (A value, not a pointer: it stays off the heap.)
+	Decided bool
+	Outcome pipeline.Outcome
 	Phase   pipeline.Phase
 	// Cut, on a streamed chunk, says the answer was ended early; the chunk's
 	// Body ends with an error event in the API's shape.

@@ -105,10 +105,10 @@ func (x *stream) handle(ctx context.Context, req *extprocv3.ProcessingRequest) (
 
 // note keeps the dynamic metadata of the step's last decision, for the answer.
 func (x *stream) note(res exchange.Result) {
-	if res.Outcome == nil {
+	if !res.Decided {
 		return
 	}
-	x.metadata, x.metaPhase = envoy.DecisionMetadata(*res.Outcome), res.Phase
+	x.metadata, x.metaPhase = envoy.DecisionMetadata(res.Outcome), res.Phase
 	if id := res.Outcome.Principal.ID; id != "" {
 		x.metadata.Fields["principal_id"] = structpb.NewStringValue(id)
 	}
@@ -309,6 +309,9 @@ func headerMutation(res exchange.Result) *extprocv3.HeaderMutation {
 		return nil
 	}
 	m := &extprocv3.HeaderMutation{RemoveHeaders: res.RemoveHeaders}
+	if len(res.SetHeaders) > 0 {
+		m.SetHeaders = make([]*corev3.HeaderValueOption, 0, len(res.SetHeaders))
+	}
 	for _, h := range res.SetHeaders {
 		m.SetHeaders = append(m.SetHeaders, setHeader(h.Key, h.Value))
 	}
