@@ -304,12 +304,21 @@ func (a *App) addReadinessChecks() {
 	})
 }
 
-// Run opens the listeners, hot-reloads the policy and serves until ctx
-// ends, then stops gracefully (server.Serve).
+// Run opens the listeners and serves until ctx ends (Listen, then Serve).
 func (a *App) Run(ctx context.Context) error {
-	if err := a.Server.Listen(); err != nil {
+	if err := a.Listen(); err != nil {
 		return err
 	}
+	return a.Serve(ctx)
+}
+
+// Listen opens the listeners, so that their addresses are known (a port 0
+// gets one of the system's choosing) before Serve.
+func (a *App) Listen() error { return a.Server.Listen() }
+
+// Serve hot-reloads the policy and serves on the open listeners until ctx
+// ends, then stops gracefully (server.Serve).
+func (a *App) Serve(ctx context.Context) error {
 	if a.cfg.DryRun {
 		a.logger.Warn("dry-run mode: every request is allowed; denials are only logged and counted")
 	}
