@@ -19,14 +19,10 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/bulwark-ai/bulwark/internal/app"
+	"github.com/bulwark-ai/bulwark/internal/app/core"
 	"github.com/bulwark-ai/bulwark/internal/config"
-	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
-	"github.com/bulwark-ai/bulwark/internal/extauthz"
-	"github.com/bulwark-ai/bulwark/internal/identity"
-	"github.com/bulwark-ai/bulwark/internal/pipeline"
-	"github.com/bulwark-ai/bulwark/internal/policy"
-	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 )
 
 // headerFlags collects repeated -H 'name: value' flags.
@@ -183,35 +179,20 @@ func (c clientTLS) credentials() (credentials.TransportCredentials, error) {
 	return credentials.NewTLS(cfg), nil
 }
 
-// localCheck decides req in-process with the same stages serve wires, from
-// the subset of serve's configuration that check takes as flags.
+// localCheck decides req in-process with the core serve builds (core.New,
+// the ext_authz door as app wires it), from the subset of serve's
+// configuration that check takes as flags. It differs from serve only where
+// a one-shot check must: no metrics, no audit, no tracing, no sealed
+// principal for ext_proc, and RateLimit headers always shown.
 func localCheck(ctx context.Context, cfg config.Config, req *authv3.CheckRequest, stderr io.Writer) (*authv3.CheckResponse, error) {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	engine, err := policy.New(ctx, policyConfig(cfg), logger, nil)
+	cfg.RateLimitHeaders = true // show the RateLimit headers a decision with limits carries
+	c, err := core.New(ctx, cfg, core.Deps{Logger: logger, Pepper: os.Getenv("BULWARK_KEY_PEPPER")})
 	if err != nil {
-		return nil, err
+		return nil, configExit(err)
 	}
-	auth, err := identity.New(cfg.IdentityConfig(os.Getenv("BULWARK_KEY_PEPPER")), nil, nil, logger)
-	if err != nil {
-		return nil, fmt.Errorf("identity: %w", err)
-	}
-	defer auth.Close()
-	auth.Start(ctx)
-	lim, err := ratelimit.New(ratelimit.Config{}, nil) // in-process: a single check never exceeds a limit
-	if err != nil {
-		return nil, err
-	}
-	defer lim.Close()
-	scanner, err := detect.New(detect.Config{GreyZone: engine})
-	if err != nil {
-		return nil, err
-	}
-	pipe, err := pipeline.New(pipeline.Config{Timeout: cfg.CheckTimeout, RateLimitHeaders: true}, auth, engine, lim, logger, nil)
-	if err != nil {
-		return nil, err
-	}
-	pipe.WithDetector(scanner)
-	return extauthz.New(pipe, extauthz.Options{StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(), ScanRoles: cfg.ExtProcScanRoles, TrustedRoles: cfg.TrustedRoles}).Check(ctx, req)
+	defer c.Close()
+	return app.NewExtAuthz(c, cfg, nil, nil).Check(ctx, req)
 }
 
 func renderCheck(resp *authv3.CheckResponse) checkResult {

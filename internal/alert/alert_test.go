@@ -16,24 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/bulwark-ai/bulwark/internal/audit"
+	"github.com/bulwark-ai/bulwark/test/fixture/fakeclock"
 )
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // hook is a real HTTP webhook receiver.
 type hook struct {
@@ -84,9 +68,9 @@ func (h *hook) alerts() []Alert {
 	return append([]Alert(nil), h.got...)
 }
 
-func newNotifier(t *testing.T, cfg Config) (*Notifier, *fakeClock) {
+func newNotifier(t *testing.T, cfg Config) (*Notifier, *fakeclock.Clock) {
 	t.Helper()
-	clk := &fakeClock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	cfg.Clock = clk
 	n, err := New(cfg, nil, nil)
 	if err != nil {
@@ -256,7 +240,7 @@ func TestWebhookFailuresNeverBlock(t *testing.T) {
 	h := newHook(t)
 	h.status = http.StatusInternalServerError
 	var logs syncBuffer
-	clk := &fakeClock{now: time.Unix(0, 0)}
+	clk := fakeclock.New(time.Unix(0, 0))
 	n, err := New(Config{WebhookURL: h.srv.URL + "/?token=s3cr3t", Timeout: 200 * time.Millisecond, Queue: 2, MinInterval: time.Microsecond,
 		MaxPerMinute: 1000, Clock: clk}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	if err != nil {

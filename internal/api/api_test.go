@@ -23,13 +23,11 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/bulwark-ai/bulwark/internal/api"
+	"github.com/bulwark-ai/bulwark/internal/app/core"
 	"github.com/bulwark-ai/bulwark/internal/audit"
-	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/identity"
-	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
-	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 	testfixture "github.com/bulwark-ai/bulwark/test/fixture"
 )
@@ -89,41 +87,25 @@ type options struct {
 func newFixture(t *testing.T, o options) *fixture {
 	t.Helper()
 	f := &fixture{keys: map[string]string{}, audit: &recorder{}}
-	var auth *identity.Authenticator
-	auth, f.keys, f.keysFile = testfixture.Authenticator(t, pepper,
-		testfixture.Key{ID: "app", Tenant: "acme", Roles: []string{"user"}},
-		testfixture.Key{ID: "ops", Roles: []string{api.DefaultAdminRole, api.DefaultCrossTenantRole}},
-		testfixture.Key{ID: "reader", Tenant: "acme", Roles: []string{"reader"}},
-		// Tenant beta: its operator, an LLM "admin" (no operator), a user.
-		testfixture.Key{ID: "beta-ops", Tenant: "beta", Roles: []string{api.DefaultAdminRole}},
-		testfixture.Key{ID: "beta-admin", Tenant: "beta", Roles: []string{"admin", "user"}},
-		testfixture.Key{ID: "beta-app", Tenant: "beta", Roles: []string{"user"}},
-		// An operator of no tenant, without the cross-tenant role.
-		testfixture.Key{ID: "lone-ops", Roles: []string{api.DefaultAdminRole}})
 	rpm := o.requestsPerMinute
 	if rpm == "" {
 		rpm = "1000000"
 	}
 	f.policyFS = testfixture.Policies(t, map[string]string{"requests_per_minute": rpm, "tokens_per_day": "1000000000000"})
-	var err error
-	f.engine, err = policy.New(context.Background(), policy.Config{Embedded: f.policyFS, Query: "bulwark/decision"}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	limiter, err := ratelimit.New(ratelimit.Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { limiter.Close() })
-	scanner, err := detect.New(detect.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pipe, err := pipeline.New(pipeline.Config{Timeout: 5 * time.Second}, auth, f.engine, limiter, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pipe.WithDetector(scanner)
+	st := testfixture.NewStack(t, testfixture.StackOptions{Policies: f.policyFS, Deps: core.Deps{Pepper: pepper, NoGreyZone: true},
+		Keys: []testfixture.Key{
+			{ID: "app", Tenant: "acme", Roles: []string{"user"}},
+			{ID: "ops", Roles: []string{api.DefaultAdminRole, api.DefaultCrossTenantRole}},
+			{ID: "reader", Tenant: "acme", Roles: []string{"reader"}},
+			// Tenant beta: its operator, an LLM "admin" (no operator), a user.
+			{ID: "beta-ops", Tenant: "beta", Roles: []string{api.DefaultAdminRole}},
+			{ID: "beta-admin", Tenant: "beta", Roles: []string{"admin", "user"}},
+			{ID: "beta-app", Tenant: "beta", Roles: []string{"user"}},
+			// An operator of no tenant, without the cross-tenant role.
+			{ID: "lone-ops", Roles: []string{api.DefaultAdminRole}},
+		}})
+	auth, limiter, scanner, pipe := st.Identity, st.Limiter, st.Scanner, st.Pipeline
+	f.engine, f.keys, f.keysFile = st.Engine, st.Secrets, st.KeysFile
 	ep := exchange.New(pipe, scanner, limiter, o.exchange, nil, nil)
 	cfg := api.Config{MaxBodyBytes: o.maxBodyBytes, ScanTextPerMinute: o.scanTextPerMinute}
 	guard, err := api.NewGuard(cfg, ep, scanner, auth, limiter, nil)

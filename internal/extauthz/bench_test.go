@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"strings"
 	"testing"
@@ -10,21 +11,24 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/bulwark-ai/bulwark/internal/app/core"
+	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
-	"github.com/bulwark-ai/bulwark/internal/identity"
-	"github.com/bulwark-ai/bulwark/internal/pipeline"
-	"github.com/bulwark-ai/bulwark/internal/policy"
-	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	"github.com/bulwark-ai/bulwark/test/fixture"
 )
 
 const benchPepper = "bench-pepper-0123456789abcdef"
 
-// benchAuthenticator returns an Authenticator with one API key (role user)
-// and that key.
-func benchAuthenticator(b *testing.B) (*identity.Authenticator, string) {
-	a, keys, _ := fixture.Authenticator(b, benchPepper, fixture.Key{ID: "bench", Roles: []string{"user"}, Tenant: "acme"})
-	return a, keys["bench"]
+// benchStack is the core serve builds over pol (query q), with one API key
+// (role user) when keyed, and that key.
+func benchStack(b *testing.B, pol fs.FS, q string, keyed bool, d core.Deps) (*fixture.Stack, string) {
+	o := fixture.StackOptions{Policies: pol, Query: q, Config: func(c *config.Config) { c.CheckTimeout = time.Second }, Deps: d}
+	o.Deps.Pepper = benchPepper
+	if keyed {
+		o.Keys = []fixture.Key{{ID: "bench", Roles: []string{"user"}, Tenant: "acme"}}
+	}
+	st := fixture.NewStack(b, o)
+	return st, st.Secrets["bench"]
 }
 
 // BenchmarkCheck measures one in-process Check: input building, identity,
@@ -33,9 +37,8 @@ func benchAuthenticator(b *testing.B) (*identity.Authenticator, string) {
 //	opa_envoy_rbac      test/load/rbac (OPA-Envoy style, envoy/authz/allow), no identity stage
 //	default_api_key     the embedded default policy with an API key: identity + RBAC routes
 func BenchmarkCheck(b *testing.B) {
-	rbac := policy.Config{Embedded: os.DirFS("../../test/load/rbac"), Query: "envoy/authz/allow"}
-	def := policy.Config{Embedded: unlimitedDefaultPolicies(b), Query: "bulwark/decision"}
-	auth, key := benchAuthenticator(b)
+	rbac := os.DirFS("../../test/load/rbac")
+	def := unlimitedDefaultPolicies(b)
 	headers := func(extra map[string]string) map[string]string {
 		h := map[string]string{"x-role": "user", "user-agent": "bench/1.0", "accept": "*/*",
 			"content-type": "application/json"}
@@ -48,40 +51,33 @@ func BenchmarkCheck(b *testing.B) {
 	chat := []byte(`{"model":"gpt-4o","max_tokens":256,"messages":[{"role":"system","content":"You are a helpful analyst."},` +
 		`{"role":"user","content":"` + strings.Repeat("please summarise the quarterly report for the board ", 18) + `"}]}`)
 	cases := []struct {
-		name string
-		cfg  policy.Config
-		auth pipeline.Authenticator
-		hdrs map[string]string
-		body []byte
+		name  string
+		pol   fs.FS
+		query string
+		keyed bool // an API key, sent as the bearer; else "Bearer abc"
+		body  []byte
 		// sealed: the allow's principal is sealed for ext_proc, as serve does.
 		sealed bool
 	}{
-		{"opa_envoy_rbac", rbac, nil, headers(map[string]string{"authorization": "Bearer abc"}), nil, false},
-		{"default_api_key", def, auth, headers(map[string]string{"authorization": "Bearer " + key}), nil, false},
-		{"default_api_key_sealed", def, auth, headers(map[string]string{"authorization": "Bearer " + key}), nil, true},
-		{"default_api_key_body", def, auth, headers(map[string]string{"authorization": "Bearer " + key}), chat, false},
+		{"opa_envoy_rbac", rbac, "envoy/authz/allow", false, nil, false},
+		{"default_api_key", def, "bulwark/decision", true, nil, false},
+		{"default_api_key_sealed", def, "bulwark/decision", true, nil, true},
+		{"default_api_key_body", def, "bulwark/decision", true, chat, false},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
-			e, err := policy.New(context.Background(), tc.cfg, nil, nil)
-			if err != nil {
-				b.Fatal(err)
+			st, key := benchStack(b, tc.pol, tc.query, tc.keyed, core.Deps{})
+			cred := "Bearer abc"
+			if tc.keyed {
+				cred = "Bearer " + key
 			}
-			lim, err := ratelimit.New(ratelimit.Config{}, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer lim.Close()
-			p, err := pipeline.New(pipeline.Config{Timeout: time.Second}, tc.auth, e, lim, nil, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
+			hdrs := headers(map[string]string{"authorization": cred})
 			opts := Options{StripCredentials: true}
 			if tc.sealed {
 				opts.Voucher = testVoucher(b)
 			}
-			s := New(p, opts)
-			req := envoy.NewCheckRequest(envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs, Body: tc.body})
+			s := New(st.Pipeline, opts)
+			req := envoy.NewCheckRequest(envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: hdrs, Body: tc.body})
 			ctx := context.Background()
 			resp, err := s.Check(ctx, req)
 			if err != nil || resp.GetStatus().GetCode() != 0 {
@@ -91,7 +87,7 @@ func BenchmarkCheck(b *testing.B) {
 			// own (Check strips credential headers from the one it is given).
 			reqs := make([]*authv3.CheckRequest, b.N)
 			for i := range reqs {
-				reqs[i] = envoy.NewCheckRequest(envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs, Body: tc.body})
+				reqs[i] = envoy.NewCheckRequest(envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: hdrs, Body: tc.body})
 			}
 			b.ReportAllocs()
 			b.ResetTimer()

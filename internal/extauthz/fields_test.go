@@ -3,15 +3,13 @@ package extauthz
 import (
 	"context"
 	"encoding/json"
+	"github.com/bulwark-ai/bulwark/internal/app/core"
+	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"testing"
 	"testing/fstest"
 	"time"
 
-	"github.com/bulwark-ai/bulwark/internal/detect"
-	"github.com/bulwark-ai/bulwark/internal/pipeline"
-	"github.com/bulwark-ai/bulwark/internal/policy"
-	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	"github.com/bulwark-ai/bulwark/test/fixture"
 )
 
@@ -26,26 +24,10 @@ func defaultServer(t *testing.T, set map[string]string) (*Server, string) {
 		set = map[string]string{}
 	}
 	set["requests_per_minute"] = "1000000"
-	e, err := policy.New(context.Background(), policy.Config{Embedded: fixture.Policies(t, set), Query: "bulwark/decision"}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, keys, _ := fixture.Authenticator(t, "fields-test-pepper-0123456789", fixture.Key{ID: "app", Roles: []string{"user"}, Tenant: "acme"})
-	lim, err := ratelimit.New(ratelimit.Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lim.Close() })
-	scanner, err := detect.New(detect.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := pipeline.New(pipeline.Config{Timeout: 5 * time.Second}, auth, e, lim, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.WithDetector(scanner)
-	return New(p, Options{StripCredentials: true}), keys["app"]
+	st := fixture.NewStack(t, fixture.StackOptions{Policies: fixture.Policies(t, set),
+		Keys: []fixture.Key{{ID: "app", Roles: []string{"user"}, Tenant: "acme"}},
+		Deps: core.Deps{Pepper: "fields-test-pepper-0123456789", NoGreyZone: true}})
+	return New(st.Pipeline, Options{StripCredentials: true}), st.Secrets["app"]
 }
 
 func check(t *testing.T, s *Server, key, path, ct, body string) (status int, reason string) {
@@ -152,16 +134,9 @@ allow if not input.parsed_body.admin
 // parsed OPA-Envoy cannot build its input and denies; so does Bulwark
 // (finding 14). Multipart bodies reach parsed_body as in OPA-Envoy.
 func TestCheckOPAEnvoyPolicyFailsClosed(t *testing.T) {
-	e, err := policy.New(context.Background(), policy.Config{
-		Embedded: fstest.MapFS{"p.rego": {Data: []byte(opaEnvoyPolicy)}}, Query: "envoy/authz/allow"}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := pipeline.New(pipeline.Config{Timeout: time.Second}, nil, e, nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := New(p, Options{})
+	st := fixture.NewStack(t, fixture.StackOptions{Policies: fstest.MapFS{"p.rego": {Data: []byte(opaEnvoyPolicy)}}, Query: "envoy/authz/allow",
+		Config: func(c *config.Config) { c.CheckTimeout = time.Second }})
+	s := New(st.Pipeline, Options{})
 	multipart := "--b\r\nContent-Disposition: form-data; name=\"admin\"\r\n\r\ntrue\r\n--b--\r\n"
 	tests := []struct {
 		name, path, ct, body string

@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
@@ -15,9 +16,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
-	"github.com/bulwark-ai/bulwark/internal/policy"
-	"github.com/bulwark-ai/bulwark/internal/ratelimit"
+	"github.com/bulwark-ai/bulwark/test/fixture"
 )
 
 const testPolicy = `package t
@@ -51,26 +52,17 @@ decision := {"allowed": true} if {
 decision := {"allowed": input.phase == "request_headers", "reason": input.version.encoding} if input.parsed_path == ["phase"]
 `
 
+// newServer is the door over the core serve builds, deciding with
+// testPolicy; cfg's Timeout (default 1s) and DryRun become check_timeout
+// and dry_run.
 func newServer(t *testing.T, cfg pipeline.Config) *Server {
 	t.Helper()
-	e, err := policy.New(context.Background(), policy.Config{
-		Embedded: fstest.MapFS{"p.rego": {Data: []byte(testPolicy)}}, Query: "t/decision"}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = time.Second
-	}
-	lim, err := ratelimit.New(ratelimit.Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lim.Close() })
-	p, err := pipeline.New(cfg, nil, e, lim, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return New(p, Options{})
+	st := fixture.NewStack(t, fixture.StackOptions{Policies: fstest.MapFS{"p.rego": {Data: []byte(testPolicy)}}, Query: "t/decision",
+		Config: func(c *config.Config) {
+			c.CheckTimeout = cmp.Or(cfg.Timeout, time.Second)
+			c.DryRun, c.RateLimitHeaders = cfg.DryRun, cfg.RateLimitHeaders
+		}})
+	return New(st.Pipeline, Options{})
 }
 
 func headers(opts []*corev3.HeaderValueOption) map[string][]string {

@@ -2,17 +2,15 @@ package extauthz
 
 import (
 	"context"
-	"github.com/bulwark-ai/bulwark/internal/envoy"
+	"io/fs"
 	"os"
 	"testing"
-	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
-	"github.com/bulwark-ai/bulwark/internal/pipeline"
-	"github.com/bulwark-ai/bulwark/internal/policy"
-	"github.com/bulwark-ai/bulwark/internal/ratelimit"
+	"github.com/bulwark-ai/bulwark/internal/app/core"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
 )
 
@@ -32,21 +30,20 @@ func (discardExporter) Shutdown(context.Context) error                          
 // time per Check (the span processor's goroutine and GC included), steadier
 // than ns/op when the machine is shared.
 func BenchmarkCheckTracing(b *testing.B) {
-	rbac := policy.Config{Embedded: os.DirFS("../../test/load/rbac"), Query: "envoy/authz/allow"}
-	def := policy.Config{Embedded: unlimitedDefaultPolicies(b), Query: "bulwark/decision"}
-	auth, key := benchAuthenticator(b)
+	rbac := os.DirFS("../../test/load/rbac")
+	def := unlimitedDefaultPolicies(b)
 	hdrs := func(cred string) map[string]string {
 		return map[string]string{"x-role": "user", "user-agent": "bench/1.0", "accept": "*/*", "content-type": "application/json",
 			"authorization": cred, "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
 	}
 	cases := []struct {
-		name string
-		cfg  policy.Config
-		auth pipeline.Authenticator
-		hdrs map[string]string
+		name  string
+		pol   fs.FS
+		query string
+		keyed bool // an API key, sent as the bearer; else "Bearer abc"
 	}{
-		{"opa_envoy_rbac", rbac, nil, hdrs("Bearer abc")},
-		{"default_api_key", def, auth, hdrs("Bearer " + key)},
+		{"opa_envoy_rbac", rbac, "envoy/authz/allow", false},
+		{"default_api_key", def, "bulwark/decision", true},
 	}
 	for _, tc := range cases {
 		for _, traced := range []bool{false, true} {
@@ -55,32 +52,26 @@ func BenchmarkCheckTracing(b *testing.B) {
 				name = tc.name + "/tracing=on_100pct"
 			}
 			b.Run(name, func(b *testing.B) {
-				e, err := policy.New(context.Background(), tc.cfg, nil, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				lim, err := ratelimit.New(ratelimit.Config{}, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer lim.Close()
-				p, err := pipeline.New(pipeline.Config{Timeout: time.Second}, tc.auth, e, lim, nil, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
 				opts := Options{StripCredentials: true}
+				var d core.Deps
 				if traced {
 					tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(telemetry.NewBatcher(discardExporter{}, telemetry.BatchConfig{})),
 						sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())))
 					tr := telemetry.New(tp)
 					defer tr.Shutdown(context.Background())
-					p.WithTracer(tr.Tracer)
+					d.Tracer = tr.Tracer
 					opts.Tracing = tr
 				}
-				s := New(p, opts)
+				st, key := benchStack(b, tc.pol, tc.query, tc.keyed, d)
+				cred := "Bearer abc"
+				if tc.keyed {
+					cred = "Bearer " + key
+				}
+				hdrs := hdrs(cred)
+				s := New(st.Pipeline, opts)
 				reqs := make([]*authv3.CheckRequest, b.N+1)
 				for i := range reqs {
-					reqs[i] = envoy.NewCheckRequest(envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: tc.hdrs})
+					reqs[i] = envoy.NewCheckRequest(envoy.HTTPRequest{Method: "POST", Path: "/v1/chat/completions?stream=false", Headers: hdrs})
 				}
 				if resp, err := s.Check(context.Background(), reqs[b.N]); err != nil || resp.GetStatus().GetCode() != 0 {
 					b.Fatalf("not allowed: %v %v", resp.GetStatus(), err)

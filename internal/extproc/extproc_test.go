@@ -26,12 +26,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/app/core"
 	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
-	"github.com/bulwark-ai/bulwark/internal/policy"
-	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	"github.com/bulwark-ai/bulwark/test/envoysim"
 	"github.com/bulwark-ai/bulwark/test/fixture"
 )
@@ -59,26 +57,9 @@ func newStack(tb testing.TB, opts extproc.Options, ex ...exchange.Options) *stac
 // ex, when given, tunes the exchange core.
 func newStackWith(tb testing.TB, opts extproc.Options, logger *slog.Logger, wrap func(exchange.Decider) exchange.Decider, ex ...exchange.Options) *stack {
 	tb.Helper()
-	auth, keys, _ := fixture.Authenticator(tb, pepper, fixture.Key{ID: "app", Roles: []string{"user"}, Tenant: "acme"})
-	key := keys["app"]
-	engine, err := policy.New(context.Background(), policy.Config{Embedded: fixture.Unlimited(tb), Query: "bulwark/decision"}, nil, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	limiter, err := ratelimit.New(ratelimit.Config{}, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { limiter.Close() })
-	scanner, err := detect.New(detect.Config{GreyZone: engine}) // as serve wires it
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pipe, err := pipeline.New(pipeline.Config{Timeout: 5 * time.Second}, auth, engine, limiter, nil, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pipe.WithDetector(scanner)
+	st := fixture.NewStack(tb, fixture.StackOptions{Keys: []fixture.Key{{ID: "app", Roles: []string{"user"}, Tenant: "acme"}},
+		Deps: core.Deps{Pepper: pepper}})
+	pipe, scanner, limiter, key := st.Pipeline, st.Scanner, st.Limiter, st.Secrets["app"]
 	m, err := extproc.NewMetrics(nil)
 	if err != nil {
 		tb.Fatal(err)

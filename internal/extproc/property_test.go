@@ -7,17 +7,14 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/bulwark-ai/bulwark/internal/app/core"
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/llmapi"
-	"github.com/bulwark-ai/bulwark/internal/pipeline"
-	"github.com/bulwark-ai/bulwark/internal/policy"
-	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	"github.com/bulwark-ai/bulwark/test/envoysim"
 	"github.com/bulwark-ai/bulwark/test/fixture"
 )
@@ -137,25 +134,9 @@ func newPropertyStack(tb testing.TB, set map[string]string) *propertyStack {
 	tb.Helper()
 	set["requests_per_minute"] = "1000000000000"
 	set["tokens_per_day"] = "1000000000000"
-	auth, keys, _ := fixture.Authenticator(tb, pepper, fixture.Key{ID: "app", Roles: []string{"user"}, Tenant: "acme"})
-	engine, err := policy.New(context.Background(), policy.Config{Embedded: fixture.Policies(tb, set), Query: "bulwark/decision"}, nil, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	limiter, err := ratelimit.New(ratelimit.Config{}, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { limiter.Close() })
-	scanner, err := detect.New(detect.Config{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pipe, err := pipeline.New(pipeline.Config{Timeout: 5 * time.Second}, auth, engine, limiter, nil, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pipe.WithDetector(scanner)
+	st := fixture.NewStack(tb, fixture.StackOptions{Policies: fixture.Policies(tb, set),
+		Keys: []fixture.Key{{ID: "app", Roles: []string{"user"}, Tenant: "acme"}}, Deps: core.Deps{Pepper: pepper, NoGreyZone: true}})
+	pipe, scanner, limiter, keys := st.Pipeline, st.Scanner, st.Limiter, st.Secrets
 	m, err := extproc.NewMetrics(nil)
 	if err != nil {
 		tb.Fatal(err)

@@ -11,15 +11,12 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/app/core"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/identity"
-	"github.com/bulwark-ai/bulwark/internal/pipeline"
-	"github.com/bulwark-ai/bulwark/internal/policy"
-	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	"github.com/bulwark-ai/bulwark/test/fixture"
 )
 
@@ -46,25 +43,9 @@ func (s *settlements) Reconcile(ctx context.Context, id string, actual int64) er
 // estimated tokens plus the answer seen when the client went away).
 func TestReservationSettledAtExchangeEnd(t *testing.T) {
 	t.Parallel()
-	auth, keys, _ := fixture.Authenticator(t, pepper, fixture.Key{ID: "app", Roles: []string{"user"}, Tenant: "acme"})
-	engine, err := policy.New(context.Background(), policy.Config{Embedded: fixture.Unlimited(t), Query: "bulwark/decision"}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	limiter, err := ratelimit.New(ratelimit.Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { limiter.Close() })
-	scanner, err := detect.New(detect.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pipe, err := pipeline.New(pipeline.Config{Timeout: 5 * time.Second}, auth, engine, limiter, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pipe.WithDetector(scanner)
+	st := fixture.NewStack(t, fixture.StackOptions{Keys: []fixture.Key{{ID: "app", Roles: []string{"user"}, Tenant: "acme"}},
+		Deps: core.Deps{Pepper: pepper, NoGreyZone: true}})
+	pipe, scanner, limiter, keys := st.Pipeline, st.Scanner, st.Limiter, st.Secrets
 	rec := &settlements{next: limiter, got: map[string]int64{}, done: make(chan string, 16)}
 	core := exchange.New(pipe, scanner, rec, exchange.Options{}, nil, nil)
 	f := serveStack(t, extproc.New(core, extproc.Options{}, nil, nil))

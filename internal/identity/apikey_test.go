@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bulwark-ai/bulwark/test/fixture/fakeclock"
 )
 
 func TestAPIKeyAuthenticate(t *testing.T) {
@@ -21,7 +23,7 @@ func TestAPIKeyAuthenticate(t *testing.T) {
 		KeyRecord{ID: "later", Roles: []string{"user"}, ExpiresAt: t0.Add(time.Hour)},
 	)
 	a := newAuth(t, Config{KeysFile: path, Pepper: testPepper})
-	setClock(a, newFakeClock(t0))
+	setClock(a, fakeclock.New(t0))
 	_, ciSecret, _ := ParseAPIKey(plain["ci"])
 
 	tests := []struct {

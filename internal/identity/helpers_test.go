@@ -26,16 +26,6 @@ const testPepper = "test-pepper-0123456789abcdef"
 // t0 is the fake "now" of most tests.
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
-type fakeClock struct{ ns atomic.Int64 }
-
-func newFakeClock(t time.Time) *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(t.UnixNano())
-	return c
-}
-func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
-
 func setClock(a *Authenticator, c Clock) {
 	a.clock = c
 	if a.jwt != nil && a.jwt.jwks != nil {

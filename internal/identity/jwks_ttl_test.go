@@ -7,6 +7,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/bulwark-ai/bulwark/test/fixture/fakeclock"
 )
 
 // TestJWKSWithdrawnKeyEndsCachedTokens: a token verified (and cached) with
@@ -17,7 +19,7 @@ func TestJWKSWithdrawnKeyEndsCachedTokens(t *testing.T) {
 	k := keysOnce()
 	a, srv := jwtAuth(t, Config{MaxTokenLifetime: -1})
 	srv.setCacheControl("public, max-age=60")
-	clock := newFakeClock(t0)
+	clock := fakeclock.New(t0)
 	setClock(a, clock)
 	ctx := context.Background()
 	// Ten years, roles [admin]: the token of the report.
@@ -71,7 +73,7 @@ func TestJWKSRefreshFollowsCacheLifetime(t *testing.T) {
 			t.Parallel()
 			a, srv := jwtAuth(t, Config{})
 			srv.setCacheControl(tc.header)
-			clock := newFakeClock(t0)
+			clock := fakeclock.New(t0)
 			setClock(a, clock)
 			auth := func(sub string) Principal {
 				tok := signJWT(t, jose.RS256, k.rsa1, "rsa1", with(stdClaims(clock.Now()), "sub", sub))
@@ -96,7 +98,7 @@ func TestJWTMaxTokenLifetime(t *testing.T) {
 	t.Parallel()
 	k := keysOnce()
 	a, _ := jwtAuth(t, Config{})
-	clock := newFakeClock(t0)
+	clock := fakeclock.New(t0)
 	setClock(a, clock)
 	noIat := stdClaims(t0)
 	delete(noIat, "iat")

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/bulwark-ai/bulwark/test/fixture/fakeclock"
 )
 
 func jwtAuth(t testing.TB, cfg Config) (*Authenticator, *jwksServer) {
@@ -27,7 +29,7 @@ func jwtAuth(t testing.TB, cfg Config) (*Authenticator, *jwksServer) {
 		cfg.Audience = "bulwark"
 	}
 	a := newAuth(t, cfg)
-	setClock(a, newFakeClock(t0))
+	setClock(a, fakeclock.New(t0))
 	return a, srv
 }
 
@@ -150,7 +152,7 @@ func TestJWTStaticKeysFile(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := newAuth(t, Config{JWTKeysFile: tc.file, Issuer: "https://issuer.test", Audience: "bulwark"})
-			setClock(a, newFakeClock(t0))
+			setClock(a, fakeclock.New(t0))
 			if got := a.Authenticate(context.Background(), Request{Authorization: "Bearer " + tc.token}); got.ID != "alice" {
 				t.Errorf("got %+v", got)
 			}
@@ -172,7 +174,7 @@ func TestJWKSRotation(t *testing.T) {
 	t.Parallel()
 	k := keysOnce()
 	a, srv := jwtAuth(t, Config{JWKSMinRefreshInterval: time.Millisecond, JWKSRefreshInterval: time.Hour})
-	clock := newFakeClock(t0)
+	clock := fakeclock.New(t0)
 	setClock(a, clock)
 	ctx := context.Background()
 	old := signJWT(t, jose.RS256, k.rsa1, "rsa1", stdClaims(t0))
@@ -240,7 +242,7 @@ func TestJWKSIssuerFailures(t *testing.T) {
 			t.Parallel()
 			// Cold start: no keys ever fetched.
 			a, srv := jwtAuth(t, Config{JWKSFetchTimeout: 200 * time.Millisecond, JWKSMinRefreshInterval: time.Millisecond})
-			clock := newFakeClock(t0)
+			clock := fakeclock.New(t0)
 			setClock(a, clock)
 			srv.set(tc.body, tc.code, tc.delay)
 			start := time.Now()
@@ -317,7 +319,7 @@ func TestJWTCache(t *testing.T) {
 	t.Parallel()
 	k := keysOnce()
 	a, _ := jwtAuth(t, Config{JWTCacheSize: 3, Leeway: time.Second})
-	clock := newFakeClock(t0)
+	clock := fakeclock.New(t0)
 	setClock(a, clock)
 	ctx := context.Background()
 	tok := signJWT(t, jose.RS256, k.rsa1, "rsa1", with(stdClaims(t0), "exp", t0.Add(time.Minute).Unix()))

@@ -5,15 +5,13 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/bulwark-ai/bulwark/test/fixture/fakeclock"
 )
-
-type vouchClock struct{ t time.Time }
-
-func (c *vouchClock) Now() time.Time { return c.t }
 
 func TestVoucher(t *testing.T) {
 	t.Parallel()
-	clock := &vouchClock{t: time.Unix(1_700_000_000, 0)}
+	clock := fakeclock.New(time.Unix(1_700_000_000, 0))
 	key := bytes.Repeat([]byte("k"), MinVouchKeyBytes)
 	v, err := NewVoucher(key, 30*time.Second, clock)
 	if err != nil {
@@ -28,7 +26,7 @@ func TestVoucher(t *testing.T) {
 	}
 	sealed := base()
 	mac := v.Seal(&sealed)
-	if got, want := sealed.ExpiresUnixMs, clock.t.Add(30*time.Second).UnixMilli(); got != want {
+	if got, want := sealed.ExpiresUnixMs, clock.Now().Add(30*time.Second).UnixMilli(); got != want {
 		t.Fatalf("expiry %d, want %d", got, want)
 	}
 	cases := []struct {
@@ -56,7 +54,7 @@ func TestVoucher(t *testing.T) {
 			got := sealed
 			got.Principal.Roles = append([]string(nil), sealed.Principal.Roles...)
 			tc.change(&got)
-			vc, err := NewVoucher(tc.voucher.key, 30*time.Second, &vouchClock{t: clock.t.Add(tc.after)})
+			vc, err := NewVoucher(tc.voucher.key, 30*time.Second, fakeclock.New(clock.Now().Add(tc.after)))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -40,11 +40,8 @@ decision := {"allowed": true, "reason": "ok", "audit": {"route_class": "llm"}}
 			if err != nil {
 				b.Fatal(err)
 			}
-			p, err := New(Config{Timeout: time.Second}, nil, e, nil, nil, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
 			var w *audit.Writer
+			var auditor Auditor
 			reg := prometheus.NewRegistry()
 			if mode == "alerts_only" { // serve without --audit-log: records feed the alerts only
 				n, err := alert.New(alert.Config{}, nil, nil)
@@ -52,7 +49,7 @@ decision := {"allowed": true, "reason": "ok", "audit": {"route_class": "llm"}}
 					b.Fatal(err)
 				}
 				defer n.Close(context.Background())
-				p.WithAuditor(n.Tap(nil))
+				auditor = n.Tap(nil)
 			}
 			if mode == "file" || mode == "file_hmac_alerts" {
 				dir := b.TempDir()
@@ -70,10 +67,14 @@ decision := {"allowed": true, "reason": "ok", "audit": {"route_class": "llm"}}
 						b.Fatal(err)
 					}
 					defer n.Close(context.Background())
-					p.WithAuditor(n.Tap(w))
+					auditor = n.Tap(w)
 				} else {
-					p.WithAuditor(w)
+					auditor = w
 				}
+			}
+			p, err := New(Config{Timeout: time.Second}, Deps{Eval: e, Auditor: auditor}, nil, nil)
+			if err != nil {
+				b.Fatal(err)
 			}
 			ctx := context.Background()
 			b.ReportAllocs()

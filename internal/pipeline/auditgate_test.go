@@ -16,7 +16,7 @@ import (
 // decides again once the gate opens.
 func TestAuditGateFailsDecisions(t *testing.T) {
 	var gateErr error
-	p := newPipeline(t, Config{AuditGate: func() error { return gateErr }}, true)
+	p := newPipeline(t, Config{AuditGate: func() error { return gateErr }}, true, Deps{})
 	req := Request{Phase: PhaseRequestHeaders, Input: ast.NewObject([2]*ast.Term{ast.StringTerm("case"), ast.StringTerm("principal")})}
 	for _, tc := range []struct {
 		name    string

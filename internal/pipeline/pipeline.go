@@ -162,11 +162,34 @@ type Pipeline struct {
 	metrics     *metrics
 }
 
-// New wires a pipeline. auth may be nil (every request is anonymous), limiter
-// may be nil (a decision with limits is then denied: limits must never be
-// silently ignored); reg may be nil (no metrics registered, as in tests).
-func New(cfg Config, auth Authenticator, eval Evaluator, limiter Limiter, logger *slog.Logger, reg prometheus.Registerer) (*Pipeline, error) {
-	if eval == nil {
+// Deps are the stages a Pipeline runs, given once at construction: a
+// pipeline never changes after New, so it needs no lock and no "call
+// before serving" rule.
+type Deps struct {
+	// Eval is the policy engine. Required.
+	Eval Evaluator
+	// Auth authenticates credentials; nil: every request is anonymous.
+	Auth Authenticator
+	// Limiter checks the decision's limits; nil: a decision with limits is
+	// denied (limits must never be silently ignored).
+	Limiter Limiter
+	// Detector is the detection stage: the prompt text of a parsed LLM
+	// request body is scanned and its signals become input.signals. nil:
+	// no detection.
+	Detector Detector
+	// Tracer adds child spans (identity, detect, policy, ratelimit) under
+	// the caller's span. Without a recording parent span none are started,
+	// so tracing off costs nothing. nil: no spans.
+	Tracer trace.Tracer
+	// Auditor records every decision (or, when it filters, those it
+	// wants). nil: nothing is recorded.
+	Auditor Auditor
+}
+
+// New wires a pipeline from its stages. logger may be nil (discarded), reg
+// may be nil (no metrics registered, as in tests).
+func New(cfg Config, d Deps, logger *slog.Logger, reg prometheus.Registerer) (*Pipeline, error) {
+	if d.Eval == nil {
 		return nil, errors.New("pipeline: nil evaluator")
 	}
 	if cfg.Timeout <= 0 {
@@ -179,15 +202,10 @@ func New(cfg Config, auth Authenticator, eval Evaluator, limiter Limiter, logger
 	if err != nil {
 		return nil, err
 	}
-	return &Pipeline{cfg: cfg, auth: auth, eval: eval, limiter: limiter, ids: NewIDSource(), logger: logger, metrics: m}, nil
-}
-
-// WithTracer adds child spans (identity, detect, policy, ratelimit) under
-// the caller's span. Without a recording parent span none are started, so
-// tracing off costs nothing.
-func (p *Pipeline) WithTracer(t trace.Tracer) *Pipeline {
-	p.tracer = t
-	return p
+	p := &Pipeline{cfg: cfg, auth: d.Auth, eval: d.Eval, limiter: d.Limiter, detect: d.Detector, tracer: d.Tracer,
+		audit: d.Auditor, ids: NewIDSource(), logger: logger, metrics: m}
+	p.auditFilter, _ = d.Auditor.(auditFilter)
+	return p, nil
 }
 
 // stage starts a child span when the request is being traced.
@@ -204,24 +222,9 @@ func end(s trace.Span) {
 	}
 }
 
-// WithAuditor records every decision. Call it before serving.
-func (p *Pipeline) WithAuditor(a Auditor) *Pipeline {
-	p.audit = a
-	p.auditFilter, _ = a.(auditFilter)
-	return p
-}
-
 // audited reports whether the auditor wants out's record.
 func (p *Pipeline) audited(out *Outcome) bool {
 	return p.audit != nil && (p.auditFilter == nil || p.auditFilter.WantsDecision(out.Reason, out.Decision.Audit))
-}
-
-// WithDetector adds the detection stage: the prompt text of a parsed LLM
-// request body is scanned and its signals become input.signals. Call it
-// before serving.
-func (p *Pipeline) WithDetector(d Detector) *Pipeline {
-	p.detect = d
-	return p
 }
 
 var (

@@ -31,26 +31,28 @@ decision := {"allowed": false, "reason": "nope", "limits": [{"name": "d", "key":
 decision := {"allowed": true, "reason": input.principal.kind} if input.case == "principal"
 `
 
-func newPipeline(t *testing.T, cfg Config, withLimiter bool) *Pipeline {
+// newPipeline builds a pipeline over limitsPolicy; d's other stages are
+// used as given.
+func newPipeline(t *testing.T, cfg Config, withLimiter bool, d Deps) *Pipeline {
 	t.Helper()
 	e, err := policy.New(context.Background(), policy.Config{
 		Embedded: fstest.MapFS{"p.rego": {Data: []byte(limitsPolicy)}}, Query: "t/decision"}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lim Limiter
+	d.Eval = e
 	if withLimiter {
 		l, err := ratelimit.New(ratelimit.Config{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { l.Close() })
-		lim = l
+		d.Limiter = l
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = time.Second
 	}
-	p, err := New(cfg, nil, e, lim, nil, nil)
+	p, err := New(cfg, d, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +70,7 @@ func decide(t *testing.T, p *Pipeline, c string) Outcome {
 }
 
 func TestLimits(t *testing.T) {
-	p := newPipeline(t, Config{RateLimitHeaders: true}, true)
+	p := newPipeline(t, Config{RateLimitHeaders: true}, true, Deps{})
 	for i := 0; i < 2; i++ {
 		out := decide(t, p, "two")
 		if !out.Decision.Allowed || out.RateLimit == nil {
@@ -116,14 +118,14 @@ func TestLimits(t *testing.T) {
 }
 
 func TestLimitsWithoutLimiterDeny(t *testing.T) {
-	out := decide(t, newPipeline(t, Config{}, false), "two")
+	out := decide(t, newPipeline(t, Config{}, false, Deps{}), "two")
 	if out.Decision.Allowed || out.Reason != "rate_limiter_not_configured" {
 		t.Fatalf("limits silently ignored: %+v", out)
 	}
 }
 
 func TestDryRunOverridesLimitDenial(t *testing.T) {
-	p := newPipeline(t, Config{DryRun: true}, true)
+	p := newPipeline(t, Config{DryRun: true}, true, Deps{})
 	for i := 0; i < 3; i++ {
 		decide(t, p, "two")
 	}
@@ -134,7 +136,7 @@ func TestDryRunOverridesLimitDenial(t *testing.T) {
 }
 
 func TestAnonymousWithoutAuthenticator(t *testing.T) {
-	out := decide(t, newPipeline(t, Config{}, true), "principal")
+	out := decide(t, newPipeline(t, Config{}, true, Deps{}), "principal")
 	if out.Reason != string(identity.KindAnonymous) {
 		t.Fatalf("principal kind = %q", out.Reason)
 	}
@@ -171,9 +173,8 @@ func (a *pickyAuditor) WantsDecision(reason string, _ map[string]any) bool {
 }
 
 func TestAuditFilterSkipsUnwantedRecords(t *testing.T) {
-	p := newPipeline(t, Config{}, true)
 	var a pickyAuditor
-	p.WithAuditor(&a)
+	p := newPipeline(t, Config{}, true, Deps{Auditor: &a})
 	decide(t, p, "two")       // reason ok
 	decide(t, p, "principal") // reason anonymous
 	if len(a.got) != 1 || a.got[0].Reason != "ok" {
@@ -195,8 +196,7 @@ func (s slowDetector) ScanContext(context.Context, string) (detect.Result, error
 // large prompt is decided on instead of failing with DEADLINE_EXCEEDED;
 // the policy still runs under the deadline.
 func TestDetectionOutsideDeadline(t *testing.T) {
-	p := newPipeline(t, Config{Timeout: 20 * time.Millisecond}, true)
-	p.WithDetector(slowDetector{60 * time.Millisecond})
+	p := newPipeline(t, Config{Timeout: 20 * time.Millisecond}, true, Deps{Detector: slowDetector{60 * time.Millisecond}})
 	out, err := p.Decide(context.Background(), Request{Phase: PhaseRequestBody, Text: "a long prompt",
 		Input: ast.NewObject([2]*ast.Term{ast.StringTerm("case"), ast.StringTerm("two")})})
 	if err != nil {
@@ -216,7 +216,7 @@ func TestReasonLabelsCapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	p, err := New(Config{Timeout: time.Second}, nil, e, nil, nil, reg)
+	p, err := New(Config{Timeout: time.Second}, Deps{Eval: e}, nil, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,12 +324,11 @@ func TestScanSkippedWhenRefusedOnIdentity(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := New(Config{Timeout: time.Second}, nil, e, nil, nil, nil)
+			d := newCountingDetector(t)
+			p, err := New(Config{Timeout: time.Second}, Deps{Eval: e, Detector: d}, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := newCountingDetector(t)
-			p.WithDetector(d)
 			out, err := p.Decide(context.Background(), Request{Phase: PhaseRequestBody, Text: tc.text, Principal: tc.principal,
 				Input: ast.NewObject([2]*ast.Term{ast.StringTerm("case"), ast.StringTerm(tc.c)})})
 			if err != nil {
@@ -349,9 +348,8 @@ func TestScanSkippedWhenRefusedOnIdentity(t *testing.T) {
 // not scanned to the end; Decide returns the context's error, which the
 // doors turn into CANCELLED or DEADLINE_EXCEEDED.
 func TestCancelledRequestStopsScanning(t *testing.T) {
-	p := newPipeline(t, Config{}, true)
 	d := newCountingDetector(t)
-	p.WithDetector(d)
+	p := newPipeline(t, Config{}, true, Deps{Detector: d})
 	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer cancel()
 	cancelled, cancel2 := context.WithCancel(context.Background())

@@ -66,11 +66,10 @@ func TestRemoteClassifierVerdictInPolicyInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(Config{Timeout: time.Second}, nil, e, nil, nil, nil)
+	p, err := New(Config{Timeout: time.Second}, Deps{Eval: e, Detector: detect.WithRemote(local, remote)}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.WithDetector(detect.WithRemote(local, remote))
 
 	tests := []struct {
 		name    string

@@ -75,7 +75,7 @@ func TestAnnotate(t *testing.T) {
 // end it.
 func TestDecideAnnotatesCallersSpan(t *testing.T) {
 	var gateErr error
-	p := newPipeline(t, Config{AuditGate: func() error { return gateErr }}, true)
+	p := newPipeline(t, Config{AuditGate: func() error { return gateErr }}, true, Deps{})
 	tests := []struct {
 		name       string
 		gate       error

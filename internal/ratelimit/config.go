@@ -54,6 +54,15 @@ type Config struct {
 	RedisURL string
 	// TLSCAFile is a PEM bundle trusted for rediss:// (default: system roots).
 	TLSCAFile string
+	// Client, when set, is the Redis client to use instead of dialling
+	// RedisURL: a process shares one client per URL among everything that
+	// reads that Redis (the API key store, revocations, the limiter). The
+	// caller owns it: Close leaves it open. It should come from
+	// NewRedisClient (no retries, ContextTimeoutEnabled); every limiter call
+	// carries a deadline of at most CheckTimeout, so the client's own socket
+	// timeouts only need to be no shorter. RedisURL and TLSCAFile are then
+	// ignored, except that RedisURL must not be empty.
+	Client redis.UniversalClient
 	// KeyPrefix starts every Redis key (default "bulwark:rl"). It must not
 	// contain '{' or '}', which would change the Cluster hash tag.
 	KeyPrefix string
@@ -187,7 +196,10 @@ func (cfg Config) Validate() error {
 	case cfg.ReservationTTL < 0:
 		return errors.New("ratelimit: ReservationTTL must be >= 0")
 	}
-	if cfg.RedisURL != "" {
+	if cfg.Client != nil && cfg.RedisURL == "" {
+		return errors.New("ratelimit: Client needs the RedisURL it was made from")
+	}
+	if cfg.RedisURL != "" && cfg.Client == nil {
 		if _, err := redisOptions(cfg.withDefaults()); err != nil {
 			return err
 		}

@@ -16,12 +16,14 @@ import (
 // Limiter decides policy limits against Redis, shared by every replica, or
 // in-process when no Redis is configured. It is safe for concurrent use.
 type Limiter struct {
-	cfg     Config
-	client  redis.UniversalClient // nil: in-process only
-	cluster bool
-	local   *local
-	m       *metrics
-	br      *breaker
+	cfg    Config
+	client redis.UniversalClient // nil: in-process only
+	// ownsClient: the limiter dialled client itself and closes it.
+	ownsClient bool
+	cluster    bool
+	local      *local
+	m          *metrics
+	br         *breaker
 
 	queue chan *item
 	stop  chan struct{}
@@ -72,13 +74,19 @@ func New(cfg Config, reg prometheus.Registerer) (*Limiter, error) {
 		l.local = newLocal(cfg.Clock, 1)
 		return l, nil
 	}
-	opts, err := redisOptions(cfg)
-	if err != nil {
-		return nil, err
-	}
 	l.local = newLocal(cfg.Clock, cfg.LocalShare)
-	l.client = redis.NewUniversalClient(opts)
-	l.cluster = isCluster(opts)
+	if cfg.Client != nil {
+		l.client = cfg.Client
+		_, l.cluster = cfg.Client.(*redis.ClusterClient)
+	} else {
+		opts, err := redisOptions(cfg)
+		if err != nil {
+			return nil, err
+		}
+		l.client = redis.NewUniversalClient(opts)
+		l.cluster = isCluster(opts)
+		l.ownsClient = true
+	}
 	l.br = &breaker{threshold: int64(cfg.BreakerThreshold), onChange: l.breakerChanged}
 	l.queue = make(chan *item, cfg.BatchMax*cfg.BatchWorkers*4)
 	for range cfg.BatchWorkers {
@@ -88,14 +96,14 @@ func New(cfg Config, reg prometheus.Registerer) (*Limiter, error) {
 	return l, nil
 }
 
-// Close stops the batcher and closes the Redis client. Checks after Close
-// return ErrClosed.
+// Close stops the batcher and closes the Redis client it dialled (not a
+// Config.Client). Checks after Close return ErrClosed.
 func (l *Limiter) Close() error {
 	var err error
 	l.once.Do(func() {
 		close(l.stop)
 		l.wg.Wait()
-		if l.client != nil {
+		if l.ownsClient {
 			err = l.client.Close()
 		}
 	})

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/bulwark-ai/bulwark/test/fixture"
+	"github.com/bulwark-ai/bulwark/test/fixture/fakeclock"
 )
 
 // replace writes body to path through a temporary file and a rename, as
@@ -34,19 +34,14 @@ func replace(t testing.TB, path string, body []byte) {
 	}
 }
 
-// fakeClock is a settable clock for the reloader's once-per-second look.
-type fakeClock struct{ ns atomic.Int64 }
-
-func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
-
-func newTestReloader(t *testing.T, files TLSFiles) (*CertReloader, *fakeClock, *prometheus.CounterVec) {
+// newTestReloader is a reloader whose once-per-second look reads a fake
+// clock the test moves.
+func newTestReloader(t *testing.T, files TLSFiles) (*CertReloader, *fakeclock.Clock, *prometheus.CounterVec) {
 	t.Helper()
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "r"}, []string{"result"})
 	r := newCertReloader("grpc", files, nil, reloads)
-	clk := &fakeClock{}
-	clk.ns.Store(time.Now().UnixNano())
-	r.now = clk.now
+	clk := fakeclock.New(time.Now())
+	r.now = clk.Now
 	if err := r.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -79,11 +74,11 @@ func TestCertReloaderRotates(t *testing.T) {
 	certB, keyB := ca.Issue(t, 200, false)
 	replace(t, files.KeyFile, keyB)
 	replace(t, files.CertFile, certB)
-	clk.advance(900 * time.Millisecond)
+	clk.Advance(900 * time.Millisecond)
 	if got := serial(t, r); got != 100 {
 		t.Errorf("serial within the check interval = %d, want 100 still", got)
 	}
-	clk.advance(100 * time.Millisecond)
+	clk.Advance(100 * time.Millisecond)
 	if got := serial(t, r); got != 200 {
 		t.Fatalf("after rotation serial = %d, want 200", got)
 	}
@@ -92,7 +87,7 @@ func TestCertReloaderRotates(t *testing.T) {
 	}
 
 	// Unchanged files are not reloaded.
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	serial(t, r)
 	if got := testutil.ToFloat64(reloads.WithLabelValues("success")); got != 1 {
 		t.Errorf("success reloads after no change = %v, want 1", got)
@@ -122,12 +117,12 @@ func TestCertReloaderKeepsLastGood(t *testing.T) {
 	}
 	for i, st := range steps {
 		st.write()
-		clk.advance(time.Second)
+		clk.Advance(time.Second)
 		if got := serial(t, r); got != st.serial {
 			t.Fatalf("%s: serial = %d, want %d", st.name, got, st.serial)
 		}
 		// A broken set is tried once per change, not once per second.
-		clk.advance(time.Second)
+		clk.Advance(time.Second)
 		serial(t, r)
 		if got, want := testutil.ToFloat64(reloads.WithLabelValues("failure")), float64(min(i+1, 3)); got != want {
 			t.Errorf("%s: failures = %v, want %v", st.name, got, want)
@@ -168,7 +163,7 @@ func TestCertReloaderKubernetesSecret(t *testing.T) {
 	r, clk, _ := newTestReloader(t, TLSFiles{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")})
 	writeVersion("..v2", 200)
 	os.RemoveAll(filepath.Join(dir, "..v1"))
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	if got := serial(t, r); got != 200 {
 		t.Fatalf("serial after the secret update = %d, want 200", got)
 	}

@@ -9,30 +9,23 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/bulwark-ai/bulwark/internal/alert"
-	"github.com/bulwark-ai/bulwark/internal/audit"
-	"github.com/bulwark-ai/bulwark/internal/extproc"
-	"github.com/bulwark-ai/bulwark/internal/identity"
-	"github.com/bulwark-ai/bulwark/internal/pipeline"
-	"github.com/bulwark-ai/bulwark/internal/policy"
-	"github.com/bulwark-ai/bulwark/internal/ratelimit"
-	"github.com/bulwark-ai/bulwark/policies"
+	"github.com/bulwark-ai/bulwark/internal/app"
+	"github.com/bulwark-ai/bulwark/internal/config"
 )
 
-// recorder is a Registerer that remembers every collector, so the test can
+// recorder is a registry that remembers every collector, so the test can
 // list the metric names Bulwark exports even before they have values.
 type recorder struct {
-	prometheus.Registerer
+	*prometheus.Registry
 	cs []prometheus.Collector
 }
 
 func (r *recorder) Register(c prometheus.Collector) error {
 	r.cs = append(r.cs, c)
-	return r.Registerer.Register(c)
+	return r.Registry.Register(c)
 }
 
 func (r *recorder) MustRegister(cs ...prometheus.Collector) {
@@ -48,42 +41,16 @@ var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
 // exportedNames maps every metric Bulwark registers to its label names.
 func exportedNames(t *testing.T) map[string]map[string]bool {
 	t.Helper()
-	rec := &recorder{Registerer: prometheus.NewRegistry()}
-	ctx := context.Background()
-	eng, err := policy.New(ctx, policy.Config{Embedded: policies.FS, Query: "bulwark/decision"}, nil, rec)
+	rec := &recorder{Registry: prometheus.NewRegistry()}
+	// The service as serve builds it, with an audit log so its metrics
+	// register too.
+	cfg := config.Default()
+	cfg.AuditLog = filepath.Join(t.TempDir(), "a.log")
+	a, err := app.New(context.Background(), cfg, app.Deps{Registry: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth, err := identity.New(identity.DefaultConfig(), nil, rec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer auth.Close()
-	lim, err := ratelimit.New(ratelimit.Config{}, rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lim.Close()
-	aw, err := audit.Open(audit.Config{Path: filepath.Join(t.TempDir(), "a.log")}, nil, rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		c, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		_ = aw.Close(c)
-	}()
-	if _, err := pipeline.New(pipeline.Config{Timeout: time.Second}, auth, eng, lim, nil, rec); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := extproc.NewMetrics(rec); err != nil {
-		t.Fatal(err)
-	}
-	n, err := alert.New(alert.Config{}, nil, rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close(ctx)
+	defer a.Close(context.Background())
 	names := map[string]map[string]bool{}
 	for _, c := range rec.cs {
 		ch := make(chan *prometheus.Desc, 64)

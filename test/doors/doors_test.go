@@ -119,11 +119,11 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pipe, err := pipeline.New(pipeline.Config{Timeout: 5 * time.Second}, auth, engine, limiter, nil, nil)
+	pipe, err := pipeline.New(pipeline.Config{Timeout: 5 * time.Second},
+		pipeline.Deps{Eval: engine, Auth: auth, Limiter: limiter, Detector: scanner}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pipe.WithDetector(scanner)
 	rec := &recorder{Decider: pipe}
 	trusted := []string{"system", "developer"} // serve's default
 	core := exchange.New(rec, scanner, limiter, exchange.Options{StripCredentials: true, TrustedRoles: trusted, ResponseScanner: outScanner}, nil, nil)

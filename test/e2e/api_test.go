@@ -80,29 +80,6 @@ func apiCode(t *testing.T, what string, err error, want codes.Code) {
 	}
 }
 
-// policyWith copies the default policy into a directory with data.yaml
-// edited by replace (old, new pairs), as an operator would.
-func policyWith(t *testing.T, replace ...string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, f := range []string{"decision.rego", "data.yaml"} {
-		b, err := os.ReadFile(filepath.Join("..", "..", "policies", "bulwark", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f == "data.yaml" {
-			for i := 0; i+1 < len(replace); i += 2 {
-				if !bytes.Contains(b, []byte(replace[i])) {
-					t.Fatalf("data.yaml has no %q", replace[i])
-				}
-				b = bytes.Replace(b, []byte(replace[i]), []byte(replace[i+1]), 1)
-			}
-		}
-		writeFile(t, filepath.Join(dir, "bulwark", f), string(b))
-	}
-	return dir
-}
-
 func sseDelta(text string) string {
 	j, _ := json.Marshal(map[string]any{"id": "c", "object": "chat.completion.chunk",
 		"choices": []any{map[string]any{"index": 0, "delta": map[string]any{"content": text}, "finish_reason": nil}}})
@@ -361,7 +338,7 @@ func TestGuardAPIRateLimited(t *testing.T) {
 	rs := redisserver.Start(t)
 	url := "redis://" + rs.Addr
 	a := startAPI(t, []string{"--redis-url", url}, "--redis-url", url,
-		"--policy-dir", policyWith(t, "requests_per_minute: 600", "requests_per_minute: 2"))
+		"--policy-dir", fixture.PolicyDir(t, "requests_per_minute: 600", "requests_per_minute: 2"))
 	for i := range 2 {
 		if _, err := a.guard.CheckPrompt(a.as(t, "app"), &bulwarkv1.CheckPromptRequest{Body: apiChat}); err != nil {
 			t.Fatalf("request %d: %v", i, err)
@@ -423,7 +400,7 @@ func TestGuardAPIRateLimited(t *testing.T) {
 // without a credential, allowed to the admin, and audited either way.
 func TestAdminAPI(t *testing.T) {
 	t.Parallel()
-	policyDir := policyWith(t)
+	policyDir := fixture.PolicyDir(t)
 	auditLog := filepath.Join(t.TempDir(), "audit.log")
 	a := startAPI(t, nil, "--policy-dir", policyDir, "--audit-log", auditLog)
 

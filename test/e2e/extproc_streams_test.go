@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/bulwark-ai/bulwark/internal/extproc"
+	"github.com/bulwark-ai/bulwark/test/fixture"
 )
 
 // TestExtProcManyOpenStreams holds 5,000 exchanges open in the middle of a
@@ -27,7 +28,7 @@ func TestExtProcManyOpenStreams(t *testing.T) {
 		t.Skip("opens 5,000 streams")
 	}
 	const n = 5000
-	dir := defaultPolicyDir(t, "requests_per_minute: 600", "requests_per_minute: 1000000", "tokens_per_day: 2000000", "tokens_per_day: 1000000000000")
+	dir := fixture.PolicyDir(t, "requests_per_minute: 600", "requests_per_minute: 1000000", "tokens_per_day: 2000000", "tokens_per_day: 1000000000000")
 	// A low GC target: the Go heap in use is then close to the live heap,
 	// so the figure below measures what each stream keeps rather than how
 	// much garbage the collector had not yet reclaimed (with the default

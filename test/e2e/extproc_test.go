@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -24,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/bulwark-ai/bulwark/test/envoysim"
+	"github.com/bulwark-ai/bulwark/test/fixture"
 	"github.com/bulwark-ai/bulwark/test/redisserver"
 )
 
@@ -454,7 +454,7 @@ func TestExtProcCompressedBodies(t *testing.T) {
 // second large request fits; without reconciliation it would get 429.
 func TestExtProcTokenQuotaReconciled(t *testing.T) {
 	rs := redisserver.Start(t)
-	dir := defaultPolicyDir(t, "tokens_per_day: 2000000", "tokens_per_day: 2000")
+	dir := fixture.PolicyDir(t, "tokens_per_day: 2000000", "tokens_per_day: 2000")
 	p, key := llmProc(t, "--policy-dir", dir, "--redis-url", "redis://"+rs.Addr)
 	// The first two clients did not ask for usage: Bulwark asks the model for
 	// it (to reconcile) and keeps OpenAI's usage-only chunk, whose empty
@@ -645,27 +645,4 @@ func TestExtProcFullDuplexRefused(t *testing.T) {
 	if n := strings.Count(p.Logs(), "unsupported filter configuration"); n != 1 {
 		t.Fatalf("logged %d times, want once", n)
 	}
-}
-
-// defaultPolicyDir writes the default policy to a directory, with data.yaml
-// edited by old/new string pairs, for tests that tune a limit.
-func defaultPolicyDir(t *testing.T, oldNew ...string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, f := range []string{"decision.rego", "data.yaml"} {
-		b, err := os.ReadFile(filepath.Join("..", "..", "policies", "bulwark", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f == "data.yaml" {
-			for i := 0; i+1 < len(oldNew); i += 2 {
-				if !bytes.Contains(b, []byte(oldNew[i])) {
-					t.Fatalf("data.yaml has no %q", oldNew[i])
-				}
-				b = bytes.Replace(b, []byte(oldNew[i]), []byte(oldNew[i+1]), 1)
-			}
-		}
-		writeFile(t, filepath.Join(dir, "bulwark", f), string(b))
-	}
-	return dir
 }

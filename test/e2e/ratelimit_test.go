@@ -15,6 +15,7 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/test/envoysim"
+	"github.com/bulwark-ai/bulwark/test/fixture"
 	"github.com/bulwark-ai/bulwark/test/redisserver"
 )
 
@@ -199,7 +200,7 @@ func TestRateLimitDeadlineHolds(t *testing.T) {
 // Real binary, real redis-server, the default policy through ext_proc.
 func TestQuotaTenantlessPrincipalCannotSpendTenantQuota(t *testing.T) {
 	rs := redisserver.Start(t)
-	dir := defaultPolicyDir(t, "tokens_per_day: 2000000", "tokens_per_day: 1000")
+	dir := fixture.PolicyDir(t, "tokens_per_day: 2000000", "tokens_per_day: 1000")
 	keys := filepath.Join(t.TempDir(), "keys.yaml")
 	member := createKey(t, "--keys-file", keys, "--id", "app", "--roles", "user", "--tenant", "acme")
 	loner := createKey(t, "--keys-file", keys, "--id", "acme", "--roles", "user")

@@ -24,6 +24,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 	"github.com/bulwark-ai/bulwark/test/envoysim"
+	"github.com/bulwark-ai/bulwark/test/fixture"
 	"github.com/bulwark-ai/bulwark/test/redisserver"
 )
 
@@ -125,7 +126,7 @@ func TestExtProcForwardedPrincipalMustBeSealed(t *testing.T) {
 // usage is settled the same way.
 func TestExtProcReservationSettledWhateverHappens(t *testing.T) {
 	rs := redisserver.Start(t)
-	dir := defaultPolicyDir(t, "tokens_per_day: 2000000", "tokens_per_day: 2000")
+	dir := fixture.PolicyDir(t, "tokens_per_day: 2000000", "tokens_per_day: 2000")
 	p, key := llmProc(t, "--policy-dir", dir, "--redis-url", "redis://"+rs.Addr)
 	var pb strings.Builder
 	for i := 0; pb.Len() < 4000; i++ {
