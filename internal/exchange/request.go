@@ -72,6 +72,9 @@ type Session struct {
 	ended      bool
 	// denied: a step was denied; the exchange is over and takes no more steps.
 	denied bool
+	// headerBuf backs the SetHeaders of the step's Result, reused from
+	// step to step (see Result.SetHeaders).
+	headerBuf []Header
 }
 
 // errAfterDenial answers a step after a denial ended the exchange.
@@ -158,7 +161,9 @@ func (x *Session) RequestHeaders(ctx context.Context, h Head) (Result, error) {
 			return x.deny(out, res), nil
 		}
 		x.noteReservation(out)
+		res.SetHeaders = x.headerBuf[:0]
 		res.addDecisionHeaders(out)
+		x.headerBuf = res.SetHeaders[:0]
 	}
 	if x.c.opts.StripUpstreamCredentials {
 		res.RemoveHeaders = appendCredentialHeaders(res.RemoveHeaders, x.creds)
@@ -261,7 +266,9 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 		return x.deny(out, res), nil
 	}
 	x.noteReservation(out)
+	res.SetHeaders = x.headerBuf[:0]
 	res.addDecisionHeaders(out)
+	x.headerBuf = res.SetHeaders[:0]
 	newBody, changed, err := x.editRequest(plain, out)
 	if err != nil {
 		x.c.logger.Error("request body could not be rewritten; denying", "decision_id", out.DecisionID, "error", err)

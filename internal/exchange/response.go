@@ -113,7 +113,8 @@ func (x *Session) ResponseHeaders(ctx context.Context, status int, rh map[string
 	if x.canary != "" {
 		rs.literals = map[string]string{x.canary: redact.CanaryType}
 	}
-	res.SetHeaders = policyHeaders(res.SetHeaders, out.Decision.ResponseHeadersToAdd)
+	res.SetHeaders = policyHeaders(x.headerBuf[:0], out.Decision.ResponseHeadersToAdd)
+	x.headerBuf = res.SetHeaders[:0]
 	res.ReadBody = BodyWhole
 	if rs.sse {
 		if rs.encoding != "" {

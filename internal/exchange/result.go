@@ -58,6 +58,8 @@ type Result struct {
 	Deny *Denial
 	// SetHeaders and RemoveHeaders edit the request forwarded to the model
 	// (request steps) or the answer returned to the client (response steps).
+	// SetHeaders is valid until the Session's next step (its memory is
+	// reused): a door applies or copies it at once.
 	SetHeaders    []Header
 	RemoveHeaders []string
 	// Body replaces the body when BodyChanged. For a streamed chunk Body is
