@@ -109,7 +109,7 @@ func TestDecideAnnotatesCallersSpan(t *testing.T) {
 			}
 			got := map[string]string{}
 			for _, kv := range ended[0].Attributes() {
-				got[string(kv.Key)] = kv.Value.Emit()
+				got[string(kv.Key)] = kv.Value.String()
 			}
 			if got["bulwark.decision_id"] != out.DecisionID || out.DecisionID == "" {
 				t.Errorf("bulwark.decision_id = %q, want %q", got["bulwark.decision_id"], out.DecisionID)
