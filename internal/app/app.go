@@ -167,7 +167,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 	if err != nil {
 		return a, err
 	}
-	a.ExtProc = newExtProc(a.Exchange, cfg, tracing, voucher, logger, epMetrics)
+	a.ExtProc = newExtProc(a.Exchange, cfg, voucher, logger, epMetrics)
 	extprocv3.RegisterExternalProcessorServer(a.Server.GRPC(), a.ExtProc)
 	// Bulwark's own API, on a listener of its own (never Envoy's: an API
 	// caller must not reach Check or Process, whose attributes are believed
@@ -217,10 +217,9 @@ func NewExchange(c *core.Core, cfg config.Config, tracing *telemetry.Tracing, re
 
 // newExtProc is the ext_proc door over x as cfg configures it: the one
 // place its constructor is called.
-func newExtProc(x *exchange.Core, cfg config.Config, tracing *telemetry.Tracing, voucher *identity.Voucher,
+func newExtProc(x *exchange.Core, cfg config.Config, voucher *identity.Voucher,
 	logger *slog.Logger, m *extproc.Metrics) *extproc.Server {
 	return extproc.New(x, extproc.Options{
-		Tracing:           tracing,
 		MessageTimeout:    cfg.ExtProcMessageTimeout,
 		MaxMessageTimeout: cfg.ExtProcMaxMessageTimeout,
 		IdleTimeout:       cfg.ExtProcIdleTimeout,

@@ -132,12 +132,11 @@ func (x *Session) RequestHeaders(ctx context.Context, h Head) (Result, error) {
 	x.method = x.headers[":method"]
 	x.path, _, _ = strings.Cut(x.headers[":path"], "?")
 	x.api = llmapi.DetectAPI(x.path)
-	x.traceCtx = h.TraceContext
-	if x.traceCtx == nil {
-		x.traceCtx = ctx
-		if tr := x.c.opts.Tracing; tr != nil && tr.Enabled {
-			x.traceCtx = tr.Propagator.Extract(ctx, telemetry.HeaderCarrier(x.headers))
-		}
+	// Spans join the trace the request's headers carry (W3C or B3: Envoy's,
+	// or a Guard caller's metadata).
+	x.traceCtx = ctx
+	if tr := x.c.opts.Tracing; tr != nil && tr.Enabled {
+		x.traceCtx = tr.Propagator.Extract(ctx, telemetry.HeaderCarrier(x.headers))
 	}
 	x.creds = envoy.Credentials(x.base, x.c.opts.StripCredentials)
 

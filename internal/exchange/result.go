@@ -1,8 +1,6 @@
 package exchange
 
 import (
-	"context"
-
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/bulwark-ai/bulwark/internal/identity"
@@ -27,10 +25,6 @@ type Head struct {
 	VouchedDecisionID string
 	// EndOfStream: the request has no body.
 	EndOfStream bool
-	// TraceContext is the context spans are parented to (the door's, with
-	// any trace it carries); nil: the call's context, with the trace
-	// propagated in the request's headers when tracing is on.
-	TraceContext context.Context
 }
 
 // BodyMode is how a door must hand the exchange a body.

@@ -72,7 +72,6 @@ func newStackWith(tb testing.TB, opts extproc.Options, logger *slog.Logger, wrap
 	if len(ex) > 0 {
 		xo = ex[0]
 	}
-	xo.Tracing = opts.Tracing
 	f := serveStack(tb, extproc.New(exchange.New(d, scanner, limiter, xo, logger, nil), opts, logger, m))
 	f.key = key
 	return f

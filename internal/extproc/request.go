@@ -17,7 +17,6 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
-	"github.com/bulwark-ai/bulwark/internal/telemetry"
 )
 
 // AuthzNamespace is where Envoy keeps ext_authz's dynamic metadata; the
@@ -126,9 +125,6 @@ func (x *stream) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRe
 		source = connectionPeer(a.GetFields())
 	}
 	head := exchange.Head{Check: envoy.HeadersCheckRequest(headers, req.GetMetadataContext(), source), EndOfStream: h.GetEndOfStream()}
-	if tr := x.s.opts.Tracing; tr != nil && tr.Enabled {
-		head.TraceContext = tr.Propagator.Extract(ctx, telemetry.HeaderCarrier(headers))
-	}
 	if p, id, ok := x.authzPrincipal(req.GetMetadataContext(), headers[":path"]); ok {
 		head.Vouched, head.VouchedDecisionID = &p, id
 	}

@@ -33,7 +33,6 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/identity"
-	"github.com/bulwark-ai/bulwark/internal/telemetry"
 )
 
 // Defaults for Options fields left zero.
@@ -58,9 +57,6 @@ const (
 
 // Options tune the door; what tunes the exchange itself is exchange.Options.
 type Options struct {
-	// Tracing, when enabled, joins each exchange's spans to the trace in the
-	// request's headers.
-	Tracing *telemetry.Tracing
 	// MessageTimeout and MaxMessageTimeout mirror the Envoy filter's
 	// message_timeout and max_message_timeout. When MaxMessageTimeout is
 	// set and an answer is not ready after half of MessageTimeout (a large

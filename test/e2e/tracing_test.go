@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/bulwark-ai/bulwark/internal/envoy"
+	"github.com/bulwark-ai/bulwark/test/envoysim"
 )
 
 // collector is a minimal OTLP/HTTP trace receiver (what Jaeger's 4318 port speaks).
@@ -122,5 +124,45 @@ func TestTracesJoinEnvoysTrace(t *testing.T) {
 	}
 	if len(col.byName("bulwark.policy")) != 2 {
 		t.Errorf("policy child spans: %d", len(col.byName("bulwark.policy")))
+	}
+}
+
+// TestExtProcTraceJoinsEnvoysTrace: each decision of an ext_proc exchange
+// is a bulwark.extproc.<phase> span in the trace the request's headers carry
+// (the exchange core reads the propagation headers), annotated by the
+// pipeline, with no credential or prompt on it.
+func TestExtProcTraceJoinsEnvoysTrace(t *testing.T) {
+	col := newCollector(t)
+	keys := filepath.Join(t.TempDir(), "keys.yaml")
+	key := createKey(t, "--keys-file", keys, "--id", "app", "--roles", "user", "--tenant", "acme")
+	p := startEnv(t, []string{pepperEnv, "OTEL_EXPORTER_OTLP_ENDPOINT=" + col.srv.URL, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+		"OTEL_BSP_SCHEDULE_DELAY=100", "OTEL_SERVICE_NAME=bulwark-e2e"}, "--keys-file", keys)
+
+	const trace, parent = "5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8"
+	req := chatRequest(key, "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"write to jane.doe@corpmail.io"}]}`)
+	req.Headers["traceparent"] = "00-" + trace + "-" + parent + "-01"
+	if res := run(t, p, envoysim.DefaultFilter, req, jsonUpstream(`{"choices":[]}`)); res.Immediate != nil {
+		t.Fatalf("exchange refused: %+v", res.Immediate)
+	}
+	p.Stop() // flushes the batch processor
+
+	for _, phase := range []string{"request_headers", "request_body", "response_headers", "response_body"} {
+		spans := col.byName("bulwark.extproc." + phase)
+		if len(spans) != 1 {
+			t.Errorf("%s: %d spans, want 1", phase, len(spans))
+			continue
+		}
+		s := spans[0]
+		if tid, pid := hex.EncodeToString(s.GetTraceId()), hex.EncodeToString(s.GetParentSpanId()); tid != trace || pid != parent {
+			t.Errorf("%s: trace %s parent %s, want %s %s", phase, tid, pid, trace, parent)
+		}
+		if len(attr(s, "bulwark.decision_id")) != 36 || attr(s, "bulwark.allowed") != "true" {
+			t.Errorf("%s: span lacks decision attributes: %v", phase, s.GetAttributes())
+		}
+		for _, kv := range s.GetAttributes() {
+			if v := kv.GetValue().String(); strings.Contains(v, key) || strings.Contains(v, "corpmail") {
+				t.Errorf("%s: credential or prompt in span attribute %s", phase, kv.GetKey())
+			}
+		}
 	}
 }
