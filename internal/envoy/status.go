@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 )
 
@@ -26,6 +27,20 @@ func DenyStatus(d policy.Decision) int {
 		return http.StatusForbidden
 	}
 	return code
+}
+
+// DenyMessage is the human-readable message of a deny whose policy wrote
+// no body: the policy's message, or the status text; a policy that failed
+// (undefined, invalid result) says only that, the details stay in the logs.
+// Every door words a deny with it.
+func DenyMessage(out pipeline.Outcome, status int) string {
+	switch {
+	case out.PolicyError != nil:
+		return "the request could not be authorized; quote the decision id when reporting this"
+	case out.Decision.Message != "":
+		return out.Decision.Message
+	}
+	return http.StatusText(status)
 }
 
 // Undecided is the gRPC status of a call for which no decision could be

@@ -396,18 +396,9 @@ func (x *Session) deny(out pipeline.Outcome, res Result) Result {
 	headers := policyHeaders(nil, d.Headers)
 	msg := d.Message
 	if len(body) == 0 {
-		text := msg
-		switch {
-		case out.PolicyError != nil:
-			text = "the request could not be authorized"
-		case text == "":
-			text = http.StatusText(code)
-		}
-		body = llmapi.ErrorBody(x.api, code, out.Reason, text+" (decision "+out.DecisionID+")")
+		msg = envoy.DenyMessage(out, code)
+		body = llmapi.ErrorBody(x.api, code, out.Reason, msg+" (decision "+out.DecisionID+")")
 		headers = append(headers, Header{Key: "content-type", Value: "application/json"})
-		if msg == "" {
-			msg = text
-		}
 	}
 	headers = append(headers, Header{Key: envoy.DecisionIDHeader, Value: out.DecisionID})
 	x.outcome = "denied"

@@ -8,7 +8,6 @@ package extauthz
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strings"
 
@@ -105,25 +104,13 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		Text:        text,
 	})
 	if err != nil {
-		return nil, grpcError(ctx, err)
+		return nil, envoy.Undecided(ctx, err, "check")
 	}
 	resp := Response(out)
 	if s.opts.Voucher != nil && out.Decision.Allowed {
 		envoy.Seal(resp.DynamicMetadata, s.opts.Voucher)
 	}
 	return resp, nil
-}
-
-// grpcError is the one place a failure to decide becomes a gRPC status.
-func grpcError(ctx context.Context, err error) error {
-	switch {
-	case errors.Is(ctx.Err(), context.Canceled):
-		return status.Error(codes.Canceled, "caller cancelled the check")
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, "decision not made within the check deadline")
-	default:
-		return status.Error(codes.Unavailable, "decision could not be made")
-	}
 }
 
 // Response renders an Outcome as Envoy expects it.
@@ -147,13 +134,7 @@ func Response(out pipeline.Outcome) *authv3.CheckResponse {
 		}
 	}
 
-	code := d.HTTPStatus
-	if code == 0 {
-		code = http.StatusForbidden
-	}
-	if _, known := typev3.StatusCode_name[int32(code)]; !known {
-		code = http.StatusForbidden // Envoy only accepts the codes its enum defines
-	}
+	code := envoy.DenyStatus(d)
 	body := d.Body
 	headers := d.Headers
 	if body == "" {
@@ -200,14 +181,7 @@ func errorBody(httpStatus int, out pipeline.Outcome) string {
 	var doc errorDoc
 	doc.Error.Code = out.Reason
 	doc.Error.DecisionID = out.DecisionID
-	switch {
-	case out.PolicyError != nil:
-		doc.Error.Message = "the request could not be authorized; quote the decision id when reporting this"
-	case out.Decision.Message != "":
-		doc.Error.Message = out.Decision.Message
-	default:
-		doc.Error.Message = http.StatusText(httpStatus)
-	}
+	doc.Error.Message = envoy.DenyMessage(out, httpStatus)
 	b, _ := json.Marshal(doc) // cannot fail: only strings
 	return string(b)
 }
