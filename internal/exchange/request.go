@@ -159,10 +159,7 @@ func (x *Session) RequestHeaders(ctx context.Context, h Head) (Result, error) {
 		if !out.Decision.Allowed {
 			return x.deny(out, res), nil
 		}
-		x.noteReservation(out)
-		res.SetHeaders = x.headerBuf[:0]
-		res.addDecisionHeaders(out)
-		x.headerBuf = res.SetHeaders[:0]
+		x.allowed(&res, out)
 	}
 	if x.c.opts.StripUpstreamCredentials {
 		res.RemoveHeaders = appendCredentialHeaders(res.RemoveHeaders, x.creds)
@@ -264,10 +261,7 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 	if !out.Decision.Allowed {
 		return x.deny(out, res), nil
 	}
-	x.noteReservation(out)
-	res.SetHeaders = x.headerBuf[:0]
-	res.addDecisionHeaders(out)
-	x.headerBuf = res.SetHeaders[:0]
+	x.allowed(&res, out)
 	newBody, changed, err := x.editRequest(plain, out)
 	if err != nil {
 		x.c.logger.Error("request body could not be rewritten; denying", "decision_id", out.DecisionID, "error", err)
@@ -443,13 +437,17 @@ func (x *Session) decode(encoding string, body []byte) ([]byte, bool, *Result) {
 	return nil, false, &r
 }
 
-// addDecisionHeaders applies an allow's headers to the forwarded request.
-func (r *Result) addDecisionHeaders(out pipeline.Outcome) {
-	r.SetHeaders = policyHeaders(r.SetHeaders, out.Decision.Headers)
-	r.RemoveHeaders = append(r.RemoveHeaders, out.Decision.RequestHeadersToRemove...)
+// allowed applies a request allow: it remembers the reservation the
+// decision made and puts its headers (and the decision id) on the forwarded
+// request, in the Session's reused header buffer.
+func (x *Session) allowed(res *Result, out pipeline.Outcome) {
+	x.noteReservation(out)
+	res.SetHeaders = policyHeaders(x.headerBuf[:0], out.Decision.Headers)
+	res.RemoveHeaders = append(res.RemoveHeaders, out.Decision.RequestHeadersToRemove...)
 	if out.DecisionID != "" {
-		r.SetHeaders = append(r.SetHeaders, Header{Key: envoy.DecisionIDHeader, Value: out.DecisionID})
+		res.SetHeaders = append(res.SetHeaders, Header{Key: envoy.DecisionIDHeader, Value: out.DecisionID})
 	}
+	x.headerBuf = res.SetHeaders[:0]
 }
 
 // appendCredentialHeaders appends the headers that carried Bulwark's

@@ -292,14 +292,6 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 	return res, nil
 }
 
-// Cut reports whether the streamed answer was ended early, and why.
-func (x *Session) Cut() (Cut, bool) {
-	if rs := x.resp; rs != nil && rs.cut != nil {
-		return *rs.cut, true
-	}
-	return Cut{}, false
-}
-
 // streamEvent rewrites one complete event into out. Every string of the
 // event the filter must see is redacted: the deltas of each choice, tool
 // call, refusal, reasoning or content block through a redaction stream of
