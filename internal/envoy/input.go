@@ -40,6 +40,32 @@ func BuildInput(req *authv3.CheckRequest) ast.Object {
 	return in
 }
 
+// HeadersInput is the policy input of a request's headers alone, for the
+// decisions an exchange makes without its body (request_headers before it,
+// the response phases after): the body is not part of them, so
+// truncated_body is false whatever content-length says. llm, when not nil,
+// is input.llm from the request's body decision (SetLLM).
+func HeadersInput(req *authv3.CheckRequest, llm *ast.Term) ast.Object {
+	in := BuildInput(req)
+	in.Insert(keyTruncatedBody, ast.BooleanTerm(false))
+	if llm != nil {
+		in.Insert(keyLLM, llm)
+	}
+	return in
+}
+
+// LLM is input.llm (nil when the body held no LLM request), kept by an
+// exchange for the decisions it makes on the answer.
+func LLM(in ast.Object) *ast.Term { return in.Get(keyLLM) }
+
+// SetLLM replaces input.llm with r's value (after the exchange changed
+// what the upstream will see, such as a capped max_tokens) and returns it.
+func SetLLM(in ast.Object, r *llmapi.Request) *ast.Term {
+	t := ast.NewTerm(policy.LLMValue(r))
+	in.Insert(keyLLM, t)
+	return t
+}
+
 // BuildRequestInput turns a CheckRequest into the policy input, built
 // directly as AST, and returns the LLM request read from its body (nil when
 // there is none):

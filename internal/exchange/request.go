@@ -149,7 +149,7 @@ func (x *Session) RequestHeaders(ctx context.Context, h Head) (Result, error) {
 		x.reserveID = h.VouchedDecisionID
 	} else {
 		out, err := x.decide(ctx, pipeline.PhaseRequestHeaders, pipeline.Request{
-			Input:       x.headersInput(),
+			Input:       envoy.HeadersInput(x.base, nil),
 			Credentials: x.creds,
 		}, &res)
 		if err != nil {
@@ -248,9 +248,9 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 			// The upstream will see the capped limit (editRequest): decide
 			// and reserve on what it will be allowed to produce, per answer.
 			r.MaxTokens = c
-			input.Insert(keyLLM, ast.NewTerm(policy.LLMValue(r)))
+			envoy.SetLLM(input, r)
 		}
-		x.llmTerm = input.Get(keyLLM)
+		x.llmTerm = envoy.LLM(input)
 		text = r.PromptText(x.c.scan)
 	}
 	var res Result
@@ -502,16 +502,4 @@ func rules(rs []policy.RedactRule) redact.Rules {
 		out[i] = redact.Rule{Detector: r.Detector, Types: r.Types, Action: redact.Action(r.Action)}
 	}
 	return out
-}
-
-// headersInput builds the policy input of the request's headers: for the
-// request_headers decision and every response decision. The body has not
-// been sent at request_headers (and is not part of response decisions), so
-// content-length does not mean Envoy truncated it. It is built anew each
-// time rather than kept: an exchange held open through a long stream would
-// otherwise keep that AST for its whole lifetime.
-func (x *Session) headersInput() ast.Object {
-	in := envoy.BuildInput(x.base)
-	in.Insert(keyTruncatedBody, ast.BooleanTerm(false))
-	return in
 }

@@ -12,8 +12,10 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/llmapi"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/redact"
 )
 
@@ -135,18 +137,12 @@ func (x *Session) ResponseHeaders(ctx context.Context, status int, rh map[string
 // responseInput is the request's input plus llm, the response's status and
 // the usage reported so far.
 func (x *Session) responseInput(usage *llmapi.Usage) ast.Object {
-	in := x.headersInput()
-	if x.llmTerm != nil {
-		in.Insert(keyLLM, x.llmTerm)
-	}
+	in := envoy.HeadersInput(x.base, x.llmTerm)
 	if rs := x.resp; rs != nil {
-		in.Insert(keyResponse, ast.NewTerm(ast.NewObject(
-			[2]*ast.Term{keyStatus, ast.IntNumberTerm(rs.status)},
-			[2]*ast.Term{keyContentType, ast.StringTerm(rs.headers["content-type"])},
-		)))
+		policy.AddResponse(in, rs.status, rs.headers["content-type"])
 	}
 	if usage != nil {
-		in.Insert(keyUsage, ast.NewTerm(usageValue(*usage)))
+		policy.AddUsage(in, *usage)
 	}
 	return in
 }

@@ -22,6 +22,35 @@ var (
 	keyEstimatedTokens = ast.StringTerm("estimated_tokens")
 )
 
+// Keys of the response phases' additions to the input.
+var (
+	keyResponse     = ast.StringTerm("response")
+	keyUsage        = ast.StringTerm("usage")
+	keyStatus       = ast.StringTerm("status")
+	keyContentType  = ast.StringTerm("content_type")
+	keyPromptTokens = ast.StringTerm("prompt_tokens")
+	keyCompletion   = ast.StringTerm("completion_tokens")
+	keyTotalTokens  = ast.StringTerm("total_tokens")
+)
+
+// AddResponse sets input.response: the answer's status and content type
+// (DESIGN.md, policy contract).
+func AddResponse(in ast.Object, status int, contentType string) {
+	in.Insert(keyResponse, ast.NewTerm(ast.NewObject(
+		[2]*ast.Term{keyStatus, ast.IntNumberTerm(status)},
+		[2]*ast.Term{keyContentType, ast.StringTerm(contentType)},
+	)))
+}
+
+// AddUsage sets input.usage: the tokens the model reported.
+func AddUsage(in ast.Object, u llmapi.Usage) {
+	in.Insert(keyUsage, ast.NewTerm(ast.NewObject(
+		[2]*ast.Term{keyPromptTokens, ast.IntNumberTerm(int(u.PromptTokens))},
+		[2]*ast.Term{keyCompletion, ast.IntNumberTerm(int(u.CompletionTokens))},
+		[2]*ast.Term{keyTotalTokens, ast.IntNumberTerm(int(u.TotalTokens))},
+	)))
+}
+
 // LLMValue renders a parsed LLM request as input.llm (DESIGN.md, policy
 // contract). Both Envoy doors build it from the same llmapi.Request, so a
 // policy reads the model, the limits and the messages the upstream will
