@@ -22,20 +22,16 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/bulwark-ai/bulwark/internal/api"
-	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
-	"github.com/bulwark-ai/bulwark/internal/policy"
-	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 	"github.com/bulwark-ai/bulwark/test/envoysim"
 	"github.com/bulwark-ai/bulwark/test/fixture"
 )
-
-const pepper = "doors-test-pepper"
 
 // recorder keeps the outcome of every decision, for the test to compare
 // what each door made of the same bytes.
@@ -101,38 +97,20 @@ type stack struct {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	auth, keys, _ := fixture.Authenticator(t, pepper, fixture.Key{ID: "app", Roles: []string{"user"}, Tenant: "acme"})
-	engine, err := policy.New(context.Background(), policy.Config{Embedded: fixture.Unlimited(t), Query: "bulwark/decision"}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	limiter, err := ratelimit.New(ratelimit.Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { limiter.Close() })
-	scanner, err := detect.New(detect.Config{GreyZone: engine})
-	if err != nil {
-		t.Fatal(err)
-	}
-	outScanner, err := detect.New(detect.Config{DisableInjection: true, GreyZone: engine})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pipe, err := pipeline.New(pipeline.Config{Timeout: 5 * time.Second},
-		pipeline.Deps{Eval: engine, Auth: auth, Limiter: limiter, Detector: scanner}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &recorder{Decider: pipe}
-	trusted := []string{"system", "developer"} // serve's default
-	core := exchange.New(rec, scanner, limiter, exchange.Options{StripCredentials: true, TrustedRoles: trusted, ResponseScanner: outScanner}, nil, nil)
+	// The decision core as serve builds it, the pipeline seen through the
+	// recorder by every door; the doors take serve's role options.
+	st := fixture.NewStack(t, fixture.StackOptions{Keys: []fixture.Key{{ID: "app", Roles: []string{"user"}, Tenant: "acme"}}})
+	auth, limiter, scanner := st.Identity, st.Limiter, st.Scanner
+	rec := &recorder{Decider: st.Pipeline}
+	cfg := config.Default()
+	core := exchange.New(rec, scanner, limiter, exchange.Options{StripCredentials: true, ScanRoles: cfg.ExtProcScanRoles,
+		TrustedRoles: cfg.TrustedRoles, ResponseScanner: st.ResponseScanner}, nil, nil)
 	guard, err := api.NewGuard(api.Config{}, core, scanner, auth, limiter, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(srv, extauthz.New(rec, extauthz.Options{StripCredentials: true, TrustedRoles: trusted}))
+	authv3.RegisterAuthorizationServer(srv, extauthz.New(rec, extauthz.Options{StripCredentials: true, ScanRoles: cfg.ExtProcScanRoles, TrustedRoles: cfg.TrustedRoles}))
 	extprocv3.RegisterExternalProcessorServer(srv, extproc.New(core, extproc.Options{}, nil, nil))
 	bulwarkv1.RegisterGuardServiceServer(srv, guard)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -146,7 +124,7 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return &stack{rec: rec, key: keys["app"], authz: authv3.NewAuthorizationClient(conn),
+	return &stack{rec: rec, key: st.Secrets["app"], authz: authv3.NewAuthorizationClient(conn),
 		proc: extprocv3.NewExternalProcessorClient(conn), guard: bulwarkv1.NewGuardServiceClient(conn)}
 }
 
