@@ -193,9 +193,14 @@ func (x *Session) wantsRequestBody() bool {
 }
 
 // TooLarge refuses a body the door stopped collecting because it outgrew
-// MaxBodyBytes: 413 for a request, 502 for an answer.
-func (x *Session) TooLarge(response bool) Result {
+// MaxBodyBytes: 413 for a request, 502 for an answer. size is how many
+// bytes of it the door saw: an answer's count toward the tokens the
+// exchange is charged when the model reports none.
+func (x *Session) TooLarge(response bool, size int) Result {
 	if response {
+		if x.resp != nil {
+			x.resp.bodyBytes += int64(size)
+		}
 		return x.Refuse(http.StatusBadGateway, "response_too_large_to_inspect",
 			"the model's answer is larger than the gateway inspects")
 	}
@@ -214,7 +219,7 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 	}
 	x.bodySeen = true
 	if len(body) > x.c.opts.MaxBodyBytes {
-		return x.TooLarge(false), nil
+		return x.TooLarge(false, len(body)), nil
 	}
 	plain, decoded, deny := x.decode(x.headers["content-encoding"], body)
 	if deny != nil {

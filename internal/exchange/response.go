@@ -160,10 +160,10 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 	if rs.sse {
 		return Result{}, &ProtocolError{msg: "a streamed answer's body must come chunk by chunk"}
 	}
-	rs.bodyBytes += int64(len(body))
 	if len(body) > x.c.opts.MaxBodyBytes {
-		return x.TooLarge(true), nil
+		return x.TooLarge(true, len(body)), nil
 	}
+	rs.bodyBytes += int64(len(body))
 	plain, decoded, deny := x.decode(rs.encoding, body)
 	if deny != nil {
 		return *deny, nil

@@ -33,6 +33,7 @@ type stream struct {
 
 	pending     []byte // request or response body accumulated across streamed chunks
 	pendingOver bool   // the accumulated body outgrew MaxBodyBytes: bytes are no longer kept
+	pendingSize int    // the bytes Envoy sent of the body being accumulated, kept or not
 	// respMode is how the answer's body is read (exchange.BodyWhole or
 	// BodyStreamed); BodySkip until response headers chose.
 	respMode exchange.BodyMode
@@ -164,14 +165,14 @@ func (x *stream) requestBody(ctx context.Context, b *extprocv3.HttpBody) (*extpr
 	if !x.reqHeaders {
 		return nil, &protocolError{msg: "request body before request headers"}
 	}
-	body, over, complete, resp := x.accumulate(b, true)
+	body, size, over, complete, resp := x.accumulate(b, true)
 	if !complete {
 		return resp, nil
 	}
 	streamed := resp != nil // earlier chunks were held back: the answer must carry the whole body
 	var res exchange.Result
 	if over {
-		res = x.sess.TooLarge(false)
+		res = x.sess.TooLarge(false, size)
 	} else {
 		var err error
 		if res, err = x.sess.RequestBody(ctx, body); err != nil {
@@ -240,14 +241,14 @@ func (x *stream) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*extp
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
 			ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{BodyMutation: body}}}}, nil
 	}
-	body, over, complete, held := x.accumulate(b, false)
+	body, size, over, complete, held := x.accumulate(b, false)
 	if !complete {
 		return held, nil
 	}
 	streamed := held != nil
 	var res exchange.Result
 	if over {
-		res = x.sess.TooLarge(true)
+		res = x.sess.TooLarge(true, size)
 	} else {
 		var err error
 		if res, err = x.sess.ResponseBody(ctx, body); err != nil {
@@ -317,17 +318,18 @@ func headerMutation(res exchange.Result) *extprocv3.HeaderMutation {
 // accumulate collects a body sent in several chunks (STREAMED or
 // BUFFERED_PARTIAL configured on the filter): each chunk is held back
 // (cleared) and the whole body is answered for at end of stream. It returns
-// the body once complete; resp is the answer for a held chunk, or, with
+// the body once complete, and size, the bytes Envoy sent of it; resp is the answer for a held chunk, or, with
 // complete, non-nil when chunks were held. over reports a body larger than
 // MaxBodyBytes, whose bytes are dropped as soon as it outgrows the bound.
 // A chunk the process-wide MaxBufferedBytes budget has no room for ends
 // the exchange: resp is then a 503 and complete false.
-func (x *stream) accumulate(b *extprocv3.HttpBody, request bool) (body []byte, over, complete bool, resp *extprocv3.ProcessingResponse) {
+func (x *stream) accumulate(b *extprocv3.HttpBody, request bool) (body []byte, size int, over, complete bool, resp *extprocv3.ProcessingResponse) {
 	limit := x.s.core.MaxBodyBytes()
 	held := x.pending != nil || x.pendingOver
 	if !held && b.GetEndOfStream() {
-		return b.GetBody(), len(b.GetBody()) > limit, true, nil
+		return b.GetBody(), len(b.GetBody()), len(b.GetBody()) > limit, true, nil
 	}
+	x.pendingSize += len(b.GetBody())
 	need := len(x.pending) + len(b.GetBody())
 	switch {
 	case x.pendingOver || need > limit:
@@ -335,23 +337,24 @@ func (x *stream) accumulate(b *extprocv3.HttpBody, request bool) (body []byte, o
 		x.pendingOver = true
 	case !x.grow(need, limit):
 		x.dropPending()
-		return nil, false, false, immediate(x.sess.Refuse(http.StatusServiceUnavailable, "body_buffer_exhausted",
+		x.pendingSize = 0
+		return nil, 0, false, false, immediate(x.sess.Refuse(http.StatusServiceUnavailable, "body_buffer_exhausted",
 			"the gateway is holding as many request and response bodies as it may; retry shortly").Deny)
 	default:
 		x.pending = append(x.pending, b.GetBody()...)
 	}
 	if b.GetEndOfStream() {
-		body, over = x.pending, x.pendingOver
+		body, size, over = x.pending, x.pendingSize, x.pendingOver
 		x.dropPending() // the body is decided on now, like one sent whole
-		x.pendingOver = false
-		return body, over, true, &extprocv3.ProcessingResponse{}
+		x.pendingOver, x.pendingSize = false, 0
+		return body, size, over, true, &extprocv3.ProcessingResponse{}
 	}
 	clear := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{
 		BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_ClearBody{ClearBody: true}}}}
 	if request {
-		return nil, false, false, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: clear}}
+		return nil, 0, false, false, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: clear}}
 	}
-	return nil, false, false, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: clear}}
+	return nil, 0, false, false, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: clear}}
 }
 
 // grow makes room for need bytes in x.pending (at least doubling, at most

@@ -47,7 +47,7 @@ func TestReservationSettledAtExchangeEnd(t *testing.T) {
 		Deps: core.Deps{Pepper: pepper, NoGreyZone: true}})
 	pipe, scanner, limiter, keys := st.Pipeline, st.Scanner, st.Limiter, st.Secrets
 	rec := &settlements{next: limiter, got: map[string]int64{}, done: make(chan string, 16)}
-	core := exchange.New(pipe, scanner, rec, exchange.Options{}, nil, nil)
+	core := exchange.New(pipe, scanner, rec, exchange.Options{MaxBodyBytes: 4096}, nil, nil)
 	f := serveStack(t, extproc.New(core, extproc.Options{}, nil, nil))
 
 	prompt := strings.Repeat("abcd", 100) // 100 estimated tokens
@@ -61,21 +61,34 @@ func TestReservationSettledAtExchangeEnd(t *testing.T) {
 	}
 	chunk := "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" + strings.Repeat("x", 300) + "\"}}]}\n\n"
 	usage := "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":90,\"completion_tokens\":7,\"total_tokens\":97}}\n\ndata: [DONE]\n\n"
+	jsonHeaders := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+		Headers: extproc.EnvoyHeaders(map[string]string{":status": "200", "content-type": "application/json"})}}}
+	part := func(n int, last bool) *extprocv3.ProcessingRequest {
+		return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{
+			Body: []byte(strings.Repeat("y", n)), EndOfStream: last}}}
+	}
 	cases := []struct {
 		name  string
 		after []*extprocv3.ProcessingRequest // after the request phase
 		end   func(st extprocv3.ExternalProcessor_ProcessClient, cancel context.CancelFunc)
 		want  int64
+		// lastRefused: the last message is answered with an immediate response.
+		lastRefused bool
 	}{
-		{"client gone before the answer", nil, func(_ extprocv3.ExternalProcessor_ProcessClient, c context.CancelFunc) { c() }, 100},
-		{"stream closed before the answer", nil, func(st extprocv3.ExternalProcessor_ProcessClient, _ context.CancelFunc) { st.CloseSend() }, 100},
+		{"client gone before the answer", nil, func(_ extprocv3.ExternalProcessor_ProcessClient, c context.CancelFunc) { c() }, 100, false},
+		{"stream closed before the answer", nil, func(st extprocv3.ExternalProcessor_ProcessClient, _ context.CancelFunc) { st.CloseSend() }, 100, false},
 		{"model answered 500", []*extprocv3.ProcessingRequest{respHeaders("500")},
-			func(st extprocv3.ExternalProcessor_ProcessClient, _ context.CancelFunc) { st.CloseSend() }, 0},
+			func(st extprocv3.ExternalProcessor_ProcessClient, _ context.CancelFunc) { st.CloseSend() }, 0, false},
 		{"client gone mid-answer", []*extprocv3.ProcessingRequest{respHeaders("200"), sse(chunk)},
-			func(_ extprocv3.ExternalProcessor_ProcessClient, c context.CancelFunc) { c() }, 100 + int64(len(chunk)+3)/4},
+			func(_ extprocv3.ExternalProcessor_ProcessClient, c context.CancelFunc) { c() }, 100 + int64(len(chunk)+3)/4, false},
 		{"usage reported", []*extprocv3.ProcessingRequest{respHeaders("200"), sse(chunk),
 			{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: []byte(usage), EndOfStream: true}}}},
-			func(st extprocv3.ExternalProcessor_ProcessClient, _ context.CancelFunc) { st.CloseSend() }, 97},
+			func(st extprocv3.ExternalProcessor_ProcessClient, _ context.CancelFunc) { st.CloseSend() }, 97, false},
+		// The answer outgrows what is inspected (4096 bytes here) and is
+		// refused, but the model produced it: its bytes count, capped at
+		// the reservation's 500 tokens.
+		{"answer too large to inspect", []*extprocv3.ProcessingRequest{jsonHeaders, part(3000, false), part(3000, true)},
+			func(st extprocv3.ExternalProcessor_ProcessClient, _ context.CancelFunc) { st.CloseSend() }, 100 + 500, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -99,8 +112,8 @@ func TestReservationSettledAtExchangeEnd(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if resp.GetImmediateResponse() != nil {
-					t.Fatalf("message %d refused: %v", i, resp.GetImmediateResponse())
+				if refused := resp.GetImmediateResponse() != nil; refused != (tc.lastRefused && i == len(msgs)-1) {
+					t.Fatalf("message %d: refused %v: %v", i, refused, resp)
 				}
 				if i == 1 {
 					for _, h := range resp.GetRequestBody().GetResponse().GetHeaderMutation().GetSetHeaders() {
