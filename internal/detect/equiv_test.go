@@ -588,7 +588,21 @@ func isVarRefRef(v []byte) bool {
 	return false
 }
 
-// genericAssignment verifies "identifier op value" around a keyword at
+// genericAssignment is the generic secret check as scanSecrets runs it
+// (genericValue, then genericVerify), for one hit and without the memo.
+func genericAssignment(b []byte, ks, ke int) (int, int, string, float64, bool) {
+	g, ok := genericValue(b, ks, ke, nil)
+	if !ok {
+		return 0, 0, "", 0, false
+	}
+	typ, score, ok := genericVerify(b[g.st:g.en], b[g.is:g.ie], g.password)
+	if !ok {
+		return 0, 0, "", 0, false
+	}
+	return int(g.st), int(g.en), typ, score, true
+}
+
+// genericAssignmentRef verifies "identifier op value" around a keyword at
 // [ks, ke): the keyword must sit inside an identifier, followed by an
 // assignment operator and a value that is neither a variable reference nor a
 // placeholder and, for non-password keywords, random-looking.
@@ -623,7 +637,7 @@ func genericAssignmentRef(b []byte, ks, ke int) (int, int, string, float64, bool
 	// Command-line flags and macro definitions take a value after a space.
 	flag := len(ident) > 0 && ident[0] == '-' || precededByWordRef(b, is, "define") || precededByWordRef(b, is, "set") ||
 		precededByWordRef(b, is, "global")
-	st, en, ok := assignedValueFrom(b, ie, password, flag)
+	st, en, ok := assignedValueMemo(b, ie, password, flag, nil)
 	if !ok {
 		return 0, 0, "", 0, false
 	}

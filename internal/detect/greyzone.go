@@ -248,17 +248,7 @@ func (s *scratch) dropGrey(f []Finding, text string, gz *GreyZone) []Finding {
 		x := &kept[i]
 		// Hidden text inside a grey-zone value is still reported: the value
 		// is harmless, characters hidden in it are not.
-		inside := false
-		for _, v := range s.vetted {
-			if x.Detector != DetectorPII && x.Detector != DetectorSecrets {
-				break
-			}
-			if v[0] <= x.ByteStart && x.ByteEnd <= v[1] {
-				inside = true
-				break
-			}
-		}
-		if inside {
+		if (x.Detector == DetectorPII || x.Detector == DetectorSecrets) && insideAny(s.vetted, x.ByteStart, x.ByteEnd) {
 			continue
 		}
 		if n != i {
@@ -267,6 +257,16 @@ func (s *scratch) dropGrey(f []Finding, text string, gz *GreyZone) []Finding {
 		n++
 	}
 	return kept[:n]
+}
+
+// insideAny reports whether [st, en) lies inside one of spans.
+func insideAny(spans [][2]int, st, en int) bool {
+	for _, v := range spans {
+		if v[0] <= st && en <= v[1] {
+			return true
+		}
+	}
+	return false
 }
 
 // ContainsIP reports whether s parses as an IP address (net/netip syntax;

@@ -5,33 +5,17 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/bulwark-ai/bulwark/test/fixture/fakeclock"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-var _ Clock = (*fakeClock)(nil)
+var _ Clock = (*fakeclock.Clock)(nil)
 
 // classifier is a real HTTP remote classifier whose behaviour a test
 // switches: "ok" scores "attack" 0.93 (label injection) and anything else
@@ -78,7 +62,7 @@ func newClassifier(t *testing.T) *classifier {
 func TestRemoteClassifyAndBreaker(t *testing.T) {
 	t.Parallel()
 	cl := newClassifier(t)
-	clock := &fakeClock{t: time.Unix(0, 0)}
+	clock := fakeclock.New(time.Unix(0, 0))
 	reg := prometheus.NewRegistry()
 	r, err := NewRemote(RemoteConfig{URL: cl.srv.URL, Timeout: 50 * time.Millisecond, Threshold: 0.8,
 		BreakerFailures: 2, BreakerCooldown: time.Minute}, cl.srv.Client(), clock, reg)

@@ -1057,24 +1057,6 @@ var genericStop = []string{
 	"secretary", "tokenize", "key_id", "keyid", "keyspace", "keystore_type", "keyfile", "key_file",
 }
 
-// genericAssignment verifies "identifier op value" around a keyword at
-// [ks, ke): the keyword must sit inside an identifier, followed by an
-// assignment operator and a value that is neither a variable reference nor a
-// placeholder and, for non-password keywords, random-looking. Every check is
-// a pure predicate, so they run cheapest first: most keyword hits in prose
-// fail at the assignment operator, before the stop-word and entropy checks.
-func genericAssignment(b []byte, ks, ke int) (int, int, string, float64, bool) {
-	g, ok := genericValue(b, ks, ke, nil)
-	if !ok {
-		return 0, 0, "", 0, false
-	}
-	typ, score, ok := genericVerify(b[g.st:g.en], b[g.is:g.ie], g.password)
-	if !ok {
-		return 0, 0, "", 0, false
-	}
-	return int(g.st), int(g.en), typ, score, true
-}
-
 // genericHit is a keyword hit with its identifier [is, ie) and the value
 // [st, en) assigned to it, before the value checks.
 type genericHit struct {
@@ -1082,7 +1064,15 @@ type genericHit struct {
 	password           bool
 }
 
-// genericValue is the first half of genericAssignment: the identifier
+// genericValue and genericVerify verify "identifier op value" around a
+// keyword at [ks, ke): the keyword must sit inside an identifier, followed
+// by an assignment operator and a value that is neither a variable
+// reference nor a placeholder and, for non-password keywords,
+// random-looking. Every check is a pure predicate, so they run cheapest
+// first: most keyword hits in prose fail at the assignment operator, before
+// the stop-word and entropy checks.
+//
+// genericValue is the first half: the identifier
 // around the keyword at [ks, ke) and the value assigned to it. Its cost is
 // bounded by the identifier's length; m (may be nil) shares the search for
 // a bare value's end between hits.
@@ -1122,7 +1112,7 @@ func genericValue(b []byte, ks, ke int, m *valueMemo) (genericHit, bool) {
 	return genericHit{ks: int32(ks), is: int32(is), ie: int32(ie), st: int32(st), en: int32(en), password: password}, true
 }
 
-// genericVerify is the second half of genericAssignment: the checks on the
+// genericVerify is the second half (see genericValue): the checks on the
 // value v assigned to ident. Its cost is linear in len(v) (at most 4096).
 func genericVerify(v, ident []byte, password bool) (string, float64, bool) {
 	if len(v) < 4 || len(v) > 4096 || isVarRef(v) || allSame(v) || isCodeValue(v) || isStopValue(v) {
@@ -1264,11 +1254,6 @@ func isWordsOnly(v []byte) bool {
 // assignedValue finds "op value" after an identifier ending at i.
 func assignedValue(b []byte, i int) (int, int, bool) {
 	return assignedValueMemo(b, i, false, false, nil)
-}
-
-// assignedValueFrom is assignedValueMemo without a memo.
-func assignedValueFrom(b []byte, i int, password, flag bool) (int, int, bool) {
-	return assignedValueMemo(b, i, password, flag, nil)
 }
 
 // maxValueLen is the longest value an assignment is searched for; the bare

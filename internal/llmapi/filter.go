@@ -487,7 +487,7 @@ func (f *eventFilter) whole(v vspan, key []byte) {
 	switch kindOf(f.b, v) {
 	case '{', '[':
 	case '"':
-		if !SafeKey(string(key)) || opaqueKey(key) || logprobKey(key) {
+		if !SafeKey(string(key)) { // input, metadata and logprobs are never safe keys
 			f.text(v, f.wholeFn)
 		}
 		return
@@ -550,13 +550,7 @@ func (f *eventFilter) chatChunk() {
 				f.whole(ct.v, []byte("choices"))
 				continue
 			}
-			idx := pos
-			if iv, ok := member(d, ct.v, "index"); ok {
-				if n, ok := intAt(d, iv); ok {
-					idx = int(n)
-				}
-			}
-			f.choice(ct.v, idx)
+			f.choice(ct.v, memberInt(d, ct.v, "index", pos))
 		}
 	}
 }
@@ -614,12 +608,7 @@ func (f *eventFilter) toolCalls(v vspan, idx int) {
 			f.whole(it.v, []byte("tool_calls"))
 			continue
 		}
-		sub := pos
-		if iv, ok := member(d, it.v, "index"); ok {
-			if n, ok := intAt(d, iv); ok {
-				sub = int(n)
-			}
-		}
+		sub := memberInt(d, it.v, "index", pos)
 		ct := iterObject(d, it.v.s)
 		for ct.next() {
 			k := ct.keyRaw()
@@ -665,10 +654,7 @@ func (f *eventFilter) responsesEvent(name string) {
 	var ch Channel
 	if deltaCh {
 		ch.Field = responsesField(typ)
-		if v, ok := member(d, top, "output_index"); ok {
-			n, _ := intAt(d, v)
-			ch.Index = int(n)
-		}
+		ch.Index = memberInt(d, top, "output_index", 0)
 		for _, sub := range [...]string{"content_index", "summary_index"} {
 			if v, ok := member(d, top, sub); ok {
 				n, _ := intAt(d, v)
@@ -723,11 +709,7 @@ func responsesField(typ []byte) string {
 // deltas are channels of their content block.
 func (f *eventFilter) anthropicEvent() {
 	d := f.b
-	idx := 0
-	if v, ok := member(d, vspan{0, len(d)}, "index"); ok {
-		n, _ := intAt(d, v)
-		idx = int(n)
-	}
+	idx := memberInt(d, vspan{0, len(d)}, "index", 0)
 	it := iterObject(d, 0)
 	for it.next() {
 		k := it.keyRaw()
@@ -797,13 +779,7 @@ func (p *ParsedEvent) Ends() (all bool, idx []int) {
 					if !ok || kindOf(d, fr) != '"' || fr.e-fr.s <= 2 {
 						continue
 					}
-					i := pos
-					if iv, ok := member(d, ct.v, "index"); ok {
-						if n, ok := intAt(d, iv); ok {
-							i = int(n)
-						}
-					}
-					idx = append(idx, i)
+					idx = append(idx, memberInt(d, ct.v, "index", pos))
 				}
 			}
 		}
@@ -834,11 +810,7 @@ func (p *ParsedEvent) Ends() (all bool, idx []int) {
 		case "message_delta", "message_stop", "error":
 			return true, nil
 		case "content_block_stop":
-			n := int64(0)
-			if v, ok := member(d, top, "index"); ok {
-				n, _ = intAt(d, v)
-			}
-			return false, []int{int(n)}
+			return false, []int{memberInt(d, top, "index", 0)}
 		}
 	}
 	return false, nil

@@ -193,16 +193,17 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 		// The meta read the stream path uses agrees with the full one on
 		// everything but the text and the tool call it leaves out.
-		m, err := DecodeEventMeta(api, e)
+		p := ParseEvent(api, e)
+		m, err := p.Meta()
 		if err != nil {
-			t.Fatalf("DecodeEventMeta fails where DecodeEvent did not: %v", err)
+			t.Fatalf("Meta fails where DecodeEvent did not: %v", err)
 		}
 		if m.Text != "" || m.ToolCall != nil {
-			t.Fatalf("DecodeEventMeta read the text: %+v", m)
+			t.Fatalf("Meta read the text: %+v", m)
 		}
 		d.Text, d.ToolCall = "", nil
 		if !reflect.DeepEqual(d, m) {
-			t.Fatalf("DecodeEventMeta = %+v, DecodeEvent = %+v", m, d)
+			t.Fatalf("Meta = %+v, DecodeEvent = %+v", m, d)
 		}
 	})
 }

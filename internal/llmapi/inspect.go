@@ -93,10 +93,7 @@ func (r *reqScanner) sweep() {
 		if ci < len(covered) && covered[ci].s <= s.s {
 			return // already read by the API walk
 		}
-		if s.e-s.s <= 2 {
-			return // ""
-		}
-		if key != nil && safeKeys[string(key)] && identifierShaped(b[s.s+1:s.e-1]) {
+		if skipValue(b, key, s) {
 			return
 		}
 		if first {
@@ -106,6 +103,13 @@ func (r *reqScanner) sweep() {
 		}
 		r.addValue(RoleOther, key, s)
 	})
+}
+
+// skipValue reports whether the string token s of member key is left
+// unread by the sweep: it is empty, or an identifier in a safe field (see
+// Skipped).
+func skipValue(b, key []byte, s vspan) bool {
+	return s.e-s.s <= 2 || safeKeys[string(key)] && identifierShaped(b[s.s+1:s.e-1])
 }
 
 // coveredRanges returns the spans the API walk collected, sorted by start.
@@ -284,6 +288,18 @@ func eachMemberString(b []byte, v vspan, fn func(key []byte, s vspan)) {
 	var buf [16]frame
 	stack := buf[:0]
 	var lastKey []byte
+	// holder is the key of the member a value at the current depth
+	// belongs to.
+	holder := func() []byte {
+		n := len(stack)
+		switch {
+		case n == 0:
+			return nil
+		case stack[n-1].obj:
+			return lastKey
+		}
+		return stack[n-1].key
+	}
 	for i := v.s; i < v.e; {
 		switch b[i] {
 		case '"':
@@ -297,28 +313,12 @@ func eachMemberString(b []byte, v vspan, fn func(key []byte, s vspan)) {
 					lastKey = []byte(unquote(b[i:end]))
 				}
 			} else {
-				var key []byte
-				if n := len(stack); n > 0 {
-					if stack[n-1].obj {
-						key = lastKey
-					} else {
-						key = stack[n-1].key
-					}
-				}
-				fn(key, vspan{i, end})
+				fn(holder(), vspan{i, end})
 			}
 			i = end
 			continue
 		case '{', '[':
-			var key []byte
-			if n := len(stack); n > 0 {
-				if stack[n-1].obj {
-					key = lastKey
-				} else {
-					key = stack[n-1].key
-				}
-			}
-			stack = append(stack, frame{obj: b[i] == '{', key: key})
+			stack = append(stack, frame{obj: b[i] == '{', key: holder()})
 		case '}', ']':
 			if len(stack) > 0 {
 				stack = stack[:len(stack)-1]

@@ -237,7 +237,7 @@ func (r *reqScanner) subExcept(ls, skip vspan) {
 		if s.s >= skip.s && s.e <= skip.e {
 			return
 		}
-		if s.e-s.s <= 2 || (key != nil && safeKeys[string(key)] && identifierShaped(b[s.s+1:s.e-1])) {
+		if skipValue(b, key, s) {
 			return
 		}
 		r.addValue(RoleOther, key, s)

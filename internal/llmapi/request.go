@@ -349,6 +349,17 @@ func memberString(b []byte, obj vspan, name string) string {
 	return ""
 }
 
+// memberInt returns the integer member name of obj (see intAt), or def
+// when it is absent or not a number.
+func memberInt(b []byte, obj vspan, name string, def int) int {
+	if v, ok := member(b, obj, name); ok {
+		if n, ok := intAt(b, v); ok {
+			return int(n)
+		}
+	}
+	return def
+}
+
 // reqScanner walks a request body once per API shape, collecting text spans
 // and, when meta is set, the fields ParseRequest reports.
 type reqScanner struct {

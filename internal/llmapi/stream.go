@@ -102,24 +102,16 @@ func streamKind(api API, d []byte, name string) API {
 // output text (as a Generic text body is). Generic JSON events are read as
 // Responses or Anthropic events when their "type" says so, else as OpenAI
 // chat chunks, the shape most compatible servers speak.
-func DecodeEvent(api API, ev Event) (Delta, error) { return decodeEvent(api, ev, false) }
-
-// DecodeEventMeta is DecodeEvent without the text: Text stays empty (HasText
-// still says whether the event carries output text) and ToolCall nil. It
-// serves callers that read the strings of an event with FilterEvent and
-// need only its usage, end and error, without decoding the text twice.
-func DecodeEventMeta(api API, ev Event) (Delta, error) { return decodeEvent(api, ev, true) }
-
-func decodeEvent(api API, ev Event, meta bool) (Delta, error) {
+func DecodeEvent(api API, ev Event) (Delta, error) {
 	p := ParseEvent(api, ev)
-	return p.decode(meta)
+	return p.decode(false)
 }
 
 // ParsedEvent is one stream event validated once, so that reading what it
 // reports (Meta), what it closes (Ends) and filtering its strings (Filter)
 // do not validate it again each. It is the cheap way for a proxy to do all
-// three; DecodeEvent, DecodeEventMeta, EventEnds and FilterEvent are the
-// same operations on an event not yet parsed.
+// three; DecodeEvent, EventEnds and FilterEvent are the same operations on
+// an event not yet parsed.
 type ParsedEvent struct {
 	api  API
 	ev   Event
@@ -134,7 +126,10 @@ func ParseEvent(api API, ev Event) ParsedEvent {
 	return ParsedEvent{api: api, ev: ev, d: d, done: done, err: err}
 }
 
-// Meta is DecodeEventMeta of the event.
+// Meta is DecodeEvent of the event without the text: Text stays empty
+// (HasText still says whether the event carries output text) and ToolCall
+// nil. It serves callers that read the strings of an event with Filter and
+// need only its usage, end and error, without decoding the text twice.
 func (p *ParsedEvent) Meta() (Delta, error) { return p.decode(true) }
 
 func (p *ParsedEvent) decode(meta bool) (Delta, error) {

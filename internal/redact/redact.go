@@ -404,7 +404,10 @@ func appendLiterals(dst []detect.Finding, text string, lits []literal) []detect.
 		}
 		first, _ := utf8.DecodeRuneInString(l.norm)
 		if first >= utf8.RuneSelf {
-			dst = appendNormMatches(dst, text, l, 0, first)
+			// Every character is a candidate start.
+			for i := 0; i < len(text); {
+				dst, i = matchAt(dst, text, i, &l, first)
+			}
 			continue
 		}
 		// Candidate starts are the few bytes a match can begin with: the
@@ -436,35 +439,24 @@ func appendLiterals(dst []detect.Finding, text string, lits []literal) []detect.
 			if at == len(text) {
 				break
 			}
-			r, size := utf8.DecodeRuneInString(text[at:])
-			if f, ok := fold(r); ok && f == first {
-				if end, ok := matchFrom(text, at, l.norm); ok {
-					dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: at, ByteEnd: end, Score: 1})
-					i = end
-					continue
-				}
-			}
-			i = at + size
+			dst, i = matchAt(dst, text, at, &l, first)
 		}
 	}
 	return dst
 }
 
-// appendNormMatches is the match loop of appendLiterals for a literal whose
-// normal form starts with a non-ASCII character: every character is tried.
-func appendNormMatches(dst []detect.Finding, text string, l literal, i int, first rune) []detect.Finding {
-	for i < len(text) {
-		r, size := utf8.DecodeRuneInString(text[i:])
-		if f, ok := fold(r); ok && f == first {
-			if end, ok := matchFrom(text, i, l.norm); ok {
-				dst = append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: i, ByteEnd: end, Score: 1})
-				i = end
-				continue
-			}
+// matchAt tries a match of l starting at the character at text[at:], whose
+// folded form must be first (the first character of l.norm). It appends the
+// finding when l matches there and returns where the search goes on: after
+// the match, or after that character.
+func matchAt(dst []detect.Finding, text string, at int, l *literal, first rune) ([]detect.Finding, int) {
+	r, size := utf8.DecodeRuneInString(text[at:])
+	if f, ok := fold(r); ok && f == first {
+		if end, ok := matchFrom(text, at, l.norm); ok {
+			return append(dst, detect.Finding{Detector: DetectorCanary, Type: l.typ, ByteStart: at, ByteEnd: end, Score: 1}), end
 		}
-		i += size
 	}
-	return dst
+	return dst, at + size
 }
 
 // matchFrom reports whether the folded letters and digits of text from i

@@ -293,20 +293,18 @@ func (s *Stream) drain(final bool) Window {
 		}
 		var ws string
 		ctx := 0 // bytes of left context at the start of ws
-		switch {
-		case c > 0:
+		fallback := c == 0 && len(pend) >= s.window
+		if fallback {
+			ws = unsafe.String(&s.buf[s.off], completeEnd(pend[:s.window])) // #nosec G103 -- read only while buf is not written
+		} else {
+			// An early release, or the remainder at Close.
+			if c == 0 {
+				c = len(pend)
+			}
 			ctx = s.off - max(0, s.off-leftContext)
-			ws = unsafe.String(&s.buf[s.off-ctx], ctx+c) // #nosec G103 -- read only while buf is not written
-		case len(pend) < s.window:
-			// The remainder, at Close.
-			ctx = s.off - max(0, s.off-leftContext)
-			c = len(pend)
 			ws = unsafe.String(&s.buf[s.off-ctx], ctx+c) // #nosec G103 -- as above
-		default:
-			ws = unsafe.String(&s.buf[s.off], completeEnd(pend[:s.window])) // #nosec G103 -- as above
 		}
 		finds, report := s.scan(ws, ctx)
-		fallback := c == 0
 		if !fallback {
 			// An early release or the remainder: the window ends at the
 			// cut, so nothing is carried past it.
