@@ -14,10 +14,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bulwark-ai/bulwark/internal/filelock"
 )
 
 // Overflow says what Log does when the buffer is full.
@@ -233,11 +234,10 @@ func (w *Writer) takeLock() error {
 	if err != nil {
 		return fmt.Errorf("audit: lock %s: %w", name, err)
 	}
-	fd := int(f.Fd()) // #nosec G115 -- a file descriptor fits an int
-	if err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if ok, err := filelock.TryLock(f); !ok {
 		holder, _ := os.ReadFile(name) // #nosec G304 -- the lock file beside the operator-configured audit log
 		_ = f.Close()                  // the lock error is the one to report
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if err == nil {
 			return fmt.Errorf("audit: %s is being written by another process (pid %s): give each replica its own --audit-log",
 				w.cfg.Path, strings.TrimSpace(string(holder)))
 		}

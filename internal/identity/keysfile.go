@@ -7,6 +7,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/bulwark-ai/bulwark/internal/filelock"
 )
 
 // ErrNoChange is what an UpdateKeysFile function returns to say that the
@@ -80,7 +82,7 @@ func lockKeysFile(ctx context.Context, path string) (func(), error) {
 	}
 	wait := time.Millisecond
 	for {
-		ok, err := tryLock(f)
+		ok, err := filelock.TryLock(f)
 		if err != nil {
 			_ = f.Close() // the lock error is the one to report
 			return nil, fmt.Errorf("lock keys file %s: %w", name, err)
