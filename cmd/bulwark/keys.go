@@ -171,21 +171,11 @@ func keysRevoke(ctx context.Context, o keysOptions, store *identity.RedisKeyStor
 	now := time.Now().UTC().Truncate(time.Second)
 	found := false
 	if o.keysFile != "" {
-		err := identity.UpdateKeysFile(ctx, o.keysFile, func(kf *identity.KeysFile) error {
-			r := kf.Find(o.id)
-			if r == nil {
-				return identity.ErrNoChange
-			}
-			found = true
-			if !r.RevokedAt.IsZero() {
-				return identity.ErrNoChange
-			}
-			r.RevokedAt = now
-			return nil
-		})
+		rec, _, err := identity.RevokeInKeysFile(ctx, o.keysFile, o.id, now, nil)
 		if err != nil {
 			return fmt.Errorf("keys revoke: %w", err)
 		}
+		found = rec != nil
 	}
 	if store != nil {
 		_, err := store.Revoke(ctx, o.id, now, nil)

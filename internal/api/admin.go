@@ -376,24 +376,7 @@ func (a *Admin) RevokeKey(ctx context.Context, req *bulwarkv1.RevokeKeyRequest) 
 // atomically rewritten) and reloads it; nil when the file has no such key
 // within scope.
 func (a *Admin) revokeInFile(ctx context.Context, id string, now time.Time, inScope func(identity.KeyRecord) bool) (*identity.KeyRecord, error) {
-	var rec *identity.KeyRecord
-	changed := false
-	err := identity.UpdateKeysFile(ctx, a.keys.File, func(kf *identity.KeysFile) error {
-		r := kf.Find(id)
-		if r == nil || !inScope(*r) {
-			return identity.ErrNoChange
-		}
-		if r.RevokedAt.IsZero() {
-			r.RevokedAt = now
-			changed = true
-		}
-		c := *r
-		rec = &c
-		if !changed {
-			return identity.ErrNoChange
-		}
-		return nil
-	})
+	rec, changed, err := identity.RevokeInKeysFile(ctx, a.keys.File, id, now, inScope)
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return nil, status.FromContextError(ctx.Err()).Err() // gave up waiting for another writer's lock

@@ -28,6 +28,12 @@ type Checkpoint struct {
 	MAC       string    `json:"mac,omitempty"`
 }
 
+// namesRecords reports whether c vouches for any records: a checkpoint
+// written before the log's first record names none (LastSeq 0).
+func (c *Checkpoint) namesRecords() bool {
+	return c != nil && c.LastSeq >= c.FirstSeq && c.LastSeq > 0
+}
+
 // CheckpointPath is where the checkpoint of the log at path lives.
 func CheckpointPath(path string) string { return path + ".checkpoint" }
 

@@ -160,7 +160,7 @@ func Verify(files []string, key []byte, cp *Checkpoint) (Report, error) {
 		}
 		_ = f.Close() // read-only
 	}
-	if cp != nil && cp.LastSeq >= cp.FirstSeq && cp.LastSeq > 0 && (rep.Records == 0 || rep.LastSeq < cp.LastSeq) {
+	if cp.namesRecords() && (rep.Records == 0 || rep.LastSeq < cp.LastSeq) {
 		return rep, &Problem{File: last, Line: lastLine, Seq: rep.LastSeq, What: fmt.Sprintf(
 			"tail cut: the checkpoint says records up to seq %d were written, the log ends at seq %d", cp.LastSeq, rep.LastSeq)}
 	}
@@ -199,8 +199,7 @@ func (rep *Report) check(r *Record, line string, key []byte, first bool, prevSeq
 			return "bad signature: the record was altered or signed with another key"
 		}
 	}
-	cp := rep.Checkpoint
-	if cp != nil && cp.LastSeq >= cp.FirstSeq && cp.LastSeq > 0 {
+	if cp := rep.Checkpoint; cp.namesRecords() {
 		if first && r.Seq > cp.FirstSeq {
 			return fmt.Sprintf("head cut: the checkpoint says the log starts at seq %d, the first record given is seq %d", cp.FirstSeq, r.Seq)
 		}

@@ -14,10 +14,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bulwark-ai/bulwark/internal/filelock"
 )
 
 // Overflow says what Log does when the buffer is full.
@@ -233,11 +234,10 @@ func (w *Writer) takeLock() error {
 	if err != nil {
 		return fmt.Errorf("audit: lock %s: %w", name, err)
 	}
-	fd := int(f.Fd()) // #nosec G115 -- a file descriptor fits an int
-	if err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if ok, err := filelock.TryLock(f); !ok {
 		holder, _ := os.ReadFile(name) // #nosec G304 -- the lock file beside the operator-configured audit log
 		_ = f.Close()                  // the lock error is the one to report
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if err == nil {
 			return fmt.Errorf("audit: %s is being written by another process (pid %s): give each replica its own --audit-log",
 				w.cfg.Path, strings.TrimSpace(string(holder)))
 		}
@@ -279,6 +279,7 @@ func (w *Writer) start() error {
 	if err := w.openFile(); err != nil {
 		return err
 	}
+	w.durable = position{size: w.size, seq: w.seq, prev: w.prev}
 	if cp != nil && (cp.LastSeq > w.seq || (cp.LastSeq == w.seq && cp.LastHash != w.prev)) {
 		// The tail the checkpoint vouched for is gone: record the gap under
 		// the seqs it had, so they are never reused and verify names it.
@@ -383,6 +384,8 @@ func rotatedName(path string, n int) string {
 	return path + "." + strconv.Itoa(n)
 }
 
+// openFile opens Path for appending (w.f, w.size, the buffer). What of it
+// is durable (w.durable) is the caller's to say.
 func (w *Writer) openFile() error {
 	f, err := os.OpenFile(w.cfg.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640) // #nosec G302 -- group-readable for a log shipper; records hold no secrets (SECURITY.md)
 	if err != nil {
@@ -399,7 +402,6 @@ func (w *Writer) openFile() error {
 		w.bw.Reset(f)
 	}
 	w.f, w.size = f, st.Size()
-	w.durable = position{size: w.size, seq: w.seq, prev: w.prev}
 	w.bufDropped = 0
 	return nil
 }
@@ -637,15 +639,9 @@ func (w *Writer) retry() {
 // line written.
 func (w *Writer) reopen() error {
 	if w.f == nil {
-		seq, prev := w.seq, w.prev
-		w.seq, w.prev = w.durable.seq, w.durable.prev
-		size := w.durable.size
-		err := w.openFile()
-		w.seq, w.prev = seq, prev
-		if err != nil {
+		if err := w.openFile(); err != nil {
 			return err
 		}
-		w.durable.size = size
 	}
 	if w.size < w.durable.size { // shortened by someone else: keep what is there
 		w.durable.size = w.size
@@ -752,13 +748,10 @@ func (w *Writer) rotate() error {
 		return fmt.Errorf("audit: rotate: %w", err)
 	}
 	w.durable.size = 0
-	seq, prev := w.seq, w.prev
-	w.seq, w.prev = w.durable.seq, w.durable.prev
-	err := w.openFile()
-	w.seq, w.prev = seq, prev
-	if err != nil {
+	if err := w.openFile(); err != nil {
 		return err
 	}
+	w.durable.size = w.size // the chain point stays before the record being written
 	w.prune()
 	return nil
 }

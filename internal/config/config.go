@@ -726,36 +726,30 @@ func (c Config) validateTLS() error {
 	if err := pair("api_tls_cert", c.APITLSCert, "api_tls_key", c.APITLSKey); err != nil {
 		return err
 	}
-	if c.APITLSClientCA != "" {
-		if c.APITLSCert == "" {
-			return &FieldError{"api_tls_client_ca", "client certificates need TLS: set api_tls_cert and api_tls_key"}
+	if err := clientAuth("api_", c.APITLSCert, c.APITLSClientCA, c.APITLSClientSANs); err != nil {
+		return err
+	}
+	return clientAuth("", c.TLSCert, c.TLSClientCA, c.TLSClientSANs)
+}
+
+// clientAuth validates one listener's client-certificate settings: its
+// <prefix>tls_client_ca (which needs the listener's TLS certificate) and
+// <prefix>tls_client_sans (which need the CA).
+func clientAuth(prefix, cert, ca string, sans []string) error {
+	if ca != "" {
+		if cert == "" {
+			return &FieldError{prefix + "tls_client_ca", fmt.Sprintf("client certificates need TLS: set %stls_cert and %stls_key", prefix, prefix)}
 		}
-		if _, err := os.Stat(c.APITLSClientCA); err != nil {
-			return &FieldError{"api_tls_client_ca", err.Error()}
+		if _, err := os.Stat(ca); err != nil {
+			return &FieldError{prefix + "tls_client_ca", err.Error()}
 		}
 	}
-	if len(c.APITLSClientSANs) > 0 && c.APITLSClientCA == "" {
-		return &FieldError{"api_tls_client_sans", "a SAN allow-list needs client certificates: set api_tls_client_ca"}
+	if len(sans) > 0 && ca == "" {
+		return &FieldError{prefix + "tls_client_sans", fmt.Sprintf("a SAN allow-list needs client certificates: set %stls_client_ca", prefix)}
 	}
-	for _, san := range c.APITLSClientSANs {
+	for _, san := range sans {
 		if strings.TrimSpace(san) != san || san == "" || san == "*" || strings.ContainsAny(san, " ,") {
-			return &FieldError{"api_tls_client_sans", fmt.Sprintf("%q is not a URI or DNS name (an entry may end in * to match a prefix)", san)}
-		}
-	}
-	if c.TLSClientCA != "" {
-		if c.TLSCert == "" {
-			return &FieldError{"tls_client_ca", "client certificates need TLS: set tls_cert and tls_key"}
-		}
-		if _, err := os.Stat(c.TLSClientCA); err != nil {
-			return &FieldError{"tls_client_ca", err.Error()}
-		}
-	}
-	if len(c.TLSClientSANs) > 0 && c.TLSClientCA == "" {
-		return &FieldError{"tls_client_sans", "a SAN allow-list needs client certificates: set tls_client_ca"}
-	}
-	for _, san := range c.TLSClientSANs {
-		if strings.TrimSpace(san) != san || san == "" || san == "*" || strings.ContainsAny(san, " ,") {
-			return &FieldError{"tls_client_sans", fmt.Sprintf("%q is not a URI or DNS name (an entry may end in * to match a prefix)", san)}
+			return &FieldError{prefix + "tls_client_sans", fmt.Sprintf("%q is not a URI or DNS name (an entry may end in * to match a prefix)", san)}
 		}
 	}
 	return nil

@@ -7,6 +7,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/bulwark-ai/bulwark/internal/filelock"
 )
 
 // ErrNoChange is what an UpdateKeysFile function returns to say that the
@@ -41,6 +43,35 @@ func UpdateKeysFile(ctx context.Context, path string, fn func(*KeysFile) error) 
 	return writeKeysFile(path, kf)
 }
 
+// RevokeInKeysFile marks key id revoked at the given time in the keys file
+// at path, under UpdateKeysFile, unless it already is: the file's twin of
+// RedisKeyStore.Revoke. match, when not nil, must accept the record, else
+// the key is treated as absent. rec is a copy of the record as stored after
+// the call (nil when absent), and changed says whether this call revoked it
+// (and so rewrote the file).
+func RevokeInKeysFile(ctx context.Context, path, id string, at time.Time, match func(KeyRecord) bool) (rec *KeyRecord, changed bool, err error) {
+	err = UpdateKeysFile(ctx, path, func(kf *KeysFile) error {
+		r := kf.Find(id)
+		if r == nil || (match != nil && !match(*r)) {
+			return ErrNoChange
+		}
+		changed = r.RevokedAt.IsZero()
+		if changed {
+			r.RevokedAt = at
+		}
+		c := *r
+		rec = &c
+		if !changed {
+			return ErrNoChange
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return rec, changed, nil
+}
+
 // lockKeysFile takes the exclusive lock beside path, polling so that ctx
 // can end the wait; the returned func releases it.
 func lockKeysFile(ctx context.Context, path string) (func(), error) {
@@ -51,7 +82,7 @@ func lockKeysFile(ctx context.Context, path string) (func(), error) {
 	}
 	wait := time.Millisecond
 	for {
-		ok, err := tryLock(f)
+		ok, err := filelock.TryLock(f)
 		if err != nil {
 			_ = f.Close() // the lock error is the one to report
 			return nil, fmt.Errorf("lock keys file %s: %w", name, err)

@@ -124,3 +124,47 @@ func TestRedisKeyUpdatesAreAtomic(t *testing.T) {
 		t.Errorf("Revoke outside the match: %v, want ErrKeyNotFound", err)
 	}
 }
+
+func TestRevokeInKeysFile(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	earlier := at.Add(-time.Hour)
+	path, _ := writeKeys(t, t.TempDir(),
+		KeyRecord{ID: "live", Roles: []string{"user"}, Tenant: "acme"},
+		KeyRecord{ID: "gone", Roles: []string{"user"}, Tenant: "acme", RevokedAt: earlier},
+		KeyRecord{ID: "other", Roles: []string{"user"}, Tenant: "beta"},
+	)
+	acme := func(r KeyRecord) bool { return r.Tenant == "acme" }
+	tests := []struct {
+		name        string
+		id          string
+		match       func(KeyRecord) bool
+		wantFound   bool
+		wantChanged bool
+		wantRevoked time.Time // as stored after the call
+	}{
+		{"absent", "nobody", nil, false, false, time.Time{}},
+		{"outside match", "other", acme, false, false, time.Time{}},
+		{"active", "live", acme, true, true, at},
+		{"already revoked keeps its time", "gone", nil, true, false, earlier},
+	}
+	for _, tt := range tests {
+		rec, changed, err := RevokeInKeysFile(context.Background(), path, tt.id, at, tt.match)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if (rec != nil) != tt.wantFound || changed != tt.wantChanged {
+			t.Errorf("%s: found %v changed %v, want %v and %v", tt.name, rec != nil, changed, tt.wantFound, tt.wantChanged)
+		}
+		kf, err := ReadKeysFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := kf.Find(tt.id); r != nil && !r.RevokedAt.Equal(tt.wantRevoked) {
+			t.Errorf("%s: stored revoked_at %v, want %v", tt.name, r.RevokedAt, tt.wantRevoked)
+		}
+		if rec != nil && !rec.RevokedAt.Equal(tt.wantRevoked) {
+			t.Errorf("%s: returned revoked_at %v, want %v", tt.name, rec.RevokedAt, tt.wantRevoked)
+		}
+	}
+}

@@ -66,18 +66,24 @@ func NewRedisKeyStore(rdb redis.UniversalClient, prefix string) *RedisKeyStore {
 
 // Get returns the record for id, or ErrKeyNotFound.
 func (s *RedisKeyStore) Get(ctx context.Context, id string) (*KeyRecord, error) {
-	raw, err := s.rdb.HGet(ctx, s.key, id).Bytes()
+	_, r, err := s.get(ctx, id)
+	return r, err
+}
+
+// get returns the record for id and its stored text (update's revision).
+func (s *RedisKeyStore) get(ctx context.Context, id string) (string, *KeyRecord, error) {
+	raw, err := s.rdb.HGet(ctx, s.key, id).Result()
 	if errors.Is(err, redis.Nil) {
-		return nil, ErrKeyNotFound
+		return "", nil, ErrKeyNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("identity: redis get key %q: %w", id, err)
+		return "", nil, fmt.Errorf("identity: redis get key %q: %w", id, err)
 	}
 	var r KeyRecord
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, fmt.Errorf("identity: redis key %q: %w", id, err)
+	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+		return "", nil, fmt.Errorf("identity: redis key %q: %w", id, err)
 	}
-	return &r, nil
+	return raw, &r, nil
 }
 
 // Create stores a new record; it fails if the ID is taken, so a create can
@@ -149,20 +155,13 @@ var casScript = redis.NewScript(casLua)
 // copy. fn returning ErrNoChange leaves the record as it is.
 func (s *RedisKeyStore) update(ctx context.Context, id string, fn func(*KeyRecord) error) (*KeyRecord, error) {
 	for range maxUpdateTries {
-		old, err := s.rdb.HGet(ctx, s.key, id).Result()
-		if errors.Is(err, redis.Nil) {
-			return nil, ErrKeyNotFound
-		}
+		old, r, err := s.get(ctx, id)
 		if err != nil {
-			return nil, fmt.Errorf("identity: redis get key %q: %w", id, err)
+			return nil, err
 		}
-		var r KeyRecord
-		if err := json.Unmarshal([]byte(old), &r); err != nil {
-			return nil, fmt.Errorf("identity: redis key %q: %w", id, err)
-		}
-		switch err := fn(&r); {
+		switch err := fn(r); {
 		case errors.Is(err, ErrNoChange):
-			return &r, nil
+			return r, nil
 		case err != nil:
 			return nil, err
 		}
@@ -175,7 +174,7 @@ func (s *RedisKeyStore) update(ctx context.Context, id string, fn func(*KeyRecor
 			return nil, fmt.Errorf("identity: redis update key %q: %w", id, err)
 		}
 		if swapped == 1 {
-			return &r, nil
+			return r, nil
 		}
 		// Another writer changed the record: start again from its version.
 	}

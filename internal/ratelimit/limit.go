@@ -91,6 +91,14 @@ type LimitState struct {
 	Exceeded bool
 }
 
+// of fills in which limit s is the state of: l's name, subject and shadow
+// flag, and its size of n units per Period (n is Limit, or the in-process
+// share of it).
+func (s *LimitState) of(l Limit, n int64) {
+	s.Name, s.Tenant, s.Principal, s.Key = l.Name, l.Tenant, l.Principal, l.Key
+	s.Limit, s.Period, s.Shadow = n, l.Period, l.Shadow
+}
+
 // nearLimit reports usage at or above 80% of the limit after this request.
 func (s LimitState) nearLimit() bool {
 	return !s.Exceeded && s.Remaining*5 <= s.Limit

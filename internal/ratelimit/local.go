@@ -101,8 +101,7 @@ func (l *local) check(limits []Limit, keys []string, res *Result) []localCharge 
 		}
 		// Relative to now, so float64 keeps sub-nanosecond precision.
 		st, nt := gcra(0, float64(max(tat, now)-now), em, burst, float64(lim.cost()), 1000)
-		st.Name, st.Tenant, st.Principal, st.Key = lim.Name, lim.Tenant, lim.Principal, lim.Key
-		st.Limit, st.Period, st.Shadow = n, lim.Period, lim.Shadow
+		st.of(lim, n)
 		if st.Exceeded {
 			newTAT[i] = -1
 			if !lim.Shadow {

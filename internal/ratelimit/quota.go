@@ -100,7 +100,8 @@ func (l *Limiter) Peek(ctx context.Context, limits []Limit) ([]LimitState, error
 		if err := lim.validate(); err != nil {
 			return nil, err
 		}
-		st := LimitState{Name: lim.Name, Tenant: lim.Tenant, Principal: lim.Principal, Key: lim.Key, Limit: lim.Limit, Period: lim.Period, Shadow: lim.Shadow}
+		var st LimitState
+		st.of(lim, lim.Limit)
 		key := counterKey(l.cfg.KeyPrefix, lim)
 		if l.client == nil {
 			st.Remaining, st.Reset = l.local.peek(key, lim)

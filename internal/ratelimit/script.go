@@ -232,12 +232,12 @@ func (it *item) parse(vals []int64) (int, error) {
 	for j, l := range it.limits {
 		o := 3 * j
 		st := LimitState{
-			Name: l.Name, Tenant: l.Tenant, Principal: l.Principal, Key: l.Key, Limit: l.Limit, Period: l.Period, Shadow: l.Shadow,
 			Remaining:  vals[o],
 			Reset:      time.Duration(vals[o+1]) * time.Microsecond,
 			RetryAfter: time.Duration(vals[o+2]) * time.Microsecond,
 			Exceeded:   vals[o+2] > 0,
 		}
+		st.of(l, l.Limit)
 		if st.Exceeded && !st.Shadow {
 			it.res.Allowed = false
 			it.res.RetryAfter = max(it.res.RetryAfter, st.RetryAfter)

@@ -1,6 +1,6 @@
 //go:build unix
 
-package identity
+package filelock
 
 import (
 	"errors"
@@ -8,9 +8,10 @@ import (
 	"syscall"
 )
 
-// tryLock takes an exclusive flock on f without blocking; false when
-// another descriptor holds it.
-func tryLock(f *os.File) (bool, error) {
+// TryLock takes an exclusive flock on f without blocking: false when
+// another descriptor (in this process or another) holds it. The lock lasts
+// until f is closed.
+func TryLock(f *os.File) (bool, error) {
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) // #nosec G115 -- a file descriptor is a small int
 		switch {
