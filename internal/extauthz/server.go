@@ -144,7 +144,7 @@ func Response(out pipeline.Outcome) *authv3.CheckResponse {
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(grpcCodeFor(code)), Message: out.Reason}, // #nosec G115 -- one of four gRPC codes, all < 17
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)},
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)}, // #nosec G115 -- envoy.DenyStatus keeps it in Envoy's enum
 			Headers: headerOptions(headers, policy.Header{Key: envoy.DecisionIDHeader, Value: out.DecisionID}),
 			Body:    body,
 		}},
