@@ -192,6 +192,10 @@ type scratch struct {
 	hits      []kwHit
 	vetted    [][2]int // byte spans the grey zone vouched for (finish)
 	ascii     bool     // the original text is all ASCII
+	flips     int      // upside-down letters clean saw (isFlipRune)
+	flipBuf   []byte   // the text with upside-down lines turned back (unflip)
+	flipClean []byte   // its clean view, and the view's map
+	flipOmap  []int32
 	orig      string
 	view      view
 }
@@ -205,6 +209,7 @@ func (s *scratch) reset(text string) {
 	s.smuggled = s.smuggled[:0]
 	s.finds = s.finds[:0]
 	s.valueWork = 0
+	s.flips = 0
 	s.orig = text
 	s.ascii = isASCII(text)
 }
@@ -291,7 +296,8 @@ func (sc *Scanner) ScanContext(ctx context.Context, text string) (Result, error)
 func (sc *Scanner) release(s *scratch) {
 	s.orig = ""
 	s.view = view{}
-	if cap(s.cleanBuf) <= maxPooledBuf && cap(s.foldBuf) <= maxPooledBuf && cap(s.omap) <= maxPooledBuf/4*5 {
+	if cap(s.cleanBuf) <= maxPooledBuf && cap(s.foldBuf) <= maxPooledBuf && cap(s.omap) <= maxPooledBuf/4*5 &&
+		cap(s.flipBuf)+cap(s.flipClean) <= maxPooledBuf && cap(s.flipOmap) <= maxPooledBuf/4*5 {
 		sc.pool.Put(s)
 	}
 }
@@ -301,13 +307,17 @@ func (sc *Scanner) release(s *scratch) {
 // text, then text decoded from embedded encodings, newline-separated.
 func (sc *Scanner) foldText(s *scratch, h *HiddenText) []byte {
 	var st foldStats
-	f := foldStat(s.foldBuf[:0], s.view.b, h, &st)
+	view := s.view.b
+	if s.flips >= minFlipRunes {
+		view = s.unflipView()
+	}
+	f := foldStat(s.foldBuf[:0], view, h, &st)
 	if len(s.smuggled) > 0 {
 		f = append(f, '\n')
 		f = foldStat(f, s.smuggled, h, &st)
 	}
 	if !sc.cfg.DisableDecoding && st.long {
-		src := s.view.b
+		src := view
 		for depth := 0; depth < maxDecodeDepth; depth++ {
 			n0 := len(s.decBuf)
 			s.decBuf, s.tmp = decodeEmbedded(s.decBuf, src, s.tmp, h)
@@ -326,6 +336,20 @@ func (sc *Scanner) foldText(s *scratch, h *HiddenText) []byte {
 	}
 	s.foldBuf = f
 	return f
+}
+
+// unflipView returns the clean view of the original text with its
+// upside-down lines turned back (unflip), for injection matching only: the
+// view PII and secrets ran on, and its map, stay as they are.
+func (s *scratch) unflipView() []byte {
+	s.flipBuf = unflip(s.flipBuf[:0], s.orig)
+	cb, om, nsm, flips := s.cleanBuf, s.omap, len(s.smuggled), s.flips
+	s.cleanBuf, s.omap = s.flipClean, s.flipOmap
+	var h HiddenText // counted once, on the original
+	v := s.clean(unsafeString(s.flipBuf), &h, false)
+	s.flipClean, s.flipOmap = s.cleanBuf, s.omap
+	s.cleanBuf, s.omap, s.smuggled, s.flips = cb, om, s.smuggled[:nsm], flips
+	return v.b
 }
 
 // finish drops findings in the grey zone, resolves overlaps within a

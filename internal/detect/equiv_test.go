@@ -177,7 +177,13 @@ func (s *scratch) cleanRef(text string, h *HiddenText, report bool) view {
 		// decompositions (fullwidth, ligatures, math letters, circled digits)
 		// are applied; canonical composites (é) stay as they are, which is
 		// what NFKC recomposes them to.
-		if noCompat(r) {
+		if f, changed := foldRune(r); changed && r < copyLen {
+			if f == "" {
+				i = j
+				continue
+			}
+			out = append(out, f...)
+		} else if r < copyLen {
 			out = append(out, text[i:j]...)
 		} else if d := norm.NFKC.PropertiesString(text[i:j]).Decomposition(); d != nil && norm.NFC.PropertiesString(text[i:j]).Decomposition() == nil {
 			out = append(out, d...)

@@ -184,6 +184,7 @@ func newInjector(modelData []byte) (*injector, error) {
 	for ri, r := range injRules {
 		for gi, g := range r.groups {
 			for _, k := range g {
+				k = foldKeyword(k) // as the matching view writes it
 				kw := injKeyword{lit: k}
 				if strings.HasSuffix(k, "*") {
 					kw = injKeyword{lit: strings.TrimSuffix(k, "*"), prefix: true}

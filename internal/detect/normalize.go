@@ -68,7 +68,17 @@ func (v *view) origSpan(orig string, start, end int) (int, int) {
 	os := int(v.omap[start])
 	last := int(v.omap[end-1])
 	_, size := utf8.DecodeRuneInString(orig[last:])
-	return os, last + size
+	e := last + size
+	// Marks the view dropped after the span's last character belong to
+	// it: redacting the span removes them too.
+	for e < len(orig) && orig[e] >= 0xCC {
+		r, sz := utf8.DecodeRuneInString(orig[e:])
+		if !dropMark(r) {
+			break
+		}
+		e += sz
+	}
+	return os, e
 }
 
 func isASCII(s string) bool {
@@ -302,12 +312,20 @@ func (s *scratch) clean(text string, h *HiddenText, report bool) view {
 			flush()
 		}
 		n0 := len(out)
-		// NFKC of a single rune without allocating: compatibility
-		// decompositions (fullwidth, ligatures, math letters, circled digits)
-		// are applied; canonical composites (é) stay as they are, which is
-		// what NFKC recomposes them to.
-		if ut.copyAsIs(r) || noCompat(r) {
+		// The matching form of the rune (foldRune, matchfold.go) without
+		// allocating: most runes are copied; the others come from the
+		// table; above it, NFKC's compatibility decompositions.
+		if ut.copyAsIs(r) {
 			out = append(out, text[i:j]...)
+		} else if f, ok := ut.replacement(r); ok {
+			if f == "" {
+				i = j // a decorating combining mark: dropped
+				continue
+			}
+			if isFlipRune(r) {
+				s.flips++
+			}
+			out = append(out, f...)
 		} else if d := norm.NFKC.PropertiesString(text[i:j]).Decomposition(); d != nil && norm.NFC.PropertiesString(text[i:j]).Decomposition() == nil {
 			out = append(out, d...)
 		} else {

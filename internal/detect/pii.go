@@ -313,7 +313,8 @@ func matchSSN(b []byte, i int) (int, float64, bool) {
 }
 
 // matchCard accepts 12-19 digits, optionally in groups separated by single
-// spaces or dashes, with a known issuer prefix and a valid Luhn check digit.
+// spaces, dashes or dots (dots only in card layouts), with a known issuer
+// prefix and a valid Luhn check digit.
 func matchCard(b []byte, i int) (int, bool) {
 	var digits [19]byte
 	n := 0
@@ -330,7 +331,7 @@ func matchCard(b []byte, i int) (int, bool) {
 			j++
 			continue
 		}
-		if (c == ' ' || c == '-') && j+1 < len(b) && isDigit(b[j+1]) && n > 0 && (sep == 0 || sep == c) {
+		if (c == ' ' || c == '-' || c == '.') && j+1 < len(b) && isDigit(b[j+1]) && n > 0 && (sep == 0 || sep == c) {
 			sep = c
 			j++
 			continue
@@ -338,6 +339,11 @@ func matchCard(b []byte, i int) (int, bool) {
 		break
 	}
 	if n < 12 || !endsToken(b, j) {
+		return 0, false
+	}
+	// Dots, which also separate versions and decimals, only in the
+	// printed card layouts: 4-4-4-4(-3) and 4-6-4 or 4-6-5.
+	if sep == '.' && !dottedCardGroups(b[i:j]) {
 		return 0, false
 	}
 	// A separator must delimit groups of 4-6 digits (4-4-4-4, 4-6-5).
@@ -744,3 +750,29 @@ var identTab = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// dottedCardGroups reports whether the dot-separated digit groups of g are
+// a printed card layout: 4-4-4-4, 4-4-4-4-3 or 4-6-4, 4-6-5.
+func dottedCardGroups(g []byte) bool {
+	var lens [6]int
+	n, run := 0, 0
+	for _, c := range g {
+		if c != '.' {
+			run++
+			continue
+		}
+		if n == len(lens)-1 {
+			return false
+		}
+		lens[n], n, run = run, n+1, 0
+	}
+	lens[n] = run
+	n++
+	switch {
+	case n == 4 && lens[0] == 4 && lens[1] == 4 && lens[2] == 4 && lens[3] == 4,
+		n == 5 && lens[0] == 4 && lens[1] == 4 && lens[2] == 4 && lens[3] == 4 && lens[4] == 3,
+		n == 3 && lens[0] == 4 && lens[1] == 6 && (lens[2] == 4 || lens[2] == 5):
+		return true
+	}
+	return false
+}

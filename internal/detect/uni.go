@@ -5,7 +5,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"golang.org/x/text/unicode/norm"
 )
 
 // uniTabLen bounds the runes (Latin, Greek, Cyrillic, Hebrew, Arabic,
@@ -22,8 +21,11 @@ type uniTab struct {
 	lower [uniTabLen]uint16 // unicode.ToLower(r), which lowerRune(r) equals
 	flags [uniTabLen]uint8
 	// copy has bit r set, for r below copyLen, when clean copies r
-	// unchanged: noCompat(r), or no compatibility-only decomposition.
+	// unchanged: foldRune(r) reports no change.
 	copy [copyLen / 64]uint64
+	// repl holds, for the other runes below copyLen, what clean writes
+	// instead (foldRune; empty: the rune is dropped).
+	repl map[rune]string
 }
 
 // copyLen bounds the runes of uniTab.copy: the Basic Multilingual Plane and
@@ -40,7 +42,6 @@ const (
 // uniTables is built once, by New (or the first use).
 var uniTables = sync.OnceValue(func() *uniTab {
 	t := new(uniTab)
-	var buf [utf8.UTFMax]byte
 	for r := rune(0); r < uniTabLen; r++ {
 		lr := unicode.ToLower(r)
 		if lr != lowerRune(r) || lr >= 1<<16 || r >= 0xD800 && r < 0xE000 {
@@ -62,14 +63,26 @@ var uniTables = sync.OnceValue(func() *uniTab {
 		}
 		t.flags[r] = f
 	}
+	t.repl = make(map[rune]string)
 	for r := rune(0); r < copyLen; r++ {
-		s := unsafeString(buf[:utf8.EncodeRune(buf[:], r)])
-		if noCompat(r) || !(norm.NFKC.PropertiesString(s).Decomposition() != nil && norm.NFC.PropertiesString(s).Decomposition() == nil) {
+		if r >= 0xD800 && r < 0xE000 {
+			continue // surrogates: never decoded
+		}
+		if f, changed := foldRune(r); changed {
+			t.repl[r] = f
+		} else {
 			t.copy[r/64] |= 1 << (r % 64)
 		}
 	}
 	return t
 })
+
+// replacement returns what clean writes for r when it does not copy r
+// (foldRune); ok is false for runes the table does not hold.
+func (t *uniTab) replacement(r rune) (string, bool) {
+	s, ok := t.repl[r]
+	return s, ok
+}
 
 // copyAsIs reports whether clean copies r unchanged (see uniTab.copy);
 // false for runes the table does not hold.
