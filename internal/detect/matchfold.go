@@ -55,19 +55,19 @@ func dropMark(r rune) bool {
 	case r < 0x300:
 		return false
 	case r <= 0x36F, // combining diacritical marks
-		0x483 <= r && r <= 0x489,                     // Cyrillic titlo, palatalisation, enclosing marks
-		0x591 <= r && r <= 0x5BD, r == 0x5BF,         // Hebrew cantillation and points
+		0x483 <= r && r <= 0x489,             // Cyrillic titlo, palatalisation, enclosing marks
+		0x591 <= r && r <= 0x5BD, r == 0x5BF, // Hebrew cantillation and points
 		r == 0x5C1, r == 0x5C2, r == 0x5C4, r == 0x5C5, r == 0x5C7,
-		0x610 <= r && r <= 0x61A,                     // Arabic honorifics
-		0x64B <= r && r <= 0x652,                     // Arabic harakat (fathatan .. sukun)
-		0x656 <= r && r <= 0x65F, r == 0x670,         // Arabic minor vowel marks, dagger alif
-		r == 0x640,                                   // Arabic tatweel (kashida)
+		0x610 <= r && r <= 0x61A,             // Arabic honorifics
+		0x64B <= r && r <= 0x652,             // Arabic harakat (fathatan .. sukun)
+		0x656 <= r && r <= 0x65F, r == 0x670, // Arabic minor vowel marks, dagger alif
+		r == 0x640, // Arabic tatweel (kashida)
 		0x6D6 <= r && r <= 0x6DC, 0x6DF <= r && r <= 0x6E4,
 		r == 0x6E7, r == 0x6E8, 0x6EA <= r && r <= 0x6ED, // Quranic annotation
-		0x1AB0 <= r && r <= 0x1AFF, // combining diacritical marks extended
-		0x1DC0 <= r && r <= 0x1DFF, // combining diacritical marks supplement
-		0x20D0 <= r && r <= 0x20FF, // combining marks for symbols
-		0x2DE0 <= r && r <= 0x2DFF, // Cyrillic extended-A (combining letters)
+		0x1AB0 <= r && r <= 0x1AFF,                             // combining diacritical marks extended
+		0x1DC0 <= r && r <= 0x1DFF,                             // combining diacritical marks supplement
+		0x20D0 <= r && r <= 0x20FF,                             // combining marks for symbols
+		0x2DE0 <= r && r <= 0x2DFF,                             // Cyrillic extended-A (combining letters)
 		0xA66F <= r && r <= 0xA67D, 0xA69E <= r && r <= 0xA69F, // Cyrillic extended-B combining
 		0xFE20 <= r && r <= 0xFE2F: // combining half marks
 		return true

@@ -4,6 +4,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // TestDisguisedInjectionScoresAsPlain: every disguise of issue 24 scores
@@ -45,12 +46,12 @@ func TestMatchingViewFolds(t *testing.T) {
 		{"précédentes ệ ø ł đ", "precedentes e o l d"},
 		{"ꓮꓲ Ꭺ ɑ ɡ", "Al A a g"},
 		{"й и\u0306 ё", "и и е"},
-		{"الْعَرَبِيَّةُ أنا", "العربية أنا"},   // harakat dropped, hamza kept
-		{"שָׁלוֹם", "שלום"},                        // niqqud dropped
-		{"हिन्दी नमस्ते", "हिन्दी नमस्ते"},       // vowel signs and virama kept
-		{"ภาษาไทย ลืม", "ภาษาไทย ลืม"},            // Thai vowels kept
-		{"がぎ 한국어 カ\u3099", "がぎ 한국어 カ\u3099"}, // kana voicing, Hangul kept
-		{"Привет мир", "Привет мир"},              // Cyrillic letters stay Cyrillic
+		{"الْعَرَبِيَّةُ أنا", "العربية أنا"}, // harakat dropped, hamza kept
+		{"שָׁלוֹם", "שלום"},                   // niqqud dropped
+		{"हिन्दी नमस्ते", "हिन्दी नमस्ते"},    // vowel signs and virama kept
+		{"ภาษาไทย ลืม", "ภาษาไทย ลืม"},        // Thai vowels kept
+		{"がぎ 한국어 カ\u3099", "がぎ 한국어 カ\u3099"},  // kana voicing, Hangul kept
+		{"Привет мир", "Привет мир"},          // Cyrillic letters stay Cyrillic
 	} {
 		s := new(scratch)
 		s.reset(tc.in)
@@ -119,4 +120,63 @@ func TestDisguiseUnknown(t *testing.T) {
 	if d, _ := Disguise("upside_down", "Ignore all"); !strings.Contains(d, "ɐ") {
 		t.Fatalf("upside_down = %q", d)
 	}
+}
+
+// FuzzFoldSpans checks that folding never breaks the span mapping: every
+// finding on the text, and on the text with a combining mark after every
+// character, lies inside the original on rune boundaries, and redacting the
+// span removes the finding.
+func FuzzFoldSpans(f *testing.F) {
+	addSeeds(f)
+	for _, s := range []string{
+		"alice.smith@exam\u0301ple.com", "4111.1111.1111.1111", "ｂｏｂ@ｅｘａｍｐｌｅ.ｃｏｍ",
+		"4\u03361\u03361\u03361\u0336 1111 1111 1111", "ɪɢɴᴏʀᴇ 🇮🇬 ⒜ 🅰 ꓮ", "الْعَرَبِيَّةُ שָׁלוֹם",
+		"call +1 (415) 555-0132\u0332 now", "AKIA\u0301QWADE5R42RDZ4JEM",
+	} {
+		f.Add(s)
+	}
+	sc, err := New(Config{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		if len(text) > 4096 {
+			return
+		}
+		var marked strings.Builder
+		for _, r := range text {
+			marked.WriteRune(r)
+			marked.WriteRune(0x301)
+		}
+		for _, in := range []string{text, marked.String()} {
+			// Rune boundaries as a decoder sees them (an invalid byte is a
+			// rune of its own).
+			bound := make([]bool, len(in)+1)
+			for i := 0; i < len(in); {
+				bound[i] = true
+				_, n := utf8.DecodeRuneInString(in[i:])
+				i += n
+			}
+			bound[len(in)] = true
+			for _, fd := range sc.Scan(in).Findings {
+				bs, be := fd.ByteStart, fd.ByteEnd
+				if bs < 0 || be > len(in) || bs >= be {
+					t.Fatalf("%q: span %d..%d outside the text (%d bytes)", in, bs, be, len(in))
+				}
+				if !bound[bs] || !bound[be] {
+					t.Fatalf("%q: span %d..%d not on rune boundaries", in, bs, be)
+				}
+				if fd.Detector == DetectorHidden {
+					continue
+				}
+				const mask = " [R] "
+				red := in[:bs] + mask + in[be:]
+				for _, g := range sc.Scan(red).Findings {
+					if g.Detector == fd.Detector && g.Type == fd.Type && g.ByteStart < bs+len(mask) && g.ByteEnd > bs {
+						t.Fatalf("%q: redacting %s %q at %d..%d leaves %q", in, fd.Type, in[bs:be], bs, be, red[g.ByteStart:g.ByteEnd])
+					}
+				}
+			}
+		}
+	})
 }

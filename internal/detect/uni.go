@@ -4,7 +4,6 @@ import (
 	"sync"
 	"unicode"
 	"unicode/utf8"
-
 )
 
 // uniTabLen bounds the runes (Latin, Greek, Cyrillic, Hebrew, Arabic,
