@@ -23,8 +23,12 @@ type uniTab struct {
 	// unchanged: foldRune(r) reports no change.
 	copy [copyLen / 64]uint64
 	// repl holds, for the other runes below copyLen, what clean writes
-	// instead (foldRune; empty: the rune is dropped).
-	repl map[rune]string
+	// instead (foldRune; empty: the rune is dropped): replIdx indexes
+	// replStr for runes below uniTabLen (accented letters, marks), the map
+	// holds the rest.
+	replIdx [uniTabLen]uint16
+	replStr []string
+	repl    map[rune]string
 }
 
 // copyLen bounds the runes of uniTab.copy: the Basic Multilingual Plane and
@@ -68,7 +72,12 @@ var uniTables = sync.OnceValue(func() *uniTab {
 			continue // surrogates: never decoded
 		}
 		if f, changed := foldRune(r); changed {
-			t.repl[r] = f
+			if r < uniTabLen {
+				t.replStr = append(t.replStr, f)
+				t.replIdx[r] = uint16(len(t.replStr)) // #nosec G115 -- at most uniTabLen entries
+			} else {
+				t.repl[r] = f
+			}
 		} else {
 			t.copy[r/64] |= 1 << (r % 64)
 		}
@@ -79,6 +88,12 @@ var uniTables = sync.OnceValue(func() *uniTab {
 // replacement returns what clean writes for r when it does not copy r
 // (foldRune); ok is false for runes the table does not hold.
 func (t *uniTab) replacement(r rune) (string, bool) {
+	if u := uint32(r); u < uniTabLen {
+		if k := t.replIdx[u]; k != 0 {
+			return t.replStr[k-1], true
+		}
+		return "", false
+	}
 	s, ok := t.repl[r]
 	return s, ok
 }
