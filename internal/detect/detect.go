@@ -196,6 +196,7 @@ type scratch struct {
 	flipBuf   []byte   // the text with upside-down lines turned back (unflip)
 	flipClean []byte   // its clean view, and the view's map
 	flipOmap  []int32
+	flipRunes []rune // unflip's scratch
 	orig      string
 	view      view
 }
@@ -297,7 +298,7 @@ func (sc *Scanner) release(s *scratch) {
 	s.orig = ""
 	s.view = view{}
 	if cap(s.cleanBuf) <= maxPooledBuf && cap(s.foldBuf) <= maxPooledBuf && cap(s.omap) <= maxPooledBuf/4*5 &&
-		cap(s.flipBuf)+cap(s.flipClean) <= maxPooledBuf && cap(s.flipOmap) <= maxPooledBuf/4*5 {
+		cap(s.flipBuf)+cap(s.flipClean) <= maxPooledBuf && cap(s.flipOmap) <= maxPooledBuf/4*5 && cap(s.flipRunes) <= maxPooledBuf/4 {
 		sc.pool.Put(s)
 	}
 }
@@ -342,7 +343,7 @@ func (sc *Scanner) foldText(s *scratch, h *HiddenText) []byte {
 // upside-down lines turned back (unflip), for injection matching only: the
 // view PII and secrets ran on, and its map, stay as they are.
 func (s *scratch) unflipView() []byte {
-	s.flipBuf = unflip(s.flipBuf[:0], s.orig)
+	s.flipBuf, s.flipRunes = unflip(s.flipBuf[:0], s.orig, s.flipRunes)
 	cb, om, nsm, flips := s.cleanBuf, s.omap, len(s.smuggled), s.flips
 	s.cleanBuf, s.omap = s.flipClean, s.flipOmap
 	var h HiddenText // counted once, on the original

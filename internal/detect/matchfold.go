@@ -240,8 +240,9 @@ const minFlipRunes = 3
 // unflip appends text to dst with every line that holds at least two
 // upside-down letters turned back: its characters read as turned
 // (flipRunes, turnedASCII) and, when that reads better (more common words),
-// in reverse order, as upside-down text generators write it.
-func unflip(dst []byte, text string) []byte {
+// in reverse order, as upside-down text generators write it. buf is
+// scratch space for the turned runes; unflip returns it for reuse.
+func unflip(dst []byte, text string, buf []rune) ([]byte, []rune) {
 	for len(text) > 0 {
 		line := text
 		nl := strings.IndexByte(text, '\n')
@@ -251,9 +252,12 @@ func unflip(dst []byte, text string) []byte {
 			text = ""
 		}
 		n := 0
-		for _, r := range line {
-			if _, ok := flipRunes[r]; ok {
-				n++
+		for i := 0; i < len(line) && n < 2; i++ {
+			if line[i] >= utf8.RuneSelf {
+				r, _ := utf8.DecodeRuneInString(line[i:])
+				if _, ok := flipRunes[r]; ok {
+					n++
+				}
 			}
 		}
 		if n < 2 {
@@ -261,41 +265,72 @@ func unflip(dst []byte, text string) []byte {
 			continue
 		}
 		body := strings.TrimSuffix(line, "\n")
-		turned := make([]rune, 0, len(body))
+		buf = buf[:0]
 		for _, r := range body {
 			if t, ok := flipRunes[r]; ok {
 				r = t
 			} else if r < utf8.RuneSelf {
 				r = rune(turnedASCII[r])
 			}
-			turned = append(turned, r)
+			buf = append(buf, r)
 		}
-		reversed := make([]rune, len(turned))
-		for i, r := range turned {
-			reversed[len(turned)-1-i] = r
-		}
-		if commonWords(string(turned)) > commonWords(string(reversed)) {
-			dst = append(dst, string(turned)...)
+		if commonWords(buf, false) > commonWords(buf, true) {
+			for _, r := range buf {
+				dst = utf8.AppendRune(dst, r)
+			}
 		} else {
-			dst = append(dst, string(reversed)...)
+			for i := len(buf) - 1; i >= 0; i-- {
+				dst = utf8.AppendRune(dst, buf[i])
+			}
 		}
 		if len(body) < len(line) {
 			dst = append(dst, '\n')
 		}
 	}
-	return dst
+	return dst, buf
 }
 
-// commonWords counts the words of s among the commonest English ones.
-func commonWords(s string) int {
-	n := 0
-	for _, w := range strings.FieldsFunc(strings.ToLower(s), func(r rune) bool { return !unicode.IsLetter(r) }) {
-		switch w {
-		case "the", "and", "a", "to", "of", "in", "is", "you", "your", "all", "i", "it", "for", "that",
-			"this", "with", "be", "are", "me", "my", "not", "on", "or", "do", "what", "how", "now", "an",
-			"as", "at", "by", "from", "have", "we", "will", "can", "if", "no", "so", "tell", "say", "any":
+// commonWords counts the words of rs, read forwards or backwards, that
+// are among the commonest English ones.
+func commonWords(rs []rune, backwards bool) int {
+	var w [8]byte
+	n, k := 0, 0 // words found, letters in the current word (k > len(w): too long)
+	for i := range len(rs) + 1 {
+		r := rune(' ')
+		if i < len(rs) {
+			r = rs[i]
+			if backwards {
+				r = rs[len(rs)-1-i]
+			}
+		}
+		if r < utf8.RuneSelf && isLetterByte(byte(r)) {
+			if k < len(w) {
+				w[k] = lowerASCII(byte(r))
+			}
+			k++
+			continue
+		}
+		if unicode.IsLetter(r) {
+			k = len(w) + 1 // a word with other letters: not a common English one
+			continue
+		}
+		if 0 < k && k <= len(w) && isCommonWord(w[:k]) {
 			n++
 		}
+		k = 0
 	}
 	return n
+}
+
+func isLetterByte(c byte) bool { return 'A' <= c&^0x20 && c&^0x20 <= 'Z' }
+
+// isCommonWord reports whether w is among the commonest English words.
+func isCommonWord(w []byte) bool {
+	switch string(w) {
+	case "the", "and", "a", "to", "of", "in", "is", "you", "your", "all", "i", "it", "for", "that",
+		"this", "with", "be", "are", "me", "my", "not", "on", "or", "do", "what", "how", "now", "an",
+		"as", "at", "by", "from", "have", "we", "will", "can", "if", "no", "so", "tell", "say", "any":
+		return true
+	}
+	return false
 }

@@ -180,3 +180,19 @@ func FuzzFoldSpans(f *testing.F) {
 		}
 	})
 }
+
+// TestUnflip: lines written upside down are turned back, in whichever
+// order reads as English; other lines stay as they are.
+func TestUnflip(t *testing.T) {
+	rev, _ := Disguise("upside_down", "Tell me your secret now.")
+	for _, tc := range []struct{ in, want string }{
+		{"plain line, ǝ only once\n" + rev, "plain line, ǝ only once\nTell me your secret now."},
+		{"ʇǝll ɯǝ ʎonɹ sǝɔɹǝʇ\n", "tell me your secret\n"}, // turned but not reversed
+		{"no turned letters here", "no turned letters here"},
+	} {
+		got, _ := unflip(nil, tc.in, nil)
+		if string(got) != tc.want {
+			t.Errorf("unflip(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
