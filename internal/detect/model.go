@@ -393,11 +393,87 @@ func lengthBucket(n int) int {
 
 const nLenBuckets = 6
 
-// denseNames names the dense features after the rules: length buckets.
+// denseNames names the dense features after the rules: length buckets, then
+// odd-token levels.
 func denseNames() []string {
 	out := RuleNames()
 	for i := range nLenBuckets {
 		out = append(out, "len:"+string(rune('0'+i)))
 	}
+	for i := 1; i <= nOddLevels; i++ {
+		out = append(out, "odd:"+string(rune('0'+i)))
+	}
 	return out
+}
+
+// nOddLevels is the number of non-zero oddTokenLevel grades.
+const nOddLevels = 3
+
+// oddSym marks the ASCII symbols that, glued to letters inside one token,
+// make the token odd: "describing.\", "giving**one", "oppositeley.](".
+var oddSym = func() (t [256]bool) {
+	for _, c := range []byte(`\[]{}*^~|<>=+@#$%&();`) {
+		t[c] = true
+	}
+	return t
+}()
+
+// oddTrim marks punctuation trimmed (once) from either end of a token
+// before the odd-token test, so that ordinary punctuation after or around a
+// word does not count.
+var oddTrim = func() (t [256]bool) {
+	for _, c := range []byte(`.,;:!?"'()`) {
+		t[c] = true
+	}
+	return t
+}()
+
+// oddTokenLevel grades how much of the folded text f is made of tokens
+// that glue symbols to letters, a gibberish signal: the adversarial
+// suffixes found by gradient search (GCG and kin) are word-piece salads full
+// of them, while prose has almost none. It is a dense model feature, so
+// code (which has such tokens too) gets the weight training finds for it.
+// 0: fewer than 8 tokens or under 8 % odd; 1, 2, 3: at least 8 %, 15 %,
+// 30 % (and at least 3 odd tokens).
+func oddTokenLevel(f []byte) int {
+	toks, odd := 0, 0
+	for i := 0; i < len(f); {
+		if f[i] == ' ' || f[i] == '\n' {
+			i++
+			continue
+		}
+		j := i
+		for j < len(f) && f[j] != ' ' && f[j] != '\n' {
+			j++
+		}
+		toks++
+		t := f[i:j]
+		if len(t) > 0 && oddTrim[t[0]] {
+			t = t[1:]
+		}
+		if len(t) > 0 && oddTrim[t[len(t)-1]] {
+			t = t[:len(t)-1]
+		}
+		letter, sym := false, false
+		for _, c := range t {
+			letter = letter || (c >= 'a' && c <= 'z')
+			sym = sym || oddSym[c]
+		}
+		if letter && sym {
+			odd++
+		}
+		i = j
+	}
+	if toks < 8 || odd < 3 {
+		return 0
+	}
+	switch r := float64(odd) / float64(toks); {
+	case r >= 0.30:
+		return 3
+	case r >= 0.15:
+		return 2
+	case r >= 0.08:
+		return 1
+	}
+	return 0
 }
