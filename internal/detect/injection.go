@@ -399,8 +399,8 @@ func (in *injector) chain(ri, g int, hits []kwHit, i int) bool {
 // document is scored within about a retrieved chunk's worth of text around
 // it, not diluted in the whole.
 const (
-	untrustedWin    = 1024
-	untrustedStride = 512
+	untrustedWin    = 768
+	untrustedStride = 384
 )
 
 // score returns the injection score for the folded text and the rules that fired.

@@ -122,3 +122,19 @@ var toolSnippets = []string{
 	"Result 2: 'Best hiking trails near Denver' – 12 routes for all levels.",
 	"Search result: the Eiffel Tower is 330 metres tall and opened in 1889.",
 }
+
+// statements are benign sentences, per language, of the kind documents and
+// replies are made of (the forum carrier's answers, and foreign lines in
+// English e-mails), so that text in a language is not itself an attack cue.
+var statements = map[string][]string{
+	"fr": {"Compte rendu de la réunion de lundi : le budget est validé.", "La bibliothèque est fermée le dimanche.", "Il faut arroser les tomates tous les deux jours en été.", "Le train de 8 h 15 est supprimé jusqu'à vendredi.", "Merci pour votre réponse rapide, je regarde cela demain.", "La recette demande deux œufs et 200 g de farine.", "Le compte rendu de la réunion du conseil est en pièce jointe.", "Votre compte a été crédité de 20 euros le 3 mars.", "Nous tiendrons compte de vos remarques pour la prochaine édition.", "La prochaine réunion aura lieu jeudi à 15 h dans la salle du deuxième étage."},
+	"es": {"Acta de la reunión del lunes: se aprueba el presupuesto.", "La biblioteca cierra los domingos.", "Hay que regar los tomates cada dos días en verano.", "El tren de las 8:15 no circula hasta el viernes.", "Gracias por la respuesta, lo reviso mañana.", "La receta lleva dos huevos y 200 g de harina.", "Su cuenta se ha recargado con 20 euros.", "Tendremos en cuenta sus comentarios para la próxima edición."},
+	"de": {"Protokoll der Sitzung vom Montag: Das Budget ist genehmigt.", "Die Bibliothek ist sonntags geschlossen.", "Tomaten sollte man im Sommer jeden zweiten Tag gießen.", "Der Zug um 8:15 Uhr fällt bis Freitag aus.", "Danke für die schnelle Antwort, ich schaue es mir morgen an.", "Für das Rezept braucht man zwei Eier und 200 g Mehl."},
+	"pt": {"Ata da reunião de segunda-feira: o orçamento foi aprovado.", "A biblioteca fecha aos domingos.", "É preciso regar os tomates a cada dois dias no verão.", "O trem das 8h15 não circula até sexta-feira.", "Obrigado pela resposta, vou ver isso amanhã.", "Sua conta foi creditada com 20 euros.", "A próxima reunião será na quinta-feira às 15h."},
+	"it": {"Verbale della riunione di lunedì: il bilancio è approvato.", "La biblioteca è chiusa la domenica.", "In estate i pomodori vanno annaffiati ogni due giorni.", "Il treno delle 8:15 è soppresso fino a venerdì.", "Grazie per la risposta, ci guardo domani."},
+	"ru": {"Протокол собрания в понедельник: бюджет утверждён.", "Библиотека закрыта по воскресеньям.", "Летом помидоры нужно поливать через день.", "Поезд в 8:15 отменён до пятницы.", "Спасибо за ответ, посмотрю завтра."},
+	"zh": {"周一会议纪要：预算已获批准。", "图书馆周日闭馆。", "夏天西红柿要隔一天浇一次水。", "8点15分的火车停运到周五。", "谢谢回复，我明天再看。"},
+	"ja": {"月曜日の会議の議事録：予算が承認されました。", "図書館は日曜日休館です。", "夏はトマトに一日おきに水をやります。", "8時15分の電車は金曜日まで運休です。", "お返事ありがとうございます。明日確認します。"},
+	"ko": {"월요일 회의록: 예산이 승인되었습니다.", "도서관은 일요일에 휴관합니다.", "여름에는 토마토에 이틀에 한 번 물을 줍니다.", "8시 15분 기차는 금요일까지 운행하지 않습니다.", "답장 감사합니다. 내일 확인하겠습니다."},
+	"ar": {"محضر اجتماع يوم الاثنين: تمت الموافقة على الميزانية.", "المكتبة مغلقة يوم الأحد.", "يجب سقي الطماطم كل يومين في الصيف.", "قطار الساعة 8:15 ملغى حتى يوم الجمعة.", "شكراً على الرد، سأراجع ذلك غداً."},
+}

@@ -93,6 +93,10 @@ func run(args []string, log io.Writer) error {
 				at = len(segs)
 			}
 			planted := slices.Insert(slices.Clone(segs), at, attack)
+			// The clean twin gets a benign sentence in the attack's language
+			// at the same place, so that neither the language nor the
+			// extra sentence tells the two apart: only what it says.
+			segs = slices.Insert(segs, at, g.filler(alang))
 			sep := "\n"
 			if c.name == "email" || c.name == "doc" {
 				sep = "\n\n"
@@ -126,6 +130,18 @@ func run(args []string, log io.Writer) error {
 	fmt.Fprintf(log, "wrote %d rows to %s (%d Go package docs)\n", len(rows), *out, len(g.goDocs))
 	return nil
 }
+
+// filler returns a benign sentence in lang (English when statements has
+// none for it).
+func (g *gen) filler(lang string) string {
+	if st := statements[lang]; len(st) > 0 {
+		return g.pick(st)
+	}
+	return g.pick(emailSentences)
+}
+
+// statementLangs are the keys of statements in a fixed order.
+var statementLangs = []string{"ar", "de", "es", "fr", "it", "ja", "ko", "pt", "ru", "zh"}
 
 func (g *gen) pick(xs []string) string { return xs[g.rng.IntN(len(xs))] }
 
@@ -161,8 +177,11 @@ func (g *gen) email() ([]string, string) {
 	segs := []string{fmt.Sprintf("From: %s <%s@%s.example.com>\nTo: %s\nSubject: %s\nDate: %d Nov 2026 %02d:%02d",
 		from, strings.ToLower(strings.Fields(from)[0]), strings.ToLower(strings.ReplaceAll(g.pick(companies), " ", "")), to, g.pick(emailSubjects), 1+g.rng.IntN(28), 8+g.rng.IntN(10), g.rng.IntN(60)),
 		"Hi " + strings.Fields(to)[0] + ","}
-	for range 2 + g.rng.IntN(5) {
+	for range 2 + g.rng.IntN(12) {
 		segs = append(segs, g.pick(emailSentences))
+	}
+	if g.rng.IntN(4) == 0 { // a line in another language (a quote, a colleague abroad)
+		segs = append(segs, g.pick(statements[statementLangs[g.rng.IntN(len(statementLangs))]]))
 	}
 	for range g.rng.IntN(3) {
 		segs = append(segs, g.pick(distractors))
@@ -219,6 +238,9 @@ func (g *gen) forum() ([]string, string) {
 	segs := []string{"Forum thread (" + lang + ")"}
 	for range 2 + g.rng.IntN(3) {
 		segs = append(segs, g.pick(names)+": "+g.pick(qs))
+		if st := statements[lang]; len(st) > 0 && g.rng.IntN(2) == 0 {
+			segs = append(segs, g.pick(names)+": "+g.pick(st))
+		}
 	}
 	if g.rng.IntN(3) == 0 {
 		segs = append(segs, g.pick(names)+": "+g.pick(distractors))
@@ -250,13 +272,18 @@ func (g *gen) tool() (clean, planted, lang, style string) {
 	if g.rng.IntN(3) == 0 {
 		items[g.rng.IntN(len(items))].Snippet += " " + g.pick(distractors)
 	}
-	clean = enc(items)
 	lang, style, attack := g.attack("en")
+	filler := g.filler(lang)
 	k := g.rng.IntN(len(items))
+	snippet := items[k].Snippet
 	if g.rng.IntN(2) == 0 {
-		items[k].Snippet += " " + attack
+		items[k].Snippet = snippet + " " + filler
+		clean = enc(items)
+		items[k].Snippet = snippet + " " + attack
 	} else {
-		items[k].Snippet = attack + " " + items[k].Snippet
+		items[k].Snippet = filler + " " + snippet
+		clean = enc(items)
+		items[k].Snippet = attack + " " + snippet
 	}
 	return clean, enc(items), lang, style
 }
