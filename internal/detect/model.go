@@ -409,24 +409,26 @@ func denseNames() []string {
 // nOddLevels is the number of non-zero oddTokenLevel grades.
 const nOddLevels = 3
 
-// oddSym marks the ASCII symbols that, glued to letters inside one token,
-// make the token odd: "describing.\", "giving**one", "oppositeley.](".
-var oddSym = func() (t [256]bool) {
-	for _, c := range []byte(`\[]{}*^~|<>=+@#$%&();`) {
-		t[c] = true
+// oddClass sorts bytes for oddTokenLevel: letters, the ASCII symbols that,
+// glued to letters inside one token, make it odd ("describing.\\",
+// "giving**one", "oppositeley.]("; not brackets, quotes or sentence
+// punctuation, which prose glues to words), and token separators.
+var oddClass = func() (t [256]uint8) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = oddLetter
 	}
+	for _, c := range []byte(`\[]{}*^~|<>=+@#$%&`) {
+		t[c] = oddSymbol
+	}
+	t[' '], t['\n'] = oddSpace, oddSpace
 	return t
 }()
 
-// oddTrim marks punctuation trimmed (once) from either end of a token
-// before the odd-token test, so that ordinary punctuation after or around a
-// word does not count.
-var oddTrim = func() (t [256]bool) {
-	for _, c := range []byte(`.,;:!?"'()`) {
-		t[c] = true
-	}
-	return t
-}()
+const (
+	oddLetter = 1
+	oddSymbol = 2
+	oddSpace  = 8
+)
 
 // oddTokenLevel grades how much of the folded text f is made of tokens
 // that glue symbols to letters, a gibberish signal: the adversarial
@@ -434,35 +436,29 @@ var oddTrim = func() (t [256]bool) {
 // of them, while prose has almost none. It is a dense model feature, so
 // code (which has such tokens too) gets the weight training finds for it.
 // 0: fewer than 8 tokens or under 8 % odd; 1, 2, 3: at least 8 %, 15 %,
-// 30 % (and at least 3 odd tokens).
+// 30 % (and at least 3 odd tokens). One table lookup per byte.
 func oddTokenLevel(f []byte) int {
 	toks, odd := 0, 0
-	for i := 0; i < len(f); {
-		if f[i] == ' ' || f[i] == '\n' {
-			i++
+	var seen uint8 // oddLetter|oddSymbol seen in the token, 4: in a token
+	for _, c := range f {
+		k := oddClass[c]
+		if k == oddSpace {
+			if seen != 0 {
+				toks++
+				if seen&(oddLetter|oddSymbol) == oddLetter|oddSymbol {
+					odd++
+				}
+			}
+			seen = 0
 			continue
 		}
-		j := i
-		for j < len(f) && f[j] != ' ' && f[j] != '\n' {
-			j++
-		}
+		seen |= k | 4
+	}
+	if seen != 0 {
 		toks++
-		t := f[i:j]
-		if len(t) > 0 && oddTrim[t[0]] {
-			t = t[1:]
-		}
-		if len(t) > 0 && oddTrim[t[len(t)-1]] {
-			t = t[:len(t)-1]
-		}
-		letter, sym := false, false
-		for _, c := range t {
-			letter = letter || (c >= 'a' && c <= 'z')
-			sym = sym || oddSym[c]
-		}
-		if letter && sym {
+		if seen&(oddLetter|oddSymbol) == oddLetter|oddSymbol {
 			odd++
 		}
-		i = j
 	}
 	if toks < 8 || odd < 3 {
 		return 0
