@@ -21,7 +21,7 @@ JAEGER := .cache/bin/jaeger
 
 DATA ?= ../shared/data
 
-.PHONY: train eval all build run test vet fmt-check go-test fuzz bench bench-go bench-load lint tools clean jaeger e2e-jaeger proto lint-proto proto-tools lint-tools staticcheck gosec vulndb vulncheck
+.PHONY: train traindata eval all build run test vet fmt-check go-test fuzz bench bench-go bench-load lint tools clean jaeger e2e-jaeger proto lint-proto proto-tools lint-tools staticcheck gosec vulndb vulncheck
 
 all: build
 
@@ -86,6 +86,10 @@ tools:
 ## train: refit the prompt-injection model from $(DATA)/prompt-injection/train.jsonl into internal/detect/model.bin (deterministic; tools/train)
 train:
 	$(GO) run ./tools/train -data $(DATA)/prompt-injection/train.jsonl -out internal/detect/model.bin
+
+## traindata: regenerate internal/detect/traindata/indirect.jsonl (planted indirect injections; tools/genindirect, seed 1)
+traindata:
+	$(GO) run ./tools/genindirect -seed 1 -out internal/detect/traindata/indirect.jsonl
 
 ## eval: precision, recall, F1, FPR and MB/s of every detector on $(DATA) (cross-validated for injection; tools/eval)
 eval:

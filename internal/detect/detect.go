@@ -293,6 +293,49 @@ func (sc *Scanner) ScanContext(ctx context.Context, text string) (Result, error)
 	return res, nil
 }
 
+// ScanUntrusted scores text that no participant of the conversation wrote
+// — a tool result, a retrieved document, a fetched web page or e-mail — for
+// instructions planted in it (indirect prompt injection). It is the
+// injection detector alone, tuned for data: a long text is scored in
+// overlapping windows of about a retrieved chunk (1 KiB), so an instruction
+// hidden in the middle of a long page is not diluted by the page, and the
+// model was trained on planted instructions (tools/genindirect). Its score
+// is a separate signal from the user's own prompt's (Scan): the policy
+// compares it with a threshold of its own, so that a user asking about
+// injections is judged on Scan while instructions planted in data are
+// judged here. Detected uses Config.InjectionThreshold. It never panics on
+// any input.
+func (sc *Scanner) ScanUntrusted(text string) PromptInjection {
+	pi, _ := sc.ScanUntrustedContext(context.Background(), text) // a Background context never ends the scan
+	return pi
+}
+
+// ScanUntrustedContext is ScanUntrusted that gives up, with an error
+// wrapping ctx's, when ctx has ended before scoring starts.
+func (sc *Scanner) ScanUntrustedContext(ctx context.Context, text string) (PromptInjection, error) {
+	if err := ctx.Err(); err != nil {
+		return PromptInjection{}, fmt.Errorf("detect: untrusted scan not started: %w", err)
+	}
+	if sc.cfg.DisableInjection {
+		return PromptInjection{}, nil
+	}
+	s := sc.pool.Get().(*scratch)
+	s.reset(text)
+	defer sc.release(s)
+	var h HiddenText
+	s.view = s.clean(text, &h, !sc.cfg.DisableHiddenText)
+	hp := &h
+	if sc.cfg.DisableHiddenText {
+		hp = nil
+	}
+	f := sc.foldText(s, hp)
+	if err := ctx.Err(); err != nil {
+		return PromptInjection{}, fmt.Errorf("detect: untrusted scan stopped before scoring: %w", err)
+	}
+	score, rules := sc.inj.scoreWith(f, s, hp, true)
+	return PromptInjection{Score: score, Detected: score >= sc.cfg.InjectionThreshold, Rules: rules}, nil
+}
+
 // release returns s to the pool unless a huge input grew its buffers.
 func (sc *Scanner) release(s *scratch) {
 	s.orig = ""

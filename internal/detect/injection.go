@@ -40,7 +40,7 @@ var injRules = []injRule{
 		{"ignorieren", "vergessen", "missachten", "ignore", "ignored", "forget", "disregard", "無視", "忘れ", "무시", "잊어", "unut*", "yoksay*", "görmezden", "अनदेखा", "भूल", "نادیده", "فراموش"},
 	}},
 	{name: "attention_stop", gap: 0, groups: [][]string{
-		{"attention - stop", "attention, stop", "achtung - stopp", "achtung, stopp", "stop - write", "stopp - schreib", "stop everything", "stop what you are doing", "now stop", "halt - ", "stop -"},
+		{"attention - stop", "attention, stop", "achtung - stopp", "achtung, stopp", "stop - write", "stopp - schreib", "stop everything", "stop what you are doing", "now stop", "halt - ", "stop -", "stop: write", "stopp: schreib", "stop: say", "stop: print"},
 	}},
 	{name: "new_instructions", gap: 24, groups: [][]string{
 		{"your new instructions", "your new instruction", "additional instruction -", "additional instruction:", "a great new challenge for you", "we start with a new task", "now further tasks", "your new task", "your real instructions", "your actual instructions", "your updated instructions", "your true instructions", "new instructions:", "new instruction:", "new task:", "updated instructions:", "real instructions:", "actual instructions:", "following instructions instead", "from now on you", "from now on, you", "from this point on you", "from this point on, you", "from this point forward you", "deine neue aufgabe", "deine neuen anweisungen", "neue anweisung:", "neue anweisungen:", "neue aufgabe:", "ab jetzt bist du", "von nun an bist du", "vos nouvelles instructions", "nouvelles instructions :", "tes nouvelles instructions", "tus nuevas instrucciones", "nuevas instrucciones:", "le tue nuove istruzioni", "nuove istruzioni:", "你的新指令", "新的指令：", "从现在开始，你", "从现在开始你"},
@@ -106,8 +106,8 @@ var injRules = []injRule{
 	}},
 	// Dismissing the documents or context the answer should rest on.
 	{name: "context_dismissal", gap: 24, groups: [][]string{
-		{"despite what", "regardless of what", "disregarding", "not by the", "instead of the", "ungeachtet", "unabhängig davon, was", "trotz dem, was", "peu importe ce qu", "sin importar lo que", "independentemente do que"},
-		{"you've been told", "you have been told", "you were told", "the articles", "the article", "the context", "the documents", "the document", "your instructions", "dir gesagt wurde", "man dir gesagt", "on t'a dit", "te dijeron", "te disseram"},
+		{"despite what", "regardless of what", "disregarding", "not by the", "not by", "instead of the", "ungeachtet", "unabhängig davon, was", "trotz dem, was", "peu importe ce qu", "sin importar lo que", "independentemente do que"},
+		{"you've been told", "you have been told", "you were told", "the articles", "the article", "the context", "the documents", "the document", "your instructions", "dir gesagt wurde", "man dir gesagt", "on t'a dit", "te dijeron", "te disseram", "articles", "article", "documents", "context", "sources"},
 	}},
 	// "You are <brand>. What do you think of <rival>?": an identity imposed
 	// to extract an opinion in its name.
@@ -171,9 +171,10 @@ type injector struct {
 	groupsOf [][]uint32 // keyword id -> bitmask of (rule, group) memberships, by rule
 	model    *Model
 	q        *quantWeights
-	ruleW    []float64 // model weight per rule, by rule index
-	lenW     []float64 // model weight per length bucket
-	names    []string  // rule names, by rule index (includes ruleHiddenTags last)
+	ruleW    []float64               // model weight per rule, by rule index
+	lenW     []float64               // model weight per length bucket
+	oddW     [nOddLevels + 1]float64 // model weight per oddTokenLevel (0: none)
+	names    []string                // rule names, by rule index (includes ruleHiddenTags last)
 }
 
 func newInjector(modelData []byte) (*injector, error) {
@@ -257,6 +258,9 @@ func (in *injector) setModel(m *Model) {
 	}
 	for i := range in.lenW {
 		in.lenW[i] = m.RuleWeights["len:"+string(rune('0'+i))]
+	}
+	for i := 1; i <= nOddLevels; i++ {
+		in.oddW[i] = m.RuleWeights["odd:"+string(rune('0'+i))]
 	}
 }
 
@@ -392,8 +396,23 @@ func (in *injector) chain(ri, g int, hits []kwHit, i int) bool {
 	return false
 }
 
+// Windows for untrusted content: an instruction planted anywhere in a long
+// document is scored within about a retrieved chunk's worth of text around
+// it, not diluted in the whole.
+const (
+	untrustedWin    = 768
+	untrustedStride = 384
+)
+
 // score returns the injection score for the folded text and the rules that fired.
 func (in *injector) score(f []byte, s *scratch, hidden *HiddenText) (float64, []string) {
+	return in.scoreWith(f, s, hidden, false)
+}
+
+// scoreWith is score; slide scores every window of untrustedWin bytes (every
+// untrustedStride bytes) of a longer text and keeps the highest, instead of
+// only the head and the tail.
+func (in *injector) scoreWith(f []byte, s *scratch, hidden *HiddenText, slide bool) (float64, []string) {
 	fired := in.matchRules(f, s)
 	if hidden != nil && hidden.DecodedLen >= 4 {
 		fired |= 1 << len(injRules)
@@ -402,7 +421,16 @@ func (in *injector) score(f []byte, s *scratch, hidden *HiddenText) (float64, []
 	if in.model != nil {
 		// An attack appended to (or prefixed to) a long benign text is
 		// diluted in the whole; score the head and the tail on their own too.
-		if len(f) > windowMin {
+		if slide && len(f) > untrustedWin {
+			z = in.model.Bias + in.q.dot(f) + in.lenW[lengthBucket(len(f))]
+			for st := 0; st < len(f); st += untrustedStride {
+				end := min(st+untrustedWin, len(f))
+				if end-st < untrustedStride && st > 0 {
+					break // the previous window covered this tail
+				}
+				z = max(z, in.model.Bias+in.q.dot(f[st:end])+in.lenW[lengthBucket(end-st)])
+			}
+		} else if len(f) > windowMin {
 			lin, head, tail := in.q.dotWindows(f, windowLen)
 			z = in.model.Bias + lin + in.lenW[lengthBucket(len(f))]
 			for _, d := range [2]float64{head, tail} {
@@ -411,6 +439,7 @@ func (in *injector) score(f []byte, s *scratch, hidden *HiddenText) (float64, []
 		} else {
 			z = in.model.Bias + in.q.dot(f) + in.lenW[lengthBucket(len(f))]
 		}
+		z += in.oddW[oddTokenLevel(f)]
 	}
 	floor := 0.0
 	var names []string

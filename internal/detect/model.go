@@ -393,11 +393,83 @@ func lengthBucket(n int) int {
 
 const nLenBuckets = 6
 
-// denseNames names the dense features after the rules: length buckets.
+// denseNames names the dense features after the rules: length buckets, then
+// odd-token levels.
 func denseNames() []string {
 	out := RuleNames()
 	for i := range nLenBuckets {
 		out = append(out, "len:"+string(rune('0'+i)))
 	}
+	for i := 1; i <= nOddLevels; i++ {
+		out = append(out, "odd:"+string(rune('0'+i)))
+	}
 	return out
+}
+
+// nOddLevels is the number of non-zero oddTokenLevel grades.
+const nOddLevels = 3
+
+// oddClass sorts bytes for oddTokenLevel: letters, the ASCII symbols that,
+// glued to letters inside one token, make it odd ("describing.\\",
+// "giving**one", "oppositeley.]("; not brackets, quotes or sentence
+// punctuation, which prose glues to words), and token separators.
+var oddClass = func() (t [256]uint8) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = oddLetter
+	}
+	for _, c := range []byte(`\[]{}*^~|<>=+@#$%&`) {
+		t[c] = oddSymbol
+	}
+	t[' '], t['\n'] = oddSpace, oddSpace
+	return t
+}()
+
+const (
+	oddLetter = 1
+	oddSymbol = 2
+	oddSpace  = 8
+)
+
+// oddTokenLevel grades how much of the folded text f is made of tokens
+// that glue symbols to letters, a gibberish signal: the adversarial
+// suffixes found by gradient search (GCG and kin) are word-piece salads full
+// of them, while prose has almost none. It is a dense model feature, so
+// code (which has such tokens too) gets the weight training finds for it.
+// 0: fewer than 8 tokens or under 8 % odd; 1, 2, 3: at least 8 %, 15 %,
+// 30 % (and at least 3 odd tokens). One table lookup per byte.
+func oddTokenLevel(f []byte) int {
+	toks, odd := 0, 0
+	var seen uint8 // oddLetter|oddSymbol seen in the token, 4: in a token
+	for _, c := range f {
+		k := oddClass[c]
+		if k == oddSpace {
+			if seen != 0 {
+				toks++
+				if seen&(oddLetter|oddSymbol) == oddLetter|oddSymbol {
+					odd++
+				}
+			}
+			seen = 0
+			continue
+		}
+		seen |= k | 4
+	}
+	if seen != 0 {
+		toks++
+		if seen&(oddLetter|oddSymbol) == oddLetter|oddSymbol {
+			odd++
+		}
+	}
+	if toks < 8 || odd < 3 {
+		return 0
+	}
+	switch r := float64(odd) / float64(toks); {
+	case r >= 0.30:
+		return 3
+	case r >= 0.15:
+		return 2
+	case r >= 0.08:
+		return 1
+	}
+	return 0
 }

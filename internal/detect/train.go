@@ -27,6 +27,9 @@ func InjectionFeatures(sc *Scanner, text string, bits int, emit func(idx uint32)
 		dense |= 1 << len(injRules)
 	}
 	dense |= 1 << (len(injRules) + 1 + lengthBucket(len(f)))
+	if l := oddTokenLevel(f); l > 0 {
+		dense |= 1 << (len(injRules) + nLenBuckets + l)
+	}
 	n := featurize(f, bits, emit)
 	return float32(1 / math.Sqrt(float64(n+normPad))), dense
 }

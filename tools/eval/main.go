@@ -57,13 +57,16 @@ type options struct {
 	errors    int
 	train     injtrain.TrainOptions
 	hnw       float64
+	gw        float64
+	heldOut   bool
+	bits      int
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fset := flag.NewFlagSet("eval", flag.ContinueOnError)
 	var o options
 	fset.StringVar(&o.dataDir, "data", "../shared/data", "data directory")
-	fset.StringVar(&o.extra, "extra", "internal/detect/traindata/everyday.jsonl", "the project's own training files, comma-separated (make train uses the same)")
+	fset.StringVar(&o.extra, "extra", injtrain.DefaultExtra, "the project's own training files, comma-separated (make train uses the same)")
 	fset.StringVar(&o.benign, "benign", "test/e2e/testdata/benign.jsonl", "benign-traffic corpus for per-language false-positive rates (never trained on)")
 	fset.IntVar(&o.folds, "folds", 5, "cross-validation folds for prompt injection")
 	fset.Float64Var(&o.threshold, "threshold", detect.DefaultInjectionThreshold, "injection threshold")
@@ -72,6 +75,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fset.IntVar(&o.train.Epochs, "epochs", 0, "training epochs (0: make train's default)")
 	fset.Float64Var(&o.train.L2, "l2", 0, "L2 penalty (0: make train's default)")
 	fset.Float64Var(&o.hnw, "hard-negative-weight", injtrain.HardNegativeWeight, "loss weight of over-defence negatives")
+	fset.Float64Var(&o.gw, "generated-weight", injtrain.GeneratedWeight, "loss weight of generated rows (tools/genindirect)")
+	fset.IntVar(&o.bits, "bits", injtrain.DefaultModelBits, "hash buckets = 2^bits (make train's -bits)")
+	fset.BoolVar(&o.heldOut, "heldout", true, "also fit and score the leave-one-source-out models (about 20 fits)")
 	if err := fset.Parse(args); err != nil {
 		return err
 	}
@@ -122,6 +128,13 @@ func (c counts) row(name string) string {
 		name, c.tp, c.fp, c.fn, c.tn, p, r, f1, fpr, mbs)
 }
 
+func fprOf(c *counts) float64 {
+	if c == nil {
+		return 0
+	}
+	return ratio(c.fp, c.fp+c.tn)
+}
+
 func ratio(a, b int) float64 {
 	if b == 0 {
 		return 0
@@ -133,6 +146,8 @@ type piRow struct {
 	Text   string `json:"text"`
 	Label  int    `json:"label"`
 	Source string `json:"source"`
+	Lang   string `json:"lang"`
+	Style  string `json:"style"`
 }
 
 func evalInjection(ctx context.Context, o options, out io.Writer) error {
@@ -154,8 +169,11 @@ func evalInjection(ctx context.Context, o options, out io.Writer) error {
 	ex := make([]injtrain.Example, len(rows))
 	for i, r := range rows {
 		w := injtrain.TrainingWeight(r.Source, r.Label == 1)
-		if w == injtrain.HardNegativeWeight {
+		switch {
+		case w == injtrain.HardNegativeWeight:
 			w = o.hnw
+		case injtrain.IsGenerated(r.Source):
+			w = o.gw
 		}
 		ex[i] = injtrain.Example{Text: r.Text, Label: r.Label == 1, Weight: w}
 	}
@@ -163,7 +181,7 @@ func evalInjection(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	enc := injtrain.Encode(base, ex, injtrain.DefaultModelBits)
+	enc := injtrain.Encode(base, ex, o.bits)
 	// Stratified folds by source and label, fixed seed.
 	fold := make([]int, len(rows))
 	groups := map[string][]int{}
@@ -186,6 +204,14 @@ func evalInjection(ctx context.Context, o options, out io.Writer) error {
 	}
 	scores := make([]float64, len(rows))
 	durs := make([]time.Duration, len(rows))
+	// Planted instructions buried in long documents (three clean generated
+	// documents around one planted one, about 2-6 KB), scored by Scan and by
+	// ScanUntrusted with each fold's model, on that fold's rows.
+	type scored struct {
+		score float64
+		label bool
+	}
+	var longScan, longUntrusted []scored
 	for f := 0; f < o.folds; f++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -209,6 +235,26 @@ func evalInjection(ctx context.Context, o options, out io.Writer) error {
 			res := sc.Scan(r.Text)
 			durs[i] = time.Since(t0)
 			scores[i] = res.PromptInjection.Score
+		}
+		var planted, clean []string
+		for i, r := range rows {
+			if fold[i] == f && injtrain.IsGenerated(r.Source) && strings.HasPrefix(r.Source, "bulwark-indirect-") {
+				if r.Label == 1 {
+					planted = append(planted, r.Text)
+				} else {
+					clean = append(clean, r.Text)
+				}
+			}
+		}
+		for k := 0; k < len(planted) && len(clean) >= 4; k++ {
+			c := func(j int) string { return clean[(k*3+j)%len(clean)] }
+			for _, doc := range []struct {
+				text  string
+				label bool
+			}{{c(0) + "\n\n" + c(1) + "\n\n" + planted[k] + "\n\n" + c(2), true}, {c(0) + "\n\n" + c(1) + "\n\n" + c(3) + "\n\n" + c(2), false}} {
+				longScan = append(longScan, scored{sc.Scan(doc.text).PromptInjection.Score, doc.label})
+				longUntrusted = append(longUntrusted, scored{sc.ScanUntrusted(doc.text).Score, doc.label})
+			}
 		}
 	}
 	fmt.Fprintf(out, "prompt injection: %d-fold cross-validation of %s (%d rows), threshold %.2f\n", o.folds, path, len(rows), o.threshold)
@@ -253,6 +299,42 @@ func evalInjection(ctx context.Context, o options, out io.Writer) error {
 		niFPR = ratio(ni.fp, ni.fp+ni.tn)
 	}
 	fmt.Fprintf(out, "  balanced accuracy %.3f (goal >= 0.90); NotInject FPR %.3f (goal <= 0.05); AUC %.3f\n", (tpr+tnr)/2, niFPR, auc(scores, rows))
+	// The shared data's rows alone, the figure issue 27 compares with
+	// (0.904 before its fixes): the project's own rows are left out.
+	var shared counts
+	for _, s := range srcs {
+		if strings.HasPrefix(s, "bulwark-") {
+			continue
+		}
+		c := bySource[s]
+		shared.tp, shared.fn, shared.fp, shared.tn = shared.tp+c.tp, shared.fn+c.fn, shared.fp+c.fp, shared.tn+c.tn
+	}
+	fmt.Fprintf(out, "  shared data only (%s rows): recall %.3f (issue 27: no worse than 0.904), FPR %.3f; role-play benign (awesome_chatgpt_prompts) FPR %.3f (issue 24 goal <= 0.03)\n",
+		filepath.Base(path), ratio(shared.tp, shared.tp+shared.fn), ratio(shared.fp, shared.fp+shared.tn), fprOf(bySource["awesome_chatgpt_prompts"]))
+	fmt.Fprintf(out, "  planted instructions inside long documents (cross-validated; recall/FPR):")
+	for _, t := range []float64{o.threshold, 0.7, 0.8, 0.9} {
+		for _, x := range []struct {
+			name string
+			s    []scored
+		}{{"Scan", longScan}, {"ScanUntrusted", longUntrusted}} {
+			var c counts
+			for _, r := range x.s {
+				pred := r.score >= t
+				switch {
+				case pred && r.label:
+					c.tp++
+				case pred:
+					c.fp++
+				case r.label:
+					c.fn++
+				default:
+					c.tn++
+				}
+			}
+			fmt.Fprintf(out, " %s@%.2f %.3f/%.3f;", x.name, t, ratio(c.tp, c.tp+c.fn), ratio(c.fp, c.fp+c.tn))
+		}
+	}
+	fmt.Fprintln(out)
 	fmt.Fprintf(out, "  threshold sweep:")
 	for _, t := range []float64{0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8} {
 		var tp, fn, tn, fp, nfp, nn int
@@ -283,6 +365,11 @@ func evalInjection(ctx context.Context, o options, out io.Writer) error {
 	}
 	if err := evalDisguises(o, enc, out); err != nil {
 		return err
+	}
+	if o.heldOut {
+		if err := evalHeldOut(ctx, o, rows, enc, out); err != nil {
+			return err
+		}
 	}
 	if o.errors > 0 {
 		printed := 0
@@ -821,4 +908,100 @@ func readTarGz(path string) (map[string][]byte, error) {
 	}
 	_ = fs.ErrNotExist
 	return files, nil
+}
+
+// evalHeldOut reports how the model transfers to data it was not fitted on:
+// for every source, a model fitted on all the other sources scores that
+// source's rows (leave-one-source-out); for the generated indirect
+// injections, the same per attack style (a model fitted without any planted
+// instruction of that style, clean documents kept) and per attack language
+// other than English. Then the figures the issues' targets name.
+func evalHeldOut(ctx context.Context, o options, rows []piRow, enc *injtrain.Encoded, out io.Writer) error {
+	type group struct {
+		name string
+		held func(r piRow) bool // rows scored and left out of training
+	}
+	var groups []group
+	srcs := map[string]bool{}
+	for _, r := range rows {
+		srcs[r.Source] = true
+	}
+	for _, s := range slices.Sorted(maps.Keys(srcs)) {
+		groups = append(groups, group{"source " + s, func(r piRow) bool { return r.Source == s }})
+	}
+	indirect := func(r piRow) bool { return strings.HasPrefix(r.Source, "bulwark-indirect-") }
+	// Every generated indirect source at once: how well the shared data
+	// alone (plus everyday prompts) finds planted instructions.
+	groups = append(groups, group{"all bulwark-indirect-*", indirect})
+	styles, langs := map[string]bool{}, map[string]bool{}
+	for _, r := range rows {
+		if indirect(r) && r.Label == 1 {
+			styles[r.Style] = true
+			if r.Lang != "en" {
+				langs[r.Lang] = true
+			}
+		}
+	}
+	for _, s := range slices.Sorted(maps.Keys(styles)) {
+		groups = append(groups, group{"indirect style " + s, func(r piRow) bool { return indirect(r) && r.Label == 1 && r.Style == s }})
+	}
+	for _, l := range slices.Sorted(maps.Keys(langs)) {
+		groups = append(groups, group{"indirect lang " + l, func(r piRow) bool { return indirect(r) && r.Label == 1 && r.Lang == l }})
+	}
+	fmt.Fprintf(out, "  held out (model fitted without the group, then scored on it), threshold %.2f:\n", o.threshold)
+	var baSum float64
+	var baN int
+	for _, g := range groups {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var train, test []int
+		for i, r := range rows {
+			if g.held(r) {
+				test = append(test, i)
+			} else {
+				train = append(train, i)
+			}
+		}
+		m := injtrain.FitModel(enc, train, o.train)
+		sc, err := detect.NewWithModel(detect.Config{InjectionThreshold: o.threshold}, m)
+		if err != nil {
+			return err
+		}
+		var c counts
+		for _, i := range test {
+			pred := sc.Scan(rows[i].Text).PromptInjection.Score >= o.threshold
+			switch {
+			case pred && rows[i].Label == 1:
+				c.tp++
+			case pred:
+				c.fp++
+			case rows[i].Label == 1:
+				c.fn++
+			default:
+				c.tn++
+			}
+		}
+		rec, fpr := "  n/a", "  n/a"
+		if c.tp+c.fn > 0 {
+			rec = fmt.Sprintf("%.3f", ratio(c.tp, c.tp+c.fn))
+		}
+		if c.fp+c.tn > 0 {
+			fpr = fmt.Sprintf("%.3f", ratio(c.fp, c.fp+c.tn))
+		}
+		ba := ""
+		if c.tp+c.fn > 0 && c.fp+c.tn > 0 {
+			b := (ratio(c.tp, c.tp+c.fn) + ratio(c.tn, c.tn+c.fp)) / 2
+			ba = fmt.Sprintf(" BA=%.3f", b)
+			if strings.HasPrefix(g.name, "source ") {
+				baSum += b
+				baN++
+			}
+		}
+		fmt.Fprintf(out, "    %-44s n=%-5d recall=%s FPR=%s%s\n", g.name, len(test), rec, fpr, ba)
+	}
+	if baN > 0 {
+		fmt.Fprintf(out, "  mean leave-one-source-out balanced accuracy over the %d sources with both labels: %.3f (issue 24 goal >= 0.90)\n", baN, baSum/float64(baN))
+	}
+	return nil
 }

@@ -34,7 +34,7 @@ func main() {
 func run(ctx context.Context, args []string, log io.Writer) error {
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	data := fs.String("data", "../shared/data/prompt-injection/train.jsonl", "training file (JSON lines: text, label)")
-	extra := fs.String("extra", "internal/detect/traindata/everyday.jsonl", "the project's own training files, comma-separated (see internal/detect/traindata/README.md)")
+	extra := fs.String("extra", injtrain.DefaultExtra, "the project's own training files, comma-separated (see internal/detect/traindata/README.md)")
 	out := fs.String("out", "internal/detect/model.bin", "weights file to write (embedded by package detect)")
 	bits := fs.Int("bits", injtrain.DefaultModelBits, "hash buckets = 2^bits")
 	epochs := fs.Int("epochs", 12, "training epochs")

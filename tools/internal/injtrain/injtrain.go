@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 )
@@ -17,6 +18,12 @@ import (
 // (128 KiB) stay in a core's L2 cache, and cross-validation shows no loss
 // against 2^18. The scanner has a fast path for this size.
 const DefaultModelBits = 16
+
+// DefaultExtra lists the project's own training files (internal/detect/traindata),
+// comma-separated, that make train and make eval add to the shared data:
+// everyday benign prompts in many languages and generated indirect
+// injections (tools/genindirect).
+const DefaultExtra = "internal/detect/traindata/everyday.jsonl,internal/detect/traindata/indirect.jsonl"
 
 // Example is one labelled text for fitting the injection model.
 type Example struct {
@@ -186,5 +193,20 @@ func TrainingWeight(source string, label bool) float64 {
 	if !label && source == "NotInject" {
 		return HardNegativeWeight
 	}
+	if IsGenerated(source) {
+		return GeneratedWeight
+	}
 	return 1
+}
+
+// GeneratedWeight is the loss weight of rows written by tools/genindirect:
+// they are many and easy, and at full weight they draw the balanced
+// positive weight away from the hard rows of the collected sources.
+const GeneratedWeight = 0.5
+
+// IsGenerated reports whether source names rows written by
+// tools/genindirect (planted indirect injections, adversarial suffixes,
+// many-shot dialogues) rather than collected ones.
+func IsGenerated(source string) bool {
+	return strings.HasPrefix(source, "bulwark-indirect-") || source == "bulwark-suffix" || source == "bulwark-manyshot"
 }
