@@ -112,7 +112,7 @@ func (a *ToolCallAssembler) Observe(p *ParsedEvent) (touched, completed []int, e
 		return a.touched, a.completed, nil
 	}
 	kind := streamKind(p.api, d, p.ev.Name)
-	if a.open == 0 && !mayStartCall(kind, d) {
+	if a.open == 0 && !mayStartCall(d) {
 		return nil, nil, nil // the common case: text, usage, metadata
 	}
 	switch kind {
@@ -139,19 +139,31 @@ func (a *ToolCallAssembler) CompleteAll() []int {
 // mayStartCall is the cheap test of an event while no call is open: could
 // it start one? It looks for the member names and types that announce a
 // call, and for \u escapes, behind which any name may hide.
-func mayStartCall(kind API, d []byte) bool {
-	if bytes.Contains(d, []byte(`\u`)) {
-		return true
+func mayStartCall(d []byte) bool {
+	// tool_calls, function_call (chat); function_call, custom_tool_call
+	// (Responses); tool_use, server_tool_use (Anthropic): the rare '_' then
+	// "call" or "use" finds them all in one pass.
+	for i := 0; ; {
+		j := bytes.IndexByte(d[i:], '_')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+		if bytes.HasPrefix(d[i:], []byte("call")) || bytes.HasPrefix(d[i:], []byte("use")) {
+			return true
+		}
 	}
-	switch kind {
-	case OpenAIChat, OpenAICompletions:
-		return bytes.Contains(d, []byte("tool_calls")) || bytes.Contains(d, []byte("function_call"))
-	case OpenAIResponses:
-		return bytes.Contains(d, []byte("function_call")) || bytes.Contains(d, []byte("custom_tool_call"))
-	case AnthropicMessages:
-		return bytes.Contains(d, []byte("tool_use"))
+	for i := 0; ; {
+		j := bytes.IndexByte(d[i:], '\\')
+		if j < 0 || i+j+1 >= len(d) {
+			return false
+		}
+		i += j + 1
+		if d[i] == 'u' {
+			return true
+		}
+		i++ // the escaped character
 	}
-	return false
 }
 
 // call returns the position of the call with key k that is not complete,
