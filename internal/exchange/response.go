@@ -407,7 +407,13 @@ func (x *Session) toolCallsDone(ctx context.Context, completed []int, out *[]byt
 		}
 		rs.cur.Decided, rs.cur.Outcome, rs.cur.Phase = true, res.Outcome, res.Phase
 		if !o.Decision.Allowed {
-			rs.held, rs.heldBytes = nil, 0
+			// The denied call's events were never processed; the text
+			// before it (still in the redaction windows) goes out, checked
+			// as at the end of a stream, then the error event.
+			rs.held, rs.heldBytes, rs.heldChoices = nil, 0, nil
+			if err := x.flushStreams(ctx, func(int) bool { return true }, out); err != nil {
+				return err
+			}
 			return x.cutStream(o, out)
 		}
 	}

@@ -43,7 +43,10 @@ response_decision := {
 	"allowed": false,
 	"http_status": 403,
 	"reason": "tool_not_allowed",
-	"message": sprintf("the model called tool %s, which principal %s may not use", [denied_response_tools[0], input.principal.id]),
+	# The message reaches the client in the error event: it names no tool
+	# (the call it stopped must not reach the client in any form); the
+	# names are in the dynamic metadata and the audit trail.
+	"message": sprintf("the model called a tool principal %s may not use; the answer was stopped", [input.principal.id]),
 	"dynamic_metadata": {"tools": denied_response_tools},
 } if {
 	count(denied_response_tools) > 0
