@@ -322,8 +322,13 @@ request_tool_names contains c.name if some c in input.llm.tool_calls
 # the order the model made them.
 denied_response_tools := [c.name |
 	some c in input.response.tool_calls
-	not tool_allowed(c.name)
+	tool_call_denied(c)
 ]
+
+# tool_call_denied(c): the model's call c ({id, name, arguments,
+# arguments_valid}) must not run. Add your own definitions beside this one
+# (in package bulwark) for rules on arguments: any one that holds denies.
+tool_call_denied(c) if not tool_allowed(c.name)
 
 # Text in tool results (role tool messages, tool_result blocks,
 # function_call_output) is data nobody vouches for: it is held to its own
