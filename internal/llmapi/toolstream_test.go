@@ -159,7 +159,7 @@ func TestToolCallAssembler(t *testing.T) {
 		{"responses function call", OpenAIResponses, responsesToolStream,
 			[]string{`call_r fetch_url {"url":"https://x.example/"}`}, []bool{true, true, true, true, false, false}},
 		{"responses call seen only in the final response", OpenAIResponses, sse(
-			`event: response.completed`+"\n"+`data: {"type":"response.completed","response":{"status":"completed","output":[{"type":"function_call","call_id":"c9","name":"rm","arguments":"{}"}]}}`),
+			`event: response.completed` + "\n" + `data: {"type":"response.completed","response":{"status":"completed","output":[{"type":"function_call","call_id":"c9","name":"rm","arguments":"{}"}]}}`),
 			[]string{`c9 rm {}`}, []bool{true}},
 		{"anthropic tool_use blocks", AnthropicMessages, anthropicToolStream,
 			[]string{`toolu_1 fetch_url {"url": "https://x.example/"}`, `toolu_2 now {}`},
