@@ -261,3 +261,40 @@ func assembleBytes(api API, b []byte, split int) ([]string, error) {
 	}
 	return done, nil
 }
+
+// TestToolResultTextApart: tool output of every API is the tool-result
+// text, never the prompt's; declared tools carry their descriptions.
+func TestToolResultTextApart(t *testing.T) {
+	for _, tc := range []struct {
+		api          API
+		body         string
+		prompt, tool string
+		tools        []Tool
+	}{
+		{OpenAIChat, `{"messages":[{"role":"user","content":"Weather?"},{"role":"tool","tool_call_id":"c","content":"18C"},{"role":"function","name":"f","content":"old"}],"tools":[{"type":"function","function":{"name":"w","description":"Weather now."}}]}`,
+			"Weather?\nWeather now.", "18C\nold", []Tool{{Name: "w", Type: "function", Description: "Weather now."}}},
+		{OpenAIResponses, `{"input":[{"role":"user","content":"Weather?"},{"type":"function_call_output","call_id":"c","output":"18C"}],"tools":[{"type":"function","name":"w","description":"Weather now."}]}`,
+			"Weather?\nWeather now.", "18C", []Tool{{Name: "w", Type: "function", Description: "Weather now."}}},
+		{AnthropicMessages, `{"messages":[{"role":"user","content":[{"type":"text","text":"Weather?"},{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"18C"}]}]}],"tools":[{"name":"w","description":"Weather now.","input_schema":{}}]}`,
+			"Weather?\nWeather now.", "18C", []Tool{{Name: "w", Description: "Weather now."}}},
+	} {
+		t.Run(string(tc.api), func(t *testing.T) {
+			r, err := ParseRequest(tc.api, []byte(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.PromptText(nil); got != tc.prompt {
+				t.Errorf("PromptText %q, want %q", got, tc.prompt)
+			}
+			if got := r.ToolResultText(nil); got != tc.tool {
+				t.Errorf("ToolResultText %q, want %q", got, tc.tool)
+			}
+			if got := r.ToolResultText(func(role string) bool { return role == "user" }); got != "" {
+				t.Errorf("ToolResultText with tool not scanned: %q", got)
+			}
+			if fmt.Sprint(r.Tools) != fmt.Sprint(tc.tools) {
+				t.Errorf("Tools %+v, want %+v", r.Tools, tc.tools)
+			}
+		})
+	}
+}

@@ -112,7 +112,11 @@ func LLMValue(r *llmapi.Request) ast.Value {
 // arguments is that text as a string and arguments_valid false, so a policy
 // with argument rules can refuse what it cannot check.
 func AddToolCalls(in ast.Object, calls []llmapi.ToolCall) {
-	resp, ok := in.Get(keyResponse).Value.(ast.Object)
+	t := in.Get(keyResponse)
+	if t == nil {
+		return
+	}
+	resp, ok := t.Value.(ast.Object)
 	if !ok {
 		return
 	}
