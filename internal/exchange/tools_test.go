@@ -153,3 +153,39 @@ func TestToolResultSignalsApart(t *testing.T) {
 		t.Fatalf("deny %d %s", res.Deny.Status, res.Deny.Body)
 	}
 }
+
+// TestBufferedAnswerToolCallDenied: a buffered answer whose model calls a
+// tool the role may not use is refused (tool_not_allowed); one calling an
+// allowed tool passes.
+func TestBufferedAnswerToolCallDenied(t *testing.T) {
+	c, key := newToolsCore(t)
+	ctx := context.Background()
+	for _, tc := range []struct{ name, want string }{{"delete_files", "tool_not_allowed"}, {"get_weather", ""}} {
+		x := c.Start("test")
+		if res, err := x.RequestHeaders(ctx, head(key, "/v1/chat/completions", true)); err != nil || res.Deny != nil {
+			t.Fatalf("request headers: %+v %v", res.Deny, err)
+		}
+		if res, err := x.RequestBody(ctx, []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`)); err != nil || res.Deny != nil {
+			t.Fatalf("request body: %+v %v", res.Deny, err)
+		}
+		if _, err := x.ResponseHeaders(ctx, 200, map[string]string{":status": "200", "content-type": "application/json"}, false); err != nil {
+			t.Fatal(err)
+		}
+		answer := `{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"` + tc.name + `","arguments":"{\"path\":\"/\"}"}}]},"finish_reason":"tool_calls"}]}`
+		res, err := x.ResponseBody(ctx, []byte(answer))
+		x.End(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ""
+		if res.Deny != nil {
+			got = res.Deny.Reason
+			if strings.Contains(string(res.Deny.Body), tc.name) {
+				t.Errorf("the denial names the tool: %s", res.Deny.Body)
+			}
+		}
+		if got != tc.want {
+			t.Errorf("%s: deny %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
