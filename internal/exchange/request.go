@@ -246,7 +246,7 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 	// from the same body: one function for every door.
 	input, r := envoy.BuildRequestInput(x.base)
 	httpReq.Body, httpReq.RawBody = "", nil // keep the exchange small once parsed
-	var text string
+	var text, toolText string
 	if r != nil {
 		x.llmReq = r
 		if c := x.c.opts.ClampMaxTokens; c > 0 && llmapi.Clamps(r.API) && (r.MaxTokens == 0 || r.MaxTokens > c) {
@@ -257,9 +257,10 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 		}
 		x.llmTerm = envoy.LLM(input)
 		text = r.PromptText(x.c.scan)
+		toolText = r.ToolResultText(x.c.scan)
 	}
 	var res Result
-	out, err := x.decide(ctx, pipeline.PhaseRequestBody, pipeline.Request{Input: input, Text: text}, &res)
+	out, err := x.decide(ctx, pipeline.PhaseRequestBody, pipeline.Request{Input: input, Text: text, ToolText: toolText}, &res)
 	if err != nil {
 		return Result{}, err
 	}
@@ -291,7 +292,7 @@ func (x *Session) editRequest(body []byte, out pipeline.Outcome) ([]byte, bool, 
 	}
 	var e llmapi.RequestEdit
 	redactions := 0
-	if red := x.c.redactor(rules(out.Decision.Redact)); red != nil && hasFindings(out.Signals) {
+	if red := x.c.redactor(rules(out.Decision.Redact)); red != nil && (hasFindings(out.Signals) || hasFindings(out.ToolSignals)) {
 		e.Text = func(role, text string) string {
 			if !x.scanRole(role) {
 				return text

@@ -59,6 +59,22 @@ type responseState struct {
 	// cur is the Result of the chunk being processed, which records the
 	// chunk's decisions.
 	cur Result
+
+	// tools follows the answer's tool calls; held are the events of calls
+	// not yet complete (and so not yet decided), heldBytes their size.
+	// Events of other calls and text keep flowing in an OpenAI chat stream
+	// (choices interleave); in Responses and Anthropic streams, whose
+	// output items and content blocks come one after another, everything
+	// after a held event waits behind it, so the client's order (and the
+	// Responses sequence numbers) stay as the model sent them.
+	tools     *llmapi.ToolCallAssembler
+	held      []llmapi.Event
+	heldBytes int
+	holdAll   bool
+	// heldChoices are the OpenAI choices with events held: every later
+	// event of those choices is held too, so each choice's texts reach
+	// the redactor (and the client) in order.
+	heldChoices, choiceBuf []int
 }
 
 // ResponseHeaders decides whether and how to read the answer's body:
@@ -130,6 +146,8 @@ func (x *Session) ResponseHeaders(ctx context.Context, status int, rh map[string
 		rs.templates = make(map[llmapi.Channel]llmapi.Event, 1)
 		rs.ev.x = x
 		rs.filter = rs.ev.filter
+		rs.tools = llmapi.NewToolCallAssembler(rs.api)
+		rs.holdAll = rs.api == llmapi.OpenAIResponses || rs.api == llmapi.AnthropicMessages
 	}
 	return res, nil
 }
@@ -172,6 +190,7 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 	text := string(plain)
 	api := rs.api
 	var usage *llmapi.Usage
+	var calls []llmapi.ToolCall
 	if jsonBody {
 		r, err := llmapi.ParseResponse(api, plain)
 		if err != nil {
@@ -181,6 +200,7 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 			r, _ = llmapi.ParseResponse(api, plain)
 		}
 		usage = r.Usage
+		calls = r.ToolCalls
 		text, _ = llmapi.FilteredText(api, plain)
 	}
 	var sig detect.Signals
@@ -196,7 +216,9 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 		x.settle(ctx, *usage)
 	}
 	var res Result
-	out, err := x.decide(ctx, pipeline.PhaseResponseBody, pipeline.Request{Input: x.responseInput(usage), Signals: &sig}, &res)
+	in := x.responseInput(usage)
+	policy.AddToolCalls(in, calls)
+	out, err := x.decide(ctx, pipeline.PhaseResponseBody, pipeline.Request{Input: in, Signals: &sig}, &res)
 	if err != nil {
 		return Result{}, err
 	}
@@ -273,6 +295,13 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 			return Result{}, err
 		}
 		if last && !rs.ended {
+			// Tool calls the stream left open are decided as they stand
+			// (their arguments may not parse: arguments_valid false).
+			if err := x.toolCallsDone(ctx, rs.tools.CompleteAll(), &out); err != nil && !errors.Is(err, errCut) {
+				return Result{}, err
+			}
+		}
+		if last && !rs.ended {
 			// Whatever is still held goes out now; an incomplete last event
 			// is dropped, as an SSE client would drop it.
 			if err := x.flushStreams(ctx, func(int) bool { return true }, &out); err != nil && !errors.Is(err, errCut) {
@@ -293,12 +322,134 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 // call, refusal, reasoning or content block through a redaction stream of
 // their own (a value may be split over deltas), everything else whole.
 // Logprob tokens are blanked, since they repeat text not yet released.
+//
+// Before that, the event's tool calls are followed (toolEvent): an event
+// carrying part of a call not yet complete is held back, and released
+// through the same path once the policy allowed the call.
 func (x *Session) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte) error {
 	rs := x.resp
 	if rs.ended {
 		return errCut
 	}
 	pe := llmapi.ParseEvent(rs.api, ev)
+	held, err := x.toolEvent(ctx, &pe, ev, out)
+	if err != nil || held {
+		return err
+	}
+	return x.processEvent(ctx, &pe, ev, out)
+}
+
+// maxHeldBytes bounds the events held back behind incomplete tool calls.
+const maxHeldBytes = 4 << 20
+
+// toolEvent follows the tool calls in one event. It reports whether the
+// event was held back: it carries part of a call not yet complete (or, in
+// a stream whose order must be kept, it comes after such an event). When
+// the event completes calls, the policy decides on them (toolCallsDone)
+// before the event or anything held goes on.
+func (x *Session) toolEvent(ctx context.Context, pe *llmapi.ParsedEvent, ev llmapi.Event, out *[]byte) (bool, error) {
+	rs := x.resp
+	touched, completed, err := rs.tools.Observe(pe)
+	if err != nil {
+		return false, x.cutLocal("tool_calls_too_large", "the model's tool calls are larger than the gateway inspects", out)
+	}
+	hold := len(touched) > 0 || (rs.holdAll && len(rs.held) > 0)
+	if !rs.holdAll && (hold || len(rs.held) > 0) {
+		rs.choiceBuf = pe.ChoiceIndexes(rs.choiceBuf[:0])
+		for _, c := range rs.choiceBuf {
+			hold = hold || slices.Contains(rs.heldChoices, c)
+		}
+		if hold {
+			for _, c := range rs.choiceBuf {
+				if !slices.Contains(rs.heldChoices, c) {
+					rs.heldChoices = append(rs.heldChoices, c)
+				}
+			}
+		}
+	}
+	if hold {
+		rs.heldBytes += len(ev.Raw)
+		if rs.heldBytes > maxHeldBytes {
+			return false, x.cutLocal("tool_calls_too_large", "the model's tool calls are larger than the gateway inspects", out)
+		}
+		rs.held = append(rs.held, ev)
+	}
+	if len(completed) > 0 {
+		if err := x.toolCallsDone(ctx, completed, out); err != nil {
+			return false, err
+		}
+	}
+	return hold, nil
+}
+
+// toolCallsDone asks the policy about tool calls that just completed
+// (phase response_body_chunk, input.response.tool_calls: every call of the
+// answer completed so far), then releases the held events once no call is
+// open. A deny ends the stream with an error event in the API's shape; the
+// held events, the denied call's among them, are dropped, so no part of
+// the call reaches the client.
+func (x *Session) toolCallsDone(ctx context.Context, completed []int, out *[]byte) error {
+	rs := x.resp
+	if len(completed) > 0 {
+		all := rs.tools.Calls()
+		calls := make([]llmapi.ToolCall, 0, len(all))
+		for _, c := range all {
+			if c.Complete {
+				calls = append(calls, c.ToolCall)
+			}
+		}
+		in := x.responseInput(nil)
+		policy.AddToolCalls(in, calls)
+		var res Result
+		o, err := x.decide(ctx, pipeline.PhaseResponseBodyChunk, pipeline.Request{Input: in, Signals: &detect.Signals{}}, &res)
+		if err != nil {
+			return err
+		}
+		rs.cur.Decided, rs.cur.Outcome, rs.cur.Phase = true, res.Outcome, res.Phase
+		if !o.Decision.Allowed {
+			// The denied call's events were never processed; the text
+			// before it (still in the redaction windows) goes out, checked
+			// as at the end of a stream, then the error event.
+			rs.held, rs.heldBytes, rs.heldChoices = nil, 0, nil
+			if err := x.flushStreams(ctx, func(int) bool { return true }, out); err != nil {
+				return err
+			}
+			return x.cutStream(o, out)
+		}
+	}
+	if rs.tools.Open() || len(rs.held) == 0 {
+		return nil
+	}
+	held := rs.held
+	rs.held, rs.heldBytes, rs.heldChoices = nil, 0, rs.heldChoices[:0]
+	for _, ev := range held {
+		pe := llmapi.ParseEvent(rs.api, ev)
+		if err := x.processEvent(ctx, &pe, ev, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cutLocal ends the stream without a policy decision (what Bulwark cannot
+// inspect), with an error event in the API's shape.
+func (x *Session) cutLocal(reason, msg string, out *[]byte) error {
+	rs := x.resp
+	x.c.metrics.localDeny(reason)
+	rs.held, rs.heldBytes, rs.heldChoices = nil, 0, nil
+	rs.cut = &Cut{Reason: reason, Message: msg}
+	*out = append(*out, llmapi.ErrorEvent(rs.api, reason, msg)...)
+	rs.ended = true
+	x.outcome = "denied"
+	return errCut
+}
+
+// processEvent redacts one event (see streamEvent) into out.
+func (x *Session) processEvent(ctx context.Context, pe *llmapi.ParsedEvent, ev llmapi.Event, out *[]byte) error {
+	rs := x.resp
+	if rs.ended {
+		return errCut
+	}
 	d, err := pe.Meta()
 	if err != nil {
 		// An event Bulwark cannot read may still carry text: pass it only
@@ -495,6 +646,12 @@ func (x *Session) checkWindow(ctx context.Context, w redact.Window, out *[]byte)
 	if o.Decision.Allowed {
 		return nil
 	}
+	return x.cutStream(o, out)
+}
+
+// cutStream ends the stream after a policy deny: an error event in the
+// API's shape, so the client sees why its answer stopped.
+func (x *Session) cutStream(o pipeline.Outcome, out *[]byte) error {
 	x.resp.ended = true
 	x.resp.cut = &Cut{DecisionID: o.DecisionID, Reason: o.Reason, Message: o.Decision.Message}
 	msg := o.Decision.Message

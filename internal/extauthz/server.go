@@ -91,9 +91,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	creds := envoy.Credentials(req, s.opts.StripCredentials)
 	path, _, _ := strings.Cut(httpReq.GetPath(), "?")
 	input, llm := envoy.BuildRequestInput(req)
-	var text string
+	var text, toolText string
 	if llm != nil {
 		text = llm.PromptText(s.scan)
+		toolText = llm.ToolResultText(s.scan)
 	}
 	out, err := s.decider.Decide(ctx, pipeline.Request{
 		Phase:       pipeline.PhaseRequestHeaders,
@@ -102,6 +103,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		Path:        path,
 		Credentials: creds,
 		Text:        text,
+		ToolText:    toolText,
 	})
 	if err != nil {
 		return nil, envoy.Undecided(ctx, err, "check")

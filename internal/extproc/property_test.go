@@ -150,7 +150,7 @@ func newPropertyStack(tb testing.TB, set map[string]string) *propertyStack {
 // redaction, and the classifier's false positives on short documents are
 // another question.
 func newSecretStack(tb testing.TB) *propertyStack {
-	return newPropertyStack(tb, map[string]string{"prompt_injection_threshold": "1.1"})
+	return newPropertyStack(tb, map[string]string{"prompt_injection_threshold": "1.1", "tool_result_injection_threshold": "1.1"})
 }
 
 func newInjectionStack(tb testing.TB) *propertyStack {
@@ -196,8 +196,9 @@ func (ps *propertyStack) injectionSameBothDoors(t testing.TB, seed uint64) {
 	if check.GetStatus().GetCode() != 0 {
 		authzStatus = int(check.GetDeniedResponse().GetStatus().GetCode())
 	}
-	if res.Status != 403 || authzStatus != 403 || check.GetStatus().GetMessage() != "prompt_injection" {
-		t.Fatalf("seed %d: ext_proc %d, ext_authz %d %q; want both 403 prompt_injection:\n%s",
+	// Planted in a tool result, it is the tool result's injection.
+	if reason := check.GetStatus().GetMessage(); res.Status != 403 || authzStatus != 403 || (reason != "prompt_injection" && reason != "tool_result_injection") {
+		t.Fatalf("seed %d: ext_proc %d, ext_authz %d %q; want both 403 prompt_injection (or tool_result_injection):\n%s",
 			seed, res.Status, authzStatus, check.GetStatus().GetMessage(), body)
 	}
 }

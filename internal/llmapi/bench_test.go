@@ -127,3 +127,71 @@ func BenchmarkSSEFeed(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkToolCallAssembler is BenchmarkEventPath's work on a text delta
+// without (before) and with (after) following the stream's tool calls, the
+// cost ext_proc adds to every event of an answer that makes no tool call
+// (issue 18: at most 10 % per chunk).
+func BenchmarkToolCallAssembler(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		api  API
+		ev   Event
+	}{
+		{"openai_chat", OpenAIChat, benchChatChunk},
+		{"anthropic", AnthropicMessages, benchAnthropic},
+		{"responses", OpenAIResponses, benchResponses},
+	} {
+		for _, follow := range []bool{false, true} {
+			name := bc.name + "/before"
+			if follow {
+				name = bc.name + "/after"
+			}
+			b.Run(name, func(b *testing.B) {
+				b.ReportAllocs()
+				a := NewToolCallAssembler(bc.api)
+				fn := func(Channel, string) string { return " [REDACTED]" }
+				for b.Loop() {
+					p := ParseEvent(bc.api, bc.ev)
+					if follow {
+						if _, _, err := a.Observe(&p); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if _, err := p.Meta(); err != nil {
+						b.Fatal(err)
+					}
+					p.Ends()
+					if _, _, err := p.Filter(true, fn); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkToolCallObserve is the assembler alone on a text delta: the
+// absolute cost BenchmarkToolCallAssembler's after adds to its before.
+func BenchmarkToolCallObserve(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		api  API
+		ev   Event
+	}{
+		{"openai_chat", OpenAIChat, benchChatChunk},
+		{"anthropic", AnthropicMessages, benchAnthropic},
+		{"responses", OpenAIResponses, benchResponses},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			a := NewToolCallAssembler(bc.api)
+			p := ParseEvent(bc.api, bc.ev)
+			for b.Loop() {
+				if _, _, err := a.Observe(&p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

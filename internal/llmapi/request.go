@@ -30,6 +30,28 @@ type ToolCall struct {
 	Arguments string // JSON text, possibly partial in stream deltas
 }
 
+// Tool is a tool or function a request declares: what the model is offered
+// to call. Policy allows or denies tools by Name; Description is the text the
+// model reads about it (and the detectors scan, as text outside the
+// conversation).
+type Tool struct {
+	// Name is function.name or custom.name (OpenAI chat), name (Responses,
+	// Anthropic, legacy functions), else the type of a built-in tool
+	// without a name (web_search_preview, code_interpreter).
+	Name string
+	// Type is the declared type ("function", "custom", a built-in type),
+	// "" when the declaration has none (Anthropic client tools).
+	Type        string
+	Description string
+}
+
+// RoleTool is the Message role of tool output (OpenAI tool messages and
+// legacy function messages, Anthropic tool_result blocks, Responses
+// function_call_output items): data a tool returned, which the model reads
+// but nobody vouches for. The doors scan it apart from the prompt
+// (ToolResultText), so that policy can be stricter with it.
+const RoleTool = "tool"
+
 // Request is what policy needs to know about an LLM request body.
 type Request struct {
 	API    API
@@ -54,9 +76,8 @@ type Request struct {
 	// yield one "user" message per string value; text bodies yield the
 	// whole body.
 	Messages []Message
-	// Tools are the names of the tools or functions the request declares
-	// (built-in tools without a name are listed by their type).
-	Tools []string
+	// Tools are the tools or functions the request declares, in order.
+	Tools []Tool
 	// ToolCalls are the tool calls present in the conversation history.
 	ToolCalls []ToolCall
 }
@@ -373,7 +394,7 @@ type reqScanner struct {
 	includeUsage bool
 	maxTokens    int64
 	choices      int64
-	tools        []string
+	tools        []Tool
 	toolCalls    []ToolCall
 }
 
@@ -466,39 +487,45 @@ func (r *reqScanner) readMeta(api API) {
 		for _, v := range t.f[k] {
 			it := iterArray(b, v.s)
 			for it.next() {
-				if name := toolName(b, it.v); name != "" {
-					r.tools = append(r.tools, name)
+				if t := toolDef(b, it.v); t.Name != "" {
+					r.tools = append(r.tools, t)
 				}
 			}
 		}
 	}
 }
 
-// toolName names one declared tool: function.name or custom.name (OpenAI
-// chat), name (Responses, Anthropic, legacy functions), else the type of a
-// built-in tool.
-func toolName(b []byte, tool vspan) string {
-	var name, nested, typ string
+// toolDef reads one declared tool: its name is function.name or
+// custom.name (OpenAI chat), name (Responses, Anthropic, legacy functions),
+// else the type of a built-in tool; its description is beside the name.
+func toolDef(b []byte, tool vspan) Tool {
+	var t Tool
+	var name, nested, desc, nestedDesc string
 	it := iterObject(b, tool.s)
 	for it.next() {
 		switch string(it.keyRaw()) {
 		case "name":
 			name, _ = strAt(b, it.v)
+		case "description":
+			desc, _ = strAt(b, it.v)
 		case "function", "custom":
 			if s := memberString(b, it.v, "name"); s != "" {
 				nested = s
+				nestedDesc = memberString(b, it.v, "description")
 			}
 		case "type":
-			typ, _ = strAt(b, it.v)
+			t.Type, _ = strAt(b, it.v)
 		}
 	}
 	switch {
 	case nested != "":
-		return nested
+		t.Name, t.Description = nested, nestedDesc
 	case name != "":
-		return name
+		t.Name, t.Description = name, desc
+	default:
+		t.Name = t.Type
 	}
-	return typ
+	return t
 }
 
 func (r *reqScanner) addToolCall(tc ToolCall) {
@@ -848,19 +875,38 @@ func (r *reqScanner) anthropicBlocks(role string, v vspan, depth int) {
 	}
 }
 
-// PromptText is the text the detectors read from a request: the content of
-// every message whose role scan accepts (every role when scan is nil),
-// joined with "\n", and always the RoleOther message, which a role filter
-// cannot turn off. Both Envoy doors derive the scanned text from it, so the
-// same body gets the same signals whichever door it came through.
+// PromptText is the text the detectors read from a request as the prompt:
+// the content of every message whose role scan accepts (every role when
+// scan is nil), joined with "\n", and always the RoleOther message, which a
+// role filter cannot turn off. Tool output (RoleTool, and legacy "function"
+// messages) is not part of it: ToolResultText holds it, scanned apart. Both
+// Envoy doors derive the scanned texts from these two, so the same body gets
+// the same signals whichever door it came through.
 func (r *Request) PromptText(scan func(role string) bool) string {
-	keep := func(m Message) bool {
-		return m.Content != "" && (scan == nil || m.Role == RoleOther || scan(m.Role))
-	}
+	return r.joinText(func(m Message) bool {
+		return !toolRole(m.Role) && (scan == nil || m.Role == RoleOther || scan(m.Role))
+	})
+}
+
+// ToolResultText is the text of the tool results the request carries
+// (RoleTool and legacy "function" messages) that scan accepts, joined with
+// "\n": untrusted data the model will read, which the detectors scan apart
+// from the prompt (input.signals.tool_results).
+func (r *Request) ToolResultText(scan func(role string) bool) string {
+	return r.joinText(func(m Message) bool {
+		return toolRole(m.Role) && (scan == nil || scan(RoleTool))
+	})
+}
+
+// toolRole reports whether role is tool output.
+func toolRole(role string) bool { return role == RoleTool || role == "function" }
+
+// joinText joins the non-empty contents of the messages keep accepts.
+func (r *Request) joinText(keep func(Message) bool) string {
 	n, count := 0, 0
 	var only string
 	for _, m := range r.Messages {
-		if keep(m) {
+		if m.Content != "" && keep(m) {
 			n += len(m.Content) + 1
 			count++
 			only = m.Content
@@ -872,7 +918,7 @@ func (r *Request) PromptText(scan func(role string) bool) string {
 	var b strings.Builder
 	b.Grow(n) // one allocation, not a doubling series, for a multi-MiB prompt
 	for _, m := range r.Messages {
-		if !keep(m) {
+		if m.Content == "" || !keep(m) {
 			continue
 		}
 		if b.Len() > 0 {

@@ -78,7 +78,7 @@ func TestParseRequest(t *testing.T) {
 					{"assistant", "I can't."},
 					{RoleOther, "data:image/png;base64,AAA"}, // binary, short: scanned as it stands
 				},
-				Tools:     []string{"lookup", "grammar"},
+				Tools:     []Tool{{Name: "lookup", Type: "function"}, {Name: "grammar", Type: "custom"}},
 				ToolCalls: []ToolCall{{ID: "call_1", Name: "lookup", Arguments: `{"q":"x"}`}},
 			},
 		},
@@ -86,7 +86,7 @@ func TestParseRequest(t *testing.T) {
 			name: "chat legacy functions and function_call",
 			api:  OpenAIChat,
 			body: `{"messages":[{"role":"assistant","function_call":{"name":"f","arguments":"{}"}}],"functions":[{"name":"f"}]}`,
-			want: &Request{API: OpenAIChat, Messages: []Message{{"assistant", "{}"}}, Tools: []string{"f"},
+			want: &Request{API: OpenAIChat, Messages: []Message{{"assistant", "{}"}}, Tools: []Tool{{Name: "f"}},
 				ToolCalls: []ToolCall{{Name: "f", Arguments: "{}"}}},
 		},
 		{
@@ -216,7 +216,7 @@ func TestParseRequest(t *testing.T) {
 					{"tool", "tool says"},
 					{RoleOther, "x\nskip me"}, // fields the walk does not know: inspected by default
 				},
-				Tools:     []string{"lookup", "web_search_preview"},
+				Tools:     []Tool{{Name: "lookup", Type: "function"}, {Name: "web_search_preview", Type: "web_search_preview"}},
 				ToolCalls: []ToolCall{{ID: "call_1", Name: "lookup", Arguments: `{"a":1}`}},
 			},
 		},
@@ -256,7 +256,7 @@ func TestParseRequest(t *testing.T) {
 					{"user", "doc body"},
 					{RoleOther, "AAA\nhmm\nsig"},
 				},
-				Tools:     []string{"get_weather", "web_search"},
+				Tools:     []Tool{{Name: "get_weather"}, {Name: "web_search", Type: "web_search_20250305"}},
 				ToolCalls: []ToolCall{{ID: "toolu_1", Name: "get_weather", Arguments: `{"city":"Paris","n":12345678901234567890}`}},
 			},
 		},

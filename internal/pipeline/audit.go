@@ -50,6 +50,20 @@ func auditRecord(ctx context.Context, req Request, out Outcome) audit.Record {
 		}
 		r.Signals = sig
 	}
+	if s := out.ToolSignals; s != nil {
+		// The request's tool results, scanned apart: counts under
+		// tool_results., never text.
+		if r.Signals == nil {
+			r.Signals = map[string]any{}
+		}
+		r.Signals["tool_results.prompt_injection_score"] = s.PromptInjection.Score
+		for _, c := range s.PII {
+			r.Signals["tool_results.pii."+c.Type] = c.Count
+		}
+		for _, c := range s.Secrets {
+			r.Signals["tool_results.secrets."+c.Type] = c.Count
+		}
+	}
 	if rl := out.RateLimit; rl != nil && !rl.Allowed {
 		for _, l := range rl.Limits {
 			if l.Exceeded && !l.Shadow {

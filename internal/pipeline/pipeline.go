@@ -117,6 +117,12 @@ type Request struct {
 	// input.parsed_body (ext_proc passes the messages of the roles it is
 	// configured to scan).
 	Text string
+	// ToolText is the text of the tool results the request carries
+	// (llmapi.Request.ToolResultText): data the model reads but nobody
+	// vouches for, scanned apart from Text so that policy can hold it to a
+	// stricter threshold. Its signals are input.signals.tool_results
+	// (present only when there is tool text).
+	ToolText string
 	// Signals, when set, are findings the adapter already computed (ext_proc
 	// scans streamed output itself, window by window): the detection stage
 	// is skipped and these become input.signals.
@@ -145,6 +151,9 @@ type Outcome struct {
 	// Signals are the detectors' findings (counts and scores, never text)
 	// when there was prompt text to scan.
 	Signals *detect.Signals
+	// ToolSignals are the findings in the request's tool results
+	// (Request.ToolText), nil when there were none to scan.
+	ToolSignals *detect.Signals
 }
 
 // Pipeline runs the stages of a decision. It is safe for concurrent use.
@@ -286,6 +295,25 @@ func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	return out, err
 }
 
+// scan runs the detectors on text under a bulwark.detect span.
+func (p *Pipeline) scan(ctx context.Context, text string) (detect.Signals, error) {
+	_, span := p.stage(ctx, "bulwark.detect")
+	res, err := p.detect.ScanContext(ctx, text)
+	end(span)
+	if err != nil {
+		return detect.Signals{}, err
+	}
+	return res.Signals(), nil
+}
+
+// scanStopped counts and logs detection stopped by the caller's context.
+func (p *Pipeline) scanStopped(out Outcome, req Request, start time.Time, err error) error {
+	p.metrics.scanStopped.Inc()
+	p.metrics.decision("error", "detect_stopped")
+	p.logger.Warn("detection stopped", "decision_id", out.DecisionID, "phase", req.Phase, "elapsed", time.Since(start), "error", err)
+	return fmt.Errorf("pipeline: %w", err)
+}
+
 // makeDecision is Decide without the span annotation.
 func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, error) {
 	start := time.Now()
@@ -340,8 +368,8 @@ func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, erro
 	case p.detect != nil:
 		// The door read the text from the body (llmapi, one extractor for
 		// every door); the pipeline never reads a body of its own.
-		text := req.Text
-		if text == "" {
+		text, toolText := req.Text, req.ToolText
+		if text == "" && toolText == "" {
 			break
 		}
 		if !out.Principal.Authenticated() {
@@ -355,20 +383,27 @@ func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, erro
 				break
 			}
 		}
-		_, span := p.stage(callerCtx, "bulwark.detect")
-		res, err := p.detect.ScanContext(callerCtx, text)
-		end(span)
 		scanned = true
-		if err != nil {
-			p.metrics.scanStopped.Inc()
-			p.metrics.decision("error", "detect_stopped")
-			p.logger.Warn("detection stopped", "decision_id", out.DecisionID, "phase", req.Phase, "elapsed", time.Since(start), "error", err)
-			return out, fmt.Errorf("pipeline: %w", err)
+		var sig detect.Signals
+		if text != "" {
+			var err error
+			if sig, err = p.scan(callerCtx, text); err != nil {
+				return out, p.scanStopped(out, req, start, err)
+			}
+			p.metrics.signals(sig)
 		}
-		sig := res.Signals()
-		p.metrics.signals(sig)
-		input.Insert(keySignals, ast.NewTerm(signalsValue(sig)))
+		v := signalsValue(sig)
 		out.Signals = &sig
+		if toolText != "" {
+			tsig, err := p.scan(callerCtx, toolText)
+			if err != nil {
+				return out, p.scanStopped(out, req, start, err)
+			}
+			p.metrics.signals(tsig)
+			v.Insert(kToolResults, ast.NewTerm(signalsValue(tsig)))
+			out.ToolSignals = &tsig
+		}
+		input.Insert(keySignals, ast.NewTerm(v))
 	}
 
 	if scanned || !timed {

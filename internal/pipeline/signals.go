@@ -43,6 +43,7 @@ var (
 	kAvailable       = ast.StringTerm("available")
 	kLabel           = ast.StringTerm("label")
 	kError           = ast.StringTerm("error")
+	kToolResults     = ast.StringTerm("tool_results")
 )
 
 func typeCounts(tc []detect.TypeCount) *ast.Term {
@@ -53,8 +54,9 @@ func typeCounts(tc []detect.TypeCount) *ast.Term {
 	return ast.ArrayTerm(terms...)
 }
 
-// signalsValue renders detector signals as input.signals.
-func signalsValue(s detect.Signals) ast.Value {
+// signalsValue renders detector signals as input.signals (and, for the
+// request's tool results, as input.signals.tool_results, the same shape).
+func signalsValue(s detect.Signals) ast.Object {
 	rules := make([]*ast.Term, len(s.PromptInjection.Rules))
 	for i, r := range s.PromptInjection.Rules {
 		rules[i] = ast.StringTerm(r)

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"strings"
+
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/bulwark-ai/bulwark/internal/llmapi"
@@ -20,6 +22,11 @@ var (
 	keyToolCalls       = ast.StringTerm("tool_calls")
 	keyName            = ast.StringTerm("name")
 	keyEstimatedTokens = ast.StringTerm("estimated_tokens")
+	keyID              = ast.StringTerm("id")
+	keyType            = ast.StringTerm("type")
+	keyDescription     = ast.StringTerm("description")
+	keyArguments       = ast.StringTerm("arguments")
+	keyArgumentsValid  = ast.StringTerm("arguments_valid")
 )
 
 // Keys of the response phases' additions to the input.
@@ -56,8 +63,10 @@ func AddUsage(in ast.Object, u llmapi.Usage) {
 // policy reads the model, the limits and the messages the upstream will
 // read, whatever the body's content-type label said. n is the number of
 // answers requested (n or best_of, at least 1): the output a request may
-// cost is n × max_tokens. Tool-call arguments are left out: policies get
-// names, and the detectors read the text.
+// cost is n × max_tokens. tools are the declared tools ({name, type,
+// description}); tool_calls the calls in the history ({id, name}): their
+// arguments are left out (those calls were made already; the detectors
+// read the text).
 func LLMValue(r *llmapi.Request) ast.Value {
 	msgs := make([]*ast.Term, len(r.Messages))
 	chars := 0
@@ -69,11 +78,16 @@ func LLMValue(r *llmapi.Request) ast.Value {
 	}
 	tools := make([]*ast.Term, len(r.Tools))
 	for i, t := range r.Tools {
-		tools[i] = ast.StringTerm(t)
+		tools[i] = ast.ObjectTerm(
+			[2]*ast.Term{keyName, ast.StringTerm(t.Name)},
+			[2]*ast.Term{keyType, ast.StringTerm(t.Type)},
+			[2]*ast.Term{keyDescription, ast.StringTerm(t.Description)})
 	}
 	calls := make([]*ast.Term, len(r.ToolCalls))
 	for i, c := range r.ToolCalls {
-		calls[i] = ast.ObjectTerm([2]*ast.Term{keyName, ast.StringTerm(c.Name)})
+		calls[i] = ast.ObjectTerm(
+			[2]*ast.Term{keyID, ast.StringTerm(c.ID)},
+			[2]*ast.Term{keyName, ast.StringTerm(c.Name)})
 	}
 	return ast.NewObject(
 		[2]*ast.Term{keyAPI, ast.StringTerm(string(r.API))},
@@ -88,4 +102,46 @@ func LLMValue(r *llmapi.Request) ast.Value {
 		// detectors' length signal uses too.
 		[2]*ast.Term{keyEstimatedTokens, ast.IntNumberTerm((chars + 3) / 4)},
 	)
+}
+
+// AddToolCalls sets input.response.tool_calls (AddResponse must have set
+// input.response): the tool calls the model made, each {id, name,
+// arguments, arguments_valid}. arguments is the arguments' JSON parsed
+// (an empty text reads as {}, a call without arguments); when the text is
+// not JSON (a model's malformed output, or a stream cut mid-call),
+// arguments is that text as a string and arguments_valid false, so a policy
+// with argument rules can refuse what it cannot check.
+func AddToolCalls(in ast.Object, calls []llmapi.ToolCall) {
+	t := in.Get(keyResponse)
+	if t == nil {
+		return
+	}
+	resp, ok := t.Value.(ast.Object)
+	if !ok {
+		return
+	}
+	terms := make([]*ast.Term, len(calls))
+	for i, c := range calls {
+		args, valid := ToolArguments(c.Arguments)
+		terms[i] = ast.ObjectTerm(
+			[2]*ast.Term{keyID, ast.StringTerm(c.ID)},
+			[2]*ast.Term{keyName, ast.StringTerm(c.Name)},
+			[2]*ast.Term{keyArguments, ast.NewTerm(args)},
+			[2]*ast.Term{keyArgumentsValid, ast.BooleanTerm(valid)})
+	}
+	resp.Insert(keyToolCalls, ast.ArrayTerm(terms...))
+}
+
+// ToolArguments parses a tool call's arguments text for policy: the JSON
+// value and true, {} and true for an empty text, or the text itself as a
+// string and false when it is not JSON.
+func ToolArguments(text string) (ast.Value, bool) {
+	if strings.TrimSpace(text) == "" {
+		return ast.NewObject(), true
+	}
+	v, err := parseJSON([]byte(text))
+	if err != nil {
+		return ast.String(text), false
+	}
+	return v, true
 }

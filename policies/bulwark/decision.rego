@@ -40,6 +40,17 @@ response_decision := {
 } if {
 	input.signals.canary_leak
 } else := {
+	"allowed": false,
+	"http_status": 403,
+	"reason": "tool_not_allowed",
+	# The message reaches the client in the error event: it names no tool
+	# (the call it stopped must not reach the client in any form); the
+	# names are in the dynamic metadata and the audit trail.
+	"message": sprintf("the model called a tool principal %s may not use; the answer was stopped", [input.principal.id]),
+	"dynamic_metadata": {"tools": denied_response_tools},
+} if {
+	count(denied_response_tools) > 0
+} else := {
 	"allowed": true,
 	"reason": "allowed",
 	"redact": data.bulwark.redact.response,
@@ -101,6 +112,22 @@ route_decision(route) := {
 	"dynamic_metadata": {"prompt_injection_rules": input.signals.prompt_injection.rules},
 } if {
 	injection_detected
+} else := {
+	"allowed": false,
+	"http_status": 403,
+	"reason": "tool_result_injection",
+	"message": "a tool result in the conversation carries instructions to the model",
+	"dynamic_metadata": {"prompt_injection_rules": input.signals.tool_results.prompt_injection.rules},
+} if {
+	tool_result_injection_detected
+} else := {
+	"allowed": false,
+	"http_status": 403,
+	"reason": "tool_not_allowed",
+	"message": sprintf("tool %s is not allowed for principal %s", [denied_request_tools[0], input.principal.id]),
+	"dynamic_metadata": {"tools": denied_request_tools},
+} if {
+	count(denied_request_tools) > 0
 } else := {
 	"allowed": false,
 	"http_status": 403,
@@ -257,3 +284,55 @@ per_answer_tokens := input.llm.max_tokens if {
 answers := input.llm.n if {
 	input.llm.n > 1
 } else := 1
+
+# Tools (agents). data.bulwark.tools maps a role to the tool names (or glob
+# patterns, "*" matching any run of characters) it may call: LLM function
+# calls and MCP tools alike. A role that is missing or has an empty list may
+# call every tool, as with models; a caller with several roles may call a
+# tool any of them allows. Data without a tools map restricts nothing.
+tools_by_role := data.bulwark.tools if is_object(data.bulwark.tools)
+else := {}
+
+# tool_allowed(name): the principal may call the tool name.
+tool_allowed(name) if {
+	some role in input.principal.roles
+	count(object.get(tools_by_role, role, [])) == 0
+}
+
+tool_allowed(name) if {
+	some role in input.principal.roles
+	some pattern in tools_by_role[role]
+	glob.match(pattern, [], name)
+}
+
+# The request offers the model a tool, or its history holds a call of one,
+# that the principal may not use (sorted, so the message names the same one
+# every time).
+denied_request_tools := sort({name |
+	some name in request_tool_names
+	not tool_allowed(name)
+})
+
+request_tool_names contains t.name if some t in input.llm.tools
+
+request_tool_names contains c.name if some c in input.llm.tool_calls
+
+# The model called a tool the principal may not use (a buffered answer's
+# calls, or a streamed call Bulwark held back until it was complete), in
+# the order the model made them.
+denied_response_tools := [c.name |
+	some c in input.response.tool_calls
+	tool_call_denied(c)
+]
+
+# tool_call_denied(c): the model's call c ({id, name, arguments,
+# arguments_valid}) must not run. Add your own definitions beside this one
+# (in package bulwark) for rules on arguments: any one that holds denies.
+tool_call_denied(c) if not tool_allowed(c.name)
+
+# Text in tool results (role tool messages, tool_result blocks,
+# function_call_output) is data nobody vouches for: it is held to its own
+# threshold, stricter than the user's prompt.
+tool_result_injection_detected if {
+	input.signals.tool_results.prompt_injection.score >= data.bulwark.detectors.tool_result_injection_threshold
+}

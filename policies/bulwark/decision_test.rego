@@ -326,3 +326,100 @@ test_grey_zone_keeps_redaction_rules if {
 	{r.detector | some r in data.bulwark.redact.request} == {"pii", "secrets"}
 	{r.detector | some r in data.bulwark.redact.response} == {"pii", "secrets", "canary"}
 }
+
+# Tools (agents): data.bulwark.tools, tool_not_allowed, tool_result_injection.
+
+support_tools := {"user": ["search_*", "get_weather"], "admin": []}
+
+with_tools(r, tools, calls) := object.union(r, {"llm": object.union(r.llm, {
+	"tools": [{"name": t, "type": "function", "description": ""} | some t in tools],
+	"tool_calls": [{"id": "call_1", "name": c} | some c in calls],
+})})
+
+chat_req := with_model(req("POST", "/v1/chat/completions", alice), "m")
+
+answer(calls) := {"phase": "response_body", "principal": alice, "signals": {"canary_leak": false}, "response": {
+	"status": 200, "content_type": "application/json",
+	"tool_calls": [{"id": "call_1", "name": c, "arguments": {}, "arguments_valid": true} | some c in calls],
+}}
+
+test_tools_every_tool_allowed_without_a_list if {
+	d := bulwark.decision with input as with_tools(chat_req, ["delete_repo"], ["delete_repo"])
+	d.allowed
+	e := bulwark.decision with input as answer(["delete_repo"])
+	e.allowed
+}
+
+test_tools_missing_tools_map_restricts_nothing if {
+	d := bulwark.decision with input as answer(["delete_repo"]) with data.bulwark.tools as null
+	d.allowed
+}
+
+test_tools_listed_and_glob_allowed if {
+	d := bulwark.decision with input as with_tools(chat_req, ["search_web", "get_weather"], ["search_docs"]) with data.bulwark.tools as support_tools
+	d.allowed
+	e := bulwark.decision with input as answer(["search_web", "get_weather"]) with data.bulwark.tools as support_tools
+	e.allowed
+}
+
+test_tools_declared_tool_not_allowed if {
+	d := bulwark.decision with input as with_tools(chat_req, ["search_web", "send_email"], []) with data.bulwark.tools as support_tools
+	not d.allowed
+	d.http_status == 403
+	d.reason == "tool_not_allowed"
+	d.dynamic_metadata.tools == ["send_email"]
+	contains(d.message, "send_email")
+}
+
+test_tools_history_call_not_allowed if {
+	d := bulwark.decision with input as with_tools(chat_req, [], ["send_email"]) with data.bulwark.tools as support_tools
+	d.reason == "tool_not_allowed"
+}
+
+test_tools_answer_call_not_allowed if {
+	some phase in ["response_body", "response_body_chunk"]
+	a := object.union(answer(["search_web", "send_email"]), {"phase": phase})
+	d := bulwark.decision with input as a with data.bulwark.tools as support_tools
+	not d.allowed
+	d.http_status == 403
+	d.reason == "tool_not_allowed"
+	d.dynamic_metadata.tools == ["send_email"]
+}
+
+test_tools_any_role_may_allow if {
+	both := object.union(alice, {"roles": ["user", "admin"]})
+	d := bulwark.decision with input as object.union(answer(["send_email"]), {"principal": both}) with data.bulwark.tools as support_tools
+	d.allowed
+}
+
+test_tools_glob_is_anchored if {
+	d := bulwark.decision with input as answer(["my_search_web"]) with data.bulwark.tools as support_tools
+	d.reason == "tool_not_allowed"
+}
+
+with_tool_result_score(r, score) := object.union(r, {"signals": {
+	"prompt_injection": {"score": 0.1, "detected": false, "rules": []},
+	"tool_results": {"prompt_injection": {"score": score, "detected": score >= 0.6, "rules": ["r1"]}},
+}})
+
+test_tool_result_injection_denied_below_prompt_threshold if {
+	d := bulwark.decision with input as with_tool_result_score(chat_req, 0.5)
+	not d.allowed
+	d.http_status == 403
+	d.reason == "tool_result_injection"
+	d.dynamic_metadata.prompt_injection_rules == ["r1"]
+	# The same score in the user's own prompt is under its threshold.
+	e := bulwark.decision with input as with_injection_score(chat_req, 0.5)
+	e.allowed
+}
+
+test_tool_result_threshold_comes_from_data if {
+	d := bulwark.decision with input as with_tool_result_score(chat_req, 0.2)
+	d.allowed
+	e := bulwark.decision with input as with_tool_result_score(chat_req, 0.2) with data.bulwark.detectors.tool_result_injection_threshold as 0.15
+	e.reason == "tool_result_injection"
+}
+
+test_tool_result_threshold_stricter_than_prompt if {
+	data.bulwark.detectors.tool_result_injection_threshold < data.bulwark.detectors.prompt_injection_threshold
+}

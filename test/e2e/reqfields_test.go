@@ -81,9 +81,13 @@ func TestInstructionsInjectionBothDoors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			want := "prompt_injection"
+			if tc.name == "responses function_call_output" {
+				want = "tool_result_injection" // a tool result, scanned apart (issue 18)
+			}
 			as, ar, ps := doors(t, p, key, tc.path, "application/json", tc.body)
-			if as != 403 || ar != "prompt_injection" || ps != 403 {
-				t.Fatalf("ext_authz %d %q, ext_proc %d; want 403 prompt_injection through both", as, ar, ps)
+			if as != 403 || ar != want || ps != 403 {
+				t.Fatalf("ext_authz %d %q, ext_proc %d; want 403 %s through both", as, ar, ps, want)
 			}
 		})
 	}
