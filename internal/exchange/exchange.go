@@ -19,6 +19,7 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
+	"github.com/bulwark-ai/bulwark/internal/mcp"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/redact"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
@@ -94,6 +95,13 @@ type Options struct {
 	// Give it one without the injection detector: the streaming redactor
 	// scans every byte several times, and output needs PII and secrets only.
 	ResponseScanner Scanner
+	// MCP says where MCP traffic is expected and how an unauthenticated
+	// MCP client is challenged; ext_authz takes the same (see mcp.go).
+	MCP envoy.MCPOptions
+	// MCPMemory remembers the tool definitions each MCP session was shown,
+	// to flag a definition that changes later (nil: not remembered; only
+	// a name listed twice within one answer is flagged).
+	MCPMemory *mcp.Memory
 }
 
 func (o *Options) defaults() {
