@@ -78,7 +78,7 @@ func AddMCP(in ast.Object, req *authv3.CheckRequest, body []byte, o MCPOptions) 
 	out := &MCP{Request: r}
 	if errors.Is(err, mcp.ErrBatch) {
 		h := httpReq.GetHeaders()
-		r = &mcp.Request{SessionID: h[mcp.SessionHeader], ProtocolVersion: h[mcp.VersionHeader], Error: err.Error()}
+		r = &mcp.Request{SessionID: h[mcp.SessionHeader], ProtocolVersion: h[mcp.VersionHeader], Kind: mcp.KindBatch, Error: err.Error()}
 		out = &MCP{Request: r, Batch: true}
 	}
 	insertMCP(in, r)

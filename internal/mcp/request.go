@@ -59,6 +59,8 @@ const (
 	KindRequest      Kind = "request"
 	KindNotification Kind = "notification"
 	KindResponse     Kind = "response"
+	// KindBatch is a JSON array of messages, refused (ErrBatch).
+	KindBatch Kind = "batch"
 )
 
 // Request is one MCP message a client sent, as policy sees it (input.mcp).
