@@ -132,6 +132,8 @@ type Core struct {
 	scan      func(role string) bool // ScanRoles less TrustedRoles; nil: every role
 	logger    *slog.Logger
 	metrics   *metrics
+	// verdicts caches the scans of MCP tool definitions by their hash.
+	verdicts *mcp.VerdictCache
 }
 
 // New returns a Core. scanner finds what redaction removes (nil: nothing
@@ -150,7 +152,8 @@ func New(d Decider, scanner Scanner, reconcile Reconciler, opts Options, logger 
 		out = scanner
 	}
 	return &Core{decider: d, scanner: scanner, outScan: out, reconcile: reconcile, opts: opts,
-		scan: envoy.RoleFilter(opts.ScanRoles, opts.TrustedRoles), logger: logger, metrics: m.m}
+		scan: envoy.RoleFilter(opts.ScanRoles, opts.TrustedRoles), logger: logger, metrics: m.m,
+		verdicts: mcp.NewVerdictCache(0)}
 }
 
 // MaxBodyBytes is the largest body the exchange inspects whole: a door that

@@ -171,11 +171,8 @@ func (x *Session) mcpToolsList(ctx context.Context, r *mcp.Response, res *Result
 	tools := make([]*ast.Term, 0, len(list.Tools))
 	seen := make(map[string]int, len(list.Tools))
 	for i, t := range list.Tools {
-		var score float64
-		if x.c.scanner != nil {
-			score = x.c.scanner.Scan(t.Text).Signals().PromptInjection.Score
-		}
-		rules := mcp.PoisonRules(t.Text)
+		v := x.c.verdicts.Get(t, x.c.scanTool)
+		score, rules := v.InjectionScore, v.Rules
 		flag := changed[i] || t.Duplicate
 		if j, ok := seen[t.Name]; ok {
 			// One entry per name for the policy (names key remove_tools):
@@ -298,3 +295,12 @@ func (x *Session) mcpError(status int, reason, msg, decisionID string) []byte {
 }
 
 var keyMCP = ast.StringTerm("mcp")
+
+// scanTool scans one tool definition for hidden instructions.
+func (c *Core) scanTool(text string) mcp.Verdict {
+	v := mcp.Verdict{Rules: mcp.PoisonRules(text)}
+	if c.scanner != nil {
+		v.InjectionScore = c.scanner.Scan(text).Signals().PromptInjection.Score
+	}
+	return v
+}

@@ -154,7 +154,7 @@ func listBody(n int, extra string) string {
 }
 
 func TestToolsListFilter(t *testing.T) {
-	body := listBody(3, `,{"name":"add","description":`+jsonString(poisonDesc)+`,"inputSchema":{"type":"object"}}`)
+	body := listBody(3, `,{"name":"add","description":`+quoteJSON(poisonDesc)+`,"inputSchema":{"type":"object"}}`)
 	r, err := ParseResponse([]byte(body))
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +238,7 @@ func TestMemoryRugPull(t *testing.T) {
 	now := time.Unix(0, 0)
 	m := NewMemory(time.Minute, 2, 0, func() time.Time { return now })
 	list := func(desc string) []Tool {
-		r, _ := ParseResponse([]byte(`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","description":` + jsonString(desc) + `},{"name":"b"}]}}`))
+		r, _ := ParseResponse([]byte(`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","description":` + quoteJSON(desc) + `},{"name":"b"}]}}`))
 		l, _ := ParseToolsList(r)
 		return l.Tools
 	}
@@ -282,7 +282,7 @@ func TestEncodeEvent(t *testing.T) {
 	}
 }
 
-func jsonString(s string) string {
+func quoteJSON(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }

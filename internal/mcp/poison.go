@@ -3,7 +3,7 @@ package mcp
 import (
 	"container/list"
 	"crypto/sha256"
-	"regexp"
+	"strings"
 	"sync"
 	"time"
 	"unicode"
@@ -13,21 +13,33 @@ import (
 // description look like, beside what the injection detector scores. One
 // alone is common in honest tools (an ssh tool names ~/.ssh); the default
 // policy removes a tool with two, or with an injection score over the
-// threshold.
+// threshold. Each marker is a list of lower-case phrases, matched as
+// substrings of the lower-cased text: a tools/list answer holds hundreds of
+// definitions, and substring search keeps the scan in microseconds.
 var poisonRules = []struct {
-	name string
-	re   *regexp.Regexp
+	name    string
+	phrases []string
 }{
 	// Markup addressed to the model, not the user: <IMPORTANT>, <system>.
-	{"hidden_tag", regexp.MustCompile(`(?i)<\s*/?\s*(important|system|instructions?|secret|hidden|admin)\b[^>]*>`)},
+	{"hidden_tag", []string{"<important", "</important", "<system", "</system", "<instruction", "</instruction",
+		"<secret", "<hidden", "<admin", "[important]", "[system]", "{{system"}},
 	// Files an agent's host keeps credentials in.
-	{"sensitive_path", regexp.MustCompile(`(?i)(~|\$home|/home/\w+|/root)/\.(ssh|aws|gnupg|kube|docker|config/gh|netrc|npmrc|pypirc)|\bid_(rsa|ed25519|ecdsa|dsa)\b|/etc/(passwd|shadow)|\.env\b|\bmcp\.json\b|credentials\.json`)},
+	{"sensitive_path", []string{"~/.ssh", "/.ssh/", "id_rsa", "id_ed25519", "id_ecdsa", "~/.aws", "/.aws/credentials",
+		"~/.gnupg", "~/.kube", "/.kube/config", "~/.docker/config", "~/.netrc", "~/.npmrc", "~/.pypirc", "/etc/passwd",
+		"/etc/shadow", "mcp.json", "credentials.json", "~/.config/gh", ".env file", "~/.env"}},
 	// Telling the model to keep something from the user.
-	{"concealment", regexp.MustCompile(`(?i)\b(do not|don't|never|must not)\s+(tell|inform|mention|notify|reveal|show|alert)\b[^.]{0,40}\buser\b|\bwithout (telling|informing|notifying)\b|\bthe user (must|should) not (know|see)\b`)},
+	{"concealment", []string{"do not tell the user", "don't tell the user", "do not mention", "don't mention",
+		"never mention", "do not inform the user", "do not reveal", "never reveal", "without telling", "without informing",
+		"without notifying", "the user must not", "user should not know", "keep this secret", "not visible to the user",
+		"hide this from"}},
 	// Instructions to carry data out through a parameter or another tool.
-	{"exfiltration", regexp.MustCompile(`(?i)\b(pass|send|include|put|add|copy)\b[^.]{0,60}\b(as|in|into|to)\s+(the\s+)?['"\x60]?\w+['"\x60]?\s*(parameter|argument|field)?\b[^.]{0,20}\b(content|contents|key|token|password|secret)s?\b|\b(read|cat|open)\b[^.]{0,30}\b(and|then)\s+(pass|send|include)\b`)},
+	{"exfiltration", []string{"pass its content", "pass the content", "pass it as", "as 'note'", "as \"note\"",
+		"include the contents", "send the contents", "send its content", "and send it to", "forward all", "copy the contents",
+		"in the sidenote", "as the sidenote", "bcc", "exfiltrat"}},
 	// Other tools' behaviour rewritten from inside this one's description.
-	{"tool_shadowing", regexp.MustCompile(`(?i)\b(when|whenever|before|after) (using|calling|invoking) (any|the|this|another|other) (other )?tools?\b|\binstead of (the )?(user|recipient)\b`)},
+	{"tool_shadowing", []string{"before using this tool", "before using any", "when using any other", "when calling any",
+		"whenever you use", "instead of the user", "all emails must be sent to", "otherwise the tool will not work",
+		"ignore previous", "ignore all previous", "this is very important"}},
 }
 
 // PoisonRules returns the names of the poisoning markers found in text,
@@ -35,9 +47,13 @@ var poisonRules = []struct {
 // Unicode tag characters, bidi controls) that a model still reads.
 func PoisonRules(text string) []string {
 	var out []string
+	lower := strings.ToLower(text)
 	for _, r := range poisonRules {
-		if r.re.MatchString(text) {
-			out = append(out, r.name)
+		for _, p := range r.phrases {
+			if strings.Contains(lower, p) {
+				out = append(out, r.name)
+				break
+			}
 		}
 	}
 	if hasInvisible(text) {
@@ -160,4 +176,59 @@ func (m *Memory) Len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.sessions)
+}
+
+// Verdict is what the scans found in one tool definition.
+type Verdict struct {
+	// InjectionScore is the injection detector's score of Tool.Text.
+	InjectionScore float64
+	// Rules are the poisoning markers (PoisonRules).
+	Rules []string
+}
+
+// VerdictCache remembers the verdicts of tool definitions by their hash:
+// agents list the same tools again and again (every session, every
+// reconnect), and scanning hundreds of descriptions with the detectors is
+// the costly part of filtering a listing. Bounded: when full, an arbitrary
+// half is forgotten. Safe for concurrent use.
+type VerdictCache struct {
+	mu  sync.Mutex
+	max int
+	m   map[[sha256.Size]byte]Verdict
+}
+
+// NewVerdictCache returns a cache of at most max verdicts (0: 8192).
+func NewVerdictCache(max int) *VerdictCache {
+	if max <= 0 {
+		max = 8192
+	}
+	return &VerdictCache{max: max, m: make(map[[sha256.Size]byte]Verdict)}
+}
+
+// Get returns the verdict of a definition, computing it with scan on a miss.
+// A nil cache always scans.
+func (c *VerdictCache) Get(t Tool, scan func(text string) Verdict) Verdict {
+	if c == nil {
+		return scan(t.Text)
+	}
+	c.mu.Lock()
+	v, ok := c.m[t.Hash]
+	c.mu.Unlock()
+	if ok {
+		return v
+	}
+	v = scan(t.Text)
+	c.mu.Lock()
+	if len(c.m) >= c.max {
+		n := 0
+		for k := range c.m { // map order is random: an arbitrary half
+			delete(c.m, k)
+			if n++; n >= c.max/2 {
+				break
+			}
+		}
+	}
+	c.m[t.Hash] = v
+	c.mu.Unlock()
+	return v
 }

@@ -56,8 +56,10 @@ type Tool struct {
 	// title, annotations, the schemas' descriptions), what the detectors
 	// scan for hidden instructions.
 	Text string
-	// Hash fingerprints the whole definition, for noticing that it changed
-	// within a session ("rug pull"). Key order does not change it.
+	// Hash fingerprints the whole definition (its compacted JSON), for
+	// noticing that it changed within a session ("rug pull"). Whitespace
+	// does not change it; key order does (servers write theirs in a fixed
+	// order).
 	Hash [sha256.Size]byte
 	// Duplicate: an earlier tool of the same answer has this name with
 	// another definition (a server naming two tools alike to confuse the
@@ -95,60 +97,92 @@ func ParseToolsList(r *Response) (*ToolsList, error) {
 	l := &ToolsList{id: r.ID, result: result, Tools: make([]Tool, 0, len(raws))}
 	seen := make(map[string][sha256.Size]byte, len(raws))
 	for i, raw := range raws {
-		var def map[string]any
-		d := json.NewDecoder(bytes.NewReader(raw))
-		d.UseNumber()
-		if err := d.Decode(&def); err != nil {
-			return nil, fmt.Errorf("tools/list tool %d: %s", i, jsonError(err))
-		}
-		name, _ := def["name"].(string)
-		if name == "" {
-			return nil, fmt.Errorf("tools/list tool %d has no name", i)
-		}
-		canon, err := json.Marshal(def) // map keys sorted: a canonical form
+		t, err := readTool(raw)
 		if err != nil {
-			return nil, fmt.Errorf("tools/list tool %q: %w", name, err)
+			return nil, fmt.Errorf("tools/list tool %d: %w", i, err)
 		}
-		t := Tool{Name: name, Hash: sha256.Sum256(canon), raw: raw}
-		var sb strings.Builder
-		for k, v := range def {
-			if k != "name" {
-				appendStrings(&sb, v)
-			}
-		}
-		t.Text = sb.String()
-		if h, ok := seen[name]; ok && h != t.Hash {
+		if h, ok := seen[t.Name]; ok && h != t.Hash {
 			t.Duplicate = true
 		}
-		seen[name] = t.Hash
+		seen[t.Name] = t.Hash
 		l.Tools = append(l.Tools, t)
 	}
 	return l, nil
 }
 
-// appendStrings writes every string in v (object keys included: a schema's
-// property names are read by the model too), one per line.
-func appendStrings(sb *strings.Builder, v any) {
-	switch x := v.(type) {
-	case string:
-		sb.WriteString(x)
-		sb.WriteByte('\n')
-	case map[string]any:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys) // the same text, so the same scan, every listing
-		for _, k := range keys {
-			sb.WriteString(k)
-			sb.WriteByte('\n')
-			appendStrings(sb, x[k])
-		}
-	case []any:
-		for _, e := range x {
-			appendStrings(sb, e)
+// readTool reads one tool definition (raw is valid JSON: the list it came
+// from was decoded) without decoding it into maps: its name, every string
+// of it (keys too: a schema's property names are read by the model), and
+// the hash of its compacted bytes. A listing holds hundreds of tools and
+// is filtered on the answer's path, so this is one pass over the bytes.
+func readTool(raw json.RawMessage) (Tool, error) {
+	t := Tool{raw: raw}
+	if b := bytes.TrimSpace(raw); len(b) == 0 || b[0] != '{' {
+		return t, errors.New("not an object")
+	}
+	var sb strings.Builder
+	sb.Grow(len(raw))
+	var compact bytes.Buffer
+	compact.Grow(len(raw))
+	if err := json.Compact(&compact, raw); err != nil {
+		return t, fmt.Errorf("invalid JSON: %w", err)
+	}
+	c := compact.Bytes()
+	depth, nameNext := 0, false
+	for i := 0; i < len(c); i++ {
+		switch c[i] {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		case '"':
+			end, s, err := jsonString(c, i)
+			if err != nil {
+				return t, err
+			}
+			isKey := end+1 < len(c) && c[end+1] == ':'
+			switch {
+			case isKey && depth == 1 && s == "name":
+				nameNext = true
+			case nameNext && depth == 1:
+				t.Name, nameNext = s, false
+			default:
+				nameNext = false
+				sb.WriteString(s)
+				sb.WriteByte('\n')
+			}
+			i = end
 		}
 	}
+	if t.Name == "" {
+		return t, errors.New("no name")
+	}
+	t.Text = sb.String()
+	t.Hash = sha256.Sum256(c)
+	return t, nil
+}
+
+// jsonString reads the string literal starting at b[i] (a '"'): the index
+// of its closing quote and its value.
+func jsonString(b []byte, i int) (int, string, error) {
+	esc := false
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			esc = true
+			j++
+		case '"':
+			if !esc {
+				return j, string(b[i+1 : j]), nil
+			}
+			var s string
+			if err := json.Unmarshal(b[i:j+1], &s); err != nil {
+				return 0, "", fmt.Errorf("invalid string: %w", err)
+			}
+			return j, s, nil
+		}
+	}
+	return 0, "", errors.New("unterminated string")
 }
 
 // Encode writes the answer back without the tools remove names. changed is

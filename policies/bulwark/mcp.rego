@@ -96,16 +96,25 @@ mcp_list_reason := "tool_poisoning" if {
 } else := "allowed"
 
 # mcp_tool_allowed: a role of the caller has no tool list, or lists the
-# tool by name or glob ("github.*", "*_read").
+# tool by name or glob ("github.*", "*_read"). The roles' lists are merged
+# once per decision (rules are evaluated once), not once per tool: a
+# tools/list answer asks about hundreds of tools.
+mcp_tool_allowed(_) if mcp_every_tool_allowed
+
 mcp_tool_allowed(name) if {
+	not mcp_every_tool_allowed
+	some pattern in mcp_tool_patterns
+	glob.match(pattern, [], name)
+}
+
+mcp_every_tool_allowed if {
 	some role in input.principal.roles
 	count(object.get(mcp_tools, role, [])) == 0
 }
 
-mcp_tool_allowed(name) if {
+mcp_tool_patterns contains pattern if {
 	some role in input.principal.roles
 	some pattern in object.get(mcp_tools, role, [])
-	glob.match(pattern, [], name)
 }
 
 default mcp_tools := {}
