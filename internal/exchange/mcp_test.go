@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/bulwark-ai/bulwark/internal/app/core"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
@@ -383,6 +385,7 @@ func BenchmarkMCPToolsList200(b *testing.B) {
 	answer := []byte(toolsListAnswer(197, poisonDesc))
 	b.SetBytes(int64(len(answer)))
 	b.ReportAllocs()
+	var cpu time.Duration
 	for b.Loop() {
 		b.StopTimer()
 		x := c.Start("bench")
@@ -391,7 +394,9 @@ func BenchmarkMCPToolsList200(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+		c0 := cpuTime()
 		res, err := x.ResponseBody(ctx, answer)
+		cpu += cpuTime() - c0
 		if err != nil || !res.BodyChanged {
 			b.Fatal(res.Deny, err)
 		}
@@ -399,4 +404,13 @@ func BenchmarkMCPToolsList200(b *testing.B) {
 		x.End(ctx)
 		b.StartTimer()
 	}
+	b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
+}
+
+// cpuTime is the process's user+system CPU time: on a shared machine the
+// wall time of a benchmark measures the queue for a core, this the work.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -210,13 +210,39 @@ func (l *ToolsList) Encode(remove func(name string) bool) (body []byte, removed 
 		buf.Write(raw)
 	}
 	buf.WriteString(`]`)
-	result := make(map[string]json.RawMessage, len(l.result))
-	for k, v := range l.result {
-		result[k] = v
+	// The envelope is written by hand around the server's own bytes (each
+	// already validated by decoding): re-marshalling would re-check
+	// every byte of every kept tool.
+	keys := make([]string, 0, len(l.result))
+	for k := range l.result {
+		if k != "tools" {
+			keys = append(keys, k)
+		}
 	}
-	result["tools"] = buf.Bytes()
-	out, err := encodeResponse(l.id, result)
-	return out, removed, err
+	slices.Sort(keys)
+	id := l.id
+	if len(id) == 0 {
+		id = json.RawMessage("null")
+	}
+	var out bytes.Buffer
+	out.Grow(buf.Len() + 64)
+	out.WriteString(`{"jsonrpc":"2.0","id":`)
+	out.Write(id)
+	out.WriteString(`,"result":{`)
+	for _, k := range keys {
+		kb, err := json.Marshal(k)
+		if err != nil {
+			return nil, 0, fmt.Errorf("mcp response: %w", err)
+		}
+		out.Write(kb)
+		out.WriteByte(':')
+		out.Write(l.result[k])
+		out.WriteByte(',')
+	}
+	out.WriteString(`"tools":`)
+	out.Write(buf.Bytes())
+	out.WriteString(`}}`)
+	return out.Bytes(), removed, nil
 }
 
 func sumLen(rs []json.RawMessage) int {
