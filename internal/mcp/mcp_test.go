@@ -286,3 +286,10 @@ func quoteJSON(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+func TestToolNameMustBeString(t *testing.T) {
+	r, _ := ParseResponse([]byte(`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":1,"description":"y"}]}}`))
+	if l, err := ParseToolsList(r); err == nil {
+		t.Errorf("a numeric name read as %q", l.Tools[0].Name)
+	}
+}

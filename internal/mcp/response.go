@@ -144,7 +144,7 @@ func readTool(raw json.RawMessage) (Tool, error) {
 			switch {
 			case isKey && depth == 1 && s == "name":
 				nameNext = true
-			case nameNext && depth == 1:
+			case nameNext && depth == 1 && !isKey:
 				t.Name, nameNext = s, false
 			default:
 				nameNext = false
