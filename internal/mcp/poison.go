@@ -64,6 +64,9 @@ func PoisonRules(text string) []string {
 
 func hasInvisible(s string) bool {
 	for _, r := range s {
+		if r < 0x80 {
+			continue // ASCII: visible or a control the detectors see anyway
+		}
 		switch {
 		case r >= 0xE0000 && r <= 0xE007F: // tag characters
 			return true
