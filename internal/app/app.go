@@ -26,10 +26,12 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/app/core"
 	"github.com/bulwark-ai/bulwark/internal/audit"
 	"github.com/bulwark-ai/bulwark/internal/config"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/extauthz"
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/identity"
+	"github.com/bulwark-ai/bulwark/internal/mcp"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	"github.com/bulwark-ai/bulwark/internal/server"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
@@ -192,7 +194,12 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 // tracing may be nil (off).
 func NewExtAuthz(c *core.Core, cfg config.Config, tracing *telemetry.Tracing, voucher *identity.Voucher) *extauthz.Server {
 	return extauthz.New(c.Pipeline, extauthz.Options{StripCredentials: cfg.StripCredentials && cfg.IdentityEnabled(), Tracing: tracing,
-		ScanRoles: cfg.ExtProcScanRoles, TrustedRoles: cfg.TrustedRoles, Voucher: voucher})
+		ScanRoles: cfg.ExtProcScanRoles, TrustedRoles: cfg.TrustedRoles, Voucher: voucher, MCP: mcpOptions(cfg)})
+}
+
+// mcpOptions are the MCP settings both Envoy doors and the exchange share.
+func mcpOptions(cfg config.Config) envoy.MCPOptions {
+	return envoy.MCPOptions{Paths: cfg.MCPPaths, ResourceMetadata: cfg.MCPResourceMetadataURL}
 }
 
 // NewExchange is the LLM exchange core over c as cfg configures it, which
@@ -212,6 +219,8 @@ func NewExchange(c *core.Core, cfg config.Config, tracing *telemetry.Tracing, re
 		RedactKey:                redactKey,
 		ResponseScanner:          c.ResponseScanner,
 		StripUpstreamCredentials: cfg.StripUpstreamCredentials && cfg.IdentityEnabled(),
+		MCP:                      mcpOptions(cfg),
+		MCPMemory:                mcp.NewMemory(cfg.MCPSessionTTL, cfg.MCPMaxSessions, 0, nil),
 	}, logger, m)
 }
 

@@ -330,6 +330,22 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is json or text.
 	LogFormat string `yaml:"log_format"`
+
+	// MCPPaths are the MCP (Streamable HTTP) endpoints: exact paths, or
+	// prefixes ending in "/". A request there is MCP with or without a
+	// body; elsewhere a JSON-RPC body is recognised by itself.
+	MCPPaths []string `yaml:"mcp_paths"`
+	// MCPResourceMetadataURL, when set, is the OAuth protected resource
+	// metadata URL (RFC 9728) a 401 to an MCP request points to:
+	// WWW-Authenticate: Bearer resource_metadata="<url>".
+	MCPResourceMetadataURL string `yaml:"mcp_resource_metadata_url"`
+	// MCPSessionTTL is how long the tool definitions an MCP session was
+	// shown are remembered after its last tools/list, to flag a changed
+	// definition (a rug pull); MCPMaxSessions bounds how many sessions
+	// are remembered (least recently listed forgotten first). In-process:
+	// each replica remembers the sessions it served.
+	MCPSessionTTL  time.Duration `yaml:"mcp_session_ttl"`
+	MCPMaxSessions int           `yaml:"mcp_max_sessions"`
 }
 
 // Default returns the configuration `make run` uses: loopback listeners,
@@ -865,6 +881,10 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.AdminPprof, "admin-pprof", c.AdminPprof, "serve /debug/pprof on the admin listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
+	fs.Var((*stringList)(&c.MCPPaths), "mcp-paths", "comma-separated MCP endpoints (exact paths, or prefixes ending in /); JSON-RPC bodies elsewhere are recognised too")
+	fs.StringVar(&c.MCPResourceMetadataURL, "mcp-resource-metadata-url", c.MCPResourceMetadataURL, "OAuth protected resource metadata URL a 401 to an MCP request points to (WWW-Authenticate: Bearer resource_metadata=...)")
+	fs.DurationVar(&c.MCPSessionTTL, "mcp-session-ttl", c.MCPSessionTTL, "how long an MCP session's first tool definitions are remembered after its last tools/list, to flag changed ones")
+	fs.IntVar(&c.MCPMaxSessions, "mcp-max-sessions", c.MCPMaxSessions, "most MCP sessions whose tool definitions are remembered (in-process, per replica)")
 }
 
 // Load builds the configuration for `bulwark serve` from args (without the

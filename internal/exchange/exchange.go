@@ -19,6 +19,7 @@ import (
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
+	"github.com/bulwark-ai/bulwark/internal/mcp"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/redact"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
@@ -94,6 +95,13 @@ type Options struct {
 	// Give it one without the injection detector: the streaming redactor
 	// scans every byte several times, and output needs PII and secrets only.
 	ResponseScanner Scanner
+	// MCP says where MCP traffic is expected and how an unauthenticated
+	// MCP client is challenged; ext_authz takes the same (see mcp.go).
+	MCP envoy.MCPOptions
+	// MCPMemory remembers the tool definitions each MCP session was shown,
+	// to flag a definition that changes later (nil: not remembered; only
+	// a name listed twice within one answer is flagged).
+	MCPMemory *mcp.Memory
 }
 
 func (o *Options) defaults() {
@@ -124,6 +132,8 @@ type Core struct {
 	scan      func(role string) bool // ScanRoles less TrustedRoles; nil: every role
 	logger    *slog.Logger
 	metrics   *metrics
+	// verdicts caches the scans of MCP tool definitions by their hash.
+	verdicts *mcp.VerdictCache
 }
 
 // New returns a Core. scanner finds what redaction removes (nil: nothing
@@ -142,7 +152,8 @@ func New(d Decider, scanner Scanner, reconcile Reconciler, opts Options, logger 
 		out = scanner
 	}
 	return &Core{decider: d, scanner: scanner, outScan: out, reconcile: reconcile, opts: opts,
-		scan: envoy.RoleFilter(opts.ScanRoles, opts.TrustedRoles), logger: logger, metrics: m.m}
+		scan: envoy.RoleFilter(opts.ScanRoles, opts.TrustedRoles), logger: logger, metrics: m.m,
+		verdicts: mcp.NewVerdictCache(0)}
 }
 
 // MaxBodyBytes is the largest body the exchange inspects whole: a door that

@@ -19,6 +19,7 @@ type metrics struct {
 	refused    *prometheus.CounterVec
 	reconcile  *prometheus.CounterVec
 	chunks     prometheus.Histogram
+	mcpTools   *prometheus.CounterVec
 }
 
 // NewMetrics registers the exchange series with reg (nil: unregistered).
@@ -49,9 +50,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Time to process one streamed response chunk (parse, redact, policy when findings).",
 			Buckets: []float64{.00001, .000025, .00005, .0001, .0002, .0005, .001, .0025, .01, .05},
 		}),
+		mcpTools: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulwark_mcp_tools_removed_total",
+			Help: "Tools removed from MCP tools/list answers, by reason (tool_not_allowed, tool_poisoning, other).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.active, m.streams, m.redactions, m.refused, m.reconcile, m.chunks} {
+		for _, c := range []prometheus.Collector{m.active, m.streams, m.redactions, m.refused, m.reconcile, m.chunks, m.mcpTools} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("exchange: register metrics: %w", err)
 			}
@@ -97,5 +102,21 @@ func (m *metrics) reconciled(result string) {
 func (m *metrics) chunk(d time.Duration) {
 	if m != nil {
 		m.chunks.Observe(d.Seconds())
+	}
+}
+
+// mcpToolsRemoved counts the tools a tools/list answer lost, by the
+// policy's reason (a bounded label: unknown reasons count as "other").
+func (m *metrics) mcpToolsRemoved(remove map[string]string, n int) {
+	if m == nil || n == 0 {
+		return
+	}
+	for _, reason := range remove {
+		switch reason {
+		case "tool_not_allowed", "tool_poisoning":
+		default:
+			reason = "other"
+		}
+		m.mcpTools.WithLabelValues(reason).Inc()
 	}
 }

@@ -46,8 +46,12 @@ type Session struct {
 	// response arriving without it means the door never delivered it.
 	bodyExpected, bodySeen bool
 
-	llmReq    *llmapi.Request
-	llmTerm   *ast.Term
+	llmReq  *llmapi.Request
+	llmTerm *ast.Term
+	// mcp is the MCP request (nil: not MCP), mcpTerm its input.mcp, which
+	// every later decision of the exchange carries.
+	mcp       *envoy.MCP
+	mcpTerm   *ast.Term
 	reserveID string
 	// reserved is the largest estimated cost the reservation charged, and
 	// reservedHere says this exchange's own decision made it (not
@@ -148,8 +152,10 @@ func (x *Session) RequestHeaders(ctx context.Context, h Head) (Result, error) {
 		x.principal = &p
 		x.reserveID = h.VouchedDecisionID
 	} else {
+		in := envoy.HeadersInput(x.base, nil)
+		x.addMCP(in, nil)
 		out, err := x.decide(ctx, pipeline.PhaseRequestHeaders, pipeline.Request{
-			Input:       envoy.HeadersInput(x.base, nil),
+			Input:       in,
 			Credentials: x.creds,
 		}, &res)
 		if err != nil {
@@ -245,6 +251,7 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 	// The same input, LLM request and scanned text as ext_authz builds
 	// from the same body: one function for every door.
 	input, r := envoy.BuildRequestInput(x.base)
+	x.addMCP(input, plain)
 	httpReq.Body, httpReq.RawBody = "", nil // keep the exchange small once parsed
 	var text, toolText string
 	if r != nil {
@@ -282,6 +289,16 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 		}
 	}
 	return res, nil
+}
+
+// addMCP recognises an MCP request (envoy.AddMCP) and keeps its input.mcp
+// for the exchange's later decisions. body is nil at request headers.
+func (x *Session) addMCP(in ast.Object, body []byte) {
+	m := envoy.AddMCP(in, x.base, body, x.c.opts.MCP)
+	if m == nil {
+		return
+	}
+	x.mcp, x.mcpTerm = m, in.Get(keyMCP)
 }
 
 // editRequest applies the decision's redactions, the max-tokens cap, the
@@ -395,10 +412,18 @@ func (x *Session) deny(out pipeline.Outcome, res Result) Result {
 	body := []byte(d.Body)
 	headers := policyHeaders(nil, d.Headers)
 	msg := d.Message
-	if len(body) == 0 {
+	switch {
+	case len(body) == 0 && x.mcp != nil:
+		msg = envoy.DenyMessage(out, code)
+		var ph []policy.Header
+		body, ph = envoy.MCPDenial(x.mcp, x.c.opts.MCP, code, out.Reason, msg+" (decision "+out.DecisionID+")", out.DecisionID, d.Headers)
+		headers = append(policyHeaders(nil, ph), Header{Key: "content-type", Value: "application/json"})
+	case len(body) == 0:
 		msg = envoy.DenyMessage(out, code)
 		body = llmapi.ErrorBody(x.api, code, out.Reason, msg+" (decision "+out.DecisionID+")")
 		headers = append(headers, Header{Key: "content-type", Value: "application/json"})
+	case x.mcp != nil:
+		headers = policyHeaders(nil, envoy.MCPHeaders(x.c.opts.MCP, code, d.Headers))
 	}
 	headers = append(headers, Header{Key: envoy.DecisionIDHeader, Value: out.DecisionID})
 	x.outcome = "denied"

@@ -56,6 +56,9 @@ type responseState struct {
 	// the numbers keep increasing.
 	lastSeq, seqShift int64
 	haveSeq           bool
+	// mcpMethod is the MCP method whose answer this is, when it is read as
+	// MCP (tools/list, tools/call: see mcp.go).
+	mcpMethod string
 	// cur is the Result of the chunk being processed, which records the
 	// chunk's decisions.
 	cur Result
@@ -134,6 +137,18 @@ func (x *Session) ResponseHeaders(ctx context.Context, status int, rh map[string
 	res.SetHeaders = policyHeaders(x.headerBuf[:0], out.Decision.ResponseHeadersToAdd)
 	x.headerBuf = res.SetHeaders[:0]
 	res.ReadBody = BodyWhole
+	if m := x.mcpAnswer(); m != "" {
+		rs.mcpMethod = m
+		if rs.sse {
+			if rs.encoding != "" {
+				return x.Refuse(http.StatusBadGateway, "unsupported_content_encoding",
+					"the MCP server's streamed answer is compressed ("+rs.encoding+") and cannot be inspected"), nil
+			}
+			res.ReadBody = BodyStreamed
+			rs.parser = &llmapi.SSEParser{MaxEventBytes: x.c.opts.MaxEventBytes}
+		}
+		return res, nil
+	}
 	if rs.sse {
 		if rs.encoding != "" {
 			// A compressed event stream cannot be redacted event by event.
@@ -156,6 +171,9 @@ func (x *Session) ResponseHeaders(ctx context.Context, status int, rh map[string
 // the usage reported so far.
 func (x *Session) responseInput(usage *llmapi.Usage) ast.Object {
 	in := envoy.HeadersInput(x.base, x.llmTerm)
+	if x.mcpTerm != nil {
+		in.Insert(keyMCP, x.mcpTerm)
+	}
 	if rs := x.resp; rs != nil {
 		policy.AddResponse(in, rs.status, rs.headers["content-type"])
 	}
@@ -187,6 +205,9 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 		return *deny, nil
 	}
 	jsonBody := isJSON(rs.headers["content-type"])
+	if rs.mcpMethod != "" {
+		return x.mcpResponseBody(ctx, plain, decoded)
+	}
 	text := string(plain)
 	api := rs.api
 	var usage *llmapi.Usage
@@ -279,6 +300,9 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 	rs.bodyBytes += int64(len(data))
 	start := time.Now()
 	defer func() { x.c.metrics.chunk(time.Since(start)) }()
+	if rs.mcpMethod != "" {
+		return x.mcpChunk(ctx, data, last)
+	}
 	rs.cur = Result{}
 	var out []byte
 	if !rs.ended {

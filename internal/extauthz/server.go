@@ -61,6 +61,10 @@ type Options struct {
 	// (expiry and MAC), so ext_proc can believe it instead of authenticating
 	// again. Nil: the metadata carries no seal and ext_proc authenticates.
 	Voucher *identity.Voucher
+	// MCP says where MCP traffic is expected and how an unauthenticated
+	// MCP client is challenged (as the exchange core's, so both doors read
+	// MCP alike): input.mcp, and denials as JSON-RPC errors with the id.
+	MCP envoy.MCPOptions
 }
 
 // Server implements envoy.service.auth.v3.Authorization.
@@ -91,6 +95,11 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	creds := envoy.Credentials(req, s.opts.StripCredentials)
 	path, _, _ := strings.Cut(httpReq.GetPath(), "?")
 	input, llm := envoy.BuildRequestInput(req)
+	var mcpBody []byte
+	if !envoy.Truncated(httpReq.GetHeaders(), len(envoy.RequestBody(req))) {
+		mcpBody = envoy.RequestBody(req) // a partial body is no message: the path alone says MCP
+	}
+	mcpReq := envoy.AddMCP(input, req, mcpBody, s.opts.MCP)
 	var text, toolText string
 	if llm != nil {
 		text = llm.PromptText(s.scan)
@@ -109,6 +118,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		return nil, envoy.Undecided(ctx, err, "check")
 	}
 	resp := Response(out)
+	if mcpReq != nil && !out.Decision.Allowed {
+		mcpDenial(resp, out, mcpReq, s.opts.MCP)
+	}
 	if s.opts.Voucher != nil && out.Decision.Allowed {
 		envoy.Seal(resp.DynamicMetadata, s.opts.Voucher)
 	}
@@ -152,6 +164,28 @@ func Response(out pipeline.Outcome) *authv3.CheckResponse {
 		}},
 		DynamicMetadata: md,
 	}
+}
+
+// mcpDenial reshapes a deny of an MCP request for its client: a JSON-RPC
+// error carrying the request's id in place of Bulwark's JSON error (unless
+// the policy wrote a body), and the resource-metadata challenge on a 401.
+func mcpDenial(resp *authv3.CheckResponse, out pipeline.Outcome, m *envoy.MCP, o envoy.MCPOptions) {
+	denied := resp.GetDeniedResponse()
+	if denied == nil {
+		return
+	}
+	d := out.Decision
+	code := envoy.DenyStatus(d)
+	headers := d.Headers
+	if d.Body == "" {
+		var body []byte
+		body, headers = envoy.MCPDenial(m, o, code, out.Reason, envoy.DenyMessage(out, code), out.DecisionID, headers)
+		denied.Body = string(body)
+		headers = append(headers[:len(headers):len(headers)], policy.Header{Key: "content-type", Value: "application/json"})
+	} else {
+		headers = envoy.MCPHeaders(o, code, headers)
+	}
+	denied.Headers = headerOptions(headers, policy.Header{Key: envoy.DecisionIDHeader, Value: out.DecisionID})
 }
 
 // grpcCodeFor picks the gRPC code that best names a denial; Envoy only cares

@@ -52,6 +52,11 @@ type Decision struct {
 	// is deciding on (Bulwark's addition; ignored by ext_authz, which cannot
 	// change bodies).
 	Redact []RedactRule
+	// RemoveTools names the tools to remove from an MCP tools/list answer,
+	// each with its reason (tool_not_allowed, tool_poisoning), so an agent
+	// never sees a tool its caller may not call or that carries hidden
+	// instructions (Bulwark's addition, "remove_tools": {name: reason}).
+	RemoveTools map[string]string
 }
 
 // The identity headers tell the upstream who called: the default policy sets
@@ -169,6 +174,7 @@ var (
 	keyDetector                = ast.StringTerm("detector")
 	keyTypes                   = ast.StringTerm("types")
 	keyAction                  = ast.StringTerm("action")
+	keyRemoveTools             = ast.StringTerm("remove_tools")
 )
 
 func decodeObject(o ast.Object) (Decision, error) {
@@ -227,6 +233,9 @@ func decodeObject(o ast.Object) (Decision, error) {
 		return Decision{}, err
 	}
 	if d.Redact, err = decodeRedact(o.Get(keyRedact)); err != nil {
+		return Decision{}, err
+	}
+	if d.RemoveTools, err = decodeRemoveTools(o.Get(keyRemoveTools)); err != nil {
 		return Decision{}, err
 	}
 	if t := o.Get(keyAudit); t != nil {
@@ -512,4 +521,39 @@ func decodeRedact(t *ast.Term) ([]RedactRule, error) {
 		rules = append(rules, r)
 	}
 	return rules, nil
+}
+
+// decodeRemoveTools reads "remove_tools": an object of tool name → reason,
+// or an array or set of names (reason "tool_not_allowed").
+func decodeRemoveTools(t *ast.Term) (map[string]string, error) {
+	if t == nil {
+		return nil, nil
+	}
+	out := map[string]string{}
+	switch v := t.Value.(type) {
+	case ast.Object:
+		err := v.Iter(func(k, r *ast.Term) error {
+			name, ok := k.Value.(ast.String)
+			reason, ok2 := r.Value.(ast.String)
+			if !ok || !ok2 {
+				return invalid(`"remove_tools" must map tool names to reason strings`)
+			}
+			out[string(name)] = string(reason)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	case *ast.Array, ast.Set:
+		names, err := stringList(ast.NewObject([2]*ast.Term{keyRemoveTools, t}), keyRemoveTools)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range names {
+			out[n] = "tool_not_allowed"
+		}
+	default:
+		return nil, invalid(`"remove_tools" must be an object or an array, got %s`, ast.ValueName(t.Value))
+	}
+	return out, nil
 }

@@ -20,8 +20,14 @@ default decision := {
 # Response phases (ext_proc) decide on what the model answered; the request
 # was authorized before it reached the model. A request on a known route
 # gets that route's decision.
-decision := response_decision if {
+decision := mcp_response_decision if {
+	input.phase == "response_body"
+	input.mcp.method in mcp_filtered_methods
+} else := response_decision if {
 	response_phase
+} else := mcp_route_decision(route) if {
+	input.mcp
+	route := matched_route
 } else := route_decision(route) if {
 	route := matched_route
 }

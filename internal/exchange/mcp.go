@@ -1,0 +1,306 @@
+package exchange
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/envoy"
+	"github.com/bulwark-ai/bulwark/internal/llmapi"
+	"github.com/bulwark-ai/bulwark/internal/mcp"
+	"github.com/bulwark-ai/bulwark/internal/pipeline"
+)
+
+// The MCP dialect of the exchange: a request recognised as MCP (envoy.AddMCP)
+// carries input.mcp to every decision; a denial is a JSON-RPC error with the
+// request's id; the answers of tools/list and tools/call, JSON or SSE, are
+// read message by message:
+//
+//   - tools/list: each tool's definition is scanned (injection detector and
+//     mcp.PoisonRules) and compared with what the session was first shown
+//     (Options.MCPMemory); the policy sees input.mcp.tools and names the
+//     tools to remove (decision.remove_tools), which the client never sees.
+//   - tools/call: the result's strings are untrusted text for the model:
+//     scanned for injection, secrets and PII (input.signals); a deny
+//     replaces the result with a JSON-RPC error, redaction rules rewrite it.
+//
+// Other server messages (notifications, server requests on the SSE stream,
+// answers to other methods) pass as they are; answers to other methods go
+// through the ordinary answer filters (PII, secrets) when they are JSON.
+
+// mcpAnswer reports whether the answer to this exchange's request is read
+// as MCP: a request (with an id) of a method whose answer Bulwark filters.
+func (x *Session) mcpAnswer() string {
+	if x.mcp == nil || x.mcp.Request == nil || x.mcp.Request.Kind != mcp.KindRequest || x.mcp.Request.Error != "" {
+		return ""
+	}
+	switch m := x.mcp.Request.Method; m {
+	case mcp.MethodToolsList, mcp.MethodToolsCall:
+		return m
+	}
+	return ""
+}
+
+// mcpResponseBody filters a JSON answer to an MCP request.
+func (x *Session) mcpResponseBody(ctx context.Context, plain []byte, decoded bool) (Result, error) {
+	var res Result
+	body, changed, denial, err := x.mcpMessage(ctx, plain, &res)
+	if err != nil {
+		return Result{}, err
+	}
+	if denial != nil {
+		return *denial, nil
+	}
+	if changed {
+		res.Body, res.BodyChanged = body, true
+		if decoded {
+			res.RemoveHeaders = append(res.RemoveHeaders, "content-encoding")
+		}
+	}
+	return res, nil
+}
+
+// mcpChunk filters one chunk of an SSE answer to an MCP request: complete
+// events are read as JSON-RPC messages, the rest held until it completes.
+func (x *Session) mcpChunk(ctx context.Context, data []byte, _ bool) (Result, error) {
+	rs := x.resp
+	rs.cur = Result{}
+	var out []byte
+	if !rs.ended {
+		err := rs.parser.Feed(data, func(ev llmapi.Event) error { return x.mcpEvent(ctx, ev, &out) })
+		switch {
+		case err == nil, errors.Is(err, errCut):
+		case errors.Is(err, llmapi.ErrEventTooLarge):
+			x.c.metrics.localDeny("event_too_large")
+			rs.cut = &Cut{Reason: "event_too_large", Message: "the MCP server's answer could not be inspected"}
+			out = append(out, mcp.EncodeEvent("message", "", x.mcpError(http.StatusBadGateway, "event_too_large",
+				"the MCP server's answer could not be inspected", "local"))...)
+			rs.ended = true
+			x.outcome = "denied"
+		default:
+			return Result{}, err
+		}
+	}
+	res := rs.cur
+	res.Body, res.BodyChanged, res.Cut = out, true, rs.cut
+	return res, nil
+}
+
+// mcpEvent filters one SSE event: a JSON-RPC response to the request is
+// filtered like a JSON answer; a deny replaces it with a JSON-RPC error and
+// ends the stream.
+func (x *Session) mcpEvent(ctx context.Context, ev llmapi.Event, out *[]byte) error {
+	rs := x.resp
+	if rs.ended {
+		return errCut
+	}
+	if len(ev.Data) == 0 {
+		*out = append(*out, ev.Raw...) // keep-alives, priming events
+		return nil
+	}
+	var res Result
+	body, changed, denial, err := x.mcpMessage(ctx, ev.Data, &res)
+	if err != nil {
+		return err
+	}
+	if res.Decided {
+		rs.cur.Decided, rs.cur.Outcome, rs.cur.Phase = true, res.Outcome, res.Phase
+	}
+	if denial != nil {
+		d := denial.Deny
+		rs.ended = true
+		rs.cut = &Cut{DecisionID: d.DecisionID, Reason: d.Reason, Message: d.Message}
+		*out = append(*out, mcp.EncodeEvent(ev.Name, ev.ID, d.Body)...)
+		x.denied = false // the stream goes on to its end: later chunks are dropped, not refused
+		return errCut
+	}
+	if changed {
+		*out = append(*out, mcp.EncodeEvent(ev.Name, ev.ID, body)...)
+		return nil
+	}
+	*out = append(*out, ev.Raw...)
+	return nil
+}
+
+// mcpMessage filters one server message answering the MCP request: the
+// message rewritten (changed), or a denial in its place.
+func (x *Session) mcpMessage(ctx context.Context, msg []byte, res *Result) ([]byte, bool, *Result, error) {
+	req := x.mcp.Request
+	r, err := mcp.ParseResponse(msg)
+	switch {
+	case errors.Is(err, mcp.ErrNotResponse):
+		return nil, false, nil, nil // a notification or server request on the stream
+	case err != nil:
+		// An answer to tools/list or tools/call that is not JSON-RPC cannot
+		// be filtered: refuse it rather than pass tools or text unread.
+		d := x.Refuse(http.StatusBadGateway, "mcp_answer_unreadable", "the MCP server's answer could not be inspected")
+		return nil, false, &d, nil
+	case !mcp.SameID(r.ID, req.ID) || r.IsError:
+		return nil, false, nil, nil // another request's answer, or an error: nothing to filter
+	}
+	switch x.resp.mcpMethod {
+	case mcp.MethodToolsList:
+		return x.mcpToolsList(ctx, r, res)
+	case mcp.MethodToolsCall:
+		return x.mcpToolsCall(ctx, r, res)
+	}
+	return nil, false, nil, nil
+}
+
+var (
+	keyTools          = ast.StringTerm("tools")
+	keyName           = ast.StringTerm("name")
+	keyInjectionScore = ast.StringTerm("injection_score")
+	keyPoisonRules    = ast.StringTerm("poisoning_rules")
+	keyChanged        = ast.StringTerm("changed")
+)
+
+// mcpToolsList asks the policy which tools of a tools/list answer to remove,
+// with what each tool's definition looks like: its injection score, the
+// poisoning markers in it, and whether it changed within the session.
+func (x *Session) mcpToolsList(ctx context.Context, r *mcp.Response, res *Result) ([]byte, bool, *Result, error) {
+	list, err := mcp.ParseToolsList(r)
+	if err != nil {
+		d := x.Refuse(http.StatusBadGateway, "mcp_answer_unreadable", "the MCP server's tools/list answer could not be inspected")
+		return nil, false, &d, nil
+	}
+	changed := x.c.opts.MCPMemory.Changed(x.mcpSessionKey(), list.Tools)
+	tools := make([]*ast.Term, 0, len(list.Tools))
+	seen := make(map[string]int, len(list.Tools))
+	for i, t := range list.Tools {
+		v := x.c.verdicts.Get(t, x.c.scanTool)
+		score, rules := v.InjectionScore, v.Rules
+		flag := changed[i] || t.Duplicate
+		if j, ok := seen[t.Name]; ok {
+			// One entry per name for the policy (names key remove_tools):
+			// the worst of the definitions that share it.
+			o := tools[j].Value.(ast.Object)
+			if prev, _ := o.Get(keyInjectionScore).Value.(ast.Number).Float64(); prev > score {
+				score = prev
+			}
+			o.Insert(keyInjectionScore, ast.FloatNumberTerm(score))
+			o.Insert(keyPoisonRules, ast.NewTerm(mergeRules(o.Get(keyPoisonRules), rules)))
+			o.Insert(keyChanged, ast.BooleanTerm(true))
+			continue
+		}
+		seen[t.Name] = len(tools)
+		tools = append(tools, ast.ObjectTerm(
+			[2]*ast.Term{keyName, ast.StringTerm(t.Name)},
+			[2]*ast.Term{keyInjectionScore, ast.FloatNumberTerm(score)},
+			[2]*ast.Term{keyPoisonRules, ast.NewTerm(mergeRules(nil, rules))},
+			[2]*ast.Term{keyChanged, ast.BooleanTerm(flag)},
+		))
+	}
+	in := x.responseInput(nil)
+	if m, ok := in.Get(keyMCP).Value.(ast.Object); ok {
+		m = m.Copy()
+		m.Insert(keyTools, ast.ArrayTerm(tools...))
+		in.Insert(keyMCP, ast.NewTerm(m))
+	}
+	out, err := x.decide(ctx, pipeline.PhaseResponseBody, pipeline.Request{Input: in, Signals: &detect.Signals{}}, res)
+	if err != nil {
+		return nil, false, nil, err
+	}
+	if !out.Decision.Allowed {
+		d := x.deny(out, *res)
+		return nil, false, &d, nil
+	}
+	remove := out.Decision.RemoveTools
+	body, n, err := list.Encode(func(name string) bool { _, ok := remove[name]; return ok })
+	if err != nil {
+		return nil, false, nil, err
+	}
+	x.c.metrics.mcpToolsRemoved(remove, n)
+	return body, n > 0, nil, nil
+}
+
+func mergeRules(t *ast.Term, rules []string) ast.Value {
+	set := ast.NewSet()
+	if t != nil {
+		if s, ok := t.Value.(ast.Set); ok {
+			set = s.Copy()
+		}
+	}
+	for _, r := range rules {
+		set.Add(ast.StringTerm(r))
+	}
+	return set
+}
+
+// mcpToolsCall scans a tools/call result as untrusted input (injection,
+// secrets, PII) and applies the policy: a deny replaces the result with a
+// JSON-RPC error, redaction rules rewrite its strings.
+func (x *Session) mcpToolsCall(ctx context.Context, r *mcp.Response, res *Result) ([]byte, bool, *Result, error) {
+	call, err := mcp.ParseCallResult(r)
+	if err != nil {
+		d := x.Refuse(http.StatusBadGateway, "mcp_answer_unreadable", "the MCP server's tools/call answer could not be inspected")
+		return nil, false, &d, nil
+	}
+	var sig detect.Signals
+	var findings bool
+	if x.c.scanner != nil {
+		scan := x.c.scanner.Scan(call.Text())
+		sig, findings = scan.Signals(), len(scan.Findings) > 0
+	}
+	out, err := x.decide(ctx, pipeline.PhaseResponseBody, pipeline.Request{Input: x.responseInput(nil), Signals: &sig}, res)
+	if err != nil {
+		return nil, false, nil, err
+	}
+	if !out.Decision.Allowed {
+		d := x.deny(out, *res)
+		return nil, false, &d, nil
+	}
+	red := x.c.redactor(rules(out.Decision.Redact))
+	if red == nil || !findings {
+		return nil, false, nil, nil
+	}
+	count := 0
+	body, changed, err := call.Edit(func(t string) string {
+		s, _, n := red.Text(x.c.scanner, t, nil)
+		count += n
+		return s
+	})
+	if err != nil {
+		x.c.logger.Error("tools/call result could not be rewritten; denying", "decision_id", out.DecisionID, "error", err)
+		d := x.Refuse(http.StatusBadGateway, "redaction_failed", "the tool's result could not be made safe to return")
+		return nil, false, &d, nil
+	}
+	x.c.metrics.redacted("response", count)
+	return body, changed, nil, nil
+}
+
+// mcpSessionKey names the session for the rug-pull memory: who holds it
+// and the server's session id, so one caller cannot set another's
+// reference definitions. Empty without a session id.
+func (x *Session) mcpSessionKey() string {
+	sid := x.mcp.Request.SessionID
+	if sid == "" {
+		return ""
+	}
+	who := ""
+	if x.principal != nil {
+		who = string(x.principal.Kind) + ":" + x.principal.ID
+	}
+	return who + "\x00" + sid
+}
+
+// mcpError is a JSON-RPC error answering the request, for a refusal made
+// inside a stream.
+func (x *Session) mcpError(status int, reason, msg, decisionID string) []byte {
+	body, _ := envoy.MCPDenial(x.mcp, x.c.opts.MCP, status, reason, msg+" (decision "+decisionID+")", decisionID, nil)
+	return body
+}
+
+var keyMCP = ast.StringTerm("mcp")
+
+// scanTool scans one tool definition for hidden instructions.
+func (c *Core) scanTool(text string) mcp.Verdict {
+	v := mcp.Verdict{Rules: mcp.PoisonRules(text)}
+	if c.scanner != nil {
+		v.InjectionScore = c.scanner.Scan(text).Signals().PromptInjection.Score
+	}
+	return v
+}

@@ -1,0 +1,122 @@
+# MCP (Model Context Protocol over Streamable HTTP): what the default policy
+# does with the input.mcp Bulwark adds to a request recognised as MCP.
+#
+# Requests: the route decides first (credential, role, body), then a
+# malformed message or a batch is refused (400), and a tools/call of a tool
+# the caller's roles may not call is refused (403 tool_not_allowed). Bulwark
+# answers a denied MCP request with a JSON-RPC error carrying its id.
+#
+# Answers (phase response_body): a tools/list answer loses the tools the
+# caller may not call (tool_not_allowed) and those whose definition looks
+# poisoned or changed within the session (tool_poisoning); a tools/call
+# result that looks like an injection is replaced by a JSON-RPC error
+# (tool_result_injection), and its secrets and PII are redacted.
+#
+# data.bulwark.tools: role → tool names or globs the role may call; a role
+# missing or with an empty list may call every tool (as models). The same
+# map governs LLM function calls.
+package bulwark
+
+import rego.v1
+
+# The methods whose answers Bulwark reads and asks about.
+mcp_filtered_methods := {"tools/list", "tools/call"}
+
+mcp_route_decision(route) := d if {
+	d := route_decision(route)
+	not d.allowed
+} else := {
+	"allowed": false,
+	"http_status": 400,
+	"reason": "mcp_batch_not_supported",
+	"message": "JSON-RPC batches are not supported; send one message per request",
+} if {
+	input.mcp.kind == "batch"
+} else := {
+	"allowed": false,
+	"http_status": 400,
+	"reason": "mcp_malformed",
+	"message": sprintf("not a valid MCP message: %s", [input.mcp.error]),
+} if {
+	input.mcp.error
+} else := {
+	"allowed": false,
+	"http_status": 403,
+	"reason": "tool_not_allowed",
+	"message": sprintf("tool %s is not allowed for this principal", [input.mcp.tool.name]),
+} if {
+	input.mcp.tool
+	not mcp_tool_allowed(input.mcp.tool.name)
+} else := route_decision(route)
+
+mcp_response_decision := {
+	"allowed": false,
+	"http_status": 403,
+	"reason": "tool_result_injection",
+	"message": "the tool's result looks like a prompt-injection attempt and was withheld",
+	"audit": {"alert": "tool_result_injection"},
+} if {
+	input.mcp.method == "tools/call"
+	injection_detected
+} else := {
+	"allowed": true,
+	"reason": mcp_list_reason,
+	"redact": data.bulwark.redact.response,
+	"remove_tools": mcp_removed_tools,
+}
+
+# The tools a tools/list answer loses, each with its reason.
+mcp_removed_tools := {t.name: reason |
+	some t in object.get(input.mcp, "tools", [])
+	reason := mcp_removal_reason(t)
+}
+
+mcp_removal_reason(t) := "tool_poisoning" if {
+	mcp_tool_poisoned(t)
+} else := "tool_not_allowed" if {
+	not mcp_tool_allowed(t.name)
+}
+
+# Hidden instructions: the injection detector's score over the threshold,
+# or two of Bulwark's poisoning markers (<IMPORTANT> tags, credential
+# paths, "do not tell the user", exfiltration through a parameter, ...);
+# or a definition that changed within the session after it was first
+# listed (a rug pull).
+mcp_tool_poisoned(t) if t.injection_score >= data.bulwark.detectors.prompt_injection_threshold
+
+mcp_tool_poisoned(t) if count(t.poisoning_rules) >= 2
+
+mcp_tool_poisoned(t) if t.changed
+
+mcp_list_reason := "tool_poisoning" if {
+	some r in mcp_removed_tools
+	r == "tool_poisoning"
+} else := "tool_not_allowed" if {
+	count(mcp_removed_tools) > 0
+} else := "allowed"
+
+# mcp_tool_allowed: a role of the caller has no tool list, or lists the
+# tool by name or glob ("github.*", "*_read"). The roles' lists are merged
+# once per decision (rules are evaluated once), not once per tool: a
+# tools/list answer asks about hundreds of tools.
+mcp_tool_allowed(_) if mcp_every_tool_allowed
+
+mcp_tool_allowed(name) if {
+	not mcp_every_tool_allowed
+	some pattern in mcp_tool_patterns
+	glob.match(pattern, [], name)
+}
+
+mcp_every_tool_allowed if {
+	some role in input.principal.roles
+	count(object.get(mcp_tools, role, [])) == 0
+}
+
+mcp_tool_patterns contains pattern if {
+	some role in input.principal.roles
+	some pattern in object.get(mcp_tools, role, [])
+}
+
+default mcp_tools := {}
+
+mcp_tools := data.bulwark.tools
