@@ -292,23 +292,34 @@ answers := input.llm.n if {
 } else := 1
 
 # Tools (agents). data.bulwark.tools maps a role to the tool names (or glob
-# patterns, "*" matching any run of characters) it may call: LLM function
+# patterns, "*" matching any run of characters but ".") it may call: LLM function
 # calls and MCP tools alike. A role that is missing or has an empty list may
 # call every tool, as with models; a caller with several roles may call a
 # tool any of them allows. Data without a tools map restricts nothing.
 tools_by_role := data.bulwark.tools if is_object(data.bulwark.tools)
 else := {}
 
-# tool_allowed(name): the principal may call the tool name.
+# tool_allowed(name): the principal may call the tool name (LLM function
+# calls and MCP tools alike). The roles' lists are merged once per decision
+# (rules are evaluated once), not once per tool: an MCP tools/list answer
+# asks about hundreds of tools. glob.match's default delimiter is ".", so
+# "github.*" allows "github.search" but not "github.admin.delete".
+tool_allowed(_) if every_tool_allowed
+
 tool_allowed(name) if {
+	not every_tool_allowed
+	some pattern in tool_patterns
+	glob.match(pattern, [], name)
+}
+
+every_tool_allowed if {
 	some role in input.principal.roles
 	count(object.get(tools_by_role, role, [])) == 0
 }
 
-tool_allowed(name) if {
+tool_patterns contains pattern if {
 	some role in input.principal.roles
-	some pattern in tools_by_role[role]
-	glob.match(pattern, [], name)
+	some pattern in object.get(tools_by_role, role, [])
 }
 
 # The request offers the model a tool, or its history holds a call of one,

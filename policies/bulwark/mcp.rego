@@ -46,7 +46,7 @@ mcp_route_decision(route) := d if {
 	"message": sprintf("tool %s is not allowed for this principal", [input.mcp.tool.name]),
 } if {
 	input.mcp.tool
-	not mcp_tool_allowed(input.mcp.tool.name)
+	not tool_allowed(input.mcp.tool.name)
 } else := route_decision(route)
 
 mcp_response_decision := {
@@ -74,7 +74,7 @@ mcp_removed_tools := {t.name: reason |
 mcp_removal_reason(t) := "tool_poisoning" if {
 	mcp_tool_poisoned(t)
 } else := "tool_not_allowed" if {
-	not mcp_tool_allowed(t.name)
+	not tool_allowed(t.name)
 }
 
 # Hidden instructions: the injection detector's score over the threshold,
@@ -95,28 +95,3 @@ mcp_list_reason := "tool_poisoning" if {
 	count(mcp_removed_tools) > 0
 } else := "allowed"
 
-# mcp_tool_allowed: a role of the caller has no tool list, or lists the
-# tool by name or glob ("github.*", "*_read"). The roles' lists are merged
-# once per decision (rules are evaluated once), not once per tool: a
-# tools/list answer asks about hundreds of tools.
-mcp_tool_allowed(_) if mcp_every_tool_allowed
-
-mcp_tool_allowed(name) if {
-	not mcp_every_tool_allowed
-	some pattern in mcp_tool_patterns
-	glob.match(pattern, [], name)
-}
-
-mcp_every_tool_allowed if {
-	some role in input.principal.roles
-	count(object.get(mcp_tools, role, [])) == 0
-}
-
-mcp_tool_patterns contains pattern if {
-	some role in input.principal.roles
-	some pattern in object.get(mcp_tools, role, [])
-}
-
-default mcp_tools := {}
-
-mcp_tools := data.bulwark.tools
