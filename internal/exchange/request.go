@@ -398,6 +398,9 @@ func (x *Session) deny(out pipeline.Outcome, res Result) Result {
 		msg = envoy.DenyMessage(out, code)
 		body = llmapi.ErrorBody(x.api, code, out.Reason, msg+" (decision "+out.DecisionID+")")
 		headers = append(headers, Header{Key: "content-type", Value: "application/json"})
+		for _, h := range llmapi.ErrorHeaders(x.api, code) {
+			headers = append(headers, Header{Key: h[0], Value: h[1]})
+		}
 	}
 	headers = append(headers, Header{Key: envoy.DecisionIDHeader, Value: out.DecisionID})
 	x.outcome = "denied"

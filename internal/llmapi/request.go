@@ -32,8 +32,11 @@ type ToolCall struct {
 
 // Request is what policy needs to know about an LLM request body.
 type Request struct {
-	API    API
-	Model  string
+	API API
+	// Provider names who serves the API (ProviderOpenAI, ProviderBedrock,
+	// …), set from the path by ApplyPath; "" when unknown.
+	Provider string
+	Model    string
 	Stream bool
 	// MaxTokens is max_tokens, max_completion_tokens or max_output_tokens
 	// (whichever the API uses), 0 when absent, null or negative, and
@@ -399,6 +402,10 @@ func (r *reqScanner) scan(api API) error {
 		r.responses()
 	case AnthropicMessages:
 		r.anthropic()
+	default:
+		if d := dialectOf(api); d != nil {
+			d.scanRequest(r)
+		}
 	}
 	r.sweep()
 	return nil
@@ -411,7 +418,7 @@ func (a API) known() bool {
 	case OpenAIChat, OpenAICompletions, OpenAIResponses, OpenAIEmbeddings, AnthropicMessages, Generic:
 		return true
 	}
-	return false
+	return dialectOf(a) != nil
 }
 
 // maxTokenKeys lists, per API, the fields that bound the output length, in

@@ -20,6 +20,7 @@ var (
 	keyToolCalls       = ast.StringTerm("tool_calls")
 	keyName            = ast.StringTerm("name")
 	keyEstimatedTokens = ast.StringTerm("estimated_tokens")
+	keyProvider        = ast.StringTerm("provider")
 )
 
 // Keys of the response phases' additions to the input.
@@ -87,5 +88,8 @@ func LLMValue(r *llmapi.Request) ast.Value {
 		// About four bytes a token for English text: the estimate the
 		// detectors' length signal uses too.
 		[2]*ast.Term{keyEstimatedTokens, ast.IntNumberTerm((chars + 3) / 4)},
+		// Who serves the API (openai, anthropic, aws-bedrock, google-gemini,
+		// google-vertex, azure-openai; "" when unknown).
+		[2]*ast.Term{keyProvider, ast.StringTerm(r.Provider)},
 	)
 }
