@@ -277,7 +277,7 @@ func bedrockUsage(b []byte, v vspan) *Usage {
 
 // The Channel fields of Converse stream deltas.
 const (
-	FieldToolUseInput = "toolUse.input"          // Converse delta.toolUse.input
+	FieldToolUseInput  = "toolUse.input"         // Converse delta.toolUse.input
 	FieldReasoningText = "reasoningContent.text" // Converse delta.reasoningContent.text
 )
 

@@ -37,7 +37,7 @@ type Request struct {
 	// …), set from the path by ApplyPath; "" when unknown.
 	Provider string
 	Model    string
-	Stream bool
+	Stream   bool
 	// MaxTokens is max_tokens, max_completion_tokens or max_output_tokens
 	// (whichever the API uses), 0 when absent, null or negative, and
 	// saturated at math.MaxInt64 for absurd values such as 1e400.
