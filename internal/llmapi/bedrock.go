@@ -39,8 +39,12 @@ var bedrockConverse = dialect{
 // and event-stream framing (each event's JSON base64 in {"bytes"}).
 var bedrockInvoke = dialect{
 	scanRequest: func(r *reqScanner) {
-		if r.meta {
-			r.readMeta(AnthropicMessages)
+		// scan read model, stream and tools already; max_tokens is
+		// Anthropic's.
+		if v, ok := r.top.last(kMaxTokens); ok && r.meta {
+			if n, ok := intAt(r.b, v); ok {
+				r.maxTokens = max(n, 0)
+			}
 		}
 		r.anthropic()
 	},
