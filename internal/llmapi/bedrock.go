@@ -79,7 +79,7 @@ var bedrockInvoke = dialect{
 			return Event{}, err
 		}
 		out := Event{Name: ev.Name, Data: ev.Data,
-			wire: &esWire{headers: newEventHeaders("chunk"), msgType: "event", wrapped: true}}
+			wire: newWire(newEventHeaders("chunk"), true)}
 		out.Raw = out.Encode()
 		return out, nil
 	},
@@ -408,7 +408,7 @@ func converseChannelEvent(_ Event, ch Channel, text string) (Event, error) {
 	}
 	out = append(out, "}}"...)
 	ev := Event{Name: "contentBlockDelta", Data: out,
-		wire: &esWire{headers: newEventHeaders("contentBlockDelta"), msgType: "event"}}
+		wire: newWire(newEventHeaders("contentBlockDelta"), false)}
 	ev.Raw = ev.Encode()
 	return ev, nil
 }

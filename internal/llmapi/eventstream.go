@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 
 	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 )
@@ -40,10 +41,11 @@ type EventStreamParser struct {
 	// InvokeModelWithResponseStream sends them.
 	Wrapped bool
 
-	buf []byte
-	dec *eventstream.Decoder
-	rd  bytes.Reader
-	err error
+	buf     []byte
+	dec     *eventstream.Decoder
+	rd      bytes.Reader
+	headers map[string]*esHeaders // header blocks seen, by their bytes
+	err     error
 }
 
 func (p *EventStreamParser) max() int {
@@ -99,40 +101,82 @@ func (p *EventStreamParser) Feed(chunk []byte, emit func(Event) error) error {
 // Pending returns a copy of the bytes of the incomplete message held back.
 func (p *EventStreamParser) Pending() []byte { return bytes.Clone(p.buf) }
 
-// event decodes one complete message.
+// event decodes one complete message. The prelude's lengths and both
+// CRCs are checked here, with the standard library's CRC32 (IEEE), on every
+// message; the headers are decoded by the SDK's decoder, which checks the
+// whole message again, the first time a header block is seen: a stream
+// repeats a handful of byte-identical header blocks (one per event type),
+// so later messages reuse what the SDK read.
 func (p *EventStreamParser) event(raw []byte) (Event, error) {
-	if p.dec == nil {
-		p.dec = eventstream.NewDecoder()
+	total := len(raw)
+	hlen := int(binary.BigEndian.Uint32(raw[4:]))
+	if hlen > total-esMinLen {
+		return Event{}, fmt.Errorf("%w: event-stream headers longer than the message", ErrMalformed)
 	}
-	p.rd.Reset(raw)
-	msg, err := p.dec.Decode(&p.rd, nil)
-	if err != nil {
-		return Event{}, fmt.Errorf("%w: event-stream message: %v", ErrMalformed, err)
+	if crc32.ChecksumIEEE(raw[:8]) != binary.BigEndian.Uint32(raw[8:]) {
+		return Event{}, fmt.Errorf("%w: event-stream prelude CRC mismatch", ErrMalformed)
 	}
-	if p.rd.Len() != 0 {
-		return Event{}, fmt.Errorf("%w: event-stream message longer than its prelude says", ErrMalformed)
+	if crc32.ChecksumIEEE(raw[:total-4]) != binary.BigEndian.Uint32(raw[total-4:]) {
+		return Event{}, fmt.Errorf("%w: event-stream message CRC mismatch", ErrMalformed)
 	}
-	w := &esWire{headers: msg.Headers}
-	ev := Event{Raw: raw, Data: msg.Payload, wire: w}
-	w.msgType = headerString(msg.Headers, ":message-type")
-	switch w.msgType {
-	case "exception":
-		ev.Name = headerString(msg.Headers, ":exception-type")
-	case "error":
-		ev.Name = headerString(msg.Headers, ":error-code")
-	default:
-		ev.Name = headerString(msg.Headers, ":event-type")
+	hb := raw[esPrelude : esPrelude+hlen]
+	h, ok := p.headers[string(hb)]
+	if !ok {
+		if p.dec == nil {
+			p.dec = eventstream.NewDecoder()
+		}
+		p.rd.Reset(raw)
+		msg, err := p.dec.Decode(&p.rd, nil)
+		if err != nil {
+			return Event{}, fmt.Errorf("%w: event-stream message: %v", ErrMalformed, err)
+		}
+		if p.rd.Len() != 0 {
+			return Event{}, fmt.Errorf("%w: event-stream message longer than its prelude says", ErrMalformed)
+		}
+		h = newESHeaders(msg.Headers, bytes.Clone(hb))
+		if p.headers == nil {
+			p.headers = make(map[string]*esHeaders, 8)
+		}
+		if len(p.headers) < maxHeaderBlocks {
+			p.headers[string(h.raw)] = h
+		}
 	}
-	if p.Wrapped && w.msgType == "event" {
-		if inner, ok := unwrapBytes(msg.Payload); ok {
+	w := &esWire{h: h}
+	ev := Event{Raw: raw, Data: raw[esPrelude+hlen : total-4 : total-4], wire: w, Name: h.name}
+	if p.Wrapped && h.msgType == "event" {
+		if inner, ok := unwrapBytes(ev.Data); ok {
 			w.wrapped = true
 			ev.Data = inner
 		}
 	}
-	if ev.Data == nil {
-		ev.Data = []byte{}
-	}
 	return ev, nil
+}
+
+// maxHeaderBlocks bounds the header blocks a parser remembers; a stream
+// that keeps varying its headers has the rest decoded each time.
+const maxHeaderBlocks = 32
+
+// esHeaders is one decoded header block: the SDK's headers, their bytes
+// as they came (to re-frame an edited message with them unchanged), the
+// message type and the event's name.
+type esHeaders struct {
+	hs      eventstream.Headers
+	raw     []byte
+	msgType string
+	name    string
+}
+
+func newESHeaders(hs eventstream.Headers, raw []byte) *esHeaders {
+	h := &esHeaders{hs: hs, raw: raw, msgType: headerString(hs, ":message-type")}
+	switch h.msgType {
+	case "exception":
+		h.name = headerString(hs, ":exception-type")
+	case "error":
+		h.name = headerString(hs, ":error-code")
+	default:
+		h.name = headerString(hs, ":event-type")
+	}
+	return h
 }
 
 // headerString returns a string header's value, "" when absent or not a
@@ -165,35 +209,55 @@ func unwrapBytes(payload []byte) ([]byte, bool) {
 	return out, true
 }
 
-// esWire is the framing of one event-stream message: its headers, kept as
-// they came, and whether Data is wrapped in {"bytes": …}.
+// esWire is the framing of one event-stream message: its header block,
+// kept as it came, and whether Data is wrapped in {"bytes": …}.
 type esWire struct {
-	headers eventstream.Headers
-	msgType string
+	h       *esHeaders
 	wrapped bool
 }
 
-// encode frames e.Data as a message with the original headers and fresh
-// CRCs.
+// encode frames e.Data as a message with the original header block and
+// fresh CRCs.
 func (w *esWire) encode(e Event) []byte {
 	payload := e.Data
 	if w.wrapped {
 		payload = append([]byte(`{"bytes":`), quote(base64.StdEncoding.EncodeToString(e.Data))...)
 		payload = append(payload, '}')
 	}
-	return encodeMessage(w.headers, payload)
+	return frameMessage(w.h.raw, payload)
 }
 
-// encodeMessage frames one event-stream message.
+// frameMessage frames a header block (as the SDK's EncodeHeaders writes
+// it) and a payload: the prelude (total length, headers length, their
+// CRC32), the headers, the payload and the CRC32 of all of it.
+func frameMessage(headers, payload []byte) []byte {
+	total := esMinLen + len(headers) + len(payload)
+	out := make([]byte, 8, total)
+	binary.BigEndian.PutUint32(out, uint32(total))          // #nosec G115 -- bounded by MaxEventBytes
+	binary.BigEndian.PutUint32(out[4:], uint32(len(headers))) // #nosec G115 -- the SDK bounds header blocks
+	out = binary.BigEndian.AppendUint32(out, crc32.ChecksumIEEE(out))
+	out = append(out, headers...)
+	out = append(out, payload...)
+	return binary.BigEndian.AppendUint32(out, crc32.ChecksumIEEE(out))
+}
+
+// encodeMessage frames a message Bulwark makes, its headers encoded by the
+// SDK.
 func encodeMessage(hs eventstream.Headers, payload []byte) []byte {
-	var buf bytes.Buffer
-	buf.Grow(len(payload) + 128)
-	// Encode fails only on header values too long to frame, which the
-	// headers of a decoded message and of newEventHeaders never are.
-	if err := eventstream.NewEncoder().Encode(&buf, eventstream.Message{Headers: hs, Payload: payload}); err != nil {
+	var hb bytes.Buffer
+	// EncodeHeaders fails only on names or values too long to frame, which
+	// the fixed headers Bulwark writes never are.
+	if err := eventstream.EncodeHeaders(&hb, hs); err != nil {
 		return nil
 	}
-	return buf.Bytes()
+	return frameMessage(hb.Bytes(), payload)
+}
+
+// newWire is the framing of a message Bulwark makes.
+func newWire(hs eventstream.Headers, wrapped bool) *esWire {
+	var hb bytes.Buffer
+	_ = eventstream.EncodeHeaders(&hb, hs) // see encodeMessage
+	return &esWire{h: newESHeaders(hs, hb.Bytes()), wrapped: wrapped}
 }
 
 // newEventHeaders are the headers of an event Bulwark synthesises.
@@ -227,5 +291,5 @@ func (p *EventStreamParser) ErrorEvent(api API, status int, reason, message stri
 // message.
 func isException(ev Event) bool {
 	w, ok := ev.wire.(*esWire)
-	return ok && (w.msgType == "exception" || w.msgType == "error")
+	return ok && (w.h.msgType == "exception" || w.h.msgType == "error")
 }

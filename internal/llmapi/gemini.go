@@ -329,6 +329,9 @@ func (f *eventFilter) geminiEvent(Event) {
 	it := iterObject(d, 0)
 	for it.next() {
 		k := it.keyRaw()
+		if geminiSafeKey(k) && kindOf(d, it.v) == '"' {
+			continue
+		}
 		if string(k) != "candidates" || kindOf(d, it.v) != '[' {
 			f.whole(it.v, k)
 			continue
@@ -343,6 +346,9 @@ func (f *eventFilter) geminiEvent(Event) {
 			cand := iterObject(d, ct.v.s)
 			for cand.next() {
 				ck := cand.keyRaw()
+				if geminiSafeKey(ck) && kindOf(d, cand.v) == '"' {
+					continue
+				}
 				if string(ck) != "content" || kindOf(d, cand.v) != '{' {
 					f.whole(cand.v, ck)
 					continue
@@ -374,6 +380,18 @@ func (f *eventFilter) geminiEvent(Event) {
 			}
 		}
 	}
+}
+
+// geminiSafeKey: like SafeKey, the identifiers and enums Google's servers
+// (not the model) write in a chunk, which every chunk repeats and the
+// output filter need not read: the model version, the response id, the
+// finish reason.
+func geminiSafeKey(k []byte) bool {
+	switch string(k) {
+	case "modelVersion", "model_version", "responseId", "response_id", "finishReason", "finish_reason":
+		return true
+	}
+	return false
 }
 
 // geminiEnds: the closing bracket of a streamed array and an error end
