@@ -323,9 +323,7 @@ func (x *Session) editRequest(body []byte, out pipeline.Outcome) ([]byte, bool, 
 	return nb, changed, nil
 }
 
-func hasSystemPrompt(api llmapi.API) bool {
-	return api == llmapi.OpenAIChat || api == llmapi.AnthropicMessages || api == llmapi.OpenAIResponses
-}
+func hasSystemPrompt(api llmapi.API) bool { return llmapi.HasSystemPrompt(api) }
 
 // newCanary is a random marker no model would produce unprompted.
 func newCanary() string {

@@ -26,6 +26,9 @@ import (
 var bedrockConverse = dialect{
 	scanRequest:  (*reqScanner).converse,
 	clamp:        func(ed *editor, top *topFields, limit int64) { ed.clampIn(top, "inferenceConfig", "maxTokens", limit) },
+	systemSuffix: func(ed *editor, top *topFields, suffix string) {
+		ed.appendBlock(top, "system", "", suffix)
+	},
 	scanResponse: (*respScanner).converse,
 	decodeEvent:  decodeConverseEvent,
 	filterEvent:  (*eventFilter).converseEvent,
@@ -49,6 +52,7 @@ var bedrockInvoke = dialect{
 		r.anthropic()
 	},
 	clamp:        func(ed *editor, top *topFields, limit int64) { ed.clamp(AnthropicMessages, top, limit) },
+	systemSuffix: func(ed *editor, top *topFields, suffix string) { ed.systemSuffix(AnthropicMessages, top, suffix) },
 	scanResponse: func(r *respScanner, top vspan) { r.object(AnthropicMessages, top) },
 	decodeEvent: func(ev Event, d []byte, meta bool) Delta {
 		if isException(ev) {
@@ -205,6 +209,54 @@ func (ed *editor) clampIn(top *topFields, objKey, field string, limit int64) {
 	}
 	if !found {
 		ed.insertMember(top.obj, top.members > 0, objKey, obj)
+	}
+}
+
+// appendBlock appends {"text": suffix} to the array of text blocks at the
+// top-level member key (within its member inner when inner is set: Gemini's
+// systemInstruction.parts), creating what is missing. A value of another
+// kind is replaced.
+func (ed *editor) appendBlock(top *topFields, key, inner, suffix string) {
+	b := ed.b
+	block := append(append([]byte(`{"text":`), quote(suffix)...), '}')
+	arr := append(append([]byte{'['}, block...), ']')
+	wrap := func() []byte {
+		if inner == "" {
+			return arr
+		}
+		return append(append(append([]byte(`{"`), inner...), `":`...), append(arr, '}')...)
+	}
+	found := false
+	it := iterObject(b, top.obj.s)
+	for it.next() {
+		if string(it.keyRaw()) != key {
+			continue
+		}
+		found = true
+		v := it.v
+		if inner != "" {
+			if kindOf(b, v) != '{' {
+				ed.replace(v, wrap())
+				continue
+			}
+			p, ok := member(b, v, inner)
+			if !ok {
+				n := iterObject(b, v.s)
+				for n.next() {
+				}
+				ed.insertMember(v, n.n > 0, inner, arr)
+				continue
+			}
+			v = p
+		}
+		if kindOf(b, v) != '[' {
+			ed.replace(v, arr)
+			continue
+		}
+		ed.appendElem(v, block)
+	}
+	if !found {
+		ed.insertMember(top.obj, top.members > 0, key, wrap())
 	}
 }
 

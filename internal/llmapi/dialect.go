@@ -48,6 +48,9 @@ type dialect struct {
 	scanRequest func(r *reqScanner)
 	// clamp caps the output-token limit (nil: the API has none).
 	clamp func(ed *editor, top *topFields, limit int64)
+	// systemSuffix appends to the system prompt, adding one when absent
+	// (nil: the API has none).
+	systemSuffix func(ed *editor, top *topFields, suffix string)
 	// scanResponse reads a whole answer object at top.
 	scanResponse func(r *respScanner, top vspan)
 	// decodeEvent, filterEvent, ends and channelEvent are DecodeEvent,
@@ -124,6 +127,16 @@ func DescribePath(path string) PathInfo {
 		info.Provider = ProviderOpenAI
 	}
 	return info
+}
+
+// HasSystemPrompt reports whether RequestEdit.SystemSuffix applies to
+// requests of api: OpenAI chat and Responses, Anthropic (also behind
+// Bedrock's InvokeModel and Vertex AI), Bedrock Converse and Gemini.
+func HasSystemPrompt(api API) bool {
+	if d := dialectOf(api); d != nil {
+		return d.systemSuffix != nil
+	}
+	return api == OpenAIChat || api == AnthropicMessages || api == OpenAIResponses
 }
 
 // ApplyPath completes r with what its path says: the provider, the model

@@ -530,3 +530,32 @@ func TestStreamFraming(t *testing.T) {
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// TestDialectSystemSuffix: the canary suffix lands in each dialect's system
+// prompt, which is created when the request has none, and the detectors
+// see it as system text.
+func TestDialectSystemSuffix(t *testing.T) {
+	for _, c := range []struct {
+		api        API
+		body, want string
+	}{
+		{BedrockConverse, `{"messages":[]}`, `{"messages":[],"system":[{"text":"S"}]}`},
+		{BedrockConverse, `{"system":[{"text":"a"}],"messages":[]}`, `{"system":[{"text":"a"},{"text":"S"}],"messages":[]}`},
+		{GeminiGenerate, `{"contents":[]}`, `{"contents":[],"systemInstruction":{"parts":[{"text":"S"}]}}`},
+		{GeminiGenerate, `{"systemInstruction":{"parts":[{"text":"a"}]}}`, `{"systemInstruction":{"parts":[{"text":"a"},{"text":"S"}]}}`},
+		{GeminiGenerate, `{"system_instruction":{"role":"system"}}`, `{"system_instruction":{"role":"system","parts":[{"text":"S"}]}}`},
+		{BedrockInvoke, `{"max_tokens":5,"messages":[]}`, `{"max_tokens":5,"messages":[],"system":"S"}`},
+	} {
+		out, _, err := EditRequest(c.api, []byte(c.body), RequestEdit{SystemSuffix: "S"})
+		if err != nil || string(out) != c.want {
+			t.Errorf("%s %s: got %s, want %s (%v)", c.api, c.body, out, c.want, err)
+		}
+		r, _ := ParseRequest(c.api, out)
+		if r == nil || len(r.Messages) == 0 || r.Messages[0].Role != "system" || !strings.HasSuffix(r.Messages[0].Content, "S") {
+			t.Errorf("%s: system prompt not read: %+v", c.api, r)
+		}
+		if !HasSystemPrompt(c.api) {
+			t.Errorf("%s: HasSystemPrompt false", c.api)
+		}
+	}
+}

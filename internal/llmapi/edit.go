@@ -293,6 +293,12 @@ func (ed *editor) includeUsage(top *topFields) {
 
 // systemSuffix appends suffix to the API's system prompt.
 func (ed *editor) systemSuffix(api API, top *topFields, suffix string) {
+	if d := dialectOf(api); d != nil {
+		if d.systemSuffix != nil {
+			d.systemSuffix(ed, top, suffix)
+		}
+		return
+	}
 	b := ed.b
 	switch api {
 	case OpenAIChat:

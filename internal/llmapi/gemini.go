@@ -23,6 +23,16 @@ import (
 var geminiGenerate = dialect{
 	scanRequest:  (*reqScanner).gemini,
 	clamp:        geminiClamp,
+	systemSuffix: func(ed *editor, top *topFields, suffix string) {
+		key := "systemInstruction"
+		it := iterObject(ed.b, top.obj.s)
+		for it.next() {
+			if string(it.keyRaw()) == "system_instruction" {
+				key = "system_instruction"
+			}
+		}
+		ed.appendBlock(top, key, "parts", suffix)
+	},
 	scanResponse: (*respScanner).gemini,
 	decodeEvent:  decodeGeminiEvent,
 	filterEvent:  (*eventFilter).geminiEvent,
