@@ -24,8 +24,8 @@ import (
 // exception message (:exception-type).
 
 var bedrockConverse = dialect{
-	scanRequest:  (*reqScanner).converse,
-	clamp:        func(ed *editor, top *topFields, limit int64) { ed.clampIn(top, "inferenceConfig", "maxTokens", limit) },
+	scanRequest: (*reqScanner).converse,
+	clamp:       func(ed *editor, top *topFields, limit int64) { ed.clampIn(top, "inferenceConfig", "maxTokens", limit) },
 	systemSuffix: func(ed *editor, top *topFields, suffix string) {
 		ed.appendBlock(top, "system", "", suffix)
 	},

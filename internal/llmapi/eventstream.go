@@ -233,7 +233,7 @@ func (w *esWire) encode(e Event) []byte {
 func frameMessage(headers, payload []byte) []byte {
 	total := esMinLen + len(headers) + len(payload)
 	out := make([]byte, 8, total)
-	binary.BigEndian.PutUint32(out, uint32(total))          // #nosec G115 -- bounded by MaxEventBytes
+	binary.BigEndian.PutUint32(out, uint32(total))            // #nosec G115 -- bounded by MaxEventBytes
 	binary.BigEndian.PutUint32(out[4:], uint32(len(headers))) // #nosec G115 -- the SDK bounds header blocks
 	out = binary.BigEndian.AppendUint32(out, crc32.ChecksumIEEE(out))
 	out = append(out, headers...)

@@ -21,8 +21,8 @@ import (
 // {"code","message","status"}}.
 
 var geminiGenerate = dialect{
-	scanRequest:  (*reqScanner).gemini,
-	clamp:        geminiClamp,
+	scanRequest: (*reqScanner).gemini,
+	clamp:       geminiClamp,
 	systemSuffix: func(ed *editor, top *topFields, suffix string) {
 		key := "systemInstruction"
 		it := iterObject(ed.b, top.obj.s)
