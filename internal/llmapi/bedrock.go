@@ -44,15 +44,27 @@ var bedrockInvoke = dialect{
 	scanRequest: func(r *reqScanner) {
 		// scan read model, stream and tools already; max_tokens is
 		// Anthropic's.
-		if v, ok := r.top.last(kMaxTokens); ok && r.meta {
+		if v, ok := r.top.last(kMaxTokens); ok && r.meta && anthropicBody(r.b, &r.top) {
 			if n, ok := intAt(r.b, v); ok {
 				r.maxTokens = max(n, 0)
 			}
 		}
 		r.anthropic()
 	},
-	clamp:        func(ed *editor, top *topFields, limit int64) { ed.clamp(AnthropicMessages, top, limit) },
-	systemSuffix: func(ed *editor, top *topFields, suffix string) { ed.systemSuffix(AnthropicMessages, top, suffix) },
+	// Only an Anthropic body is capped and suffixed: InvokeModel carries
+	// every model's native body, and Bedrock rejects fields a model does
+	// not define (Titan's, Llama's and Mistral's are read, and redacted,
+	// as unknown JSON).
+	clamp: func(ed *editor, top *topFields, limit int64) {
+		if anthropicBody(ed.b, top) {
+			ed.clamp(AnthropicMessages, top, limit)
+		}
+	},
+	systemSuffix: func(ed *editor, top *topFields, suffix string) {
+		if anthropicBody(ed.b, top) {
+			ed.systemSuffix(AnthropicMessages, top, suffix)
+		}
+	},
 	scanResponse: func(r *respScanner, top vspan) { r.object(AnthropicMessages, top) },
 	decodeEvent: func(ev Event, d []byte, meta bool) Delta {
 		if isException(ev) {
@@ -89,6 +101,16 @@ var bedrockInvoke = dialect{
 	},
 	errorBody:  bedrockErrorBody,
 	errorEvent: bedrockErrorEvent,
+}
+
+// anthropicBody reports whether an InvokeModel body is Anthropic's: it
+// names anthropic_version or has messages.
+func anthropicBody(b []byte, top *topFields) bool {
+	if len(top.f[kMessages]) > 0 {
+		return true
+	}
+	_, ok := member(b, top.obj, "anthropic_version")
+	return ok
 }
 
 // converse reads the system prompt, the messages, the tools and the

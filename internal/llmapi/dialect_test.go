@@ -487,6 +487,18 @@ func TestGeminiStreams(t *testing.T) {
 	}
 }
 
+// TestBedrockInvokeOtherModels: InvokeModel bodies of other models are not
+// given Anthropic's fields (Bedrock would reject them) but their text is
+// still read and redacted.
+func TestBedrockInvokeOtherModels(t *testing.T) {
+	body := []byte(`{"inputText":"Mail jane.doe@corpmail.io","textGenerationConfig":{"maxTokenCount":4096}}`)
+	out, changed, err := EditRequest(BedrockInvoke, body, RequestEdit{ClampMaxTokens: 10, SystemSuffix: "S",
+		Text: func(_, s string) string { return strings.ReplaceAll(s, "jane.doe@corpmail.io", "[EMAIL]") }})
+	if err != nil || !changed || string(out) != `{"inputText":"Mail [EMAIL]","textGenerationConfig":{"maxTokenCount":4096}}` {
+		t.Errorf("got %s %v", out, err)
+	}
+}
+
 func TestDialectErrorShapes(t *testing.T) {
 	var g struct {
 		Error struct {
@@ -545,6 +557,7 @@ func TestDialectSystemSuffix(t *testing.T) {
 		{GeminiGenerate, `{"systemInstruction":{"parts":[{"text":"a"}]}}`, `{"systemInstruction":{"parts":[{"text":"a"},{"text":"S"}]}}`},
 		{GeminiGenerate, `{"system_instruction":{"role":"system"}}`, `{"system_instruction":{"role":"system","parts":[{"text":"S"}]}}`},
 		{BedrockInvoke, `{"max_tokens":5,"messages":[]}`, `{"max_tokens":5,"messages":[],"system":"S"}`},
+		{BedrockInvoke, `{"anthropic_version":"bedrock-2023-05-31"}`, `{"anthropic_version":"bedrock-2023-05-31","system":"S"}`},
 	} {
 		out, _, err := EditRequest(c.api, []byte(c.body), RequestEdit{SystemSuffix: "S"})
 		if err != nil || string(out) != c.want {
