@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 )
 
 var dialectAPIs = []API{BedrockConverse, BedrockInvoke, GeminiGenerate}
@@ -62,8 +64,27 @@ func FuzzEventStreamParser(f *testing.F) {
 				_, _, _ = FilterEvent(api, ev, true, func(_ Channel, s string) string { return strings.ToUpper(s) })
 			}
 		}
-		if werr == nil && !bytes.HasPrefix(data, all) {
+		if !bytes.HasPrefix(data, all) {
 			t.Fatal("Raws are not the stream's bytes")
+		}
+		// Differential: every message the SDK's decoder accepts, in order,
+		// this parser accepts too (within its size bound).
+		r := bytes.NewReader(data)
+		for n := 0; r.Len() > 0; n++ {
+			before := r.Len()
+			if _, err := eventstream.NewDecoder().Decode(r, nil); err != nil {
+				break
+			}
+			size := before - r.Len()
+			if size > 4096 {
+				break // over the parser's bound: it stops here, rightly
+			}
+			if n >= len(whole) {
+				t.Fatalf("the SDK accepts message %d (%d bytes), the parser stopped at %d: %v", n, size, len(whole), werr)
+			}
+			if start := len(data) - before; !bytes.Equal(whole[n].Raw, data[start:start+size]) {
+				t.Fatalf("message %d: the parser's bytes differ from the SDK's", n)
+			}
 		}
 	})
 }
