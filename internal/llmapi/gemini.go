@@ -295,11 +295,14 @@ func decodeGeminiEvent(_ Event, d []byte, meta bool) Delta {
 			if !ct.next() {
 				break
 			}
-			out.Index = memberInt(d, ct.v, "index", 0)
 			cand := iterObject(d, ct.v.s)
 			for cand.next() {
 				ck := cand.keyRaw()
 				switch {
+				case string(ck) == "index":
+					if n, ok := intAt(d, cand.v); ok {
+						out.Index = int(n)
+					}
 				case either(ck, "finishReason", "finish_reason"):
 					out.FinishReason, _ = strAt(d, cand.v)
 				case string(ck) == "content":
@@ -352,11 +355,21 @@ func (f *eventFilter) geminiEvent(Event) {
 				f.whole(ct.v, k)
 				continue
 			}
-			idx := memberInt(d, ct.v, "index", pos)
+			// One pass over the candidate: its texts are filtered once its
+			// index (which Gemini writes after the content) is known.
+			idx := pos
+			var texts [4]vspan
+			found := texts[:0]
 			cand := iterObject(d, ct.v.s)
 			for cand.next() {
 				ck := cand.keyRaw()
 				if geminiSafeKey(ck) && kindOf(d, cand.v) == '"' {
+					continue
+				}
+				if string(ck) == "index" {
+					if n, ok := intAt(d, cand.v); ok {
+						idx = int(n)
+					}
 					continue
 				}
 				if string(ck) != "content" || kindOf(d, cand.v) != '{' {
@@ -380,13 +393,16 @@ func (f *eventFilter) geminiEvent(Event) {
 						for part.next() {
 							tk := part.keyRaw()
 							if string(tk) == "text" {
-								f.delta(part.v, tk, Channel{Field: FieldText, Index: idx})
+								found = append(found, part.v)
 								continue
 							}
 							f.whole(part.v, tk)
 						}
 					}
 				}
+			}
+			for _, v := range found {
+				f.delta(v, []byte("text"), Channel{Field: FieldText, Index: idx})
 			}
 		}
 	}
@@ -422,14 +438,23 @@ func geminiEnds(ev Event, d []byte) (bool, []int) {
 		case "candidates":
 			ct := iterArray(d, it.v.s)
 			for pos := 0; ct.next(); pos++ {
-				fr, ok := member(d, ct.v, "finishReason")
-				if !ok {
-					fr, ok = member(d, ct.v, "finish_reason")
+				// One pass over the candidate: finishReason and index.
+				finished, i := false, pos
+				cand := iterObject(d, ct.v.s)
+				for cand.next() {
+					ck := cand.keyRaw()
+					switch {
+					case either(ck, "finishReason", "finish_reason"):
+						finished = kindOf(d, cand.v) == '"' && cand.v.e-cand.v.s > 2
+					case string(ck) == "index":
+						if n, ok := intAt(d, cand.v); ok {
+							i = int(n)
+						}
+					}
 				}
-				if !ok || kindOf(d, fr) != '"' || fr.e-fr.s <= 2 {
-					continue
+				if finished {
+					idx = append(idx, i)
 				}
-				idx = append(idx, memberInt(d, ct.v, "index", pos))
 			}
 		}
 	}
