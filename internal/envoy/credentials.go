@@ -8,8 +8,11 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/identity"
 )
 
-// credentialHeaders are the headers the identity stage reads.
-var credentialHeaders = [...]string{"authorization", "x-api-key", "x-forwarded-client-cert"}
+// credentialHeaders are the headers the identity stage reads, and the
+// providers' own key headers (Azure OpenAI's api-key, Gemini's
+// x-goog-api-key), which it does not read but which are credentials all
+// the same: stripping keeps them out of the policy input too.
+var credentialHeaders = [...]string{"authorization", "x-api-key", "x-forwarded-client-cert", "api-key", "x-goog-api-key"}
 
 // Credentials takes the raw credentials out of a CheckRequest for the identity
 // stage. With strip set it also deletes them from the request's headers
@@ -47,6 +50,7 @@ func Credentials(req *authv3.CheckRequest, strip bool) identity.Request {
 				if c.XFCC == "" {
 					c.XFCC = val
 				}
+			case "api-key", "x-goog-api-key": // a provider's key: stripped, not read
 			default:
 				isCred = false
 			}

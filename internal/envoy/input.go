@@ -149,6 +149,7 @@ func BuildRequestInput(req *authv3.CheckRequest) (ast.Object, *llmapi.Request) {
 				if err != nil {
 					errs = append(errs, [2]*ast.Term{keyLLM, ast.StringTerm(err.Error())})
 				} else {
+					r.ApplyPath(path) // provider; model and streaming where the path names them
 					llm = r
 					in.Insert(keyLLM, ast.NewTerm(policy.LLMValue(r)))
 				}

@@ -15,7 +15,7 @@ import (
 
 // newCore is the exchange core over the decision core serve builds (the
 // default policy, limits out of the way, one API key).
-func newCore(t *testing.T, o exchange.Options) (*exchange.Core, string) {
+func newCore(t testing.TB, o exchange.Options) (*exchange.Core, string) {
 	t.Helper()
 	st := fixture.NewStack(t, fixture.StackOptions{Keys: []fixture.Key{{ID: "app", Roles: []string{"user"}, Tenant: "acme"}},
 		Deps: core.Deps{Pepper: "exchange-test-pepper-0123456789"}})

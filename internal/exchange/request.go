@@ -341,9 +341,7 @@ func (x *Session) editRequest(body []byte, out pipeline.Outcome) ([]byte, bool, 
 	return nb, changed, nil
 }
 
-func hasSystemPrompt(api llmapi.API) bool {
-	return api == llmapi.OpenAIChat || api == llmapi.AnthropicMessages || api == llmapi.OpenAIResponses
-}
+func hasSystemPrompt(api llmapi.API) bool { return llmapi.HasSystemPrompt(api) }
 
 // newCanary is a random marker no model would produce unprompted.
 func newCanary() string {
@@ -422,6 +420,9 @@ func (x *Session) deny(out pipeline.Outcome, res Result) Result {
 		msg = envoy.DenyMessage(out, code)
 		body = llmapi.ErrorBody(x.api, code, out.Reason, msg+" (decision "+out.DecisionID+")")
 		headers = append(headers, Header{Key: "content-type", Value: "application/json"})
+		for _, h := range llmapi.ErrorHeaders(x.api, code) {
+			headers = append(headers, Header{Key: h[0], Value: h[1]})
+		}
 	case x.mcp != nil:
 		headers = policyHeaders(nil, envoy.MCPHeaders(x.c.opts.MCP, code, d.Headers))
 	}

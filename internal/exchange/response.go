@@ -33,7 +33,7 @@ type responseState struct {
 	// a file), the one llmapi.ResponseAPI picks from the path.
 	api llmapi.API
 
-	parser *llmapi.SSEParser
+	parser llmapi.StreamParser
 	// streams holds one redaction stream per incremental text (choice,
 	// tool call, reasoning, content block), templates the last event of
 	// each, to synthesise the event that releases what it still holds.
@@ -106,7 +106,9 @@ func (x *Session) ResponseHeaders(ctx context.Context, status int, rh map[string
 			"the gateway could not inspect this request"), nil
 	}
 	ct := rh["content-type"]
-	rs.sse = mediaType(ct) == "text/event-stream"
+	// Server-sent events, Bedrock's event stream, Gemini's streamed array.
+	framing := llmapi.StreamFraming(x.api, ct, x.path)
+	rs.sse = framing != llmapi.FramingNone
 	// Every answer that can carry text is inspected, whether or not a
 	// request body was read: a GET of a stored response or of a file's
 	// content returns model output and user data as much as a POST does.
@@ -156,7 +158,7 @@ func (x *Session) ResponseHeaders(ctx context.Context, status int, rh map[string
 				"the model's streamed answer is compressed ("+rs.encoding+") and cannot be inspected"), nil
 		}
 		res.ReadBody = BodyStreamed
-		rs.parser = &llmapi.SSEParser{MaxEventBytes: x.c.opts.MaxEventBytes}
+		rs.parser = llmapi.NewStreamParser(framing, rs.api, x.c.opts.MaxEventBytes)
 		rs.streams = make(map[llmapi.Channel]*redact.Stream, 1)
 		rs.templates = make(map[llmapi.Channel]llmapi.Event, 1)
 		rs.ev.x = x
@@ -312,7 +314,15 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 		case errors.Is(err, llmapi.ErrEventTooLarge):
 			x.c.metrics.localDeny("event_too_large")
 			rs.cut = &Cut{Reason: "event_too_large", Message: "the model's answer could not be inspected"}
-			out = append(out, llmapi.ErrorEvent(rs.api, "event_too_large", "the model's answer could not be inspected")...)
+			out = append(out, rs.parser.ErrorEvent(rs.api, http.StatusForbidden, "event_too_large", "the model's answer could not be inspected")...)
+			rs.ended = true
+			x.outcome = "denied"
+		case errors.Is(err, llmapi.ErrMalformed):
+			// A frame that does not check out (Bedrock's CRCs): nothing
+			// after it can be read, so nothing after it is forwarded.
+			x.c.metrics.localDeny("malformed_stream")
+			rs.cut = &Cut{Reason: "malformed_stream", Message: "the model's answer could not be read"}
+			out = append(out, rs.parser.ErrorEvent(rs.api, http.StatusBadGateway, "malformed_stream", "the model's answer could not be read")...)
 			rs.ended = true
 			x.outcome = "denied"
 		default:
@@ -682,7 +692,7 @@ func (x *Session) cutStream(o pipeline.Outcome, out *[]byte) error {
 	if msg == "" {
 		msg = "the answer was stopped by policy"
 	}
-	*out = append(*out, llmapi.ErrorEvent(x.resp.api, o.Reason, msg+" (decision "+o.DecisionID+")")...)
+	*out = append(*out, x.resp.parser.ErrorEvent(x.resp.api, http.StatusForbidden, o.Reason, msg+" (decision "+o.DecisionID+")")...)
 	return errCut
 }
 

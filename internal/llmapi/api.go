@@ -59,9 +59,13 @@ var apiSuffixes = [...]struct {
 // already been removed. It matches by suffix, so prefixed routes
 // (/openai/v1/chat/completions) and Azure deployments
 // (/openai/deployments/x/chat/completions) are recognised; a trailing slash
-// is ignored. Anything unrecognised is Generic. Callers should pass the
+// is ignored. Provider paths (Bedrock, Gemini, Vertex AI; see
+// DescribePath) are recognised first. Anything unrecognised is Generic. Callers should pass the
 // normalised path Envoy routes on, so that the upstream and Bulwark agree.
-func DetectAPI(path string) API {
+func DetectAPI(path string) API { return DescribePath(path).API }
+
+// detectBuiltin is DetectAPI for the built-in OpenAI and Anthropic paths.
+func detectBuiltin(path string) API {
 	path = strings.TrimRight(path, "/")
 	for _, s := range apiSuffixes {
 		if strings.HasSuffix(path, s.suffix) {

@@ -46,7 +46,12 @@ type RequestEdit struct {
 
 // Clamps reports whether RequestEdit.ClampMaxTokens applies to requests of
 // api (it has a max-tokens field; embeddings and Generic do not).
-func Clamps(api API) bool { return api != Generic && len(maxTokenKeys(api)) > 0 }
+func Clamps(api API) bool {
+	if d := dialectOf(api); d != nil {
+		return d.clamp != nil
+	}
+	return api != Generic && len(maxTokenKeys(api)) > 0
+}
 
 // EditRequest rewrites a request body of api as e describes. It returns the
 // new body and whether anything changed; when nothing changed it returns
@@ -210,6 +215,12 @@ func (ed *editor) appendElem(arr vspan, value []byte) {
 
 // clamp caps the API's max-tokens field(s).
 func (ed *editor) clamp(api API, top *topFields, limit int64) {
+	if d := dialectOf(api); d != nil {
+		if d.clamp != nil {
+			d.clamp(ed, top, limit)
+		}
+		return
+	}
 	b := ed.b
 	keys := maxTokenKeys(api)
 	if api == Generic || len(keys) == 0 {
@@ -282,6 +293,12 @@ func (ed *editor) includeUsage(top *topFields) {
 
 // systemSuffix appends suffix to the API's system prompt.
 func (ed *editor) systemSuffix(api API, top *topFields, suffix string) {
+	if d := dialectOf(api); d != nil {
+		if d.systemSuffix != nil {
+			d.systemSuffix(ed, top, suffix)
+		}
+		return
+	}
 	b := ed.b
 	switch api {
 	case OpenAIChat:

@@ -55,6 +55,9 @@ func appendOpenAIError(dst []byte, typ, reason, message string) []byte {
 // rate_limit_error, 5xx api_error (Anthropic; 529 overloaded_error) or
 // server_error (OpenAI)).
 func ErrorBody(api API, status int, reason, message string) []byte {
+	if d := dialectOf(api); d != nil {
+		return d.errorBody(status, reason, message)
+	}
 	typ := errorType(api, status)
 	if !openAIStyle(api) {
 		b := append([]byte(nil), `{"type":"error","error":{"type":`...)
@@ -82,6 +85,9 @@ func ErrorEvent(api API, reason, message string) []byte {
 // "message","param"}) that also carries "error", so typed consumers and
 // the SDKs both stop. Anthropic: "event: error\ndata: {…}\n\n".
 func ErrorEventStatus(api API, status int, reason, message string) []byte {
+	if d := dialectOf(api); d != nil {
+		return d.errorEvent(defaultFraming(api), status, reason, message)
+	}
 	switch api {
 	case AnthropicMessages:
 		b := append([]byte(nil), "event: error\ndata: "...)

@@ -458,6 +458,10 @@ func (p *ParsedEvent) Filter(blankLogprobs bool, fn func(ch Channel, text string
 	case AnthropicMessages:
 		f.anthropicEvent()
 	default:
+		if dl := dialectOf(api); dl != nil {
+			dl.filterEvent(&f, ev)
+			break
+		}
 		f.whole(vspan{0, len(d)}, nil)
 	}
 	if len(f.patches) == 0 {
@@ -756,6 +760,12 @@ func (p *ParsedEvent) Ends() (all bool, idx []int) {
 	if done {
 		return true, nil
 	}
+	if dl := dialectOf(api); dl != nil {
+		if err != nil || len(d) > 0 && d[0] != '{' {
+			return false, nil
+		}
+		return dl.ends(ev, d)
+	}
 	if err != nil || len(d) == 0 {
 		return ev.Name == "message_stop", nil
 	}
@@ -826,6 +836,9 @@ func (p *ParsedEvent) Ends() (all bool, idx []int) {
 func ChannelEvent(api API, template Event, ch Channel, text string) (Event, error) {
 	if ch.Field == FieldData {
 		return withData(template, []byte(text)), nil
+	}
+	if dl := dialectOf(api); dl != nil {
+		return dl.channelEvent(template, ch, text)
 	}
 	d, _, err := eventJSON(template)
 	if err != nil || len(d) == 0 || d[0] != '{' {

@@ -54,9 +54,12 @@ const RoleTool = "tool"
 
 // Request is what policy needs to know about an LLM request body.
 type Request struct {
-	API    API
-	Model  string
-	Stream bool
+	API API
+	// Provider names who serves the API (ProviderOpenAI, ProviderBedrock,
+	// …), set from the path by ApplyPath; "" when unknown.
+	Provider string
+	Model    string
+	Stream   bool
 	// MaxTokens is max_tokens, max_completion_tokens or max_output_tokens
 	// (whichever the API uses), 0 when absent, null or negative, and
 	// saturated at math.MaxInt64 for absurd values such as 1e400.
@@ -420,6 +423,10 @@ func (r *reqScanner) scan(api API) error {
 		r.responses()
 	case AnthropicMessages:
 		r.anthropic()
+	default:
+		if d := dialectOf(api); d != nil {
+			d.scanRequest(r)
+		}
 	}
 	r.sweep()
 	return nil
@@ -432,7 +439,7 @@ func (a API) known() bool {
 	case OpenAIChat, OpenAICompletions, OpenAIResponses, OpenAIEmbeddings, AnthropicMessages, Generic:
 		return true
 	}
-	return false
+	return dialectOf(a) != nil
 }
 
 // maxTokenKeys lists, per API, the fields that bound the output length, in

@@ -95,6 +95,10 @@ func (r *respScanner) scan(api API) error {
 	if kindOf(b, top) != '{' {
 		return fmt.Errorf("%w: top level is not an object", ErrMalformed)
 	}
+	if d := dialectOf(api); d != nil {
+		d.scanResponse(r, top)
+		return nil
+	}
 	r.object(api, top)
 	return nil
 }

@@ -24,6 +24,9 @@ type Event struct {
 	// then Pending gives back exactly the bytes fed. Events made by this
 	// package (FilterEvent, ChannelEvent) carry Encode's output instead.
 	Raw []byte
+	// wire is how an event that is not SSE is framed (a Bedrock
+	// event-stream message, a streamed JSON array element); nil for SSE.
+	wire wire
 }
 
 // DefaultMaxEventBytes bounds one pending SSE event when
@@ -298,12 +301,17 @@ func eventName(v []byte) string {
 	return string(v)
 }
 
-// Encode returns the canonical encoding of e: "event: X\n" if Name is set,
+// Encode returns the canonical encoding of e; events of another framing
+// (Bedrock's event stream, a streamed JSON array) are encoded in it.
+// For SSE: "event: X\n" if Name is set,
 // "id: X\n" if ID is set, one "data: " line per line of Data, then the
 // blank line. Line breaks inside Name and ID are dropped so that a field
 // can never split the event. Comments and the original line endings are
 // not kept; forward Raw to keep them.
 func (e Event) Encode() []byte {
+	if e.wire != nil {
+		return e.wire.encode(e)
+	}
 	out := make([]byte, 0, len(e.Name)+len(e.ID)+len(e.Data)+24)
 	if e.Name != "" {
 		out = append(out, "event: "...)

@@ -155,6 +155,9 @@ func (p *ParsedEvent) decode(meta bool) (Delta, error) {
 	if d[0] != '{' {
 		return Delta{}, nil
 	}
+	if dl := dialectOf(api); dl != nil {
+		return dl.decodeEvent(ev, d, meta), nil
+	}
 	switch streamKind(api, d, ev.Name) {
 	case OpenAIChat, OpenAICompletions:
 		return decodeChatChunk(d, meta), nil
@@ -382,7 +385,7 @@ func textAt(b []byte, v vspan, meta bool) (string, bool) {
 
 // withData returns ev with new data and Raw re-encoded.
 func withData(ev Event, data []byte) Event {
-	out := Event{Name: ev.Name, ID: ev.ID, Data: data}
+	out := Event{Name: ev.Name, ID: ev.ID, Data: data, wire: ev.wire}
 	out.Raw = out.Encode()
 	return out
 }

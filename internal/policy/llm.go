@@ -27,6 +27,7 @@ var (
 	keyDescription     = ast.StringTerm("description")
 	keyArguments       = ast.StringTerm("arguments")
 	keyArgumentsValid  = ast.StringTerm("arguments_valid")
+	keyProvider        = ast.StringTerm("provider")
 )
 
 // Keys of the response phases' additions to the input.
@@ -101,6 +102,9 @@ func LLMValue(r *llmapi.Request) ast.Value {
 		// About four bytes a token for English text: the estimate the
 		// detectors' length signal uses too.
 		[2]*ast.Term{keyEstimatedTokens, ast.IntNumberTerm((chars + 3) / 4)},
+		// Who serves the API (openai, anthropic, aws-bedrock, google-gemini,
+		// google-vertex, azure-openai; "" when unknown).
+		[2]*ast.Term{keyProvider, ast.StringTerm(r.Provider)},
 	)
 }
 
