@@ -87,6 +87,20 @@ type Record struct {
 	Signals        map[string]any `json:"signals,omitempty"`
 	Limits         []string       `json:"limits_exceeded,omitempty"`
 	Details        map[string]any `json:"details,omitempty"`
+	// Personal holds personal fields beyond the principal id (client
+	// address, user agent, anything captured): with an audit keyset they
+	// are encrypted under the subject's own key, like the principal id.
+	Personal map[string]string `json:"personal,omitempty"`
+	// Subject is the principal's keyed pseudonym (encrypted logs only): on
+	// a record read back, and inside the encrypted body.
+	Subject string `json:"subject,omitempty"`
+	// Erased marks a record read back whose subject was erased: its
+	// personal fields cannot be decrypted any more.
+	Erased bool `json:"erased,omitempty"`
+	// Enc is the encrypted body of a record written with an audit keyset
+	// (Tink AEAD ciphertext, its first 5 bytes naming the key id). The
+	// chain and the mac cover it, so integrity is checked without the key.
+	Enc []byte `json:"enc,omitempty"`
 	// Dropped counts records lost to a full buffer just before this one, so
 	// a gap is recorded in the chain itself.
 	Dropped uint64 `json:"dropped,omitempty"`
