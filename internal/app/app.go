@@ -99,9 +99,16 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 		}
 	}()
 	if cfg.AuditLog != "" {
+		var kek audit.KEK
+		if cfg.AuditKeyset != "" {
+			if kek, err = audit.LoadKEK(cfg.AuditKEKFile); err != nil {
+				return a, err
+			}
+		}
 		a.Audit, err = audit.Open(audit.Config{Path: cfg.AuditLog, KeyFile: cfg.AuditKeyFile, MaxBytes: cfg.AuditMaxBytes,
 			Buffer: cfg.AuditBuffer, Overflow: audit.Overflow(cfg.AuditOverflow), MaxFiles: cfg.AuditMaxFiles,
-			CheckpointInterval: cfg.AuditCheckpointInterval, CheckpointRecords: uint64(cfg.AuditCheckpointRecords)}, logger, d.Registry) // #nosec G115 -- Validate keeps it positive
+			CheckpointInterval: cfg.AuditCheckpointInterval, CheckpointRecords: uint64(cfg.AuditCheckpointRecords), // #nosec G115 -- Validate keeps it positive
+			Keyset: cfg.AuditKeyset, KEK: kek, MaxAge: cfg.AuditMaxAge, RotateEvery: cfg.AuditRotateEvery}, logger, d.Registry)
 		if err != nil {
 			return a, err
 		}
