@@ -1053,4 +1053,5 @@ func (l *stringList) Set(v string) error {
 // environment), so applyEnv does not reject them.
 var ignoredEnv = map[string]bool{
 	"BULWARK_KEY_PEPPER": true,
+	"BULWARK_AUDIT_KEK":  true,
 }
