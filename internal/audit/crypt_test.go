@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -378,4 +379,57 @@ func FuzzSegmentReader(f *testing.F) {
 		}
 		_, _ = Verify([]string{p}, nil, nil)
 	})
+}
+
+// TestAppendSealedIsJSON: the hand-rendered line of an encrypted record is
+// byte for byte what json.Marshal gives for its fields.
+func TestAppendSealedIsJSON(t *testing.T) {
+	for _, r := range []Record{
+		{Seq: 7, Time: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC), Type: TypeDecision, Enc: []byte{1, 2, 3, 250}, Prev: "abc"},
+		{Seq: 1, Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("x", 3600)), Type: "odd \"type\" <&>\n", Enc: []byte{0}, Dropped: 3},
+	} {
+		want, err := json.Marshal(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendSealed(nil, &r); string(got) != string(want) {
+			t.Errorf("appendSealed\n got %s\nwant %s", got, want)
+		}
+	}
+}
+
+// TestAppendBodyIsJSON: the hand-rendered body reads back as json.Marshal's.
+func TestAppendBodyIsJSON(t *testing.T) {
+	yes := false
+	for _, b := range []body{
+		{},
+		{DecisionID: "d", TraceID: "t", Principal: &Principal{Kind: "api_key", Tenant: "a\"<b>"}, Phase: "p", Route: "POST /x",
+			Allowed: &yes, HTTPStatus: 403, Reason: "r\n", PolicyRevision: "rev", DryRun: true, Signals: map[string]any{"a": 0.5, "n": 3, "big": 1e21, "b": true, "z": nil, "i64": int64(-2)},
+			Limits: []string{"l"}, Details: map[string]any{"x": map[string]any{"y": 1, "s": []string{"q"}}, "t": struct{ A int }{4}, "m": map[string]string{"k": "v"}}, Personal: map[string]string{"ua": "é"},
+			Subject: "s", SubjectKey: "k", Sealed: []byte{1, 2, 3}},
+		{Principal: &Principal{}},
+	} {
+		got, err := appendBody(nil, &b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(&b)
+		var g, w any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatalf("appendBody gave invalid JSON %s: %v", got, err)
+		}
+		_ = json.Unmarshal(want, &w)
+		if gj, wj := mustJSON(t, g), mustJSON(t, w); gj != wj {
+			t.Errorf("appendBody\n got %s\nwant %s", gj, wj)
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

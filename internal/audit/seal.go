@@ -3,12 +3,16 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"os"
+	"slices"
 	"strconv"
 
 	"github.com/tink-crypto/tink-go/v2/tink"
@@ -112,7 +116,7 @@ func (s *sealer) seal(r *Record) error {
 		if err != nil {
 			return fmt.Errorf("audit: subject key: %w", err)
 		}
-		pb, err := json.Marshal(personalBody{PrincipalID: r.Principal.ID, Personal: r.Personal})
+		pb, err := appendPersonal(nil, r.Principal.ID, r.Personal)
 		if err != nil {
 			return fmt.Errorf("audit: encode personal fields: %w", err)
 		}
@@ -123,7 +127,7 @@ func (s *sealer) seal(r *Record) error {
 		p.ID = ""
 		b.Principal, b.Personal, b.Subject, b.SubjectKey = &p, nil, sub, k.kid
 	}
-	pt, err := json.Marshal(&b)
+	pt, err := appendBody(make([]byte, 0, 512), &b)
 	if err != nil {
 		return fmt.Errorf("audit: encode record: %w", err)
 	}
@@ -133,6 +137,167 @@ func (s *sealer) seal(r *Record) error {
 	}
 	*r = Record{Seq: r.Seq, Time: r.Time, Type: r.Type, Enc: ct, Dropped: r.Dropped, Prev: r.Prev}
 	return nil
+}
+
+// appendBody renders b as JSON by hand for its fixed fields, through
+// encoding/json for its maps: reflection over the whole struct would cost as
+// much as the encryption. json.Unmarshal reads it back into body.
+func appendBody(out []byte, b *body) ([]byte, error) {
+	out = append(out, '{')
+	str := func(key, v string) {
+		if v != "" {
+			out = append(out, '"')
+			out = append(out, key...)
+			out = append(out, '"', ':')
+			out = appendJSONString(out, v)
+			out = append(out, ',')
+		}
+	}
+	str("decision_id", b.DecisionID)
+	str("trace_id", b.TraceID)
+	if p := b.Principal; p != nil {
+		out = append(out, `"principal":{`...)
+		n := len(out)
+		str("id", p.ID)
+		str("kind", p.Kind)
+		str("tenant", p.Tenant)
+		if len(out) > n {
+			out = out[:len(out)-1]
+		}
+		out = append(out, '}', ',')
+	}
+	str("phase", b.Phase)
+	str("route", b.Route)
+	if b.Allowed != nil {
+		out = append(out, `"allowed":`...)
+		out = strconv.AppendBool(out, *b.Allowed)
+		out = append(out, ',')
+	}
+	if b.HTTPStatus != 0 {
+		out = append(out, `"http_status":`...)
+		out = strconv.AppendInt(out, int64(b.HTTPStatus), 10)
+		out = append(out, ',')
+	}
+	str("reason", b.Reason)
+	str("policy_revision", b.PolicyRevision)
+	if b.DryRun {
+		out = append(out, `"dry_run":true,`...)
+	}
+	var err error
+	field := func(key string, v any) {
+		if err != nil {
+			return
+		}
+		out = append(out, '"')
+		out = append(out, key...)
+		out = append(out, '"', ':')
+		if out, err = appendAny(out, v); err == nil {
+			out = append(out, ',')
+		}
+	}
+	if len(b.Signals) > 0 {
+		field("signals", b.Signals)
+	}
+	if len(b.Limits) > 0 {
+		field("limits_exceeded", b.Limits)
+	}
+	if len(b.Details) > 0 {
+		field("details", b.Details)
+	}
+	if len(b.Personal) > 0 {
+		field("personal", b.Personal)
+	}
+	if err != nil {
+		return nil, err
+	}
+	str("subject", b.Subject)
+	str("subject_key", b.SubjectKey)
+	if b.Sealed != nil {
+		out = append(out, `"sealed":"`...)
+		out = base64.StdEncoding.AppendEncode(out, b.Sealed)
+		out = append(out, '"', ',')
+	}
+	if out[len(out)-1] == ',' {
+		out = out[:len(out)-1]
+	}
+	return append(out, '}'), nil
+}
+
+// appendAny renders the values records carry (signals, details, tags) as
+// JSON without reflection for the common types; anything else goes through
+// encoding/json. Map keys are sorted, as json.Marshal sorts them.
+func appendAny(out []byte, v any) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return append(out, "null"...), nil
+	case string:
+		return appendJSONString(out, x), nil
+	case bool:
+		return strconv.AppendBool(out, x), nil
+	case int:
+		return strconv.AppendInt(out, int64(x), 10), nil
+	case int64:
+		return strconv.AppendInt(out, x, 10), nil
+	case uint64:
+		return strconv.AppendUint(out, x, 10), nil
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			break // json.Marshal's error
+		}
+		return strconv.AppendFloat(out, x, 'g', -1, 64), nil
+	case map[string]any:
+		keys := slices.Sorted(maps.Keys(x))
+		out = append(out, '{')
+		for i, k := range keys {
+			if i > 0 {
+				out = append(out, ',')
+			}
+			out = appendJSONString(out, k)
+			out = append(out, ':')
+			var err error
+			if out, err = appendAny(out, x[k]); err != nil {
+				return nil, err
+			}
+		}
+		return append(out, '}'), nil
+	case map[string]string:
+		keys := slices.Sorted(maps.Keys(x))
+		out = append(out, '{')
+		for i, k := range keys {
+			if i > 0 {
+				out = append(out, ',')
+			}
+			out = appendJSONString(out, k)
+			out = append(out, ':')
+			out = appendJSONString(out, x[k])
+		}
+		return append(out, '}'), nil
+	case []string:
+		out = append(out, '[')
+		for i, s := range x {
+			if i > 0 {
+				out = append(out, ',')
+			}
+			out = appendJSONString(out, s)
+		}
+		return append(out, ']'), nil
+	}
+	j, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, j...), nil
+}
+
+// appendPersonal renders a personalBody.
+func appendPersonal(out []byte, id string, personal map[string]string) ([]byte, error) {
+	out = append(out, `{"principal_id":`...)
+	out = appendJSONString(out, id)
+	if len(personal) > 0 {
+		out = append(out, `,"personal":`...)
+		out, _ = appendAny(out, personal) // a map of strings always renders
+	}
+	return append(out, '}'), nil
 }
 
 // KeyID is the Tink key id a ciphertext names (its 5-byte prefix: 0x01 and
