@@ -98,8 +98,8 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 			a = nil
 		}
 	}()
+	var kek audit.KEK // the audit keyset's key-encryption key, when there is one
 	if cfg.AuditLog != "" {
-		var kek audit.KEK
 		if cfg.AuditKeyset != "" {
 			if kek, err = audit.LoadKEK(cfg.AuditKEKFile); err != nil {
 				return a, err
@@ -147,6 +147,16 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 		}
 		if cfg.AuditFailureMode == "fail_closed" {
 			cd.AuditGate = a.Audit.Err
+		}
+		if cfg.PseudonymizePrincipals {
+			if cfg.AuditKeyset == "" {
+				return a, errors.New("--pseudonymize-principals needs --audit-keyset (its pseudonym key names principals)")
+			}
+			keys, err := audit.OpenKeyset(cfg.AuditKeyset, kek)
+			if err != nil {
+				return a, err
+			}
+			cd.PrincipalName = keys.Pseudonym
 		}
 	}
 	if a.Core, err = core.New(ctx, cfg, cd); err != nil {
