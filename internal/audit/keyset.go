@@ -239,7 +239,8 @@ func OpenKeyset(path string, kek KEK) (*Keys, error) {
 	return k, nil
 }
 
-// Pseudonym is the keyed, stable pseudonym of a principal id: the same id
+// Pseudonym is the keyed, stable pseudonym of a principal id (safe for
+// concurrent use: the pipeline calls it per decision): the same id
 // always maps to the same value under one keyset, and without the keyset
 // the id cannot be recovered or guessed.
 func (k *Keys) Pseudonym(id string) string {
