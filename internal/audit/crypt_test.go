@@ -373,7 +373,7 @@ func FuzzSegmentReader(f *testing.F) {
 				return nil
 			})
 		}
-		p := filepath.Join(t.TempDir(), "seg")
+		p := filepath.Join(dir, "seg") // one per fuzz worker process: each runs its own setup
 		if err := os.WriteFile(p, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
