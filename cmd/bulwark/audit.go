@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/bulwark-ai/bulwark/internal/audit"
 )
@@ -17,28 +18,30 @@ import (
 // audit.log.N ... audit.log.1, then audit.log). It exits non-zero and names
 // the first broken, reordered or missing record, and, against the log's
 // checkpoint (by default the last file's FILE.checkpoint), a cut head or tail.
-func runAudit(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+func runAudit(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		if sub, ok := auditKeyCommands[args[0]]; ok {
+			return sub(ctx, args[1:], stdin, stdout, stderr)
+		}
+	}
 	if len(args) == 0 || args[0] != "verify" {
 		fmt.Fprintln(stderr, "usage: bulwark audit verify FILE... [--key-file F] [--checkpoint F | --no-checkpoint]")
-		return &exitError{2, errors.New("audit: want the verify command")}
+		fmt.Fprintln(stderr, "       bulwark audit keygen --out KEYSET [--kek-file F]")
+		fmt.Fprintln(stderr, "       bulwark audit read FILE... --audit-keyset KEYSET [--kek-file F]")
+		fmt.Fprintln(stderr, "       bulwark audit rotate --audit-keyset KEYSET [--kek-file F]")
+		fmt.Fprintln(stderr, "       bulwark audit rewrap --audit-keyset KEYSET [--kek-file F] --new-kek-file F")
+		fmt.Fprintln(stderr, "       bulwark audit erase --subject ID --audit-keyset KEYSET [--kek-file F]")
+		fmt.Fprintln(stderr, "       bulwark audit export --out ARCHIVE.tar.gz FILE...")
+		return &exitError{2, errors.New("audit: want verify, keygen, read, rotate, rewrap, erase or export")}
 	}
 	fs := flag.NewFlagSet("bulwark audit verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	keyFile := fs.String("key-file", "", "HMAC key the log was signed with (checks every record's and the checkpoint's signature)")
 	cpFile := fs.String("checkpoint", "", "the log's checkpoint (default: the last file given + .checkpoint)")
 	noCP := fs.Bool("no-checkpoint", false, "check the chain only: a cut head or tail then goes unseen")
-	// Accept flags before or after the file names.
-	var files []string
-	rest := args[1:]
-	for len(rest) > 0 {
-		if err := fs.Parse(rest); err != nil {
-			return &exitError{2, err}
-		}
-		rest = fs.Args()
-		if len(rest) > 0 {
-			files = append(files, rest[0])
-			rest = rest[1:]
-		}
+	files, err := parseWithFiles(fs, args[1:])
+	if err != nil {
+		return err
 	}
 	if len(files) == 0 {
 		return &exitError{2, errors.New("audit verify: no files given")}
@@ -60,12 +63,12 @@ func runAudit(_ context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		key = []byte(strings.TrimSpace(string(b)))
 	}
 	var cp *audit.Checkpoint
+	var rep audit.Report
 	if !*noCP {
 		path := *cpFile
 		if path == "" {
 			path = audit.CheckpointPath(files[len(files)-1])
 		}
-		var err error
 		if cp, err = audit.ReadCheckpoint(path, key); err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("audit verify: FAILED: no checkpoint at %s, so a cut head or tail cannot be detected "+
@@ -74,7 +77,7 @@ func runAudit(_ context.Context, args []string, _ io.Reader, stdout, stderr io.W
 			return fmt.Errorf("audit verify: FAILED: %w", err)
 		}
 	}
-	rep, err := audit.Verify(files, key, cp)
+	rep, err = audit.Verify(files, key, cp)
 	if err != nil {
 		return fmt.Errorf("audit verify: FAILED after %d good records: %w", rep.Records, err)
 	}
@@ -109,6 +112,16 @@ func runAudit(_ context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	}
 	if len(key) > 0 {
 		fmt.Fprint(stdout, "; signatures valid")
+	}
+	if rep.Records > 0 {
+		fmt.Fprintf(stdout, "; retained range seq %d..%d, %s to %s", rep.FirstSeq, rep.LastSeq,
+			rep.FirstTime.UTC().Format(time.RFC3339), rep.LastTime.UTC().Format(time.RFC3339))
+		if rep.StartsAtSegment {
+			fmt.Fprint(stdout, " (starts at a segment start: earlier segments were removed by retention)")
+		}
+	}
+	if rep.Encrypted > 0 {
+		fmt.Fprintf(stdout, "; %d encrypted records checked as ciphertext (key ids %s), not decrypted", rep.Encrypted, keyIDCounts(rep.KeyIDs))
 	}
 	fmt.Fprintln(stdout)
 	return nil

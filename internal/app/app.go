@@ -100,10 +100,17 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 			a = nil
 		}
 	}()
+	var kek audit.KEK // the audit keyset's key-encryption key, when there is one
 	if cfg.AuditLog != "" {
+		if cfg.AuditKeyset != "" {
+			if kek, err = audit.LoadKEK(cfg.AuditKEKFile); err != nil {
+				return a, err
+			}
+		}
 		a.Audit, err = audit.Open(audit.Config{Path: cfg.AuditLog, KeyFile: cfg.AuditKeyFile, MaxBytes: cfg.AuditMaxBytes,
 			Buffer: cfg.AuditBuffer, Overflow: audit.Overflow(cfg.AuditOverflow), MaxFiles: cfg.AuditMaxFiles,
-			CheckpointInterval: cfg.AuditCheckpointInterval, CheckpointRecords: uint64(cfg.AuditCheckpointRecords)}, logger, d.Registry) // #nosec G115 -- Validate keeps it positive
+			CheckpointInterval: cfg.AuditCheckpointInterval, CheckpointRecords: uint64(cfg.AuditCheckpointRecords), // #nosec G115 -- Validate keeps it positive
+			Keyset: cfg.AuditKeyset, KEK: kek, MaxAge: cfg.AuditMaxAge, RotateEvery: cfg.AuditRotateEvery}, logger, d.Registry)
 		if err != nil {
 			return a, err
 		}
@@ -142,6 +149,16 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 		}
 		if cfg.AuditFailureMode == "fail_closed" {
 			cd.AuditGate = a.Audit.Err
+		}
+		if cfg.PseudonymizePrincipals {
+			if cfg.AuditKeyset == "" {
+				return a, errors.New("--pseudonymize-principals needs --audit-keyset (its pseudonym key names principals)")
+			}
+			keys, err := audit.OpenKeyset(cfg.AuditKeyset, kek)
+			if err != nil {
+				return a, err
+			}
+			cd.PrincipalName = keys.Pseudonym
 		}
 	}
 	if a.Core, err = core.New(ctx, cfg, cd); err != nil {

@@ -16,10 +16,12 @@ package audit
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"hash"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -87,6 +89,20 @@ type Record struct {
 	Signals        map[string]any `json:"signals,omitempty"`
 	Limits         []string       `json:"limits_exceeded,omitempty"`
 	Details        map[string]any `json:"details,omitempty"`
+	// Personal holds personal fields beyond the principal id (client
+	// address, user agent, anything captured): with an audit keyset they
+	// are encrypted under the subject's own key, like the principal id.
+	Personal map[string]string `json:"personal,omitempty"`
+	// Subject is the principal's keyed pseudonym (encrypted logs only): on
+	// a record read back, and inside the encrypted body.
+	Subject string `json:"subject,omitempty"`
+	// Erased marks a record read back whose subject was erased: its
+	// personal fields cannot be decrypted any more.
+	Erased bool `json:"erased,omitempty"`
+	// Enc is the encrypted body of a record written with an audit keyset
+	// (Tink AEAD ciphertext, its first 5 bytes naming the key id). The
+	// chain and the mac cover it, so integrity is checked without the key.
+	Enc []byte `json:"enc,omitempty"`
 	// Dropped counts records lost to a full buffer just before this one, so
 	// a gap is recorded in the chain itself.
 	Dropped uint64 `json:"dropped,omitempty"`
@@ -104,8 +120,11 @@ const macField = `,"mac":"`
 // the record's JSON with "mac" = HMAC(the JSON without mac) spliced in as
 // its last field.
 func encode(r *Record, mac hash.Hash) ([]byte, error) {
-	b, err := json.Marshal(r)
-	if err != nil {
+	var b []byte
+	var err error
+	if r.Enc != nil {
+		b = appendSealed(make([]byte, 0, 128+base64.StdEncoding.EncodedLen(len(r.Enc))), r)
+	} else if b, err = json.Marshal(r); err != nil {
 		return nil, fmt.Errorf("audit: encode record: %w", err)
 	}
 	if mac == nil {
@@ -122,6 +141,43 @@ func encode(r *Record, mac hash.Hash) ([]byte, error) {
 	out = append(out, hexSum[:]...)
 	out = append(out, '"', '}')
 	return out, nil
+}
+
+// appendSealed renders an encrypted record's line by hand: it has only
+// fixed fields, and json.Marshal's reflection would cost as much as the
+// encryption itself. The result is the JSON json.Marshal would give for
+// these fields (parseLine reads it back the same way).
+func appendSealed(b []byte, r *Record) []byte {
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendUint(b, r.Seq, 10)
+	b = append(b, `,"time":"`...)
+	b = r.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","type":`...)
+	b = appendJSONString(b, r.Type)
+	b = append(b, `,"enc":"`...)
+	b = base64.StdEncoding.AppendEncode(b, r.Enc)
+	b = append(b, '"')
+	if r.Dropped > 0 {
+		b = append(b, `,"dropped":`...)
+		b = strconv.AppendUint(b, r.Dropped, 10)
+	}
+	b = append(b, `,"prev":`...)
+	b = appendJSONString(b, r.Prev)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string: as is when it needs no
+// escaping (record types, hex hashes), else through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // newMAC is the HMAC every line of a log signed with key carries.

@@ -269,7 +269,8 @@ func TestRetentionBoundsRotatedFiles(t *testing.T) {
 		t.Fatalf("files %v, want audit.log.2, audit.log.1, audit.log", files)
 	}
 	rep, err := verifyLog(t, files, nil)
-	if err != nil || rep.LastSeq != 200 || !rep.StartsMidChain || rep.FirstSeq != rep.Checkpoint.FirstSeq {
+	if err != nil || rep.LastSeq != rep.Checkpoint.LastSeq ||
+		!rep.StartsMidChain || !rep.StartsAtSegment || rep.FirstSeq != rep.Checkpoint.FirstSeq {
 		t.Fatalf("retained files: %+v %v", rep, err)
 	}
 	if _, err := verifyLog(t, files[1:], nil); err == nil || !strings.Contains(err.Error(), "head cut") {
@@ -292,7 +293,7 @@ func TestVerifyCatchesHeadAndTailCuts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cp.FirstSeq != 1 || cp.FirstPrev != "" || cp.LastSeq != 60 {
+	if cp.FirstSeq != 1 || cp.FirstPrev != "" || cp.LastSeq != 60+uint64(len(files)-1) { // one segment_start per rotation
 		t.Fatalf("checkpoint at close %+v", cp)
 	}
 	copyLog := func(t *testing.T) []string {

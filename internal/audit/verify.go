@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 )
 
 // Problem describes the first record that breaks the chain.
@@ -56,6 +57,19 @@ type Report struct {
 	// the tail could have removed unseen.
 	Checkpoint      *Checkpoint
 	AfterCheckpoint uint64
+	// FirstTime and LastTime are the times of the first and last records:
+	// with retention, the range of time the log still covers.
+	FirstTime, LastTime time.Time
+	// StartsAtSegment is true when the first record is a segment_start: the
+	// files begin where a segment began (what retention leaves), and its
+	// details say where the chain stood. SegmentStarts counts them all.
+	StartsAtSegment bool
+	SegmentStarts   int
+	// Encrypted counts the records whose body is encrypted (checked by the
+	// chain as ciphertext, never decrypted); KeyIDs counts them by the key
+	// id their ciphertext names.
+	Encrypted uint64
+	KeyIDs    map[uint32]uint64
 }
 
 // LostRecords is how many records the log's records_lost records account for.
@@ -81,6 +95,14 @@ type lostDetails struct {
 		Cause    string `json:"cause"`
 		FirstSeq uint64 `json:"first_seq"`
 		LastSeq  uint64 `json:"last_seq"`
+	} `json:"details"`
+}
+
+// segmentDetails is the typed reading of a segment_start record's details.
+type segmentDetails struct {
+	Details struct {
+		PreviousLastSeq  uint64 `json:"previous_last_seq"`
+		PreviousLastHash string `json:"previous_last_hash"`
 	} `json:"details"`
 }
 
@@ -140,8 +162,22 @@ func Verify(files []string, key []byte, cp *Checkpoint) (Report, error) {
 			}
 			if first {
 				rep.FirstSeq = r.Seq
+				rep.FirstTime = r.Time
 				rep.StartsMidChain = r.Prev != ""
+				rep.StartsAtSegment = r.Type == TypeSegmentStart
 				first = false
+			}
+			rep.LastTime = r.Time
+			if r.Type == TypeSegmentStart {
+				rep.SegmentStarts++
+			}
+			if r.Enc != nil {
+				id, _ := KeyID(r.Enc)
+				if rep.KeyIDs == nil {
+					rep.KeyIDs = map[uint32]uint64{}
+				}
+				rep.KeyIDs[id]++
+				rep.Encrypted++
 			}
 			prevHash = lineHash([]byte(line))
 			prevSeq = r.Seq
@@ -208,6 +244,12 @@ func (rep *Report) check(r *Record, line string, key []byte, first bool, prevSeq
 		}
 		if r.Seq == cp.LastSeq && lineHash([]byte(line)) != cp.LastHash {
 			return "does not match the checkpoint's last record (replaced)"
+		}
+	}
+	if r.Type == TypeSegmentStart {
+		var d segmentDetails
+		if err := json.Unmarshal([]byte(line), &d); err != nil || d.Details.PreviousLastSeq+1 != r.Seq || d.Details.PreviousLastHash != r.Prev {
+			return "segment_start does not describe the chain it continues"
 		}
 	}
 	if r.Type == TypeRecordsLost {

@@ -64,6 +64,18 @@ type Config struct {
 	// RetryInterval is how often a writer whose writes fail tries again
 	// (default 1s).
 	RetryInterval time.Duration
+	// Keyset, when set, is the audit keyset (KeysetPath) records are
+	// encrypted with, unwrapped by KEK. The writer watches the file (every
+	// second) and takes a rotated keyset's new primary key without a
+	// restart; it also records the key-management events the CLI queues
+	// beside it (erasures, reads with the key, rotations).
+	Keyset string
+	KEK    KEK
+	// MaxAge, when set, deletes rotated files whose newest record is older
+	// (retention by age, besides MaxFiles); the current file is rotated
+	// every RotateEvery (default MaxAge/8) so old records do not stay in it.
+	MaxAge      time.Duration
+	RotateEvery time.Duration
 }
 
 // position is a point in the log: the current file's size and the chain
@@ -122,6 +134,10 @@ type Writer struct {
 	head       position // first record the log must still hold (seq, prev)
 	cpSeq      uint64   // last seq the checkpoint covers
 	cpTime     time.Time
+	seal       *sealer   // nil: records in the clear
+	stamps     [2]string // the keyset's and its subject keys' file stamps last seen
+	maintained time.Time
+	segStart   time.Time // when the current file was started (or opened)
 
 	written    prometheus.Counter
 	lost       prometheus.Counter
@@ -204,6 +220,20 @@ func Open(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, 
 			return nil, errors.New("audit: key must be at least 16 bytes")
 		}
 		w.mac = newMAC(w.key)
+	}
+	if cfg.Keyset != "" {
+		if cfg.KEK == nil {
+			return nil, errors.New("audit: an audit keyset needs its key-encryption key")
+		}
+		k, err := OpenKeyset(cfg.Keyset, cfg.KEK)
+		if err != nil {
+			return nil, err
+		}
+		w.seal = newSealer(k)
+		w.stamps = [2]string{fileStamp(cfg.Keyset), fileStamp(SubjectsPath(cfg.Keyset))}
+	}
+	if cfg.MaxAge > 0 && cfg.RotateEvery <= 0 {
+		w.cfg.RotateEvery = cfg.MaxAge / 8
 	}
 	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o750); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
@@ -403,6 +433,9 @@ func (w *Writer) openFile() error {
 	}
 	w.f, w.size = f, st.Size()
 	w.bufDropped = 0
+	if w.segStart.IsZero() || w.size == 0 {
+		w.segStart = time.Now()
+	}
 	return nil
 }
 
@@ -492,6 +525,7 @@ func (w *Writer) run() {
 			}
 		case <-tick.C:
 			w.flush()
+			w.maintain()
 		}
 	}
 }
@@ -526,30 +560,38 @@ func (w *Writer) write(r Record) {
 		w.lostTotal.Add(1)
 		return
 	}
-	w.seq++
-	r.Seq = w.seq
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()
 	}
-	r.Prev = w.prev
 	r.Dropped = w.dropped.Swap(0)
-	line, err := encode(&r, w.mac)
+	orig := r
+	line, err := w.encodeAt(&r)
 	if err != nil {
 		// A record that cannot be encoded is dropped and counted like one
 		// the buffer had no room for; its seq is not spent.
-		w.seq--
 		w.dropped.Add(r.Dropped + 1)
 		w.lost.Inc()
-		w.logger.Error("audit record cannot be encoded; dropped (counted on the chain)", "type", r.Type, "error", err)
+		w.logger.Error("audit record cannot be encoded; dropped (counted on the chain)", "type", orig.Type, "error", err)
 		return
 	}
-	if w.size > 0 && w.size+int64(len(line))+1 > w.cfg.MaxBytes {
+	if w.size > 0 && (w.size+int64(len(line))+1 > w.cfg.MaxBytes ||
+		(w.cfg.RotateEvery > 0 && time.Since(w.segStart) >= w.cfg.RotateEvery)) {
 		if err := w.rotate(); err != nil {
+			w.seq++ // the record is lost with its seq, as the write error says
 			w.dropped.Add(r.Dropped)
 			w.fail(err)
 			return
 		}
+		// The new file opens with a segment_start: the record follows it.
+		r = orig
+		if line, err = w.encodeAt(&r); err != nil {
+			w.dropped.Add(r.Dropped + 1)
+			w.lost.Inc()
+			w.logger.Error("audit record cannot be encoded; dropped (counted on the chain)", "type", orig.Type, "error", err)
+			return
+		}
 	}
+	w.seq++
 	w.bufDropped += r.Dropped
 	if _, err = w.bw.Write(line); err == nil {
 		err = w.bw.WriteByte('\n')
@@ -560,6 +602,20 @@ func (w *Writer) write(r Record) {
 	}
 	w.size += int64(len(line)) + 1
 	w.prev = lineHash(line)
+}
+
+// encodeAt renders r as the next record of the chain (seq w.seq+1 after
+// w.prev), encrypted when the log has a keyset. It does not advance the
+// chain.
+func (w *Writer) encodeAt(r *Record) ([]byte, error) {
+	r.Seq = w.seq + 1
+	r.Prev = w.prev
+	if w.seal != nil && sealable(r.Type) {
+		if err := w.seal.seal(r); err != nil {
+			return nil, err
+		}
+	}
+	return encode(r, w.mac)
 }
 
 // fail starts (or continues) a write-error episode: what was not written
@@ -659,11 +715,10 @@ func (w *Writer) reopen() error {
 // buffer), for the markers that open or resume a log. On success the
 // record is on disk and durable.
 func (w *Writer) appendNow(r Record) error {
-	r.Seq = w.seq + 1
 	r.Time = time.Now().UTC()
-	r.Prev = w.durable.prev
 	r.Dropped = w.dropped.Swap(0)
-	line, err := encode(&r, w.mac)
+	w.prev = w.durable.prev
+	line, err := w.encodeAt(&r)
 	if err != nil {
 		w.dropped.Add(r.Dropped)
 		return err
@@ -725,9 +780,9 @@ func (w *Writer) rotate() error {
 	if err := w.bw.Flush(); err != nil {
 		return fmt.Errorf("audit: rotate: %w", err)
 	}
-	// The record being written is not flushed: durable stops before it.
-	w.written.Add(float64(w.seq - 1 - w.durable.seq))
-	w.durable = position{size: w.size, seq: w.seq - 1, prev: w.prev}
+	// The record being written has no seq yet: durable is all written.
+	w.written.Add(float64(w.seq - w.durable.seq))
+	w.durable = position{size: w.size, seq: w.seq, prev: w.prev}
 	if err := w.f.Close(); err != nil {
 		w.f = nil
 		return fmt.Errorf("audit: rotate: %w", err)
@@ -753,15 +808,53 @@ func (w *Writer) rotate() error {
 	}
 	w.durable.size = w.size // the chain point stays before the record being written
 	w.prune()
+	return w.segmentStart()
+}
+
+// segmentStart opens a new file with a segment_start record: where the
+// chain stands (the previous file's last record) and the head the log
+// still holds. It is on the chain (and signed with a key), so the oldest
+// segment retention keeps proves where the retained range starts.
+func (w *Writer) segmentStart() error {
+	r := Record{Type: TypeSegmentStart, Time: time.Now().UTC(), Dropped: w.dropped.Swap(0), Details: map[string]any{
+		"previous_last_seq": w.seq, "previous_last_hash": w.prev, "log_first_seq": w.head.seq, "log_first_prev": w.head.prev}}
+	line, err := w.encodeAt(&r)
+	if err != nil {
+		w.dropped.Add(r.Dropped)
+		return err
+	}
+	if _, err = w.bw.Write(line); err == nil {
+		err = w.bw.WriteByte('\n')
+	}
+	if err != nil {
+		w.dropped.Add(r.Dropped)
+		return fmt.Errorf("audit: rotate: %w", err)
+	}
+	w.seq++
+	w.bufDropped += r.Dropped
+	w.size += int64(len(line)) + 1
+	w.prev = lineHash(line)
 	return nil
 }
 
 // prune deletes rotated files beyond MaxFiles, oldest first, after the
 // checkpoint names the first record of the oldest file kept.
 func (w *Writer) prune() {
-	keep := w.cfg.MaxFiles
-	if _, err := os.Stat(rotatedName(w.cfg.Path, keep+1)); err != nil {
+	if _, err := os.Stat(rotatedName(w.cfg.Path, w.cfg.MaxFiles+1)); err != nil {
 		return
+	}
+	w.pruneTo(w.cfg.MaxFiles, fmt.Sprintf("max_files %d", w.cfg.MaxFiles))
+}
+
+// pruneTo deletes the rotated files after Path.<keep> (keep 0: every
+// rotated file), after the checkpoint names the first record of the oldest
+// file kept as the log's head.
+func (w *Writer) pruneTo(keep int, why string) {
+	if keep == 0 {
+		if err := w.bw.Flush(); err != nil { // the head must be on disk to be read
+			w.fail(err)
+			return
+		}
 	}
 	first, err := firstLine(rotatedName(w.cfg.Path, keep))
 	if err != nil || first == "" {
@@ -774,6 +867,11 @@ func (w *Writer) prune() {
 		return
 	}
 	w.head = position{seq: r.Seq, prev: r.Prev}
+	if keep == 0 { // what was flushed is durable
+		w.written.Add(float64(w.seq - w.durable.seq))
+		w.durable = position{size: w.size, seq: w.seq, prev: w.prev}
+		w.bufDropped = 0
+	}
 	if err := w.checkpoint(); err != nil {
 		w.logger.Error("audit retention: checkpoint not written; nothing deleted", "error", err)
 		return
@@ -786,8 +884,91 @@ func (w *Writer) prune() {
 			}
 			return
 		}
-		w.logger.Info("audit retention: deleted the oldest rotated file", "file", name, "max_files", keep)
+		w.logger.Info("audit retention: deleted the oldest rotated file", "file", name, "rule", why)
 	}
+}
+
+// retainAge deletes the rotated files whose newest record is older than
+// MaxAge (files are in time order: Path.1 is the most recent).
+func (w *Writer) retainAge(now time.Time) {
+	cutoff := now.Add(-w.cfg.MaxAge)
+	for n := 1; ; n++ {
+		last, _, err := tail(rotatedName(w.cfg.Path, n))
+		if err != nil || last == "" {
+			return // no such file (tail reports none), or unreadable: keep everything
+		}
+		r, err := parseLine(last)
+		if err != nil {
+			return
+		}
+		if r.Time.Before(cutoff) {
+			w.pruneTo(n-1, "max_age "+w.cfg.MaxAge.String())
+			return
+		}
+	}
+}
+
+// maintain runs the writer's periodic duties (at most once a second): take
+// a rotated keyset, forget erased subject keys, record the queued
+// key-management events, delete segments past their age.
+func (w *Writer) maintain() {
+	now := time.Now()
+	if w.failing != nil || now.Sub(w.maintained) < time.Second {
+		return
+	}
+	w.maintained = now
+	if w.seal != nil {
+		w.reloadKeys()
+		evs, err := takeEvents(w.cfg.Keyset)
+		if err != nil {
+			w.logger.Error("audit: key-management events not read", "error", err)
+		}
+		for _, e := range evs {
+			w.write(Record{Type: e.Type, Time: e.Time.UTC(), Details: e.Details})
+		}
+		if len(evs) > 0 {
+			w.flush()
+		}
+	}
+	if w.cfg.MaxAge > 0 && w.failing == nil {
+		w.retainAge(now)
+	}
+}
+
+// reloadKeys takes a changed keyset (a rotation: a new primary key) and a
+// changed subject-key file (an erasure). A keyset that does not open is
+// logged and the one in force kept.
+func (w *Writer) reloadKeys() {
+	ks, ss := fileStamp(w.cfg.Keyset), fileStamp(SubjectsPath(w.cfg.Keyset))
+	if ks != w.stamps[0] {
+		k, err := OpenKeyset(w.cfg.Keyset, w.cfg.KEK)
+		if err != nil {
+			w.logger.Error("audit keyset changed but does not open; the keys in force are kept", "error", err)
+		} else {
+			if k.Primary != w.seal.keys.Primary {
+				w.logger.Info("audit keyset reloaded: new records use its new primary key", "key_id", k.Primary, "previous_key_id", w.seal.keys.Primary)
+			}
+			w.seal.setKeys(k)
+			w.stamps[0] = ks
+		}
+	}
+	if ss != w.stamps[1] {
+		if err := w.seal.subj.refresh(); err != nil {
+			w.logger.Error("audit subject keys not reloaded", "error", err)
+		} else {
+			w.stamps[1] = ss
+		}
+	}
+}
+
+// fileStamp identifies a file's version (size and modification time; ""
+// when it does not exist).
+func fileStamp(path string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	return strconv.FormatInt(st.Size(), 10) + "/" + strconv.FormatInt(st.ModTime().UnixNano(), 10)
 }
 
 // tail returns the last complete line of a file ("" if none) and the bytes

@@ -280,6 +280,19 @@ type Config struct {
 	// checkpoint can be cut from the tail unseen by `audit verify`.
 	AuditCheckpointInterval time.Duration `yaml:"audit_checkpoint_interval"`
 	AuditCheckpointRecords  int           `yaml:"audit_checkpoint_records"`
+	// AuditKeyset turns on encrypted audit records (the production
+	// setting): the keyset `bulwark audit keygen` made, unwrapped with the
+	// key-encryption key from AuditKEKFile or $BULWARK_AUDIT_KEK.
+	AuditKeyset  string `yaml:"audit_keyset"`
+	AuditKEKFile string `yaml:"audit_kek_file"`
+	// AuditMaxAge deletes rotated audit files whose newest record is older
+	// (0: by count only); AuditRotateEvery starts a new file that often
+	// (default AuditMaxAge/8) so old records leave the current one.
+	AuditMaxAge      time.Duration `yaml:"audit_max_age"`
+	AuditRotateEvery time.Duration `yaml:"audit_rotate_every"`
+	// PseudonymizePrincipals names principals in decision logs and spans by
+	// their keyed pseudonym from the audit keyset instead of their id.
+	PseudonymizePrincipals bool `yaml:"pseudonymize_principals"`
 
 	// AlertWebhookURL receives security alerts (injection bursts, canary
 	// leaks, limiter fallback) as JSON POSTs; empty: they are logged at
@@ -582,6 +595,12 @@ func (c Config) Validate() error {
 	if c.AuditBuffer < 1 {
 		return &FieldError{"audit_buffer", "must be positive"}
 	}
+	if c.PseudonymizePrincipals && (c.AuditKeyset == "" || c.AuditLog == "") {
+		return &FieldError{"pseudonymize_principals", "needs audit_log and audit_keyset: the keyset's pseudonym key names principals"}
+	}
+	if c.AuditMaxAge < 0 || c.AuditRotateEvery < 0 {
+		return &FieldError{"audit_max_age", "audit_max_age and audit_rotate_every must not be negative"}
+	}
 	if c.AuditMaxFiles < 1 {
 		return &FieldError{"audit_max_files", "must be at least 1"}
 	}
@@ -866,6 +885,11 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.AuditFailureMode, "audit-failure-mode", c.AuditFailureMode, "while the audit log cannot be written: fail_open (decide on, loss counted on the chain) or fail_closed (decisions fail)")
 	fs.DurationVar(&c.AuditCheckpointInterval, "audit-checkpoint-interval", c.AuditCheckpointInterval, "longest time between two audit checkpoints")
 	fs.IntVar(&c.AuditCheckpointRecords, "audit-checkpoint-records", c.AuditCheckpointRecords, "most audit records between two checkpoints")
+	fs.StringVar(&c.AuditKeyset, "audit-keyset", c.AuditKeyset, "audit keyset (bulwark audit keygen): encrypt audit records")
+	fs.StringVar(&c.AuditKEKFile, "audit-kek-file", c.AuditKEKFile, "file with the audit key-encryption key, base64 of 32 bytes (default: $BULWARK_AUDIT_KEK)")
+	fs.DurationVar(&c.AuditMaxAge, "audit-max-age", c.AuditMaxAge, "delete rotated audit files whose newest record is older (0: off)")
+	fs.BoolVar(&c.PseudonymizePrincipals, "pseudonymize-principals", c.PseudonymizePrincipals, "name principals in decision logs and spans by a keyed pseudonym (needs --audit-keyset)")
+	fs.DurationVar(&c.AuditRotateEvery, "audit-rotate-every", c.AuditRotateEvery, "start a new audit file this often (default: audit-max-age/8)")
 	fs.StringVar(&c.AlertWebhookURL, "alert-webhook-url", c.AlertWebhookURL, "URL that receives security alerts as JSON POSTs (empty: alerts are logged at warn)")
 	fs.DurationVar(&c.AlertWebhookTimeout, "alert-webhook-timeout", c.AlertWebhookTimeout, "deadline of one alert webhook POST")
 	fs.DurationVar(&c.AlertMinInterval, "alert-min-interval", c.AlertMinInterval, "least time between two alerts of one event about one principal")
@@ -1056,4 +1080,5 @@ func (l *stringList) Set(v string) error {
 // environment), so applyEnv does not reject them.
 var ignoredEnv = map[string]bool{
 	"BULWARK_KEY_PEPPER": true,
+	"BULWARK_AUDIT_KEK":  true,
 }

@@ -31,30 +31,11 @@ func newToolsCore(t *testing.T) (*exchange.Core, string) {
 
 var decisionRef = regexp.MustCompile(`decision [0-9a-f-]{36}`)
 
-// streamOnce runs one exchange whose streamed answer arrives in parts and
+// streamSSE runs one exchange whose SSE answer arrives in parts and
 // returns what the client receives, decision ids masked.
-func streamOnce(t *testing.T, c *exchange.Core, key, path, body string, parts ...[]byte) []byte {
+func streamSSE(t *testing.T, c *exchange.Core, key, path, body string, parts ...[]byte) []byte {
 	t.Helper()
-	ctx := context.Background()
-	x := c.Start("test")
-	defer x.End(ctx)
-	if res, err := x.RequestHeaders(ctx, head(key, path, true)); err != nil || res.Deny != nil {
-		t.Fatalf("request headers: %+v %v", res.Deny, err)
-	}
-	if res, err := x.RequestBody(ctx, []byte(body)); err != nil || res.Deny != nil {
-		t.Fatalf("request body: %+v %v", res.Deny, err)
-	}
-	if res, err := x.ResponseHeaders(ctx, 200, map[string]string{":status": "200", "content-type": "text/event-stream"}, false); err != nil || res.ReadBody != exchange.BodyStreamed {
-		t.Fatalf("response headers: %+v %v", res, err)
-	}
-	var out []byte
-	for i, p := range parts {
-		res, err := x.ResponseChunk(ctx, p, i == len(parts)-1)
-		if err != nil {
-			t.Fatalf("chunk %d: %v", i, err)
-		}
-		out = append(out, res.Body...)
-	}
+	out := streamOnce(t, c, key, path, body, "text/event-stream", parts...)
 	return decisionRef.ReplaceAll(out, []byte("decision ID"))
 }
 
@@ -95,7 +76,7 @@ func TestStreamedToolCallsAtEveryByteBoundary(t *testing.T) {
 		t.Run(tc.api, func(t *testing.T) {
 			for _, name := range []string{"delete_files", "get_weather"} {
 				stream := []byte(tc.stream(name))
-				whole := streamOnce(t, c, key, tc.path, tc.body, stream)
+				whole := streamSSE(t, c, key, tc.path, tc.body, stream)
 				if name == "get_weather" {
 					if !bytes.Contains(whole, []byte(`"get_weather"`)) || !bytes.Contains(whole, []byte("call_9")) && !bytes.Contains(whole, []byte("toolu_9")) ||
 						bytes.Contains(whole, []byte("tool_not_allowed")) {
@@ -118,7 +99,7 @@ func TestStreamedToolCallsAtEveryByteBoundary(t *testing.T) {
 					step = 13
 				}
 				for split := 1; split < len(stream); split += step {
-					if got := streamOnce(t, c, key, tc.path, tc.body, stream[:split], stream[split:]); !bytes.Equal(got, whole) {
+					if got := streamSSE(t, c, key, tc.path, tc.body, stream[:split], stream[split:]); !bytes.Equal(got, whole) {
 						t.Fatalf("%s split at %d:\n%s\nwant:\n%s", name, split, got, whole)
 					}
 				}

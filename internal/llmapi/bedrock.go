@@ -147,7 +147,7 @@ func (r *reqScanner) converse() {
 				for tt.next() {
 					if spec, ok := member(b, tt.v, "toolSpec"); ok {
 						if name := memberString(b, spec, "name"); name != "" {
-							r.tools = append(r.tools, name)
+							r.tools = append(r.tools, Tool{Name: name, Type: "function", Description: memberString(b, spec, "description")})
 						}
 					}
 				}

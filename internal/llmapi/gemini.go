@@ -112,7 +112,7 @@ func (r *reqScanner) gemini() {
 					dt := iterArray(b, ft.v.s)
 					for dt.next() {
 						if name := memberString(b, dt.v, "name"); name != "" {
-							r.tools = append(r.tools, name)
+							r.tools = append(r.tools, Tool{Name: name, Type: "function", Description: memberString(b, dt.v, "description")})
 						}
 					}
 				}

@@ -95,6 +95,11 @@ type Config struct {
 	// it to the audit writer's Err under audit_failure_mode fail_closed, so
 	// no decision is made while the audit trail cannot record it.
 	AuditGate func() error
+	// PrincipalName, when set, is how decision logs and spans name a
+	// principal: serve sets it to the audit keyset's keyed pseudonym
+	// (--pseudonymize-principals), so logs and traces correlate by a stable
+	// name without holding the id; `bulwark audit read` maps it back.
+	PrincipalName func(id string) string
 }
 
 // Request is one decision to make. Input holds the adapter-built,
@@ -197,6 +202,14 @@ type Deps struct {
 
 // New wires a pipeline from its stages. logger may be nil (discarded), reg
 // may be nil (no metrics registered, as in tests).
+// principalName is how logs and spans name principal id.
+func (p *Pipeline) principalName(id string) string {
+	if id == "" || p.cfg.PrincipalName == nil {
+		return id
+	}
+	return p.cfg.PrincipalName(id)
+}
+
 func New(cfg Config, d Deps, logger *slog.Logger, reg prometheus.Registerer) (*Pipeline, error) {
 	if d.Eval == nil {
 		return nil, errors.New("pipeline: nil evaluator")
@@ -290,7 +303,7 @@ func (p *Pipeline) unauthenticatedDeny(ctx context.Context, input ast.Object) (p
 func (p *Pipeline) Decide(ctx context.Context, req Request) (Outcome, error) {
 	out, err := p.makeDecision(ctx, req)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		annotate(span, out, err)
+		annotate(span, out, err, p.principalName)
 	}
 	return out, err
 }
@@ -487,11 +500,11 @@ func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, erro
 			return out, nil // skip building the log record's arguments on the hot path
 		}
 		p.logger.Debug("decision", "decision_id", out.DecisionID, "phase", req.Phase, "allowed", true,
-			"principal", out.Principal.ID, "principal_kind", out.Principal.Kind,
+			"principal", p.principalName(out.Principal.ID), "principal_kind", out.Principal.Kind,
 			"reason", out.Reason, "policy_revision", out.PolicyRevision, "elapsed", elapsed)
 	} else {
 		p.logger.Info("decision", "decision_id", out.DecisionID, "phase", req.Phase, "allowed", false,
-			"dry_run", out.DryRunDenied, "principal", out.Principal.ID, "principal_kind", out.Principal.Kind,
+			"dry_run", out.DryRunDenied, "principal", p.principalName(out.Principal.ID), "principal_kind", out.Principal.Kind,
 			"credential_error", out.Principal.Error, "reason", out.Reason, "policy_revision", out.PolicyRevision, "elapsed", elapsed)
 	}
 	return out, nil

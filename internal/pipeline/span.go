@@ -13,7 +13,7 @@ import (
 // annotate puts a decision on its span: ids, verdict, reason, who asked,
 // policy revision, signal summaries and limits hit. Never prompt text,
 // credentials or finding values.
-func annotate(span trace.Span, out Outcome, err error) {
+func annotate(span trace.Span, out Outcome, err error, name func(string) string) {
 	// One allocation, sized for what this decision can carry. Empty lists
 	// are left out (each list attribute costs the SDK a copy).
 	n := 8
@@ -31,7 +31,7 @@ func annotate(span trace.Span, out Outcome, err error) {
 		attribute.String("bulwark.policy_revision", out.PolicyRevision),
 		attribute.String("bulwark.principal.kind", string(out.Principal.Kind)))
 	if out.Principal.ID != "" {
-		attrs = append(attrs, attribute.String("bulwark.principal.id", out.Principal.ID))
+		attrs = append(attrs, attribute.String("bulwark.principal.id", name(out.Principal.ID)))
 	}
 	if !out.Decision.Allowed {
 		status := out.Decision.HTTPStatus

@@ -45,7 +45,7 @@ func BenchmarkDecisionSpans(b *testing.B) {
 			_, s := tr.Tracer.Start(ctx, stage)
 			s.End()
 		}
-		annotate(span, out, nil)
+		annotate(span, out, nil, func(s string) string { return s })
 		span.End()
 	}
 }

@@ -37,7 +37,7 @@ func TestAnnotate(t *testing.T) {
 			PII: []detect.TypeCount{{Type: "EMAIL_ADDRESS", Count: 2}}, Secrets: []detect.TypeCount{{Type: "GITHUB_TOKEN", Count: 1}}},
 		RateLimit: &ratelimit.Result{Limits: []ratelimit.LimitState{{Name: "requests_per_minute", Key: "{acme}:alice", Exceeded: true}}},
 	}
-	annotate(span, out, nil)
+	annotate(span, out, nil, func(s string) string { return s })
 	span.End()
 	got := map[string]attribute.Value{}
 	for _, kv := range rec.Ended()[0].Attributes() {

@@ -142,6 +142,13 @@ route_decision(route) := {
 } if {
 	not model_allowed
 } else := {
+	"allowed": false,
+	"http_status": 403,
+	"reason": "data_residency",
+	"message": sprintf("tenant %s may not send data to region %s", [input.principal.tenant, upstream_region_name]),
+} if {
+	not residency_allowed
+} else := {
 	"allowed": true,
 	"reason": "allowed",
 	"headers": {
@@ -353,3 +360,30 @@ tool_call_denied(c) if not tool_allowed(c.name)
 tool_result_injection_detected if {
 	input.signals.tool_results.prompt_injection.score >= data.bulwark.detectors.tool_result_injection_threshold
 }
+
+# Data residency. The upstream's region comes from the route's metadata
+# (filter_metadata "bulwark", key upstream_region: Envoy sends it as
+# routeMetadataContext) or, failing that, from the header
+# data.bulwark.residency.region_header, which the edge must set and strip
+# from clients. A tenant listed in data.bulwark.residency.tenants may only
+# reach the regions listed for it; a request to any other region, or to an
+# upstream whose region is unknown, is denied with reason data_residency.
+# Tenants not listed are not restricted.
+upstream_region := r if {
+	r := input.attributes.routeMetadataContext.filterMetadata.bulwark.upstream_region
+} else := r if {
+	r := http.headers[lower(data.bulwark.residency.region_header)]
+}
+
+default upstream_region_name := "unknown"
+
+upstream_region_name := upstream_region
+
+default residency_allowed := true
+
+residency_allowed := false if {
+	allowed := data.bulwark.residency.tenants[input.principal.tenant].allowed_regions
+	not region_listed(allowed)
+}
+
+region_listed(allowed) if upstream_region in allowed

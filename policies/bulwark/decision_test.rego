@@ -423,3 +423,42 @@ test_tool_result_threshold_comes_from_data if {
 test_tool_result_threshold_stricter_than_prompt if {
 	data.bulwark.detectors.tool_result_injection_threshold < data.bulwark.detectors.prompt_injection_threshold
 }
+
+eu_user := object.union(alice, {"id": "eve", "tenant": "eu-bank"})
+
+with_region_header(r, region) := object.union(r, {"attributes": {"request": {"http": {"headers": {"x-bulwark-upstream-region": region}}}}})
+
+with_route_region(r, region) := object.union(r, {"attributes": {"routeMetadataContext": {"filterMetadata": {"bulwark": {"upstream_region": region}}}}})
+
+test_residency_allows_a_listed_region if {
+	d := bulwark.decision with input as with_route_region(req("POST", "/v1/chat/completions", eu_user), "eu-west-1")
+	d.allowed
+}
+
+test_residency_denies_another_region_from_route_metadata if {
+	d := bulwark.decision with input as with_route_region(req("POST", "/v1/chat/completions", eu_user), "us-east-1")
+	not d.allowed
+	d.http_status == 403
+	d.reason == "data_residency"
+}
+
+test_residency_denies_another_region_from_the_header if {
+	d := bulwark.decision with input as with_region_header(req("POST", "/v1/chat/completions", eu_user), "us-east-1")
+	d.reason == "data_residency"
+}
+
+test_residency_route_metadata_wins_over_the_header if {
+	r := with_region_header(with_route_region(req("POST", "/v1/chat/completions", eu_user), "eu-central-1"), "us-east-1")
+	d := bulwark.decision with input as r
+	d.allowed
+}
+
+test_residency_denies_an_unknown_region_for_a_listed_tenant if {
+	d := bulwark.decision with input as req("POST", "/v1/chat/completions", eu_user)
+	d.reason == "data_residency"
+}
+
+test_residency_leaves_unlisted_tenants_alone if {
+	d := bulwark.decision with input as with_region_header(req("POST", "/v1/chat/completions", alice), "us-east-1")
+	d.allowed
+}

@@ -59,6 +59,8 @@ type Deps struct {
 	// AuditGate fails every decision while it returns an error (serve sets
 	// it under audit_failure_mode fail_closed).
 	AuditGate func() error
+	// PrincipalName names principals in decision logs and spans (nil: by id).
+	PrincipalName func(id string) string
 	// OnPolicyLoad is told of every policy load that changed something or
 	// failed (policy.Config.OnLoad).
 	OnPolicyLoad func(oldRevision, newRevision string, err error)
@@ -174,7 +176,8 @@ func New(ctx context.Context, cfg config.Config, d Deps) (c *Core, err error) {
 		detector = detect.WithRemote(c.Scanner, remote)
 	}
 	deps := pipeline.Deps{Eval: c.Engine, Auth: c.Identity, Limiter: c.Limiter, Detector: detector, Tracer: d.Tracer, Auditor: d.Auditor}
-	pipeCfg := pipeline.Config{Timeout: cfg.CheckTimeout, DryRun: cfg.DryRun, RateLimitHeaders: cfg.RateLimitHeaders, AuditGate: d.AuditGate}
+	pipeCfg := pipeline.Config{Timeout: cfg.CheckTimeout, DryRun: cfg.DryRun, RateLimitHeaders: cfg.RateLimitHeaders, AuditGate: d.AuditGate,
+		PrincipalName: d.PrincipalName}
 	if c.Pipeline, err = pipeline.New(pipeCfg, deps, logger, d.Registerer); err != nil {
 		return c, err // already says "pipeline: ..."
 	}
