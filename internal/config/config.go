@@ -330,6 +330,13 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is json or text.
 	LogFormat string `yaml:"log_format"`
+
+	// OPAConfig is an OPA configuration file (services, bundles,
+	// decision_logs, status, discovery, keys): Bulwark runs OPA's plugin
+	// manager with it. When it names bundles (or discovery) they are the
+	// policy source, instead of policy_dir or bundle; its decision logs
+	// record every decision beside the audit log.
+	OPAConfig string `yaml:"opa_config"`
 }
 
 // Default returns the configuration `make run` uses: loopback listeners,
@@ -662,6 +669,11 @@ func (c Config) Validate() error {
 	default:
 		return &FieldError{"log_format", fmt.Sprintf("%q is not json or text", c.LogFormat)}
 	}
+	if c.OPAConfig != "" {
+		if st, err := os.Stat(c.OPAConfig); err != nil || st.IsDir() {
+			return &FieldError{"opa_config", fmt.Sprintf("%q is not a readable file", c.OPAConfig)}
+		}
+	}
 	return nil
 }
 
@@ -865,6 +877,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.AdminPprof, "admin-pprof", c.AdminPprof, "serve /debug/pprof on the admin listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
+	fs.StringVar(&c.OPAConfig, "opa-config", c.OPAConfig, "OPA configuration file (services, bundles, decision_logs, status, discovery, keys) run by OPA's plugin manager")
 }
 
 // Load builds the configuration for `bulwark serve` from args (without the
