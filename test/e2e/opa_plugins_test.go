@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -19,6 +20,13 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/open-policy-agent/opa/v1/bundle"
 
 	"github.com/bulwark-ai/bulwark/internal/envoy"
@@ -376,5 +384,89 @@ func TestOPAPluginsBadConfig(t *testing.T) {
 	_, stderr, code := runCLI(t, "serve", "--opa-config", path, "--policy-dir", dir, "--admin-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0")
 	if code != 2 || !strings.Contains(stderr, "not both") {
 		t.Fatalf("exit %d, stderr %s", code, stderr)
+	}
+}
+
+// pushOCIBundle pushes a bundle tarball to an OCI registry as OPA's OCI
+// downloader reads it: an OCI image whose layer is the tarball.
+func pushOCIBundle(t *testing.T, ref string, tarball []byte) {
+	t.Helper()
+	img, err := mutate.AppendLayers(empty.Image, static.NewLayer(tarball, types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img = mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON)
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Bundles from an OCI registry (go-containerregistry's registry, run in the
+// test): a signed bundle activates; a tampered one and a corrupt layer are
+// refused while decisions stay on it.
+func TestOPAPluginsOCIBundle(t *testing.T) {
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	ref := strings.TrimPrefix(reg.URL, "http://") + "/policies/authz:prod"
+	pushOCIBundle(t, ref, e2eBundle(t, "oci-v1", envoyUserPolicy("alice"), false))
+	cfgPath := filepath.Join(t.TempDir(), "opa.yaml")
+	writeFile(t, cfgPath, fmt.Sprintf(`services:
+  registry:
+    url: %s
+    type: oci
+keys:
+  global_key:
+    algorithm: HS256
+    key: %s
+persistence_directory: %s
+bundles:
+  authz:
+    service: registry
+    resource: %s
+    polling:
+      min_delay_seconds: 1
+      max_delay_seconds: 1
+    signing:
+      keyid: global_key
+`, reg.URL, e2eSigningKey, t.TempDir(), ref))
+	p := start(t, "--opa-config", cfgPath, "--policy-query", "envoy/authz/allow")
+	check := func(user string) bool {
+		return allowed(p.Check(t, envoy.HTTPRequest{Method: "GET", Path: "/", Host: "shop", Headers: map[string]string{"x-user": user}}))
+	}
+	eventually(t, 20*time.Second, "the OCI bundle to activate", func() bool {
+		_, b := p.get(t, "/readyz")
+		return strings.Contains(b, `"authz":"oci-v1"`)
+	})
+	if !check("alice") || check("mallory") {
+		t.Fatal("oci-v1 must allow alice only")
+	}
+	for _, tc := range []struct {
+		name    string
+		tarball []byte
+		want    string
+	}{
+		{"tampered", e2eBundle(t, "oci-v2", envoyUserPolicy("alice"), true), "digest mismatch"},
+		{"corrupt layer", []byte("\x1f\x8b\x08\x00not a bundle"), "bundle read failed"},
+	} {
+		pushOCIBundle(t, ref, tc.tarball)
+		eventually(t, 20*time.Second, tc.name+" to be refused", func() bool {
+			_, b := p.get(t, "/readyz")
+			return strings.Contains(b, tc.want)
+		})
+		if _, m := p.get(t, "/metrics"); !strings.Contains(m, `bulwark_policy_bundle_failures_total{bundle="authz"}`) ||
+			!strings.Contains(m, "bulwark_policy_last_load_success 0") {
+			t.Fatalf("%s: metrics must count the failure", tc.name)
+		}
+		c, b := p.get(t, "/readyz")
+		if c != http.StatusOK || !strings.Contains(b, tc.want) || !strings.Contains(b, `"authz":"oci-v1"`) {
+			t.Fatalf("%s: readyz %d %s", tc.name, c, b)
+		}
+		if !check("alice") || check("mallory") {
+			t.Fatalf("%s: decisions must stay on oci-v1", tc.name)
+		}
 	}
 }
