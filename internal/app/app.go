@@ -459,6 +459,6 @@ func configSummary(cfg config.Config, version string) map[string]any {
 		"tls": cfg.TLSCert != "", "mtls": cfg.TLSClientCA != "", "max_in_flight": cfg.MaxInFlight,
 		"metadata_key": map[bool]string{true: "file", false: "per_process"}[cfg.MetadataKeyFile != ""], // never the key
 		"alerts":       map[bool]string{true: "webhook", false: "log"}[cfg.AlertWebhookURL != ""],      // never the URL: it may hold a token
-		"opa_config":   cfg.OPAConfig,                                                                 // a path; its services' credentials stay in the file
+		"opa_config":   cfg.OPAConfig,                                                                  // a path; its services' credentials stay in the file
 	}
 }

@@ -396,7 +396,7 @@ func (p *idlePlugin) Start(context.Context) error {
 	p.m.UpdatePluginStatus(EnvoyPluginName, &plugins.Status{State: plugins.StateOK})
 	return nil
 }
-func (p *idlePlugin) Stop(context.Context)          {}
+func (p *idlePlugin) Stop(context.Context)             {}
 func (p *idlePlugin) Reconfigure(context.Context, any) {}
 
 // opaLogger is OPA's logging.Logger over Bulwark's slog logger, at the
