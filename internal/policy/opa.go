@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -62,6 +63,10 @@ type OPA struct {
 	// policy in force comes from the manager (else from Bulwark's own source).
 	servesPolicy bool
 	decisionLogs bool
+	// started is set once Start ran: OPA's plugins can only be stopped
+	// after they were started (a decision log plugin never started would
+	// wait forever for its loop to acknowledge Stop).
+	started atomic.Bool
 }
 
 // envRef is OPA's ${VAR} substitution in configuration files.
@@ -152,6 +157,7 @@ func (o *OPA) Source() string { return "opa:" + o.source }
 // uploaded on their schedules. It returns once they are started, not once
 // a bundle is active: readiness says when it is.
 func (o *OPA) Start(ctx context.Context) error {
+	o.started.Store(true)
 	if err := o.manager.Start(ctx); err != nil {
 		return fmt.Errorf("opa plugins: %w", err)
 	}
@@ -159,9 +165,10 @@ func (o *OPA) Start(ctx context.Context) error {
 }
 
 // Stop stops the plugins, flushing buffered decision logs and a last
-// status report within ctx's deadline.
+// status report within ctx's deadline. Before Start there is nothing to
+// stop and it returns at once.
 func (o *OPA) Stop(ctx context.Context) {
-	if o != nil {
+	if o != nil && o.started.Load() {
 		o.manager.Stop(ctx)
 	}
 }

@@ -31,5 +31,8 @@ func FuzzOPAConfig(f *testing.F) {
 		if err == nil && o == nil {
 			t.Fatal("nil manager without an error")
 		}
+		if o != nil {
+			o.Stop(context.Background())
+		}
 	})
 }

@@ -422,3 +422,51 @@ func TestOPAConfigErrors(t *testing.T) {
 		t.Fatalf("envoy plugin block: %v, serves policy %v", err, o.ServesPolicy())
 	}
 }
+
+// Decision logs without bundles: the policy comes from Bulwark's own
+// source and the manager's store is empty; events still upload.
+func TestOPADecisionLogWithoutBundles(t *testing.T) {
+	col := newCollector(t)
+	cfg := "services:\n  logs:\n    url: " + col.URL + "\ndecision_logs:\n  service: logs\n  reporting:\n    trigger: manual\n"
+	o, err := NewOPA(t.Context(), []byte(cfg), "logs.yaml", OPAOptions{ID: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.ServesPolicy() {
+		t.Fatal("a file without bundles must not be the policy source")
+	}
+	if err := o.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Stop(context.Background()) })
+	dl, err := NewDecisionLog(o, "data.bulwark.decision")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl.LogDecision(t.Context(), DecisionEvent{DecisionID: "d-2", Input: ast.NewObject(), Result: ast.Boolean(false), Timestamp: time.Now()})
+	if err := o.manager.Plugin("decision_logs").(interface{ Trigger(context.Context) error }).Trigger(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if len(col.events) != 1 || col.events[0]["path"] != "bulwark/decision" || col.events[0]["result"] != false {
+		t.Fatalf("events %v, errors %v", col.events, col.errs)
+	}
+}
+
+// Stop before Start (a server that failed to start after the plugin
+// manager was built) returns at once instead of waiting forever for
+// plugin loops that never ran.
+func TestOPAStopBeforeStart(t *testing.T) {
+	o, err := NewOPA(t.Context(), []byte("services:\n  s:\n    url: http://127.0.0.1:1\ndecision_logs:\n  service: s\n"), "x.yaml", OPAOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { o.Stop(context.Background()); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop before Start did not return")
+	}
+}
