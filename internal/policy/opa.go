@@ -25,6 +25,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/server"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/util"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -138,12 +139,14 @@ func NewOPA(ctx context.Context, raw []byte, source string, o OPAOptions) (*OPA,
 	}, nil
 }
 
+// bootConfig is the file as a map (YAML or JSON, as OPA reads it), which
+// discovery uses to warn when a discovered configuration overrides it.
 func bootConfig(raw []byte) map[string]any {
 	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err == nil {
-		return m
+	if err := util.Unmarshal(raw, &m); err != nil {
+		return nil // plugins.New already refused a file that does not parse
 	}
-	return nil // YAML: discovery's overrides check then sees no boot keys, as OPA without a file
+	return m
 }
 
 // ServesPolicy reports whether the configuration names bundles (or
