@@ -139,7 +139,11 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 	if a.Audit != nil {
 		source := core.PolicyConfig(cfg, nil).Source()
 		cd.OnPolicyLoad = func(oldRev, newRev string, err error) {
-			d := map[string]any{"source": source, "old_revision": oldRev}
+			src := source
+			if a.Core != nil { // later loads (OPA bundles come only after Start)
+				src = a.Engine.Source()
+			}
+			d := map[string]any{"source": src, "old_revision": oldRev}
 			if err != nil {
 				d["error"] = "policy failed to load; the previous revision stays in force"
 			} else {
@@ -339,13 +343,26 @@ func (a *App) addReadinessChecks() {
 	a.Server.AddReadinessCheck(server.ReadinessCheck{
 		Name: "policy",
 		Check: func() error {
-			if !a.Engine.Status().Ready {
+			if st := a.Engine.Status(); !st.Ready {
+				if st.LastError != "" {
+					return fmt.Errorf("no policy loaded: %s", st.LastError)
+				}
 				return errors.New("no policy loaded")
 			}
 			return nil
 		},
 		Detail: func() any { return a.Engine.Status() },
 	})
+	if a.OPA != nil {
+		// OPA's plugins (bundle, decision_logs, status, discovery) as OPA's
+		// own /health?plugins sees them; the policy check above already
+		// fails until a bundle is active.
+		a.Server.AddReadinessCheck(server.ReadinessCheck{
+			Name:   "opa_plugins",
+			Check:  func() error { return nil },
+			Detail: func() any { return a.OPA.PluginStatus() },
+		})
+	}
 }
 
 // Run opens the listeners and serves until ctx ends (Listen, then Serve).
@@ -371,6 +388,13 @@ func (a *App) Serve(ctx context.Context) error {
 			a.logger.Error("policy watch stopped; hot reload disabled", "error", err)
 		}
 	}()
+	if a.OPA != nil {
+		// Bundles download, decision logs and status upload from now on,
+		// until Close stops the plugins.
+		if err := a.OPA.Start(context.WithoutCancel(ctx)); err != nil {
+			return err
+		}
+	}
 	return a.Server.Serve(ctx)
 }
 
@@ -461,5 +485,6 @@ func configSummary(cfg config.Config, version string) map[string]any {
 		"tls": cfg.TLSCert != "", "mtls": cfg.TLSClientCA != "", "max_in_flight": cfg.MaxInFlight,
 		"metadata_key": map[bool]string{true: "file", false: "per_process"}[cfg.MetadataKeyFile != ""], // never the key
 		"alerts":       map[bool]string{true: "webhook", false: "log"}[cfg.AlertWebhookURL != ""],      // never the URL: it may hold a token
+		"opa_config":   cfg.OPAConfig,                                                                  // a path; its services' credentials stay in the file
 	}
 }

@@ -359,6 +359,12 @@ type Config struct {
 	// each replica remembers the sessions it served.
 	MCPSessionTTL  time.Duration `yaml:"mcp_session_ttl"`
 	MCPMaxSessions int           `yaml:"mcp_max_sessions"`
+	// OPAConfig is an OPA configuration file (services, bundles,
+	// decision_logs, status, discovery, keys): Bulwark runs OPA's plugin
+	// manager with it. When it names bundles (or discovery) they are the
+	// policy source, instead of policy_dir or bundle; its decision logs
+	// record every decision beside the audit log.
+	OPAConfig string `yaml:"opa_config"`
 }
 
 // Default returns the configuration `make run` uses: loopback listeners,
@@ -697,6 +703,11 @@ func (c Config) Validate() error {
 	default:
 		return &FieldError{"log_format", fmt.Sprintf("%q is not json or text", c.LogFormat)}
 	}
+	if c.OPAConfig != "" {
+		if st, err := os.Stat(c.OPAConfig); err != nil || st.IsDir() {
+			return &FieldError{"opa_config", fmt.Sprintf("%q is not a readable file", c.OPAConfig)}
+		}
+	}
 	return nil
 }
 
@@ -909,6 +920,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.MCPResourceMetadataURL, "mcp-resource-metadata-url", c.MCPResourceMetadataURL, "OAuth protected resource metadata URL a 401 to an MCP request points to (WWW-Authenticate: Bearer resource_metadata=...)")
 	fs.DurationVar(&c.MCPSessionTTL, "mcp-session-ttl", c.MCPSessionTTL, "how long an MCP session's first tool definitions are remembered after its last tools/list, to flag changed ones")
 	fs.IntVar(&c.MCPMaxSessions, "mcp-max-sessions", c.MCPMaxSessions, "most MCP sessions whose tool definitions are remembered (in-process, per replica)")
+	fs.StringVar(&c.OPAConfig, "opa-config", c.OPAConfig, "OPA configuration file (services, bundles, decision_logs, status, discovery, keys) run by OPA's plugin manager")
 }
 
 // Load builds the configuration for `bulwark serve` from args (without the

@@ -174,6 +174,7 @@ type Pipeline struct {
 	ids         *IDSource
 	logger      *slog.Logger
 	metrics     *metrics
+	decisionLog DecisionLogger
 }
 
 // Deps are the stages a Pipeline runs, given once at construction: a
@@ -198,7 +199,20 @@ type Deps struct {
 	// Auditor records every decision (or, when it filters, those it
 	// wants). nil: nothing is recorded.
 	Auditor Auditor
+	// DecisionLog receives every decision with the policy input and the
+	// policy's answer (OPA's decision log plugin, with --opa-config).
+	// nil: none.
+	DecisionLog DecisionLogger
 }
+
+// DecisionLogger records decisions in OPA's decision log format, besides
+// Bulwark's own audit log: fleets that collect OPA-Envoy's decision logs
+// keep collecting them.
+type DecisionLogger interface {
+	LogDecision(ctx context.Context, ev policy.DecisionEvent)
+}
+
+var _ DecisionLogger = (*policy.DecisionLog)(nil)
 
 // New wires a pipeline from its stages. logger may be nil (discarded), reg
 // may be nil (no metrics registered, as in tests).
@@ -225,7 +239,7 @@ func New(cfg Config, d Deps, logger *slog.Logger, reg prometheus.Registerer) (*P
 		return nil, err
 	}
 	p := &Pipeline{cfg: cfg, auth: d.Auth, eval: d.Eval, limiter: d.Limiter, detect: d.Detector, tracer: d.Tracer,
-		audit: d.Auditor, ids: NewIDSource(), logger: logger, metrics: m}
+		audit: d.Auditor, ids: NewIDSource(), logger: logger, metrics: m, decisionLog: d.DecisionLog}
 	p.auditFilter, _ = d.Auditor.(auditFilter)
 	return p, nil
 }
@@ -450,6 +464,7 @@ func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, erro
 			if p.audited(&out) {
 				p.audit.Log(context.WithoutCancel(ctx), auditRecord(ctx, req, out))
 			}
+			p.logDecision(ctx, start, req, input, res, &out, err)
 			p.logger.Warn("decision timed out", "decision_id", out.DecisionID, "phase", req.Phase, "elapsed", elapsed, "error", err)
 			return out, err
 		}
@@ -495,6 +510,7 @@ func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, erro
 	if p.audited(&out) {
 		p.audit.Log(context.WithoutCancel(ctx), auditRecord(ctx, req, out))
 	}
+	p.logDecision(ctx, start, req, input, res, &out, err)
 	if result == "allow" {
 		if !p.logger.Enabled(ctx, slog.LevelDebug) {
 			return out, nil // skip building the log record's arguments on the hot path
@@ -508,4 +524,23 @@ func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, erro
 			"credential_error", out.Principal.Error, "reason", out.Reason, "policy_revision", out.PolicyRevision, "elapsed", elapsed)
 	}
 	return out, nil
+}
+
+// logDecision sends the decision to the decision log, when there is one:
+// the input as the policy saw it, the policy's own answer as result, and
+// Bulwark's final verdict (after rate limits and dry-run) as custom.bulwark.
+func (p *Pipeline) logDecision(ctx context.Context, start time.Time, req Request, input ast.Object,
+	res policy.Result, out *Outcome, err error) {
+	if p.decisionLog == nil {
+		return
+	}
+	custom := map[string]any{
+		"phase": string(req.Phase), "allowed": out.Decision.Allowed, "reason": out.Reason,
+		"dry_run_denied": out.DryRunDenied, "policy_revision": out.PolicyRevision,
+		"elapsed_ns": time.Since(start).Nanoseconds(),
+	}
+	p.decisionLog.LogDecision(ctx, policy.DecisionEvent{
+		DecisionID: out.DecisionID, Input: input, Result: res.Value, Bundles: res.Bundles,
+		Err: err, Timestamp: start, Custom: map[string]any{"bulwark": custom},
+	})
 }

@@ -46,6 +46,12 @@ type Config struct {
 	// failed: the previous and new revisions and the error (nil on success).
 	// The audit trail records policy changes through it.
 	OnLoad func(oldRevision, newRevision string, err error)
+	// OPA, when its configuration names bundles (OPA.ServesPolicy), is the
+	// policy source instead of Dir, Bundle and Embedded: every bundle it
+	// activates is compiled here and swapped in only if that succeeds, and
+	// every download, verification or activation failure is reported in
+	// Status and the metrics while the last good policy stays in force.
+	OPA *OPA
 }
 
 // DataQuery turns "bulwark/decision" or "data.bulwark.decision" into the
@@ -72,6 +78,9 @@ type Status struct {
 	Source      string    `json:"source"`
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// Bundles are the revisions (from their manifests) of the OPA bundles
+	// the policy in force came from (with --opa-config only).
+	Bundles map[string]string `json:"bundles,omitempty"`
 }
 
 // Result is a decoded decision plus the revision of the policy that made it,
@@ -79,6 +88,12 @@ type Status struct {
 type Result struct {
 	Decision Decision
 	Revision string
+	// Value is the policy's answer as it returned it, for OPA's decision
+	// log (nil when there was none).
+	Value ast.Value
+	// Bundles are the OPA bundle revisions of the policy that decided (nil
+	// without --opa-config bundles).
+	Bundles map[string]string
 }
 
 type compiled struct {
@@ -86,6 +101,7 @@ type compiled struct {
 	revision string
 	loadedAt time.Time
 	greyZone *detect.GreyZone // from data, see GreyZonePath
+	bundles  map[string]string
 }
 
 // Engine evaluates the decision query. It is safe for concurrent use: Evaluate
@@ -107,6 +123,18 @@ type Engine struct {
 
 	reloads *prometheus.CounterVec
 	loaded  prometheus.Gauge
+
+	// With an OPA source: failures the bundle plugin reported, by bundle
+	// (guarded by mu), the counter of them, and the signal that an
+	// activation is waiting to be compiled (see opaEvents).
+	bundleErrs     map[string]bundleErr
+	bundleFailures *prometheus.CounterVec
+	activated      chan struct{}
+}
+
+type bundleErr struct {
+	msg string
+	at  time.Time
 }
 
 // New loads and compiles the policies once. It fails if that first load fails:
@@ -116,7 +144,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Dir == "" && cfg.Bundle == "" && cfg.Embedded == nil {
+	if cfg.Dir == "" && cfg.Bundle == "" && cfg.Embedded == nil && !cfg.OPA.ServesPolicy() {
 		return nil, errors.New("policy: no source: set Dir, Bundle or Embedded")
 	}
 	if logger == nil {
@@ -136,12 +164,31 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 			Help: "1 if the most recent policy load succeeded, 0 if it failed (the last good policy stays in force).",
 		}),
 	}
+	collectors := []prometheus.Collector{e.reloads, e.loaded}
+	if cfg.OPA.ServesPolicy() {
+		e.bundleErrs = map[string]bundleErr{}
+		e.activated = make(chan struct{}, 1)
+		e.bundleFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulwark_policy_bundle_failures_total",
+			Help: "OPA bundle downloads, verifications or activations that failed, by bundle (the last good policy stays in force).",
+		}, []string{"bundle"})
+		collectors = append(collectors, e.bundleFailures)
+	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{e.reloads, e.loaded} {
+		for _, c := range collectors {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("policy: register metrics: %w", err)
 			}
 		}
+	}
+	if cfg.OPA.ServesPolicy() {
+		// No bundle is downloaded before OPA.Start: the engine starts with
+		// no policy (every decision denies with policy_not_loaded, and
+		// /readyz says so) until the first activation compiles.
+		e.lastErr, e.lastAt = "waiting for the first OPA bundle activation", time.Now()
+		cfg.OPA.onCompile(e.kick)
+		cfg.OPA.onBundleStatus(e.bundleStatus)
+		return e, nil
 	}
 	if err := e.Reload(ctx); err != nil {
 		return nil, err
@@ -152,6 +199,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 // Source names where policies come from, for logs, status and audit.
 func (c Config) Source() string {
 	switch {
+	case c.OPA.ServesPolicy():
+		return c.OPA.Source()
 	case c.Bundle != "":
 		return "bundle:" + c.Bundle
 	case c.Dir != "":
@@ -169,10 +218,13 @@ func (e *Engine) Source() string { return e.cfg.Source() }
 func (e *Engine) Reload(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	snap, err := e.read()
+	snap, err := e.read(ctx)
 	if err == nil {
 		if cur := e.cur.Load(); cur != nil && cur.revision == snap.revision {
 			e.reloads.WithLabelValues("unchanged").Inc()
+			if e.lastErr == "" && len(e.bundleErrs) == 0 {
+				e.loaded.Set(1)
+			}
 			return nil
 		}
 		var c *compiled
@@ -181,7 +233,9 @@ func (e *Engine) Reload(ctx context.Context) error {
 			old := e.cur.Swap(c)
 			e.lastErr, e.lastAt = "", time.Time{}
 			e.reloads.WithLabelValues("success").Inc()
-			e.loaded.Set(1)
+			if len(e.bundleErrs) == 0 {
+				e.loaded.Set(1)
+			}
 			oldRev := ""
 			if old != nil {
 				oldRev = old.revision
@@ -215,8 +269,17 @@ func (e *Engine) Status() Status {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := Status{Source: e.Source(), LastError: e.lastErr, LastErrorAt: e.lastAt}
+	if s.LastError == "" && len(e.bundleErrs) > 0 {
+		names := make([]string, 0, len(e.bundleErrs))
+		for n := range e.bundleErrs {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		be := e.bundleErrs[names[0]]
+		s.LastError, s.LastErrorAt = "bundle "+names[0]+": "+be.msg, be.at
+	}
 	if c := e.cur.Load(); c != nil {
-		s.Ready, s.Revision, s.LoadedAt = true, c.revision, c.loadedAt
+		s.Ready, s.Revision, s.LoadedAt, s.Bundles = true, c.revision, c.loadedAt, c.bundles
 	}
 	return s
 }
@@ -264,7 +327,7 @@ func (e *Engine) Evaluate(ctx context.Context, input ast.Value) (Result, error) 
 		rego.EvalMetrics(noMetrics), // OPA's per-eval timers cost allocations nobody reads
 	)
 	stop()
-	res := Result{Revision: c.revision}
+	res := Result{Revision: c.revision, Bundles: c.bundles}
 	if cerr := ctx.Err(); cerr != nil {
 		return res, &Error{Code: CodeTimeout, Detail: "policy evaluation did not finish in time", Err: cerr}
 	}
@@ -281,6 +344,7 @@ func (e *Engine) Evaluate(ctx context.Context, input ast.Value) (Result, error) 
 	if !ok {
 		return res, &Error{Code: CodeInvalidDecision, Detail: fmt.Sprintf("unexpected result type %T", rs[0].Expressions[0].Value)}
 	}
+	res.Value = t.Value
 	res.Decision, err = DecodeDecision(t.Value)
 	return res, err
 }
@@ -295,6 +359,10 @@ type snapshot struct {
 	modules  map[string]*ast.Module
 	data     map[string]any
 	revision string
+	// compiler, set for an OPA bundle, holds the modules the bundle
+	// plugin already parsed and compiled (modules is then empty).
+	compiler *ast.Compiler
+	bundles  map[string]string
 }
 
 func (e *Engine) regoVersion() ast.RegoVersion {
@@ -304,7 +372,10 @@ func (e *Engine) regoVersion() ast.RegoVersion {
 	return ast.RegoV1
 }
 
-func (e *Engine) read() (*snapshot, error) {
+func (e *Engine) read(ctx context.Context) (*snapshot, error) {
+	if e.cfg.OPA.ServesPolicy() {
+		return e.cfg.OPA.snapshot(ctx)
+	}
 	if e.cfg.Bundle != "" {
 		return e.readBundle()
 	}
@@ -435,6 +506,9 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 		rego.Store(store),
 		rego.SetRegoVersion(e.regoVersion()),
 	}
+	if s.compiler != nil {
+		opts = append(opts, rego.Compiler(s.compiler))
+	}
 	names := make([]string, 0, len(s.modules))
 	for name := range s.modules {
 		names = append(names, name)
@@ -447,5 +521,5 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compile policies: %w", err)
 	}
-	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz}, nil
+	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, bundles: s.bundles}, nil
 }

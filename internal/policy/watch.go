@@ -13,10 +13,15 @@ import (
 
 // Watch reloads the policies whenever a file under Config.Dir (or the bundle
 // file) changes, until ctx is done. Bursts of events (an editor's save, a
-// ConfigMap's symlink swap) are coalesced over debounce. A reload that fails
+// ConfigMap's symlink swap) are coalesced over debounce. With an OPA
+// bundle source it compiles every bundle the plugin manager activates. A reload that fails
 // is logged and counted by Reload; the last good policy stays in force. With
 // the embedded policies there is nothing to watch and Watch just waits.
 func (e *Engine) Watch(ctx context.Context, debounce time.Duration) error {
+	if e.cfg.OPA.ServesPolicy() {
+		e.watchOPA(ctx)
+		return nil
+	}
 	target := e.cfg.Dir
 	if e.cfg.Bundle != "" {
 		target = filepath.Dir(e.cfg.Bundle)

@@ -97,7 +97,14 @@ type Core struct {
 	ResponseScanner *detect.Scanner
 	// Pipeline decides, whichever door a request came through.
 	Pipeline *pipeline.Pipeline
+	// OPA is OPA's plugin manager (bundles, decision logs, status,
+	// discovery) when cfg names an opa_config (nil otherwise). Start it
+	// to begin downloading; Close stops it.
+	OPA *policy.OPA
 }
+
+// opaStopTimeout bounds the last decision log and status uploads on Close.
+const opaStopTimeout = 5 * time.Second
 
 // PolicyConfig is the policy engine's configuration from cfg: a directory,
 // a bundle, or else tree (nil: the embedded default policies).
@@ -131,6 +138,19 @@ func New(ctx context.Context, cfg config.Config, d Deps) (c *Core, err error) {
 	}()
 	pc := PolicyConfig(cfg, d.Policies)
 	pc.OnLoad = d.OnPolicyLoad
+	if cfg.OPAConfig != "" {
+		raw, err := policy.LoadOPAConfig(cfg.OPAConfig)
+		if err != nil {
+			return c, &ConfigError{Err: fmt.Errorf("config opa_config: %w", err)}
+		}
+		if c.OPA, err = policy.NewOPA(ctx, raw, cfg.OPAConfig, policy.OPAOptions{Logger: logger, Registerer: d.Registerer}); err != nil {
+			return c, &ConfigError{Err: fmt.Errorf("config opa_config: %w", err)}
+		}
+		if c.OPA.ServesPolicy() && (cfg.PolicyDir != "" || cfg.Bundle != "") {
+			return c, &ConfigError{Err: fmt.Errorf("config opa_config: it names bundles, which are the policy source: set it or policy_dir/bundle, not both")}
+		}
+		pc.OPA = c.OPA
+	}
 	if c.Engine, err = policy.New(ctx, pc, logger, d.Registerer); err != nil {
 		return c, fmt.Errorf("load policies: %w", err)
 	}
@@ -176,6 +196,13 @@ func New(ctx context.Context, cfg config.Config, d Deps) (c *Core, err error) {
 		detector = detect.WithRemote(c.Scanner, remote)
 	}
 	deps := pipeline.Deps{Eval: c.Engine, Auth: c.Identity, Limiter: c.Limiter, Detector: detector, Tracer: d.Tracer, Auditor: d.Auditor}
+	dl, err := policy.NewDecisionLog(c.OPA, cfg.PolicyQuery)
+	if err != nil {
+		return c, err
+	}
+	if dl != nil { // a nil *DecisionLog must not become a non-nil interface
+		deps.DecisionLog = dl
+	}
 	pipeCfg := pipeline.Config{Timeout: cfg.CheckTimeout, DryRun: cfg.DryRun, RateLimitHeaders: cfg.RateLimitHeaders, AuditGate: d.AuditGate,
 		PrincipalName: d.PrincipalName}
 	if c.Pipeline, err = pipeline.New(pipeCfg, deps, logger, d.Registerer); err != nil {
@@ -187,6 +214,11 @@ func New(ctx context.Context, cfg config.Config, d Deps) (c *Core, err error) {
 // Close stops the limiter and the identity stage, then closes the shared
 // Redis client they used. It is safe on a partly built Core.
 func (c *Core) Close() {
+	if c.OPA != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), opaStopTimeout)
+		c.OPA.Stop(ctx)
+		cancel()
+	}
 	if c.Limiter != nil {
 		_ = c.Limiter.Close()
 	}
