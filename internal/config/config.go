@@ -330,6 +330,22 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is json or text.
 	LogFormat string `yaml:"log_format"`
+
+	// RLSConfig is an envoy/ratelimit YAML file, or a directory of them:
+	// with it, Bulwark serves Envoy's RateLimitService v3 on the gRPC
+	// listener (Envoy's rate_limit filter), counting with its own limiter.
+	// Hot-reloaded; a bad file keeps the last good one. Empty: not served.
+	RLSConfig string `yaml:"rls_config"`
+	// RLSResponseHeaders adds x-ratelimit-limit, -remaining and -reset to
+	// ShouldRateLimit answers, as envoy/ratelimit's
+	// LIMIT_RESPONSE_HEADERS_ENABLED does.
+	RLSResponseHeaders bool `yaml:"rls_response_headers"`
+	// RLSLimitHeader, RLSRemainingHeader and RLSResetHeader rename them
+	// (envoy/ratelimit's LIMIT_LIMIT_HEADER, LIMIT_REMAINING_HEADER,
+	// LIMIT_RESET_HEADER).
+	RLSLimitHeader     string `yaml:"rls_limit_header"`
+	RLSRemainingHeader string `yaml:"rls_remaining_header"`
+	RLSResetHeader     string `yaml:"rls_reset_header"`
 }
 
 // Default returns the configuration `make run` uses: loopback listeners,
@@ -340,6 +356,9 @@ func Default() Config {
 		APIAddr:                  "127.0.0.1:9193",
 		AdminAddr:                "127.0.0.1:9192",
 		PolicyQuery:              "bulwark/decision",
+		RLSLimitHeader:           "x-ratelimit-limit",
+		RLSRemainingHeader:       "x-ratelimit-remaining",
+		RLSResetHeader:           "x-ratelimit-reset",
 		CheckTimeout:             100 * time.Millisecond,
 		MaxRecvMsgBytes:          16 << 20,
 		MaxSendMsgBytes:          16 << 20,
@@ -652,6 +671,9 @@ func (c Config) Validate() error {
 	if c.OperatorRole == c.OperatorCrossTenantRole {
 		return &FieldError{"operator_cross_tenant_role", "must differ from operator_role (else every operator reaches every tenant)"}
 	}
+	if err := c.validateRLS(); err != nil {
+		return err
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -661,6 +683,24 @@ func (c Config) Validate() error {
 	case "json", "text":
 	default:
 		return &FieldError{"log_format", fmt.Sprintf("%q is not json or text", c.LogFormat)}
+	}
+	return nil
+}
+
+// validateRLS checks the RateLimitService settings: the YAML path exists
+// (its contents are checked when loaded) and header names are tokens.
+func (c Config) validateRLS() error {
+	if c.RLSConfig != "" {
+		if _, err := os.Stat(c.RLSConfig); err != nil {
+			return &FieldError{"rls_config", err.Error()}
+		}
+	}
+	for _, h := range []struct{ field, v string }{{"rls_limit_header", c.RLSLimitHeader}, {"rls_remaining_header", c.RLSRemainingHeader}, {"rls_reset_header", c.RLSResetHeader}} {
+		if h.v == "" || strings.IndexFunc(h.v, func(r rune) bool {
+			return (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' && r != '_'
+		}) >= 0 {
+			return &FieldError{h.field, fmt.Sprintf("%q is not a lower-case header name", h.v)}
+		}
 	}
 	return nil
 }
@@ -865,6 +905,11 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.BoolVar(&c.AdminPprof, "admin-pprof", c.AdminPprof, "serve /debug/pprof on the admin listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
+	fs.StringVar(&c.RLSConfig, "rls-config", c.RLSConfig, "envoy/ratelimit YAML file or directory: serve Envoy's RateLimitService v3 on the gRPC listener, hot-reloaded (empty: not served)")
+	fs.BoolVar(&c.RLSResponseHeaders, "rls-response-headers", c.RLSResponseHeaders, "add x-ratelimit-limit, -remaining and -reset to ShouldRateLimit answers")
+	fs.StringVar(&c.RLSLimitHeader, "rls-limit-header", c.RLSLimitHeader, "name of the limit header (--rls-response-headers)")
+	fs.StringVar(&c.RLSRemainingHeader, "rls-remaining-header", c.RLSRemainingHeader, "name of the remaining header (--rls-response-headers)")
+	fs.StringVar(&c.RLSResetHeader, "rls-reset-header", c.RLSResetHeader, "name of the reset header, seconds (--rls-response-headers)")
 }
 
 // Load builds the configuration for `bulwark serve` from args (without the
