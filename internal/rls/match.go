@@ -62,3 +62,14 @@ func appendPart(b []byte, s string) []byte {
 	b = append(b, '.')
 	return append(b, s...)
 }
+
+// Rule names the rule (its path, "domain.key_value.key2") a descriptor of
+// domain matches, "" for none: deployment checks use it to prove that the
+// descriptors an Envoy config sends hit the limits meant for them.
+func (c *Config) Rule(domain string, entries []*rlv3.RateLimitDescriptor_Entry) string {
+	r, _ := c.lookup(domain, entries, nil)
+	if r == nil {
+		return ""
+	}
+	return r.id
+}
