@@ -186,3 +186,75 @@ func redisCPU(tb testing.TB, rc *redis.Client) time.Duration {
 	}
 	return time.Duration(total * float64(time.Second))
 }
+
+// edgeConfig is 100 calls per second for one client.
+const edgeConfig = `domain: edge
+descriptors:
+  - key: client
+    rate_limit:
+      unit: second
+      requests_per_unit: 100
+`
+
+// BenchmarkWindowEdge measures what a server admits across a window edge:
+// 200 calls 100 ms before a second starts, 200 more 50 ms after it (the
+// burst a fixed window admits twice). It reports the calls admitted within
+// that span (span-ms: from the first call to the last answer; 150 ms on an
+// idle machine); a limit of 100 per second should let through about 100
+// (+ 15 refilled in 150 ms by GCRA), a fixed window 200. Same environment
+// as BenchmarkRLSServer; the server serves edgeConfig.
+//
+//	RLS_BENCH_ADDR=... RLS_BENCH_PID=... RLS_BENCH_REDIS=... go test -run '^$' -bench WindowEdge -benchtime 3x ./internal/rls
+func BenchmarkWindowEdge(b *testing.B) {
+	addr := os.Getenv("RLS_BENCH_ADDR")
+	if addr == "" {
+		b.Skip("RLS_BENCH_ADDR not set")
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	client := rlsv3.NewRateLimitServiceClient(conn)
+	burst := func(client rlsv3.RateLimitServiceClient, req *rlsv3.RateLimitRequest, n int) int64 {
+		var ok atomic.Int64
+		done := make(chan struct{}, n)
+		for range n {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				resp, err := client.ShouldRateLimit(context.Background(), req)
+				if err == nil && resp.GetOverallCode() == rlsv3.RateLimitResponse_OK {
+					ok.Add(1)
+				}
+			}()
+		}
+		for range n {
+			<-done
+		}
+		return ok.Load()
+	}
+	var total int64
+	var span time.Duration
+	for i := 0; i < b.N; i++ {
+		req := &rlsv3.RateLimitRequest{Domain: "edge", Descriptors: []*rlv3.RateLimitDescriptor{
+			{Entries: []*rlv3.RateLimitDescriptor_Entry{{Key: "client", Value: "c" + strconv.FormatInt(time.Now().UnixNano(), 10)}}},
+		}}
+		// 100 ms before the next whole second.
+		now := time.Now()
+		next := now.Truncate(time.Second).Add(time.Second)
+		if next.Sub(now) < 300*time.Millisecond {
+			next = next.Add(time.Second)
+		}
+		time.Sleep(time.Until(next.Add(-100 * time.Millisecond)))
+		t0 := time.Now()
+		a := burst(client, req, 200)
+		time.Sleep(time.Until(next.Add(50 * time.Millisecond)))
+		c := burst(client, req, 200)
+		// On a loaded machine the bursts take longer than planned: GCRA
+		// then rightly admits 100 per second of the span on top of 100.
+		span += time.Since(t0)
+		total += a + c
+	}
+	b.ReportMetric(float64(total)/float64(b.N), "admitted")
+	b.ReportMetric(float64(span.Milliseconds())/float64(b.N), "span-ms")
+}
