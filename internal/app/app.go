@@ -18,6 +18,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
@@ -33,6 +34,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/mcp"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
+	"github.com/bulwark-ai/bulwark/internal/rls"
 	"github.com/bulwark-ai/bulwark/internal/server"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
@@ -76,6 +78,8 @@ type App struct {
 	ExtProc  *extproc.Server
 	// Exchange is the LLM exchange core ext_proc and the Guard API share.
 	Exchange *exchange.Core
+	// RLS is Envoy's RateLimitService door (nil without rls_config).
+	RLS *rls.Server
 
 	cfg    config.Config
 	logger *slog.Logger
@@ -192,6 +196,17 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 	}
 	a.ExtProc = newExtProc(a.Exchange, cfg, voucher, logger, epMetrics)
 	extprocv3.RegisterExternalProcessorServer(a.Server.GRPC(), a.ExtProc)
+	if cfg.RLSConfig != "" {
+		// Envoy's rate_limit filter, on Envoy's listener, counting with
+		// the same limiter (and Redis) as the policy's limits.
+		a.RLS, err = rls.New(rls.Options{Path: cfg.RLSConfig, ResponseHeaders: cfg.RLSResponseHeaders,
+			LimitHeader: cfg.RLSLimitHeader, RemainingHeader: cfg.RLSRemainingHeader, ResetHeader: cfg.RLSResetHeader},
+			a.Limiter, logger.With("component", "rls"), d.Registry)
+		if err != nil {
+			return a, &ConfigError{Err: err}
+		}
+		rlsv3.RegisterRateLimitServiceServer(a.Server.GRPC(), a.RLS)
+	}
 	// Bulwark's own API, on a listener of its own (never Envoy's: an API
 	// caller must not reach Check or Process, whose attributes are believed
 	// as Envoy's): GuardService starts its exchanges in the same exchange
@@ -340,6 +355,20 @@ func (a *App) addReadinessChecks() {
 			return map[string]any{"redis": cfg.RedisURL != "", "breaker": a.Limiter.State().String(), "healthy": a.Limiter.Healthy()}
 		},
 	})
+	if a.RLS != nil {
+		// Ready once a configuration is loaded; a failed reload keeps the
+		// last good one serving and shows its error here.
+		a.Server.AddReadinessCheck(server.ReadinessCheck{
+			Name: "rls",
+			Check: func() error {
+				if !a.RLS.Status().Ready {
+					return errors.New("no rls config loaded")
+				}
+				return nil
+			},
+			Detail: func() any { return a.RLS.Status() },
+		})
+	}
 	a.Server.AddReadinessCheck(server.ReadinessCheck{
 		Name: "policy",
 		Check: func() error {
@@ -394,6 +423,13 @@ func (a *App) Serve(ctx context.Context) error {
 		if err := a.OPA.Start(context.WithoutCancel(ctx)); err != nil {
 			return err
 		}
+	}
+	if a.RLS != nil {
+		go func() {
+			if err := a.RLS.Watch(ctx, a.cfg.ReloadDebounce); err != nil {
+				a.logger.Error("rls config watch stopped; hot reload disabled", "error", err)
+			}
+		}()
 	}
 	return a.Server.Serve(ctx)
 }

@@ -365,6 +365,21 @@ type Config struct {
 	// policy source, instead of policy_dir or bundle; its decision logs
 	// record every decision beside the audit log.
 	OPAConfig string `yaml:"opa_config"`
+	// RLSConfig is an envoy/ratelimit YAML file, or a directory of them:
+	// with it, Bulwark serves Envoy's RateLimitService v3 on the gRPC
+	// listener (Envoy's rate_limit filter), counting with its own limiter.
+	// Hot-reloaded; a bad file keeps the last good one. Empty: not served.
+	RLSConfig string `yaml:"rls_config"`
+	// RLSResponseHeaders adds x-ratelimit-limit, -remaining and -reset to
+	// ShouldRateLimit answers, as envoy/ratelimit's
+	// LIMIT_RESPONSE_HEADERS_ENABLED does.
+	RLSResponseHeaders bool `yaml:"rls_response_headers"`
+	// RLSLimitHeader, RLSRemainingHeader and RLSResetHeader rename them
+	// (envoy/ratelimit's LIMIT_LIMIT_HEADER, LIMIT_REMAINING_HEADER,
+	// LIMIT_RESET_HEADER).
+	RLSLimitHeader     string `yaml:"rls_limit_header"`
+	RLSRemainingHeader string `yaml:"rls_remaining_header"`
+	RLSResetHeader     string `yaml:"rls_reset_header"`
 }
 
 // Default returns the configuration `make run` uses: loopback listeners,
@@ -375,6 +390,9 @@ func Default() Config {
 		APIAddr:                  "127.0.0.1:9193",
 		AdminAddr:                "127.0.0.1:9192",
 		PolicyQuery:              "bulwark/decision",
+		RLSLimitHeader:           "x-ratelimit-limit",
+		RLSRemainingHeader:       "x-ratelimit-remaining",
+		RLSResetHeader:           "x-ratelimit-reset",
 		CheckTimeout:             100 * time.Millisecond,
 		MaxRecvMsgBytes:          16 << 20,
 		MaxSendMsgBytes:          16 << 20,
@@ -693,6 +711,9 @@ func (c Config) Validate() error {
 	if c.OperatorRole == c.OperatorCrossTenantRole {
 		return &FieldError{"operator_cross_tenant_role", "must differ from operator_role (else every operator reaches every tenant)"}
 	}
+	if err := c.validateRLS(); err != nil {
+		return err
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -706,6 +727,24 @@ func (c Config) Validate() error {
 	if c.OPAConfig != "" {
 		if st, err := os.Stat(c.OPAConfig); err != nil || st.IsDir() {
 			return &FieldError{"opa_config", fmt.Sprintf("%q is not a readable file", c.OPAConfig)}
+		}
+	}
+	return nil
+}
+
+// validateRLS checks the RateLimitService settings: the YAML path exists
+// (its contents are checked when loaded) and header names are tokens.
+func (c Config) validateRLS() error {
+	if c.RLSConfig != "" {
+		if _, err := os.Stat(c.RLSConfig); err != nil {
+			return &FieldError{"rls_config", err.Error()}
+		}
+	}
+	for _, h := range []struct{ field, v string }{{"rls_limit_header", c.RLSLimitHeader}, {"rls_remaining_header", c.RLSRemainingHeader}, {"rls_reset_header", c.RLSResetHeader}} {
+		if h.v == "" || strings.IndexFunc(h.v, func(r rune) bool {
+			return (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' && r != '_'
+		}) >= 0 {
+			return &FieldError{h.field, fmt.Sprintf("%q is not a lower-case header name", h.v)}
 		}
 	}
 	return nil
@@ -921,6 +960,11 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.MCPSessionTTL, "mcp-session-ttl", c.MCPSessionTTL, "how long an MCP session's first tool definitions are remembered after its last tools/list, to flag changed ones")
 	fs.IntVar(&c.MCPMaxSessions, "mcp-max-sessions", c.MCPMaxSessions, "most MCP sessions whose tool definitions are remembered (in-process, per replica)")
 	fs.StringVar(&c.OPAConfig, "opa-config", c.OPAConfig, "OPA configuration file (services, bundles, decision_logs, status, discovery, keys) run by OPA's plugin manager")
+	fs.StringVar(&c.RLSConfig, "rls-config", c.RLSConfig, "envoy/ratelimit YAML file or directory: serve Envoy's RateLimitService v3 on the gRPC listener, hot-reloaded (empty: not served)")
+	fs.BoolVar(&c.RLSResponseHeaders, "rls-response-headers", c.RLSResponseHeaders, "add x-ratelimit-limit, -remaining and -reset to ShouldRateLimit answers")
+	fs.StringVar(&c.RLSLimitHeader, "rls-limit-header", c.RLSLimitHeader, "name of the limit header (--rls-response-headers)")
+	fs.StringVar(&c.RLSRemainingHeader, "rls-remaining-header", c.RLSRemainingHeader, "name of the remaining header (--rls-response-headers)")
+	fs.StringVar(&c.RLSResetHeader, "rls-reset-header", c.RLSResetHeader, "name of the reset header, seconds (--rls-response-headers)")
 }
 
 // Load builds the configuration for `bulwark serve` from args (without the

@@ -356,6 +356,9 @@ func (s *Server) updateHealth() {
 		s.health.SetServingStatus("", st)
 		s.health.SetServingStatus("envoy.service.auth.v3.Authorization", st)
 		s.health.SetServingStatus("envoy.service.ext_proc.v3.ExternalProcessor", st)
+		if _, ok := s.grpc.GetServiceInfo()["envoy.service.ratelimit.v3.RateLimitService"]; ok {
+			s.health.SetServingStatus("envoy.service.ratelimit.v3.RateLimitService", st)
+		}
 	}
 }
 

@@ -17,7 +17,7 @@ const module = "github.com/bulwark-ai/bulwark/"
 // doors translate a protocol into the core; wiring builds the whole stack
 // and may import everything.
 var (
-	doors  = []string{"internal/extauthz", "internal/extproc", "internal/api"}
+	doors  = []string{"internal/extauthz", "internal/extproc", "internal/api", "internal/rls"}
 	wiring = []string{"internal/app", "cmd/bulwark"}
 )
 

@@ -105,6 +105,11 @@ type envoyFilter struct {
 						} `yaml:"filter"`
 					} `yaml:"filterChain"`
 				} `yaml:"listener"`
+				RouteConfiguration *struct {
+					Vhost struct {
+						Name string `yaml:"name"`
+					} `yaml:"vhost"`
+				} `yaml:"routeConfiguration"`
 			} `yaml:"match"`
 			Patch struct {
 				Operation string `yaml:"operation"`
@@ -195,7 +200,6 @@ func TestIstioMeshConfig(t *testing.T) {
 func TestIstioPolicies(t *testing.T) {
 	t.Parallel()
 	docs := loadIstio(t)
-	ef := only[envoyFilter](t, docs, "EnvoyFilter")
 	var custom, deny, callers *authorizationPolicy
 	for _, ap := range all[authorizationPolicy](docs) {
 		switch ap.Spec.Action {
@@ -223,9 +227,12 @@ func TestIstioPolicies(t *testing.T) {
 	if !slices.Contains(paths, "/v1/*") {
 		t.Errorf("CUSTOM rules cover paths %v, want the LLM routes /v1/*", paths)
 	}
-	if custom.Spec.Selector == nil || ef.Spec.WorkloadSelector == nil ||
-		!sameLabels(custom.Spec.Selector.MatchLabels, ef.Spec.WorkloadSelector.Labels) || custom.Metadata.Namespace != ef.Metadata.Namespace {
-		t.Error("the CUSTOM policy and the ext_proc EnvoyFilter must select the same workload in the same namespace")
+	// ext_proc and the rate_limit filter run where ext_authz does.
+	for _, ef := range all[envoyFilter](docs) {
+		if custom.Spec.Selector == nil || ef.Spec.WorkloadSelector == nil ||
+			!sameLabels(custom.Spec.Selector.MatchLabels, ef.Spec.WorkloadSelector.Labels) || custom.Metadata.Namespace != ef.Metadata.Namespace {
+			t.Errorf("the CUSTOM policy and the EnvoyFilter %s must select the same workload in the same namespace", ef.Metadata.Name)
+		}
 	}
 	if deny == nil {
 		t.Fatal("no DENY AuthorizationPolicy: paths outside the CUSTOM rules would skip Bulwark")
@@ -328,7 +335,7 @@ func sameLabels(a, b map[string]string) bool {
 // and pins the same ext_proc settings as the Envoy configs.
 func TestIstioEnvoyFilter(t *testing.T) {
 	t.Parallel()
-	ef := only[envoyFilter](t, loadIstio(t), "EnvoyFilter")
+	ef := istioEnvoyFilter(t, "bulwark-ext-proc")
 	if len(ef.Spec.ConfigPatches) != 1 {
 		t.Fatalf("configPatches = %d, want 1", len(ef.Spec.ConfigPatches))
 	}
@@ -371,4 +378,16 @@ func TestIstioEnvoyFilter(t *testing.T) {
 	s := loadK8s(t).service(t, "bulwark")
 	cluster := fmt.Sprintf("outbound|9191||%s.%s.svc.cluster.local", s.Metadata.Name, s.Metadata.Namespace)
 	checkExtProc(t, &ep, cluster)
+}
+
+// istioEnvoyFilter returns the EnvoyFilter of deploy/istio named name.
+func istioEnvoyFilter(t *testing.T, name string) *envoyFilter {
+	t.Helper()
+	for _, ef := range all[envoyFilter](loadIstio(t)) {
+		if ef.Metadata.Name == name {
+			return ef
+		}
+	}
+	t.Fatalf("no EnvoyFilter %q", name)
+	return nil
 }

@@ -613,6 +613,8 @@ var placeholderSecrets = map[string]string{
 	"redis-url":    "redis://:secret@redis.bulwark.svc.cluster.local:6379/0",
 	"key-pepper":   "cGxhY2Vob2xkZXItcGVwcGVyLWZvci10aGUtdGVzdHMtb25seQ==",
 	"metadata-key": "cGxhY2Vob2xkZXItbWV0YWRhdGEta2V5LWZvci10ZXN0cw==",
+	// kubernetes.io/tls Secrets and a client CA bundle (the Helm chart's TLS).
+	"tls.crt": "placeholder", "tls.key": "placeholder", "ca.crt": "placeholder",
 }
 
 // loadPodConfig builds the environment Kubernetes would give the bulwark

@@ -15,8 +15,8 @@ import (
 	"github.com/bulwark-ai/bulwark/test/fixture"
 )
 
-// decisionID matches the decision id an error event quotes.
-var decisionID = regexp.MustCompile(`decision [0-9a-f-]{36}`)
+// decisionRef matches the decision id an error event quotes.
+var decisionRef = regexp.MustCompile(`decision [0-9a-f-]{36}`)
 
 // toolsProc starts bulwark whose default policy lets role user call only
 // get_weather and the search_* tools.
@@ -98,7 +98,7 @@ func TestToolCallStreamedDeniedNeverDelivered(t *testing.T) {
 				t.Fatalf("round %d: event is not JSON: %s", round, ev)
 			}
 		}
-		body := decisionID.ReplaceAll(res.Body, []byte("decision ID"))
+		body := decisionRef.ReplaceAll(res.Body, []byte("decision ID"))
 		if first == nil {
 			first = body
 		} else if !bytes.Equal(first, body) {
