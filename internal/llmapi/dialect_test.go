@@ -64,20 +64,20 @@ func TestDialectRequests(t *testing.T) {
 		path      string
 		model     string
 		maxTokens int64
-		tools     []string
+		tools     []Tool
 		calls     []ToolCall
 		roles     []string // of the conversation messages, in order
 		contains  []string // texts the detectors must read
 		clamped   string   // what a clamp to 100 writes
 	}{
 		{BedrockConverse, "bedrock_converse_request.json", "/model/anthropic.claude-3-haiku-20240307-v1:0/converse",
-			"anthropic.claude-3-haiku-20240307-v1:0", 4096, []string{"lookup_invoice"},
+			"anthropic.claude-3-haiku-20240307-v1:0", 4096, []Tool{{Name: "lookup_invoice", Type: "function", Description: "Find an invoice by customer"}},
 			[]ToolCall{{ID: "tooluse_kZJMlvQmRJ6eAyJE5GIl7Q", Name: "lookup_invoice", Arguments: `{"customer":"Jane Doe"}`}},
 			[]string{"system", "user", "assistant", "tool", RoleOther},
 			[]string{"You are a billing assistant.", "jane.doe@corpmail.io", "Jane Doe", "paid by card", "invoice INV-7", "Find an invoice by customer"},
 			`"maxTokens": 100`},
 		{GeminiGenerate, "gemini_request.json", "/v1beta/models/gemini-2.5-flash:generateContent",
-			"gemini-2.5-flash", 8192, []string{"find_flights"},
+			"gemini-2.5-flash", 8192, []Tool{{Name: "find_flights", Type: "function", Description: "Search flights"}},
 			[]ToolCall{{Name: "find_flights", Arguments: `{"to":"LIS","passenger":"Jane"}`}},
 			[]string{"system", "user", "assistant", "tool", RoleOther},
 			[]string{"You are a helpful travel agent.", "jane.doe@corpmail.io", "one seat left", "Search flights"},
@@ -100,10 +100,11 @@ func TestDialectRequests(t *testing.T) {
 			if !reflect.DeepEqual(roles, c.roles) {
 				t.Errorf("roles %q, want %q", roles, c.roles)
 			}
-			text := r.PromptText(nil)
+			// Tool results (role "tool") are scanned apart from the prompt.
+			text := r.PromptText(nil) + "\n" + r.ToolResultText(nil)
 			for _, s := range c.contains {
 				if !strings.Contains(text, s) {
-					t.Errorf("prompt text lacks %q:\n%s", s, text)
+					t.Errorf("prompt and tool-result text lack %q:\n%s", s, text)
 				}
 			}
 			// Redaction reaches every text the detectors read, and only those.

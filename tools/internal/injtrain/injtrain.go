@@ -21,9 +21,13 @@ const DefaultModelBits = 16
 
 // DefaultExtra lists the project's own training files (internal/detect/traindata),
 // comma-separated, that make train and make eval add to the shared data:
-// everyday benign prompts in many languages and generated indirect
-// injections (tools/genindirect).
-const DefaultExtra = "internal/detect/traindata/everyday.jsonl,internal/detect/traindata/indirect.jsonl"
+// everyday benign prompts in many languages. The generated indirect
+// injections (indirect.jsonl, tools/genindirect) are not in the default:
+// fitted with them, the model scored ordinary requests such as "send the
+// report to jane.doe@mailbox.org" at 0.77-0.95 (its planted exfiltration
+// instructions look like them), a harm to legitimate traffic the benign
+// suite did not catch. Pass -extra with both files to measure them.
+const DefaultExtra = "internal/detect/traindata/everyday.jsonl"
 
 // Example is one labelled text for fitting the injection model.
 type Example struct {
