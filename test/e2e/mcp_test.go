@@ -19,7 +19,7 @@ const mcpMetadataURL = "https://mcp.example.com/.well-known/oauth-protected-reso
 // search and add) and /mcp as the MCP endpoint.
 func mcpProc(t *testing.T) (*proc, string) {
 	t.Helper()
-	pol := fixture.PolicyDir(t, "\nmodels:\n", "\ntools:\n  user: [search, add]\n\nmodels:\n")
+	pol := fixture.PolicyDir(t, "\ntools:\n  admin: []\n  user: []\n", "\ntools:\n  admin: []\n  user: [search, add]\n")
 	return llmProc(t, "--policy-dir", pol, "--mcp-paths", "/mcp", "--mcp-resource-metadata-url", mcpMetadataURL)
 }
 
