@@ -305,7 +305,7 @@ func commonWords(rs []rune, backwards bool) int {
 		}
 		if r < utf8.RuneSelf && isLetterByte(byte(r)) {
 			if k < len(w) {
-				w[k] = lowerASCII(byte(r))
+				w[k] = lowerASCII(byte(r)) // #nosec G602 -- k < len(w) checked above
 			}
 			k++
 			continue

@@ -206,6 +206,9 @@ descriptors:
 //
 //	RLS_BENCH_ADDR=... RLS_BENCH_PID=... RLS_BENCH_REDIS=... go test -run '^$' -bench WindowEdge -benchtime 3x ./internal/rls
 func BenchmarkWindowEdge(b *testing.B) {
+	if _, err := Parse("edge.yaml", []byte(edgeConfig)); err != nil {
+		b.Fatalf("edgeConfig, which the server under test must serve: %v", err)
+	}
 	addr := os.Getenv("RLS_BENCH_ADDR")
 	if addr == "" {
 		b.Skip("RLS_BENCH_ADDR not set")

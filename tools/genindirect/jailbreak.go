@@ -78,7 +78,7 @@ func (g *gen) suffix(vocab []string) string {
 			b.WriteString(g.pick(symClusters) + capitalise(w))
 		case 4:
 			for range 2 + g.rng.IntN(3) {
-				b.WriteByte(byte('a' + g.rng.IntN(26)))
+				b.WriteByte(byte('a' + g.rng.IntN(26))) // #nosec G115 -- 'a'+[0,26) is a byte
 			}
 		case 5:
 			b.WriteString(strings.ToUpper(w))
