@@ -94,4 +94,3 @@ mcp_list_reason := "tool_poisoning" if {
 } else := "tool_not_allowed" if {
 	count(mcp_removed_tools) > 0
 } else := "allowed"
-

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/policies"
 )
 
 // The Kubernetes types below mirror k8s.io/api for exactly the fields the
@@ -1005,6 +1007,50 @@ func TestKubernetesRedis(t *testing.T) {
 	for _, sa := range all[k8sServiceAccount](m.all) {
 		if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
 			t.Errorf("ServiceAccount %s: automountServiceAccountToken must be false", sa.Metadata.Name)
+		}
+	}
+}
+
+// TestKubernetesPolicyConfigMapIsTheDefault: the ConfigMap is a copy of the
+// default policy (policies/bulwark without its tests), so it must change
+// when the policy does: a stale copy once lacked mcp.rego and the tools
+// rules while README described them.
+func TestKubernetesPolicyConfigMapIsTheDefault(t *testing.T) {
+	t.Parallel()
+	m := loadK8s(t)
+	var cm *k8sConfigMap
+	for _, x := range all[k8sConfigMap](m.all) {
+		if x.Metadata.Name == "bulwark-policies" {
+			cm = x
+		}
+	}
+	if cm == nil {
+		t.Fatal("no ConfigMap bulwark-policies")
+	}
+	want := map[string]string{}
+	entries, err := fs.ReadDir(policies.FS, "bulwark")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasSuffix(name, "_test.rego") || !(strings.HasSuffix(name, ".rego") || name == "data.yaml") {
+			continue
+		}
+		b, err := fs.ReadFile(policies.FS, "bulwark/"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[name] = string(b)
+	}
+	for name, body := range want {
+		if cm.Data[name] != body {
+			t.Errorf("deploy/kubernetes/configmap-policies.yaml: %s differs from policies/bulwark/%s; regenerate it (see the file's header)", name, name)
+		}
+	}
+	for name := range cm.Data {
+		if _, ok := want[name]; !ok {
+			t.Errorf("deploy/kubernetes/configmap-policies.yaml holds %s, which policies/bulwark does not", name)
 		}
 	}
 }
