@@ -75,6 +75,9 @@ func AddMCP(in ast.Object, req *authv3.CheckRequest, body []byte, o MCPOptions) 
 		return nil
 	}
 	r, err := mcp.Parse(body, httpReq.GetHeaders())
+	if !onPath && err == nil && !r.JSONRPC() {
+		return nil // "jsonrpc" was somewhere inside, not a member of the message
+	}
 	out := &MCP{Request: r}
 	if errors.Is(err, mcp.ErrBatch) {
 		h := httpReq.GetHeaders()

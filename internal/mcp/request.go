@@ -79,7 +79,15 @@ type Request struct {
 	// Error says why the message is not a valid MCP request ("" when it is):
 	// input.mcp.error, which the default policy denies on.
 	Error string
+	// jsonRPC: the message has a top-level "jsonrpc" member, whatever its
+	// value (JSONRPC).
+	jsonRPC bool
 }
+
+// JSONRPC reports whether the message has a top-level "jsonrpc" member: off
+// the configured MCP paths only such a body is MCP, not one that merely
+// mentions "jsonrpc" deeper inside (an LLM tool's schema, a pasted example).
+func (r *Request) JSONRPC() bool { return r != nil && r.jsonRPC }
 
 // Call is a named call with arguments: a tool's or a prompt's.
 type Call struct {
@@ -124,6 +132,7 @@ func Parse(body []byte, headers map[string]string) (*Request, error) {
 		r.Error = "not a JSON-RPC message: " + jsonError(err)
 		return r, nil
 	}
+	r.jsonRPC = m.JSONRPC != nil
 	if m.ID != nil {
 		if id := bytes.TrimSpace(m.ID); validID(id) {
 			r.ID = id
