@@ -24,6 +24,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
 )
@@ -413,6 +414,24 @@ func policyFile(p string, isDir bool) bool {
 	return false
 }
 
+// strictYAML refuses a YAML data file that defines a key twice in one
+// mapping. OPA's loader keeps the last value silently, so a second
+// "routes:" or a repeated role under "tools:" would quietly replace what an
+// operator wrote above it; a policy directory with such a file is not
+// installed (the reload keeps the running policy).
+func strictYAML(name string, b []byte) error {
+	switch path.Ext(name) {
+	case ".yaml", ".yml":
+	default:
+		return nil
+	}
+	var v any
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		return fmt.Errorf("policy data %s: %w", name, err)
+	}
+	return nil
+}
+
 func readFS(fsys fs.FS, v ast.RegoVersion) (*snapshot, error) {
 	h := sha256.New()
 	var files []string
@@ -442,6 +461,9 @@ func readFS(fsys fs.FS, v ast.RegoVersion) (*snapshot, error) {
 		}
 		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
 		h.Write(b)
+		if err := strictYAML(f, b); err != nil {
+			return nil, err
+		}
 	}
 	if len(files) == 0 {
 		return nil, errors.New("no policy files found")

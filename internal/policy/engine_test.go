@@ -178,6 +178,12 @@ func TestEngineRejectsBadFirstLoad(t *testing.T) {
 		"missing dir": {Dir: filepath.Join(t.TempDir(), "nope"), Query: "a/b"},
 		"parse error": {Embedded: fstest.MapFS{"p.rego": {Data: []byte("package")}}, Query: "a/b"},
 		"v0 syntax":   {Embedded: fstest.MapFS{"p.rego": {Data: []byte("package a\nallow { true }")}}, Query: "a/allow"},
+		// OPA's loader keeps the second "routes" silently; an operator's
+		// first block would vanish without a word.
+		"duplicate data key": {Embedded: fstest.MapFS{
+			"p.rego":    {Data: []byte("package a\nallow := true")},
+			"data.yaml": {Data: []byte("a:\n  routes: [1]\n  routes: [2]\n")},
+		}, Query: "a/allow"},
 	}
 	for name, cfg := range cases {
 		t.Run(name, func(t *testing.T) {
