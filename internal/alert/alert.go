@@ -87,6 +87,12 @@ type Config struct {
 	Client *http.Client
 	// Clock is the source of time (default: the system clock).
 	Clock Clock
+	// PrincipalName, when set, names principals in alerts (the webhook
+	// payload, the log line and summaries): serve sets it to the audit
+	// keyset's keyed pseudonym under --pseudonymize-principals, so an alert
+	// correlates with decision logs and spans without carrying the id.
+	// Nil: alerts carry principal ids.
+	PrincipalName func(id string) string
 }
 
 func (c Config) withDefaults() Config {
@@ -269,7 +275,9 @@ func (n *Notifier) Observe(r audit.Record) {
 	switch r.Type {
 	case audit.TypeDecision:
 		if ev, ok := alertTag(r.Details); ok {
-			n.Notify(fromDecision(ev, r))
+			a := fromDecision(ev, r)
+			a.Principal = n.named(r.Principal)
+			n.Notify(a)
 		}
 		if r.Reason == "prompt_injection" && (r.DryRun || r.Allowed == nil || !*r.Allowed) && n.cfg.InjectionBurst > 0 {
 			n.injection(r)
@@ -342,9 +350,26 @@ func (n *Notifier) injection(r audit.Record) {
 	if !fire {
 		return
 	}
-	n.Notify(Alert{Event: EventInjectionBurst, Severity: "critical", Principal: p, DecisionID: r.DecisionID, TraceID: r.TraceID,
+	named := n.named(p)
+	shown := who
+	if named != nil && named.ID != "" {
+		shown = named.ID
+	}
+	n.Notify(Alert{Event: EventInjectionBurst, Severity: "critical", Principal: named, DecisionID: r.DecisionID, TraceID: r.TraceID,
 		Count: len(ts), Window: n.cfg.InjectionWindow.String(), subject: who,
-		Summary: fmt.Sprintf("%d prompt-injection attempts from %s within %s (last decision %s)", len(ts), who, n.cfg.InjectionWindow, r.DecisionID)})
+		Summary: fmt.Sprintf("%d prompt-injection attempts from %s within %s (last decision %s)", len(ts), shown, n.cfg.InjectionWindow, r.DecisionID)})
+}
+
+// named is the principal as alerts show it: a copy carrying its pseudonym
+// when Config.PrincipalName is set (the audit record it came from is
+// shared and must not change), else p itself.
+func (n *Notifier) named(p *audit.Principal) *audit.Principal {
+	if p == nil || p.ID == "" || n.cfg.PrincipalName == nil {
+		return p
+	}
+	c := *p
+	c.ID = n.cfg.PrincipalName(p.ID)
+	return &c
 }
 
 // Notify queues an alert unless rate limiting holds it back. It never

@@ -375,3 +375,54 @@ func TestTapWantsOnlyAlertableDecisionsWithoutAuditLog(t *testing.T) {
 		}
 	}
 }
+
+// With PrincipalName set (--pseudonymize-principals), no alert names the
+// principal by id: not the webhook payload, not its summary, not the log
+// line; the audit record the alert came from keeps the id.
+func TestAlertsNamePrincipalsByPseudonym(t *testing.T) {
+	t.Parallel()
+	pseudonym := func(id string) string { return "psn_" + strings.ToUpper(id) }
+	h := newHook(t)
+	n, _ := newNotifier(t, Config{WebhookURL: h.srv.URL, InjectionBurst: 2, PrincipalName: pseudonym})
+	tagged := denial("alice", "canary_leak")
+	tagged.DecisionID = "d1" // denial names decisions after principals
+	tagged.Details = map[string]any{"tags": map[string]any{"alert": "canary_leak"}}
+	n.Observe(tagged)
+	for _, id := range []string{"d2", "d3"} {
+		r := denial("mallory", "prompt_injection")
+		r.DecisionID = id
+		n.Observe(r)
+	}
+	flush(t, n)
+	if tagged.Principal.ID != "alice" {
+		t.Errorf("the audit record's principal became %q", tagged.Principal.ID)
+	}
+	if len(h.alerts()) != 2 {
+		t.Fatalf("webhook got %d alerts, want 2", len(h.alerts()))
+	}
+	for i, raw := range h.raw {
+		if strings.Contains(raw, "alice") || strings.Contains(raw, "mallory") {
+			t.Errorf("alert %d names the principal: %s", i, raw)
+		}
+	}
+	want := map[string]string{EventCanaryLeak: "psn_ALICE", EventInjectionBurst: "psn_MALLORY"}
+	for _, a := range h.alerts() {
+		if a.Principal == nil || a.Principal.ID != want[a.Event] || a.Principal.Tenant != "acme" {
+			t.Errorf("%s principal = %+v, want %s", a.Event, a.Principal, want[a.Event])
+		}
+		if a.Event == EventInjectionBurst && !strings.Contains(a.Summary, "psn_MALLORY") {
+			t.Errorf("summary = %q", a.Summary)
+		}
+	}
+
+	var logs syncBuffer
+	ln, err := New(Config{PrincipalName: pseudonym}, slog.New(slog.NewJSONHandler(&logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Observe(tagged)
+	flush(t, ln)
+	if out := logs.String(); strings.Contains(out, "alice") || !strings.Contains(out, "psn_ALICE") {
+		t.Errorf("log = %s", out)
+	}
+}

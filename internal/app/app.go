@@ -105,6 +105,9 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 		}
 	}()
 	var kek audit.KEK // the audit keyset's key-encryption key, when there is one
+	// principalName names principals in decision logs, spans and alerts:
+	// nil (their ids) unless --pseudonymize-principals.
+	var principalName func(id string) string
 	if cfg.AuditLog != "" {
 		if cfg.AuditKeyset != "" {
 			if kek, err = audit.LoadKEK(cfg.AuditKEKFile); err != nil {
@@ -118,6 +121,16 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 		if err != nil {
 			return a, err
 		}
+		if cfg.PseudonymizePrincipals {
+			if cfg.AuditKeyset == "" {
+				return a, errors.New("--pseudonymize-principals needs --audit-keyset (its pseudonym key names principals)")
+			}
+			keys, err := audit.OpenKeyset(cfg.AuditKeyset, kek)
+			if err != nil {
+				return a, err
+			}
+			principalName = keys.Pseudonym
+		}
 		summary := configSummary(cfg, d.Version)
 		summary["audit_failure_mode"] = cfg.AuditFailureMode
 		a.Audit.Log(ctx, audit.Record{Type: audit.TypeConfigLoaded, Details: summary})
@@ -125,7 +138,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 	// Security alerts are derived from the audit stream: decisions and
 	// system changes go through the notifier's tap, then to the audit log
 	// (when there is one).
-	if a.Alerts, err = alert.New(alertConfig(cfg), logger, d.Registry); err != nil {
+	if a.Alerts, err = alert.New(alertConfig(cfg, principalName), logger, d.Registry); err != nil {
 		return a, &ConfigError{Err: err}
 	}
 	var auditNext alert.Recorder // a nil *audit.Writer must not become a non-nil interface
@@ -158,16 +171,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 		if cfg.AuditFailureMode == "fail_closed" {
 			cd.AuditGate = a.Audit.Err
 		}
-		if cfg.PseudonymizePrincipals {
-			if cfg.AuditKeyset == "" {
-				return a, errors.New("--pseudonymize-principals needs --audit-keyset (its pseudonym key names principals)")
-			}
-			keys, err := audit.OpenKeyset(cfg.AuditKeyset, kek)
-			if err != nil {
-				return a, err
-			}
-			cd.PrincipalName = keys.Pseudonym
-		}
+		cd.PrincipalName = principalName
 	}
 	if a.Core, err = core.New(ctx, cfg, cd); err != nil {
 		return a, err

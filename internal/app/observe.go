@@ -11,7 +11,7 @@ import (
 )
 
 // alertConfig maps the serve flags onto the alert notifier's Config.
-func alertConfig(cfg config.Config) alert.Config {
+func alertConfig(cfg config.Config, name func(string) string) alert.Config {
 	burst := cfg.AlertInjectionBurst
 	if burst == 0 {
 		burst = -1 // off
@@ -23,6 +23,7 @@ func alertConfig(cfg config.Config) alert.Config {
 		MaxPerMinute:    cfg.AlertMaxPerMinute,
 		InjectionBurst:  burst,
 		InjectionWindow: cfg.AlertInjectionWindow,
+		PrincipalName:   name,
 	}
 }
 
