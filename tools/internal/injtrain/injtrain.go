@@ -21,13 +21,15 @@ const DefaultModelBits = 16
 
 // DefaultExtra lists the project's own training files (internal/detect/traindata),
 // comma-separated, that make train and make eval add to the shared data:
-// everyday benign prompts in many languages. The generated indirect
+// everyday benign prompts in many languages, developers' questions about
+// system prompts and prompt injection, and ordinary business imperatives
+// ("send the report to ...", "forward this invoice to ..."). The generated indirect
 // injections (indirect.jsonl, tools/genindirect) are not in the default:
 // fitted with them, the model scored ordinary requests such as "send the
 // report to jane.doe@mailbox.org" at 0.77-0.95 (its planted exfiltration
 // instructions look like them), a harm to legitimate traffic the benign
 // suite did not catch. Pass -extra with both files to measure them.
-const DefaultExtra = "internal/detect/traindata/everyday.jsonl"
+const DefaultExtra = "internal/detect/traindata/everyday.jsonl,internal/detect/traindata/llmdev.jsonl,internal/detect/traindata/business.jsonl"
 
 // Example is one labelled text for fitting the injection model.
 type Example struct {
