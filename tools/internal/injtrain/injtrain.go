@@ -28,7 +28,11 @@ const DefaultModelBits = 16
 // fitted with them, the model scored ordinary requests such as "send the
 // report to jane.doe@mailbox.org" at 0.77-0.95 (its planted exfiltration
 // instructions look like them), a harm to legitimate traffic the benign
-// suite did not catch. Pass -extra with both files to measure them.
+// suite did not catch. With business.jsonl as counterweight it still
+// scores that request 0.60, its recall on the shared data falls to 0.879,
+// its false positives on role-play prompts rise to 0.056, and it finds
+// BIPIA's planted attacks no better than chance (make eval -bipia). Pass
+// -extra with all four files to measure it.
 const DefaultExtra = "internal/detect/traindata/everyday.jsonl,internal/detect/traindata/llmdev.jsonl,internal/detect/traindata/business.jsonl"
 
 // Example is one labelled text for fitting the injection model.
