@@ -193,8 +193,16 @@ func FitModel(e *Encoded, rows []int, opt TrainOptions) *detect.Model {
 
 // HardNegativeWeight is the loss weight given to benign prompts from the
 // over-defence sets (trigger words in harmless requests), so the model
-// learns that trigger words alone are not an attack.
-const HardNegativeWeight = 10.0
+// learns that trigger words alone are not an attack. It was 10 when
+// NotInject's 113 rows were the only benign prompts with trigger words;
+// the project's own rows (traindata: trigger words used innocently, in 25
+// languages, and questions about system prompts) now teach the same, and
+// at 10 the 113 rows cost recall: at 2, cross-validated recall on the
+// shared data is 0.901 instead of 0.892 and mean leave-one-source-out
+// balanced accuracy 0.740 instead of 0.732, with NotInject's false
+// positives still 0.000 at the threshold (0.000 at 0.55 too), role-play
+// prompts 0.041 and the benign corpus at 1 of 324.
+const HardNegativeWeight = 2.0
 
 // TrainingWeight returns the loss weight for a training row from source.
 // make train and make eval use it so that the evaluated model is the
