@@ -29,8 +29,8 @@ const DefaultModelBits = 16
 // report to jane.doe@mailbox.org" at 0.77-0.95 (its planted exfiltration
 // instructions look like them), a harm to legitimate traffic the benign
 // suite did not catch. With business.jsonl as counterweight it still
-// scores that request 0.60, its recall on the shared data falls to 0.879,
-// its false positives on role-play prompts rise to 0.056, and it finds
+// scores that request 0.65, its recall on the shared data falls to 0.884,
+// its false positives on role-play prompts rise to 0.049, and it finds
 // BIPIA's planted attacks no better than chance (make eval -bipia). Pass
 // -extra with all four files to measure it.
 const DefaultExtra = "internal/detect/traindata/everyday.jsonl,internal/detect/traindata/llmdev.jsonl,internal/detect/traindata/business.jsonl"
