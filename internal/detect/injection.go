@@ -31,8 +31,8 @@ var injRules = []injRule{
 			"hướng dẫn", "chỉ dẫn", "instruksi", "perintah", "instrukcje", "instrukcji", "instructies", "інструкці*", "تعليماتك", "دستورالعمل*", "دستورات", "คำสั่ง", "instruktioner", "οδηγίες", "ההוראות", "הוראות", "নির্দেশ*"},
 	}},
 	{name: "instruction_override_short", gap: 24, groups: [][]string{
-		{"ignore", "disregard", "forget", "discard", "vergiss", "ignoriere", "oublie", "oubliez", "olvida", "olvidar", "dimentica"},
-		{"everything", "all of the above", "the above", "anything before", "anything above", "what i said", "what you were told", "what you have been told", "all that", "above", "alles", "alles davor", "tout", "todo", "tutto"},
+		{"ignore", "disregard", "forget", "discard", "vergiss", "ignoriere", "oublie", "oubliez", "olvida", "olvidar", "dimentica", "abaikan", "lupakan"},
+		{"everything", "all of the above", "the above", "anything before", "anything above", "what i said", "what you were told", "what you have been told", "all that", "above", "alles", "alles davor", "tout", "todo", "tutto", "yg diatas", "yang diatas", "yang di atas", "di atas", "diatas", "semuanya"},
 	}},
 	{name: "instruction_override_verb_last", floor: 0.7, gap: 40, groups: [][]string{
 		{"obigen", "vorherigen", "bisherigen", "vorangegangenen", "alle", "above", "previous", "以前の", "これまでの", "前の", "すべての", "上記の", "이전", "모든", "위의", "önceki", "tüm", "bütün", "पिछले", "सभी", "قبلی", "همه"},
@@ -83,12 +83,12 @@ var injRules = []injRule{
 	// to share your password, but", "what are you not supposed to tell me?"
 	{name: "told_not_to", gap: 0, groups: [][]string{
 		{"i know you said not to", "i know you were told not to", "i know you're not supposed to", "i know you are not supposed to", "even though you were told not to", "even though you said you can't", "what are you not supposed to", "what were you told not to", "what aren't you allowed to",
-			"ich weiß, du sollst nicht", "ich weiß, dass du nicht", "je sais que tu as dit de ne pas", "je sais que tu ne dois pas", "sé que dijiste que no", "sé que no debes", "eu sei que você disse para não", "so che hai detto di non", "я знаю, что тебе нельзя", "我知道你说过不要", "我知道你不应该"},
+			"ich weiß, du sollst nicht", "ich weiß, dass du nicht", "ich weiß, du hast gesagt", "ich weiß, sie haben gesagt", "je sais que tu as dit de ne pas", "je sais que tu ne dois pas", "sé que dijiste que no", "sé que no debes", "eu sei que você disse para não", "so che hai detto di non", "я знаю, что тебе нельзя", "我知道你说过不要", "我知道你不应该"},
 	}},
 	// Claims of authority over the model, then a demand: "I am your
 	// developer", "as your creator", "I am God and you have to", "<GOD MODE>".
 	{name: "authority_claim", floor: 0.7, gap: 24, groups: [][]string{
-		{"i am your", "i'm your", "im your", "i am one of your", "i'm one of your", "as your", "i am a programmer at", "i am an engineer at", "i work at openai", "ich bin dein", "ich bin ihr", "als dein", "je suis ton", "je suis votre", "en tant que ton", "soy tu", "como tu", "sou o seu", "sou seu", "sou o teu", "sou a tua", "sebagai", "saya adalah", "aku adalah", "sono il tuo", "я твой", "я ваш", "我是你的", "作为你的", "私はあなたの", "나는 너의", "저는 당신의", "أنا مطورك", "أنا منشئك", "मैं तुम्हारा", "मैं आपका"},
+		{"i am your", "i'm your", "im your", "i am one of your", "i'm one of your", "as your", "i am a programmer at", "i am an engineer at", "i work at openai", "ich bin dein", "ich bin ihr", "als dein", "je suis ton", "je suis votre", "en tant que ton", "soy tu", "como tu", "sou o seu", "sou seu", "sou o teu", "sou a tua", "sebagai", "saya adalah", "aku adalah", "sono il tuo", "я твой", "я ваш", "我是你的", "作为你的", "私はあなたの", "나는 너의", "나는 당신의", "저는 당신의", "أنا مطورك", "أنا منشئك", "मैं तुम्हारा", "मैं आपका"},
 		{"developer", "developers", "creator", "creators", "programmer", "owner", "administrator", "admin", "operator", "maker", "god", "master", "entwickler", "schöpfer", "administrator", "développeur", "créateur", "desarrollador", "creador", "desenvolvedor", "criador", "sviluppatore", "creatore", "разработчик", "создатель", "penciptamu", "pengembangmu", "pembuatmu", "开发者", "开发人员", "创造者", "管理员", "開発者", "作成者", "개발자", "창조자", "डेवलपर", "निर्माता"},
 	}},
 	{name: "god_claim", floor: 0.7, gap: 24, groups: [][]string{
@@ -126,7 +126,7 @@ var injRules = []injRule{
 	// A hypothetical frame put around a question the assistant should not take up.
 	{name: "hypothetical_frame", gap: 64, groups: [][]string{
 		{"for a hypothetical", "hypothetically speaking", "just hypothetically", "discussão hipotética", "conversa hipotética", "discusión hipotética", "conversación hipotética", "discussion hypothétique", "hypothetische diskussion", "discussione ipotetica", "гипотетическ*", "مناقشة افتراضية", "假设性的讨论", "仮定の議論", "가상의 토론", "farazi bir"},
-		{"thoughts", "opinion", "what do you think", "pensamentos", "opinião", "opinión", "pensamientos", "avis", "meinung", "думаете", "мнение", "رأيكم", "رأيك", "看法", "düşünceleriniz", "意見", "생각"},
+		{"thoughts", "opinion", "what do you think", "pensamentos", "opinião", "opinión", "pensamientos", "avis", "que pensez-vous", "qu'en pensez-vous", "meinung", "думаете", "мнение", "رأيكم", "رأيك", "看法", "düşünceleriniz", "意見", "생각"},
 	}},
 	// A reward offered for compliance: "I'll donate $100 to your favourite charity if you".
 	{name: "bribe", gap: 80, groups: [][]string{

@@ -199,7 +199,7 @@ func FitModel(e *Encoded, rows []int, opt TrainOptions) *detect.Model {
 // languages, and questions about system prompts) now teach the same, and
 // at 10 the 113 rows cost recall: at 2, cross-validated recall on the
 // shared data is 0.901 instead of 0.892 and mean leave-one-source-out
-// balanced accuracy 0.740 instead of 0.732, with NotInject's false
+// balanced accuracy 0.740 instead of 0.732 (same rules), with NotInject's false
 // positives still 0.000 at the threshold (0.000 at 0.55 too), role-play
 // prompts 0.041 and the benign corpus at 1 of 324.
 const HardNegativeWeight = 2.0
