@@ -298,8 +298,12 @@ func (sc *Scanner) ScanContext(ctx context.Context, text string) (Result, error)
 // instructions planted in it (indirect prompt injection). It is the
 // injection detector alone, tuned for data: a long text is scored in
 // overlapping windows of about a retrieved chunk (1 KiB), so an instruction
-// hidden in the middle of a long page is not diluted by the page, and the
-// model was trained on planted instructions (tools/genindirect). Its score
+// hidden in the middle of a long page is not diluted by the page. The
+// shipped model is not fitted on planted instructions (tools/internal/injtrain
+// DefaultExtra says why), so on it the windows buy little: on generated
+// planted documents of 2-6 KB they raise recall at 0.35 from 0.26 to
+// 0.42 and false positives from 0.17 to 0.25, and the pipeline scores tool
+// results with Scan. Its score
 // is a separate signal from the user's own prompt's (Scan): the policy
 // compares it with a threshold of its own, so that a user asking about
 // injections is judged on Scan while instructions planted in data are

@@ -31,8 +31,8 @@ var injRules = []injRule{
 			"hướng dẫn", "chỉ dẫn", "instruksi", "perintah", "instrukcje", "instrukcji", "instructies", "інструкці*", "تعليماتك", "دستورالعمل*", "دستورات", "คำสั่ง", "instruktioner", "οδηγίες", "ההוראות", "הוראות", "নির্দেশ*"},
 	}},
 	{name: "instruction_override_short", gap: 24, groups: [][]string{
-		{"ignore", "disregard", "forget", "discard", "vergiss", "ignoriere", "oublie", "oubliez", "olvida", "olvidar", "dimentica"},
-		{"everything", "all of the above", "the above", "anything before", "anything above", "what i said", "what you were told", "what you have been told", "all that", "above", "alles", "alles davor", "tout", "todo", "tutto"},
+		{"ignore", "disregard", "forget", "discard", "vergiss", "ignoriere", "oublie", "oubliez", "olvida", "olvidar", "dimentica", "abaikan", "lupakan"},
+		{"everything", "all of the above", "the above", "anything before", "anything above", "what i said", "what you were told", "what you have been told", "all that", "above", "alles", "alles davor", "tout", "todo", "tutto", "yg diatas", "yang diatas", "yang di atas", "di atas", "diatas", "semuanya"},
 	}},
 	{name: "instruction_override_verb_last", floor: 0.7, gap: 40, groups: [][]string{
 		{"obigen", "vorherigen", "bisherigen", "vorangegangenen", "alle", "above", "previous", "以前の", "これまでの", "前の", "すべての", "上記の", "이전", "모든", "위의", "önceki", "tüm", "bütün", "पिछले", "सभी", "قبلی", "همه"},
@@ -50,21 +50,21 @@ var injRules = []injRule{
 		{"dan", "unrestricted", "unfiltered", "uncensored", "jailbroken", "jailbreak", "evil", "no restrictions", "without restrictions", "without any restrictions", "no limits", "no rules", "no filter*", "not bound", "any rules", "no ethical", "amoral", "immoral", "unethical", "malicious", "hacker", "free", "another ai", "different ai", "opposite", "chaos", "devil", "anything", "böse", "bose", "malvada", "malvado", "maléfique", "злой", "邪恶"},
 	}},
 	{name: "jailbreak_persona", gap: 0, groups: [][]string{
-		{"do anything now", "does anything now", "never break character", "never breaks character", "现在就做任何事情", "现在做任何事", "立即做任何事", "developer mode", "dev mode", "god mode", "jailbreak", "jailbroken", "jail break", "dan mode", "dan prompt", "dude mode", "stan mode", "betterdan", "anti-gpt", "antigpt", "evil confidant", "always intelligent and machiavellian", "opposite mode", "unrestricted mode", "unfiltered mode", "sudo mode", "chatgpt with developer", "aim stands for", "\"aim\"", "[🔓jailbreak]", "🔓jailbreak", "🔓", "dan:", "[dan]", "(dan)", "as dan"},
+		{"do anything now", "does anything now", "never break character", "never breaks character", "现在就做任何事情", "现在做任何事", "立即做任何事", "developer mode", "dev mode", "god mode", "jailbreak", "jailbroken", "jail break", "dan mode", "dan prompt", "dude mode", "stan mode", "betterdan", "anti-gpt", "antigpt", "evil confidant", "always intelligent and machiavellian", "opposite mode", "unrestricted mode", "unfiltered mode", "sudo mode", "chatgpt with developer", "aim stands for", "\"aim\"", "[🔓jailbreak]", "🔓jailbreak", "🔓", "dan:", "[dan]", "(dan)", "as dan", "hypothetical response: the way to describe a character planning to"},
 	}},
 	{name: "restriction_removal", gap: 40, groups: [][]string{
 		{"no longer", "not bound", "free from", "freed from", "break free", "broken free", "released from", "liberated from", "without any", "without your", "without ethical", "without moral", "without content", "without safety", "ignore all", "does not have to", "doesn't have to", "don't have to", "do not have to", "never refuse", "not refuse", "cannot refuse", "can't refuse", "must not refuse", "never decline", "disable your", "turn off your", "bypass your", "bypass all", "bypass any", "bypass the"},
 		{"openai", "content polic*", "ethical guidelines", "ethics", "moral*", "restrictions", "limitations", "filters", "filter", "censorship", "safety", "guidelines", "policies", "rules", "warnings", "disclaimers", "refus*", "constraints", "typical confines", "the confines", "safeguards", "guardrails"},
 	}},
 	{name: "system_prompt_extraction", gap: 40, groups: [][]string{
-		{"reveal", "show", "print", "output", "repeat", "tell me", "display", "give me", "what is", "what are", "what was", "what were", "share", "leak", "dump", "write out", "spell out", "list", "return", "provide", "copy", "recite", "translate", "summarize", "zeige", "gib", "wiederhole", "montre", "révèle", "affiche", "muestra", "revela", "repite", "mostra", "rivela", "покажи", "выведи", "显示", "输出", "告诉我", "重复", "教えて", "表示"},
-		{"system prompt", "system message", "system instructions", "initial prompt", "initial instructions", "original prompt", "original instructions", "hidden prompt", "hidden instructions", "secret instructions", "confidential instructions", "pre-prompt", "preprompt", "your prompt", "your instructions", "your rules", "your guidelines", "your directives", "your configuration", "your system", "the text above", "everything above", "the words above", "the above text", "all text above", "instructions above", "prompt above", "previous text", "first instruction*", "developer instructions", "your starting instructions", "starting instructions", "your system message", "the system prompt", "system configuration", "this entire conversation", "the entire conversation", "the text above in full", "initialization string", "systemprompt", "system-prompt", "systemanweisung*", "anweisungen", "instructions initiales", "prompt du système", "prompt del sistema", "instrucciones del sistema", "системный промпт", "系统提示", "系统指令", "提示词", "システムプロンプト", "password", "passwort", "mot de passe", "contraseña", "secret key", "api key", "パスワード", "密码", "비밀번호"},
+		{"reveal", "show", "print", "output", "repeat", "tell me", "display", "give me", "what is", "what are", "what was", "what were", "share", "leak", "dump", "write out", "spell out", "list", "return", "provide", "copy", "recite", "translate", "summarize", "complete this sentence", "complete the sentence", "start your answer with", "begin your answer with", "zeige", "gib", "wiederhole", "montre", "révèle", "affiche", "muestra", "revela", "repite", "mostra", "rivela", "покажи", "выведи", "显示", "输出", "告诉我", "重复", "教えて", "表示"},
+		{"system prompt", "system message", "system instructions", "initial prompt", "initial instructions", "original prompt", "original instructions", "hidden prompt", "hidden instructions", "secret instructions", "confidential instructions", "pre-prompt", "preprompt", "your prompt", "your instructions", "your rules", "your guidelines", "your directives", "your configuration", "your system", "the text above", "everything above", "the words above", "the above text", "all text above", "instructions above", "prompt above", "previous text", "first instruction*", "developer instructions", "your starting instructions", "starting instructions", "your system message", "the system prompt", "system configuration", "this entire conversation", "the entire conversation", "the text above in full", "initialization string", "initial configuration", "i was instructed", "my instructions are", "systemprompt", "system-prompt", "systemanweisung*", "anweisungen", "instructions initiales", "prompt du système", "prompt del sistema", "instrucciones del sistema", "системный промпт", "系统提示", "系统指令", "提示词", "システムプロンプト", "password", "passwort", "mot de passe", "contraseña", "secret key", "api key", "パスワード", "密码", "비밀번호"},
 	}},
 	{name: "chat_template_tokens", gap: 0, floor: 0.9, groups: [][]string{
 		{"<|im_start|>", "<|im_end|>", "<|system|>", "<|user|>", "<|assistant|>", "<|endoftext|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|end|>", "[inst]", "[/inst]", "<<sys>>", "<</sys>>", "<start_of_turn>", "<end_of_turn>", "<|channel|>", "<|message|>", "<|start|>"},
 	}},
 	{name: "fake_role_header", gap: 0, groups: [][]string{
-		{"### system", "###system", "### instruction", "### new instruction", "[system]", "(system)", "{system}", "system: ", "system override", "system message:", "admin override", "[admin]", "<system>", "</system>", "assistant: sure", "assistant:sure", "### response", "end of prompt", "end of instructions", "begin new", "--- end", "=== end"},
+		{"### system", "###system", "### instruction", "### new instruction", "[system]", "(system)", "{system}", "system: ", "system override", "system message:", "admin override", "administrator override", "[admin]", "<system>", "</system>", "assistant: sure", "assistant:sure", "### response", "end of prompt", "end of instructions", "begin new", "--- end", "=== end"},
 	}},
 	{name: "markdown_image_exfiltration", gap: 160, floor: 0.85, groups: [][]string{
 		{"!["},
@@ -79,11 +79,17 @@ var injRules = []injRule{
 		{"what is the", "tell me the", "give me the", "reveal the", "share the", "what's the", "whats the", "what is your", "tell me your", "give me your", "share your", "reveal your"},
 		{"password", "secret", "passcode", "pin", "secret key", "access code", "passwort", "contraseña", "mot de passe"},
 	}},
+	// Pressing past a refusal the assistant was given: "I know you said not
+	// to share your password, but", "what are you not supposed to tell me?"
+	{name: "told_not_to", gap: 0, groups: [][]string{
+		{"i know you said not to", "i know you were told not to", "i know you're not supposed to", "i know you are not supposed to", "even though you were told not to", "even though you said you can't", "what are you not supposed to", "what were you told not to", "what aren't you allowed to",
+			"ich weiß, du sollst nicht", "ich weiß, dass du nicht", "ich weiß, du hast gesagt", "ich weiß, sie haben gesagt", "je sais que tu as dit de ne pas", "je sais que tu ne dois pas", "sé que dijiste que no", "sé que no debes", "eu sei que você disse para não", "so che hai detto di non", "я знаю, что тебе нельзя", "我知道你说过不要", "我知道你不应该"},
+	}},
 	// Claims of authority over the model, then a demand: "I am your
 	// developer", "as your creator", "I am God and you have to", "<GOD MODE>".
 	{name: "authority_claim", floor: 0.7, gap: 24, groups: [][]string{
-		{"i am your", "i'm your", "im your", "i am one of your", "i'm one of your", "as your", "i am a programmer at", "i am an engineer at", "i work at openai", "ich bin dein", "ich bin ihr", "als dein", "je suis ton", "je suis votre", "en tant que ton", "soy tu", "como tu", "sou o seu", "sou seu", "sono il tuo", "я твой", "я ваш", "我是你的", "作为你的", "私はあなたの", "나는 너의", "저는 당신의", "أنا مطورك", "أنا منشئك", "मैं तुम्हारा", "मैं आपका"},
-		{"developer", "developers", "creator", "creators", "programmer", "owner", "administrator", "admin", "operator", "maker", "god", "master", "entwickler", "schöpfer", "administrator", "développeur", "créateur", "desarrollador", "creador", "desenvolvedor", "criador", "sviluppatore", "creatore", "разработчик", "создатель", "开发者", "开发人员", "创造者", "管理员", "開発者", "作成者", "개발자", "창조자", "डेवलपर", "निर्माता"},
+		{"i am your", "i'm your", "im your", "i am one of your", "i'm one of your", "as your", "i am a programmer at", "i am an engineer at", "i work at openai", "ich bin dein", "ich bin ihr", "als dein", "je suis ton", "je suis votre", "en tant que ton", "soy tu", "como tu", "sou o seu", "sou seu", "sou o teu", "sou a tua", "sebagai", "saya adalah", "aku adalah", "sono il tuo", "я твой", "я ваш", "我是你的", "作为你的", "私はあなたの", "나는 너의", "나는 당신의", "저는 당신의", "أنا مطورك", "أنا منشئك", "मैं तुम्हारा", "मैं आपका"},
+		{"developer", "developers", "creator", "creators", "programmer", "owner", "administrator", "admin", "operator", "maker", "god", "master", "entwickler", "schöpfer", "administrator", "développeur", "créateur", "desarrollador", "creador", "desenvolvedor", "criador", "sviluppatore", "creatore", "разработчик", "создатель", "penciptamu", "pengembangmu", "pembuatmu", "开发者", "开发人员", "创造者", "管理员", "開発者", "作成者", "개발자", "창조자", "डेवलपर", "निर्माता"},
 	}},
 	{name: "god_claim", floor: 0.7, gap: 24, groups: [][]string{
 		{"i am god", "i'm god", "<god mode>", "god mode>", "ich bin gott", "je suis dieu", "soy dios", "sou deus", "sono dio", "я бог", "我是上帝", "私は神", "나는 신", "أنا الله", "मैं भगवान"},
@@ -91,23 +97,25 @@ var injRules = []injRule{
 	}},
 	// Games played with the secret: a poem, acrostic or cipher of the password.
 	{name: "password_game", floor: 0.7, gap: 40, groups: [][]string{
-		{"haiku", "poem", "acrostic", "limerick", "song", "riddle", "leetspeak", "leet speak", "pig latin", "backwards", "reverse", "in reverse", "spell", "hint", "hinweis", "gedicht", "poème", "acrostiche", "poema", "acróstico", "acrostico", "хайку", "стих", "leetspeak", "俳句", "诗", "藏头诗", "하이쿠", "시를", "شعر", "قصيدة", "باللاتينية الخنزير", "कविता"},
-		{"password", "the secret", "passcode", "passphrase", "passwort", "kennwort", "mot de passe", "contraseña", "senha", "пароль", "паролем", "пароля", "密码", "パスワード", "비밀번호", "암호", "كلمة المرور", "رمز المرور", "पासवर्ड", "পাসওয়ার্ড"},
+		{"haiku", "poem", "acrostic", "acrostique", "limerick", "song", "riddle", "leetspeak", "leet speak", "pig latin", "backwards", "reverse", "in reverse", "spell", "hint", "hinweis", "gedicht", "poème", "acrostiche", "poema", "acróstico", "acrostico", "хайку", "стих", "leetspeak", "俳句", "诗", "藏头诗", "하이쿠", "시를", "شعر", "قصيدة", "باللاتينية الخنزير", "कविता", "thơ", "puisi", "şiir", "wiersz", "dikt", "ποίημα", "שיר", "กลอน", "บทกวี"},
+		{"password", "the secret", "passcode", "passphrase", "passwort", "kennwort", "mot de passe", "contraseña", "senha", "пароль", "паролем", "пароля", "密码", "パスワード", "비밀번호", "암호", "كلمة المرور", "رمز المرور", "पासवर्ड", "পাসওয়ার্ড", "mật khẩu", "mã khóa", "kata sandi", "şifre", "şifreyi", "şifren", "hasło", "hasła", "wachtwoord", "lösenord", "κωδικό πρόσβασης", "κωδικός πρόσβασης", "סיסמה", "סיסמא", "رمز عبور", "รหัสผ่าน"},
 	}},
 	// "What is the password?" in other languages (prompt_leak_password has
 	// English): the question and the secret, in either order.
 	{name: "password_question", floor: 0.7, gap: 16, groups: [][]string{
-		{"¿cuál es la", "cuál es la", "cual es la", "cuál es tu", "quel est le", "quel est votre", "qual é a", "qual e a", "qual é a sua", "qual è la", "wie lautet das", "wie lautet dein", "какой", "скажи", "назови", "ما هي", "ما هو", "أخبرني", "شارك", "مشاركة", "你的", "告诉我"},
-		{"contraseña", "mot de passe", "senha", "password", "passwort", "kennwort", "пароль", "كلمة المرور", "رمز المرور", "密码"},
+		{"¿cuál es la", "cuál es la", "cual es la", "cuál es tu", "quel est le", "quel est votre", "qual é a", "qual e a", "qual é a sua", "qual è la", "wie lautet das", "wie lautet dein", "какой", "скажи", "назови", "ما هي", "ما هو", "أخبرني", "شارك", "مشاركة", "你的", "告诉我",
+			"confirm the", "confirm your", "confirmar la", "confirme", "bestätige", "konfirmasi", "mengonfirmasi*", "apa", "xác nhận", "chia sẻ", "cho tôi biết", "onayla", "söyle", "podaj", "jakie jest", "wat is het", "vad är", "בקשה", "מה ה", "چیست", "บอก"},
+		{"contraseña", "mot de passe", "senha", "password", "passwort", "kennwort", "пароль", "كلمة المرور", "رمز المرور", "密码", "cụm từ mã khóa", "mật khẩu", "mã khóa", "kata sandi", "şifre", "şifreyi", "şifren", "hasło", "hasła", "wachtwoord", "lösenord", "κωδικό πρόσβασης", "κωδικός πρόσβασης", "סיסמה", "סיסמא", "رمز عبور", "รหัสผ่าน"},
 	}},
 	{name: "password_question_last", floor: 0.7, gap: 8, groups: [][]string{
-		{"contraseña", "mot de passe", "senha", "passwort", "пароль", "كلمة المرور", "رمز المرور", "पासवर्ड", "पासवर्ट", "পাসওয়ার্ড", "পাসওয়র্ট", "密码", "パスワード", "비밀번호", "암호"},
-		{"क्या है", "क्या था", "कि", "ছিল", "কী", "是什么", "是多少", "は何", "は?", "は？", "가 뭐", "는 무엇", "는 뭐", "?"},
+		{"contraseña", "mot de passe", "senha", "passwort", "пароль", "كلمة المرور", "رمز المرور", "पासवर्ड", "पासवर्ट", "পাসওয়ার্ড", "পাসওয়র্ট", "密码", "パスワード", "비밀번호", "암호", "mật khẩu", "mã khóa", "kata sandi", "şifre", "şifreyi", "şifren", "hasło", "hasła", "wachtwoord", "lösenord", "κωδικό πρόσβασης", "κωδικός πρόσβασης", "סיסמה", "סיסמא", "رمز عبور", "รหัสผ่าน"},
+		{"क्या है", "क्या था", "कि", "ছিল", "কী", "是什么", "是多少", "は何", "は?", "は？", "가 뭐", "는 무엇", "는 뭐", "?", "là gì", "nedir", "apa", "คืออะไร"},
 	}},
 	// Dismissing the documents or context the answer should rest on.
 	{name: "context_dismissal", gap: 24, groups: [][]string{
-		{"despite what", "regardless of what", "disregarding", "not by the", "not by", "instead of the", "ungeachtet", "unabhängig davon, was", "trotz dem, was", "peu importe ce qu", "sin importar lo que", "independentemente do que"},
-		{"you've been told", "you have been told", "you were told", "the articles", "the article", "the context", "the documents", "the document", "your instructions", "dir gesagt wurde", "man dir gesagt", "on t'a dit", "te dijeron", "te disseram", "articles", "article", "documents", "context", "sources"},
+		{"despite what", "regardless of what", "disregarding", "not by the", "not by", "instead of the", "ungeachtet", "unabhängig davon, was", "trotz dem, was", "peu importe ce qu", "sin importar lo que", "independentemente do que",
+			"regardless of the", "regardless of any", "regardless of", "irrespective of", "independentemente das", "independientemente de las", "indépendamment des", "unabhängig von den", "indipendentemente dai", "terlepas dari", "bất kể", "önceki görevlerden bağımsız"},
+		{"previous task*", "prior task*", "earlier task*", "tarefas anteriores", "tareas anteriores", "tâches précédentes", "vorherigen aufgaben", "compiti precedenti", "tugas sebelumnya", "nhiệm vụ trước", "you've been told", "you have been told", "you were told", "the articles", "the article", "the context", "the documents", "the document", "your instructions", "dir gesagt wurde", "man dir gesagt", "on t'a dit", "te dijeron", "te disseram", "articles", "article", "documents", "context", "sources"},
 	}},
 	// "You are <brand>. What do you think of <rival>?": an identity imposed
 	// to extract an opinion in its name.
@@ -116,9 +124,9 @@ var injRules = []injRule{
 		{"what do you think", "tell me what you think", "what is your opinion", "wie findest du", "was hältst du", "qu'en penses-tu", "que penses-tu", "qué opinas", "o que você acha"},
 	}},
 	// A hypothetical frame put around a question the assistant should not take up.
-	{name: "hypothetical_frame", gap: 40, groups: [][]string{
+	{name: "hypothetical_frame", gap: 64, groups: [][]string{
 		{"for a hypothetical", "hypothetically speaking", "just hypothetically", "discussão hipotética", "conversa hipotética", "discusión hipotética", "conversación hipotética", "discussion hypothétique", "hypothetische diskussion", "discussione ipotetica", "гипотетическ*", "مناقشة افتراضية", "假设性的讨论", "仮定の議論", "가상의 토론", "farazi bir"},
-		{"thoughts", "opinion", "what do you think", "pensamentos", "opinião", "opinión", "pensamientos", "avis", "meinung", "думаете", "мнение", "رأيكم", "رأيك", "看法", "düşünceleriniz", "意見", "생각"},
+		{"thoughts", "opinion", "what do you think", "pensamentos", "opinião", "opinión", "pensamientos", "avis", "que pensez-vous", "qu'en pensez-vous", "meinung", "думаете", "мнение", "رأيكم", "رأيك", "看法", "düşünceleriniz", "意見", "생각"},
 	}},
 	// A reward offered for compliance: "I'll donate $100 to your favourite charity if you".
 	{name: "bribe", gap: 80, groups: [][]string{
@@ -131,9 +139,9 @@ var injRules = []injRule{
 	}},
 	// Scripted dialogue priming the answer: "Q: ... A: ... Q: ...".
 	{name: "primed_dialogue", gap: 240, groups: [][]string{
-		{"q:", "в:", "p:", "d:", "问:", "问：", "f:", "frage:", "question:"},
-		{"a:", "о:", "r:", "答:", "答：", "ए:", "antwort:", "answer:"},
-		{"q:", "в:", "p:", "d:", "问:", "问：", "f:", "frage:", "question:"},
+		{"q:", "в:", "p:", "d:", "问:", "问：", "f:", "frage:", "question:", "hỏi:", "ถาม:", "質問:", "질문:", "soru:", "s:", "t:", "pertanyaan:", "سؤال:", "प्रश्न:"},
+		{"a:", "о:", "r:", "答:", "答：", "ए:", "antwort:", "answer:", "đáp:", "trả lời:", "ตอบ:", "回答:", "답변:", "답:", "cevap:", "c:", "j:", "jawaban:", "جواب:", "उत्तर:"},
+		{"q:", "в:", "p:", "d:", "问:", "问：", "f:", "frage:", "question:", "hỏi:", "ถาม:", "質問:", "질문:", "soru:", "s:", "t:", "pertanyaan:", "سؤال:", "प्रश्न:"},
 	}},
 	// A request split into parts to be joined: "Part 1: ... Part 2: ...", "Combine A, B and C".
 	{name: "payload_split", gap: 80, groups: [][]string{
@@ -144,6 +152,16 @@ var injRules = []injRule{
 	{name: "mode_entry", gap: 40, groups: [][]string{
 		{"i am now entering", "i'm now entering", "entering", "now entering", "betrete ich", "ich betrete", "j'entre en", "entro en", "estou entrando", "entro in", "вхожу в", "أدخل", "กําลังเข้าสู่", "กำลังเข้าสู่", "我正在进入", "进入"},
 		{"override mode", "enforcement mode", "verification mode", "debug mode", "admin mode", "maintenance mode", "modus", "modo de", "режим", "وضع تجاوز", "وضع", "โหมด", "模式", "モード", "모드"},
+	}},
+	// A privileged mode announced in a tag: "<SYSTEM MODE>", "<GOD MODE>",
+	// "<MODUS TUHAN>", "<系统模式>". Only names of privileged modes, in tag
+	// form: "[FIPS 140-3 mode]" in a document or an XML <mode> element are
+	// not announcements.
+	{name: "mode_tag", gap: 0, groups: [][]string{
+		{"<system mode>", "<\\system_mode>", "<\\system mode>", "</system mode>", "<god mode>", "<developer mode>", "<admin mode>", "<debug mode>", "<root mode>", "<sudo mode>",
+			"<systemmodus>", "<system-modus>", "<gottmodus>", "<mode système>", "<mode dieu>", "<modo sistema>", "<modo de sistema>", "<modo dios>", "<modo deus>", "<modalità sistema>", "<modalità dio>",
+			"<системный режим>", "<режим системы>", "<режим бога>", "<系统模式>", "<上帝模式>", "<管理员模式>", "<システムモード>", "<ゴッドモード>", "<시스템 모드>", "<신 모드>",
+			"<modus tuhan>", "<modus sistem>", "<chế độ hệ thống>", "<chế độ thần>", "<sistem modu>", "<tanrı modu>", "<وضع النظام>", "<सिस्टम मोड>", "<โหมดระบบ>"},
 	}},
 }
 

@@ -60,6 +60,7 @@ type options struct {
 	gw        float64
 	heldOut   bool
 	bits      int
+	bipia     string
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -77,6 +78,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fset.Float64Var(&o.hnw, "hard-negative-weight", injtrain.HardNegativeWeight, "loss weight of over-defence negatives")
 	fset.Float64Var(&o.gw, "generated-weight", injtrain.GeneratedWeight, "loss weight of generated rows (tools/genindirect)")
 	fset.IntVar(&o.bits, "bits", injtrain.DefaultModelBits, "hash buckets = 2^bits (make train's -bits)")
+	fset.StringVar(&o.bipia, "bipia", "", "BIPIA's benchmark directory (github.com/microsoft/BIPIA, MIT): score planted e-mails and tables, measurement only (issue 24: never trained or tuned on)")
 	fset.BoolVar(&o.heldOut, "heldout", true, "also fit and score the leave-one-source-out models (about 20 fits)")
 	if err := fset.Parse(args); err != nil {
 		return err
@@ -366,6 +368,11 @@ func evalInjection(ctx context.Context, o options, out io.Writer) error {
 	if err := evalDisguises(o, enc, out); err != nil {
 		return err
 	}
+	if o.bipia != "" {
+		if err := evalBIPIA(o, enc, out); err != nil {
+			return fmt.Errorf("bipia: %w", err)
+		}
+	}
 	if o.heldOut {
 		if err := evalHeldOut(ctx, o, rows, enc, out); err != nil {
 			return err
@@ -407,6 +414,98 @@ func evalDisguises(o options, enc *injtrain.Encoded, out io.Writer) error {
 		fmt.Fprintf(out, " %s %.4f (%+.4f);", name, s, s-plain)
 	}
 	fmt.Fprintf(out, " largest difference %.4f (goal <= 0.05)\n", worst)
+	return nil
+}
+
+// toolResultThreshold is the default policy's
+// tool_result_injection_threshold (policies/bulwark/data.yaml), the bar
+// instructions found in tool results are held to.
+const toolResultThreshold = 0.35
+
+// evalBIPIA fits the shipped model (every training row) and scores
+// Microsoft's BIPIA benchmark, the independent yardstick issue 24 names for
+// indirect injection, as Bulwark would meet it in tool results: each test
+// e-mail and table context once as it is (benign) and once with one of
+// BIPIA's test text attacks inserted at its start, middle or end (seeded,
+// so the figure is reproducible). Measurement only: nothing here feeds
+// training, rules or thresholds, and none of its text is in the project.
+func evalBIPIA(o options, enc *injtrain.Encoded, out io.Writer) error {
+	var attacks map[string][]string
+	b, err := os.ReadFile(filepath.Join(o.bipia, "text_attack_test.json")) // #nosec G304 -- dev tool: reads the data set named by -bipia
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &attacks); err != nil {
+		return fmt.Errorf("text_attack_test.json: %w", err)
+	}
+	var flat []string
+	for _, k := range slices.Sorted(maps.Keys(attacks)) {
+		flat = append(flat, attacks[k]...)
+	}
+	if len(flat) == 0 {
+		return errors.New("text_attack_test.json: no attacks")
+	}
+	m := injtrain.FitModel(enc, nil, o.train)
+	sc, err := detect.NewWithModel(detect.Config{InjectionThreshold: o.threshold}, m)
+	if err != nil {
+		return err
+	}
+	rng := rand.New(rand.NewPCG(24, 24)) // #nosec G404 -- fixed seed: reproducible planting
+	type scored struct {
+		scan, untrusted float64
+		label           bool
+	}
+	var all []scored
+	for _, task := range []string{"email", "table"} {
+		rows, err := readJSONL[struct {
+			Context string `json:"context"`
+		}](filepath.Join(o.bipia, task, "test.jsonl"))
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			a := flat[rng.IntN(len(flat))]
+			planted := r.Context + "\n" + a
+			switch rng.IntN(3) {
+			case 0:
+				planted = a + "\n" + r.Context
+			case 1:
+				lines := strings.Split(r.Context, "\n")
+				k := len(lines) / 2
+				planted = strings.Join(append(append(slices.Clone(lines[:k]), a), lines[k:]...), "\n")
+			}
+			for _, d := range []struct {
+				text  string
+				label bool
+			}{{r.Context, false}, {planted, true}} {
+				all = append(all, scored{sc.Scan(d.text).PromptInjection.Score, sc.ScanUntrusted(d.text).Score, d.label})
+			}
+		}
+	}
+	fmt.Fprintf(out, "  BIPIA (%d e-mail and table contexts, clean and with a test attack planted; never trained on), recall/FPR:", len(all)/2)
+	for _, t := range []float64{toolResultThreshold, o.threshold} {
+		var s, u counts
+		for _, x := range all {
+			for _, c := range []struct {
+				c     *counts
+				score float64
+			}{{&s, x.scan}, {&u, x.untrusted}} {
+				pred := c.score >= t
+				switch {
+				case pred && x.label:
+					c.c.tp++
+				case pred:
+					c.c.fp++
+				case x.label:
+					c.c.fn++
+				default:
+					c.c.tn++
+				}
+			}
+		}
+		fmt.Fprintf(out, " Scan@%.2f %.3f/%.3f; ScanUntrusted@%.2f %.3f/%.3f;", t, ratio(s.tp, s.tp+s.fn), ratio(s.fp, s.fp+s.tn), t, ratio(u.tp, u.tp+u.fn), ratio(u.fp, u.fp+u.tn))
+	}
+	fmt.Fprintln(out)
 	return nil
 }
 

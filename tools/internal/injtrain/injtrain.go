@@ -21,13 +21,19 @@ const DefaultModelBits = 16
 
 // DefaultExtra lists the project's own training files (internal/detect/traindata),
 // comma-separated, that make train and make eval add to the shared data:
-// everyday benign prompts in many languages. The generated indirect
+// everyday benign prompts in many languages, developers' questions about
+// system prompts and prompt injection, and ordinary business imperatives
+// ("send the report to ...", "forward this invoice to ..."). The generated indirect
 // injections (indirect.jsonl, tools/genindirect) are not in the default:
 // fitted with them, the model scored ordinary requests such as "send the
 // report to jane.doe@mailbox.org" at 0.77-0.95 (its planted exfiltration
 // instructions look like them), a harm to legitimate traffic the benign
-// suite did not catch. Pass -extra with both files to measure them.
-const DefaultExtra = "internal/detect/traindata/everyday.jsonl"
+// suite did not catch. With business.jsonl as counterweight it still
+// scores that request 0.65, its recall on the shared data falls to 0.884,
+// its false positives on role-play prompts rise to 0.049, and it finds
+// BIPIA's planted attacks no better than chance (make eval -bipia). Pass
+// -extra with all four files to measure it.
+const DefaultExtra = "internal/detect/traindata/everyday.jsonl,internal/detect/traindata/llmdev.jsonl,internal/detect/traindata/business.jsonl"
 
 // Example is one labelled text for fitting the injection model.
 type Example struct {
@@ -187,8 +193,16 @@ func FitModel(e *Encoded, rows []int, opt TrainOptions) *detect.Model {
 
 // HardNegativeWeight is the loss weight given to benign prompts from the
 // over-defence sets (trigger words in harmless requests), so the model
-// learns that trigger words alone are not an attack.
-const HardNegativeWeight = 10.0
+// learns that trigger words alone are not an attack. It was 10 when
+// NotInject's 113 rows were the only benign prompts with trigger words;
+// the project's own rows (traindata: trigger words used innocently, in 25
+// languages, and questions about system prompts) now teach the same, and
+// at 10 the 113 rows cost recall: at 2, cross-validated recall on the
+// shared data is 0.901 instead of 0.892 and mean leave-one-source-out
+// balanced accuracy 0.740 instead of 0.732 (same rules), with NotInject's false
+// positives still 0.000 at the threshold (0.000 at 0.55 too), role-play
+// prompts 0.041 and the benign corpus at 1 of 324.
+const HardNegativeWeight = 2.0
 
 // TrainingWeight returns the loss weight for a training row from source.
 // make train and make eval use it so that the evaluated model is the
