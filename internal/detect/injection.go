@@ -15,7 +15,30 @@ type injRule struct {
 	groups [][]string
 	gap    int
 	floor  float64
+	// unless lists words that, right after the rule's last keyword (spaces
+	// or a hyphen between), make that keyword part of a compound noun
+	// rather than the object of the request: "what is the password" asks
+	// for a secret, "what is the password policy" asks about one. A word
+	// ending in '*' is a prefix. Lower case, as the matching view is.
+	unless []string
+	// unlessAfter lists words that, right before the rule's last keyword
+	// (spaces between), make it the speaker's own thing: "a song about my
+	// password" is about the user's password, "a song about the password"
+	// about the one the assistant guards.
+	unlessAfter []string
 }
+
+// speakersOwn are the possessives that make a secret the speaker's own.
+var speakersOwn = []string{"my", "our", "mine", "user's", "users'", "users", "account"}
+
+// passwordCompounds are the nouns that turn "password" into a topic an
+// administrator or a user asks about (policies, managers, resets) instead
+// of a secret to extract.
+var passwordCompounds = []string{"polic*", "manager*", "length*", "requirement*", "reset*", "strength", "hash*",
+	"field*", "expir*", "rotation", "complexity", "rule*", "change*", "generator*", "protect*", "recovery", "vault*",
+	"app", "apps", "application*", "histor*", "limit*", "best practice*", "storage", "spray*", "cracking", "entropy",
+	"prompt*", "input*", "form*", "box*", "hint*", "less", "-less", "authentication", "login*", "management", "security",
+	"settings", "setting", "complexity", "minimum*", "maximum*", "guidance", "guideline*", "standard*"}
 
 // Keywords ending in '*' match as prefixes (no word boundary on the right).
 var injRules = []injRule{
@@ -56,7 +79,7 @@ var injRules = []injRule{
 		{"no longer", "not bound", "free from", "freed from", "break free", "broken free", "released from", "liberated from", "without any", "without your", "without ethical", "without moral", "without content", "without safety", "ignore all", "does not have to", "doesn't have to", "don't have to", "do not have to", "never refuse", "not refuse", "cannot refuse", "can't refuse", "must not refuse", "never decline", "disable your", "turn off your", "bypass your", "bypass all", "bypass any", "bypass the"},
 		{"openai", "content polic*", "ethical guidelines", "ethics", "moral*", "restrictions", "limitations", "filters", "filter", "censorship", "safety", "guidelines", "policies", "rules", "warnings", "disclaimers", "refus*", "constraints", "typical confines", "the confines", "safeguards", "guardrails"},
 	}},
-	{name: "system_prompt_extraction", gap: 40, groups: [][]string{
+	{name: "system_prompt_extraction", gap: 40, unless: passwordCompounds, groups: [][]string{
 		{"reveal", "show", "print", "output", "repeat", "tell me", "display", "give me", "what is", "what are", "what was", "what were", "share", "leak", "dump", "write out", "spell out", "list", "return", "provide", "copy", "recite", "translate", "summarize", "complete this sentence", "complete the sentence", "start your answer with", "begin your answer with", "zeige", "gib", "wiederhole", "montre", "révèle", "affiche", "muestra", "revela", "repite", "mostra", "rivela", "покажи", "выведи", "显示", "输出", "告诉我", "重复", "教えて", "表示"},
 		{"system prompt", "system message", "system instructions", "initial prompt", "initial instructions", "original prompt", "original instructions", "hidden prompt", "hidden instructions", "secret instructions", "confidential instructions", "pre-prompt", "preprompt", "your prompt", "your instructions", "your rules", "your guidelines", "your directives", "your configuration", "your system", "the text above", "everything above", "the words above", "the above text", "all text above", "instructions above", "prompt above", "previous text", "first instruction*", "developer instructions", "your starting instructions", "starting instructions", "your system message", "the system prompt", "system configuration", "this entire conversation", "the entire conversation", "the text above in full", "initialization string", "initial configuration", "i was instructed", "my instructions are", "systemprompt", "system-prompt", "systemanweisung*", "anweisungen", "instructions initiales", "prompt du système", "prompt del sistema", "instrucciones del sistema", "системный промпт", "系统提示", "系统指令", "提示词", "システムプロンプト", "password", "passwort", "mot de passe", "contraseña", "secret key", "api key", "パスワード", "密码", "비밀번호"},
 	}},
@@ -75,7 +98,7 @@ var injRules = []injRule{
 		{"send", "post", "upload", "forward", "exfiltrate", "transmit", "email", "leak", "append", "include", "encode", "render", "image"},
 		{"http://", "https://", "url", "webhook", "endpoint", "server", "attacker", "base64", "markdown image", "query string", "query parameter"},
 	}},
-	{name: "prompt_leak_password", gap: 32, groups: [][]string{
+	{name: "prompt_leak_password", gap: 32, unless: passwordCompounds, unlessAfter: speakersOwn, groups: [][]string{
 		{"what is the", "tell me the", "give me the", "reveal the", "share the", "what's the", "whats the", "what is your", "tell me your", "give me your", "share your", "reveal your"},
 		{"password", "secret", "passcode", "pin", "secret key", "access code", "passwort", "contraseña", "mot de passe"},
 	}},
@@ -96,7 +119,7 @@ var injRules = []injRule{
 		{"you have to", "you must", "answer", "du musst", "tu dois", "debes", "tienes que", "você tem que", "devi", "ты должен", "你必须", "必须", "答え", "대답", "يجب", "जवाब", "as your", "als dein"},
 	}},
 	// Games played with the secret: a poem, acrostic or cipher of the password.
-	{name: "password_game", floor: 0.7, gap: 40, groups: [][]string{
+	{name: "password_game", floor: 0.7, gap: 40, unless: passwordCompounds, unlessAfter: speakersOwn, groups: [][]string{
 		{"haiku", "poem", "acrostic", "acrostique", "limerick", "song", "riddle", "leetspeak", "leet speak", "pig latin", "backwards", "reverse", "in reverse", "spell", "hint", "hinweis", "gedicht", "poème", "acrostiche", "poema", "acróstico", "acrostico", "хайку", "стих", "leetspeak", "俳句", "诗", "藏头诗", "하이쿠", "시를", "شعر", "قصيدة", "باللاتينية الخنزير", "कविता", "thơ", "puisi", "şiir", "wiersz", "dikt", "ποίημα", "שיר", "กลอน", "บทกวี"},
 		{"password", "the secret", "passcode", "passphrase", "passwort", "kennwort", "mot de passe", "contraseña", "senha", "пароль", "паролем", "пароля", "密码", "パスワード", "비밀번호", "암호", "كلمة المرور", "رمز المرور", "पासवर्ड", "পাসওয়ার্ড", "mật khẩu", "mã khóa", "kata sandi", "şifre", "şifreyi", "şifren", "hasło", "hasła", "wachtwoord", "lösenord", "κωδικό πρόσβασης", "κωδικός πρόσβασης", "סיסמה", "סיסמא", "رمز عبور", "รหัสผ่าน"},
 	}},
@@ -316,7 +339,7 @@ func (in *injector) matchRules(f []byte, s *scratch) uint64 {
 	slices.SortFunc(hits, func(a, b kwHit) int { return int(a.start - b.start) })
 	var fired uint64
 	for ri := range injRules {
-		if in.ruleFires(ri, hits) {
+		if in.ruleFires(ri, f, hits) {
 			fired |= 1 << ri
 		}
 	}
@@ -377,15 +400,69 @@ func (in *injector) keywordHitsAC(f []byte, hits []kwHit) []kwHit {
 	return hits
 }
 
-// ruleFires checks whether the groups of rule ri occur in order.
-func (in *injector) ruleFires(ri int, hits []kwHit) bool {
+// ruleFires checks whether the groups of rule ri occur in order in f.
+func (in *injector) ruleFires(ri int, f []byte, hits []kwHit) bool {
 	r := &injRules[ri]
 	ng := len(r.groups)
 	for i := range hits {
 		if in.groupsOf[hits[i].id][ri]&1 == 0 {
 			continue
 		}
-		if ng == 1 || in.chain(ri, 1, hits, i) {
+		if ng == 1 && !r.excepted(f, hits[i]) || ng > 1 && in.chain(ri, 1, f, hits, i) {
+			return true
+		}
+	}
+	return false
+}
+
+// excepted reports whether the rule's last keyword, found at h, is one of
+// its exceptions (unless, unlessAfter).
+func (r *injRule) excepted(f []byte, h kwHit) bool {
+	return compoundAfter(r.unless, f, int(h.end)) || ownedBefore(r.unlessAfter, f, int(h.start))
+}
+
+// ownedBefore reports whether one of words ends right before position st
+// of f, spaces between.
+func ownedBefore(words []string, f []byte, st int) bool {
+	if len(words) == 0 {
+		return false
+	}
+	p := st
+	for p > 0 && f[p-1] == ' ' {
+		p--
+	}
+	if p == st {
+		return false
+	}
+	for _, w := range words {
+		if p >= len(w) && string(f[p-len(w):p]) == w && (p == len(w) || !isASCIIAlnum(f[p-len(w)-1])) {
+			return true
+		}
+	}
+	return false
+}
+
+// compoundAfter reports whether one of words follows position end of f,
+// after spaces or one hyphen (see injRule.unless).
+func compoundAfter(words []string, f []byte, end int) bool {
+	if len(words) == 0 {
+		return false
+	}
+	p := end
+	for p < len(f) && (f[p] == ' ' || f[p] == '-') {
+		p++
+	}
+	if p == end || p == len(f) {
+		return false // "passwords", "password?": no compound
+	}
+	rest := f[p:]
+	for _, w := range words {
+		prefix := strings.HasSuffix(w, "*")
+		w = strings.TrimSuffix(w, "*")
+		if len(rest) < len(w) || string(rest[:len(w)]) != w {
+			continue
+		}
+		if prefix || len(rest) == len(w) || !isASCIIAlnum(rest[len(w)]) {
 			return true
 		}
 	}
@@ -393,7 +470,7 @@ func (in *injector) ruleFires(ri int, hits []kwHit) bool {
 }
 
 // chain looks for group g after hit i, within the rule's gap.
-func (in *injector) chain(ri, g int, hits []kwHit, i int) bool {
+func (in *injector) chain(ri, g int, f []byte, hits []kwHit, i int) bool {
 	r := &injRules[ri]
 	end := hits[i].end
 	for j := i + 1; j < len(hits); j++ {
@@ -407,7 +484,7 @@ func (in *injector) chain(ri, g int, hits []kwHit, i int) bool {
 		if in.groupsOf[h.id][ri]&(1<<g) == 0 {
 			continue
 		}
-		if g+1 == len(r.groups) || in.chain(ri, g+1, hits, j) {
+		if g+1 == len(r.groups) && !r.excepted(f, h) || g+1 < len(r.groups) && in.chain(ri, g+1, f, hits, j) {
 			return true
 		}
 	}
