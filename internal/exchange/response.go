@@ -78,6 +78,13 @@ type responseState struct {
 	// event of those choices is held too, so each choice's texts reach
 	// the redactor (and the client) in order.
 	heldChoices, choiceBuf []int
+
+	// modText is the streamed answer's text not yet asked about (after the
+	// overlap kept from the window before), modNew how many of its bytes
+	// are new: the moderation model is asked once modNew reaches the
+	// window, and at the end (moderation.go).
+	modText []byte
+	modNew  int
 }
 
 // ResponseHeaders decides whether and how to read the answer's body:
@@ -235,6 +242,10 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 	}
 	leak := x.canary != "" && redact.ContainsLiteral(text, x.canary)
 	sig.CanaryLeak = leak
+	if m := x.c.opts.Moderator; m != nil && text != "" {
+		v := m.Moderate(ctx, text)
+		sig.Moderation = &v
+	}
 	if usage != nil {
 		x.settle(ctx, *usage)
 	}
@@ -338,7 +349,13 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 		if last && !rs.ended {
 			// Whatever is still held goes out now; an incomplete last event
 			// is dropped, as an SSE client would drop it.
+			mark := len(out)
 			if err := x.flushStreams(ctx, func(int) bool { return true }, &out); err != nil && !errors.Is(err, errCut) {
+				return Result{}, err
+			}
+			// The moderation model's last look: the text since its last
+			// window. A flagged end withholds what the flush released.
+			if err := x.moderateWindow(ctx, &out, mark, true); err != nil && !errors.Is(err, errCut) {
 				return Result{}, err
 			}
 			if rs.haveUsage {
@@ -484,6 +501,7 @@ func (x *Session) processEvent(ctx context.Context, pe *llmapi.ParsedEvent, ev l
 	if rs.ended {
 		return errCut
 	}
+	mark := len(*out) // what the client gets before this event
 	d, err := pe.Meta()
 	if err != nil {
 		// An event Bulwark cannot read may still carry text: pass it only
@@ -501,7 +519,7 @@ func (x *Session) processEvent(ctx context.Context, pe *llmapi.ParsedEvent, ev l
 	if d.UsageOnly && x.addedUsage {
 		return nil // counted; the client did not ask for it
 	}
-	if rs.red == nil && rs.literals == nil {
+	if rs.red == nil && rs.literals == nil && x.c.opts.Moderator == nil {
 		rs.forward(ev, out) // nothing to redact or watch for
 		return nil
 	}
@@ -527,6 +545,11 @@ func (x *Session) processEvent(ctx context.Context, pe *llmapi.ParsedEvent, ev l
 		if err := x.flushStreams(ctx, st.ending, out); err != nil {
 			return err
 		}
+	}
+	// A full moderation window is asked about before the event goes out;
+	// a flagged one withholds the event and what its channels released.
+	if err := x.moderateWindow(ctx, out, mark, false); err != nil {
+		return err
 	}
 	if changed {
 		rs.forward(nev, out)
@@ -594,6 +617,12 @@ func (e *eventFilter) filter(ch llmapi.Channel, t string) string {
 	}
 	x := e.x
 	rs := x.resp
+	if x.c.opts.Moderator != nil && ch.Field != llmapi.FieldEcho {
+		// The model's text as it wrote it, for the moderation model (the
+		// echo is the request's own instructions, not the model's).
+		rs.modText = append(rs.modText, t...)
+		rs.modNew += len(t)
+	}
 	switch ch.Field {
 	case "":
 		r, f, _ := rs.redactor().Text(x.c.outScan, t, rs.literalsOrNil())
