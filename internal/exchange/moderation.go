@@ -15,14 +15,14 @@ const moderationOverlap = 256
 
 // moderateWindow asks the moderation model about the streamed answer's
 // text gathered since the last window, once ModerationWindow new bytes
-// are there (or, at the end, any), and the policy about its verdict
+// are there (or, when force is set, any), and the policy about its verdict
 // (phase response_body_chunk, input.signals.moderation). A deny withholds
 // what out received since mark and ends the stream with an error event in
 // the API's shape. Without a moderator it does nothing.
-func (x *Session) moderateWindow(ctx context.Context, out *[]byte, mark int, end bool) error {
+func (x *Session) moderateWindow(ctx context.Context, out *[]byte, mark int, force bool) error {
 	rs := x.resp
 	m := x.c.opts.Moderator
-	if m == nil || rs.modNew == 0 || (!end && rs.modNew < x.c.opts.ModerationWindow) {
+	if m == nil || rs.modNew == 0 || (!force && rs.modNew < x.c.opts.ModerationWindow) {
 		return nil
 	}
 	v := m.Moderate(ctx, string(rs.modText))

@@ -546,9 +546,11 @@ func (x *Session) processEvent(ctx context.Context, pe *llmapi.ParsedEvent, ev l
 			return err
 		}
 	}
-	// A full moderation window is asked about before the event goes out;
-	// a flagged one withholds the event and what its channels released.
-	if err := x.moderateWindow(ctx, out, mark, false); err != nil {
+	// A full moderation window is asked about before the event goes out,
+	// and so is whatever text is pending when the event closes channels (the
+	// answer may be over: its finish must not pass before the last look).
+	// A flagged one withholds the event and what its channels released.
+	if err := x.moderateWindow(ctx, out, mark, all || len(ends) > 0); err != nil {
 		return err
 	}
 	if changed {
