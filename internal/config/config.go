@@ -479,7 +479,7 @@ func Default() Config {
 		ModerationCacheTTL:        time.Minute,
 		ModerationCacheSize:       10000,
 		ModerationResponses:       true,
-		ModerationStreamWindow:    2048,
+		ModerationStreamWindow:    1024,
 
 		ExtProcIdleTimeout:       10 * time.Minute,
 		ExtProcMaxStreamDuration: time.Hour,

@@ -57,8 +57,8 @@ const (
 	DefaultStreamLookahead = 512
 	DefaultMaxEventBytes   = 1 << 20
 	// DefaultModerationWindow: a streamed answer's text goes to the
-	// moderation model 2 KiB at a time.
-	DefaultModerationWindow = 2048
+	// moderation model (and, once allowed, to the client) 1 KiB at a time.
+	DefaultModerationWindow = 1024
 )
 
 // Options tune the exchange.
@@ -108,7 +108,8 @@ type Options struct {
 	ResponseScanner Scanner
 	// Moderator, when set, is asked about answers: a whole answer before
 	// its decision, a streamed one every ModerationWindow bytes of text and
-	// at its end (phase response_body_chunk). Its verdict is
+	// at its end (phase response_body_chunk), the client receiving a
+	// window's text only once it was allowed. Its verdict is
 	// input.signals.moderation. nil: not asked, and no cost.
 	Moderator Moderator
 	// ModerationWindow is how many bytes of a streamed answer's text are
