@@ -175,6 +175,9 @@ func TestModerationStream(t *testing.T) {
 	flaggedMid := append(append([]string{}, clean[:20]...), "then kill ")
 	flaggedMid = append(flaggedMid, clean[20:]...)
 	flaggedEnd := []string{"a short answer that says kill"}
+	// "kill" early in a window that fills 200 bytes later: the redaction
+	// stream would have released it long before the window is asked about.
+	flaggedEarly := append(append(append([]string{}, clean[:5]...), "kill "), clean[5:]...)
 	for _, tc := range []struct {
 		name       string
 		parts      []string
@@ -182,16 +185,22 @@ func TestModerationStream(t *testing.T) {
 		down       bool
 		cut        string // the error event's reason; "": not cut
 		minCalls   int
+		window     int // 0: 100
 	}{
-		{"clean", clean, false, false, "", 3},
-		{"flagged in a window", flaggedMid, false, false, "moderation_flagged", 2},
-		{"flagged at the end", flaggedEnd, false, false, "moderation_flagged", 1},
-		{"down, fail-open", flaggedMid, false, true, "", 0}, // the breaker opens: fewer calls
-		{"down, fail-closed", clean, true, true, "moderation_unavailable", 1},
+		{"clean", clean, false, false, "", 3, 0},
+		{"flagged in a window", flaggedMid, false, false, "moderation_flagged", 2, 0},
+		{"flagged at the end", flaggedEnd, false, false, "moderation_flagged", 1, 0},
+		{"flagged early in a window", flaggedEarly, false, false, "moderation_flagged", 1, 250},
+		{"down, fail-open", flaggedMid, false, true, "", 0, 0}, // the breaker opens: fewer calls
+		{"down, fail-closed", clean, true, true, "moderation_unavailable", 1, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv.down.Store(tc.down)
-			c, key := newCore(t, exchange.Options{Moderator: srv.moderator(t, tc.failClosed), ModerationWindow: 100, StreamLookahead: 64, StreamStep: 16})
+			window := tc.window
+			if window == 0 {
+				window = 100
+			}
+			c, key := newCore(t, exchange.Options{Moderator: srv.moderator(t, tc.failClosed), ModerationWindow: window, StreamLookahead: 64, StreamStep: 16})
 			stream := chatStream(tc.parts...)
 			var outs []string
 			for _, size := range []int{len(stream), 13, 1} {
