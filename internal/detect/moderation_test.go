@@ -399,3 +399,28 @@ func FuzzDecodeModeration(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkModerateCacheHit is the cost of a verdict reused for a 4 KiB
+// text (hash, lookup): what a repeated prompt costs instead of a call.
+func BenchmarkModerateCacheHit(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"results":[{"flagged":false,"categories":{"violence":false},"category_scores":{"violence":0.01}}]}`))
+	}))
+	b.Cleanup(srv.Close)
+	m, err := NewModerator(ModerationConfig{URL: srv.URL, Timeout: time.Second}, srv.Client(), nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	text := strings.Repeat("Please summarise the quarterly report for the board. ", 80)[:4096]
+	ctx := context.Background()
+	if v := m.Moderate(ctx, text); !v.Available {
+		b.Fatal(v.Error)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(text)))
+	for b.Loop() {
+		if v := m.Moderate(ctx, text); !v.Cached {
+			b.Fatal("not cached")
+		}
+	}
+}
