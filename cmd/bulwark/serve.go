@@ -47,7 +47,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	}
 
 	a, err := app.New(ctx, cfg, app.Deps{Logger: logger, Registry: reg, Pepper: os.Getenv("BULWARK_KEY_PEPPER"),
-		Tracing: tracing, Version: version})
+		ModerationToken: os.Getenv("BULWARK_MODERATION_TOKEN"), Tracing: tracing, Version: version})
 	if err != nil {
 		return configExit(err)
 	}

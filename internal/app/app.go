@@ -57,6 +57,9 @@ type Deps struct {
 	Registry server.Registry
 	// Pepper is the API key pepper when the Config names no pepper file.
 	Pepper string
+	// ModerationToken is the moderation endpoint's bearer token when the
+	// Config names no moderation_token_file ($BULWARK_MODERATION_TOKEN).
+	ModerationToken string
 	// Tracing is the process's tracer provider (telemetry.Setup; nil: off).
 	Tracing *telemetry.Tracing
 	// Version names the build in the config_loaded audit record.
@@ -147,7 +150,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 	}
 	recorder := a.Alerts.Tap(auditNext)
 	cd := core.Deps{
-		Logger: logger, Registerer: d.Registry, Pepper: d.Pepper, Tracer: tracer, Auditor: recorder,
+		Logger: logger, Registerer: d.Registry, Pepper: d.Pepper, ModerationToken: d.ModerationToken, Tracer: tracer, Auditor: recorder,
 		OnKeyChange: func(c identity.KeyChange) { recorder.Log(context.Background(), keyChangeRecord(c)) },
 		OnBreakerChange: func(s ratelimit.BreakerState) {
 			recorder.Log(context.Background(), breakerRecord(s, cfg))
@@ -258,6 +261,8 @@ func NewExchange(c *core.Core, cfg config.Config, tracing *telemetry.Tracing, re
 		Canary:                   cfg.ExtProcCanary,
 		RedactKey:                redactKey,
 		ResponseScanner:          c.ResponseScanner,
+		Moderator:                c.ResponseModerator(cfg),
+		ModerationWindow:         cfg.ModerationStreamWindow,
 		StripUpstreamCredentials: cfg.StripUpstreamCredentials && cfg.IdentityEnabled(),
 		MCP:                      mcpOptions(cfg),
 		MCPMemory:                mcp.NewMemory(cfg.MCPSessionTTL, cfg.MCPMaxSessions, 0, nil),

@@ -329,6 +329,42 @@ type Config struct {
 	RemoteClassifierBreakerFailures int           `yaml:"remote_classifier_breaker_failures"`
 	RemoteClassifierBreakerCooldown time.Duration `yaml:"remote_classifier_breaker_cooldown"`
 
+	// The moderation model (one block: moderation_*). ModerationURL speaks
+	// the OpenAI moderations API (POST {"input", "model"} → results[0].
+	// flagged, categories, category_scores): OpenAI's own endpoint or a
+	// self-hosted model behind an OpenAI-compatible server. It is asked
+	// about prompts before the decision and about answers (whole, or every
+	// ModerationStreamWindow bytes of a streamed one, and at its end); the
+	// verdict is input.signals.moderation. Empty: not asked, no cost. May
+	// carry a token: never echoed.
+	ModerationURL string `yaml:"moderation_url"`
+	// ModerationModel, when set, is sent as "model".
+	ModerationModel string `yaml:"moderation_model"`
+	// ModerationTokenFile holds a bearer token for the endpoint; without it
+	// $BULWARK_MODERATION_TOKEN is used. Never logged.
+	ModerationTokenFile string `yaml:"moderation_token_file"`
+	// ModerationTimeout bounds one call; the decision (or the streamed
+	// chunk) waits for it, so keep it inside Envoy's timeouts.
+	ModerationTimeout time.Duration `yaml:"moderation_timeout"`
+	// ModerationFailureMode is fail_open (no verdict: the decision goes on
+	// without one) or fail_closed (the default policy denies with
+	// moderation_unavailable). It reaches the policy as
+	// signals.moderation.failure_mode.
+	ModerationFailureMode string `yaml:"moderation_failure_mode"`
+	// ModerationBreakerFailures consecutive failed calls open the breaker
+	// for ModerationBreakerCooldown (no call: error circuit_open).
+	ModerationBreakerFailures int           `yaml:"moderation_breaker_failures"`
+	ModerationBreakerCooldown time.Duration `yaml:"moderation_breaker_cooldown"`
+	// ModerationCacheTTL is how long a verdict is reused for the same text
+	// (by SHA-256); ModerationCacheSize bounds how many are kept (0: none).
+	ModerationCacheTTL  time.Duration `yaml:"moderation_cache_ttl"`
+	ModerationCacheSize int           `yaml:"moderation_cache_size"`
+	// ModerationResponses asks about answers too, not only prompts.
+	ModerationResponses bool `yaml:"moderation_responses"`
+	// ModerationStreamWindow is how many bytes of a streamed answer's text
+	// go to the model at a time (and what is left at the end).
+	ModerationStreamWindow int `yaml:"moderation_stream_window"`
+
 	// GCPercent sets the Go garbage collector's target (GOGC) unless the GOGC
 	// environment variable is set. Bulwark's live heap is small and its
 	// garbage per request large, so a higher target trades a little memory
@@ -434,6 +470,16 @@ func Default() Config {
 		RemoteClassifierThreshold:       0.5,
 		RemoteClassifierBreakerFailures: 5,
 		RemoteClassifierBreakerCooldown: 10 * time.Second,
+
+		// The moderation model, when moderation_url is set.
+		ModerationTimeout:         150 * time.Millisecond,
+		ModerationFailureMode:     "fail_open",
+		ModerationBreakerFailures: 5,
+		ModerationBreakerCooldown: 10 * time.Second,
+		ModerationCacheTTL:        time.Minute,
+		ModerationCacheSize:       10000,
+		ModerationResponses:       true,
+		ModerationStreamWindow:    1024,
 
 		ExtProcIdleTimeout:       10 * time.Minute,
 		ExtProcMaxStreamDuration: time.Hour,
@@ -659,6 +705,9 @@ func (c Config) Validate() error {
 	if err := c.validateRemoteClassifier(); err != nil {
 		return err
 	}
+	if err := c.validateModeration(); err != nil {
+		return err
+	}
 	if c.GCPercent < 25 {
 		return &FieldError{"gc_percent", "must be at least 25"}
 	}
@@ -781,6 +830,77 @@ func (c Config) RemoteClassifierConfig() detect.RemoteConfig {
 		BreakerFailures: c.RemoteClassifierBreakerFailures,
 		BreakerCooldown: c.RemoteClassifierBreakerCooldown,
 	}
+}
+
+// validateModeration checks the moderation_* block.
+func (c Config) validateModeration() error {
+	if c.ModerationURL != "" {
+		if u, err := url.Parse(c.ModerationURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return &FieldError{"moderation_url", "must be an http:// or https:// URL"} // the value may hold a token: not echoed
+		}
+	}
+	if c.ModerationTokenFile != "" {
+		if _, err := os.Stat(c.ModerationTokenFile); err != nil {
+			return &FieldError{"moderation_token_file", err.Error()}
+		}
+	}
+	if c.ModerationTimeout <= 0 || c.ModerationTimeout > 30*time.Second {
+		return &FieldError{"moderation_timeout", fmt.Sprintf("%s must be in (0, 30s]", c.ModerationTimeout)}
+	}
+	if c.ModerationFailureMode != detect.FailOpen && c.ModerationFailureMode != detect.FailClosed {
+		return &FieldError{"moderation_failure_mode", fmt.Sprintf("%q is not fail_open or fail_closed", c.ModerationFailureMode)}
+	}
+	if c.ModerationBreakerFailures < 1 {
+		return &FieldError{"moderation_breaker_failures", "must be at least 1"}
+	}
+	if c.ModerationBreakerCooldown <= 0 {
+		return &FieldError{"moderation_breaker_cooldown", "must be positive"}
+	}
+	if c.ModerationCacheTTL <= 0 || c.ModerationCacheTTL > 24*time.Hour {
+		return &FieldError{"moderation_cache_ttl", fmt.Sprintf("%s must be in (0, 24h]", c.ModerationCacheTTL)}
+	}
+	if c.ModerationCacheSize < 0 || c.ModerationCacheSize > 1<<20 {
+		return &FieldError{"moderation_cache_size", "must be in [0, 1048576] (0: no cache)"}
+	}
+	if c.ModerationStreamWindow < 64 || c.ModerationStreamWindow > 1<<20 {
+		return &FieldError{"moderation_stream_window", "must be in [64, 1048576] bytes"}
+	}
+	return nil
+}
+
+// ModerationConfig is the moderation model's configuration; it is used
+// only when ModerationURL is set. token is the bearer token when no
+// moderation_token_file is set ($BULWARK_MODERATION_TOKEN, kept out of
+// Config so it is never printed).
+func (c Config) ModerationConfig(token string) (detect.ModerationConfig, error) {
+	if c.ModerationTokenFile != "" {
+		b, err := os.ReadFile(c.ModerationTokenFile) // #nosec G304 -- the operator names the token file
+		if err != nil {
+			return detect.ModerationConfig{}, &FieldError{"moderation_token_file", err.Error()}
+		}
+		token = strings.TrimSpace(string(b))
+		if token == "" {
+			return detect.ModerationConfig{}, &FieldError{"moderation_token_file", "is empty"}
+		}
+	}
+	if strings.ContainsAny(token, "\r\n") {
+		return detect.ModerationConfig{}, &FieldError{"moderation_token_file", "the token holds a line break"}
+	}
+	size := c.ModerationCacheSize
+	if size == 0 {
+		size = -1 // detect's "no cache"
+	}
+	return detect.ModerationConfig{
+		URL:             c.ModerationURL,
+		Model:           c.ModerationModel,
+		Token:           token,
+		Timeout:         c.ModerationTimeout,
+		BreakerFailures: c.ModerationBreakerFailures,
+		BreakerCooldown: c.ModerationBreakerCooldown,
+		CacheTTL:        c.ModerationCacheTTL,
+		CacheSize:       size,
+		FailClosed:      c.ModerationFailureMode == detect.FailClosed,
+	}, nil
 }
 
 func (c Config) validateTLS() error {
@@ -951,6 +1071,17 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.Float64Var(&c.RemoteClassifierThreshold, "remote-classifier-threshold", c.RemoteClassifierThreshold, "remote classifier score at or above which signals.remote_classifier.detected is true")
 	fs.IntVar(&c.RemoteClassifierBreakerFailures, "remote-classifier-breaker-failures", c.RemoteClassifierBreakerFailures, "consecutive failed remote classifier calls that open its circuit breaker")
 	fs.DurationVar(&c.RemoteClassifierBreakerCooldown, "remote-classifier-breaker-cooldown", c.RemoteClassifierBreakerCooldown, "how long an open breaker sends no remote classifier call before one trial")
+	fs.Var((*secretURL)(&c.ModerationURL), "moderation-url", "OpenAI moderations API endpoint asked about prompts and answers: input.signals.moderation (empty: none)")
+	fs.StringVar(&c.ModerationModel, "moderation-model", c.ModerationModel, "model named in moderation calls (empty: the server's default)")
+	fs.StringVar(&c.ModerationTokenFile, "moderation-token-file", c.ModerationTokenFile, "file holding the moderation endpoint's bearer token (default: $BULWARK_MODERATION_TOKEN)")
+	fs.DurationVar(&c.ModerationTimeout, "moderation-timeout", c.ModerationTimeout, "deadline of one moderation call (the decision or streamed chunk waits for it)")
+	fs.StringVar(&c.ModerationFailureMode, "moderation-failure-mode", c.ModerationFailureMode, "without a moderation verdict: fail_open (decide without it) or fail_closed (the default policy denies)")
+	fs.IntVar(&c.ModerationBreakerFailures, "moderation-breaker-failures", c.ModerationBreakerFailures, "consecutive failed moderation calls that open its circuit breaker")
+	fs.DurationVar(&c.ModerationBreakerCooldown, "moderation-breaker-cooldown", c.ModerationBreakerCooldown, "how long an open breaker sends no moderation call before one trial")
+	fs.DurationVar(&c.ModerationCacheTTL, "moderation-cache-ttl", c.ModerationCacheTTL, "how long a moderation verdict is reused for the same text")
+	fs.IntVar(&c.ModerationCacheSize, "moderation-cache-size", c.ModerationCacheSize, "most moderation verdicts cached (0: no cache)")
+	fs.BoolVar(&c.ModerationResponses, "moderation-responses", c.ModerationResponses, "ask the moderation model about answers too, not only prompts")
+	fs.IntVar(&c.ModerationStreamWindow, "moderation-stream-window", c.ModerationStreamWindow, "bytes of a streamed answer's text asked about at a time")
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go GC target percentage (GOGC), unless GOGC is set")
 	fs.BoolVar(&c.AdminPprof, "admin-pprof", c.AdminPprof, "serve /debug/pprof on the admin listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
@@ -1137,4 +1268,6 @@ func (l *stringList) Set(v string) error {
 var ignoredEnv = map[string]bool{
 	"BULWARK_KEY_PEPPER": true,
 	"BULWARK_AUDIT_KEK":  true,
+	// The moderation endpoint's bearer token (moderation_token_file).
+	"BULWARK_MODERATION_TOKEN": true,
 }

@@ -1,7 +1,6 @@
 package detect
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,44 +73,17 @@ type RemoteVerdict struct {
 	Error string `json:"error,omitempty"`
 }
 
-// Reasons a verdict is unavailable (RemoteVerdict.Error, and the result
-// label of bulwark_remote_classifier_calls_total).
-const (
-	remoteOK          = "ok"
-	remoteTimeout     = "timeout"
-	remoteStatus      = "status"
-	remoteBadResponse = "bad_response"
-	remoteTransport   = "transport"
-	remoteCanceled    = "canceled"
-	remoteCircuitOpen = "circuit_open"
-)
-
 // maxRemoteLabel bounds the label a classifier may send.
 const maxRemoteLabel = 64
 
-// Clock is the time source of the circuit breaker.
-type Clock interface{ Now() time.Time }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-// Remote calls the remote classifier with a deadline and a circuit breaker:
-// after BreakerFailures consecutive failed calls it sends none for
-// BreakerCooldown, then lets one trial call through, whose success closes
-// the circuit and whose failure opens it again. A caller that goes away
-// mid-call neither counts as a failure nor as a success. It is safe for
-// concurrent use.
+// Remote calls the remote classifier with a deadline and a circuit breaker
+// (see breaker): a caller that goes away mid-call neither counts as a
+// failure nor as a success. It is safe for concurrent use.
 type Remote struct {
 	cfg     RemoteConfig
-	client  *http.Client
-	clock   Clock
+	post    poster
+	breaker *breaker
 	metrics *remoteMetrics
-
-	mu        sync.Mutex
-	failures  int
-	openUntil time.Time
-	trial     bool // a half-open trial call is in flight
 }
 
 // NewRemote builds a Remote. client and clock may be nil for the defaults;
@@ -137,9 +108,7 @@ func NewRemote(cfg RemoteConfig, client *http.Client, clock Clock, reg prometheu
 		cfg.MaxBytes = 64 << 10
 	}
 	if client == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 64 // one host, many concurrent decisions: keep their connections
-		client = &http.Client{Transport: t}
+		client = newHTTPClient()
 	}
 	if clock == nil {
 		clock = systemClock{}
@@ -148,109 +117,51 @@ func NewRemote(cfg RemoteConfig, client *http.Client, clock Clock, reg prometheu
 	if err != nil {
 		return nil, err
 	}
-	return &Remote{cfg: cfg, client: client, clock: clock, metrics: m}, nil
+	return &Remote{cfg: cfg, post: poster{client: client, url: cfg.URL, timeout: cfg.Timeout}, metrics: m,
+		breaker: &breaker{failuresToOpen: cfg.BreakerFailures, cooldown: cfg.BreakerCooldown, clock: clock,
+			open: m.breakerOpen, opens: m.breakerOpens}}, nil
 }
 
 // Classify scores text remotely. It never fails: a failure is a verdict
 // with Available false, so that the policy decides with a stated input.
 func (r *Remote) Classify(ctx context.Context, text string) RemoteVerdict {
-	if !r.allow() {
+	if !r.breaker.allow() {
 		r.metrics.calls.WithLabelValues(remoteCircuitOpen).Inc()
 		return RemoteVerdict{Error: remoteCircuitOpen}
 	}
 	score, label, reason := r.call(ctx, text)
 	r.metrics.calls.WithLabelValues(reason).Inc()
-	r.record(reason)
+	r.breaker.record(reason)
 	if reason != remoteOK {
 		return RemoteVerdict{Error: reason}
 	}
 	return RemoteVerdict{Available: true, Score: score, Detected: score >= r.cfg.Threshold, Label: label}
 }
 
-// allow reports whether a call may go out: the circuit is closed, or it is
-// half-open and no other trial is in flight.
-func (r *Remote) allow() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.failures < r.cfg.BreakerFailures {
-		return true
-	}
-	if r.clock.Now().Before(r.openUntil) || r.trial {
-		return false
-	}
-	r.trial = true
-	return true
-}
-
-// record moves the breaker after a call that ended with reason.
-func (r *Remote) record(reason string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.trial = false
-	switch reason {
-	case remoteCanceled:
-		// The caller went away: nothing learnt about the classifier.
-	case remoteOK:
-		r.failures = 0
-		r.metrics.breakerOpen.Set(0)
-	default:
-		r.failures++
-		if r.failures >= r.cfg.BreakerFailures {
-			r.openUntil = r.clock.Now().Add(r.cfg.BreakerCooldown)
-			r.metrics.breakerOpen.Set(1)
-			r.metrics.breakerOpens.Inc()
-		}
-	}
-}
-
 func (r *Remote) call(ctx context.Context, text string) (score float64, label, reason string) {
 	if len(text) > r.cfg.MaxBytes {
 		text = text[:r.cfg.MaxBytes]
 	}
-	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	defer cancel()
-	// failed names a failure of the call: the caller's own end first.
-	failed := func(otherwise string) (float64, string, string) {
-		switch {
-		case parent.Err() != nil:
-			return 0, "", remoteCanceled
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
-			return 0, "", remoteTimeout
-		}
-		return 0, "", otherwise
-	}
-	body, err := json.Marshal(struct {
+	reason = r.post.post(ctx, struct {
 		Text string `json:"text"`
-	}{text})
-	if err != nil {
-		return failed(remoteTransport)
+	}{text}, func(body io.Reader) error {
+		var out struct {
+			Score *float64 `json:"score"`
+			Label string   `json:"label"`
+		}
+		if err := json.NewDecoder(body).Decode(&out); err != nil {
+			return err
+		}
+		if out.Score == nil || math.IsNaN(*out.Score) || *out.Score < 0 || *out.Score > 1 || len(out.Label) > maxRemoteLabel {
+			return errors.New("score missing or out of [0, 1], or label too long")
+		}
+		score, label = *out.Score, out.Label
+		return nil
+	})
+	if reason != remoteOK {
+		return 0, "", reason
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.URL, bytes.NewReader(body))
-	if err != nil {
-		return failed(remoteTransport)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return failed(remoteTransport)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096)) // drain so the connection is reused
-		return 0, "", remoteStatus
-	}
-	var out struct {
-		Score *float64 `json:"score"`
-		Label string   `json:"label"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
-		return failed(remoteBadResponse)
-	}
-	if out.Score == nil || math.IsNaN(*out.Score) || *out.Score < 0 || *out.Score > 1 || len(out.Label) > maxRemoteLabel {
-		return failed(remoteBadResponse)
-	}
-	return *out.Score, out.Label, remoteOK
+	return score, label, reason
 }
 
 // RemoteScanner runs the local detectors and the remote classifier side by
@@ -312,7 +223,7 @@ func newRemoteMetrics(reg prometheus.Registerer) (*remoteMetrics, error) {
 			Help: "Times the remote classifier's circuit breaker opened (a failed trial opens it again).",
 		}),
 	}
-	for _, r := range []string{remoteOK, remoteTimeout, remoteStatus, remoteBadResponse, remoteTransport, remoteCanceled, remoteCircuitOpen} {
+	for _, r := range remoteResults {
 		m.calls.WithLabelValues(r)
 	}
 	if reg != nil {

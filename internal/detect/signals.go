@@ -18,6 +18,10 @@ type Signals struct {
 	// RemoteClassifier is the remote classifier's verdict, present only
 	// when one is configured (remote_classifier_url).
 	RemoteClassifier *RemoteVerdict `json:"remote_classifier,omitempty"`
+	// Moderation is the moderation model's verdict, present only when one
+	// is configured (moderation_url) and there was text to moderate. The
+	// pipeline (prompts) and the exchange (answers) set it; Scan never does.
+	Moderation *ModerationVerdict `json:"moderation,omitempty"`
 }
 
 // InjectionSignal is signals.prompt_injection.

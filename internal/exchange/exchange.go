@@ -37,6 +37,14 @@ type Scanner interface {
 	Scan(text string) detect.Result
 }
 
+// Moderator gives a moderation model's verdict on text (never failing:
+// no verdict is a verdict with Available false).
+type Moderator interface {
+	Moderate(ctx context.Context, text string) detect.ModerationVerdict
+}
+
+var _ Moderator = (*detect.Moderator)(nil)
+
 // Reconciler settles a token reservation with the usage the model reported.
 type Reconciler interface {
 	Reconcile(ctx context.Context, decisionID string, actual int64) error
@@ -48,6 +56,9 @@ const (
 	DefaultStreamStep      = 64
 	DefaultStreamLookahead = 512
 	DefaultMaxEventBytes   = 1 << 20
+	// DefaultModerationWindow: a streamed answer's text goes to the
+	// moderation model (and, once allowed, to the client) 1 KiB at a time.
+	DefaultModerationWindow = 1024
 )
 
 // Options tune the exchange.
@@ -95,6 +106,15 @@ type Options struct {
 	// Give it one without the injection detector: the streaming redactor
 	// scans every byte several times, and output needs PII and secrets only.
 	ResponseScanner Scanner
+	// Moderator, when set, is asked about answers: a whole answer before
+	// its decision, a streamed one every ModerationWindow bytes of text and
+	// at its end (phase response_body_chunk), the client receiving a
+	// window's text only once it was allowed. Its verdict is
+	// input.signals.moderation. nil: not asked, and no cost.
+	Moderator Moderator
+	// ModerationWindow is how many bytes of a streamed answer's text are
+	// asked about at a time; default DefaultModerationWindow.
+	ModerationWindow int
 	// MCP says where MCP traffic is expected and how an unauthenticated
 	// MCP client is challenged; ext_authz takes the same (see mcp.go).
 	MCP envoy.MCPOptions
@@ -116,6 +136,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxEventBytes <= 0 {
 		o.MaxEventBytes = DefaultMaxEventBytes
+	}
+	if o.ModerationWindow <= 0 {
+		o.ModerationWindow = DefaultModerationWindow
 	}
 }
 

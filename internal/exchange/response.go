@@ -78,6 +78,18 @@ type responseState struct {
 	// event of those choices is held too, so each choice's texts reach
 	// the redactor (and the client) in order.
 	heldChoices, choiceBuf []int
+
+	// modText is the streamed answer's text not yet asked about (after the
+	// overlap kept from the window before), modNew how many of its bytes
+	// are new: the moderation model is asked once modNew reaches the
+	// window, and at the end (moderation.go).
+	modText []byte
+	modNew  int
+	// modHeld is what the client has not received because the moderation
+	// model has not yet seen its text; modClear is how much of the chunk's
+	// output it has seen (moderation.go).
+	modHeld  []byte
+	modClear int
 }
 
 // ResponseHeaders decides whether and how to read the answer's body:
@@ -235,6 +247,10 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 	}
 	leak := x.canary != "" && redact.ContainsLiteral(text, x.canary)
 	sig.CanaryLeak = leak
+	if m := x.c.opts.Moderator; m != nil && text != "" {
+		v := m.Moderate(ctx, text)
+		sig.Moderation = &v
+	}
 	if usage != nil {
 		x.settle(ctx, *usage)
 	}
@@ -306,7 +322,7 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 		return x.mcpChunk(ctx, data, last)
 	}
 	rs.cur = Result{}
-	var out []byte
+	out := x.heldBack() // what the moderation model has not cleared yet (nil without one)
 	if !rs.ended {
 		err := rs.parser.Feed(data, func(ev llmapi.Event) error { return x.streamEvent(ctx, ev, &out) })
 		switch {
@@ -314,6 +330,7 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 		case errors.Is(err, llmapi.ErrEventTooLarge):
 			x.c.metrics.localDeny("event_too_large")
 			rs.cut = &Cut{Reason: "event_too_large", Message: "the model's answer could not be inspected"}
+			x.withholdUnmoderated(&out)
 			out = append(out, rs.parser.ErrorEvent(rs.api, http.StatusForbidden, "event_too_large", "the model's answer could not be inspected")...)
 			rs.ended = true
 			x.outcome = "denied"
@@ -322,6 +339,7 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 			// after it can be read, so nothing after it is forwarded.
 			x.c.metrics.localDeny("malformed_stream")
 			rs.cut = &Cut{Reason: "malformed_stream", Message: "the model's answer could not be read"}
+			x.withholdUnmoderated(&out)
 			out = append(out, rs.parser.ErrorEvent(rs.api, http.StatusBadGateway, "malformed_stream", "the model's answer could not be read")...)
 			rs.ended = true
 			x.outcome = "denied"
@@ -341,13 +359,18 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 			if err := x.flushStreams(ctx, func(int) bool { return true }, &out); err != nil && !errors.Is(err, errCut) {
 				return Result{}, err
 			}
+			// The moderation model's last look: the text since its last
+			// window (what it has not seen is still held back).
+			if err := x.moderateWindow(ctx, &out, true); err != nil && !errors.Is(err, errCut) {
+				return Result{}, err
+			}
 			if rs.haveUsage {
 				x.settle(ctx, rs.usage)
 			}
 		}
 	}
 	res := rs.cur
-	res.Body, res.BodyChanged, res.Cut = out, true, rs.cut
+	res.Body, res.BodyChanged, res.Cut = x.holdBack(out), true, rs.cut
 	return res, nil
 }
 
@@ -472,6 +495,7 @@ func (x *Session) cutLocal(reason, msg string, out *[]byte) error {
 	x.c.metrics.localDeny(reason)
 	rs.held, rs.heldBytes, rs.heldChoices = nil, 0, nil
 	rs.cut = &Cut{Reason: reason, Message: msg}
+	x.withholdUnmoderated(out)
 	*out = append(*out, llmapi.ErrorEvent(rs.api, reason, msg)...)
 	rs.ended = true
 	x.outcome = "denied"
@@ -501,7 +525,7 @@ func (x *Session) processEvent(ctx context.Context, pe *llmapi.ParsedEvent, ev l
 	if d.UsageOnly && x.addedUsage {
 		return nil // counted; the client did not ask for it
 	}
-	if rs.red == nil && rs.literals == nil {
+	if rs.red == nil && rs.literals == nil && x.c.opts.Moderator == nil {
 		rs.forward(ev, out) // nothing to redact or watch for
 		return nil
 	}
@@ -527,6 +551,11 @@ func (x *Session) processEvent(ctx context.Context, pe *llmapi.ParsedEvent, ev l
 		if err := x.flushStreams(ctx, st.ending, out); err != nil {
 			return err
 		}
+	}
+	// A full moderation window is asked about, and so is whatever text is
+	// pending when the event closes channels (the answer may be over).
+	if err := x.moderateWindow(ctx, out, all || len(ends) > 0); err != nil {
+		return err
 	}
 	if changed {
 		rs.forward(nev, out)
@@ -594,6 +623,17 @@ func (e *eventFilter) filter(ch llmapi.Channel, t string) string {
 	}
 	x := e.x
 	rs := x.resp
+	if x.c.opts.Moderator != nil && ch.Field != llmapi.FieldEcho {
+		// The model's text as it wrote it, for the moderation model (the
+		// echo is the request's own instructions, not the model's). The
+		// first text after a window was asked about: everything output
+		// so far came from text the model has seen.
+		if rs.modNew == 0 {
+			rs.modClear = max(rs.modClear, len(*e.out))
+		}
+		rs.modText = append(rs.modText, t...)
+		rs.modNew += len(t)
+	}
 	switch ch.Field {
 	case "":
 		r, f, _ := rs.redactor().Text(x.c.outScan, t, rs.literalsOrNil())
@@ -692,6 +732,7 @@ func (x *Session) cutStream(o pipeline.Outcome, out *[]byte) error {
 	if msg == "" {
 		msg = "the answer was stopped by policy"
 	}
+	x.withholdUnmoderated(out)
 	*out = append(*out, x.resp.parser.ErrorEvent(x.resp.api, http.StatusForbidden, o.Reason, msg+" (decision "+o.DecisionID+")")...)
 	return errCut
 }

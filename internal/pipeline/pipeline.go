@@ -168,6 +168,7 @@ type Pipeline struct {
 	audit       Auditor
 	auditFilter auditFilter // set when audit only wants some decisions
 	detect      Detector
+	moderator   Moderator
 	auth        Authenticator
 	eval        Evaluator
 	limiter     Limiter
@@ -192,6 +193,10 @@ type Deps struct {
 	// request body is scanned and its signals become input.signals. nil:
 	// no detection.
 	Detector Detector
+	// Moderator, when set, is asked about the prompt text beside the
+	// detectors (concurrently); its verdict is input.signals.moderation.
+	// nil: not asked, and no cost.
+	Moderator Moderator
 	// Tracer adds child spans (identity, detect, policy, ratelimit) under
 	// the caller's span. Without a recording parent span none are started,
 	// so tracing off costs nothing. nil: no spans.
@@ -238,7 +243,7 @@ func New(cfg Config, d Deps, logger *slog.Logger, reg prometheus.Registerer) (*P
 	if err != nil {
 		return nil, err
 	}
-	p := &Pipeline{cfg: cfg, auth: d.Auth, eval: d.Eval, limiter: d.Limiter, detect: d.Detector, tracer: d.Tracer,
+	p := &Pipeline{cfg: cfg, auth: d.Auth, eval: d.Eval, limiter: d.Limiter, detect: d.Detector, moderator: d.Moderator, tracer: d.Tracer,
 		audit: d.Auditor, ids: NewIDSource(), logger: logger, metrics: m, decisionLog: d.DecisionLog}
 	p.auditFilter, _ = d.Auditor.(auditFilter)
 	return p, nil
@@ -333,6 +338,18 @@ func (p *Pipeline) scan(ctx context.Context, text string) (detect.Signals, error
 	return res.Signals(), nil
 }
 
+// moderate asks the moderation model about text in the background; the
+// verdict arrives on the returned channel.
+func (p *Pipeline) moderate(ctx context.Context, text string) chan detect.ModerationVerdict {
+	c := make(chan detect.ModerationVerdict, 1)
+	go func() {
+		sctx, span := p.stage(ctx, "bulwark.moderation")
+		c <- p.moderator.Moderate(sctx, text)
+		end(span)
+	}()
+	return c
+}
+
 // scanStopped counts and logs detection stopped by the caller's context.
 func (p *Pipeline) scanStopped(out Outcome, req Request, start time.Time, err error) error {
 	p.metrics.scanStopped.Inc()
@@ -413,8 +430,17 @@ func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, erro
 		scanned = true
 		var sig detect.Signals
 		if text != "" {
+			var verdict chan detect.ModerationVerdict
+			if p.moderator != nil {
+				verdict = p.moderate(callerCtx, text)
+			}
 			var err error
-			if sig, err = p.scan(callerCtx, text); err != nil {
+			sig, err = p.scan(callerCtx, text)
+			if verdict != nil {
+				v := <-verdict // bounded by the moderator's timeout
+				sig.Moderation = &v
+			}
+			if err != nil {
 				return out, p.scanStopped(out, req, start, err)
 			}
 			p.metrics.signals(sig)

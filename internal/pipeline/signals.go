@@ -16,6 +16,14 @@ type Detector interface {
 
 var _ Detector = (*detect.Scanner)(nil)
 
+// Moderator gives a moderation model's verdict on text. It never fails: no
+// verdict is a verdict with Available false.
+type Moderator interface {
+	Moderate(ctx context.Context, text string) detect.ModerationVerdict
+}
+
+var _ Moderator = (*detect.Moderator)(nil)
+
 var keySignals = ast.StringTerm("signals")
 
 // Keys of input.signals, built once.
@@ -44,6 +52,12 @@ var (
 	kLabel           = ast.StringTerm("label")
 	kError           = ast.StringTerm("error")
 	kToolResults     = ast.StringTerm("tool_results")
+	kModeration      = ast.StringTerm("moderation")
+	kFlagged         = ast.StringTerm("flagged")
+	kCategories      = ast.StringTerm("categories")
+	kScores          = ast.StringTerm("scores")
+	kCached          = ast.StringTerm("cached")
+	kFailureMode     = ast.StringTerm("failure_mode")
 )
 
 func typeCounts(tc []detect.TypeCount) *ast.Term {
@@ -90,5 +104,29 @@ func signalsValue(s detect.Signals) ast.Object {
 			[2]*ast.Term{kLabel, ast.StringTerm(r.Label)},
 			[2]*ast.Term{kError, ast.StringTerm(r.Error)}))
 	}
+	if m := s.Moderation; m != nil {
+		obj.Insert(kModeration, moderationValue(m))
+	}
 	return obj
+}
+
+// moderationValue renders the moderation verdict as
+// input.signals.moderation.
+func moderationValue(m *detect.ModerationVerdict) *ast.Term {
+	cats := make([]*ast.Term, len(m.Categories))
+	for i, c := range m.Categories {
+		cats[i] = ast.StringTerm(c)
+	}
+	scores := ast.NewObject()
+	for k, v := range m.Scores {
+		scores.Insert(ast.StringTerm(k), ast.FloatNumberTerm(v))
+	}
+	return ast.ObjectTerm(
+		[2]*ast.Term{kAvailable, ast.BooleanTerm(m.Available)},
+		[2]*ast.Term{kFlagged, ast.BooleanTerm(m.Flagged)},
+		[2]*ast.Term{kCategories, ast.ArrayTerm(cats...)},
+		[2]*ast.Term{kScores, ast.NewTerm(scores)},
+		[2]*ast.Term{kError, ast.StringTerm(m.Error)},
+		[2]*ast.Term{kCached, ast.BooleanTerm(m.Cached)},
+		[2]*ast.Term{kFailureMode, ast.StringTerm(m.FailureMode)})
 }

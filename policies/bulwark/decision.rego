@@ -56,6 +56,10 @@ response_decision := {
 	"dynamic_metadata": {"tools": denied_response_tools},
 } if {
 	count(denied_response_tools) > 0
+} else := moderation_decision if {
+	# moderation.rego: the moderation model flagged the answer (a streamed
+	# one ends with an error event), or gave no verdict under fail_closed.
+	moderation_denies
 } else := {
 	"allowed": true,
 	"reason": "allowed",
@@ -134,6 +138,10 @@ route_decision(route) := {
 	"dynamic_metadata": {"tools": denied_request_tools},
 } if {
 	count(denied_request_tools) > 0
+} else := moderation_decision if {
+	# moderation.rego: the moderation model flagged the prompt, or gave no
+	# verdict under fail_closed.
+	moderation_denies
 } else := {
 	"allowed": false,
 	"http_status": 403,

@@ -52,6 +52,10 @@ type Deps struct {
 	// Pepper is the API key pepper when cfg names no pepper file (serve and
 	// check read it from BULWARK_KEY_PEPPER; it is never in the Config).
 	Pepper string
+	// ModerationToken is the moderation endpoint's bearer token when cfg
+	// names no moderation_token_file (serve reads $BULWARK_MODERATION_TOKEN;
+	// it is never in the Config).
+	ModerationToken string
 	// Tracer starts the pipeline's child spans (nil: none).
 	Tracer trace.Tracer
 	// Auditor records every decision (nil: none).
@@ -95,6 +99,10 @@ type Core struct {
 	// ResponseScanner scans model output (no injection classifier: output
 	// is not an instruction to Bulwark).
 	ResponseScanner *detect.Scanner
+	// Moderator asks the moderation model (nil unless cfg names a
+	// moderation_url): the pipeline about prompts, the exchange about
+	// answers (ResponseModerator).
+	Moderator *detect.Moderator
 	// Pipeline decides, whichever door a request came through.
 	Pipeline *pipeline.Pipeline
 	// OPA is OPA's plugin manager (bundles, decision logs, status,
@@ -196,6 +204,18 @@ func New(ctx context.Context, cfg config.Config, d Deps) (c *Core, err error) {
 		detector = detect.WithRemote(c.Scanner, remote)
 	}
 	deps := pipeline.Deps{Eval: c.Engine, Auth: c.Identity, Limiter: c.Limiter, Detector: detector, Tracer: d.Tracer, Auditor: d.Auditor}
+	// The moderation model, when configured, is asked about prompts beside
+	// the detectors; its verdict reaches input.signals.moderation.
+	if cfg.ModerationURL != "" {
+		mc, err := cfg.ModerationConfig(d.ModerationToken)
+		if err != nil {
+			return c, &ConfigError{Err: err}
+		}
+		if c.Moderator, err = detect.NewModerator(mc, nil, nil, d.Registerer); err != nil {
+			return c, fmt.Errorf("moderation: %w", err)
+		}
+		deps.Moderator = c.Moderator
+	}
 	dl, err := policy.NewDecisionLog(c.OPA, cfg.PolicyQuery)
 	if err != nil {
 		return c, err
@@ -209,6 +229,16 @@ func New(ctx context.Context, cfg config.Config, d Deps) (c *Core, err error) {
 		return c, err // already says "pipeline: ..."
 	}
 	return c, nil
+}
+
+// ResponseModerator is the moderator the exchange asks about answers: nil
+// when none is configured or moderation_responses is off. It is an
+// interface so that "none" is a nil interface, never a nil pointer in one.
+func (c *Core) ResponseModerator(cfg config.Config) pipeline.Moderator {
+	if c.Moderator == nil || !cfg.ModerationResponses {
+		return nil
+	}
+	return c.Moderator
 }
 
 // Close stops the limiter and the identity stage, then closes the shared
