@@ -1,6 +1,7 @@
 package exchange_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,7 +23,12 @@ import (
 func mcpPolicies(tb testing.TB) fstest.MapFS {
 	fs := fixture.Unlimited(tb)
 	f := fs["bulwark/data.yaml"]
-	fs["bulwark/data.yaml"] = &fstest.MapFile{Data: append(append([]byte{}, f.Data...), "\ntools:\n  user: [search, \"github.*\", add]\n"...)}
+	old := []byte("tools:\n  admin: []\n  user: []")
+	if !bytes.Contains(f.Data, old) {
+		tb.Fatal("data.yaml has no tools map")
+	}
+	// Replaced in place: a second "tools:" key would be refused (strictYAML).
+	fs["bulwark/data.yaml"] = &fstest.MapFile{Data: bytes.Replace(f.Data, old, []byte("tools:\n  admin: []\n  user: [search, \"github.*\", add]"), 1)}
 	return fs
 }
 
