@@ -203,7 +203,7 @@ type scratch struct {
 	flipBuf   []byte   // the text with upside-down lines turned back (unflip)
 	flipClean []byte   // its clean view, and the view's map
 	flipOmap  []int32
-	flipRunes []rune // unflip's scratch
+	flipRunes []rune  // unflip's scratch
 	mbuf      []byte  // the content-safety matching view (content.go)
 	mmap      []int32 // its map into the clean view
 	orig      string

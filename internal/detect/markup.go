@@ -673,7 +673,6 @@ func scheme(u string) (string, bool) {
 	return "", false
 }
 
-
 // addMarkup appends the markup findings of text to finds (the other
 // detectors' findings, sorted), with code point offsets, keeping them
 // sorted by ByteStart.
