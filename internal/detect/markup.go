@@ -323,13 +323,26 @@ func readDest(t string, p int, paren bool) (dest string, rawEnd, end int, ok boo
 // at i, when the '[' starts a line.
 func (m *markupScan) definition(i int) int {
 	t := m.text
-	open := strings.LastIndexByte(t[max(0, i-maxLinkText):i], '[')
+	// The label holds no bracket and no line break: look back for '['
+	// only that far (so a run of "]:" costs linear time).
+	open := -1
+	for k := i - 1; k >= 0 && i-k <= maxLinkText; k-- {
+		if c := t[k]; c == '[' {
+			open = k
+			break
+		} else if c == ']' || c == '\n' {
+			return i
+		}
+	}
 	if open < 0 {
 		return i
 	}
-	open += max(0, i-maxLinkText)
-	ls := strings.LastIndexByte(t[:open], '\n') + 1
-	if open-ls > 3 || strings.TrimLeft(t[ls:open], " ") != "" || strings.ContainsAny(t[open+1:i], "[]\n") {
+	// At most three spaces between the line's start and '['.
+	ls := open
+	for ls > 0 && open-ls < 4 && t[ls-1] == ' ' {
+		ls--
+	}
+	if open-ls > 3 || ls > 0 && t[ls-1] != '\n' {
 		return i
 	}
 	dest, rawEnd, end, ok := readDest(t, i+2, false)
