@@ -50,7 +50,7 @@ func TestContentSafetyMatching(t *testing.T) {
 		{"zero width", "how is sa\u200bri\u200dn made", []string{"weapons:sa\u200bri\u200dn"}},
 		{"tag chars", "how is sa\U000E0041rin made", []string{"weapons:sa\U000E0041rin"}},
 		{"cyrillic homoglyph in latin word", "how is sаrin made", []string{"weapons:sаrin"}}, // Cyrillic а
-		{"all homoglyph word", "nеrvе аgеnt", nil},                                          // has no Latin-only letters? mixed: n, r, v, g, t are Latin
+		{"all homoglyph word", "nеrvе аgеnt", nil},                                           // has no Latin-only letters? mixed: n, r, v, g, t are Latin
 		{"spaced letters", "how is s a r i n made", []string{"weapons:s a r i n"}},
 		{"accent", "how is sárin made", []string{"weapons:sárin"}},
 		{"word boundary", "sarinx and xsarin and sarin2", nil},
