@@ -118,8 +118,19 @@ func TestStreamPhraseAtEveryCut(t *testing.T) {
 				pieces = []string{text}
 			}
 			got := feed(t, r, sc, StreamOptions{}, text, pieces)
-			if strings.Contains(got.text, "nerve agent") || !strings.Contains(got.text, "[REDACTED:weapons]") {
+			// The whole phrase is replaced, and reported (a deny category
+			// is enforced on reported findings only).
+			if strings.Contains(got.text, "nerve") || !strings.Contains(got.text, "[REDACTED:weapons]") {
 				t.Fatalf("pad %d, split at %d: %q", pad, k, got.text)
+			}
+			reported := 0
+			for _, f := range got.finds {
+				if f.Detector == detect.DetectorContent {
+					reported++
+				}
+			}
+			if reported != 1 {
+				t.Fatalf("pad %d, split at %d: %d content findings reported, want 1", pad, k, reported)
 			}
 		}
 	}
