@@ -94,7 +94,7 @@ func contentRulesFromData(data map[string]any) (*detect.ContentRules, error) {
 			case "allowed_link_hosts":
 				hosts, err := dataStrings(raw)
 				if err != nil {
-					return nil, fmt.Errorf("data.bulwark.output.allowed_link_hosts %w", err)
+					return nil, fmt.Errorf("data.bulwark.output.allowed_link_hosts%w", err)
 				}
 				out.AllowedLinkHosts = hosts
 			default:
@@ -120,13 +120,13 @@ func categoryFromData(name string, raw any) (detect.ContentCategory, error) {
 		case "terms":
 			t, err := dataStrings(v)
 			if err != nil {
-				return c, fmt.Errorf("%s.terms %w", name, err)
+				return c, fmt.Errorf("%s.terms%w", name, err)
 			}
 			c.Terms = t
 		case "directions":
 			d, err := dataStrings(v)
 			if err != nil {
-				return c, fmt.Errorf("%s.directions %w", name, err)
+				return c, fmt.Errorf("%s.directions%w", name, err)
 			}
 			for _, s := range d {
 				c.Directions = append(c.Directions, detect.Direction(s))
@@ -144,14 +144,14 @@ func categoryFromData(name string, raw any) (detect.ContentCategory, error) {
 	return c, nil
 }
 
-// dataStrings reads a list of strings; the error completes "<key> ...".
+// dataStrings reads a list of strings; the error completes "<key>...".
 func dataStrings(raw any) ([]string, error) {
 	if raw == nil {
 		return nil, nil
 	}
 	list, ok := raw.([]any)
 	if !ok {
-		return nil, fmt.Errorf("must be a list of strings")
+		return nil, fmt.Errorf(" must be a list of strings")
 	}
 	out := make([]string, 0, len(list))
 	for i, e := range list {
