@@ -173,12 +173,19 @@ func NewContentRules(cats []ContentCategory, out OutputSpec) (*ContentRules, err
 				return nil, fmt.Errorf("%s.terms[%d] is longer than %d bytes", c.Name, i, MaxTermBytes)
 			}
 			sc2 := actionScore(c.Action)
+			forms := []string{m}
+			if j := joinedForm(m); j != "" {
+				// "n e r v e a g e n t" and "nerveagent" join the words.
+				forms = append(forms, j)
+			}
 			for _, d := range dirs {
 				if byDir[d] == nil {
 					byDir[d] = map[string]entry{}
 				}
-				if old, ok := byDir[d][m]; !ok || sc2 > old.score {
-					byDir[d][m] = entry{cat: c.Name, score: sc2}
+				for _, f := range forms {
+					if old, ok := byDir[d][f]; !ok || sc2 > old.score || sc2 == old.score && c.Name < old.cat {
+						byDir[d][f] = entry{cat: c.Name, score: sc2}
+					}
 				}
 			}
 		}
@@ -529,3 +536,18 @@ func (sc *Scanner) HoldsTermPrefix(text []byte) bool {
 }
 
 func isSpaceByte(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// joinedForm is a phrase of ASCII words written without its spaces
+// ("nerve agent" -> "nerveagent"), as spaced-out letters and run-together
+// words read; "" for a single word or a phrase with other characters.
+func joinedForm(m string) string {
+	if !strings.Contains(m, " ") {
+		return ""
+	}
+	for i := 0; i < len(m); i++ {
+		if c := m[i]; c != ' ' && !isLetterByte(c) {
+			return ""
+		}
+	}
+	return strings.ReplaceAll(m, " ", "")
+}
