@@ -106,6 +106,11 @@ type termMatcher struct {
 	// that ends with one (HoldsTermPrefix). maxPrefix is the longest.
 	prefixes  map[string]struct{}
 	maxPrefix int
+	// lastWords are the last words of the prefixes that end with a space
+	// ("nerve" of "nerve "), for HoldsTermPrefix's quick answer; cjk is
+	// set when some prefix ends otherwise (a script without spaces).
+	lastWords map[string]struct{}
+	cjk       bool
 }
 
 // actionScore ranks actions: where two categories' matches overlap, the
@@ -202,7 +207,7 @@ func NewContentRules(cats []ContentCategory, out OutputSpec) (*ContentRules, err
 		if len(terms) == 0 {
 			continue
 		}
-		tm := &termMatcher{prefixes: map[string]struct{}{}}
+		tm := &termMatcher{prefixes: map[string]struct{}{}, lastWords: map[string]struct{}{}}
 		for t := range terms {
 			tm.terms = append(tm.terms, t)
 		}
@@ -220,6 +225,12 @@ func NewContentRules(cats []ContentCategory, out OutputSpec) (*ContentRules, err
 				}
 				tm.prefixes[t[:k]] = struct{}{}
 				tm.maxPrefix = max(tm.maxPrefix, k)
+				if p := t[:k]; p[len(p)-1] == ' ' {
+					w := p[:len(p)-1]
+					tm.lastWords[w[strings.LastIndexByte(w, ' ')+1:]] = struct{}{}
+				} else {
+					tm.cjk = true
+				}
 			}
 		}
 		tm.set = newLitSet(tm.terms, fold, word)
@@ -276,12 +287,29 @@ func noSpaceScript(r rune) bool {
 		unicode.Lao, unicode.Khmer, unicode.Myanmar, unicode.Tibetan)
 }
 
-// isTermWordRune reports whether r continues a word for the boundary test.
+// isTermWordRune reports whether r continues a word for the boundary test:
+// a letter, digit or mark (isWordRune without its ASCII '@' and '$').
 func isTermWordRune(r rune) bool {
 	if r < utf8.RuneSelf {
 		return isASCIIAlnum(byte(r))
 	}
+	if f := uniTables().flagsOf(r); f&ufSlow == 0 {
+		return f&ufWord != 0
+	}
+	if r >= 0x3040 && r <= 0x30FF || r >= 0x4E00 && r <= 0x9FFF || r >= 0xAC00 && r <= 0xD7A3 {
+		return true
+	}
 	return unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsMark(r)
+}
+
+// isLookalike reports whether r, lower-cased, is a Cyrillic or Greek
+// look-alike of a Latin letter (homoglyph folds it).
+func isLookalike(r rune) bool {
+	if f := uniTables().flagsOf(r); f&ufSlow == 0 {
+		return f&ufConfusable != 0
+	}
+	lr := lowerRune(r)
+	return homoglyph(lr) != lr
 }
 
 // appendMatchView appends the matching view of clean (a clean view) to dst
@@ -290,11 +318,50 @@ func isTermWordRune(r rune) bool {
 func appendMatchView(dst []byte, m []int32, clean []byte) ([]byte, []int32) {
 	dst = slices.Grow(dst, len(clean))
 	n0 := len(dst)
+	// singles counts the one-letter ASCII words in a row (white space
+	// between them): only four or more make joinSingles worth running.
+	singles, spaced := 0, false
 	for i := 0; i < len(clean); {
 		c := clean[i]
+		if c < utf8.RuneSelf && !mvSpace[c] {
+			// A run of ASCII bytes other than white space: lower-cased
+			// as it is copied (no look-alike to fold in ASCII words).
+			j := i + 1
+			for j < len(clean) && clean[j] < utf8.RuneSelf && !mvSpace[clean[j]] {
+				j++
+			}
+			if j < len(clean) && clean[j] >= utf8.RuneSelf {
+				// The word may go on in another script: back off to its
+				// start, which the general path below classifies.
+				k := j
+				for k > i && isASCIIAlnum(clean[k-1]) {
+					k--
+				}
+				j = k
+			}
+			if j > i {
+				if j-i == 1 && isLetterByte(c) {
+					if singles++; singles >= 4 {
+						spaced = true
+					}
+				} else {
+					singles = 0
+				}
+				n := len(dst)
+				dst = slices.Grow(dst, j-i)[:n+j-i]
+				m = slices.Grow(m, j-i)[:len(m)+j-i]
+				mm := m[len(m)-(j-i):]
+				for k := i; k < j; k++ {
+					dst[n+k-i] = lowerTab[clean[k]]
+					mm[k-i] = int32(k)
+				}
+				i = j
+				continue
+			}
+		}
 		if c < utf8.RuneSelf {
 			switch {
-			case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			case mvSpace[c]:
 				if n := len(dst); n > n0 && dst[n-1] != ' ' {
 					dst = append(dst, ' ')
 					m = append(m, int32(i))
@@ -328,6 +395,7 @@ func appendMatchView(dst []byte, m []int32, clean []byte) ([]byte, []int32) {
 				continue
 			}
 		}
+		singles = 0
 		// A word: classify it, then write it lower-cased, folding
 		// look-alikes when it mixes them with Latin letters or holds only
 		// look-alikes.
@@ -346,7 +414,7 @@ func appendMatchView(dst []byte, m []int32, clean []byte) ([]byte, []int32) {
 				if !('0' <= r && r <= '9') {
 					latin++
 				}
-			case homoglyph(lowerRune(r)) != lowerRune(r):
+			case isLookalike(r):
 				confusable++
 			case unicode.IsLetter(r):
 				other++
@@ -365,7 +433,7 @@ func appendMatchView(dst []byte, m []int32, clean []byte) ([]byte, []int32) {
 				k++
 				continue
 			}
-			lr := lowerRune(r)
+			lr := uniTables().toLower(r)
 			if glyphs {
 				lr = homoglyph(lr)
 			}
@@ -378,6 +446,9 @@ func appendMatchView(dst []byte, m []int32, clean []byte) ([]byte, []int32) {
 		}
 		i = j
 	}
+	if !spaced {
+		return dst, m
+	}
 	return joinSingles(dst, m, clean, n0)
 }
 
@@ -387,6 +458,9 @@ func appendMatchView(dst []byte, m []int32, clean []byte) ([]byte, []int32) {
 // which stays a space.
 func joinSingles(dst []byte, m []int32, clean []byte, n0 int) ([]byte, []int32) {
 	b := dst[n0:]
+	if !hasSingleRun(b) {
+		return dst, m
+	}
 	single := func(p int) bool {
 		return p < len(b) && isLetterByte(b[p]) && (p == 0 || !isWordByte(b[p-1])) && (p+1 == len(b) || !isWordByte(b[p+1]))
 	}
@@ -504,6 +578,28 @@ func (sc *Scanner) HoldsTermPrefix(text []byte) bool {
 	if len(tm.prefixes) == 0 {
 		return false
 	}
+	if !tm.cjk {
+		// Quick answer for text ending with an ASCII word and white space:
+		// unless the word ends some prefix, nothing can.
+		e := len(text)
+		for e > 0 && isSpaceByte(text[e-1]) {
+			e--
+		}
+		st := e
+		for st > 0 && isASCIIAlnum(text[st-1]) {
+			st--
+		}
+		if e < len(text) && st < e && e-st <= 64 && (st == 0 || text[st-1] < utf8.RuneSelf && !isASCIIAlnum(text[st-1])) {
+			var buf [64]byte
+			w := buf[:e-st]
+			for k := range w {
+				w[k] = lowerTab[text[st+k]]
+			}
+			if _, ok := tm.lastWords[string(w)]; !ok {
+				return false
+			}
+		}
+	}
 	tail := text[max(0, len(text)-(2*tm.maxPrefix+32)):]
 	for len(tail) > 0 && !utf8.RuneStart(tail[0]) {
 		tail = tail[1:]
@@ -550,4 +646,31 @@ func joinedForm(m string) string {
 		}
 	}
 	return strings.ReplaceAll(m, " ", "")
+}
+
+// mvSpace marks the ASCII white space the matching view collapses.
+var mvSpace = func() (t [256]bool) {
+	for _, c := range " \t\n\r\f\v" {
+		t[c] = true
+	}
+	return t
+}()
+
+// hasSingleRun reports whether b may hold four single letters in a row
+// ("a b c d"): a letter between spaces, then another two bytes on.
+func hasSingleRun(b []byte) bool {
+	run := 0
+	for i := 0; i+1 < len(b); i++ {
+		if b[i+1] == ' ' && isLetterByte(b[i]) && (i == 0 || b[i-1] == ' ') {
+			if run++; run >= 4 {
+				return true
+			}
+			i++ // the space
+			continue
+		}
+		if b[i] != ' ' {
+			run = 0
+		}
+	}
+	return run >= 3 && len(b) > 0 && isLetterByte(b[len(b)-1])
 }
