@@ -579,8 +579,12 @@ func (m *markupScan) bare(i int) int {
 // safe.
 func (m *markupScan) judge(raw string, rs, re int, typ string) string {
 	u := cleanURL(raw)
-	// The query and fragment must carry no finding, whatever the host.
+	// The query and fragment must carry no finding, whatever the host
+	// (a finding in the host, such as its IP address, does not count).
 	if q := strings.IndexAny(u, "?#"); q >= 0 {
+		if rq := strings.IndexAny(m.text[rs:re], "?#"); rq >= 0 {
+			rs += rq
+		}
 		if m.carriesData(u[q:], rs, re) {
 			return MarkupData
 		}
