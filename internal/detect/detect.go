@@ -60,6 +60,13 @@ type Config struct {
 	// the policy engine, which reads them from policy data at every load;
 	// a reload during a streamed answer applies from its next window.
 	GreyZone GreyZoneSource
+	// Content, when set, supplies the content-safety categories and the
+	// output sanitisation settings (serve passes the policy engine, which
+	// reads them from policy data at every load). Direction says which
+	// categories apply (those listing it) and whether answers' markup is
+	// sanitised (DirectionResponse only).
+	Content   ContentSource
+	Direction Direction
 }
 
 // DefaultInjectionThreshold is the injection threshold used when Config
@@ -196,7 +203,9 @@ type scratch struct {
 	flipBuf   []byte   // the text with upside-down lines turned back (unflip)
 	flipClean []byte   // its clean view, and the view's map
 	flipOmap  []int32
-	flipRunes []rune // unflip's scratch
+	flipRunes []rune  // unflip's scratch
+	mbuf      []byte  // the content-safety matching view (content.go)
+	mmap      []int32 // its map into the clean view
 	orig      string
 	view      view
 }
@@ -285,11 +294,27 @@ func (sc *Scanner) ScanContext(ctx context.Context, text string) (Result, error)
 		score, rules := sc.inj.score(f, s, h)
 		res.PromptInjection = PromptInjection{Score: score, Detected: score >= sc.cfg.InjectionThreshold, Rules: rules}
 	}
+	var rules *ContentRules
+	if sc.cfg.Content != nil {
+		rules = sc.cfg.Content.ContentRules()
+	}
+	if tm := rules.matcher(sc.cfg.Direction); tm != nil {
+		if err := stopped("content safety"); err != nil {
+			return Result{}, err
+		}
+		s.scanContent(tm)
+	}
 	var gz *GreyZone
 	if sc.cfg.GreyZone != nil {
 		gz = sc.cfg.GreyZone.GreyZone()
 	}
 	res.Findings = s.finish(text, gz)
+	if rules != nil && rules.links != nil && sc.cfg.Direction == DirectionResponse {
+		if err := stopped("markup"); err != nil {
+			return Result{}, err
+		}
+		res.Findings = sc.addMarkup(text, res.Findings, rules.links)
+	}
 	return res, nil
 }
 
@@ -345,7 +370,8 @@ func (sc *Scanner) release(s *scratch) {
 	s.orig = ""
 	s.view = view{}
 	if cap(s.cleanBuf) <= maxPooledBuf && cap(s.foldBuf) <= maxPooledBuf && cap(s.omap) <= maxPooledBuf/4*5 &&
-		cap(s.flipBuf)+cap(s.flipClean) <= maxPooledBuf && cap(s.flipOmap) <= maxPooledBuf/4*5 && cap(s.flipRunes) <= maxPooledBuf/4 {
+		cap(s.flipBuf)+cap(s.flipClean) <= maxPooledBuf && cap(s.flipOmap) <= maxPooledBuf/4*5 && cap(s.flipRunes) <= maxPooledBuf/4 &&
+		cap(s.mbuf) <= maxPooledBuf && cap(s.mmap) <= maxPooledBuf/4*5 {
 		sc.pool.Put(s)
 	}
 }

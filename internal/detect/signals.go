@@ -22,6 +22,20 @@ type Signals struct {
 	// is configured (moderation_url) and there was text to moderate. The
 	// pipeline (prompts) and the exchange (answers) set it; Scan never does.
 	Moderation *ModerationVerdict `json:"moderation,omitempty"`
+	// ContentSafety lists the content-safety matches (category and span,
+	// never the matched text), in text order.
+	ContentSafety []ContentMatch `json:"content_safety"`
+	// Markup counts the unsafe links, images and HTML in an answer by
+	// reason (the Markup* types).
+	Markup []TypeCount `json:"markup"`
+}
+
+// ContentMatch is one entry of signals.content_safety: a term of Category
+// matched the code points [Start, End) of the scanned text.
+type ContentMatch struct {
+	Category string `json:"category"`
+	Start    int    `json:"start"`
+	End      int    `json:"end"`
 }
 
 // InjectionSignal is signals.prompt_injection.
@@ -65,8 +79,10 @@ func (r Result) Signals() Signals {
 			Detected: r.PromptInjection.Detected,
 			Rules:    r.PromptInjection.Rules,
 		},
-		PII:     []TypeCount{},
-		Secrets: []TypeCount{},
+		PII:           []TypeCount{},
+		Secrets:       []TypeCount{},
+		ContentSafety: []ContentMatch{},
+		Markup:        []TypeCount{},
 		HiddenText: HiddenSignal{
 			TagChars:           r.HiddenText.TagChars,
 			DecodedLen:         r.HiddenText.DecodedLen,
@@ -90,6 +106,10 @@ func (r Result) Signals() Signals {
 			s.Secrets = addCount(s.Secrets, f.Type)
 		case DetectorHidden:
 			s.HiddenText.Detected = true
+		case DetectorContent:
+			s.ContentSafety = append(s.ContentSafety, ContentMatch{Category: f.Type, Start: f.Start, End: f.End})
+		case DetectorMarkup:
+			s.Markup = addCount(s.Markup, f.Type)
 		}
 	}
 	return s

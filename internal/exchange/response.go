@@ -855,5 +855,5 @@ func signalsOf(fs []detect.Finding) detect.Signals {
 }
 
 func hasFindings(s *detect.Signals) bool {
-	return s != nil && (len(s.PII) > 0 || len(s.Secrets) > 0)
+	return s != nil && (len(s.PII) > 0 || len(s.Secrets) > 0 || len(s.ContentSafety) > 0)
 }

@@ -58,7 +58,22 @@ var (
 	kScores          = ast.StringTerm("scores")
 	kCached          = ast.StringTerm("cached")
 	kFailureMode     = ast.StringTerm("failure_mode")
+	kContentSafety   = ast.StringTerm("content_safety")
+	kCategory        = ast.StringTerm("category")
+	kStart           = ast.StringTerm("start")
+	kEnd             = ast.StringTerm("end")
+	kMarkup          = ast.StringTerm("markup")
 )
+
+// contentMatches renders signals.content_safety: [{category, start, end}].
+func contentMatches(ms []detect.ContentMatch) *ast.Term {
+	terms := make([]*ast.Term, len(ms))
+	for i, m := range ms {
+		terms[i] = ast.ObjectTerm([2]*ast.Term{kCategory, ast.StringTerm(m.Category)},
+			[2]*ast.Term{kStart, ast.IntNumberTerm(m.Start)}, [2]*ast.Term{kEnd, ast.IntNumberTerm(m.End)})
+	}
+	return ast.ArrayTerm(terms...)
+}
 
 func typeCounts(tc []detect.TypeCount) *ast.Term {
 	terms := make([]*ast.Term, len(tc))
@@ -95,6 +110,8 @@ func signalsValue(s detect.Signals) ast.Object {
 			[2]*ast.Term{kBytes, ast.IntNumberTerm(s.Length.Bytes)},
 			[2]*ast.Term{kEstimatedTokens, ast.IntNumberTerm(s.Length.EstimatedTokens)})},
 		[2]*ast.Term{kCanaryLeak, ast.BooleanTerm(s.CanaryLeak)},
+		[2]*ast.Term{kContentSafety, contentMatches(s.ContentSafety)},
+		[2]*ast.Term{kMarkup, typeCounts(s.Markup)},
 	)
 	if r := s.RemoteClassifier; r != nil {
 		obj.Insert(kRemote, ast.ObjectTerm(

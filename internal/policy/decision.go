@@ -105,7 +105,9 @@ type RedactRule struct {
 	// Types narrows the rule to these finding types; empty means all of the
 	// detector's types.
 	Types []string
-	// Action is "replace" (the default: [REDACTED:TYPE]), "mask" or "hash".
+	// Action is "replace" (the default: [REDACTED:TYPE]), "mask", "hash"
+	// or "remove" (the span is deleted: unsafe links and HTML, see
+	// detect.DetectorMarkup).
 	Action string
 }
 
@@ -514,9 +516,9 @@ func decodeRedact(t *ast.Term) ([]RedactRule, error) {
 		switch r.Action {
 		case "":
 			r.Action = "replace"
-		case "replace", "mask", "hash":
+		case "replace", "mask", "hash", "remove":
 		default:
-			return nil, invalid(`"redact"[%d].action must be replace, mask or hash, got %q`, i, r.Action)
+			return nil, invalid(`"redact"[%d].action must be replace, mask, hash or remove, got %q`, i, r.Action)
 		}
 		rules = append(rules, r)
 	}

@@ -52,7 +52,7 @@ func TestDecodeDecision(t *testing.T) {
 		{name: "response header value with NUL in an array", in: `{"allowed": false, "response_headers_to_add": {"x-why": ["ok", "a\u0000b"]}}`, wantErr: "cannot carry"},
 		{name: "query parameters are not header names", in: `{"allowed": true, "query_parameters_to_set": {"a b": "c d"}}`,
 			want: Decision{Allowed: true, QueryParametersToSet: []Header{{Key: "a b", Value: "c d"}}}},
-		{name: "redact bad action", in: `{"allowed": true, "redact": [{"detector": "pii", "action": "erase"}]}`, wantErr: "replace, mask or hash"},
+		{name: "redact bad action", in: `{"allowed": true, "redact": [{"detector": "pii", "action": "erase"}]}`, wantErr: "replace, mask, hash or remove"},
 		{name: "redact types not strings", in: `{"allowed": true, "redact": [{"detector": "pii", "types": [1]}]}`, wantErr: "only strings"},
 		{name: "limits not array", in: `{"allowed": true, "limits": {"a": 1}}`, wantErr: "must be an array"},
 		{name: "limit no subject", in: `{"allowed": true, "limits": [{"name": "x", "limit": 1, "period": "1s"}]}`, wantErr: "tenant, principal or key"},

@@ -101,7 +101,8 @@ type compiled struct {
 	pq       rego.PreparedEvalQuery
 	revision string
 	loadedAt time.Time
-	greyZone *detect.GreyZone // from data, see GreyZonePath
+	greyZone *detect.GreyZone     // from data, see GreyZonePath
+	content  *detect.ContentRules // from data, see ContentSafetyPath
 	bundles  map[string]string
 }
 
@@ -516,6 +517,11 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 		store.Abort(ctx, txn)
 		return nil, fmt.Errorf("policy data: %w", err)
 	}
+	content, err := contentRulesFromData(data)
+	if err != nil {
+		store.Abort(ctx, txn)
+		return nil, fmt.Errorf("policy data: %w", err)
+	}
 	if err := store.Write(ctx, txn, storage.AddOp, storage.RootPath, data); err != nil {
 		store.Abort(ctx, txn)
 		return nil, fmt.Errorf("policy data: %w", err)
@@ -543,5 +549,5 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compile policies: %w", err)
 	}
-	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, bundles: s.bundles}, nil
+	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, content: content, bundles: s.bundles}, nil
 }

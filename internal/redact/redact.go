@@ -45,6 +45,11 @@ const (
 	// plain SHA-256, which is guessable for low-entropy values such as phone
 	// numbers; configure a key in production.
 	Hash Action = "hash"
+	// Remove deletes the span: what the markup detector finds (an unsafe
+	// link's destination and brackets, an image from a host outside the
+	// allow-list, script-like HTML) is markup, not a value a reader needs
+	// to know was there; the link's text stays.
+	Remove Action = "remove"
 )
 
 // DetectorCanary is the Finding.Detector of literal matches (canary tokens
@@ -86,9 +91,9 @@ type Rules []Rule
 func (r Rules) Validate() error {
 	for i, rule := range r {
 		switch rule.Action {
-		case Replace, Mask, Hash:
+		case Replace, Mask, Hash, Remove:
 		default:
-			return fmt.Errorf("redact: rules[%d] (detector %q): unknown action %q (want %q, %q or %q)", i, rule.Detector, rule.Action, Replace, Mask, Hash)
+			return fmt.Errorf("redact: rules[%d] (detector %q): unknown action %q (want %q, %q, %q or %q)", i, rule.Detector, rule.Action, Replace, Mask, Hash, Remove)
 		}
 	}
 	return nil
@@ -125,7 +130,7 @@ func (r Rules) match(f detect.Finding) int {
 
 func (rule *Rule) action() Action {
 	switch rule.Action {
-	case Mask, Hash:
+	case Mask, Hash, Remove:
 		return rule.Action
 	default:
 		return Replace
@@ -242,6 +247,7 @@ func (r *Redactor) rewrite(b *strings.Builder, a Action, typ, value string) {
 		typ = "UNKNOWN"
 	}
 	switch a {
+	case Remove:
 	case Mask:
 		n := utf8.RuneCountInString(value)
 		tail := ""

@@ -25,6 +25,16 @@ type Scanner interface {
 
 var _ Scanner = (*detect.Scanner)(nil)
 
+// termHolder is what a Scanner with content-safety phrases offers a Stream
+// (detect.Scanner does): whether text, the input before a possible early
+// cut, ends with the beginning of a phrase, which the cut would split
+// between two scans.
+type termHolder interface {
+	HoldsTermPrefix(text []byte) bool
+}
+
+var _ termHolder = (*detect.Scanner)(nil)
+
 // Stream defaults and limits.
 const (
 	// DefaultStep is the default number of bytes released per full window
@@ -159,6 +169,7 @@ type Window struct {
 type Stream struct {
 	r      *Redactor
 	sc     Scanner
+	terms  termHolder // sc, when it matches phrases; else nil
 	step   int
 	window int
 	lits   []literal
@@ -194,9 +205,11 @@ func (r *Redactor) NewStream(sc Scanner, opt StreamOptions) (*Stream, error) {
 		return nil, err
 	}
 	opt = opt.withDefaults()
+	th, _ := sc.(termHolder)
 	return &Stream{
 		r:      r,
 		sc:     sc,
+		terms:  th,
 		step:   opt.Step,
 		window: opt.Step + opt.Lookahead,
 		lits:   compileLiterals(opt.Literals),
@@ -305,6 +318,9 @@ func (s *Stream) drain(final bool) Window {
 			ws = unsafe.String(&s.buf[s.off-ctx], ctx+c) // #nosec G103 -- as above
 		}
 		finds, report := s.scan(ws, ctx)
+		if fallback {
+			finds, report = s.wordEdges(finds, report, ws)
+		}
 		if !fallback {
 			// An early release or the remainder: the window ends at the
 			// cut, so nothing is carried past it.
@@ -601,7 +617,41 @@ func (s *Stream) quiet(i int) bool {
 			return false
 		}
 	}
+	if s.terms != nil && s.terms.HoldsTermPrefix(b[:i]) {
+		return false
+	}
 	return true
+}
+
+// wordEdges drops, from a full window's findings (ws starts at s.off, with
+// no left context), the content-safety matches the window's edges made:
+// one at the window's start that a word character before it continues,
+// and one at its end that a word character after it continues. The scan
+// of the window takes its edges for word boundaries; the stream knows
+// better. A real match at an edge is found again by the next window,
+// which starts at or before it.
+func (s *Stream) wordEdges(finds []detect.Finding, report []bool, ws string) ([]detect.Finding, []bool) {
+	k := 0
+	for i, f := range finds {
+		if f.Detector == detect.DetectorContent {
+			if f.ByteStart == 0 && s.off > 0 && wordRune(lastRune(s.buf[:s.off])) {
+				continue
+			}
+			if f.ByteEnd == len(ws) && s.off+len(ws) < len(s.buf) && wordRune(firstRune(s.buf[s.off+len(ws):])) {
+				continue
+			}
+		}
+		finds[k], report[k] = f, report[i]
+		k++
+	}
+	return finds[:k], report[:k]
+}
+
+func lastRune(b []byte) rune  { r, _ := utf8.DecodeLastRune(b); return r }
+func firstRune(b []byte) rune { r, _ := utf8.DecodeRune(b); return r }
+
+func wordRune(r rune) bool {
+	return r != utf8.RuneError && (unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsMark(r))
 }
 
 // boundary reports whether b ends where a word ends: after ASCII white

@@ -60,10 +60,14 @@ response_decision := {
 	# moderation.rego: the moderation model flagged the answer (a streamed
 	# one ends with an error event), or gave no verdict under fail_closed.
 	moderation_denies
+} else := content_blocked_decision if {
+	# A deny category's term in the answer (content_safety.rego): a
+	# streamed answer ends with an error event, a buffered one is replaced.
+	count(content_denied) > 0
 } else := {
 	"allowed": true,
 	"reason": "allowed",
-	"redact": data.bulwark.redact.response,
+	"redact": response_redact_rules,
 }
 
 # Public routes need no credential. Headers Bulwark sets for authenticated
@@ -130,6 +134,9 @@ route_decision(route) := {
 	"dynamic_metadata": {"prompt_injection_rules": input.signals.tool_results.prompt_injection.rules},
 } if {
 	tool_result_injection_detected
+} else := content_blocked_decision if {
+	# A deny category's term in the prompt (content_safety.rego).
+	count(content_denied) > 0
 } else := {
 	"allowed": false,
 	"http_status": 403,
@@ -166,7 +173,7 @@ route_decision(route) := {
 	},
 	"dynamic_metadata": {"route": route.name},
 	"limits": phase_limits,
-	"redact": data.bulwark.redact.request,
+	"redact": request_redact_rules,
 }
 
 # The first route in data.bulwark.routes that matches the request, if any

@@ -186,7 +186,8 @@ test_response_phases_redact_and_allow if {
 	some phase in ["response_headers", "response_body", "response_body_chunk"]
 	d := bulwark.decision with input as {"phase": phase, "principal": alice, "signals": {"canary_leak": false}}
 	d.allowed
-	{r.detector | some r in d.redact} == {"pii", "secrets", "canary"}
+	# markup: unsafe links, images and HTML are removed (content_safety.rego).
+	{r.detector | some r in d.redact} == {"markup", "pii", "secrets", "canary"}
 }
 
 test_canary_leak_stops_the_answer if {

@@ -187,10 +187,13 @@ func New(ctx context.Context, cfg config.Config, d Deps) (c *Core, err error) {
 	if d.NoGreyZone {
 		grey = nil
 	}
-	if c.Scanner, err = detect.New(detect.Config{GreyZone: grey}); err != nil {
+	// Content-safety categories and output sanitisation come from policy
+	// data too (data.bulwark.content_safety, data.bulwark.output).
+	if c.Scanner, err = detect.New(detect.Config{GreyZone: grey, Content: c.Engine, Direction: detect.DirectionRequest}); err != nil {
 		return c, fmt.Errorf("detectors: %w", err)
 	}
-	if c.ResponseScanner, err = detect.New(detect.Config{DisableInjection: true, GreyZone: grey}); err != nil {
+	if c.ResponseScanner, err = detect.New(detect.Config{DisableInjection: true, GreyZone: grey,
+		Content: c.Engine, Direction: detect.DirectionResponse}); err != nil {
 		return c, fmt.Errorf("detectors: %w", err)
 	}
 	// The remote classifier, when configured, is asked beside the local
