@@ -156,3 +156,18 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("nil client accepted")
 	}
 }
+
+// BenchmarkLocalObserve is the in-process tracker's cost per exchange.
+func BenchmarkLocalObserve(b *testing.B) {
+	l, err := NewLocal(Config{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.Observe(ctx, "alice", 100); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

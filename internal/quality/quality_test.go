@@ -160,3 +160,21 @@ func FuzzParseFormat(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkAnswerQuality is what judging one ordinary 1 KiB answer costs
+// an exchange: the format check of a 4 KiB request naming none, Assess
+// (refusal detector included) and the Monitor's counting.
+func BenchmarkAnswerQuality(b *testing.B) {
+	req := []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"` + strings.Repeat("please summarise the report ", 146) + `"}]}`)
+	answer := strings.Repeat("The quarterly report shows revenue growth of 12% and three main risks. ", 14)
+	m, err := NewMonitor(MonitorConfig{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		f, _ := ParseFormat(req)
+		s := Assess(Answer{Status: 200, Text: answer, FinishReason: "stop", MaxTokens: 1024, OutputTokens: 200, Format: f})
+		m.Observe("gpt-4o", s)
+	}
+}
