@@ -36,7 +36,9 @@ type brokenTracker struct{}
 func (brokenTracker) Observe(context.Context, string, int64) (abuse.Snapshot, error) {
 	return abuse.Snapshot{}, errors.New("redis down")
 }
-func (brokenTracker) Offend(context.Context, string, string, string) error { return errors.New("redis down") }
+func (brokenTracker) Offend(context.Context, string, string, string) error {
+	return errors.New("redis down")
+}
 
 // TestAbuseHistory: offence denials of a principal reach input.history of
 // its next request_headers decisions; other denials, other principals and
