@@ -32,7 +32,8 @@ func runAudit(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintln(stderr, "       bulwark audit rewrap --audit-keyset KEYSET [--kek-file F] --new-kek-file F")
 		fmt.Fprintln(stderr, "       bulwark audit erase --subject ID --audit-keyset KEYSET [--kek-file F]")
 		fmt.Fprintln(stderr, "       bulwark audit export --out ARCHIVE.tar.gz FILE...")
-		return &exitError{2, errors.New("audit: want verify, keygen, read, rotate, rewrap, erase or export")}
+		fmt.Fprintln(stderr, "       bulwark audit timeline --principal ID [--from T] [--to T] [--json] [--audit-keyset KEYSET] FILE...")
+		return &exitError{2, errors.New("audit: want verify, keygen, read, rotate, rewrap, erase, export or timeline")}
 	}
 	fs := flag.NewFlagSet("bulwark audit verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -28,6 +28,8 @@ var auditKeyCommands = map[string]func(context.Context, []string, io.Reader, io.
 	"rewrap": runAuditRewrap,
 	"erase":  runAuditErase,
 	"export": runAuditExport,
+	// timeline reads the log (decrypting it when given a keyset).
+	"timeline": runAuditTimeline,
 }
 
 // parseWithFiles parses flags given before or after the file names.

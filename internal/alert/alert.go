@@ -43,6 +43,12 @@ const (
 	// EventLimiterFallback: Redis stopped answering and the rate limiter's
 	// failure mode decides (fail_open: in-process share; fail_closed: 503).
 	EventLimiterFallback = "limiter_fallback"
+	// EventQualityJump: a model's refusal or error rate jumped over its
+	// recent baseline (internal/quality's Monitor).
+	EventQualityJump = "quality_jump"
+	// EventAbuseSuspected: the default policy refused a principal that
+	// keeps attacking (abuse.rego tags the decision).
+	EventAbuseSuspected = "abuse_suspected"
 )
 
 // The results counted in bulwark_alerts_total.
@@ -167,6 +173,10 @@ type Alert struct {
 	// held back by rate limiting since the last one sent.
 	Suppressed uint64         `json:"suppressed,omitempty"`
 	Details    map[string]any `json:"details,omitempty"`
+
+	// Subject is the rate-limit key within the event when there is no
+	// principal (a model, for quality jumps); not sent.
+	Subject string `json:"-"`
 
 	subject string // rate-limit key within the event (principal id)
 }
@@ -302,6 +312,12 @@ func alertTag(details map[string]any) (string, bool) {
 	return ev, ev != ""
 }
 
+// tagValue is one of the policy's audit tags, nil when absent.
+func tagValue(details map[string]any, k string) any {
+	tags, _ := details["tags"].(map[string]any)
+	return tags[k]
+}
+
 func fromDecision(ev string, r audit.Record) Alert {
 	a := Alert{Event: ev, Severity: "warning", Principal: r.Principal, DecisionID: r.DecisionID, TraceID: r.TraceID,
 		Summary: fmt.Sprintf("policy raised %s (decision %s, reason %s)", ev, r.DecisionID, r.Reason),
@@ -309,6 +325,11 @@ func fromDecision(ev string, r audit.Record) Alert {
 	if ev == EventCanaryLeak {
 		a.Severity = "critical"
 		a.Summary = fmt.Sprintf("a model answer leaked the system prompt's canary (decision %s, %s)", r.DecisionID, r.Route)
+	}
+	if ev == EventAbuseSuspected {
+		a.Severity = "critical"
+		a.Summary = fmt.Sprintf("principal %s refused as a repeated offender (decision %s, %v offences in the window)",
+			principalID(r.Principal), r.DecisionID, tagValue(r.Details, "offences"))
 	}
 	if r.Principal != nil {
 		a.subject = r.Principal.ID
@@ -407,6 +428,9 @@ func (n *Notifier) Notify(a Alert) {
 // admit applies the per-subject MinInterval and the global MaxPerMinute
 // token bucket, and hands the alert its key's suppressed count.
 func (n *Notifier) admit(a *Alert, now time.Time) bool {
+	if a.subject == "" {
+		a.subject = a.Subject
+	}
 	key := a.Event + "\x00" + a.subject
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -33,6 +33,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/extproc"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/mcp"
+	"github.com/bulwark-ai/bulwark/internal/quality"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 	"github.com/bulwark-ai/bulwark/internal/rls"
 	"github.com/bulwark-ai/bulwark/internal/server"
@@ -196,7 +197,13 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 	}
 	// One exchange core for both doors that carry LLM exchanges (ext_proc
 	// and the Guard API): the same bytes get the same decision.
-	a.Exchange = NewExchange(a.Core, cfg, tracing, redactKey, logger, xMetrics)
+	// Answer quality by model; a model's refusal or error rate jumping
+	// over its baseline raises an alert.
+	qm, err := quality.NewMonitor(quality.MonitorConfig{OnJump: qualityAlert(a.Alerts)}, d.Registry)
+	if err != nil {
+		return a, err
+	}
+	a.Exchange = NewExchange(a.Core, cfg, tracing, redactKey, logger, xMetrics, qm)
 	epMetrics, err := extproc.NewMetrics(d.Registry)
 	if err != nil {
 		return a, err
@@ -248,7 +255,7 @@ func mcpOptions(cfg config.Config) envoy.MCPOptions {
 // NewExchange is the LLM exchange core over c as cfg configures it, which
 // the ext_proc door and the Guard API share; tracing may be nil (off).
 func NewExchange(c *core.Core, cfg config.Config, tracing *telemetry.Tracing, redactKey []byte,
-	logger *slog.Logger, m *exchange.Metrics) *exchange.Core {
+	logger *slog.Logger, m *exchange.Metrics, q *quality.Monitor) *exchange.Core {
 	return exchange.New(c.Pipeline, c.Scanner, c.Limiter, exchange.Options{
 		StripCredentials:         cfg.StripCredentials && cfg.IdentityEnabled(),
 		Tracing:                  tracing,
@@ -266,6 +273,7 @@ func NewExchange(c *core.Core, cfg config.Config, tracing *telemetry.Tracing, re
 		StripUpstreamCredentials: cfg.StripUpstreamCredentials && cfg.IdentityEnabled(),
 		MCP:                      mcpOptions(cfg),
 		MCPMemory:                mcp.NewMemory(cfg.MCPSessionTTL, cfg.MCPMaxSessions, 0, nil),
+		Quality:                  q,
 	}, logger, m)
 }
 

@@ -1,12 +1,14 @@
 package app
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/bulwark-ai/bulwark/internal/alert"
 	"github.com/bulwark-ai/bulwark/internal/audit"
 	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/identity"
+	"github.com/bulwark-ai/bulwark/internal/quality"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
 )
 
@@ -64,4 +66,15 @@ func breakerRecord(s ratelimit.BreakerState, cfg config.Config) audit.Record {
 	return audit.Record{Type: audit.TypeLimiterFallback, Time: time.Now().UTC(), Details: map[string]any{
 		"state": state, "breaker": s.String(), "failure_mode": cfg.RateLimitFailureMode, "local_share": cfg.RateLimitLocalShare,
 	}}
+}
+
+// qualityAlert raises alert.EventQualityJump when a model's refusal or
+// error rate jumps over its baseline (quality.Monitor).
+func qualityAlert(n *alert.Notifier) func(quality.Jump) {
+	return func(j quality.Jump) {
+		n.Notify(alert.Alert{Event: alert.EventQualityJump, Severity: "warning", Subject: j.Model + "/" + j.Signal,
+			Summary: fmt.Sprintf("model %s: %s rate %.0f%% of recent answers, over its baseline of %.0f%% (%d answers seen)",
+				j.Model, j.Signal, 100*j.Rate, 100*j.Baseline, j.Answers),
+			Details: map[string]any{"model": j.Model, "signal": j.Signal, "rate": j.Rate, "baseline": j.Baseline, "answers": j.Answers}})
+	}
 }

@@ -311,6 +311,14 @@ type Config struct {
 	// AlertInjectionWindow is the injection burst's window.
 	AlertInjectionWindow time.Duration `yaml:"alert_injection_window"`
 
+	// Abuse patterns (internal/abuse): each principal's offences (denials
+	// for the pipeline's offence reasons) within AbuseOffenceWindow are
+	// input.history; its request and token rates against a baseline
+	// averaged over AbuseBaselineWindow are input.usage_pattern. Kept in
+	// Redis with redis_url (shared by every replica), in-process otherwise.
+	AbuseOffenceWindow  time.Duration `yaml:"abuse_offence_window"`
+	AbuseBaselineWindow time.Duration `yaml:"abuse_baseline_window"`
+
 	// RemoteClassifierURL is an HTTP endpoint scoring prompts ({"text"} in,
 	// {"score", "label"} out), asked beside the local detectors; its verdict
 	// is input.signals.remote_classifier. Empty: no remote classifier. May
@@ -461,6 +469,8 @@ func Default() Config {
 		AlertMaxPerMinute:        30,
 		AlertInjectionBurst:      5,
 		AlertInjectionWindow:     time.Minute,
+		AbuseOffenceWindow:       15 * time.Minute,
+		AbuseBaselineWindow:      time.Hour,
 		RateLimitFailureMode:     "fail_open",
 		RateLimitLocalShare:      1,
 		RateLimitTimeout:         50 * time.Millisecond,
@@ -691,10 +701,14 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		field string
 		v     time.Duration
-	}{{"alert_webhook_timeout", c.AlertWebhookTimeout}, {"alert_min_interval", c.AlertMinInterval}, {"alert_injection_window", c.AlertInjectionWindow}} {
+	}{{"alert_webhook_timeout", c.AlertWebhookTimeout}, {"alert_min_interval", c.AlertMinInterval}, {"alert_injection_window", c.AlertInjectionWindow},
+		{"abuse_offence_window", c.AbuseOffenceWindow}} {
 		if d.v <= 0 {
 			return &FieldError{d.field, "must be positive"}
 		}
+	}
+	if c.AbuseBaselineWindow <= time.Minute {
+		return &FieldError{"abuse_baseline_window", "must be longer than 1m (the current rate's window)"}
 	}
 	if c.AlertMaxPerMinute < 1 {
 		return &FieldError{"alert_max_per_minute", "must be positive"}
@@ -1066,6 +1080,8 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.AlertMaxPerMinute, "alert-max-per-minute", c.AlertMaxPerMinute, "cap on alerts of every kind together")
 	fs.IntVar(&c.AlertInjectionBurst, "alert-injection-burst", c.AlertInjectionBurst, "prompt_injection denials of one principal within --alert-injection-window that raise an alert (0: off)")
 	fs.DurationVar(&c.AlertInjectionWindow, "alert-injection-window", c.AlertInjectionWindow, "window of --alert-injection-burst")
+	fs.DurationVar(&c.AbuseOffenceWindow, "abuse-offence-window", c.AbuseOffenceWindow, "how long a principal's offences (injection, secrets, content safety denials) count in input.history")
+	fs.DurationVar(&c.AbuseBaselineWindow, "abuse-baseline-window", c.AbuseBaselineWindow, "time constant of each principal's baseline request and token rates (input.usage_pattern)")
 	fs.Var((*secretURL)(&c.RemoteClassifierURL), "remote-classifier-url", "HTTP endpoint scoring prompts ({\"text\"} in, {\"score\",\"label\"} out) beside the local detectors: input.signals.remote_classifier (empty: none)")
 	fs.DurationVar(&c.RemoteClassifierTimeout, "remote-classifier-timeout", c.RemoteClassifierTimeout, "deadline of one remote classifier call (the decision waits for it)")
 	fs.Float64Var(&c.RemoteClassifierThreshold, "remote-classifier-threshold", c.RemoteClassifierThreshold, "remote classifier score at or above which signals.remote_classifier.detected is true")

@@ -21,6 +21,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/mcp"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/quality"
 	"github.com/bulwark-ai/bulwark/internal/redact"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
 )
@@ -122,6 +123,11 @@ type Options struct {
 	// to flag a definition that changes later (nil: not remembered; only
 	// a name listed twice within one answer is flagged).
 	MCPMemory *mcp.Memory
+	// Quality judges every LLM answer (finish reason, empty, refusal,
+	// truncation, JSON validity, time to first token, tokens per second),
+	// counts it by model and puts it in input.response.quality of the
+	// response_body decision. nil: not judged.
+	Quality *quality.Monitor
 }
 
 func (o *Options) defaults() {

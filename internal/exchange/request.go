@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -19,6 +20,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/llmapi"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/quality"
 	"github.com/bulwark-ai/bulwark/internal/redact"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
 )
@@ -69,6 +71,10 @@ type Session struct {
 	// addedUsage: Bulwark set stream_options.include_usage, which the
 	// client did not ask for, so the usage chunk is kept from it.
 	addedUsage bool
+	// start is when the request went on to the model; format is the
+	// answer format it asked for (quality signals).
+	start  time.Time
+	format quality.Format
 
 	resp       *responseState
 	reconciled bool
@@ -178,6 +184,7 @@ func (x *Session) RequestHeaders(ctx context.Context, h Head) (Result, error) {
 		res.RemoveHeaders = append(res.RemoveHeaders, "accept-encoding")
 	}
 	x.forwarded = !x.bodyExpected
+	x.start = time.Now()
 	return res, nil
 }
 
@@ -265,6 +272,13 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 		x.llmTerm = envoy.LLM(input)
 		text = r.PromptText(x.c.scan)
 		toolText = r.ToolResultText(x.c.scan)
+		if x.c.opts.Quality != nil {
+			// What answer format the request asks for (JSON, a schema): a
+			// body naming none costs a substring search.
+			if f, err := quality.ParseFormat(plain); err == nil {
+				x.format = f
+			}
+		}
 	}
 	var res Result
 	out, err := x.decide(ctx, pipeline.PhaseRequestBody, pipeline.Request{Input: input, Text: text, ToolText: toolText}, &res)
@@ -282,6 +296,7 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 			"the request could not be made safe to forward; quote the decision id when reporting this"), nil
 	}
 	x.forwarded = true
+	x.start = time.Now()
 	if changed {
 		res.Body, res.BodyChanged = newBody, true
 		if decoded {

@@ -16,6 +16,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/llmapi"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/quality"
 	"github.com/bulwark-ai/bulwark/internal/redact"
 )
 
@@ -62,6 +63,8 @@ type responseState struct {
 	// cur is the Result of the chunk being processed, which records the
 	// chunk's decisions.
 	cur Result
+	// quality follows a streamed answer for its quality signals.
+	quality qualityState
 
 	// tools follows the answer's tool calls; held are the events of calls
 	// not yet complete (and so not yet decided), heldBytes their size.
@@ -226,6 +229,7 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 	api := rs.api
 	var usage *llmapi.Usage
 	var calls []llmapi.ToolCall
+	var qual *quality.Signals
 	if jsonBody {
 		r, err := llmapi.ParseResponse(api, plain)
 		if err != nil {
@@ -237,6 +241,7 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 		usage = r.Usage
 		calls = r.ToolCalls
 		text, _ = llmapi.FilteredText(api, plain)
+		qual = x.bodyQuality(r, usage)
 	}
 	var sig detect.Signals
 	var findings []detect.Finding
@@ -257,6 +262,7 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 	var res Result
 	in := x.responseInput(usage)
 	policy.AddToolCalls(in, calls)
+	addQuality(in, qual, x.format)
 	out, err := x.decide(ctx, pipeline.PhaseResponseBody, pipeline.Request{Input: in, Signals: &sig}, &res)
 	if err != nil {
 		return Result{}, err
@@ -367,6 +373,7 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 			if rs.haveUsage {
 				x.settle(ctx, rs.usage)
 			}
+			x.streamQuality()
 		}
 	}
 	res := rs.cur
@@ -508,7 +515,13 @@ func (x *Session) processEvent(ctx context.Context, pe *llmapi.ParsedEvent, ev l
 	if rs.ended {
 		return errCut
 	}
-	d, err := pe.Meta()
+	var d llmapi.Delta
+	var err error
+	if x.c.opts.Quality != nil && x.llmReq != nil {
+		d, err = pe.Full() // the text too, for the quality signals
+	} else {
+		d, err = pe.Meta()
+	}
 	if err != nil {
 		// An event Bulwark cannot read may still carry text: pass it only
 		// when nothing in it needs removing.
@@ -522,6 +535,7 @@ func (x *Session) processEvent(ctx context.Context, pe *llmapi.ParsedEvent, ev l
 	if d.Usage != nil {
 		rs.addUsage(*d.Usage)
 	}
+	x.noteDelta(&d)
 	if d.UsageOnly && x.addedUsage {
 		return nil // counted; the client did not ask for it
 	}

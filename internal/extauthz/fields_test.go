@@ -24,6 +24,9 @@ func defaultServer(t *testing.T, set map[string]string) (*Server, string) {
 		set = map[string]string{}
 	}
 	set["requests_per_minute"] = "1000000"
+	// Attack after attack from one key: detection is compared, not the
+	// key's history (abuse.rego would block it after five).
+	set["slow_after"], set["block_after"] = "0", "0"
 	st := fixture.NewStack(t, fixture.StackOptions{Policies: fixture.Policies(t, set),
 		Keys: []fixture.Key{{ID: "app", Roles: []string{"user"}, Tenant: "acme"}},
 		Deps: core.Deps{Pepper: "fields-test-pepper-0123456789", NoGreyZone: true}})

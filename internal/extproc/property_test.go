@@ -134,6 +134,9 @@ func newPropertyStack(tb testing.TB, set map[string]string) *propertyStack {
 	tb.Helper()
 	set["requests_per_minute"] = "1000000000000"
 	set["tokens_per_day"] = "1000000000000"
+	// Planted attack after attack from one key: the doors' detection is
+	// compared, not the key's history (abuse.rego would block it).
+	set["slow_after"], set["block_after"] = "0", "0"
 	st := fixture.NewStack(tb, fixture.StackOptions{Policies: fixture.Policies(tb, set),
 		Keys: []fixture.Key{{ID: "app", Roles: []string{"user"}, Tenant: "acme"}}, Deps: core.Deps{Pepper: pepper, NoGreyZone: true}})
 	pipe, scanner, limiter, keys := st.Pipeline, st.Scanner, st.Limiter, st.Secrets

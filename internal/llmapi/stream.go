@@ -132,6 +132,11 @@ func ParseEvent(api API, ev Event) ParsedEvent {
 // need only its usage, end and error, without decoding the text twice.
 func (p *ParsedEvent) Meta() (Delta, error) { return p.decode(true) }
 
+// Full is Meta plus Delta.Text, the output text the event adds: for a
+// caller that keeps the answer's text (the quality signals). It costs
+// the text's copy.
+func (p *ParsedEvent) Full() (Delta, error) { return p.decode(false) }
+
 func (p *ParsedEvent) decode(meta bool) (Delta, error) {
 	api, ev, d, done, err := p.api, p.ev, p.d, p.done, p.err
 	if err != nil && genericStream(api) {

@@ -100,6 +100,9 @@ type Config struct {
 	// (--pseudonymize-principals), so logs and traces correlate by a stable
 	// name without holding the id; `bulwark audit read` maps it back.
 	PrincipalName func(id string) string
+	// OffenceReasons are the denial reasons recorded as offences in the
+	// principal's history (Deps.Abuse); nil: DefaultOffenceReasons.
+	OffenceReasons []string
 }
 
 // Request is one decision to make. Input holds the adapter-built,
@@ -176,6 +179,11 @@ type Pipeline struct {
 	logger      *slog.Logger
 	metrics     *metrics
 	decisionLog DecisionLogger
+	// abuse is the per-principal abuse state (nil: no input.history nor
+	// input.usage_pattern), offenceReasons what it records.
+	abuse          AbuseTracker
+	abuseMetrics   *abuseMetrics
+	offenceReasons []string
 }
 
 // Deps are the stages a Pipeline runs, given once at construction: a
@@ -208,6 +216,9 @@ type Deps struct {
 	// policy's answer (OPA's decision log plugin, with --opa-config).
 	// nil: none.
 	DecisionLog DecisionLogger
+	// Abuse keeps each principal's usage pattern and offences
+	// (input.usage_pattern and input.history at request_headers). nil: none.
+	Abuse AbuseTracker
 }
 
 // DecisionLogger records decisions in OPA's decision log format, besides
@@ -246,6 +257,13 @@ func New(cfg Config, d Deps, logger *slog.Logger, reg prometheus.Registerer) (*P
 	p := &Pipeline{cfg: cfg, auth: d.Auth, eval: d.Eval, limiter: d.Limiter, detect: d.Detector, moderator: d.Moderator, tracer: d.Tracer,
 		audit: d.Auditor, ids: NewIDSource(), logger: logger, metrics: m, decisionLog: d.DecisionLog}
 	p.auditFilter, _ = d.Auditor.(auditFilter)
+	if p.abuseMetrics, err = newAbuseMetrics(reg); err != nil {
+		return nil, fmt.Errorf("pipeline: register metrics: %w", err)
+	}
+	p.abuse, p.offenceReasons = d.Abuse, cfg.OffenceReasons
+	if p.offenceReasons == nil {
+		p.offenceReasons = DefaultOffenceReasons
+	}
 	return p, nil
 }
 
@@ -394,6 +412,13 @@ func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, erro
 		out.Principal = identity.Principal{Kind: identity.KindAnonymous}
 	}
 	input.Insert(keyPrincipal, ast.NewTerm(PrincipalValue(out.Principal)))
+	if req.Phase == PhaseRequestHeaders && p.abuse != nil {
+		// Once per exchange (ext_proc skips request_headers when ext_authz
+		// decided): the principal's usage pattern and offences.
+		actx, span := p.stage(ctx, "bulwark.abuse")
+		p.observeAbuse(actx, input, out.Principal)
+		end(span)
+	}
 
 	// The detectors run outside the decision deadline: their time is
 	// bounded by the body size limits (each detector is linear in the text,
@@ -533,6 +558,7 @@ func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, erro
 		out.Decision.ProtectIdentityHeaders()
 	}
 	p.metrics.decision(result, out.Reason)
+	p.recordOffence(ctx, &out)
 	if p.audited(&out) {
 		p.audit.Log(context.WithoutCancel(ctx), auditRecord(ctx, req, out))
 	}

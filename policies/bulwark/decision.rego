@@ -94,6 +94,9 @@ route_decision(route) := {
 	"message": sprintf("principal %s has none of the roles this route needs", [input.principal.id]),
 } if {
 	not role_allowed(route)
+} else := abuse_decision if {
+	# abuse.rego: a principal that keeps attacking is blocked (and alerted on).
+	abuse_blocked
 } else := {
 	"allowed": false,
 	"http_status": 415,
@@ -268,7 +271,8 @@ model_allowed if {
 # names: request_body (ext_proc, which reconciles the reservation with the
 # model's reported usage on the same replica) or request_headers (ext_authz
 # alone, which can only estimate).
-phase_limits := array.concat(request_limits, phase_token_limits) if input.phase == "request_headers"
+# abuse_limits (abuse.rego) slow a repeated offender down.
+phase_limits := array.concat(array.concat(request_limits, abuse_limits), phase_token_limits) if input.phase == "request_headers"
 else := phase_token_limits
 
 phase_token_limits := token_limits if input.phase == data.bulwark.limits.token_quota_phase

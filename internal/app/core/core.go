@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/bulwark-ai/bulwark/internal/abuse"
 	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/identity"
@@ -219,6 +220,9 @@ func New(ctx context.Context, cfg config.Config, d Deps) (c *Core, err error) {
 		}
 		deps.Moderator = c.Moderator
 	}
+	if deps.Abuse, err = newAbuseTracker(cfg, c.Redis); err != nil {
+		return c, &ConfigError{Err: err}
+	}
 	dl, err := policy.NewDecisionLog(c.OPA, cfg.PolicyQuery)
 	if err != nil {
 		return c, err
@@ -261,4 +265,14 @@ func (c *Core) Close() {
 	if c.Redis != nil {
 		_ = c.Redis.Close()
 	}
+}
+
+// newAbuseTracker keeps principals' abuse patterns in Redis when there is
+// one (shared by every replica), in the process otherwise.
+func newAbuseTracker(cfg config.Config, client redis.UniversalClient) (pipeline.AbuseTracker, error) {
+	ac := abuse.Config{OffenceWindow: cfg.AbuseOffenceWindow, BaselineWindow: cfg.AbuseBaselineWindow, Timeout: cfg.RateLimitTimeout}
+	if client != nil {
+		return abuse.NewRedis(ac, client)
+	}
+	return abuse.NewLocal(ac, nil)
 }
