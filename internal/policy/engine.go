@@ -102,6 +102,7 @@ type compiled struct {
 	loadedAt time.Time
 	greyZone *detect.GreyZone // from data, see GreyZonePath
 	bundles  map[string]string
+	docs     dataDocs // the store's data, read once (see dataDocs)
 }
 
 // Engine evaluates the decision query. It is safe for concurrent use: Evaluate
@@ -325,6 +326,7 @@ func (e *Engine) Evaluate(ctx context.Context, input ast.Value) (Result, error) 
 		rego.EvalExternalCancel(cancel),
 		rego.EvalGenerateJSON(keepTerm),
 		rego.EvalMetrics(noMetrics), // OPA's per-eval timers cost allocations nobody reads
+		rego.EvalBaseCache(c.docs),
 	)
 	stop()
 	res := Result{Revision: c.revision, Bundles: c.bundles}
@@ -521,5 +523,9 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compile policies: %w", err)
 	}
-	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, bundles: s.bundles}, nil
+	docs, err := newDataDocs(ctx, store)
+	if err != nil {
+		return nil, err
+	}
+	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, bundles: s.bundles, docs: docs}, nil
 }
