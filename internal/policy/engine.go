@@ -321,13 +321,16 @@ func (e *Engine) Evaluate(ctx context.Context, input ast.Value) (Result, error) 
 	}
 	cancel := topdown.NewCancel()
 	stop := context.AfterFunc(ctx, cancel.Cancel)
+	rules := getRuleCache()
 	rs, err := c.pq.Eval(ctx,
 		rego.EvalParsedInput(input),
 		rego.EvalExternalCancel(cancel),
 		rego.EvalGenerateJSON(keepTerm),
 		rego.EvalMetrics(noMetrics), // OPA's per-eval timers cost allocations nobody reads
 		rego.EvalBaseCache(c.docs),
+		rego.EvalVirtualCache(rules),
 	)
+	putRuleCache(rules)
 	stop()
 	res := Result{Revision: c.revision, Bundles: c.bundles}
 	if cerr := ctx.Err(); cerr != nil {
