@@ -104,6 +104,7 @@ type compiled struct {
 	greyZone *detect.GreyZone     // from data, see GreyZonePath
 	content  *detect.ContentRules // from data, see ContentSafetyPath
 	bundles  map[string]string
+	docs     dataDocs // the store's data, read once (see dataDocs)
 }
 
 // Engine evaluates the decision query. It is safe for concurrent use: Evaluate
@@ -322,12 +323,16 @@ func (e *Engine) Evaluate(ctx context.Context, input ast.Value) (Result, error) 
 	}
 	cancel := topdown.NewCancel()
 	stop := context.AfterFunc(ctx, cancel.Cancel)
+	rules := getRuleCache()
 	rs, err := c.pq.Eval(ctx,
 		rego.EvalParsedInput(input),
 		rego.EvalExternalCancel(cancel),
 		rego.EvalGenerateJSON(keepTerm),
 		rego.EvalMetrics(noMetrics), // OPA's per-eval timers cost allocations nobody reads
+		rego.EvalBaseCache(c.docs),
+		rego.EvalVirtualCache(rules),
 	)
+	putRuleCache(rules)
 	stop()
 	res := Result{Revision: c.revision, Bundles: c.bundles}
 	if cerr := ctx.Err(); cerr != nil {
@@ -549,5 +554,9 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compile policies: %w", err)
 	}
-	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, content: content, bundles: s.bundles}, nil
+	docs, err := newDataDocs(ctx, store)
+	if err != nil {
+		return nil, err
+	}
+	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, content: content, bundles: s.bundles, docs: docs}, nil
 }
