@@ -1,6 +1,7 @@
 package llmapi
 
 import (
+	"bytes"
 	"net/http"
 	"strconv"
 )
@@ -34,6 +35,7 @@ var bedrockConverse = dialect{
 	filterEvent:  (*eventFilter).converseEvent,
 	ends:         converseEnds,
 	channelEvent: converseChannelEvent,
+	toolEvent:    converseToolEvent,
 	errorBody:    bedrockErrorBody,
 	errorEvent:   bedrockErrorEvent,
 }
@@ -98,6 +100,14 @@ var bedrockInvoke = dialect{
 			wire: newWire(newEventHeaders("chunk"), true)}
 		out.Raw = out.Encode()
 		return out, nil
+	},
+	toolEvent: func(a *ToolCallAssembler, ev Event, d []byte) {
+		if isException(ev) {
+			a.completeAll()
+			return
+		}
+		p := ParsedEvent{api: AnthropicMessages, ev: ev, d: d}
+		a.builtinEvent(&p)
 	},
 	errorBody:  bedrockErrorBody,
 	errorEvent: bedrockErrorEvent,
@@ -545,4 +555,78 @@ func bedrockErrorEvent(fr Framing, status int, reason, message string) []byte {
 		return append(b, "\n\n"...)
 	}
 	return encodeMessage(exceptionHeaders(typ), body)
+}
+
+// converseToolEvent follows the tool calls of a ConverseStream: a
+// contentBlockStart with start.toolUse (toolUseId, name) opens the call of
+// its content block, contentBlockDelta delta.toolUse.input fragments are
+// its arguments, contentBlockStop completes it; messageStop, metadata and
+// an exception complete every call. A toolUse delta whose start was not
+// seen opens a call without a name, which policy can refuse.
+func converseToolEvent(a *ToolCallAssembler, ev Event, d []byte) {
+	if isException(ev) {
+		a.completeAll()
+		return
+	}
+	switch ev.Name {
+	case "messageStop", "metadata":
+		a.completeAll()
+		return
+	case "contentBlockStart", "contentBlockStop":
+	case "contentBlockDelta":
+		// The common case: a text delta while no call is open.
+		if a.open == 0 && !bytes.Contains(d, []byte(`toolUse`)) && !hasUnicodeEscape(d) {
+			return
+		}
+	default:
+		return
+	}
+	if len(d) == 0 || d[0] != '{' {
+		return
+	}
+	top := vspan{0, len(d)}
+	k := ToolCallKey{Index: memberInt(d, top, "contentBlockIndex", 0)}
+	switch ev.Name {
+	case "contentBlockStart":
+		st, ok := member(d, top, "start")
+		if !ok {
+			return
+		}
+		tu, ok := member(d, st, "toolUse")
+		if !ok || kindOf(d, tu) != '{' {
+			return
+		}
+		i := a.call(k)
+		if i < 0 {
+			return
+		}
+		a.touch(i)
+		a.setIdentity(i, memberString(d, tu, "toolUseId"), memberString(d, tu, "name"))
+	case "contentBlockDelta":
+		delta, ok := member(d, top, "delta")
+		if !ok {
+			return
+		}
+		tu, ok := member(d, delta, "toolUse")
+		if !ok {
+			if i := a.find(k); i >= 0 {
+				a.touch(i) // another delta of the call's block still belongs to it
+			}
+			return
+		}
+		i := a.find(k)
+		if i < 0 {
+			if i = a.call(k); i < 0 {
+				return
+			}
+		}
+		a.touch(i)
+		if in, ok := member(d, tu, "input"); ok && kindOf(d, in) == '"' {
+			a.appendArgs(i, rawStrAt(d, in))
+		}
+	case "contentBlockStop":
+		if i := a.find(k); i >= 0 {
+			a.complete(i)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package llmapi
 
 import (
+	"bytes"
 	"net/http"
 	"strconv"
 )
@@ -38,6 +39,7 @@ var geminiGenerate = dialect{
 	filterEvent:  (*eventFilter).geminiEvent,
 	ends:         geminiEnds,
 	channelEvent: geminiChannelEvent,
+	toolEvent:    geminiToolEvent,
 	errorBody:    geminiErrorBody,
 	errorEvent:   geminiErrorEvent,
 }
@@ -523,4 +525,82 @@ func geminiErrorEvent(fr Framing, status int, reason, message string) []byte {
 	}
 	b := append([]byte("data: "), body...)
 	return append(b, "\n\n"...)
+}
+
+// geminiToolEvent follows the tool calls of a streamed answer. Gemini sends
+// each functionCall part whole (name and args) in one chunk, so a call is
+// complete in the event that carries it: the event is decided before it
+// goes on. The closing bracket of a streamed array and an error complete
+// whatever is open.
+func geminiToolEvent(a *ToolCallAssembler, ev Event, d []byte) {
+	if isArrayClose(ev) {
+		a.completeAll()
+		return
+	}
+	if len(d) == 0 || d[0] != '{' {
+		return
+	}
+	if a.open == 0 && !bytes.Contains(d, []byte("unctionCall")) && !bytes.Contains(d, []byte("unction_call")) && !hasUnicodeEscape(d) {
+		return // the common case: text, usage
+	}
+	it := iterObject(d, 0)
+	for it.next() {
+		switch string(it.keyRaw()) {
+		case "error":
+			a.completeAll()
+		case "candidates":
+			ct := iterArray(d, it.v.s)
+			for pos := 0; ct.next(); pos++ {
+				if kindOf(d, ct.v) == '{' {
+					a.geminiCandidate(d, ct.v, pos)
+				}
+			}
+		}
+	}
+}
+
+// geminiCandidate reads the functionCall parts of one candidate (its
+// index, which Gemini writes after the content, found in the same pass).
+func (a *ToolCallAssembler) geminiCandidate(d []byte, cand vspan, pos int) {
+	idx := pos
+	var buf [4]vspan
+	calls := buf[:0]
+	ct := iterObject(d, cand.s)
+	for ct.next() {
+		switch string(ct.keyRaw()) {
+		case "index":
+			if n, ok := intAt(d, ct.v); ok {
+				idx = int(n)
+			}
+		case "content":
+			p, ok := member(d, ct.v, "parts")
+			if !ok {
+				continue
+			}
+			pt := iterArray(d, p.s)
+			for pt.next() {
+				if kindOf(d, pt.v) != '{' {
+					continue
+				}
+				part := iterObject(d, pt.v.s)
+				for part.next() {
+					if either(part.keyRaw(), "functionCall", "function_call") && kindOf(d, part.v) == '{' {
+						calls = append(calls, part.v)
+					}
+				}
+			}
+		}
+	}
+	for sub, fc := range calls {
+		i := a.call(ToolCallKey{Index: idx, Sub: sub})
+		if i < 0 {
+			return
+		}
+		a.touch(i)
+		a.setIdentity(i, memberString(d, fc, "id"), memberString(d, fc, "name"))
+		if args, ok := member(d, fc, "args"); ok {
+			a.appendArgs(i, []byte(compactJSON(d[args.s:args.e])))
+		}
+		a.complete(i)
+	}
 }
