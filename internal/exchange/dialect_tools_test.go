@@ -268,3 +268,48 @@ func TestGeminiArrayToolCallsTooLarge(t *testing.T) {
 		t.Fatalf("client got (%v):\n%s", err, out)
 	}
 }
+
+// TestDialectBufferedToolCallDenied: a buffered Bedrock Converse, Anthropic
+// on Bedrock, Gemini or Azure OpenAI answer whose model calls a tool the
+// role may not use is refused tool_not_allowed, in the API's error shape
+// and without naming the tool; one calling an allowed tool passes.
+func TestDialectBufferedToolCallDenied(t *testing.T) {
+	c, key := newToolsCore(t)
+	ctx := context.Background()
+	for _, tc := range []struct{ path, req, answer string }{
+		{"/model/amazon.nova-pro-v1:0/converse", `{"messages":[{"role":"user","content":[{"text":"hi"}]}]}`,
+			`{"output":{"message":{"role":"assistant","content":[{"text":"Sure."},{"toolUse":{"toolUseId":"t1","name":"NAME","input":{"path":"/"}}}]}},"stopReason":"tool_use","usage":{"inputTokens":3,"outputTokens":4,"totalTokens":7}}`},
+		{"/model/anthropic.claude-3-haiku-20240307-v1:0/invoke", `{"anthropic_version":"bedrock-2023-05-31","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`,
+			`{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"tool_use","id":"t1","name":"NAME","input":{"path":"/"}}],"stop_reason":"tool_use","usage":{"input_tokens":3,"output_tokens":4}}`},
+		{"/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`,
+			`{"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"NAME","args":{"path":"/"}}}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":4,"totalTokenCount":7}}`},
+		{"/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21", `{"messages":[{"role":"user","content":"hi"}]}`,
+			`{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"t1","type":"function","function":{"name":"NAME","arguments":"{\"path\":\"/\"}"}}]},"finish_reason":"tool_calls"}]}`},
+	} {
+		for _, name := range []string{"delete_files", "get_weather"} {
+			x := c.Start("test")
+			if res, err := x.RequestHeaders(ctx, head(key, tc.path, true)); err != nil || res.Deny != nil {
+				t.Fatalf("%s: request headers: %+v %v", tc.path, res.Deny, err)
+			}
+			if res, err := x.RequestBody(ctx, []byte(tc.req)); err != nil || res.Deny != nil {
+				t.Fatalf("%s: request body: %+v %v", tc.path, res.Deny, err)
+			}
+			if _, err := x.ResponseHeaders(ctx, 200, map[string]string{":status": "200", "content-type": "application/json"}, false); err != nil {
+				t.Fatal(err)
+			}
+			res, err := x.ResponseBody(ctx, []byte(strings.Replace(tc.answer, "NAME", name, 1)))
+			x.End(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case name == "get_weather" && res.Deny != nil:
+				t.Errorf("%s: allowed call refused: %s", tc.path, res.Deny.Body)
+			case name == "delete_files" && (res.Deny == nil || res.Deny.Reason != "tool_not_allowed"):
+				t.Errorf("%s: call to %s not refused: %+v", tc.path, name, res.Deny)
+			case res.Deny != nil && bytes.Contains(res.Deny.Body, []byte(name)):
+				t.Errorf("%s: the denial names the tool: %s", tc.path, res.Deny.Body)
+			}
+		}
+	}
+}
