@@ -224,6 +224,10 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 		}
 		usage = r.Usage
 		calls = r.ToolCalls
+	}
+	if usage == nil {
+		// Bedrock reports every model's token counts in headers too.
+		usage = llmapi.HeaderUsage(rs.api, rs.headers)
 		text, _ = llmapi.FilteredText(api, plain)
 	}
 	var sig detect.Signals

@@ -44,35 +44,45 @@ var bedrockConverse = dialect{
 // and event-stream framing (each event's JSON base64 in {"bytes"}).
 var bedrockInvoke = dialect{
 	scanRequest: func(r *reqScanner) {
-		// scan read model, stream and tools already; max_tokens is
-		// Anthropic's.
-		if v, ok := r.top.last(kMaxTokens); ok && r.meta && anthropicBody(r.b, &r.top) {
-			if n, ok := intAt(r.b, v); ok {
-				r.maxTokens = max(n, 0)
-			}
+		// scan read model, stream and tools already; the token cap is
+		// the model family's (bedrock_models.go).
+		if r.meta {
+			f := invokeFamilyOf(r.b, &r.top)
+			r.maxTokens = r.invokeMaxTokens(f)
+			r.uncapped = f == familyUnknown
 		}
 		r.anthropic()
 	},
-	// Only an Anthropic body is capped and suffixed: InvokeModel carries
-	// every model's native body, and Bedrock rejects fields a model does
-	// not define (Titan's, Llama's and Mistral's are read, and redacted,
-	// as unknown JSON).
-	clamp: func(ed *editor, top *topFields, limit int64) {
-		if anthropicBody(ed.b, top) {
-			ed.clamp(AnthropicMessages, top, limit)
-		}
-	},
+	// Every family's cap is edited in its own field; only an Anthropic
+	// body is suffixed: InvokeModel carries every model's native body, and
+	// Bedrock rejects fields a model does not define (Titan's, Llama's
+	// and Mistral's texts are read, and redacted, as unknown JSON).
+	clamp: invokeClamp,
 	systemSuffix: func(ed *editor, top *topFields, suffix string) {
-		if anthropicBody(ed.b, top) {
+		if invokeFamilyOf(ed.b, top) == familyAnthropic {
 			ed.systemSuffix(AnthropicMessages, top, suffix)
 		}
 	},
-	scanResponse: func(r *respScanner, top vspan) { r.object(AnthropicMessages, top) },
+	scanResponse: func(r *respScanner, top vspan) {
+		r.object(AnthropicMessages, top)
+		if r.meta && (r.usage == nil || *r.usage == Usage{}) {
+			// Not Anthropic's usage (Nova's camelCase one reads as zero).
+			if u := invokeUsage(r.b, top); u != nil || r.usage == nil {
+				r.usage = u
+			}
+		}
+	},
 	decodeEvent: func(ev Event, d []byte, meta bool) Delta {
 		if isException(ev) {
 			return Delta{Error: true, Done: true}
 		}
-		return decodeAnthropicEvent(d, ev.Name, meta)
+		out := decodeAnthropicEvent(d, ev.Name, meta)
+		if out.Usage == nil && len(d) > 0 {
+			// Other models' chunks; every model's last one carries
+			// amazon-bedrock-invocationMetrics.
+			out.Usage = invokeUsage(d, vspan{0, len(d)})
+		}
+		return out
 	},
 	filterEvent: func(f *eventFilter, ev Event) {
 		if isException(ev) {
@@ -111,16 +121,6 @@ var bedrockInvoke = dialect{
 	},
 	errorBody:  bedrockErrorBody,
 	errorEvent: bedrockErrorEvent,
-}
-
-// anthropicBody reports whether an InvokeModel body is Anthropic's: it
-// names anthropic_version or has messages.
-func anthropicBody(b []byte, top *topFields) bool {
-	if len(top.f[kMessages]) > 0 {
-		return true
-	}
-	_, ok := member(b, top.obj, "anthropic_version")
-	return ok
 }
 
 // converse reads the system prompt, the messages, the tools and the
