@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 
 	"github.com/bulwark-ai/bulwark/test/envoysim"
+	"github.com/bulwark-ai/bulwark/test/fixture"
+	"github.com/bulwark-ai/bulwark/test/redisserver"
 )
 
 // Tool calls of the provider dialects through the real binary (issue 21):
@@ -226,5 +229,51 @@ func TestExtProcDialectToolResultInjectionDenied(t *testing.T) {
 		if res.Immediate == nil || res.Status != 403 || res.UpstreamCalled || !bytes.Contains(res.Body, []byte(tc.shape)) {
 			t.Fatalf("%s: status %d upstream %v body %s", tc.path, res.Status, res.UpstreamCalled, res.Body)
 		}
+	}
+}
+
+// TestExtProcInvokeModelFamiliesQuota (issue 21 item 3): InvokeModel
+// bodies of Titan, Llama and Mistral reserve token quota at their own cap
+// fields (maxTokenCount, max_gen_len, max_tokens) and settle to the usage
+// their answers report (Titan's and Llama's bodies, Bedrock's token-count
+// headers for Mistral, whose body has none). Against a 2,000-token quota
+// each 1,500-token reservation fits only because the one before it was
+// settled to 40; a Titan request capped at 2,500 is refused 429 up front
+// (read as uncapped, it would reserve the 1,024 default and pass).
+func TestExtProcInvokeModelFamiliesQuota(t *testing.T) {
+	rs := redisserver.Start(t)
+	dir := fixture.PolicyDir(t, "tokens_per_day: 2000000", "tokens_per_day: 2000")
+	p, key := llmProc(t, "--policy-dir", dir, "--redis-url", "redis://"+rs.Addr)
+	answer := func(body string, headers map[string]string) func(envoysim.Forwarded) envoysim.Upstream {
+		return func(envoysim.Forwarded) envoysim.Upstream {
+			h := map[string]string{"content-type": "application/json"}
+			maps.Copy(h, headers)
+			return envoysim.Upstream{Status: 200, Headers: h, Chunks: [][]byte{[]byte(body)}}
+		}
+	}
+	for _, tc := range []struct {
+		model, body string
+		upstream    func(envoysim.Forwarded) envoysim.Upstream
+	}{
+		{"amazon.titan-text-express-v1", `{"inputText":"hi","textGenerationConfig":{"maxTokenCount":1500}}`,
+			answer(`{"inputTextTokenCount":10,"results":[{"tokenCount":30,"outputText":"Hello","completionReason":"FINISH"}]}`, nil)},
+		{"meta.llama3-8b-instruct-v1:0", `{"prompt":"hi","max_gen_len":1500}`,
+			answer(`{"generation":"Hello","prompt_token_count":10,"generation_token_count":30,"stop_reason":"stop"}`, nil)},
+		{"mistral.mistral-7b-instruct-v0:2", `{"prompt":"hi","max_tokens":1500}`,
+			answer(`{"outputs":[{"text":"Hello","stop_reason":"stop"}]}`, map[string]string{"x-amzn-bedrock-input-token-count": "10", "x-amzn-bedrock-output-token-count": "30"})},
+	} {
+		res := run(t, p, envoysim.DefaultFilter, chatRequest(key, "/model/"+tc.model+"/invoke", tc.body), tc.upstream)
+		if res.Immediate != nil || !res.UpstreamCalled {
+			t.Fatalf("%s: denied (%d %s): the reservation before it was not settled", tc.model, res.Status, res.Body)
+		}
+	}
+	_, metrics := p.get(t, "/metrics")
+	if !strings.Contains(metrics, `bulwark_token_reconciliations_total{result="ok"} 3`) {
+		t.Fatalf("settlements not counted:\n%s", grepLines(metrics, "reconcil"))
+	}
+	res := run(t, p, envoysim.DefaultFilter, chatRequest(key, "/model/amazon.titan-text-express-v1/invoke",
+		`{"inputText":"hi","textGenerationConfig":{"maxTokenCount":2500}}`), jsonUpstream(`{}`))
+	if res.Immediate == nil || res.Status != 429 || res.UpstreamCalled {
+		t.Fatalf("a 2,500-token cap over the quota was not refused: %d %s", res.Status, res.Body)
 	}
 }
