@@ -319,7 +319,10 @@ func decodeGeminiEvent(_ Event, d []byte, meta bool) Delta {
 							out.Text += s
 							out.HasText = true
 						}
-						if fc, ok := member(d, pt.v, "functionCall"); ok && !meta && out.ToolCall == nil {
+						if meta || out.ToolCall != nil {
+							continue // Meta reads no tool call: no second walk of the part
+						}
+						if fc, ok := member(d, pt.v, "functionCall"); ok {
 							tc := ToolCall{ID: memberString(d, fc, "id"), Name: memberString(d, fc, "name")}
 							if args, ok := member(d, fc, "args"); ok {
 								tc.Arguments = compactJSON(d[args.s:args.e])
@@ -344,7 +347,7 @@ func (f *eventFilter) geminiEvent(Event) {
 	it := iterObject(d, 0)
 	for it.next() {
 		k := it.keyRaw()
-		if geminiSafeKey(k) && kindOf(d, it.v) == '"' {
+		if geminiSafeKey(k) && kindOf(d, it.v) == '"' || geminiUsageKey(k) && kindOf(d, it.v) == '{' {
 			continue
 		}
 		if string(k) != "candidates" || kindOf(d, it.v) != '[' {
@@ -422,6 +425,13 @@ func geminiSafeKey(k []byte) bool {
 	return false
 }
 
+// geminiUsageKey: usageMetadata holds only token counts and enums
+// (promptTokensDetails' modality, trafficType) that Google's servers
+// write; most chunks repeat it, and the output filter need not walk it.
+func geminiUsageKey(k []byte) bool {
+	return string(k) == "usageMetadata" || string(k) == "usage_metadata"
+}
+
 // geminiEnds: the closing bracket of a streamed array and an error end
 // every channel; a candidate with a finishReason ends its own.
 func geminiEnds(ev Event, d []byte) (bool, []int) {
@@ -429,6 +439,13 @@ func geminiEnds(ev Event, d []byte) (bool, []int) {
 		return true, nil
 	}
 	if len(d) == 0 {
+		return false, nil
+	}
+	// Most chunks end nothing: only a finishReason or an error does, and
+	// their names are found without walking the chunk (a \u escape could
+	// spell either: then the walk decides).
+	if !bytes.Contains(d, []byte("inishReason")) && !bytes.Contains(d, []byte("inish_reason")) &&
+		!bytes.Contains(d, []byte(`"error"`)) && !hasUnicodeEscape(d) {
 		return false, nil
 	}
 	var idx []int
