@@ -169,8 +169,8 @@ func invokeUsage(b []byte, top vspan) *Usage {
 // Bedrock reports every InvokeModel's (and Converse's) token counts in
 // these response headers too.
 const (
-	headerBedrockInputTokens  = "x-amzn-bedrock-input-token-count"
-	headerBedrockOutputTokens = "x-amzn-bedrock-output-token-count"
+	headerBedrockInputTokens  = "x-amzn-bedrock-input-token-count"  // #nosec G101 -- a header name, not a credential
+	headerBedrockOutputTokens = "x-amzn-bedrock-output-token-count" // #nosec G101 -- a header name, not a credential
 )
 
 // HeaderUsage is the usage a response's headers report (lower-cased

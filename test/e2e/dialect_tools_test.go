@@ -88,8 +88,8 @@ func randomCuts(rng *rand.Rand, round, n int) []int {
 // arguments a few bytes a frame) never delivers any byte of the call; the
 // text before it arrives and the stream ends with the API's own error:
 // for Bedrock a correctly framed exception (every frame's CRCs check out),
-// for Gemini Google's error shape. The output does not depend on the
-// chunking. The same stream calling an allowed tool passes whole.
+// for Gemini Google's error shape, for Azure OpenAI OpenAI's. The output
+// does not depend on the chunking. The same stream calling an allowed tool passes whole.
 func TestExtProcDialectToolCallDenied(t *testing.T) {
 	p, key := toolsProc(t)
 	args := `{"repo":"acme/payroll","confirm":true}`
@@ -130,11 +130,16 @@ func TestExtProcDialectToolCallDenied(t *testing.T) {
 		return []byte(`data: {"candidates":[{"content":{"parts":[{"text":"Sure, one moment."}],"role":"model"},"index":0}],"modelVersion":"gemini-2.5-flash"}` + "\n\n" +
 			`data: {"candidates":[{"content":{"parts":[{"functionCall":{"id":"call_Q1","name":` + q(name) + `,"args":` + args + `}}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":20,"candidatesTokenCount":15,"totalTokenCount":35},"modelVersion":"gemini-2.5-flash"}` + "\n\n")
 	}
+	azure := func(name string) []byte {
+		b := toolCallStream(name, args)
+		return bytes.ReplaceAll(b, []byte(`"call_1"`), []byte(`"call_Q1"`))
+	}
 	const es = "application/vnd.amazon.eventstream"
 	for _, tc := range []struct {
 		name, path, body, ct string
 		stream               func(string) []byte
 	}{
+		{"azure openai", "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21", `{"stream":true,"messages":[{"role":"user","content":"clean up my repos"}]}`, "text/event-stream", azure},
 		{"bedrock converse", "/model/amazon.nova-pro-v1:0/converse-stream", `{"messages":[{"role":"user","content":[{"text":"clean up my repos"}]}],"toolConfig":{"tools":[{"toolSpec":{"name":"get_weather","inputSchema":{"json":{}}}}]}}`, es, converse},
 		{"bedrock invoke", "/model/anthropic.claude-3-5-sonnet-20240620-v1:0/invoke-with-response-stream", `{"anthropic_version":"bedrock-2023-05-31","max_tokens":200,"messages":[{"role":"user","content":"clean up my repos"}]}`, es, invoke},
 		{"gemini", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", `{"contents":[{"role":"user","parts":[{"text":"clean up my repos"}]}]}`, "text/event-stream", gemini},
@@ -170,7 +175,12 @@ func TestExtProcDialectToolCallDenied(t *testing.T) {
 							Details []struct{ Reason string }
 						}
 					}
-					if json.Unmarshal([]byte(last), &e) != nil || e.Error.Code != 403 || e.Error.Status != "PERMISSION_DENIED" || len(e.Error.Details) == 0 || e.Error.Details[0].Reason != "tool_not_allowed" {
+					if tc.name == "azure openai" {
+						var o struct{ Error struct{ Code string } }
+						if json.Unmarshal([]byte(last), &o) != nil || o.Error.Code != "tool_not_allowed" {
+							t.Fatalf("round %d: the stream does not end with OpenAI's error: %q", round, last)
+						}
+					} else if json.Unmarshal([]byte(last), &e) != nil || e.Error.Code != 403 || e.Error.Status != "PERMISSION_DENIED" || len(e.Error.Details) == 0 || e.Error.Details[0].Reason != "tool_not_allowed" {
 						t.Fatalf("round %d: the stream does not end with Google's error: %q", round, last)
 					}
 				}
