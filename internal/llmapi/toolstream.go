@@ -64,6 +64,7 @@ var ErrTooManyToolCalls = errors.New("llmapi: tool calls exceed the assembler's 
 // ready: use NewToolCallAssembler.
 type ToolCallAssembler struct {
 	api API
+	dl  *dialect // api's provider dialect, nil for the built-in APIs
 	// MaxCalls and MaxArgumentBytes bound what one stream may make the
 	// assembler hold (defaults DefaultMaxToolCalls and
 	// DefaultMaxToolArgumentBytes, the arguments of every call together).
@@ -79,7 +80,7 @@ type ToolCallAssembler struct {
 
 // NewToolCallAssembler returns an assembler for a stream of api.
 func NewToolCallAssembler(api API) *ToolCallAssembler {
-	return &ToolCallAssembler{api: api}
+	return &ToolCallAssembler{api: api, dl: dialectOf(api)}
 }
 
 // Calls returns the calls seen so far, in the order they started. The
@@ -104,7 +105,7 @@ func (a *ToolCallAssembler) Observe(p *ParsedEvent) (touched, completed []int, e
 		a.completeAll()
 		return a.touched, a.completed, nil
 	}
-	if dl := dialectOf(p.api); dl != nil {
+	if dl := a.dl; dl != nil {
 		if dl.toolEvent != nil && p.err == nil {
 			dl.toolEvent(a, p.ev, p.d)
 		}
