@@ -263,7 +263,7 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 	var text, toolText string
 	if r != nil {
 		x.llmReq = r
-		if c := x.c.opts.ClampMaxTokens; c > 0 && llmapi.Clamps(r.API) && (r.MaxTokens == 0 || r.MaxTokens > c) {
+		if c := x.c.opts.ClampMaxTokens; c > 0 && r.Capped() && (r.MaxTokens == 0 || r.MaxTokens > c) {
 			// The upstream will see the capped limit (editRequest): decide
 			// and reserve on what it will be allowed to produce, per answer.
 			r.MaxTokens = c

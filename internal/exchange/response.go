@@ -179,7 +179,7 @@ func (x *Session) ResponseHeaders(ctx context.Context, status int, rh map[string
 		rs.ev.x = x
 		rs.filter = rs.ev.filter
 		rs.tools = llmapi.NewToolCallAssembler(rs.api)
-		rs.holdAll = rs.api == llmapi.OpenAIResponses || rs.api == llmapi.AnthropicMessages
+		rs.holdAll = keepsOrder(rs.api)
 	}
 	return res, nil
 }
@@ -239,9 +239,15 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 			r, _ = llmapi.ParseResponse(api, plain)
 		}
 		usage = r.Usage
+		if usage == nil {
+			// Bedrock reports every model's token counts in headers too.
+			usage = llmapi.HeaderUsage(rs.api, rs.headers)
+		}
 		calls = r.ToolCalls
 		text, _ = llmapi.FilteredText(api, plain)
 		qual = x.bodyQuality(r, usage)
+	} else {
+		usage = llmapi.HeaderUsage(rs.api, rs.headers)
 	}
 	var sig detect.Signals
 	var findings []detect.Finding
@@ -381,6 +387,19 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 	return res, nil
 }
 
+// keepsOrder reports whether the events of api's streams come one output
+// item or content block after another, so that everything after an event
+// held back behind a tool call must wait behind it: Responses, Anthropic
+// (also inside Bedrock's InvokeModel), Bedrock Converse and Gemini. Only
+// OpenAI chat interleaves choices that may flow past a held one.
+func keepsOrder(api llmapi.API) bool {
+	switch api {
+	case llmapi.OpenAIResponses, llmapi.AnthropicMessages, llmapi.BedrockConverse, llmapi.BedrockInvoke, llmapi.GeminiGenerate:
+		return true
+	}
+	return false
+}
+
 // streamEvent rewrites one complete event into out. Every string of the
 // event the filter must see is redacted: the deltas of each choice, tool
 // call, refusal, reasoning or content block through a redaction stream of
@@ -503,7 +522,9 @@ func (x *Session) cutLocal(reason, msg string, out *[]byte) error {
 	rs.held, rs.heldBytes, rs.heldChoices = nil, 0, nil
 	rs.cut = &Cut{Reason: reason, Message: msg}
 	x.withholdUnmoderated(out)
-	*out = append(*out, llmapi.ErrorEvent(rs.api, reason, msg)...)
+	// In the stream's own framing: a Bedrock exception frame, a Gemini
+	// array's last element.
+	*out = append(*out, rs.parser.ErrorEvent(rs.api, http.StatusForbidden, reason, msg)...)
 	rs.ended = true
 	x.outcome = "denied"
 	return errCut

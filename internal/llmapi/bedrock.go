@@ -1,6 +1,7 @@
 package llmapi
 
 import (
+	"bytes"
 	"net/http"
 	"strconv"
 )
@@ -34,6 +35,7 @@ var bedrockConverse = dialect{
 	filterEvent:  (*eventFilter).converseEvent,
 	ends:         converseEnds,
 	channelEvent: converseChannelEvent,
+	toolEvent:    converseToolEvent,
 	errorBody:    bedrockErrorBody,
 	errorEvent:   bedrockErrorEvent,
 }
@@ -42,35 +44,45 @@ var bedrockConverse = dialect{
 // and event-stream framing (each event's JSON base64 in {"bytes"}).
 var bedrockInvoke = dialect{
 	scanRequest: func(r *reqScanner) {
-		// scan read model, stream and tools already; max_tokens is
-		// Anthropic's.
-		if v, ok := r.top.last(kMaxTokens); ok && r.meta && anthropicBody(r.b, &r.top) {
-			if n, ok := intAt(r.b, v); ok {
-				r.maxTokens = max(n, 0)
-			}
+		// scan read model, stream and tools already; the token cap is
+		// the model family's (bedrock_models.go).
+		if r.meta {
+			f := invokeFamilyOf(r.b, &r.top)
+			r.maxTokens = r.invokeMaxTokens(f)
+			r.uncapped = f == familyUnknown
 		}
 		r.anthropic()
 	},
-	// Only an Anthropic body is capped and suffixed: InvokeModel carries
-	// every model's native body, and Bedrock rejects fields a model does
-	// not define (Titan's, Llama's and Mistral's are read, and redacted,
-	// as unknown JSON).
-	clamp: func(ed *editor, top *topFields, limit int64) {
-		if anthropicBody(ed.b, top) {
-			ed.clamp(AnthropicMessages, top, limit)
-		}
-	},
+	// Every family's cap is edited in its own field; only an Anthropic
+	// body is suffixed: InvokeModel carries every model's native body, and
+	// Bedrock rejects fields a model does not define (Titan's, Llama's
+	// and Mistral's texts are read, and redacted, as unknown JSON).
+	clamp: invokeClamp,
 	systemSuffix: func(ed *editor, top *topFields, suffix string) {
-		if anthropicBody(ed.b, top) {
+		if invokeFamilyOf(ed.b, top) == familyAnthropic {
 			ed.systemSuffix(AnthropicMessages, top, suffix)
 		}
 	},
-	scanResponse: func(r *respScanner, top vspan) { r.object(AnthropicMessages, top) },
+	scanResponse: func(r *respScanner, top vspan) {
+		r.object(AnthropicMessages, top)
+		if r.meta && (r.usage == nil || *r.usage == Usage{}) {
+			// Not Anthropic's usage (Nova's camelCase one reads as zero).
+			if u := invokeUsage(r.b, top); u != nil || r.usage == nil {
+				r.usage = u
+			}
+		}
+	},
 	decodeEvent: func(ev Event, d []byte, meta bool) Delta {
 		if isException(ev) {
 			return Delta{Error: true, Done: true}
 		}
-		return decodeAnthropicEvent(d, ev.Name, meta)
+		out := decodeAnthropicEvent(d, ev.Name, meta)
+		if out.Usage == nil && len(d) > 0 {
+			// Other models' chunks; every model's last one carries
+			// amazon-bedrock-invocationMetrics.
+			out.Usage = invokeUsage(d, vspan{0, len(d)})
+		}
+		return out
 	},
 	filterEvent: func(f *eventFilter, ev Event) {
 		if isException(ev) {
@@ -99,18 +111,16 @@ var bedrockInvoke = dialect{
 		out.Raw = out.Encode()
 		return out, nil
 	},
+	toolEvent: func(a *ToolCallAssembler, ev Event, d []byte) {
+		if isException(ev) {
+			a.completeAll()
+			return
+		}
+		p := ParsedEvent{api: AnthropicMessages, ev: ev, d: d}
+		a.builtinEvent(&p)
+	},
 	errorBody:  bedrockErrorBody,
 	errorEvent: bedrockErrorEvent,
-}
-
-// anthropicBody reports whether an InvokeModel body is Anthropic's: it
-// names anthropic_version or has messages.
-func anthropicBody(b []byte, top *topFields) bool {
-	if len(top.f[kMessages]) > 0 {
-		return true
-	}
-	_, ok := member(b, top.obj, "anthropic_version")
-	return ok
 }
 
 // converse reads the system prompt, the messages, the tools and the
@@ -545,4 +555,78 @@ func bedrockErrorEvent(fr Framing, status int, reason, message string) []byte {
 		return append(b, "\n\n"...)
 	}
 	return encodeMessage(exceptionHeaders(typ), body)
+}
+
+// converseToolEvent follows the tool calls of a ConverseStream: a
+// contentBlockStart with start.toolUse (toolUseId, name) opens the call of
+// its content block, contentBlockDelta delta.toolUse.input fragments are
+// its arguments, contentBlockStop completes it; messageStop, metadata and
+// an exception complete every call. A toolUse delta whose start was not
+// seen opens a call without a name, which policy can refuse.
+func converseToolEvent(a *ToolCallAssembler, ev Event, d []byte) {
+	if isException(ev) {
+		a.completeAll()
+		return
+	}
+	switch ev.Name {
+	case "messageStop", "metadata":
+		a.completeAll()
+		return
+	case "contentBlockStart", "contentBlockStop":
+	case "contentBlockDelta":
+		// The common case: a text delta while no call is open.
+		if a.open == 0 && !bytes.Contains(d, []byte(`toolUse`)) && !hasUnicodeEscape(d) {
+			return
+		}
+	default:
+		return
+	}
+	if len(d) == 0 || d[0] != '{' {
+		return
+	}
+	top := vspan{0, len(d)}
+	k := ToolCallKey{Index: memberInt(d, top, "contentBlockIndex", 0)}
+	switch ev.Name {
+	case "contentBlockStart":
+		st, ok := member(d, top, "start")
+		if !ok {
+			return
+		}
+		tu, ok := member(d, st, "toolUse")
+		if !ok || kindOf(d, tu) != '{' {
+			return
+		}
+		i := a.call(k)
+		if i < 0 {
+			return
+		}
+		a.touch(i)
+		a.setIdentity(i, memberString(d, tu, "toolUseId"), memberString(d, tu, "name"))
+	case "contentBlockDelta":
+		delta, ok := member(d, top, "delta")
+		if !ok {
+			return
+		}
+		tu, ok := member(d, delta, "toolUse")
+		if !ok {
+			if i := a.find(k); i >= 0 {
+				a.touch(i) // another delta of the call's block still belongs to it
+			}
+			return
+		}
+		i := a.find(k)
+		if i < 0 {
+			if i = a.call(k); i < 0 {
+				return
+			}
+		}
+		a.touch(i)
+		if in, ok := member(d, tu, "input"); ok && kindOf(d, in) == '"' {
+			a.appendArgs(i, rawStrAt(d, in))
+		}
+	case "contentBlockStop":
+		if i := a.find(k); i >= 0 {
+			a.complete(i)
+		}
+	}
 }

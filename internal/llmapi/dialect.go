@@ -60,6 +60,11 @@ type dialect struct {
 	filterEvent  func(f *eventFilter, ev Event)
 	ends         func(ev Event, d []byte) (all bool, idx []int)
 	channelEvent func(template Event, ch Channel, text string) (Event, error)
+	// toolEvent is ToolCallAssembler.Observe for one event (d is its
+	// trimmed data, possibly empty): it starts, extends and completes the
+	// calls the event carries, and must cost little when a.open is 0 and
+	// the event cannot start a call (nil: the API streams no tool calls).
+	toolEvent func(a *ToolCallAssembler, ev Event, d []byte)
 	// errorBody is a denial in the API's own shape; errorEvent one that
 	// ends a stream of the given framing.
 	errorBody  func(status int, reason, message string) []byte

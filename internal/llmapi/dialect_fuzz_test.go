@@ -147,6 +147,11 @@ func FuzzDialectRequest(f *testing.F) {
 	f.Add(uint8(1), []byte(`{"anthropic_version":"bedrock-2023-05-31","max_tokens":900,"messages":[{"role":"user","content":"hi"}]}`), int64(50))
 	f.Add(uint8(2), []byte(`{"generation_config":{"max_output_tokens":"9"},"contents":[{"parts":[{"text":"x"}]}]}`), int64(3))
 	f.Add(uint8(0), []byte(`{"inferenceConfig":null,"messages":[{"content":[{"toolResult":{"content":[{"toolResult":{}}]}}]}]}`), int64(3))
+	// InvokeModel bodies of other model families (bedrock_models.go).
+	f.Add(uint8(1), []byte(`{"inputText":"hi","textGenerationConfig":{"maxTokenCount":4096}}`), int64(10))
+	f.Add(uint8(1), []byte(`{"prompt":"hi","max_gen_len":2048}`), int64(10))
+	f.Add(uint8(1), []byte(`{"message":"hi","max_tokens":2048}`), int64(10))
+	f.Add(uint8(1), []byte(`{"schemaVersion":"messages-v1","messages":[],"inferenceConfig":{"max_new_tokens":1e9}}`), int64(10))
 	f.Fuzz(func(t *testing.T, idx uint8, body []byte, clamp int64) {
 		api := dialectAPIs[int(idx)%len(dialectAPIs)]
 		_, err := ParseRequest(api, body)
@@ -189,6 +194,7 @@ func FuzzDialectEvent(f *testing.F) {
 	_ = p.Feed(converseStream(f), func(ev Event) error { f.Add(uint8(0), ev.Name, ev.Data); return nil })
 	f.Add(uint8(1), "chunk", []byte(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}`))
 	f.Add(uint8(2), "", []byte(`{"candidates":[{"content":{"parts":[{"text":"a"},{"functionCall":{"name":"f","args":{}}}]},"finishReason":"STOP"}],"usageMetadata":{"totalTokenCount":3}}`))
+	f.Add(uint8(1), "chunk", []byte(`{"outputText":"x","amazon-bedrock-invocationMetrics":{"inputTokenCount":1,"outputTokenCount":2}}`))
 	f.Fuzz(func(t *testing.T, idx uint8, name string, payload []byte) {
 		api := dialectAPIs[int(idx)%len(dialectAPIs)]
 		hdr := newEventHeaders(name)

@@ -489,13 +489,13 @@ func TestGeminiStreams(t *testing.T) {
 }
 
 // TestBedrockInvokeOtherModels: InvokeModel bodies of other models are not
-// given Anthropic's fields (Bedrock would reject them) but their text is
-// still read and redacted.
+// given Anthropic's fields (Bedrock would reject them), their cap is
+// lowered in their own field, and their text is still read and redacted.
 func TestBedrockInvokeOtherModels(t *testing.T) {
 	body := []byte(`{"inputText":"Mail jane.doe@corpmail.io","textGenerationConfig":{"maxTokenCount":4096}}`)
 	out, changed, err := EditRequest(BedrockInvoke, body, RequestEdit{ClampMaxTokens: 10, SystemSuffix: "S",
 		Text: func(_, s string) string { return strings.ReplaceAll(s, "jane.doe@corpmail.io", "[EMAIL]") }})
-	if err != nil || !changed || string(out) != `{"inputText":"Mail [EMAIL]","textGenerationConfig":{"maxTokenCount":4096}}` {
+	if err != nil || !changed || string(out) != `{"inputText":"Mail [EMAIL]","textGenerationConfig":{"maxTokenCount":10}}` {
 		t.Errorf("got %s %v", out, err)
 	}
 }

@@ -1,6 +1,7 @@
 package llmapi
 
 import (
+	"bytes"
 	"net/http"
 	"strconv"
 )
@@ -38,6 +39,7 @@ var geminiGenerate = dialect{
 	filterEvent:  (*eventFilter).geminiEvent,
 	ends:         geminiEnds,
 	channelEvent: geminiChannelEvent,
+	toolEvent:    geminiToolEvent,
 	errorBody:    geminiErrorBody,
 	errorEvent:   geminiErrorEvent,
 }
@@ -317,7 +319,10 @@ func decodeGeminiEvent(_ Event, d []byte, meta bool) Delta {
 							out.Text += s
 							out.HasText = true
 						}
-						if fc, ok := member(d, pt.v, "functionCall"); ok && !meta && out.ToolCall == nil {
+						if meta || out.ToolCall != nil {
+							continue // Meta reads no tool call: no second walk of the part
+						}
+						if fc, ok := member(d, pt.v, "functionCall"); ok {
 							tc := ToolCall{ID: memberString(d, fc, "id"), Name: memberString(d, fc, "name")}
 							if args, ok := member(d, fc, "args"); ok {
 								tc.Arguments = compactJSON(d[args.s:args.e])
@@ -342,7 +347,7 @@ func (f *eventFilter) geminiEvent(Event) {
 	it := iterObject(d, 0)
 	for it.next() {
 		k := it.keyRaw()
-		if geminiSafeKey(k) && kindOf(d, it.v) == '"' {
+		if geminiSafeKey(k) && kindOf(d, it.v) == '"' || geminiUsageKey(k) && kindOf(d, it.v) == '{' {
 			continue
 		}
 		if string(k) != "candidates" || kindOf(d, it.v) != '[' {
@@ -420,6 +425,13 @@ func geminiSafeKey(k []byte) bool {
 	return false
 }
 
+// geminiUsageKey: usageMetadata holds only token counts and enums
+// (promptTokensDetails' modality, trafficType) that Google's servers
+// write; most chunks repeat it, and the output filter need not walk it.
+func geminiUsageKey(k []byte) bool {
+	return string(k) == "usageMetadata" || string(k) == "usage_metadata"
+}
+
 // geminiEnds: the closing bracket of a streamed array and an error end
 // every channel; a candidate with a finishReason ends its own.
 func geminiEnds(ev Event, d []byte) (bool, []int) {
@@ -427,6 +439,13 @@ func geminiEnds(ev Event, d []byte) (bool, []int) {
 		return true, nil
 	}
 	if len(d) == 0 {
+		return false, nil
+	}
+	// Most chunks end nothing: only a finishReason or an error does, and
+	// their names are found without walking the chunk (a \u escape could
+	// spell either: then the walk decides).
+	if !bytes.Contains(d, []byte("inishReason")) && !bytes.Contains(d, []byte("inish_reason")) &&
+		!bytes.Contains(d, []byte(`"error"`)) && !hasUnicodeEscape(d) {
 		return false, nil
 	}
 	var idx []int
@@ -523,4 +542,82 @@ func geminiErrorEvent(fr Framing, status int, reason, message string) []byte {
 	}
 	b := append([]byte("data: "), body...)
 	return append(b, "\n\n"...)
+}
+
+// geminiToolEvent follows the tool calls of a streamed answer. Gemini sends
+// each functionCall part whole (name and args) in one chunk, so a call is
+// complete in the event that carries it: the event is decided before it
+// goes on. The closing bracket of a streamed array and an error complete
+// whatever is open.
+func geminiToolEvent(a *ToolCallAssembler, ev Event, d []byte) {
+	if isArrayClose(ev) {
+		a.completeAll()
+		return
+	}
+	if len(d) == 0 || d[0] != '{' {
+		return
+	}
+	if a.open == 0 && !bytes.Contains(d, []byte("unctionCall")) && !bytes.Contains(d, []byte("unction_call")) && !hasUnicodeEscape(d) {
+		return // the common case: text, usage
+	}
+	it := iterObject(d, 0)
+	for it.next() {
+		switch string(it.keyRaw()) {
+		case "error":
+			a.completeAll()
+		case "candidates":
+			ct := iterArray(d, it.v.s)
+			for pos := 0; ct.next(); pos++ {
+				if kindOf(d, ct.v) == '{' {
+					a.geminiCandidate(d, ct.v, pos)
+				}
+			}
+		}
+	}
+}
+
+// geminiCandidate reads the functionCall parts of one candidate (its
+// index, which Gemini writes after the content, found in the same pass).
+func (a *ToolCallAssembler) geminiCandidate(d []byte, cand vspan, pos int) {
+	idx := pos
+	var buf [4]vspan
+	calls := buf[:0]
+	ct := iterObject(d, cand.s)
+	for ct.next() {
+		switch string(ct.keyRaw()) {
+		case "index":
+			if n, ok := intAt(d, ct.v); ok {
+				idx = int(n)
+			}
+		case "content":
+			p, ok := member(d, ct.v, "parts")
+			if !ok {
+				continue
+			}
+			pt := iterArray(d, p.s)
+			for pt.next() {
+				if kindOf(d, pt.v) != '{' {
+					continue
+				}
+				part := iterObject(d, pt.v.s)
+				for part.next() {
+					if either(part.keyRaw(), "functionCall", "function_call") && kindOf(d, part.v) == '{' {
+						calls = append(calls, part.v)
+					}
+				}
+			}
+		}
+	}
+	for sub, fc := range calls {
+		i := a.call(ToolCallKey{Index: idx, Sub: sub})
+		if i < 0 {
+			return
+		}
+		a.touch(i)
+		a.setIdentity(i, memberString(d, fc, "id"), memberString(d, fc, "name"))
+		if args, ok := member(d, fc, "args"); ok {
+			a.appendArgs(i, []byte(compactJSON(d[args.s:args.e])))
+		}
+		a.complete(i)
+	}
 }

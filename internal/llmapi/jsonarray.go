@@ -68,6 +68,16 @@ func (p *JSONArrayParser) scan(emit func(Event) error) error {
 				p.opened = true
 			case c == ',' && p.opened && !p.closed && p.elements > 0:
 			case c == '{' && p.opened && !p.closed:
+				// The common case: the whole element is here. One pass
+				// validates it and finds its end.
+				if end, ok := validValue(b, i); ok {
+					if err := p.emit(emit, b[start:end], b[i:end]); err != nil {
+						return err
+					}
+					p.elements++
+					start, i = end, end
+					continue
+				}
 				p.elem, p.depth = i, 1
 			case c == ']' && p.opened && !p.closed:
 				p.closed = true
@@ -138,6 +148,7 @@ func (p *JSONArrayParser) emit(emit func(Event) error, raw, data []byte) error {
 	ev := Event{Raw: raw, wire: w}
 	if data != nil {
 		ev.Data = raw[len(raw)-len(data):]
+		ev.valid = ev.Data // every element emitted was validated
 	} else {
 		w.closing = true
 	}

@@ -83,6 +83,8 @@ type Request struct {
 	Tools []Tool
 	// ToolCalls are the tool calls present in the conversation history.
 	ToolCalls []ToolCall
+
+	uncapped bool // see Capped
 }
 
 // ParseRequest reads a request body of api. A body of a known API that is
@@ -105,8 +107,14 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 		Messages:     sc.texts.messages(body),
 		Tools:        sc.tools,
 		ToolCalls:    sc.toolCalls,
+		uncapped:     sc.uncapped,
 	}, nil
 }
+
+// Capped reports whether EditRequest's ClampMaxTokens caps this request:
+// its API has a token cap (Clamps), and the body is of a shape whose cap
+// field is known (an InvokeModel body of an unknown model family is not).
+func (r *Request) Capped() bool { return Clamps(r.API) && !r.uncapped }
 
 // textKind says how a text span is stored in the body.
 type textKind uint8
@@ -396,6 +404,7 @@ type reqScanner struct {
 	stream       bool
 	includeUsage bool
 	maxTokens    int64
+	uncapped     bool
 	choices      int64
 	tools        []Tool
 	toolCalls    []ToolCall

@@ -27,6 +27,10 @@ type Event struct {
 	// wire is how an event that is not SSE is framed (a Bedrock
 	// event-stream message, a streamed JSON array element); nil for SSE.
 	wire wire
+	// valid is Data when the parser already validated it as JSON (a
+	// streamed array element), so that reading it does not validate it
+	// again; it no longer applies once Data is replaced.
+	valid []byte
 }
 
 // DefaultMaxEventBytes bounds one pending SSE event when

@@ -64,6 +64,7 @@ var ErrTooManyToolCalls = errors.New("llmapi: tool calls exceed the assembler's 
 // ready: use NewToolCallAssembler.
 type ToolCallAssembler struct {
 	api API
+	dl  *dialect // api's provider dialect, nil for the built-in APIs
 	// MaxCalls and MaxArgumentBytes bound what one stream may make the
 	// assembler hold (defaults DefaultMaxToolCalls and
 	// DefaultMaxToolArgumentBytes, the arguments of every call together).
@@ -79,7 +80,7 @@ type ToolCallAssembler struct {
 
 // NewToolCallAssembler returns an assembler for a stream of api.
 func NewToolCallAssembler(api API) *ToolCallAssembler {
-	return &ToolCallAssembler{api: api}
+	return &ToolCallAssembler{api: api, dl: dialectOf(api)}
 }
 
 // Calls returns the calls seen so far, in the order they started. The
@@ -104,16 +105,35 @@ func (a *ToolCallAssembler) Observe(p *ParsedEvent) (touched, completed []int, e
 		a.completeAll()
 		return a.touched, a.completed, nil
 	}
+	if dl := a.dl; dl != nil {
+		if dl.toolEvent != nil && p.err == nil {
+			dl.toolEvent(a, p.ev, p.d)
+		}
+		if a.err != nil {
+			return nil, nil, a.err
+		}
+		return a.touched, a.completed, nil
+	}
+	a.builtinEvent(p)
+	if a.err != nil {
+		return nil, nil, a.err
+	}
+	return a.touched, a.completed, nil
+}
+
+// builtinEvent follows an event of the OpenAI and Anthropic APIs (and of
+// Generic streams, read by shape).
+func (a *ToolCallAssembler) builtinEvent(p *ParsedEvent) {
 	d := p.d
 	if p.err != nil || len(d) == 0 || d[0] != '{' {
 		if p.err == nil && len(d) == 0 && p.ev.Name == "message_stop" {
 			a.completeAll()
 		}
-		return a.touched, a.completed, nil
+		return
 	}
 	kind := streamKind(p.api, d, p.ev.Name)
 	if a.open == 0 && !mayStartCall(d) {
-		return nil, nil, nil // the common case: text, usage, metadata
+		return // the common case: text, usage, metadata
 	}
 	switch kind {
 	case OpenAIChat, OpenAICompletions:
@@ -123,10 +143,6 @@ func (a *ToolCallAssembler) Observe(p *ParsedEvent) (touched, completed []int, e
 	case AnthropicMessages:
 		a.anthropicEvent(d, p.ev.Name)
 	}
-	if a.err != nil {
-		return nil, nil, a.err
-	}
-	return a.touched, a.completed, nil
 }
 
 // CompleteAll closes every open call (the stream ended) and returns them.
@@ -153,6 +169,12 @@ func mayStartCall(d []byte) bool {
 			return true
 		}
 	}
+	return hasUnicodeEscape(d)
+}
+
+// hasUnicodeEscape reports whether d has a \u escape, behind which any
+// member name may hide.
+func hasUnicodeEscape(d []byte) bool {
 	for i := 0; ; {
 		j := bytes.IndexByte(d[i:], '\\')
 		if j < 0 || i+j+1 >= len(d) {

@@ -10,13 +10,21 @@ const maxNestingDepth = 10000
 // with U+FFFD — but runs several times faster, which matters because every
 // body and stream event is validated before it is read.
 func validJSON(b []byte) bool {
+	end, ok := validValue(b, 0)
+	return ok && skipWS(b, end) == len(b)
+}
+
+// validValue validates the one JSON value that starts at b[i] (after
+// optional whitespace) and returns the offset just after it. ok is false
+// when the value is invalid or b ends before it does.
+func validValue(b []byte, i int) (end int, ok bool) {
 	var stackBuf [64]byte
 	stack := stackBuf[:0]
-	i := skipWS(b, 0)
+	i = skipWS(b, i)
 	for {
 		// A value starts at b[i].
 		if i >= len(b) {
-			return false
+			return 0, false
 		}
 		switch c := b[i]; c {
 		case '{', '[':
@@ -25,7 +33,7 @@ func validJSON(b []byte) bool {
 				close = ']'
 			}
 			if len(stack) >= maxNestingDepth {
-				return false
+				return 0, false
 			}
 			i = skipWS(b, i+1)
 			if i < len(b) && b[i] == close {
@@ -35,49 +43,49 @@ func validJSON(b []byte) bool {
 			stack = append(stack, c)
 			if c == '{' {
 				if i = objectKey(b, i); i < 0 {
-					return false
+					return 0, false
 				}
 			}
 			continue
 		case '"':
 			if i = scanString(b, i); i < 0 {
-				return false
+				return 0, false
 			}
 		case 't':
 			if !hasLiteral(b, i, "true") {
-				return false
+				return 0, false
 			}
 			i += 4
 		case 'f':
 			if !hasLiteral(b, i, "false") {
-				return false
+				return 0, false
 			}
 			i += 5
 		case 'n':
 			if !hasLiteral(b, i, "null") {
-				return false
+				return 0, false
 			}
 			i += 4
 		default:
 			if i = scanNumber(b, i); i < 0 {
-				return false
+				return 0, false
 			}
 		}
 		// A value ended: close containers or move to the next element.
 		for {
-			i = skipWS(b, i)
 			if len(stack) == 0 {
-				return i == len(b)
+				return i, true
 			}
+			i = skipWS(b, i)
 			if i >= len(b) {
-				return false
+				return 0, false
 			}
 			top := stack[len(stack)-1]
 			if b[i] == ',' {
 				i = skipWS(b, i+1)
 				if top == '{' {
 					if i = objectKey(b, i); i < 0 {
-						return false
+						return 0, false
 					}
 				}
 				break
@@ -87,7 +95,7 @@ func validJSON(b []byte) bool {
 				i++
 				continue
 			}
-			return false
+			return 0, false
 		}
 	}
 }
