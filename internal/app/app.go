@@ -257,6 +257,7 @@ func NewExchange(c *core.Core, cfg config.Config, tracing *telemetry.Tracing, re
 		StripUpstreamCredentials: cfg.StripUpstreamCredentials && cfg.IdentityEnabled(),
 		MCP:                      mcpOptions(cfg),
 		MCPMemory:                mcp.NewMemory(cfg.MCPSessionTTL, cfg.MCPMaxSessions, 0, nil),
+		ToolLists:                c.Engine,
 	}, logger, m)
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/mcp"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/redact"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
 )
@@ -102,7 +103,19 @@ type Options struct {
 	// to flag a definition that changes later (nil: not remembered; only
 	// a name listed twice within one answer is flagged).
 	MCPMemory *mcp.Memory
+	// ToolLists gives the policy's compiled tool allow-lists (the policy
+	// engine): a tools/list answer's tools that they admit and no scan
+	// flagged go to the policy by name only (nil: every tool goes to the
+	// policy in full, which is slower but decides the same).
+	ToolLists ToolListSource
 }
+
+// ToolListSource is the policy engine as the MCP dialect needs it.
+type ToolListSource interface {
+	ToolLists() *policy.ToolLists
+}
+
+var _ ToolListSource = (*policy.Engine)(nil)
 
 func (o *Options) defaults() {
 	if o.MaxBodyBytes <= 0 {

@@ -12,6 +12,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/llmapi"
 	"github.com/bulwark-ai/bulwark/internal/mcp"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/policy"
 )
 
 // The MCP dialect of the exchange: a request recognised as MCP (envoy.AddMCP)
@@ -152,15 +153,23 @@ func (x *Session) mcpMessage(ctx context.Context, msg []byte, res *Result) ([]by
 
 var (
 	keyTools          = ast.StringTerm("tools")
+	keyToolNames      = ast.StringTerm("tool_names")
 	keyName           = ast.StringTerm("name")
 	keyInjectionScore = ast.StringTerm("injection_score")
 	keyPoisonRules    = ast.StringTerm("poisoning_rules")
 	keyChanged        = ast.StringTerm("changed")
 )
 
-// mcpToolsList asks the policy which tools of a tools/list answer to remove,
-// with what each tool's definition looks like: its injection score, the
-// poisoning markers in it, and whether it changed within the session.
+// mcpToolsList asks the policy which tools of a tools/list answer to remove.
+// One decision for the whole answer, with a compact input: every tool's
+// name (input.mcp.tool_names), and in full (input.mcp.tools: its injection
+// score, the poisoning markers in it, whether it changed within the
+// session) only each tool that needs a policy answer: one the policy's
+// allow-lists (policy.ToolLists, data.bulwark.tools) do not admit for the
+// caller's roles, or that a scan flagged (a marker, a change, a duplicate
+// name, a score at or above data.bulwark.mcp.tool_review_score). The policy
+// decides about all of them (decision.remove_tools); Rego's cost grows with
+// the tools it is shown, not with the size of the answer.
 func (x *Session) mcpToolsList(ctx context.Context, r *mcp.Response, res *Result) ([]byte, bool, *Result, error) {
 	list, err := mcp.ParseToolsList(r)
 	if err != nil {
@@ -168,13 +177,27 @@ func (x *Session) mcpToolsList(ctx context.Context, r *mcp.Response, res *Result
 		return nil, false, &d, nil
 	}
 	changed := x.c.opts.MCPMemory.Changed(x.mcpSessionKey(), list.Tools)
-	tools := make([]*ast.Term, 0, len(list.Tools))
-	seen := make(map[string]int, len(list.Tools))
+	var lists *policy.ToolLists
+	if x.c.opts.ToolLists != nil {
+		lists = x.c.opts.ToolLists.ToolLists()
+	}
+	var roles []string
+	if x.principal != nil {
+		roles = x.principal.Roles
+	}
+	floor := lists.ReviewScore()
+	names := make([]*ast.Term, 0, len(list.Tools))
+	var tools []*ast.Term
+	seen := make(map[string]int, len(list.Tools)) // name → index in tools, -1: by name only
 	for i, t := range list.Tools {
 		v := x.c.verdicts.Get(t, x.c.scanTool)
 		score, rules := v.InjectionScore, v.Rules
 		flag := changed[i] || t.Duplicate
-		if j, ok := seen[t.Name]; ok {
+		j, dup := seen[t.Name]
+		if !dup {
+			names = append(names, ast.StringTerm(t.Name))
+		}
+		if dup && j >= 0 {
 			// One entry per name for the policy (names key remove_tools):
 			// the worst of the definitions that share it.
 			o := tools[j].Value.(ast.Object)
@@ -186,6 +209,14 @@ func (x *Session) mcpToolsList(ctx context.Context, r *mcp.Response, res *Result
 			o.Insert(keyChanged, ast.BooleanTerm(true))
 			continue
 		}
+		if !flag && len(rules) == 0 && score < floor && lists.Admits(roles, t.Name) {
+			if !dup {
+				seen[t.Name] = -1
+			}
+			continue // admitted and unflagged: by name only
+		}
+		// (A duplicate whose first definition went by name only is flagged:
+		// t.Duplicate is set on every later definition that differs.)
 		seen[t.Name] = len(tools)
 		tools = append(tools, ast.ObjectTerm(
 			[2]*ast.Term{keyName, ast.StringTerm(t.Name)},
@@ -198,6 +229,7 @@ func (x *Session) mcpToolsList(ctx context.Context, r *mcp.Response, res *Result
 	if m, ok := in.Get(keyMCP).Value.(ast.Object); ok {
 		m = m.Copy()
 		m.Insert(keyTools, ast.ArrayTerm(tools...))
+		m.Insert(keyToolNames, ast.ArrayTerm(names...))
 		in.Insert(keyMCP, ast.NewTerm(m))
 	}
 	out, err := x.decide(ctx, pipeline.PhaseResponseBody, pipeline.Request{Input: in, Signals: &detect.Signals{}}, res)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,14 +28,25 @@ func mcpPolicies(tb testing.TB) fstest.MapFS {
 }
 
 func newMCPCore(tb testing.TB) (*exchange.Core, string) {
+	return newMCPCoreWith(tb, mcpPolicies(tb), true)
+}
+
+// newMCPCoreWith builds the exchange over policies; lists says whether it
+// sorts tools/list answers with the policy's compiled allow-lists (as
+// serve does) or shows the policy every tool in full.
+func newMCPCoreWith(tb testing.TB, policies fstest.MapFS, lists bool) (*exchange.Core, string) {
 	tb.Helper()
 	st := fixture.NewStack(tb, fixture.StackOptions{Keys: []fixture.Key{{ID: "agent", Roles: []string{"user"}, Tenant: "acme"}},
-		Deps: core.Deps{Pepper: "exchange-test-pepper-0123456789"}, Policies: mcpPolicies(tb)})
-	return exchange.New(st.Pipeline, st.Scanner, st.Limiter, exchange.Options{
+		Deps: core.Deps{Pepper: "exchange-test-pepper-0123456789"}, Policies: policies})
+	opts := exchange.Options{
 		ResponseScanner: st.ResponseScanner,
 		MCP:             envoy.MCPOptions{Paths: []string{"/mcp"}, ResourceMetadata: "https://mcp.example.com/.well-known/oauth-protected-resource"},
 		MCPMemory:       mcp.NewMemory(0, 0, 0, nil),
-	}, nil, nil), st.Secrets["agent"]
+	}
+	if lists {
+		opts.ToolLists = st.Engine
+	}
+	return exchange.New(st.Pipeline, st.Scanner, st.Limiter, opts, nil, nil), st.Secrets["agent"]
 }
 
 func mcpHead(key, session string) exchange.Head {
@@ -194,6 +206,56 @@ func TestMCPToolsListFiltered(t *testing.T) {
 	if res.Outcome.Reason != "tool_poisoning" || res.Outcome.Decision.RemoveTools["add"] != "tool_poisoning" ||
 		res.Outcome.Decision.RemoveTools["delete_repo"] != "tool_not_allowed" {
 		t.Errorf("decision %s %v", res.Outcome.Reason, res.Outcome.Decision.RemoveTools)
+	}
+}
+
+// TestMCPToolsListSortingDecidesTheSame: with the compiled allow-lists
+// (admitted, unflagged tools go to the policy by name only) a tools/list
+// answer loses exactly the tools it loses when the policy is shown every
+// tool in full: the not-allowed, the poisoned, a name listed twice with
+// two definitions; and a custom rule still removes a tool the lists admit,
+// by name (input.mcp.tool_names).
+func TestMCPToolsListSortingDecidesTheSame(t *testing.T) {
+	ctx := context.Background()
+	answer := strings.TrimSuffix(toolsListAnswer(3, poisonDesc), "]}}") +
+		`,{"name":"github.tool_1","description":"Reads issue 1, then deletes it."},{"name":"admin_wipe","description":"Wipes."}]}}`
+	custom := mcpPolicies(t)
+	custom["bulwark/custom.rego"] = &fstest.MapFile{Data: []byte(`package bulwark
+
+mcp_removed_tools[name] := "tool_not_allowed" if {
+	some name in input.mcp.tool_names
+	startswith(name, "github.tool_2")
+	not mcp_default_removals[name]
+}
+`)}
+	run := func(pol fstest.MapFS, lists bool) (string, map[string]string) {
+		c, key := newMCPCoreWith(t, pol, lists)
+		x := c.Start("test")
+		defer x.End(ctx)
+		mcpRequest(t, x, key, "s-sort", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+		if _, err := x.ResponseHeaders(ctx, 200, map[string]string{"content-type": "application/json"}, false); err != nil {
+			t.Fatal(err)
+		}
+		res, err := x.ResponseBody(ctx, []byte(answer))
+		if err != nil || res.Deny != nil || !res.BodyChanged {
+			t.Fatalf("lists %v: %+v %v", lists, res.Deny, err)
+		}
+		return strings.Join(toolNames(t, res.Body), ","), res.Outcome.Decision.RemoveTools
+	}
+	want := "search,github.tool_0,github.tool_2"
+	wantRemoved := map[string]string{"delete_repo": "tool_not_allowed", "add": "tool_poisoning",
+		"github.tool_1": "tool_poisoning", "admin_wipe": "tool_not_allowed"}
+	for _, lists := range []bool{false, true} {
+		got, removed := run(mcpPolicies(t), lists)
+		if got != want || !maps.Equal(removed, wantRemoved) {
+			t.Errorf("lists %v: tools %s, removed %v; want %s, %v", lists, got, removed, want, wantRemoved)
+		}
+		got, removed = run(custom, lists)
+		wantRemoved["github.tool_2"] = "tool_not_allowed"
+		if got != "search,github.tool_0" || !maps.Equal(removed, wantRemoved) {
+			t.Errorf("lists %v, custom rule: tools %s, removed %v", lists, got, removed)
+		}
+		delete(wantRemoved, "github.tool_2")
 	}
 }
 

@@ -102,6 +102,8 @@ type compiled struct {
 	loadedAt time.Time
 	greyZone *detect.GreyZone // from data, see GreyZonePath
 	bundles  map[string]string
+	// toolLists is data.bulwark.tools compiled (see ToolLists).
+	toolLists *ToolLists
 }
 
 // Engine evaluates the decision query. It is safe for concurrent use: Evaluate
@@ -521,5 +523,6 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compile policies: %w", err)
 	}
-	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, bundles: s.bundles}, nil
+	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, bundles: s.bundles,
+		toolLists: toolListsFromData(data)}, nil
 }

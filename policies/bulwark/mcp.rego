@@ -8,7 +8,11 @@
 #
 # Answers (phase response_body): a tools/list answer loses the tools the
 # caller may not call (tool_not_allowed) and those whose definition looks
-# poisoned or changed within the session (tool_poisoning); a tools/call
+# poisoned or changed within the session (tool_poisoning). Bulwark shows the
+# policy every tool's name (input.mcp.tool_names) and, in full
+# (input.mcp.tools), each tool that needs an answer: one the tools map does
+# not admit for the caller, or that a scan flagged (see data.bulwark.mcp);
+# a custom rule may remove any tool by name through remove_tools. A tools/call
 # result that looks like an injection is replaced by a JSON-RPC error
 # (tool_result_injection), and its secrets and PII are redacted.
 #
@@ -65,8 +69,19 @@ mcp_response_decision := {
 	"remove_tools": mcp_removed_tools,
 }
 
-# The tools a tools/list answer loses, each with its reason.
-mcp_removed_tools := {t.name: reason |
+# The tools a tools/list answer loses, each with its reason. Add your own
+# definitions (in package bulwark) to remove other tools: any name in
+# input.mcp.tool_names, e.g.
+#
+#	mcp_removed_tools[name] := "tool_not_allowed" if {
+#		some name in input.mcp.tool_names
+#		startswith(name, "admin_")
+#		not mcp_default_removals[name] # one reason per name
+#	}
+mcp_removed_tools[name] := reason if some name, reason in mcp_default_removals
+
+# The default policy's removals: of the tools shown in full.
+mcp_default_removals := {t.name: reason |
 	some t in object.get(input.mcp, "tools", [])
 	reason := mcp_removal_reason(t)
 }

@@ -127,3 +127,11 @@ test_mcp_clean_tool_result_redacted_not_denied if {
 	d.allowed
 	count(d.redact) > 0
 }
+
+# Tools passed by name only (input.mcp.tool_names: admitted and unflagged)
+# are kept by the default policy; those shown in full are decided on.
+test_mcp_tools_list_names_only_kept if {
+	inp := object.union(list_answer([tool("delete_repo")]), {"mcp": {"tool_names": ["search", "github.a", "delete_repo"]}})
+	d := bulwark.decision with input as inp with data.bulwark.tools as tools_map
+	d.remove_tools == {"delete_repo": "tool_not_allowed"}
+}
