@@ -283,26 +283,65 @@ func encodeResponse(id json.RawMessage, result any) ([]byte, error) {
 	return b, nil
 }
 
-// CallResult is a tools/call answer, whose strings (the content blocks'
-// text, structured content, resource contents) are what the tool returned:
-// untrusted text the model will read.
+// CallResult is a server message's content the model will read: a
+// tools/call, resources/read or prompts/get result (the content blocks'
+// text, structured content, resource contents, prompt messages), or the
+// params of a server request such as sampling/createMessage. Its strings
+// are untrusted text.
 type CallResult struct {
 	id     json.RawMessage
 	result any
+	// method is set for a server request: Edit writes a request back.
+	method string
 }
 
-// ParseCallResult reads a tools/call response's result.
+// ParseCallResult reads a response's result, whichever method it answers.
 func ParseCallResult(r *Response) (*CallResult, error) {
 	if r.IsError {
-		return nil, errors.New("tools/call answered an error")
+		return nil, errors.New("the server answered an error")
 	}
-	d := json.NewDecoder(bytes.NewReader(r.Result))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return nil, fmt.Errorf("tools/call result: %s", jsonError(err))
+	v, err := decodeAny(r.Result)
+	if err != nil {
+		return nil, fmt.Errorf("result: %s", jsonError(err))
 	}
 	return &CallResult{id: r.ID, result: v}, nil
+}
+
+// ModelReads reports whether a server request's content goes to the
+// client's model (sampling/createMessage): untrusted text to inspect like
+// a tool's result.
+func ModelReads(method string) bool { return method == MethodSamplingCreate }
+
+// ParseServerRequest reads a message a server sends on an SSE stream that
+// is not a response: its method and, for a request whose content the model
+// reads (ModelReads), that content (nil for any other request or
+// notification).
+func ParseServerRequest(msg []byte) (method string, c *CallResult, err error) {
+	var m message
+	if err := json.Unmarshal(msg, &m); err != nil {
+		return "", nil, fmt.Errorf("mcp server message: %s", jsonError(err))
+	}
+	if m.Method == nil {
+		return "", nil, errors.New("mcp server message: no method")
+	}
+	if !ModelReads(*m.Method) {
+		return *m.Method, nil, nil
+	}
+	var v any = map[string]any{}
+	if len(m.Params) > 0 {
+		if v, err = decodeAny(m.Params); err != nil {
+			return "", nil, fmt.Errorf("mcp server message params: %s", jsonError(err))
+		}
+	}
+	return *m.Method, &CallResult{id: bytes.TrimSpace(m.ID), result: v, method: *m.Method}, nil
+}
+
+func decodeAny(b []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var v any
+	err := d.Decode(&v)
+	return v, err
 }
 
 // Text is every string of the result, one per line (keys excluded: the
@@ -324,8 +363,28 @@ func (c *CallResult) Edit(fn func(string) string) (body []byte, changed bool, er
 	if !changed {
 		return nil, false, nil
 	}
+	if c.method != "" {
+		b, err := encodeRequest(c.id, c.method, c.result)
+		return b, err == nil, err
+	}
 	b, err := encodeResponse(c.id, c.result)
 	return b, err == nil, err
+}
+
+func encodeRequest(id json.RawMessage, method string, params any) ([]byte, error) {
+	if len(id) == 0 {
+		id = json.RawMessage("null")
+	}
+	b, err := json.Marshal(struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Method  string          `json:"method"`
+		Params  any             `json:"params"`
+	}{JSONRPCVersion, id, method, params})
+	if err != nil {
+		return nil, fmt.Errorf("mcp request: %w", err)
+	}
+	return b, nil
 }
 
 func walkStrings(v any, fn func(string) string) any {
