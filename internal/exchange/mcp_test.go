@@ -547,7 +547,7 @@ func TestMCPUntrustedContent(t *testing.T) {
 			answer: `{"jsonrpc":"2.0","id":4,"result":{"contents":[{"uri":"file:///notes.md","text":` + string(pii) + `}]}}`,
 			absent: "jane.doe@corpmail.io", present: "file:///notes.md"},
 		{name: "resources/read clean", req: `{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"uri":"file:///notes.md"}}`,
-			answer: `{"jsonrpc":"2.0","id":4,"result":{"contents":[{"uri":"file:///notes.md","text":"Meeting at ten."}]}}`,
+			answer:  `{"jsonrpc":"2.0","id":4,"result":{"contents":[{"uri":"file:///notes.md","text":"Meeting at ten."}]}}`,
 			present: "Meeting at ten."},
 		{name: "resources/read injection streamed", req: `{"jsonrpc":"2.0","id":"r1","method":"resources/read","params":{"uri":"file:///n"}}`,
 			answer: "event: message\ndata: " + `{"jsonrpc":"2.0","id":"r1","result":{"contents":[{"uri":"file:///n","text":` + string(inj) + `}]}}` + "\n\n", step: 9,
