@@ -100,9 +100,10 @@ type Options struct {
 	// MCP client is challenged; ext_authz takes the same (see mcp.go).
 	MCP envoy.MCPOptions
 	// MCPMemory remembers the tool definitions each MCP session was shown,
-	// to flag a definition that changes later (nil: not remembered; only
-	// a name listed twice within one answer is flagged).
-	MCPMemory *mcp.Memory
+	// to flag a definition that changes later: mcp.Memory in-process,
+	// mcp.RedisMemory shared by the replicas (nil: not remembered; only a
+	// name listed twice within one answer is flagged).
+	MCPMemory mcp.ToolMemory
 	// ToolLists gives the policy's compiled tool allow-lists (the policy
 	// engine): a tools/list answer's tools that they admit and no scan
 	// flagged go to the policy by name only (nil: every tool goes to the

@@ -211,7 +211,10 @@ func (x *Session) mcpToolsList(ctx context.Context, r *mcp.Response, res *Result
 		d := x.Refuse(http.StatusBadGateway, "mcp_answer_unreadable", "the MCP server's tools/list answer could not be inspected")
 		return nil, false, &d, nil
 	}
-	changed := x.c.opts.MCPMemory.Changed(x.mcpSessionKey(), list.Tools)
+	changed := make([]bool, len(list.Tools))
+	if mem := x.c.opts.MCPMemory; mem != nil {
+		changed = mem.Remember(ctx, x.mcpSessionKey(), list.Tools)
+	}
 	var lists *policy.ToolLists
 	if x.c.opts.ToolLists != nil {
 		lists = x.c.opts.ToolLists.ToolLists()

@@ -11,11 +11,14 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/bulwark-ai/bulwark/internal/app/core"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/mcp"
 	"github.com/bulwark-ai/bulwark/test/fixture"
+	"github.com/bulwark-ai/bulwark/test/redisserver"
 )
 
 // mcpPolicies is the default policy with a tools map: role user may call
@@ -256,6 +259,51 @@ mcp_removed_tools[name] := "tool_not_allowed" if {
 			t.Errorf("lists %v, custom rule: tools %s, removed %v", lists, got, removed)
 		}
 		delete(wantRemoved, "github.tool_2")
+	}
+}
+
+// TestMCPRugPullAcrossReplicas: two replicas (two exchange cores over one
+// policy, each with its own Redis client and in-process memory) share one
+// redis-server: a definition first listed through one and changed when the
+// session lists again through the other is removed as a rug pull.
+func TestMCPRugPullAcrossReplicas(t *testing.T) {
+	ctx := context.Background()
+	srv := redisserver.Start(t)
+	st := fixture.NewStack(t, fixture.StackOptions{Keys: []fixture.Key{{ID: "agent", Roles: []string{"user"}, Tenant: "acme"}},
+		Deps: core.Deps{Pepper: "exchange-test-pepper-0123456789"}, Policies: mcpPolicies(t)})
+	replica := func() *exchange.Core {
+		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		t.Cleanup(func() { _ = rdb.Close() })
+		return exchange.New(st.Pipeline, st.Scanner, st.Limiter, exchange.Options{
+			ResponseScanner: st.ResponseScanner,
+			MCP:             envoy.MCPOptions{Paths: []string{"/mcp"}},
+			MCPMemory:       mcp.NewRedisMemory(rdb, time.Minute, 0, 0, nil, nil),
+			ToolLists:       st.Engine,
+		}, nil, nil)
+	}
+	a, b := replica(), replica()
+	list := func(c *exchange.Core, desc string) []string {
+		x := c.Start("test")
+		defer x.End(ctx)
+		mcpRequest(t, x, st.Secrets["agent"], "s-replicas", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+		if _, err := x.ResponseHeaders(ctx, 200, map[string]string{"content-type": "application/json"}, false); err != nil {
+			t.Fatal(err)
+		}
+		body := []byte(toolsListAnswer(0, desc))
+		res, err := x.ResponseBody(ctx, body)
+		if err != nil || res.Deny != nil {
+			t.Fatalf("%+v %v", res.Deny, err)
+		}
+		if res.BodyChanged {
+			body = res.Body
+		}
+		return toolNames(t, body)
+	}
+	if got := list(a, "Adds two numbers."); !contains(got, "add") {
+		t.Fatalf("first listing (replica a) lost add: %v", got)
+	}
+	if got := list(b, "Adds two numbers, and more."); contains(got, "add") {
+		t.Errorf("replica b kept the changed definition: %v", got)
 	}
 }
 
