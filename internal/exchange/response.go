@@ -241,7 +241,7 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 	if usage != nil {
 		x.settle(ctx, *usage)
 	}
-	var res Result
+	res := Result{ToolCalls: calls}
 	in := x.responseInput(usage)
 	policy.AddToolCalls(in, calls)
 	out, err := x.decide(ctx, pipeline.PhaseResponseBody, pipeline.Request{Input: in, Signals: &sig}, &res)
@@ -443,6 +443,7 @@ func (x *Session) toolCallsDone(ctx context.Context, completed []int, out *[]byt
 			return err
 		}
 		rs.cur.Decided, rs.cur.Outcome, rs.cur.Phase = true, res.Outcome, res.Phase
+		rs.cur.ToolCalls = calls
 		if !o.Decision.Allowed {
 			// The denied call's events were never processed; the text
 			// before it (still in the redaction windows) goes out, checked
