@@ -2,11 +2,13 @@ package api
 
 import (
 	"context"
+	"math"
 	"strconv"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/bulwark-ai/bulwark/internal/detect"
 	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
@@ -36,6 +38,44 @@ type guarded struct {
 	respMode exchange.BodyMode
 	buffered []byte
 	ended    bool
+
+	// toolResults and toolCalls are what the exchange's decisions saw of
+	// tools (input.signals.tool_results, input.response.tool_calls), which
+	// every Decision after them reports.
+	toolResults *bulwarkv1.ToolResultSignals
+	toolCalls   []*bulwarkv1.ToolCall
+}
+
+// note keeps what a step's decision saw of tools.
+func (e *guarded) note(res exchange.Result) {
+	if res.Decided && res.Outcome.ToolSignals != nil {
+		s := res.Outcome.ToolSignals
+		e.toolResults = &bulwarkv1.ToolResultSignals{
+			PromptInjection: &bulwarkv1.PromptInjection{Score: s.PromptInjection.Score, Rules: s.PromptInjection.Rules},
+			Pii:             findingCounts(s.PII),
+			Secrets:         findingCounts(s.Secrets),
+		}
+	}
+	if res.ToolCalls != nil {
+		e.toolCalls = make([]*bulwarkv1.ToolCall, len(res.ToolCalls))
+		for i, c := range res.ToolCalls {
+			e.toolCalls[i] = &bulwarkv1.ToolCall{Id: validUTF8(c.ID), Name: validUTF8(c.Name), Arguments: validUTF8(c.Arguments)}
+		}
+	}
+}
+
+func findingCounts(cs []detect.TypeCount) []*bulwarkv1.FindingCount {
+	out := make([]*bulwarkv1.FindingCount, len(cs))
+	for i, c := range cs {
+		out[i] = &bulwarkv1.FindingCount{Type: c.Type, Count: int32(min(c.Count, math.MaxInt32))} // #nosec G115 -- clamped
+	}
+	return out
+}
+
+// decision returns d carrying what the exchange saw of tools.
+func (e *guarded) decision(d *bulwarkv1.Decision) *bulwarkv1.Decision {
+	d.ToolResults, d.ToolCalls = e.toolResults, e.toolCalls
+	return d
 }
 
 func (g *Guard) start() *guarded {
@@ -69,6 +109,7 @@ func (e *guarded) request(ctx context.Context, c caller, r httpRequest) (d *bulw
 	if res, err = e.x.RequestBody(ctx, body); err != nil {
 		return nil, nil, false, undecided(ctx, err)
 	}
+	e.note(res)
 	if res.Deny != nil {
 		return e.denial(res.Deny, phaseRequestBody), nil, false, nil
 	}
@@ -116,6 +157,7 @@ func (e *guarded) responseChunk(ctx context.Context, data []byte, last bool) ([]
 		if err != nil {
 			return nil, nil, undecided(ctx, err)
 		}
+		e.note(res)
 		if res.Deny != nil {
 			return nil, e.denial(res.Deny, phaseResponseBody), nil
 		}
@@ -129,14 +171,15 @@ func (e *guarded) responseChunk(ctx context.Context, data []byte, last bool) ([]
 	if err != nil {
 		return nil, nil, undecided(ctx, err)
 	}
+	e.note(res)
 	if !e.ended && res.Cut != nil {
 		e.ended = true
 		id := res.Cut.DecisionID
 		if id == "" {
 			id = e.decisionID
 		}
-		e.last = &bulwarkv1.Decision{Allowed: false, Reason: res.Cut.Reason, Message: res.Cut.Message, Phase: phaseResponseBodyChunk,
-			DecisionId: id}
+		e.last = e.decision(&bulwarkv1.Decision{Allowed: false, Reason: res.Cut.Reason, Message: res.Cut.Message, Phase: phaseResponseBodyChunk,
+			DecisionId: id})
 	}
 	return res.Body, nil, nil
 }
@@ -153,7 +196,7 @@ func (e *guarded) allow(phase string, res exchange.Result, into map[string]strin
 			into[k] = h.Value
 		}
 	}
-	e.last = &bulwarkv1.Decision{Allowed: true, DecisionId: e.decisionID, Phase: phase, Headers: copyMap(into)}
+	e.last = e.decision(&bulwarkv1.Decision{Allowed: true, DecisionId: e.decisionID, Phase: phase, Headers: copyMap(into)})
 }
 
 // denial renders the exchange's denial as the Decision it carries.
@@ -176,7 +219,7 @@ func (e *guarded) denial(dn *exchange.Denial, phase string) *bulwarkv1.Decision 
 		}
 	}
 	e.decisionID = d.DecisionId
-	e.last = d
+	e.last = e.decision(d)
 	return d
 }
 
@@ -225,3 +268,7 @@ func copyMap(m map[string]string) map[string]string {
 
 // toValidUTF8 keeps a proto string field marshalable whatever the bytes.
 func toValidUTF8(b []byte) string { return strings.ToValidUTF8(string(b), "\uFFFD") }
+
+// validUTF8 keeps a string a proto string field can carry (protobuf refuses
+// to marshal invalid UTF-8).
+func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }

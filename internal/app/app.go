@@ -272,9 +272,21 @@ func NewExchange(c *core.Core, cfg config.Config, tracing *telemetry.Tracing, re
 		ModerationWindow:         cfg.ModerationStreamWindow,
 		StripUpstreamCredentials: cfg.StripUpstreamCredentials && cfg.IdentityEnabled(),
 		MCP:                      mcpOptions(cfg),
-		MCPMemory:                mcp.NewMemory(cfg.MCPSessionTTL, cfg.MCPMaxSessions, 0, nil),
+		MCPMemory:                mcpMemory(c, cfg, logger),
+		ToolLists:                c.Engine,
 		Quality:                  q,
 	}, logger, m)
+}
+
+// mcpMemory is the rug-pull memory: shared by the replicas through Redis
+// when one is configured (with this replica's memory as the fallback),
+// in-process otherwise.
+func mcpMemory(c *core.Core, cfg config.Config, logger *slog.Logger) mcp.ToolMemory {
+	local := mcp.NewMemory(cfg.MCPSessionTTL, cfg.MCPMaxSessions, 0, nil)
+	if c.Redis == nil {
+		return local
+	}
+	return mcp.NewRedisMemory(c.Redis, cfg.MCPSessionTTL, 0, 0, local, logger)
 }
 
 // newExtProc is the ext_proc door over x as cfg configures it: the one

@@ -399,8 +399,11 @@ type Config struct {
 	// MCPSessionTTL is how long the tool definitions an MCP session was
 	// shown are remembered after its last tools/list, to flag a changed
 	// definition (a rug pull); MCPMaxSessions bounds how many sessions
-	// are remembered (least recently listed forgotten first). In-process:
-	// each replica remembers the sessions it served.
+	// are remembered in-process (least recently listed forgotten first).
+	// With a Redis URL the memory is shared by the replicas (one hash per
+	// session, keyed by a hash of the principal and session id, expiring
+	// MCPSessionTTL after its last listing); each replica's own memory is
+	// the fallback while Redis is unreachable.
 	MCPSessionTTL  time.Duration `yaml:"mcp_session_ttl"`
 	MCPMaxSessions int           `yaml:"mcp_max_sessions"`
 	// OPAConfig is an OPA configuration file (services, bundles,
@@ -1105,7 +1108,7 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.Var((*stringList)(&c.MCPPaths), "mcp-paths", "comma-separated MCP endpoints (exact paths, or prefixes ending in /); JSON-RPC bodies elsewhere are recognised too")
 	fs.StringVar(&c.MCPResourceMetadataURL, "mcp-resource-metadata-url", c.MCPResourceMetadataURL, "OAuth protected resource metadata URL a 401 to an MCP request points to (WWW-Authenticate: Bearer resource_metadata=...)")
 	fs.DurationVar(&c.MCPSessionTTL, "mcp-session-ttl", c.MCPSessionTTL, "how long an MCP session's first tool definitions are remembered after its last tools/list, to flag changed ones")
-	fs.IntVar(&c.MCPMaxSessions, "mcp-max-sessions", c.MCPMaxSessions, "most MCP sessions whose tool definitions are remembered (in-process, per replica)")
+	fs.IntVar(&c.MCPMaxSessions, "mcp-max-sessions", c.MCPMaxSessions, "most MCP sessions whose tool definitions each replica remembers in-process (with --redis-url, Redis is shared and this is the fallback)")
 	fs.StringVar(&c.OPAConfig, "opa-config", c.OPAConfig, "OPA configuration file (services, bundles, decision_logs, status, discovery, keys) run by OPA's plugin manager")
 	fs.StringVar(&c.RLSConfig, "rls-config", c.RLSConfig, "envoy/ratelimit YAML file or directory: serve Envoy's RateLimitService v3 on the gRPC listener, hot-reloaded (empty: not served)")
 	fs.BoolVar(&c.RLSResponseHeaders, "rls-response-headers", c.RLSResponseHeaders, "add x-ratelimit-limit, -remaining and -reset to ShouldRateLimit answers")

@@ -21,6 +21,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/envoy"
 	"github.com/bulwark-ai/bulwark/internal/mcp"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/quality"
 	"github.com/bulwark-ai/bulwark/internal/redact"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
@@ -120,15 +121,28 @@ type Options struct {
 	// MCP client is challenged; ext_authz takes the same (see mcp.go).
 	MCP envoy.MCPOptions
 	// MCPMemory remembers the tool definitions each MCP session was shown,
-	// to flag a definition that changes later (nil: not remembered; only
-	// a name listed twice within one answer is flagged).
-	MCPMemory *mcp.Memory
+	// to flag a definition that changes later: mcp.Memory in-process,
+	// mcp.RedisMemory shared by the replicas (nil: not remembered; only a
+	// name listed twice within one answer is flagged).
+	MCPMemory mcp.ToolMemory
+	// ToolLists gives the policy's compiled tool allow-lists (the policy
+	// engine): a tools/list answer's tools that they admit and no scan
+	// flagged go to the policy by name only (nil: every tool goes to the
+	// policy in full, which is slower but decides the same).
+	ToolLists ToolListSource
 	// Quality judges every LLM answer (finish reason, empty, refusal,
 	// truncation, JSON validity, time to first token, tokens per second),
 	// counts it by model and puts it in input.response.quality of the
 	// response_body decision. nil: not judged.
 	Quality *quality.Monitor
 }
+
+// ToolListSource is the policy engine as the MCP dialect needs it.
+type ToolListSource interface {
+	ToolLists() *policy.ToolLists
+}
+
+var _ ToolListSource = (*policy.Engine)(nil)
 
 func (o *Options) defaults() {
 	if o.MaxBodyBytes <= 0 {

@@ -12,36 +12,52 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/llmapi"
 	"github.com/bulwark-ai/bulwark/internal/mcp"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
+	"github.com/bulwark-ai/bulwark/internal/policy"
 )
 
 // The MCP dialect of the exchange: a request recognised as MCP (envoy.AddMCP)
 // carries input.mcp to every decision; a denial is a JSON-RPC error with the
-// request's id; the answers of tools/list and tools/call, JSON or SSE, are
+// request's id; the answers of tools/list, tools/call, resources/read and
+// prompts/get, JSON or SSE, and every SSE stream of an MCP exchange, are
 // read message by message:
 //
 //   - tools/list: each tool's definition is scanned (injection detector and
 //     mcp.PoisonRules) and compared with what the session was first shown
 //     (Options.MCPMemory); the policy sees input.mcp.tools and names the
 //     tools to remove (decision.remove_tools), which the client never sees.
-//   - tools/call: the result's strings are untrusted text for the model:
-//     scanned for injection, secrets and PII (input.signals); a deny
-//     replaces the result with a JSON-RPC error, redaction rules rewrite it.
+//   - tools/call, resources/read, prompts/get: the result's strings are
+//     untrusted text for the model, scanned for injection, secrets and PII
+//     as input.signals.tool_results (like an LLM request's tool results);
+//     a deny replaces the result with a JSON-RPC error, redaction rules
+//     rewrite it.
+//   - a server request on an SSE stream whose content the client's model
+//     reads (sampling/createMessage): its params are read the same way,
+//     with input.mcp.server_request naming its method; a deny ends the
+//     stream with a JSON-RPC error for the client's request.
 //
-// Other server messages (notifications, server requests on the SSE stream,
-// answers to other methods) pass as they are; answers to other methods go
-// through the ordinary answer filters (PII, secrets) when they are JSON.
+// Other server messages (notifications, other server requests, answers to
+// other requests) pass as they are; JSON answers to other methods go
+// through the ordinary answer filters (PII, secrets).
 
 // mcpAnswer reports whether the answer to this exchange's request is read
-// as MCP: a request (with an id) of a method whose answer Bulwark filters.
-func (x *Session) mcpAnswer() string {
-	if x.mcp == nil || x.mcp.Request == nil || x.mcp.Request.Kind != mcp.KindRequest || x.mcp.Request.Error != "" {
-		return ""
+// as MCP, and the method whose answer it is ("" for an SSE stream answering
+// another method, a notification, or a GET: only the server's requests on
+// it are read). A JSON answer to another method is not MCP-read.
+func (x *Session) mcpAnswer(sse bool) (string, bool) {
+	if x.mcp == nil {
+		return "", false
 	}
-	switch m := x.mcp.Request.Method; m {
-	case mcp.MethodToolsList, mcp.MethodToolsCall:
-		return m
+	req := x.mcp.Request
+	if req != nil && req.Kind == mcp.KindRequest && req.Error == "" {
+		switch m := req.Method; m {
+		case mcp.MethodToolsList, mcp.MethodToolsCall, mcp.MethodResourcesRead, mcp.MethodPromptsGet:
+			return m, true
+		}
 	}
-	return ""
+	if req != nil && (req.Kind == mcp.KindBatch || req.Error != "") {
+		return "", false // refused at the request: nothing to read
+	}
+	return "", sse
 }
 
 // mcpResponseBody filters a JSON answer to an MCP request.
@@ -132,49 +148,94 @@ func (x *Session) mcpMessage(ctx context.Context, msg []byte, res *Result) ([]by
 	r, err := mcp.ParseResponse(msg)
 	switch {
 	case errors.Is(err, mcp.ErrNotResponse):
-		return nil, false, nil, nil // a notification or server request on the stream
+		return x.mcpServerRequest(ctx, msg, res) // a notification or server request on the stream
 	case err != nil:
-		// An answer to tools/list or tools/call that is not JSON-RPC cannot
-		// be filtered: refuse it rather than pass tools or text unread.
+		// A server message that is not JSON-RPC cannot be inspected:
+		// refuse it rather than pass tools or text unread.
 		d := x.Refuse(http.StatusBadGateway, "mcp_answer_unreadable", "the MCP server's answer could not be inspected")
 		return nil, false, &d, nil
-	case !mcp.SameID(r.ID, req.ID) || r.IsError:
+	case req == nil || !mcp.SameID(r.ID, req.ID) || r.IsError:
 		return nil, false, nil, nil // another request's answer, or an error: nothing to filter
 	}
 	switch x.resp.mcpMethod {
 	case mcp.MethodToolsList:
 		return x.mcpToolsList(ctx, r, res)
-	case mcp.MethodToolsCall:
-		return x.mcpToolsCall(ctx, r, res)
+	case mcp.MethodToolsCall, mcp.MethodResourcesRead, mcp.MethodPromptsGet:
+		c, err := mcp.ParseCallResult(r)
+		if err != nil {
+			d := x.Refuse(http.StatusBadGateway, "mcp_answer_unreadable", "the MCP server's "+x.resp.mcpMethod+" answer could not be inspected")
+			return nil, false, &d, nil
+		}
+		return x.mcpUntrusted(ctx, c, "", res)
 	}
 	return nil, false, nil, nil
 }
 
+// mcpServerRequest reads a server's own message on the stream: a request
+// whose content the client's model reads is untrusted text; anything else
+// passes.
+func (x *Session) mcpServerRequest(ctx context.Context, msg []byte, res *Result) ([]byte, bool, *Result, error) {
+	method, c, err := mcp.ParseServerRequest(msg)
+	if err != nil {
+		d := x.Refuse(http.StatusBadGateway, "mcp_answer_unreadable", "the MCP server's message could not be inspected")
+		return nil, false, &d, nil
+	}
+	if c == nil {
+		return nil, false, nil, nil
+	}
+	return x.mcpUntrusted(ctx, c, method, res)
+}
+
 var (
 	keyTools          = ast.StringTerm("tools")
+	keyToolNames      = ast.StringTerm("tool_names")
 	keyName           = ast.StringTerm("name")
 	keyInjectionScore = ast.StringTerm("injection_score")
 	keyPoisonRules    = ast.StringTerm("poisoning_rules")
 	keyChanged        = ast.StringTerm("changed")
 )
 
-// mcpToolsList asks the policy which tools of a tools/list answer to remove,
-// with what each tool's definition looks like: its injection score, the
-// poisoning markers in it, and whether it changed within the session.
+// mcpToolsList asks the policy which tools of a tools/list answer to remove.
+// One decision for the whole answer, with a compact input: every tool's
+// name (input.mcp.tool_names), and in full (input.mcp.tools: its injection
+// score, the poisoning markers in it, whether it changed within the
+// session) only each tool that needs a policy answer: one the policy's
+// allow-lists (policy.ToolLists, data.bulwark.tools) do not admit for the
+// caller's roles, or that a scan flagged (a marker, a change, a duplicate
+// name, a score at or above data.bulwark.mcp.tool_review_score). The policy
+// decides about all of them (decision.remove_tools); Rego's cost grows with
+// the tools it is shown, not with the size of the answer.
 func (x *Session) mcpToolsList(ctx context.Context, r *mcp.Response, res *Result) ([]byte, bool, *Result, error) {
 	list, err := mcp.ParseToolsList(r)
 	if err != nil {
 		d := x.Refuse(http.StatusBadGateway, "mcp_answer_unreadable", "the MCP server's tools/list answer could not be inspected")
 		return nil, false, &d, nil
 	}
-	changed := x.c.opts.MCPMemory.Changed(x.mcpSessionKey(), list.Tools)
-	tools := make([]*ast.Term, 0, len(list.Tools))
-	seen := make(map[string]int, len(list.Tools))
+	changed := make([]bool, len(list.Tools))
+	if mem := x.c.opts.MCPMemory; mem != nil {
+		changed = mem.Remember(ctx, x.mcpSessionKey(), list.Tools)
+	}
+	var lists *policy.ToolLists
+	if x.c.opts.ToolLists != nil {
+		lists = x.c.opts.ToolLists.ToolLists()
+	}
+	var roles []string
+	if x.principal != nil {
+		roles = x.principal.Roles
+	}
+	floor := lists.ReviewScore()
+	names := make([]*ast.Term, 0, len(list.Tools))
+	var tools []*ast.Term
+	seen := make(map[string]int, len(list.Tools)) // name → index in tools, -1: by name only
 	for i, t := range list.Tools {
 		v := x.c.verdicts.Get(t, x.c.scanTool)
 		score, rules := v.InjectionScore, v.Rules
 		flag := changed[i] || t.Duplicate
-		if j, ok := seen[t.Name]; ok {
+		j, dup := seen[t.Name]
+		if !dup {
+			names = append(names, ast.StringTerm(t.Name))
+		}
+		if dup && j >= 0 {
 			// One entry per name for the policy (names key remove_tools):
 			// the worst of the definitions that share it.
 			o := tools[j].Value.(ast.Object)
@@ -186,6 +247,14 @@ func (x *Session) mcpToolsList(ctx context.Context, r *mcp.Response, res *Result
 			o.Insert(keyChanged, ast.BooleanTerm(true))
 			continue
 		}
+		if !flag && len(rules) == 0 && score < floor && lists.Admits(roles, t.Name) {
+			if !dup {
+				seen[t.Name] = -1
+			}
+			continue // admitted and unflagged: by name only
+		}
+		// (A duplicate whose first definition went by name only is flagged:
+		// t.Duplicate is set on every later definition that differs.)
 		seen[t.Name] = len(tools)
 		tools = append(tools, ast.ObjectTerm(
 			[2]*ast.Term{keyName, ast.StringTerm(t.Name)},
@@ -198,6 +267,7 @@ func (x *Session) mcpToolsList(ctx context.Context, r *mcp.Response, res *Result
 	if m, ok := in.Get(keyMCP).Value.(ast.Object); ok {
 		m = m.Copy()
 		m.Insert(keyTools, ast.ArrayTerm(tools...))
+		m.Insert(keyToolNames, ast.ArrayTerm(names...))
 		in.Insert(keyMCP, ast.NewTerm(m))
 	}
 	out, err := x.decide(ctx, pipeline.PhaseResponseBody, pipeline.Request{Input: in, Signals: &detect.Signals{}}, res)
@@ -230,22 +300,32 @@ func mergeRules(t *ast.Term, rules []string) ast.Value {
 	return set
 }
 
-// mcpToolsCall scans a tools/call result as untrusted input (injection,
-// secrets, PII) and applies the policy: a deny replaces the result with a
-// JSON-RPC error, redaction rules rewrite its strings.
-func (x *Session) mcpToolsCall(ctx context.Context, r *mcp.Response, res *Result) ([]byte, bool, *Result, error) {
-	call, err := mcp.ParseCallResult(r)
-	if err != nil {
-		d := x.Refuse(http.StatusBadGateway, "mcp_answer_unreadable", "the MCP server's tools/call answer could not be inspected")
-		return nil, false, &d, nil
-	}
+var (
+	keyServerRequest = ast.StringTerm("server_request")
+	keyMethod        = ast.StringTerm("method")
+)
+
+// mcpUntrusted scans content the model will read (a tools/call,
+// resources/read or prompts/get result, or a server request's params:
+// serverMethod names it) as untrusted input, input.signals.tool_results
+// (injection, secrets, PII), and applies the policy: a deny replaces the
+// message with a JSON-RPC error, redaction rules rewrite its strings.
+func (x *Session) mcpUntrusted(ctx context.Context, c *mcp.CallResult, serverMethod string, res *Result) ([]byte, bool, *Result, error) {
 	var sig detect.Signals
 	var findings bool
 	if x.c.scanner != nil {
-		scan := x.c.scanner.Scan(call.Text())
+		scan := x.c.scanner.Scan(c.Text())
 		sig, findings = scan.Signals(), len(scan.Findings) > 0
 	}
-	out, err := x.decide(ctx, pipeline.PhaseResponseBody, pipeline.Request{Input: x.responseInput(nil), Signals: &sig}, res)
+	in := x.responseInput(nil)
+	if serverMethod != "" {
+		if m, ok := in.Get(keyMCP).Value.(ast.Object); ok {
+			m = m.Copy()
+			m.Insert(keyServerRequest, ast.ObjectTerm([2]*ast.Term{keyMethod, ast.StringTerm(serverMethod)}))
+			in.Insert(keyMCP, ast.NewTerm(m))
+		}
+	}
+	out, err := x.decide(ctx, pipeline.PhaseResponseBody, pipeline.Request{Input: in, Signals: &detect.Signals{}, ToolSignals: &sig}, res)
 	if err != nil {
 		return nil, false, nil, err
 	}
@@ -258,14 +338,14 @@ func (x *Session) mcpToolsCall(ctx context.Context, r *mcp.Response, res *Result
 		return nil, false, nil, nil
 	}
 	count := 0
-	body, changed, err := call.Edit(func(t string) string {
+	body, changed, err := c.Edit(func(t string) string {
 		s, _, n := red.Text(x.c.scanner, t, nil)
 		count += n
 		return s
 	})
 	if err != nil {
-		x.c.logger.Error("tools/call result could not be rewritten; denying", "decision_id", out.DecisionID, "error", err)
-		d := x.Refuse(http.StatusBadGateway, "redaction_failed", "the tool's result could not be made safe to return")
+		x.c.logger.Error("MCP content could not be rewritten; denying", "decision_id", out.DecisionID, "error", err)
+		d := x.Refuse(http.StatusBadGateway, "redaction_failed", "the MCP server's content could not be made safe to return")
 		return nil, false, &d, nil
 	}
 	x.c.metrics.redacted("response", count)

@@ -57,8 +57,11 @@ type responseState struct {
 	// the numbers keep increasing.
 	lastSeq, seqShift int64
 	haveSeq           bool
-	// mcpMethod is the MCP method whose answer this is, when it is read as
-	// MCP (tools/list, tools/call: see mcp.go).
+	// mcpRead: the answer is read as MCP, message by message (see
+	// mcp.go); mcpMethod is the method it answers, when Bulwark filters
+	// that method's result ("" for a stream where only the server's
+	// requests are read).
+	mcpRead   bool
 	mcpMethod string
 	// cur is the Result of the chunk being processed, which records the
 	// chunk's decisions.
@@ -154,8 +157,8 @@ func (x *Session) ResponseHeaders(ctx context.Context, status int, rh map[string
 	res.SetHeaders = policyHeaders(x.headerBuf[:0], out.Decision.ResponseHeadersToAdd)
 	x.headerBuf = res.SetHeaders[:0]
 	res.ReadBody = BodyWhole
-	if m := x.mcpAnswer(); m != "" {
-		rs.mcpMethod = m
+	if m, ok := x.mcpAnswer(rs.sse); ok {
+		rs.mcpMethod, rs.mcpRead = m, true
 		if rs.sse {
 			if rs.encoding != "" {
 				return x.Refuse(http.StatusBadGateway, "unsupported_content_encoding",
@@ -222,7 +225,7 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 		return *deny, nil
 	}
 	jsonBody := isJSON(rs.headers["content-type"])
-	if rs.mcpMethod != "" {
+	if rs.mcpRead {
 		return x.mcpResponseBody(ctx, plain, decoded)
 	}
 	text := string(plain)
@@ -265,7 +268,7 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 	if usage != nil {
 		x.settle(ctx, *usage)
 	}
-	var res Result
+	res := Result{ToolCalls: calls}
 	in := x.responseInput(usage)
 	policy.AddToolCalls(in, calls)
 	addQuality(in, qual, x.format)
@@ -330,7 +333,7 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 	rs.bodyBytes += int64(len(data))
 	start := time.Now()
 	defer func() { x.c.metrics.chunk(time.Since(start)) }()
-	if rs.mcpMethod != "" {
+	if rs.mcpRead {
 		return x.mcpChunk(ctx, data, last)
 	}
 	rs.cur = Result{}
@@ -489,6 +492,7 @@ func (x *Session) toolCallsDone(ctx context.Context, completed []int, out *[]byt
 			return err
 		}
 		rs.cur.Decided, rs.cur.Outcome, rs.cur.Phase = true, res.Outcome, res.Phase
+		rs.cur.ToolCalls = calls
 		if !o.Decision.Allowed {
 			// The denied call's events were never processed; the text
 			// before it (still in the redaction windows) goes out, checked

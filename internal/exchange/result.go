@@ -4,6 +4,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/bulwark-ai/bulwark/internal/identity"
+	"github.com/bulwark-ai/bulwark/internal/llmapi"
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 )
@@ -72,6 +73,11 @@ type Result struct {
 	// Cut, on a streamed chunk, says the answer was ended early; the chunk's
 	// Body ends with an error event in the API's shape.
 	Cut *Cut
+	// ToolCalls, on a response step, are the model's tool calls its
+	// decision saw (input.response.tool_calls): a buffered answer's, or
+	// every call of a stream complete so far. For a door that reports them
+	// (the Guard API).
+	ToolCalls []llmapi.ToolCall
 }
 
 // Denial is a deny rendered for the client: the status, headers and body of

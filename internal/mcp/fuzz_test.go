@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 )
@@ -90,6 +91,48 @@ func FuzzAnswer(f *testing.F) {
 			}
 			if changed && !json.Valid(out) {
 				t.Fatalf("edited result %s", out)
+			}
+		}
+	})
+}
+
+// FuzzScanValid: on valid JSON the single-pass splitter agrees with a
+// validating decode (members and elements, compacted alike), and on any
+// bytes it returns, never panics.
+func FuzzScanValid(f *testing.F) {
+	for _, s := range []string{`{"tools":[{"name":"a","x":[1,{"y":"\"]"}]}],"nextCursor":"c"}`, `[1, "a\\", {"b": null}, true]`,
+		`{"a\u00e9":1,"a\u00e9":2}`, ` { } `, `[ ]`, `{"a":1,}`, `["a`, `{"a" 1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var members map[string]json.RawMessage
+		gotMembers := map[string]string{}
+		errM := eachMember(b, func(k string, v []byte) error { gotMembers[k] = string(compactValid(nil, v)); return nil })
+		var elems []json.RawMessage
+		var gotElems []string
+		errE := eachElement(b, func(v []byte) error { gotElems = append(gotElems, string(compactValid(nil, v))); return nil })
+		if !json.Valid(b) {
+			return
+		}
+		var want bytes.Buffer
+		if err := json.Compact(&want, b); err != nil || string(compactValid(nil, b)) != want.String() {
+			t.Fatalf("compactValid(%q) = %q, json.Compact %q", b, compactValid(nil, b), want.String())
+		}
+		if json.Unmarshal(b, &members) == nil && members != nil {
+			if errM != nil || len(gotMembers) != len(members) {
+				t.Fatalf("%q: members %v (%v), want %d", b, gotMembers, errM, len(members))
+			}
+			for k, v := range members {
+				var c bytes.Buffer
+				_ = json.Compact(&c, v)
+				if gotMembers[k] != c.String() {
+					t.Fatalf("%q: member %q = %q, want %q", b, k, gotMembers[k], c.String())
+				}
+			}
+		}
+		if json.Unmarshal(b, &elems) == nil && elems != nil {
+			if errE != nil || len(gotElems) != len(elems) {
+				t.Fatalf("%q: elements %v (%v), want %d", b, gotElems, errE, len(elems))
 			}
 		}
 	})

@@ -35,6 +35,9 @@ const (
 	MethodToolsCall     = "tools/call"
 	MethodResourcesRead = "resources/read"
 	MethodPromptsGet    = "prompts/get"
+	// MethodSamplingCreate is a server's request, sent on an SSE stream,
+	// that the client run its model on the messages it carries.
+	MethodSamplingCreate = "sampling/createMessage"
 )
 
 // JSON-RPC error codes Bulwark answers with. -32600 and -32700 are JSON-RPC's

@@ -84,28 +84,47 @@ func ParseToolsList(r *Response) (*ToolsList, error) {
 	if r.IsError {
 		return nil, errors.New("tools/list answered an error")
 	}
-	var result map[string]json.RawMessage
-	if err := json.Unmarshal(r.Result, &result); err != nil {
-		return nil, fmt.Errorf("tools/list result: %s", jsonError(err))
-	}
-	var raws []json.RawMessage
-	if t, ok := result["tools"]; ok {
-		if err := json.Unmarshal(t, &raws); err != nil {
-			return nil, fmt.Errorf("tools/list tools: %s", jsonError(err))
+	// r.Result was validated by ParseResponse's decode: split it without
+	// validating again (scan.go).
+	result := map[string]json.RawMessage{}
+	var tools json.RawMessage
+	if b := bytes.TrimSpace(r.Result); !bytes.Equal(b, []byte("null")) {
+		err := eachMember(b, func(key string, val []byte) error {
+			if key == "tools" {
+				tools = val
+			}
+			result[key] = val
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("tools/list result: %w", err)
 		}
 	}
-	l := &ToolsList{id: r.ID, result: result, Tools: make([]Tool, 0, len(raws))}
-	seen := make(map[string][sha256.Size]byte, len(raws))
-	for i, raw := range raws {
-		t, err := readTool(raw)
+	l := &ToolsList{id: r.ID, result: result}
+	if tools == nil || bytes.Equal(tools, []byte("null")) {
+		return l, nil
+	}
+	seen := make(map[string][sha256.Size]byte, 64)
+	var buf []byte
+	err := eachElement(tools, func(raw []byte) error {
+		var t Tool
+		var err error
+		t, buf, err = readTool(raw, buf[:0])
 		if err != nil {
-			return nil, fmt.Errorf("tools/list tool %d: %w", i, err)
+			return fmt.Errorf("tools/list tool %d: %w", len(l.Tools), err)
 		}
 		if h, ok := seen[t.Name]; ok && h != t.Hash {
 			t.Duplicate = true
 		}
 		seen[t.Name] = t.Hash
 		l.Tools = append(l.Tools, t)
+		return nil
+	})
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "tools/list tool ") {
+			return nil, err
+		}
+		return nil, fmt.Errorf("tools/list tools: %w", err)
 	}
 	return l, nil
 }
@@ -115,19 +134,15 @@ func ParseToolsList(r *Response) (*ToolsList, error) {
 // of it (keys too: a schema's property names are read by the model), and
 // the hash of its compacted bytes. A listing holds hundreds of tools and
 // is filtered on the answer's path, so this is one pass over the bytes.
-func readTool(raw json.RawMessage) (Tool, error) {
+func readTool(raw json.RawMessage, buf []byte) (Tool, []byte, error) {
 	t := Tool{raw: raw}
 	if b := bytes.TrimSpace(raw); len(b) == 0 || b[0] != '{' {
-		return t, errors.New("not an object")
+		return t, buf, errors.New("not an object")
 	}
 	var sb strings.Builder
-	sb.Grow(len(raw))
-	var compact bytes.Buffer
-	compact.Grow(len(raw))
-	if err := json.Compact(&compact, raw); err != nil {
-		return t, fmt.Errorf("invalid JSON: %w", err)
-	}
-	c := compact.Bytes()
+	sb.Grow(len(raw) / 2)
+	c := compactValid(buf, raw)
+	buf = c
 	depth, nameNext := 0, false
 	for i := 0; i < len(c); i++ {
 		switch c[i] {
@@ -138,7 +153,7 @@ func readTool(raw json.RawMessage) (Tool, error) {
 		case '"':
 			end, s, err := jsonString(c, i)
 			if err != nil {
-				return t, err
+				return t, buf, err
 			}
 			isKey := end+1 < len(c) && c[end+1] == ':'
 			switch {
@@ -155,11 +170,11 @@ func readTool(raw json.RawMessage) (Tool, error) {
 		}
 	}
 	if t.Name == "" {
-		return t, errors.New("no name")
+		return t, buf, errors.New("no name")
 	}
 	t.Text = sb.String()
 	t.Hash = sha256.Sum256(c)
-	return t, nil
+	return t, buf, nil
 }
 
 // jsonString reads the string literal starting at b[i] (a '"'): the index
@@ -268,26 +283,65 @@ func encodeResponse(id json.RawMessage, result any) ([]byte, error) {
 	return b, nil
 }
 
-// CallResult is a tools/call answer, whose strings (the content blocks'
-// text, structured content, resource contents) are what the tool returned:
-// untrusted text the model will read.
+// CallResult is a server message's content the model will read: a
+// tools/call, resources/read or prompts/get result (the content blocks'
+// text, structured content, resource contents, prompt messages), or the
+// params of a server request such as sampling/createMessage. Its strings
+// are untrusted text.
 type CallResult struct {
 	id     json.RawMessage
 	result any
+	// method is set for a server request: Edit writes a request back.
+	method string
 }
 
-// ParseCallResult reads a tools/call response's result.
+// ParseCallResult reads a response's result, whichever method it answers.
 func ParseCallResult(r *Response) (*CallResult, error) {
 	if r.IsError {
-		return nil, errors.New("tools/call answered an error")
+		return nil, errors.New("the server answered an error")
 	}
-	d := json.NewDecoder(bytes.NewReader(r.Result))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return nil, fmt.Errorf("tools/call result: %s", jsonError(err))
+	v, err := decodeAny(r.Result)
+	if err != nil {
+		return nil, fmt.Errorf("result: %s", jsonError(err))
 	}
 	return &CallResult{id: r.ID, result: v}, nil
+}
+
+// ModelReads reports whether a server request's content goes to the
+// client's model (sampling/createMessage): untrusted text to inspect like
+// a tool's result.
+func ModelReads(method string) bool { return method == MethodSamplingCreate }
+
+// ParseServerRequest reads a message a server sends on an SSE stream that
+// is not a response: its method and, for a request whose content the model
+// reads (ModelReads), that content (nil for any other request or
+// notification).
+func ParseServerRequest(msg []byte) (method string, c *CallResult, err error) {
+	var m message
+	if err := json.Unmarshal(msg, &m); err != nil {
+		return "", nil, fmt.Errorf("mcp server message: %s", jsonError(err))
+	}
+	if m.Method == nil {
+		return "", nil, errors.New("mcp server message: no method")
+	}
+	if !ModelReads(*m.Method) {
+		return *m.Method, nil, nil
+	}
+	var v any = map[string]any{}
+	if len(m.Params) > 0 {
+		if v, err = decodeAny(m.Params); err != nil {
+			return "", nil, fmt.Errorf("mcp server message params: %s", jsonError(err))
+		}
+	}
+	return *m.Method, &CallResult{id: bytes.TrimSpace(m.ID), result: v, method: *m.Method}, nil
+}
+
+func decodeAny(b []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var v any
+	err := d.Decode(&v)
+	return v, err
 }
 
 // Text is every string of the result, one per line (keys excluded: the
@@ -309,8 +363,28 @@ func (c *CallResult) Edit(fn func(string) string) (body []byte, changed bool, er
 	if !changed {
 		return nil, false, nil
 	}
+	if c.method != "" {
+		b, err := encodeRequest(c.id, c.method, c.result)
+		return b, err == nil, err
+	}
 	b, err := encodeResponse(c.id, c.result)
 	return b, err == nil, err
+}
+
+func encodeRequest(id json.RawMessage, method string, params any) ([]byte, error) {
+	if len(id) == 0 {
+		id = json.RawMessage("null")
+	}
+	b, err := json.Marshal(struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Method  string          `json:"method"`
+		Params  any             `json:"params"`
+	}{JSONRPCVersion, id, method, params})
+	if err != nil {
+		return nil, fmt.Errorf("mcp request: %w", err)
+	}
+	return b, nil
 }
 
 func walkStrings(v any, fn func(string) string) any {

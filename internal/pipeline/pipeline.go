@@ -135,6 +135,11 @@ type Request struct {
 	// scans streamed output itself, window by window): the detection stage
 	// is skipped and these become input.signals.
 	Signals *detect.Signals
+	// ToolSignals, with Signals, are findings the adapter computed on
+	// untrusted text the model will read (an MCP server's tools/call,
+	// resources/read or prompts/get result, a sampling request's messages):
+	// they become input.signals.tool_results, as ToolText's would.
+	ToolSignals *detect.Signals
 }
 
 // Outcome is the decision to enforce plus what explains it.
@@ -432,7 +437,13 @@ func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, erro
 	switch {
 	case req.Signals != nil:
 		p.metrics.signals(*req.Signals)
-		input.Insert(keySignals, ast.NewTerm(signalsValue(*req.Signals)))
+		v := signalsValue(*req.Signals)
+		if req.ToolSignals != nil {
+			p.metrics.signals(*req.ToolSignals)
+			v.Insert(kToolResults, ast.NewTerm(signalsValue(*req.ToolSignals)))
+			out.ToolSignals = req.ToolSignals
+		}
+		input.Insert(keySignals, ast.NewTerm(v))
 		out.Signals = req.Signals
 	case p.detect != nil:
 		// The door read the text from the body (llmapi, one extractor for

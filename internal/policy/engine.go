@@ -105,6 +105,8 @@ type compiled struct {
 	content  *detect.ContentRules // from data, see ContentSafetyPath
 	bundles  map[string]string
 	docs     dataDocs // the store's data, read once (see dataDocs)
+	// toolLists is data.bulwark.tools compiled (see ToolLists).
+	toolLists *ToolLists
 }
 
 // Engine evaluates the decision query. It is safe for concurrent use: Evaluate
@@ -558,5 +560,6 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, content: content, bundles: s.bundles, docs: docs}, nil
+	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, content: content, bundles: s.bundles, docs: docs,
+		toolLists: toolListsFromData(data)}, nil
 }

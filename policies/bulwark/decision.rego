@@ -22,7 +22,7 @@ default decision := {
 # gets that route's decision.
 decision := mcp_response_decision if {
 	input.phase == "response_body"
-	input.mcp.method in mcp_filtered_methods
+	mcp_answer_read # mcp.rego
 } else := response_decision if {
 	response_phase
 } else := mcp_route_decision(route) if {

@@ -114,7 +114,51 @@ test_mcp_tools_list_clean_keeps_all if {
 	d.reason == "allowed"
 }
 
-call_answer(score) := object.union(mcp_req(mcp_alice, call("search")), {"phase": "response_body", "signals": {"prompt_injection": {"score": score}}})
+# Content the model reads is untrusted: its findings are
+# input.signals.tool_results, the top-level signals stay empty.
+untrusted(score) := {"phase": "response_body", "signals": {"prompt_injection": {"score": 0}, "tool_results": {"prompt_injection": {"score": score}}}}
+
+call_answer(score) := object.union(mcp_req(mcp_alice, call("search")), untrusted(score))
+
+test_mcp_tool_result_held_to_the_tool_result_threshold if {
+	# 0.5 is under the prompt threshold (0.6) but over the tool results' (0.35).
+	d := bulwark.decision with input as call_answer(0.5)
+	d.reason == "tool_result_injection"
+}
+
+test_mcp_resource_and_prompt_injection_denied if {
+	some method in ["resources/read", "prompts/get"]
+	d := bulwark.decision with input as object.union(mcp_req(mcp_alice, {"method": method, "id": 4}), untrusted(0.9))
+	not d.allowed
+	d.reason == "mcp_content_injection"
+	contains(d.message, method)
+}
+
+test_mcp_resource_clean_allowed_and_redacted if {
+	d := bulwark.decision with input as object.union(mcp_req(mcp_alice, {"method": "resources/read", "id": 4}), untrusted(0.1))
+	d.allowed
+	count(d.redact) > 0
+}
+
+test_mcp_sampling_request_injection_denied if {
+	# A server's sampling/createMessage on the stream of any request (here an
+	# initialize), or of a GET (no method at all).
+	inp := object.union(mcp_req(mcp_alice, {"method": "initialize", "id": 1, "server_request": {"method": "sampling/createMessage"}}), untrusted(0.9))
+	d := bulwark.decision with input as inp
+	d.reason == "mcp_content_injection"
+	contains(d.message, "sampling/createMessage request")
+	get := object.union(mcp_req(mcp_alice, {"server_request": {"method": "sampling/createMessage"}}), untrusted(0.9))
+	d2 := bulwark.decision with input as get
+	d2.reason == "mcp_content_injection"
+	clean := bulwark.decision with input as object.union(inp, untrusted(0.1))
+	clean.allowed
+}
+
+test_mcp_sampling_on_tools_call_stream_is_content_injection if {
+	inp := object.union(call_answer(0.9), {"mcp": {"server_request": {"method": "sampling/createMessage"}}})
+	d := bulwark.decision with input as inp
+	d.reason == "mcp_content_injection"
+}
 
 test_mcp_tool_result_injection_denied if {
 	d := bulwark.decision with input as call_answer(0.99)
@@ -126,4 +170,12 @@ test_mcp_clean_tool_result_redacted_not_denied if {
 	d := bulwark.decision with input as call_answer(0.1)
 	d.allowed
 	count(d.redact) > 0
+}
+
+# Tools passed by name only (input.mcp.tool_names: admitted and unflagged)
+# are kept by the default policy; those shown in full are decided on.
+test_mcp_tools_list_names_only_kept if {
+	inp := object.union(list_answer([tool("delete_repo")]), {"mcp": {"tool_names": ["search", "github.a", "delete_repo"]}})
+	d := bulwark.decision with input as inp with data.bulwark.tools as tools_map
+	d.remove_tools == {"delete_repo": "tool_not_allowed"}
 }

@@ -310,7 +310,16 @@ type Decision struct {
 	Headers map[string]string `protobuf:"bytes,7,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// error_body is a denial's body in the LLM API's own error shape, as
 	// Envoy would have sent it to the client.
-	ErrorBody     string `protobuf:"bytes,8,opt,name=error_body,json=errorBody,proto3" json:"error_body,omitempty"`
+	ErrorBody string `protobuf:"bytes,8,opt,name=error_body,json=errorBody,proto3" json:"error_body,omitempty"`
+	// tool_results are the detectors' findings on the tool results the
+	// request carried (role tool messages, tool_result blocks,
+	// function_call_output): input.signals.tool_results, which the policy
+	// holds to its own threshold. Unset when the request carried none.
+	ToolResults *ToolResultSignals `protobuf:"bytes,9,opt,name=tool_results,json=toolResults,proto3" json:"tool_results,omitempty"`
+	// tool_calls are the model's tool calls the answer's decisions saw
+	// (input.response.tool_calls): a buffered answer's calls, or a stream's
+	// calls as each completed. Empty before the answer.
+	ToolCalls     []*ToolCall `protobuf:"bytes,10,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -401,6 +410,203 @@ func (x *Decision) GetErrorBody() string {
 	return ""
 }
 
+func (x *Decision) GetToolResults() *ToolResultSignals {
+	if x != nil {
+		return x.ToolResults
+	}
+	return nil
+}
+
+func (x *Decision) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+// ToolResultSignals are the findings in a request's tool results.
+type ToolResultSignals struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// prompt_injection is the injection detector's verdict on their text
+	// (detected is left false: the policy applies its own threshold).
+	PromptInjection *PromptInjection `protobuf:"bytes,1,opt,name=prompt_injection,json=promptInjection,proto3" json:"prompt_injection,omitempty"`
+	// pii and secrets count the findings by type.
+	Pii           []*FindingCount `protobuf:"bytes,2,rep,name=pii,proto3" json:"pii,omitempty"`
+	Secrets       []*FindingCount `protobuf:"bytes,3,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolResultSignals) Reset() {
+	*x = ToolResultSignals{}
+	mi := &file_bulwark_v1_guard_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolResultSignals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolResultSignals) ProtoMessage() {}
+
+func (x *ToolResultSignals) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_guard_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolResultSignals.ProtoReflect.Descriptor instead.
+func (*ToolResultSignals) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ToolResultSignals) GetPromptInjection() *PromptInjection {
+	if x != nil {
+		return x.PromptInjection
+	}
+	return nil
+}
+
+func (x *ToolResultSignals) GetPii() []*FindingCount {
+	if x != nil {
+		return x.Pii
+	}
+	return nil
+}
+
+func (x *ToolResultSignals) GetSecrets() []*FindingCount {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+// FindingCount is how many findings of one type a text holds.
+type FindingCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// type is the entity type (EMAIL_ADDRESS, ...) or credential format.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// count is the number of findings.
+	Count         int32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindingCount) Reset() {
+	*x = FindingCount{}
+	mi := &file_bulwark_v1_guard_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindingCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindingCount) ProtoMessage() {}
+
+func (x *FindingCount) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_guard_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindingCount.ProtoReflect.Descriptor instead.
+func (*FindingCount) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *FindingCount) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *FindingCount) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// ToolCall is one tool call the model made.
+type ToolCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the call's id in the answer.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// name is the tool called.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// arguments is the call's arguments as the model wrote them (JSON text).
+	Arguments     string `protobuf:"bytes,3,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCall) Reset() {
+	*x = ToolCall{}
+	mi := &file_bulwark_v1_guard_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCall) ProtoMessage() {}
+
+func (x *ToolCall) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_guard_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCall.ProtoReflect.Descriptor instead.
+func (*ToolCall) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ToolCall) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ToolCall) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCall) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
 // CheckPromptRequest is an LLM request as the client would send it.
 type CheckPromptRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -419,7 +625,7 @@ type CheckPromptRequest struct {
 
 func (x *CheckPromptRequest) Reset() {
 	*x = CheckPromptRequest{}
-	mi := &file_bulwark_v1_guard_proto_msgTypes[5]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +637,7 @@ func (x *CheckPromptRequest) String() string {
 func (*CheckPromptRequest) ProtoMessage() {}
 
 func (x *CheckPromptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_guard_proto_msgTypes[5]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +650,7 @@ func (x *CheckPromptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPromptRequest.ProtoReflect.Descriptor instead.
 func (*CheckPromptRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{5}
+	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CheckPromptRequest) GetPath() string {
@@ -485,7 +691,7 @@ type CheckPromptResponse struct {
 
 func (x *CheckPromptResponse) Reset() {
 	*x = CheckPromptResponse{}
-	mi := &file_bulwark_v1_guard_proto_msgTypes[6]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +703,7 @@ func (x *CheckPromptResponse) String() string {
 func (*CheckPromptResponse) ProtoMessage() {}
 
 func (x *CheckPromptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_guard_proto_msgTypes[6]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +716,7 @@ func (x *CheckPromptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckPromptResponse.ProtoReflect.Descriptor instead.
 func (*CheckPromptResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{6}
+	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CheckPromptResponse) GetDecision() *Decision {
@@ -554,7 +760,7 @@ type CheckCompletionRequest struct {
 
 func (x *CheckCompletionRequest) Reset() {
 	*x = CheckCompletionRequest{}
-	mi := &file_bulwark_v1_guard_proto_msgTypes[7]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +772,7 @@ func (x *CheckCompletionRequest) String() string {
 func (*CheckCompletionRequest) ProtoMessage() {}
 
 func (x *CheckCompletionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_guard_proto_msgTypes[7]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +785,7 @@ func (x *CheckCompletionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckCompletionRequest.ProtoReflect.Descriptor instead.
 func (*CheckCompletionRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{7}
+	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CheckCompletionRequest) GetPath() string {
@@ -635,7 +841,7 @@ type CheckCompletionResponse struct {
 
 func (x *CheckCompletionResponse) Reset() {
 	*x = CheckCompletionResponse{}
-	mi := &file_bulwark_v1_guard_proto_msgTypes[8]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +853,7 @@ func (x *CheckCompletionResponse) String() string {
 func (*CheckCompletionResponse) ProtoMessage() {}
 
 func (x *CheckCompletionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_guard_proto_msgTypes[8]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +866,7 @@ func (x *CheckCompletionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckCompletionResponse.ProtoReflect.Descriptor instead.
 func (*CheckCompletionResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{8}
+	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CheckCompletionResponse) GetDecision() *Decision {
@@ -701,7 +907,7 @@ type RedactStreamRequest struct {
 
 func (x *RedactStreamRequest) Reset() {
 	*x = RedactStreamRequest{}
-	mi := &file_bulwark_v1_guard_proto_msgTypes[9]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +919,7 @@ func (x *RedactStreamRequest) String() string {
 func (*RedactStreamRequest) ProtoMessage() {}
 
 func (x *RedactStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_guard_proto_msgTypes[9]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +932,7 @@ func (x *RedactStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedactStreamRequest.ProtoReflect.Descriptor instead.
 func (*RedactStreamRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{9}
+	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RedactStreamRequest) GetMessage() isRedactStreamRequest_Message {
@@ -789,7 +995,7 @@ type RedactStreamStart struct {
 
 func (x *RedactStreamStart) Reset() {
 	*x = RedactStreamStart{}
-	mi := &file_bulwark_v1_guard_proto_msgTypes[10]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +1007,7 @@ func (x *RedactStreamStart) String() string {
 func (*RedactStreamStart) ProtoMessage() {}
 
 func (x *RedactStreamStart) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_guard_proto_msgTypes[10]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +1020,7 @@ func (x *RedactStreamStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedactStreamStart.ProtoReflect.Descriptor instead.
 func (*RedactStreamStart) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{10}
+	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RedactStreamStart) GetPath() string {
@@ -859,7 +1065,7 @@ type RedactStreamChunk struct {
 
 func (x *RedactStreamChunk) Reset() {
 	*x = RedactStreamChunk{}
-	mi := &file_bulwark_v1_guard_proto_msgTypes[11]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1077,7 @@ func (x *RedactStreamChunk) String() string {
 func (*RedactStreamChunk) ProtoMessage() {}
 
 func (x *RedactStreamChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_guard_proto_msgTypes[11]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1090,7 @@ func (x *RedactStreamChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedactStreamChunk.ProtoReflect.Descriptor instead.
 func (*RedactStreamChunk) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{11}
+	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RedactStreamChunk) GetData() []byte {
@@ -918,7 +1124,7 @@ type RedactStreamResponse struct {
 
 func (x *RedactStreamResponse) Reset() {
 	*x = RedactStreamResponse{}
-	mi := &file_bulwark_v1_guard_proto_msgTypes[12]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1136,7 @@ func (x *RedactStreamResponse) String() string {
 func (*RedactStreamResponse) ProtoMessage() {}
 
 func (x *RedactStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_guard_proto_msgTypes[12]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1149,7 @@ func (x *RedactStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedactStreamResponse.ProtoReflect.Descriptor instead.
 func (*RedactStreamResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RedactStreamResponse) GetMessage() isRedactStreamResponse_Message {
@@ -1006,7 +1212,7 @@ type RedactStreamStarted struct {
 
 func (x *RedactStreamStarted) Reset() {
 	*x = RedactStreamStarted{}
-	mi := &file_bulwark_v1_guard_proto_msgTypes[13]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1224,7 @@ func (x *RedactStreamStarted) String() string {
 func (*RedactStreamStarted) ProtoMessage() {}
 
 func (x *RedactStreamStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_guard_proto_msgTypes[13]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1237,7 @@ func (x *RedactStreamStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedactStreamStarted.ProtoReflect.Descriptor instead.
 func (*RedactStreamStarted) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{13}
+	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RedactStreamStarted) GetDecision() *Decision {
@@ -1072,7 +1278,7 @@ type RedactStreamOutput struct {
 
 func (x *RedactStreamOutput) Reset() {
 	*x = RedactStreamOutput{}
-	mi := &file_bulwark_v1_guard_proto_msgTypes[14]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1290,7 @@ func (x *RedactStreamOutput) String() string {
 func (*RedactStreamOutput) ProtoMessage() {}
 
 func (x *RedactStreamOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_guard_proto_msgTypes[14]
+	mi := &file_bulwark_v1_guard_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1303,7 @@ func (x *RedactStreamOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedactStreamOutput.ProtoReflect.Descriptor instead.
 func (*RedactStreamOutput) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_v1_guard_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RedactStreamOutput) GetData() []byte {
@@ -1143,7 +1349,7 @@ const file_bulwark_v1_guard_proto_rawDesc = "" +
 	"\bdetector\x18\x01 \x01(\tR\bdetector\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x14\n" +
 	"\x05start\x18\x03 \x01(\x05R\x05start\x12\x10\n" +
-	"\x03end\x18\x04 \x01(\x05R\x03end\"\xc6\x02\n" +
+	"\x03end\x18\x04 \x01(\x05R\x03end\"\xbd\x03\n" +
 	"\bDecision\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1f\n" +
@@ -1155,10 +1361,25 @@ const file_bulwark_v1_guard_proto_rawDesc = "" +
 	"\x05phase\x18\x06 \x01(\tR\x05phase\x12;\n" +
 	"\aheaders\x18\a \x03(\v2!.bulwark.v1.Decision.HeadersEntryR\aheaders\x12\x1d\n" +
 	"\n" +
-	"error_body\x18\b \x01(\tR\terrorBody\x1a:\n" +
+	"error_body\x18\b \x01(\tR\terrorBody\x12@\n" +
+	"\ftool_results\x18\t \x01(\v2\x1d.bulwark.v1.ToolResultSignalsR\vtoolResults\x123\n" +
+	"\n" +
+	"tool_calls\x18\n" +
+	" \x03(\v2\x14.bulwark.v1.ToolCallR\ttoolCalls\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbf\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x01\n" +
+	"\x11ToolResultSignals\x12F\n" +
+	"\x10prompt_injection\x18\x01 \x01(\v2\x1b.bulwark.v1.PromptInjectionR\x0fpromptInjection\x12*\n" +
+	"\x03pii\x18\x02 \x03(\v2\x18.bulwark.v1.FindingCountR\x03pii\x122\n" +
+	"\asecrets\x18\x03 \x03(\v2\x18.bulwark.v1.FindingCountR\asecrets\"8\n" +
+	"\fFindingCount\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x05R\x05count\"L\n" +
+	"\bToolCall\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\targuments\x18\x03 \x01(\tR\targuments\"\xbf\x01\n" +
 	"\x12CheckPromptRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04body\x18\x02 \x01(\tR\x04body\x12E\n" +
@@ -1228,57 +1449,65 @@ func file_bulwark_v1_guard_proto_rawDescGZIP() []byte {
 	return file_bulwark_v1_guard_proto_rawDescData
 }
 
-var file_bulwark_v1_guard_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_bulwark_v1_guard_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_bulwark_v1_guard_proto_goTypes = []any{
 	(*ScanTextRequest)(nil),         // 0: bulwark.v1.ScanTextRequest
 	(*ScanTextResponse)(nil),        // 1: bulwark.v1.ScanTextResponse
 	(*PromptInjection)(nil),         // 2: bulwark.v1.PromptInjection
 	(*Finding)(nil),                 // 3: bulwark.v1.Finding
 	(*Decision)(nil),                // 4: bulwark.v1.Decision
-	(*CheckPromptRequest)(nil),      // 5: bulwark.v1.CheckPromptRequest
-	(*CheckPromptResponse)(nil),     // 6: bulwark.v1.CheckPromptResponse
-	(*CheckCompletionRequest)(nil),  // 7: bulwark.v1.CheckCompletionRequest
-	(*CheckCompletionResponse)(nil), // 8: bulwark.v1.CheckCompletionResponse
-	(*RedactStreamRequest)(nil),     // 9: bulwark.v1.RedactStreamRequest
-	(*RedactStreamStart)(nil),       // 10: bulwark.v1.RedactStreamStart
-	(*RedactStreamChunk)(nil),       // 11: bulwark.v1.RedactStreamChunk
-	(*RedactStreamResponse)(nil),    // 12: bulwark.v1.RedactStreamResponse
-	(*RedactStreamStarted)(nil),     // 13: bulwark.v1.RedactStreamStarted
-	(*RedactStreamOutput)(nil),      // 14: bulwark.v1.RedactStreamOutput
-	nil,                             // 15: bulwark.v1.Decision.HeadersEntry
-	nil,                             // 16: bulwark.v1.CheckPromptRequest.HeadersEntry
-	nil,                             // 17: bulwark.v1.CheckCompletionRequest.HeadersEntry
-	nil,                             // 18: bulwark.v1.RedactStreamStart.HeadersEntry
-	(*durationpb.Duration)(nil),     // 19: google.protobuf.Duration
+	(*ToolResultSignals)(nil),       // 5: bulwark.v1.ToolResultSignals
+	(*FindingCount)(nil),            // 6: bulwark.v1.FindingCount
+	(*ToolCall)(nil),                // 7: bulwark.v1.ToolCall
+	(*CheckPromptRequest)(nil),      // 8: bulwark.v1.CheckPromptRequest
+	(*CheckPromptResponse)(nil),     // 9: bulwark.v1.CheckPromptResponse
+	(*CheckCompletionRequest)(nil),  // 10: bulwark.v1.CheckCompletionRequest
+	(*CheckCompletionResponse)(nil), // 11: bulwark.v1.CheckCompletionResponse
+	(*RedactStreamRequest)(nil),     // 12: bulwark.v1.RedactStreamRequest
+	(*RedactStreamStart)(nil),       // 13: bulwark.v1.RedactStreamStart
+	(*RedactStreamChunk)(nil),       // 14: bulwark.v1.RedactStreamChunk
+	(*RedactStreamResponse)(nil),    // 15: bulwark.v1.RedactStreamResponse
+	(*RedactStreamStarted)(nil),     // 16: bulwark.v1.RedactStreamStarted
+	(*RedactStreamOutput)(nil),      // 17: bulwark.v1.RedactStreamOutput
+	nil,                             // 18: bulwark.v1.Decision.HeadersEntry
+	nil,                             // 19: bulwark.v1.CheckPromptRequest.HeadersEntry
+	nil,                             // 20: bulwark.v1.CheckCompletionRequest.HeadersEntry
+	nil,                             // 21: bulwark.v1.RedactStreamStart.HeadersEntry
+	(*durationpb.Duration)(nil),     // 22: google.protobuf.Duration
 }
 var file_bulwark_v1_guard_proto_depIdxs = []int32{
 	2,  // 0: bulwark.v1.ScanTextResponse.prompt_injection:type_name -> bulwark.v1.PromptInjection
 	3,  // 1: bulwark.v1.ScanTextResponse.findings:type_name -> bulwark.v1.Finding
-	19, // 2: bulwark.v1.ScanTextResponse.elapsed:type_name -> google.protobuf.Duration
-	15, // 3: bulwark.v1.Decision.headers:type_name -> bulwark.v1.Decision.HeadersEntry
-	16, // 4: bulwark.v1.CheckPromptRequest.headers:type_name -> bulwark.v1.CheckPromptRequest.HeadersEntry
-	4,  // 5: bulwark.v1.CheckPromptResponse.decision:type_name -> bulwark.v1.Decision
-	17, // 6: bulwark.v1.CheckCompletionRequest.headers:type_name -> bulwark.v1.CheckCompletionRequest.HeadersEntry
-	4,  // 7: bulwark.v1.CheckCompletionResponse.decision:type_name -> bulwark.v1.Decision
-	10, // 8: bulwark.v1.RedactStreamRequest.start:type_name -> bulwark.v1.RedactStreamStart
-	11, // 9: bulwark.v1.RedactStreamRequest.chunk:type_name -> bulwark.v1.RedactStreamChunk
-	18, // 10: bulwark.v1.RedactStreamStart.headers:type_name -> bulwark.v1.RedactStreamStart.HeadersEntry
-	13, // 11: bulwark.v1.RedactStreamResponse.started:type_name -> bulwark.v1.RedactStreamStarted
-	14, // 12: bulwark.v1.RedactStreamResponse.output:type_name -> bulwark.v1.RedactStreamOutput
-	4,  // 13: bulwark.v1.RedactStreamStarted.decision:type_name -> bulwark.v1.Decision
-	0,  // 14: bulwark.v1.GuardService.ScanText:input_type -> bulwark.v1.ScanTextRequest
-	5,  // 15: bulwark.v1.GuardService.CheckPrompt:input_type -> bulwark.v1.CheckPromptRequest
-	7,  // 16: bulwark.v1.GuardService.CheckCompletion:input_type -> bulwark.v1.CheckCompletionRequest
-	9,  // 17: bulwark.v1.GuardService.RedactStream:input_type -> bulwark.v1.RedactStreamRequest
-	1,  // 18: bulwark.v1.GuardService.ScanText:output_type -> bulwark.v1.ScanTextResponse
-	6,  // 19: bulwark.v1.GuardService.CheckPrompt:output_type -> bulwark.v1.CheckPromptResponse
-	8,  // 20: bulwark.v1.GuardService.CheckCompletion:output_type -> bulwark.v1.CheckCompletionResponse
-	12, // 21: bulwark.v1.GuardService.RedactStream:output_type -> bulwark.v1.RedactStreamResponse
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	22, // 2: bulwark.v1.ScanTextResponse.elapsed:type_name -> google.protobuf.Duration
+	18, // 3: bulwark.v1.Decision.headers:type_name -> bulwark.v1.Decision.HeadersEntry
+	5,  // 4: bulwark.v1.Decision.tool_results:type_name -> bulwark.v1.ToolResultSignals
+	7,  // 5: bulwark.v1.Decision.tool_calls:type_name -> bulwark.v1.ToolCall
+	2,  // 6: bulwark.v1.ToolResultSignals.prompt_injection:type_name -> bulwark.v1.PromptInjection
+	6,  // 7: bulwark.v1.ToolResultSignals.pii:type_name -> bulwark.v1.FindingCount
+	6,  // 8: bulwark.v1.ToolResultSignals.secrets:type_name -> bulwark.v1.FindingCount
+	19, // 9: bulwark.v1.CheckPromptRequest.headers:type_name -> bulwark.v1.CheckPromptRequest.HeadersEntry
+	4,  // 10: bulwark.v1.CheckPromptResponse.decision:type_name -> bulwark.v1.Decision
+	20, // 11: bulwark.v1.CheckCompletionRequest.headers:type_name -> bulwark.v1.CheckCompletionRequest.HeadersEntry
+	4,  // 12: bulwark.v1.CheckCompletionResponse.decision:type_name -> bulwark.v1.Decision
+	13, // 13: bulwark.v1.RedactStreamRequest.start:type_name -> bulwark.v1.RedactStreamStart
+	14, // 14: bulwark.v1.RedactStreamRequest.chunk:type_name -> bulwark.v1.RedactStreamChunk
+	21, // 15: bulwark.v1.RedactStreamStart.headers:type_name -> bulwark.v1.RedactStreamStart.HeadersEntry
+	16, // 16: bulwark.v1.RedactStreamResponse.started:type_name -> bulwark.v1.RedactStreamStarted
+	17, // 17: bulwark.v1.RedactStreamResponse.output:type_name -> bulwark.v1.RedactStreamOutput
+	4,  // 18: bulwark.v1.RedactStreamStarted.decision:type_name -> bulwark.v1.Decision
+	0,  // 19: bulwark.v1.GuardService.ScanText:input_type -> bulwark.v1.ScanTextRequest
+	8,  // 20: bulwark.v1.GuardService.CheckPrompt:input_type -> bulwark.v1.CheckPromptRequest
+	10, // 21: bulwark.v1.GuardService.CheckCompletion:input_type -> bulwark.v1.CheckCompletionRequest
+	12, // 22: bulwark.v1.GuardService.RedactStream:input_type -> bulwark.v1.RedactStreamRequest
+	1,  // 23: bulwark.v1.GuardService.ScanText:output_type -> bulwark.v1.ScanTextResponse
+	9,  // 24: bulwark.v1.GuardService.CheckPrompt:output_type -> bulwark.v1.CheckPromptResponse
+	11, // 25: bulwark.v1.GuardService.CheckCompletion:output_type -> bulwark.v1.CheckCompletionResponse
+	15, // 26: bulwark.v1.GuardService.RedactStream:output_type -> bulwark.v1.RedactStreamResponse
+	23, // [23:27] is the sub-list for method output_type
+	19, // [19:23] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_v1_guard_proto_init() }
@@ -1287,11 +1516,11 @@ func file_bulwark_v1_guard_proto_init() {
 		return
 	}
 	file_bulwark_v1_guard_proto_msgTypes[0].OneofWrappers = []any{}
-	file_bulwark_v1_guard_proto_msgTypes[9].OneofWrappers = []any{
+	file_bulwark_v1_guard_proto_msgTypes[12].OneofWrappers = []any{
 		(*RedactStreamRequest_Start)(nil),
 		(*RedactStreamRequest_Chunk)(nil),
 	}
-	file_bulwark_v1_guard_proto_msgTypes[12].OneofWrappers = []any{
+	file_bulwark_v1_guard_proto_msgTypes[15].OneofWrappers = []any{
 		(*RedactStreamResponse_Started)(nil),
 		(*RedactStreamResponse_Output)(nil),
 	}
@@ -1301,7 +1530,7 @@ func file_bulwark_v1_guard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_guard_proto_rawDesc), len(file_bulwark_v1_guard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
