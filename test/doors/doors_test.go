@@ -5,6 +5,7 @@
 package doors
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
@@ -246,7 +247,11 @@ func TestSameBytesSameDecision(t *testing.T) {
 func TestToolCallsSameDecision(t *testing.T) {
 	pol := fixture.Unlimited(t)
 	f := pol["bulwark/data.yaml"]
-	pol["bulwark/data.yaml"] = &fstest.MapFile{Data: append(append([]byte{}, f.Data...), "\ntools:\n  user: [search]\n"...)}
+	// Replaced in place: a second "tools:" key would be refused.
+	pol["bulwark/data.yaml"] = &fstest.MapFile{Data: bytes.Replace(f.Data, []byte("tools:\n  admin: []\n  user: []"), []byte("tools:\n  admin: []\n  user: [search]"), 1)}
+	if bytes.Equal(pol["bulwark/data.yaml"].Data, f.Data) {
+		t.Fatal("data.yaml has no tools map")
+	}
 	s := newStackWith(t, pol)
 	const chat = "/v1/chat/completions"
 	request := `{"model":"gpt-4o","messages":[{"role":"user","content":"Find the release notes."}]}`
