@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/usage"
 )
 
 // Config says where policies come from and which rule decides.
@@ -101,6 +102,7 @@ type compiled struct {
 	revision string
 	loadedAt time.Time
 	greyZone *detect.GreyZone // from data, see GreyZonePath
+	usage    *usage.Config    // from data, see usage.ConfigPath
 	bundles  map[string]string
 }
 
@@ -494,6 +496,11 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 		store.Abort(ctx, txn)
 		return nil, fmt.Errorf("policy data: %w", err)
 	}
+	uc, err := usage.ParseConfig(data)
+	if err != nil {
+		store.Abort(ctx, txn)
+		return nil, fmt.Errorf("policy data: %w", err)
+	}
 	if err := store.Write(ctx, txn, storage.AddOp, storage.RootPath, data); err != nil {
 		store.Abort(ctx, txn)
 		return nil, fmt.Errorf("policy data: %w", err)
@@ -521,5 +528,5 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compile policies: %w", err)
 	}
-	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, bundles: s.bundles}, nil
+	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, usage: uc, bundles: s.bundles}, nil
 }
