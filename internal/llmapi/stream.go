@@ -132,6 +132,32 @@ func ParseEvent(api API, ev Event) ParsedEvent {
 // need only its usage, end and error, without decoding the text twice.
 func (p *ParsedEvent) Meta() (Delta, error) { return p.decode(true) }
 
+// Ident returns the answer's model and id where the event names them: every
+// OpenAI chat or completions chunk, Anthropic's message_start, the Responses
+// events that carry the response (response.created, response.completed).
+// It is for telemetry (gen_ai.response.model, gen_ai.response.id): a caller
+// asks until it has both, so the events after pay nothing.
+func (p *ParsedEvent) Ident() (model, id string) {
+	d := p.d
+	if p.err != nil || p.done || len(d) == 0 || d[0] != '{' {
+		return "", ""
+	}
+	top := vspan{0, len(d)}
+	switch p.api {
+	case OpenAIChat, OpenAICompletions:
+		return memberString(d, top, "model"), memberString(d, top, "id")
+	case OpenAIResponses:
+		if r, ok := member(d, top, "response"); ok && kindOf(d, r) == '{' {
+			return memberString(d, r, "model"), memberString(d, r, "id")
+		}
+	case AnthropicMessages:
+		if m, ok := member(d, top, "message"); ok && kindOf(d, m) == '{' {
+			return memberString(d, m, "model"), memberString(d, m, "id")
+		}
+	}
+	return "", ""
+}
+
 func (p *ParsedEvent) decode(meta bool) (Delta, error) {
 	api, ev, d, done, err := p.api, p.ev, p.d, p.done, p.err
 	if err != nil && genericStream(api) {
