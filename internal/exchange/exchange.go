@@ -102,6 +102,9 @@ type Options struct {
 	// to flag a definition that changes later (nil: not remembered; only
 	// a name listed twice within one answer is flagged).
 	MCPMemory *mcp.Memory
+	// Usage records every exchange's tokens, request and denial when it
+	// ends (nil: not recorded).
+	Usage UsageRecorder
 }
 
 func (o *Options) defaults() {

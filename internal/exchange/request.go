@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -79,6 +80,8 @@ type Session struct {
 	// headerBuf backs the SetHeaders of the step's Result, reused from
 	// step to step (see Result.SetHeaders).
 	headerBuf []Header
+	// gen is what the GenAI span and the usage record need (genai.go).
+	gen genAI
 }
 
 // errAfterDenial answers a step after a denial ended the exchange.
@@ -102,6 +105,7 @@ func (x *Session) End(ctx context.Context) {
 	if !x.keep {
 		x.finish(ctx)
 	}
+	x.endGenAI(ctx)
 	x.c.metrics.streamEnded(x.outcome)
 }
 
@@ -133,6 +137,7 @@ func (x *Session) RequestHeaders(ctx context.Context, h Head) (Result, error) {
 	if x.headers == nil {
 		x.headers = map[string]string{}
 	}
+	x.gen.started = time.Now()
 	x.method = x.headers[":method"]
 	x.path, _, _ = strings.Cut(x.headers[":path"], "?")
 	x.api = llmapi.DetectAPI(x.path)
@@ -178,6 +183,9 @@ func (x *Session) RequestHeaders(ctx context.Context, h Head) (Result, error) {
 		res.RemoveHeaders = append(res.RemoveHeaders, "accept-encoding")
 	}
 	x.forwarded = !x.bodyExpected
+	if x.forwarded {
+		x.gen.forwardedAt = x.gen.started
+	}
 	return res, nil
 }
 
@@ -282,6 +290,7 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 			"the request could not be made safe to forward; quote the decision id when reporting this"), nil
 	}
 	x.forwarded = true
+	x.gen.forwardedAt = time.Now()
 	if changed {
 		res.Body, res.BodyChanged = newBody, true
 		if decoded {

@@ -224,6 +224,8 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 		}
 		usage = r.Usage
 		calls = r.ToolCalls
+		x.gen.model, x.gen.id = r.Model, r.ID
+		x.gen.addFinish(r.FinishReason)
 		text, _ = llmapi.FilteredText(api, plain)
 	}
 	var sig detect.Signals
@@ -236,6 +238,7 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 	leak := x.canary != "" && redact.ContainsLiteral(text, x.canary)
 	sig.CanaryLeak = leak
 	if usage != nil {
+		x.gen.usage, x.gen.haveUsage = *usage, true
 		x.settle(ctx, *usage)
 	}
 	var res Result
@@ -301,6 +304,12 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 	}
 	rs.bodyBytes += int64(len(data))
 	start := time.Now()
+	if !x.gen.firstSeen && len(data) > 0 {
+		x.gen.firstSeen = true
+		if !x.gen.forwardedAt.IsZero() {
+			x.gen.ttfc = start.Sub(x.gen.forwardedAt)
+		}
+	}
 	defer func() { x.c.metrics.chunk(time.Since(start)) }()
 	if rs.mcpMethod != "" {
 		return x.mcpChunk(ctx, data, last)
@@ -366,6 +375,7 @@ func (x *Session) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte)
 		return errCut
 	}
 	pe := llmapi.ParseEvent(rs.api, ev)
+	x.gen.ident(&pe)
 	held, err := x.toolEvent(ctx, &pe, ev, out)
 	if err != nil || held {
 		return err
@@ -498,6 +508,7 @@ func (x *Session) processEvent(ctx context.Context, pe *llmapi.ParsedEvent, ev l
 	if d.Usage != nil {
 		rs.addUsage(*d.Usage)
 	}
+	x.gen.addFinish(d.FinishReason)
 	if d.UsageOnly && x.addedUsage {
 		return nil // counted; the client did not ask for it
 	}
