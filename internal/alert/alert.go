@@ -43,6 +43,9 @@ const (
 	// EventLimiterFallback: Redis stopped answering and the rate limiter's
 	// failure mode decides (fail_open: in-process share; fail_closed: 503).
 	EventLimiterFallback = "limiter_fallback"
+	// EventBudgetThreshold: a tenant's spending crossed a threshold of its
+	// budget (critical at 100% and over).
+	EventBudgetThreshold = "budget_threshold"
 )
 
 // The results counted in bulwark_alerts_total.
@@ -284,7 +287,24 @@ func (n *Notifier) Observe(r audit.Record) {
 			}
 			n.Notify(a)
 		}
+	case audit.TypeBudgetThreshold:
+		n.Notify(budgetAlert(r))
 	}
+}
+
+// budgetAlert is the alert of a budget_threshold record; its rate-limit
+// subject is the tenant, period and threshold, so that crossing 80% does
+// not hold back the 100% alert.
+func budgetAlert(r audit.Record) Alert {
+	d := r.Details
+	pct, _ := d["percent"].(float64)
+	a := Alert{Event: EventBudgetThreshold, Severity: "warning", Details: d,
+		Summary: fmt.Sprintf("tenant %v has spent %v%% of its %v budget (%.2f of %.2f USD)", d["tenant"], pct, d["period"], d["spent_usd"], d["budget_usd"])}
+	if pct >= 100 {
+		a.Severity = "critical"
+	}
+	a.subject = fmt.Sprintf("%v\x00%v\x00%v", d["tenant"], d["period"], pct)
+	return a
 }
 
 // alertTag returns the event a policy asked for with its audit tags.

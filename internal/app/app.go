@@ -37,6 +37,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/rls"
 	"github.com/bulwark-ai/bulwark/internal/server"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
+	"github.com/bulwark-ai/bulwark/internal/usage"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 )
 
@@ -139,6 +140,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 		OnBreakerChange: func(s ratelimit.BreakerState) {
 			recorder.Log(context.Background(), breakerRecord(s, cfg))
 		},
+		OnBudget: func(b usage.BudgetAlert) { recorder.Log(context.Background(), budgetRecord(b)) },
 	}
 	if a.Audit != nil {
 		source := core.PolicyConfig(cfg, nil).Source()
@@ -257,6 +259,7 @@ func NewExchange(c *core.Core, cfg config.Config, tracing *telemetry.Tracing, re
 		StripUpstreamCredentials: cfg.StripUpstreamCredentials && cfg.IdentityEnabled(),
 		MCP:                      mcpOptions(cfg),
 		MCPMemory:                mcp.NewMemory(cfg.MCPSessionTTL, cfg.MCPMaxSessions, 0, nil),
+		Usage:                    c.Usage,
 	}, logger, m)
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/config"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
+	"github.com/bulwark-ai/bulwark/internal/usage"
 )
 
 // alertConfig maps the serve flags onto the alert notifier's Config.
@@ -62,5 +63,14 @@ func breakerRecord(s ratelimit.BreakerState, cfg config.Config) audit.Record {
 	}
 	return audit.Record{Type: audit.TypeLimiterFallback, Time: time.Now().UTC(), Details: map[string]any{
 		"state": state, "breaker": s.String(), "failure_mode": cfg.RateLimitFailureMode, "local_share": cfg.RateLimitLocalShare,
+	}}
+}
+
+// budgetRecord is the audit record of a tenant budget threshold crossed
+// (the alert tap turns it into a budget_threshold alert).
+func budgetRecord(b usage.BudgetAlert) audit.Record {
+	return audit.Record{Type: audit.TypeBudgetThreshold, Time: time.Now().UTC(), Details: map[string]any{
+		"tenant": b.Tenant, "period": b.Period, "percent": b.Percent, "spent_usd": b.SpentUSD, "budget_usd": b.BudgetUSD,
+		"period_start": b.PeriodStart.Format(time.RFC3339),
 	}}
 }

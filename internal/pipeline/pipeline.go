@@ -175,6 +175,7 @@ type Pipeline struct {
 	logger      *slog.Logger
 	metrics     *metrics
 	decisionLog DecisionLogger
+	usage       UsageSource
 }
 
 // Deps are the stages a Pipeline runs, given once at construction: a
@@ -203,6 +204,9 @@ type Deps struct {
 	// policy's answer (OPA's decision log plugin, with --opa-config).
 	// nil: none.
 	DecisionLog DecisionLogger
+	// Usage gives the usage totals every decision carries as input.usage
+	// (tenant or principal), for budget rules. nil: none.
+	Usage UsageSource
 }
 
 // DecisionLogger records decisions in OPA's decision log format, besides
@@ -239,7 +243,7 @@ func New(cfg Config, d Deps, logger *slog.Logger, reg prometheus.Registerer) (*P
 		return nil, err
 	}
 	p := &Pipeline{cfg: cfg, auth: d.Auth, eval: d.Eval, limiter: d.Limiter, detect: d.Detector, tracer: d.Tracer,
-		audit: d.Auditor, ids: NewIDSource(), logger: logger, metrics: m, decisionLog: d.DecisionLog}
+		audit: d.Auditor, ids: NewIDSource(), logger: logger, metrics: m, decisionLog: d.DecisionLog, usage: d.Usage}
 	p.auditFilter, _ = d.Auditor.(auditFilter)
 	return p, nil
 }
@@ -377,6 +381,7 @@ func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, erro
 		out.Principal = identity.Principal{Kind: identity.KindAnonymous}
 	}
 	input.Insert(keyPrincipal, ast.NewTerm(PrincipalValue(out.Principal)))
+	p.addUsage(input, out.Principal)
 
 	// The detectors run outside the decision deadline: their time is
 	// bounded by the body size limits (each detector is linear in the text,
