@@ -296,7 +296,7 @@ func registerAPI(g *grpc.Server, cfg config.Config, c *core.Core, x *exchange.Co
 	if auditor != nil {
 		aud = auditor // a nil *audit.Writer must not become a non-nil interface
 	}
-	admin, err := api.NewAdmin(apiCfg, c.Identity, c.Engine, c.Limiter, keys, aud, logger.With("component", "admin_api"))
+	admin, err := api.NewAdmin(apiCfg, c.Identity, c.Engine, c.Limiter, keys, c.Usage.Store(), aud, logger.With("component", "admin_api"))
 	if err != nil {
 		return err
 	}
