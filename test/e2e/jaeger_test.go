@@ -322,7 +322,7 @@ func TestJaeger(t *testing.T) {
 		}
 	}
 
-		// Nothing in the whole trace is prompt text, a finding's value or a credential.
+	// Nothing in the whole trace is prompt text, a finding's value or a credential.
 	for _, leak := range []string{key, strings.Split(key, "_")[2], email, ghToken, "Summarise this", "deploy token"} {
 		if bytes.Contains(raw, []byte(leak)) {
 			t.Errorf("the trace in Jaeger contains %q", leak)
