@@ -176,6 +176,7 @@ type Pipeline struct {
 	metrics     *metrics
 	decisionLog DecisionLogger
 	usage       UsageSource
+	usageTerms  usageTerms
 }
 
 // Deps are the stages a Pipeline runs, given once at construction: a

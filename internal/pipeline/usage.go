@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"sync"
+
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/bulwark-ai/bulwark/internal/identity"
@@ -68,7 +70,7 @@ func (p *Pipeline) addUsage(input ast.Object, pr identity.Principal) {
 		key = keyUsagePrinc
 	}
 	if c := p.usage.Current(pr.Tenant, pr.ID); c.Known {
-		val = usageValue(c)
+		val = p.usageTerms.term(pr.Tenant, pr.ID, c)
 	}
 	obj := ast.NewObject([2]*ast.Term{key, val})
 	if old := input.Get(keyUsage); old != nil {
@@ -81,4 +83,41 @@ func (p *Pipeline) addUsage(input ast.Object, pr identity.Principal) {
 		}
 	}
 	input.Insert(keyUsage, ast.NewTerm(obj))
+}
+
+// usageTerms caches the input.usage value of each subject while its totals
+// are unchanged: most decisions of a tenant see the totals of its last
+// recorded exchange, so the value is built once per exchange, not per
+// decision. Values are never mutated once built, so sharing them is safe.
+type usageTerms struct {
+	mu sync.Mutex
+	m  map[[2]string]usageTerm
+}
+
+type usageTerm struct {
+	c usage.Current
+	t *ast.Term
+}
+
+// maxUsageTerms bounds the cache; past it, values are built each time.
+const maxUsageTerms = 10000
+
+func (u *usageTerms) term(tenant, principal string, c usage.Current) *ast.Term {
+	k := [2]string{tenant, ""}
+	if tenant == "" {
+		k[1] = principal
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if e, ok := u.m[k]; ok && e.c == c {
+		return e.t
+	}
+	t := usageValue(c)
+	if u.m == nil {
+		u.m = map[[2]string]usageTerm{}
+	}
+	if _, ok := u.m[k]; ok || len(u.m) < maxUsageTerms {
+		u.m[k] = usageTerm{c: c, t: t}
+	}
+	return t
 }

@@ -117,8 +117,16 @@ func (r *redisBackend) read(ctx context.Context, keys []string) ([]map[string]in
 	return out, nil
 }
 
+// localField is a bucket field: metric index (metricNames) and model
+// ("" for the total over every model); a struct, so counting allocates no
+// field name.
+type localField struct {
+	metric int
+	model  string
+}
+
 type localBucket struct {
-	fields   map[string]int64
+	fields   map[localField]int64
 	expireAt int64
 }
 
@@ -145,18 +153,18 @@ func (l *localBackend) add(_ context.Context, keys []string, expireAt []int64, m
 	}
 	var before int64
 	if b := l.m[keys[0]]; b != nil {
-		before = b.fields["cost|"]
+		before = b.fields[localField{metric: 5}]
 	}
 	for i, k := range keys {
 		b := l.m[k]
 		if b == nil {
-			b = &localBucket{fields: map[string]int64{}}
+			b = &localBucket{fields: map[localField]int64{}}
 			l.m[k] = b
 		}
 		for j, v := range vals {
 			if v != 0 {
-				b.fields[metricNames[j]+"|"+model] += v
-				b.fields[metricNames[j]+"|"] += v
+				b.fields[localField{j, model}] += v
+				b.fields[localField{metric: j}] += v
 			}
 		}
 		b.expireAt = expireAt[i]
@@ -167,8 +175,8 @@ func (l *localBackend) add(_ context.Context, keys []string, expireAt []int64, m
 func (l *localBackend) totals(k string) Totals {
 	var t Totals
 	if b := l.m[k]; b != nil {
-		for _, name := range metricNames {
-			t.set(name, b.fields[name+"|"])
+		for j, name := range metricNames {
+			t.set(name, b.fields[localField{metric: j}])
 		}
 	}
 	return t
@@ -186,7 +194,7 @@ func (l *localBackend) read(_ context.Context, keys []string) ([]map[string]int6
 		}
 		out[i] = make(map[string]int64, len(b.fields))
 		for f, v := range b.fields {
-			out[i][f] = v
+			out[i][metricNames[f.metric]+"|"+f.model] = v
 		}
 	}
 	return out, nil
