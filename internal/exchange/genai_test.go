@@ -98,13 +98,13 @@ func TestGenAISpanBuffered(t *testing.T) {
 		"bulwark.outcome":                      "allowed",
 	}
 	for k, v := range want {
-		if got := attrs[attribute.Key(k)].Emit(); got != v {
+		if got := attrs[attribute.Key(k)].String(); got != v {
 			t.Errorf("%s = %q, want %q", k, got, v)
 		}
 	}
 	for _, s := range exp.GetSpans() {
 		for _, kv := range s.Attributes {
-			if v := kv.Value.Emit(); strings.Contains(v, "quarterly") || strings.Contains(v, "Revenue") {
+			if v := kv.Value.String(); strings.Contains(v, "quarterly") || strings.Contains(v, "Revenue") {
 				t.Errorf("span %s attribute %s carries prompt or answer text", s.Name, kv.Key)
 			}
 		}
@@ -158,7 +158,7 @@ func TestGenAISpanStreamed(t *testing.T) {
 		t.Errorf("span name %q", name)
 	}
 	for k, v := range want {
-		if got := attrs[attribute.Key(k)].Emit(); got != v {
+		if got := attrs[attribute.Key(k)].String(); got != v {
 			t.Errorf("%s = %q, want %q", k, got, v)
 		}
 	}
