@@ -56,7 +56,7 @@ func TestKeysFileRevocationSurvivesConcurrentCreate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := api.NewAdmin(api.Config{}, auth, engine, nil, api.Keys{File: keysFile, Reload: auth.ReloadKeys}, nil, nil)
+	admin, err := api.NewAdmin(api.Config{}, auth, engine, nil, api.Keys{File: keysFile, Reload: auth.ReloadKeys}, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,6 +61,7 @@ func commands() map[string]command {
 		"scan":    {runScan, "scan JSON lines {id, text} with the detectors; one JSON line of findings each"},
 		"keys":    {runKeys, "create, revoke and list API keys (secrets are printed once, stored hashed)"},
 		"audit":   {runAudit, "verify FILE...: check a hash-chained audit log"},
+		"usage":   {runUsage, "report a tenant's or principal's tokens, requests, denials and cost (Admin API)"},
 		"version": {runVersion, "print the version"},
 	}
 }
@@ -84,7 +85,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 func usage(w io.Writer, cmds map[string]command) {
 	fmt.Fprintln(w, "usage: bulwark <command> [flags]\n\ncommands:")
-	for _, name := range []string{"serve", "check", "scan", "keys", "audit", "version"} {
+	for _, name := range []string{"serve", "check", "scan", "keys", "audit", "usage", "version"} {
 		if c, ok := cmds[name]; ok {
 			fmt.Fprintf(w, "  %-8s %s\n", name, c.usage)
 		}

@@ -49,6 +49,9 @@ const (
 	// EventAbuseSuspected: the default policy refused a principal that
 	// keeps attacking (abuse.rego tags the decision).
 	EventAbuseSuspected = "abuse_suspected"
+	// EventBudgetThreshold: a tenant's spending crossed a threshold of its
+	// budget (critical at 100% and over).
+	EventBudgetThreshold = "budget_threshold"
 )
 
 // The results counted in bulwark_alerts_total.
@@ -302,7 +305,24 @@ func (n *Notifier) Observe(r audit.Record) {
 			}
 			n.Notify(a)
 		}
+	case audit.TypeBudgetThreshold:
+		n.Notify(budgetAlert(r))
 	}
+}
+
+// budgetAlert is the alert of a budget_threshold record; its rate-limit
+// subject is the tenant, period and threshold, so that crossing 80% does
+// not hold back the 100% alert.
+func budgetAlert(r audit.Record) Alert {
+	d := r.Details
+	pct, _ := d["percent"].(float64)
+	a := Alert{Event: EventBudgetThreshold, Severity: "warning", Details: d,
+		Summary: fmt.Sprintf("tenant %v has spent %v%% of its %v budget (%.2f of %.2f USD)", d["tenant"], pct, d["period"], d["spent_usd"], d["budget_usd"])}
+	if pct >= 100 {
+		a.Severity = "critical"
+	}
+	a.subject = fmt.Sprintf("%v\x00%v\x00%v", d["tenant"], d["period"], pct)
+	return a
 }
 
 // alertTag returns the event a policy asked for with its audit tags.

@@ -30,6 +30,7 @@ type Admin struct {
 	policies Policies
 	quotas   Quotas
 	keys     Keys
+	usage    UsageQuerier
 	auditor  Auditor
 	logger   *slog.Logger
 	now      func() time.Time
@@ -38,8 +39,9 @@ type Admin struct {
 var _ bulwarkv1.AdminServiceServer = (*Admin)(nil)
 
 // NewAdmin returns the AdminService. auditor may be nil (no audit log
-// configured); quotas may be nil (quota calls are then UNIMPLEMENTED).
-func NewAdmin(cfg Config, auth Authenticator, policies Policies, quotas Quotas, keys Keys, auditor Auditor, logger *slog.Logger) (*Admin, error) {
+// configured); quotas may be nil (quota calls are then UNIMPLEMENTED), and
+// so may usage (GetUsage is then UNIMPLEMENTED).
+func NewAdmin(cfg Config, auth Authenticator, policies Policies, quotas Quotas, keys Keys, usage UsageQuerier, auditor Auditor, logger *slog.Logger) (*Admin, error) {
 	switch {
 	case auth == nil:
 		return nil, errNil("authenticator")
@@ -49,7 +51,7 @@ func NewAdmin(cfg Config, auth Authenticator, policies Policies, quotas Quotas, 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Admin{cfg: cfg.withDefaults(), auth: auth, policies: policies, quotas: quotas, keys: keys,
+	return &Admin{cfg: cfg.withDefaults(), auth: auth, policies: policies, quotas: quotas, keys: keys, usage: usage,
 		auditor: auditor, logger: logger, now: time.Now}, nil
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/exchange"
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/policy"
+	"github.com/bulwark-ai/bulwark/internal/usage"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 	testfixture "github.com/bulwark-ai/bulwark/test/fixture"
 )
@@ -75,6 +76,7 @@ type fixture struct {
 	policyFS fstest.MapFS
 	engine   *policy.Engine
 	audit    *recorder
+	usage    *usage.Recorder
 }
 
 type options struct {
@@ -105,14 +107,14 @@ func newFixture(t *testing.T, o options) *fixture {
 			{ID: "lone-ops", Roles: []string{api.DefaultAdminRole}},
 		}})
 	auth, limiter, scanner, pipe := st.Identity, st.Limiter, st.Scanner, st.Pipeline
-	f.engine, f.keys, f.keysFile = st.Engine, st.Secrets, st.KeysFile
+	f.engine, f.keys, f.keysFile, f.usage = st.Engine, st.Secrets, st.KeysFile, st.Usage
 	ep := exchange.New(pipe, scanner, limiter, o.exchange, nil, nil)
 	cfg := api.Config{MaxBodyBytes: o.maxBodyBytes, ScanTextPerMinute: o.scanTextPerMinute}
 	guard, err := api.NewGuard(cfg, ep, scanner, auth, limiter, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := api.NewAdmin(cfg, auth, f.engine, limiter, api.Keys{File: f.keysFile, Reload: auth.ReloadKeys}, f.audit, nil)
+	admin, err := api.NewAdmin(cfg, auth, f.engine, limiter, api.Keys{File: f.keysFile, Reload: auth.ReloadKeys}, f.usage.Store(), f.audit, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/rls"
 	"github.com/bulwark-ai/bulwark/internal/server"
 	"github.com/bulwark-ai/bulwark/internal/telemetry"
+	"github.com/bulwark-ai/bulwark/internal/usage"
 	bulwarkv1 "github.com/bulwark-ai/bulwark/proto/bulwark/v1"
 )
 
@@ -156,6 +157,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (a *App, err error) {
 		OnBreakerChange: func(s ratelimit.BreakerState) {
 			recorder.Log(context.Background(), breakerRecord(s, cfg))
 		},
+		OnBudget: func(b usage.BudgetAlert) { recorder.Log(context.Background(), budgetRecord(b)) },
 	}
 	if a.Audit != nil {
 		source := core.PolicyConfig(cfg, nil).Source()
@@ -275,6 +277,7 @@ func NewExchange(c *core.Core, cfg config.Config, tracing *telemetry.Tracing, re
 		MCPMemory:                mcpMemory(c, cfg, logger),
 		ToolLists:                c.Engine,
 		Quality:                  q,
+		Usage:                    c.Usage,
 	}, logger, m)
 }
 
@@ -322,7 +325,7 @@ func registerAPI(g *grpc.Server, cfg config.Config, c *core.Core, x *exchange.Co
 	if auditor != nil {
 		aud = auditor // a nil *audit.Writer must not become a non-nil interface
 	}
-	admin, err := api.NewAdmin(apiCfg, c.Identity, c.Engine, c.Limiter, keys, aud, logger.With("component", "admin_api"))
+	admin, err := api.NewAdmin(apiCfg, c.Identity, c.Engine, c.Limiter, keys, c.Usage.Store(), aud, logger.With("component", "admin_api"))
 	if err != nil {
 		return err
 	}

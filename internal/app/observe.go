@@ -10,6 +10,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/identity"
 	"github.com/bulwark-ai/bulwark/internal/quality"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
+	"github.com/bulwark-ai/bulwark/internal/usage"
 )
 
 // alertConfig maps the serve flags onto the alert notifier's Config.
@@ -77,4 +78,13 @@ func qualityAlert(n *alert.Notifier) func(quality.Jump) {
 				j.Model, j.Signal, 100*j.Rate, 100*j.Baseline, j.Answers),
 			Details: map[string]any{"model": j.Model, "signal": j.Signal, "rate": j.Rate, "baseline": j.Baseline, "answers": j.Answers}})
 	}
+}
+
+// budgetRecord is the audit record of a tenant budget threshold crossed
+// (the alert tap turns it into a budget_threshold alert).
+func budgetRecord(b usage.BudgetAlert) audit.Record {
+	return audit.Record{Type: audit.TypeBudgetThreshold, Time: time.Now().UTC(), Details: map[string]any{
+		"tenant": b.Tenant, "period": b.Period, "percent": b.Percent, "spent_usd": b.SpentUSD, "budget_usd": b.BudgetUSD,
+		"period_start": b.PeriodStart.Format(time.RFC3339),
+	}}
 }

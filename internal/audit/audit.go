@@ -43,6 +43,10 @@ const (
 	// opening (Details.state "entered": limits are decided by the failure
 	// mode) and closing ("left").
 	TypeLimiterFallback = "limiter_fallback"
+	// TypeBudgetThreshold records a tenant's spending crossing a threshold
+	// of its budget (data.bulwark.usage): Details carry tenant, period
+	// (month, day), percent, spent_usd, budget_usd and period_start.
+	TypeBudgetThreshold = "budget_threshold"
 	// TypeRecordsLost accounts for records that were given a seq but never
 	// reached the log: Details carry cause, first_seq, last_seq and records,
 	// and the record's own seq is last_seq+1, so the gap in seq is on the

@@ -135,6 +135,9 @@ type Options struct {
 	// counts it by model and puts it in input.response.quality of the
 	// response_body decision. nil: not judged.
 	Quality *quality.Monitor
+	// Usage records every exchange's tokens, request and denial when it
+	// ends (nil: not recorded).
+	Usage UsageRecorder
 }
 
 // ToolListSource is the policy engine as the MCP dialect needs it.

@@ -85,6 +85,8 @@ type Session struct {
 	// headerBuf backs the SetHeaders of the step's Result, reused from
 	// step to step (see Result.SetHeaders).
 	headerBuf []Header
+	// gen is what the GenAI span and the usage record need (genai.go).
+	gen genAI
 }
 
 // errAfterDenial answers a step after a denial ended the exchange.
@@ -108,6 +110,7 @@ func (x *Session) End(ctx context.Context) {
 	if !x.keep {
 		x.finish(ctx)
 	}
+	x.endGenAI(ctx)
 	x.c.metrics.streamEnded(x.outcome)
 }
 
@@ -139,6 +142,7 @@ func (x *Session) RequestHeaders(ctx context.Context, h Head) (Result, error) {
 	if x.headers == nil {
 		x.headers = map[string]string{}
 	}
+	x.gen.started = time.Now()
 	x.method = x.headers[":method"]
 	x.path, _, _ = strings.Cut(x.headers[":path"], "?")
 	x.api = llmapi.DetectAPI(x.path)
@@ -185,6 +189,9 @@ func (x *Session) RequestHeaders(ctx context.Context, h Head) (Result, error) {
 	}
 	x.forwarded = !x.bodyExpected
 	x.start = time.Now()
+	if x.forwarded {
+		x.gen.forwardedAt = x.gen.started
+	}
 	return res, nil
 }
 
@@ -297,6 +304,7 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 	}
 	x.forwarded = true
 	x.start = time.Now()
+	x.gen.forwardedAt = time.Now()
 	if changed {
 		res.Body, res.BodyChanged = newBody, true
 		if decoded {

@@ -247,6 +247,8 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 			usage = llmapi.HeaderUsage(rs.api, rs.headers)
 		}
 		calls = r.ToolCalls
+		x.gen.model, x.gen.id = r.Model, r.ID
+		x.gen.addFinish(r.FinishReason)
 		text, _ = llmapi.FilteredText(api, plain)
 		qual = x.bodyQuality(r, usage)
 	} else {
@@ -266,6 +268,7 @@ func (x *Session) ResponseBody(ctx context.Context, body []byte) (Result, error)
 		sig.Moderation = &v
 	}
 	if usage != nil {
+		x.gen.usage, x.gen.haveUsage = *usage, true
 		x.settle(ctx, *usage)
 	}
 	res := Result{ToolCalls: calls}
@@ -332,6 +335,12 @@ func (x *Session) ResponseChunk(ctx context.Context, data []byte, last bool) (Re
 	}
 	rs.bodyBytes += int64(len(data))
 	start := time.Now()
+	if !x.gen.firstSeen && len(data) > 0 {
+		x.gen.firstSeen = true
+		if !x.gen.forwardedAt.IsZero() {
+			x.gen.ttfc = start.Sub(x.gen.forwardedAt)
+		}
+	}
 	defer func() { x.c.metrics.chunk(time.Since(start)) }()
 	if rs.mcpRead {
 		return x.mcpChunk(ctx, data, last)
@@ -418,6 +427,7 @@ func (x *Session) streamEvent(ctx context.Context, ev llmapi.Event, out *[]byte)
 		return errCut
 	}
 	pe := llmapi.ParseEvent(rs.api, ev)
+	x.gen.ident(&pe)
 	held, err := x.toolEvent(ctx, &pe, ev, out)
 	if err != nil || held {
 		return err
@@ -561,6 +571,7 @@ func (x *Session) processEvent(ctx context.Context, pe *llmapi.ParsedEvent, ev l
 		rs.addUsage(*d.Usage)
 	}
 	x.noteDelta(&d)
+	x.gen.addFinish(d.FinishReason)
 	if d.UsageOnly && x.addedUsage {
 		return nil // counted; the client did not ask for it
 	}

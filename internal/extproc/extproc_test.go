@@ -72,6 +72,9 @@ func newStackWith(tb testing.TB, opts extproc.Options, logger *slog.Logger, wrap
 	if len(ex) > 0 {
 		xo = ex[0]
 	}
+	if xo.Usage == nil {
+		xo.Usage = st.Usage // as serve wires it: every exchange recorded
+	}
 	f := serveStack(tb, extproc.New(exchange.New(d, scanner, limiter, xo, logger, nil), opts, logger, m))
 	f.key = key
 	return f

@@ -73,11 +73,11 @@ func TestInvokeModelUsage(t *testing.T) {
 	// The last streamed chunk of any model: amazon-bedrock-invocationMetrics.
 	ev := Event{Data: []byte(`{"outputText":"","index":0,"completionReason":"FINISH","amazon-bedrock-invocationMetrics":{"inputTokenCount":11,"outputTokenCount":22,"invocationLatency":900,"firstByteLatency":300}}`)}
 	d, err := DecodeEvent(BedrockInvoke, ev)
-	if err != nil || d.Usage == nil || *d.Usage != (Usage{11, 22, 33}) {
+	if err != nil || d.Usage == nil || *d.Usage != (Usage{11, 22, 33, 0}) {
 		t.Errorf("stream usage %+v %v", d.Usage, err)
 	}
 	h := map[string]string{"x-amzn-bedrock-input-token-count": "13", "x-amzn-bedrock-output-token-count": "21"}
-	if u := HeaderUsage(BedrockInvoke, h); u == nil || *u != (Usage{13, 21, 34}) {
+	if u := HeaderUsage(BedrockInvoke, h); u == nil || *u != (Usage{13, 21, 34, 0}) {
 		t.Errorf("header usage %+v", u)
 	}
 	if u := HeaderUsage(OpenAIChat, h); u != nil {

@@ -142,9 +142,9 @@ func TestDialectResponses(t *testing.T) {
 		usage  Usage
 		call   ToolCall
 	}{
-		{BedrockConverse, "bedrock_converse_response.json", "Sent to bob.smith@corpmail.io.", "tool_use", Usage{125, 60, 185},
+		{BedrockConverse, "bedrock_converse_response.json", "Sent to bob.smith@corpmail.io.", "tool_use", Usage{125, 60, 185, 0},
 			ToolCall{ID: "tooluse_2", Name: "send_mail", Arguments: `{"to":"bob"}`}},
-		{GeminiGenerate, "gemini_response.json", "Booked. Confirmation sent to bob.smith@corpmail.io.", "STOP", Usage{21, 12, 33},
+		{GeminiGenerate, "gemini_response.json", "Booked. Confirmation sent to bob.smith@corpmail.io.", "STOP", Usage{21, 12, 33, 0},
 			ToolCall{Name: "send_mail", Arguments: `{"to":"bob"}`}},
 	} {
 		body := dialectFixture(t, c.file)
@@ -238,7 +238,7 @@ func TestEventStreamChunking(t *testing.T) {
 			calls = append(calls, *d.ToolCall)
 		}
 	}
-	if !bytes.Equal(raw, stream) || text != "Your key is AKIAZ7QR4WXYB2M5N3PD and the rest is fine." || usage != (Usage{31, 17, 48}) || len(calls) != 2 || calls[0].Name != "send_mail" || calls[1].Arguments != `{"to":"bob"}` {
+	if !bytes.Equal(raw, stream) || text != "Your key is AKIAZ7QR4WXYB2M5N3PD and the rest is fine." || usage != (Usage{31, 17, 48, 0}) || len(calls) != 2 || calls[0].Name != "send_mail" || calls[1].Arguments != `{"to":"bob"}` {
 		t.Errorf("text %q usage %+v calls %+v", text, usage, calls)
 	}
 	for i := 1; i < len(stream); i++ {
@@ -390,7 +390,7 @@ func TestBedrockInvokeStream(t *testing.T) {
 		u.Merge(d.Usage)
 		text += d.Text
 	}
-	if text != "Hello jane" || u != (Usage{12, 5, 17}) {
+	if text != "Hello jane" || u != (Usage{12, 5, 17, 0}) {
 		t.Errorf("text %q usage %+v", text, u)
 	}
 	nev, changed, err := FilterEvent(BedrockInvoke, evs[1], true, func(_ Channel, s string) string { return strings.ReplaceAll(s, "jane", "[NAME]") })

@@ -9,10 +9,19 @@ import (
 // output_tokens and the Responses API's input_tokens and output_tokens map
 // to PromptTokens and CompletionTokens; TotalTokens is reported or, when
 // absent, their sum.
+//
+// CachedTokens are input tokens served from the provider's prompt cache,
+// counted in PromptTokens too: OpenAI's prompt_tokens_details.cached_tokens
+// and the Responses API's input_tokens_details.cached_tokens (already part
+// of their input counts), Anthropic's cache_read_input_tokens (which its
+// input_tokens leaves out: they are added to PromptTokens, as are
+// cache_creation_input_tokens, so PromptTokens is every input token the
+// model read).
 type Usage struct {
 	PromptTokens     int64
 	CompletionTokens int64
 	TotalTokens      int64
+	CachedTokens     int64
 }
 
 // Merge folds the usage carried by one stream event into u, which
@@ -31,6 +40,9 @@ func (u *Usage) Merge(d *Usage) {
 	if d.CompletionTokens > 0 {
 		u.CompletionTokens = d.CompletionTokens
 	}
+	if d.CachedTokens > 0 {
+		u.CachedTokens = d.CachedTokens
+	}
 	u.TotalTokens = max(d.TotalTokens, u.PromptTokens+u.CompletionTokens)
 }
 
@@ -38,6 +50,9 @@ func (u *Usage) Merge(d *Usage) {
 // response body.
 type Response struct {
 	Model string
+	// ID is the answer's id (OpenAI, Responses and Anthropic "id"), for
+	// telemetry (gen_ai.response.id).
+	ID string
 	// Text is the output text: per choice (OpenAI chat, completions), per
 	// output_text part (Responses) or per text block (Anthropic), joined
 	// with "\n". Generic JSON yields every string value; text bodies the
@@ -61,6 +76,7 @@ func ParseResponse(api API, body []byte) (*Response, error) {
 	}
 	return &Response{
 		Model:        sc.model,
+		ID:           sc.id,
 		Text:         sc.texts.joined(body),
 		FinishReason: sc.finish,
 		ToolCalls:    sc.toolCalls,
@@ -76,6 +92,7 @@ type respScanner struct {
 	texts textCollector
 
 	model     string
+	id        string
 	finish    string
 	finishSet bool
 	toolCalls []ToolCall
@@ -112,6 +129,10 @@ func (r *respScanner) object(api API, top vspan) {
 		switch string(it.keyRaw()) {
 		case "model":
 			r.model, _ = strAt(b, it.v)
+		case "id":
+			if r.meta {
+				r.id, _ = strAt(b, it.v)
+			}
 		case "usage":
 			if r.meta {
 				r.usage = readUsage(b, it.v)
@@ -147,8 +168,18 @@ func readUsage(b []byte, v vspan) *Usage {
 		return nil
 	}
 	var u Usage
+	var cacheRead, cacheWrite int64
 	it := iterObject(b, v.s)
 	for it.next() {
+		switch string(it.keyRaw()) {
+		case "prompt_tokens_details", "input_tokens_details":
+			if c, ok := member(b, it.v, "cached_tokens"); ok {
+				if n, ok := intAt(b, c); ok && n > 0 {
+					u.CachedTokens = n
+				}
+			}
+			continue
+		}
 		n, ok := intAt(b, it.v)
 		if !ok {
 			continue
@@ -160,7 +191,16 @@ func readUsage(b []byte, v vspan) *Usage {
 			u.CompletionTokens = n
 		case "total_tokens":
 			u.TotalTokens = n
+		case "cache_read_input_tokens":
+			cacheRead = max(n, 0)
+		case "cache_creation_input_tokens":
+			cacheWrite = max(n, 0)
 		}
+	}
+	if cacheRead+cacheWrite > 0 {
+		// Anthropic's input_tokens leaves out the cached input.
+		u.PromptTokens += cacheRead + cacheWrite
+		u.CachedTokens = cacheRead
 	}
 	if u.TotalTokens == 0 {
 		u.TotalTokens = u.PromptTokens + u.CompletionTokens

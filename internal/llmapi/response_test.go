@@ -21,7 +21,7 @@ func TestParseResponse(t *testing.T) {
 			body: `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o",
 				"choices":[{"index":0,"message":{"role":"assistant","content":"Hello there","refusal":null},"logprobs":null,"finish_reason":"stop"}],
 				"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21,"completion_tokens_details":{"reasoning_tokens":0}}}`,
-			want: &Response{Model: "gpt-4o", Text: "Hello there", FinishReason: "stop", Usage: &Usage{9, 12, 21}},
+			want: &Response{Model: "gpt-4o", ID: "chatcmpl-1", Text: "Hello there", FinishReason: "stop", Usage: &Usage{9, 12, 21, 0}},
 		},
 		{
 			name: "chat tool calls and several choices",
@@ -63,7 +63,7 @@ func TestParseResponse(t *testing.T) {
 			body: `{"id":"cmpl-1","object":"text_completion","model":"gpt-3.5-turbo-instruct",
 				"choices":[{"text":"\n\nThis is a test.","index":0,"logprobs":null,"finish_reason":"length"}],
 				"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}`,
-			want: &Response{Model: "gpt-3.5-turbo-instruct", Text: "\n\nThis is a test.", FinishReason: "length", Usage: &Usage{5, 7, 12}},
+			want: &Response{Model: "gpt-3.5-turbo-instruct", ID: "cmpl-1", Text: "\n\nThis is a test.", FinishReason: "length", Usage: &Usage{5, 7, 12, 0}},
 		},
 		{
 			name: "responses",
@@ -74,8 +74,8 @@ func TestParseResponse(t *testing.T) {
 					{"type":"message","id":"msg_1","role":"assistant","content":[{"type":"output_text","text":"Part A","annotations":[]},{"type":"refusal","refusal":"no"},{"type":"output_text","text":"Part B"}]},
 					{"type":"function_call","id":"fc_1","call_id":"call_1","name":"lookup","arguments":"{}"}],
 				"usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":0},"output_tokens":87,"total_tokens":123}}`,
-			want: &Response{Model: "gpt-4.1", Text: "Part A\nPart B", FinishReason: "completed",
-				ToolCalls: []ToolCall{{ID: "call_1", Name: "lookup", Arguments: "{}"}}, Usage: &Usage{36, 87, 123}},
+			want: &Response{Model: "gpt-4.1", ID: "resp_1", Text: "Part A\nPart B", FinishReason: "completed",
+				ToolCalls: []ToolCall{{ID: "call_1", Name: "lookup", Arguments: "{}"}}, Usage: &Usage{36, 87, 123, 0}},
 		},
 		{
 			name: "responses incomplete",
@@ -87,7 +87,7 @@ func TestParseResponse(t *testing.T) {
 			name: "embeddings usage only",
 			api:  OpenAIEmbeddings,
 			body: `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.0023,-0.009]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}`,
-			want: &Response{Model: "text-embedding-3-small", Usage: &Usage{8, 0, 8}},
+			want: &Response{Model: "text-embedding-3-small", Usage: &Usage{8, 0, 8, 0}},
 		},
 		{
 			name: "anthropic",
@@ -95,9 +95,9 @@ func TestParseResponse(t *testing.T) {
 			body: `{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5",
 				"content":[{"type":"text","text":"Let me check."},{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris", "big": 1e400}},{"type":"text","text":"Done."}],
 				"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":2095,"output_tokens":503,"cache_read_input_tokens":0}}`,
-			want: &Response{Model: "claude-sonnet-4-5", Text: "Let me check.\nDone.", FinishReason: "tool_use",
+			want: &Response{Model: "claude-sonnet-4-5", ID: "msg_1", Text: "Let me check.\nDone.", FinishReason: "tool_use",
 				ToolCalls: []ToolCall{{ID: "toolu_1", Name: "get_weather", Arguments: `{"city":"Paris","big":1e400}`}},
-				Usage:     &Usage{2095, 503, 2598}},
+				Usage:     &Usage{2095, 503, 2598, 0}},
 		},
 		{
 			name: "anthropic wrong types",
@@ -115,7 +115,7 @@ func TestParseResponse(t *testing.T) {
 			name: "generic JSON",
 			api:  Generic,
 			body: `{"model":"local","result":{"text":"out"},"usage":{"input_tokens":1,"output_tokens":2}}`,
-			want: &Response{Model: "local", Text: "local\nout", Usage: &Usage{1, 2, 3}},
+			want: &Response{Model: "local", Text: "local\nout", Usage: &Usage{1, 2, 3, 0}},
 		},
 		{
 			name: "generic text",
@@ -151,9 +151,9 @@ func TestUsageMerge(t *testing.T) {
 		events []*Usage
 		want   Usage
 	}{
-		{"anthropic start then cumulative deltas", []*Usage{{25, 1, 26}, nil, {0, 10, 10}, {0, 15, 15}}, Usage{25, 15, 40}},
-		{"openai final chunk", []*Usage{nil, {19, 11, 30}}, Usage{19, 11, 30}},
-		{"reported total larger than sum", []*Usage{{10, 5, 20}}, Usage{10, 5, 20}},
+		{"anthropic start then cumulative deltas", []*Usage{{25, 1, 26, 0}, nil, {0, 10, 10, 0}, {0, 15, 15, 0}}, Usage{25, 15, 40, 0}},
+		{"openai final chunk", []*Usage{nil, {19, 11, 30, 0}}, Usage{19, 11, 30, 0}},
+		{"reported total larger than sum", []*Usage{{10, 5, 20, 0}}, Usage{10, 5, 20, 0}},
 		{"nothing", nil, Usage{}},
 	}
 	for _, tt := range tests {
@@ -166,5 +166,5 @@ func TestUsageMerge(t *testing.T) {
 		}
 	}
 	var nilU *Usage
-	nilU.Merge(&Usage{1, 2, 3}) // must not panic
+	nilU.Merge(&Usage{1, 2, 3, 0}) // must not panic
 }

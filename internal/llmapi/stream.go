@@ -140,6 +140,32 @@ func (p *ParsedEvent) Meta() (Delta, error) { return p.decode(true) }
 // the text's copy.
 func (p *ParsedEvent) Full() (Delta, error) { return p.decode(false) }
 
+// Ident returns the answer's model and id where the event names them: every
+// OpenAI chat or completions chunk, Anthropic's message_start, the Responses
+// events that carry the response (response.created, response.completed).
+// It is for telemetry (gen_ai.response.model, gen_ai.response.id): a caller
+// asks until it has both, so the events after pay nothing.
+func (p *ParsedEvent) Ident() (model, id string) {
+	d := p.d
+	if p.err != nil || p.done || len(d) == 0 || d[0] != '{' {
+		return "", ""
+	}
+	top := vspan{0, len(d)}
+	switch p.api {
+	case OpenAIChat, OpenAICompletions:
+		return memberString(d, top, "model"), memberString(d, top, "id")
+	case OpenAIResponses:
+		if r, ok := member(d, top, "response"); ok && kindOf(d, r) == '{' {
+			return memberString(d, r, "model"), memberString(d, r, "id")
+		}
+	case AnthropicMessages:
+		if m, ok := member(d, top, "message"); ok && kindOf(d, m) == '{' {
+			return memberString(d, m, "model"), memberString(d, m, "id")
+		}
+	}
+	return "", ""
+}
+
 func (p *ParsedEvent) decode(meta bool) (Delta, error) {
 	api, ev, d, done, err := p.api, p.ev, p.d, p.done, p.err
 	if err != nil && genericStream(api) {

@@ -29,15 +29,15 @@ func TestDecodeEventFixtures(t *testing.T) {
 		toolArgs  string
 		doneCount int
 	}{
-		{"openai_chat_stream.txt", OpenAIChat, "Hello! Grüße, 世界 🌍 Line one\nline \"two\".", "stop", Usage{19, 11, 30}, "", "", 1},
+		{"openai_chat_stream.txt", OpenAIChat, "Hello! Grüße, 世界 🌍 Line one\nline \"two\".", "stop", Usage{19, 11, 30, 0}, "", "", 1},
 		{"openai_chat_tools_stream.txt", OpenAIChat, "", "tool_calls", Usage{}, "get_weather", `{"location":"Paris"}`, 1},
-		{"openai_completions_stream.txt", OpenAICompletions, "Once upon a time", "length", Usage{5, 4, 9}, "", "", 1},
-		{"anthropic_stream.txt", AnthropicMessages, "Hello, wörld — ☃ 𝄞!", "tool_use", Usage{25, 89, 114}, "get_weather", `{"location": "San Francisco, CA"}`, 1},
-		{"openai_responses_stream.txt", OpenAIResponses, "Hi there — ünïcödé", "completed", Usage{37, 11, 48}, "lookup", `{"q":1}`, 1},
+		{"openai_completions_stream.txt", OpenAICompletions, "Once upon a time", "length", Usage{5, 4, 9, 0}, "", "", 1},
+		{"anthropic_stream.txt", AnthropicMessages, "Hello, wörld — ☃ 𝄞!", "tool_use", Usage{25, 89, 114, 0}, "get_weather", `{"location": "San Francisco, CA"}`, 1},
+		{"openai_responses_stream.txt", OpenAIResponses, "Hi there — ünïcödé", "completed", Usage{37, 11, 48, 0}, "lookup", `{"q":1}`, 1},
 		// Generic recognises each shape.
-		{"openai_chat_stream.txt", Generic, "Hello! Grüße, 世界 🌍 Line one\nline \"two\".", "stop", Usage{19, 11, 30}, "", "", 1},
-		{"anthropic_stream.txt", Generic, "Hello, wörld — ☃ 𝄞!", "tool_use", Usage{25, 89, 114}, "get_weather", `{"location": "San Francisco, CA"}`, 1},
-		{"openai_responses_stream.txt", Generic, "Hi there — ünïcödé", "completed", Usage{37, 11, 48}, "lookup", `{"q":1}`, 1},
+		{"openai_chat_stream.txt", Generic, "Hello! Grüße, 世界 🌍 Line one\nline \"two\".", "stop", Usage{19, 11, 30, 0}, "", "", 1},
+		{"anthropic_stream.txt", Generic, "Hello, wörld — ☃ 𝄞!", "tool_use", Usage{25, 89, 114, 0}, "get_weather", `{"location": "San Francisco, CA"}`, 1},
+		{"openai_responses_stream.txt", Generic, "Hi there — ünïcödé", "completed", Usage{37, 11, 48, 0}, "lookup", `{"q":1}`, 1},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.api)+"/"+tt.file, func(t *testing.T) {
@@ -110,10 +110,10 @@ func TestDecodeEvent(t *testing.T) {
 		{"chat null content", OpenAIChat, ev("", `{"choices":[{"delta":{"content":null}}]}`), Delta{}, nil},
 		{"chat legacy function_call", OpenAIChat, ev("", `{"choices":[{"delta":{"function_call":{"name":"f","arguments":""}}}]}`), Delta{ToolCall: &ToolCall{Name: "f"}}, nil},
 		{"chat usage chunk", OpenAIChat, ev("", `{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}`),
-			Delta{Usage: &Usage{3, 5, 8}, UsageOnly: true}, nil},
+			Delta{Usage: &Usage{3, 5, 8, 0}, UsageOnly: true}, nil},
 		{"chat usage beside a choice is not usage-only", OpenAIChat,
 			ev("", `{"choices":[{"index":0,"delta":{"content":"x"}}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`),
-			Delta{Text: "x", HasText: true, Usage: &Usage{1, 1, 2}}, nil},
+			Delta{Text: "x", HasText: true, Usage: &Usage{1, 1, 2, 0}}, nil},
 		{"chat null usage", OpenAIChat, ev("", `{"choices":[],"usage":null}`), Delta{}, nil},
 		{"chat malformed", OpenAIChat, ev("", `{"choices":[`), Delta{}, ErrMalformed},
 		{"chat no data", OpenAIChat, Event{}, Delta{}, nil},
@@ -125,10 +125,10 @@ func TestDecodeEvent(t *testing.T) {
 		{"anthropic type from event name", AnthropicMessages, ev("content_block_delta", `{"index":3,"delta":{"type":"text_delta","text":"n"}}`), Delta{Text: "n", HasText: true, Index: 3}, nil},
 		{"anthropic stop without data", AnthropicMessages, Event{Name: "message_stop"}, Delta{Done: true}, nil},
 		{"anthropic thinking delta is not text", AnthropicMessages, ev("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}`), Delta{}, nil},
-		{"anthropic message_delta usage", AnthropicMessages, ev("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}`), Delta{FinishReason: "end_turn", Usage: &Usage{0, 15, 15}}, nil},
+		{"anthropic message_delta usage", AnthropicMessages, ev("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}`), Delta{FinishReason: "end_turn", Usage: &Usage{0, 15, 15, 0}}, nil},
 		{"responses error", OpenAIResponses, ev("error", `{"type":"error","code":"ERR","message":"bad","param":null,"sequence_number":1}`), Delta{Error: true}, nil},
 		{"responses failed", OpenAIResponses, ev("response.failed", `{"type":"response.failed","response":{"status":"failed","usage":null}}`), Delta{Done: true, Error: true, FinishReason: "failed"}, nil},
-		{"responses incomplete", OpenAIResponses, ev("response.incomplete", `{"type":"response.incomplete","response":{"status":"incomplete","usage":{"input_tokens":1,"output_tokens":2,"total_tokens":3}}}`), Delta{Done: true, FinishReason: "incomplete", Usage: &Usage{1, 2, 3}}, nil},
+		{"responses incomplete", OpenAIResponses, ev("response.incomplete", `{"type":"response.incomplete","response":{"status":"incomplete","usage":{"input_tokens":1,"output_tokens":2,"total_tokens":3}}}`), Delta{Done: true, FinishReason: "incomplete", Usage: &Usage{1, 2, 3, 0}}, nil},
 		{"embeddings has no stream", OpenAIEmbeddings, ev("", `{"choices":[{"delta":{"content":"x"}}]}`), Delta{}, nil},
 	}
 	for _, tt := range tests {

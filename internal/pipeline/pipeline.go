@@ -189,6 +189,8 @@ type Pipeline struct {
 	abuse          AbuseTracker
 	abuseMetrics   *abuseMetrics
 	offenceReasons []string
+	usage          UsageSource
+	usageTerms     usageTerms
 }
 
 // Deps are the stages a Pipeline runs, given once at construction: a
@@ -224,6 +226,9 @@ type Deps struct {
 	// Abuse keeps each principal's usage pattern and offences
 	// (input.usage_pattern and input.history at request_headers). nil: none.
 	Abuse AbuseTracker
+	// Usage gives the usage totals every decision carries as input.usage
+	// (tenant or principal), for budget rules. nil: none.
+	Usage UsageSource
 }
 
 // DecisionLogger records decisions in OPA's decision log format, besides
@@ -260,7 +265,7 @@ func New(cfg Config, d Deps, logger *slog.Logger, reg prometheus.Registerer) (*P
 		return nil, err
 	}
 	p := &Pipeline{cfg: cfg, auth: d.Auth, eval: d.Eval, limiter: d.Limiter, detect: d.Detector, moderator: d.Moderator, tracer: d.Tracer,
-		audit: d.Auditor, ids: NewIDSource(), logger: logger, metrics: m, decisionLog: d.DecisionLog}
+		audit: d.Auditor, ids: NewIDSource(), logger: logger, metrics: m, decisionLog: d.DecisionLog, usage: d.Usage}
 	p.auditFilter, _ = d.Auditor.(auditFilter)
 	if p.abuseMetrics, err = newAbuseMetrics(reg); err != nil {
 		return nil, fmt.Errorf("pipeline: register metrics: %w", err)
@@ -424,6 +429,7 @@ func (p *Pipeline) makeDecision(ctx context.Context, req Request) (Outcome, erro
 		p.observeAbuse(actx, input, out.Principal)
 		end(span)
 	}
+	p.addUsage(input, out.Principal)
 
 	// The detectors run outside the decision deadline: their time is
 	// bounded by the body size limits (each detector is linear in the text,

@@ -27,6 +27,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/usage"
 )
 
 // Config says where policies come from and which rule decides.
@@ -103,6 +104,7 @@ type compiled struct {
 	loadedAt time.Time
 	greyZone *detect.GreyZone     // from data, see GreyZonePath
 	content  *detect.ContentRules // from data, see ContentSafetyPath
+	usage    *usage.Config        // from data, see usage.ConfigPath
 	bundles  map[string]string
 	docs     dataDocs // the store's data, read once (see dataDocs)
 	// toolLists is data.bulwark.tools compiled (see ToolLists).
@@ -529,6 +531,11 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 		store.Abort(ctx, txn)
 		return nil, fmt.Errorf("policy data: %w", err)
 	}
+	uc, err := usage.ParseConfig(data)
+	if err != nil {
+		store.Abort(ctx, txn)
+		return nil, fmt.Errorf("policy data: %w", err)
+	}
 	if err := store.Write(ctx, txn, storage.AddOp, storage.RootPath, data); err != nil {
 		store.Abort(ctx, txn)
 		return nil, fmt.Errorf("policy data: %w", err)
@@ -560,6 +567,6 @@ func (e *Engine) compile(ctx context.Context, s *snapshot) (*compiled, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, content: content, bundles: s.bundles, docs: docs,
+	return &compiled{pq: pq, revision: s.revision, loadedAt: time.Now(), greyZone: gz, content: content, usage: uc, bundles: s.bundles, docs: docs,
 		toolLists: toolListsFromData(data)}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/bulwark-ai/bulwark/internal/detect"
+	"github.com/bulwark-ai/bulwark/internal/usage"
 )
 
 // GreyZonePath is where policy data holds the grey zone:
@@ -25,6 +26,16 @@ func (e *Engine) GreyZone() *detect.GreyZone {
 }
 
 var _ detect.GreyZoneSource = (*Engine)(nil)
+
+// UsageConfig is the usage block (prices, budgets, alert thresholds, metric
+// tenants) of the policy in force: nil when its data has none, or before
+// the first load. A reload that changes it applies to the next exchange.
+func (e *Engine) UsageConfig() *usage.Config {
+	if c := e.cur.Load(); c != nil {
+		return c.usage
+	}
+	return nil
+}
 
 // greyZoneFromData builds the grey zone from the policy's data documents. A
 // malformed grey zone fails the load, so the last good policy (and its grey

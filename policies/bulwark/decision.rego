@@ -166,6 +166,9 @@ route_decision(route) := {
 	"message": sprintf("tenant %s may not send data to region %s", [input.principal.tenant, upstream_region_name]),
 } if {
 	not residency_allowed
+} else := budget_denial if {
+	# A tenant past its budget (budget.rego).
+	budget_exceeded
 } else := {
 	"allowed": true,
 	"reason": "allowed",

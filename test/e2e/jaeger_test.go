@@ -230,7 +230,7 @@ func TestJaeger(t *testing.T) {
 	// ext_proc: the same request's exchange, redacted on its way upstream.
 	ereq := chatRequest(key, "/v1/chat/completions", body)
 	ereq.Headers["traceparent"] = "00-" + traceID + "-" + procParent + "-01"
-	res := run(t, p, envoysim.DefaultFilter, ereq, jsonUpstream(`{"choices":[{"message":{"role":"assistant","content":"done"}}],"usage":{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21}}`))
+	res := run(t, p, envoysim.DefaultFilter, ereq, jsonUpstream(`{"id":"chatcmpl-jaeger","model":"gpt-4o-2024-08-06","choices":[{"message":{"role":"assistant","content":"done"},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":8}}}`))
 	if res.Status != 200 || strings.Contains(string(res.Upstream.Body), ghToken) {
 		t.Fatalf("exchange: status %d, upstream got %s", res.Status, res.Upstream.Body)
 	}
@@ -244,7 +244,7 @@ func TestJaeger(t *testing.T) {
 		var doc struct{ Data []jaegerTrace }
 		if json.Unmarshal(raw, &doc) == nil && len(doc.Data) == 1 {
 			tr = doc.Data[0]
-			if len(tr.named("bulwark.check")) == 1 && len(tr.named("bulwark.extproc.response_body")) == 1 {
+			if len(tr.named("bulwark.check")) == 1 && len(tr.named("bulwark.extproc.response_body")) == 1 && len(tr.named("chat gpt-4o")) == 1 {
 				break
 			}
 		}
@@ -305,6 +305,21 @@ func TestJaeger(t *testing.T) {
 	rb := tr.named("bulwark.extproc.request_body")[0]
 	if !tr.children(rb)["bulwark.ratelimit"] || rb.tag("bulwark.signals.secrets.types") != `["GITHUB_TOKEN=1"]` {
 		t.Errorf("request_body span: children %v, secrets %q", tr.children(rb), rb.tag("bulwark.signals.secrets.types"))
+	}
+
+	// The exchange's GenAI span (OTel GenAI semantic conventions), beside
+	// the decisions' spans under Envoy's.
+	gen := tr.named("chat gpt-4o")[0]
+	if gen.parent() != procParent {
+		t.Errorf("the GenAI span's parent is %q, want Envoy's span %s", gen.parent(), procParent)
+	}
+	for k, want := range map[string]string{"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+		"gen_ai.request.model": "gpt-4o", "gen_ai.response.model": "gpt-4o-2024-08-06", "gen_ai.response.id": "chatcmpl-jaeger",
+		"gen_ai.response.finish_reasons": `["stop"]`, "gen_ai.usage.input_tokens": "20", "gen_ai.usage.output_tokens": "1",
+		"gen_ai.usage.cache_read.input_tokens": "8", "span.kind": "client"} {
+		if got := gen.tag(k); got != want {
+			t.Errorf("GenAI span %s = %q, want %q", k, got, want)
+		}
 	}
 
 	// Nothing in the whole trace is prompt text, a finding's value or a credential.

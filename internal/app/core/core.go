@@ -24,6 +24,7 @@ import (
 	"github.com/bulwark-ai/bulwark/internal/pipeline"
 	"github.com/bulwark-ai/bulwark/internal/policy"
 	"github.com/bulwark-ai/bulwark/internal/ratelimit"
+	"github.com/bulwark-ai/bulwark/internal/usage"
 	"github.com/bulwark-ai/bulwark/policies"
 )
 
@@ -74,6 +75,9 @@ type Deps struct {
 	// OnBreakerChange is told when the limiter's Redis breaker opens or
 	// closes (ratelimit.Config.OnBreakerChange).
 	OnBreakerChange func(ratelimit.BreakerState)
+	// OnBudget is told of each tenant budget threshold this replica's
+	// exchanges crossed (usage.Options.OnBudget).
+	OnBudget func(usage.BudgetAlert)
 	// Policies is the policy tree used when cfg names no policy_dir nor
 	// bundle (nil: the embedded default policies). Tests pass tuned copies.
 	Policies fs.FS
@@ -106,6 +110,9 @@ type Core struct {
 	Moderator *detect.Moderator
 	// Pipeline decides, whichever door a request came through.
 	Pipeline *pipeline.Pipeline
+	// Usage records every exchange's usage (in Redis when there is one)
+	// and gives the totals decisions carry as input.usage.
+	Usage *usage.Recorder
 	// OPA is OPA's plugin manager (bundles, decision logs, status,
 	// discovery) when cfg names an opa_config (nil otherwise). Start it
 	// to begin downloading; Close stops it.
@@ -207,7 +214,17 @@ func New(ctx context.Context, cfg config.Config, d Deps) (c *Core, err error) {
 		}
 		detector = detect.WithRemote(c.Scanner, remote)
 	}
-	deps := pipeline.Deps{Eval: c.Engine, Auth: c.Identity, Limiter: c.Limiter, Detector: detector, Tracer: d.Tracer, Auditor: d.Auditor}
+	// Usage attribution shares the limiter's Redis client (every replica
+	// counts into the same buckets); without Redis, this process counts.
+	store := usage.NewLocal(nil)
+	if c.Redis != nil {
+		store = usage.NewRedis(c.Redis, "")
+	}
+	if c.Usage, err = usage.NewRecorder(store, c.Engine, usage.Options{OnBudget: d.OnBudget, Logger: logger, Registerer: d.Registerer}); err != nil {
+		return c, err
+	}
+	deps := pipeline.Deps{Eval: c.Engine, Auth: c.Identity, Limiter: c.Limiter, Detector: detector, Tracer: d.Tracer, Auditor: d.Auditor,
+		Usage: c.Usage}
 	// The moderation model, when configured, is asked about prompts beside
 	// the detectors; its verdict reaches input.signals.moderation.
 	if cfg.ModerationURL != "" {

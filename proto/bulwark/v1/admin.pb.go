@@ -137,6 +137,68 @@ func (KeySource) EnumDescriptor() ([]byte, []int) {
 	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{1}
 }
 
+// UsageGranularity is the width of a usage bucket.
+type UsageGranularity int32
+
+const (
+	// USAGE_GRANULARITY_UNSPECIFIED is read as hour.
+	UsageGranularity_USAGE_GRANULARITY_UNSPECIFIED UsageGranularity = 0
+	// USAGE_GRANULARITY_MINUTE buckets are kept for two days.
+	UsageGranularity_USAGE_GRANULARITY_MINUTE UsageGranularity = 1
+	// USAGE_GRANULARITY_HOUR buckets are kept for forty days.
+	UsageGranularity_USAGE_GRANULARITY_HOUR UsageGranularity = 2
+	// USAGE_GRANULARITY_DAY buckets are kept for thirteen months.
+	UsageGranularity_USAGE_GRANULARITY_DAY UsageGranularity = 3
+	// USAGE_GRANULARITY_MONTH buckets (calendar months, UTC) are kept for
+	// three years.
+	UsageGranularity_USAGE_GRANULARITY_MONTH UsageGranularity = 4
+)
+
+// Enum value maps for UsageGranularity.
+var (
+	UsageGranularity_name = map[int32]string{
+		0: "USAGE_GRANULARITY_UNSPECIFIED",
+		1: "USAGE_GRANULARITY_MINUTE",
+		2: "USAGE_GRANULARITY_HOUR",
+		3: "USAGE_GRANULARITY_DAY",
+		4: "USAGE_GRANULARITY_MONTH",
+	}
+	UsageGranularity_value = map[string]int32{
+		"USAGE_GRANULARITY_UNSPECIFIED": 0,
+		"USAGE_GRANULARITY_MINUTE":      1,
+		"USAGE_GRANULARITY_HOUR":        2,
+		"USAGE_GRANULARITY_DAY":         3,
+		"USAGE_GRANULARITY_MONTH":       4,
+	}
+)
+
+func (x UsageGranularity) Enum() *UsageGranularity {
+	p := new(UsageGranularity)
+	*p = x
+	return p
+}
+
+func (x UsageGranularity) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UsageGranularity) Descriptor() protoreflect.EnumDescriptor {
+	return file_bulwark_v1_admin_proto_enumTypes[2].Descriptor()
+}
+
+func (UsageGranularity) Type() protoreflect.EnumType {
+	return &file_bulwark_v1_admin_proto_enumTypes[2]
+}
+
+func (x UsageGranularity) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UsageGranularity.Descriptor instead.
+func (UsageGranularity) EnumDescriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
 // PolicyStatus describes the policy in force.
 type PolicyStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1105,6 +1167,385 @@ func (x *RevokeKeyResponse) GetKeys() []*KeyInfo {
 	return nil
 }
 
+// GetUsageRequest selects usage.
+type GetUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tenant is whose usage: the tenant's, over every principal of it. With
+	// principal set, the principal's tenant ("" for a principal without one).
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// principal, when set, narrows the usage to one principal.
+	Principal string `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	// model, when set, keeps only this model (as the answer named it).
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// start_time is the range's start (default: end_time less one day); the
+	// bucket that holds it is the first.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// end_time is the range's end, exclusive (default: now).
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// granularity is the buckets' width (default: hour). A range of more
+	// than 1500 buckets is INVALID_ARGUMENT.
+	Granularity   UsageGranularity `protobuf:"varint,6,opt,name=granularity,proto3,enum=bulwark.v1.UsageGranularity" json:"granularity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageRequest) Reset() {
+	*x = GetUsageRequest{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageRequest) ProtoMessage() {}
+
+func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
+func (*GetUsageRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetUsageRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *GetUsageRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *GetUsageRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *GetUsageRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *GetUsageRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *GetUsageRequest) GetGranularity() UsageGranularity {
+	if x != nil {
+		return x.Granularity
+	}
+	return UsageGranularity_USAGE_GRANULARITY_UNSPECIFIED
+}
+
+// UsageTotals are counts over some buckets and models.
+type UsageTotals struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// input_tokens are the prompt tokens the models reported.
+	InputTokens int64 `protobuf:"varint,1,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	// output_tokens are the completion tokens the models reported.
+	OutputTokens int64 `protobuf:"varint,2,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	// cached_tokens are input tokens served from the provider's prompt cache
+	// (included in input_tokens), where the provider reports them.
+	CachedTokens int64 `protobuf:"varint,3,opt,name=cached_tokens,json=cachedTokens,proto3" json:"cached_tokens,omitempty"`
+	// requests are the exchanges, allowed or denied.
+	Requests int64 `protobuf:"varint,4,opt,name=requests,proto3" json:"requests,omitempty"`
+	// denials are the exchanges a decision denied (or whose answer it ended).
+	Denials int64 `protobuf:"varint,5,opt,name=denials,proto3" json:"denials,omitempty"`
+	// cost_usd is the cost in US dollars, from the price table
+	// (data.bulwark.usage.prices) in force when each answer was recorded.
+	CostUsd float64 `protobuf:"fixed64,6,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`
+	// cost_nano_usd is the same cost in billionths of a dollar, exact.
+	CostNanoUsd   int64 `protobuf:"varint,7,opt,name=cost_nano_usd,json=costNanoUsd,proto3" json:"cost_nano_usd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageTotals) Reset() {
+	*x = UsageTotals{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageTotals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageTotals) ProtoMessage() {}
+
+func (x *UsageTotals) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageTotals.ProtoReflect.Descriptor instead.
+func (*UsageTotals) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UsageTotals) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetCachedTokens() int64 {
+	if x != nil {
+		return x.CachedTokens
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetDenials() int64 {
+	if x != nil {
+		return x.Denials
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetCostUsd() float64 {
+	if x != nil {
+		return x.CostUsd
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetCostNanoUsd() int64 {
+	if x != nil {
+		return x.CostNanoUsd
+	}
+	return 0
+}
+
+// UsageBucket is one model's usage in one bucket.
+type UsageBucket struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// start_time is the bucket's start.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// model is the model ("unknown" when the exchange named none).
+	Model string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// totals are the bucket's counts.
+	Totals        *UsageTotals `protobuf:"bytes,3,opt,name=totals,proto3" json:"totals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageBucket) Reset() {
+	*x = UsageBucket{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageBucket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageBucket) ProtoMessage() {}
+
+func (x *UsageBucket) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageBucket.ProtoReflect.Descriptor instead.
+func (*UsageBucket) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UsageBucket) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *UsageBucket) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *UsageBucket) GetTotals() *UsageTotals {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+// ModelUsage is one model's usage over the whole range.
+type ModelUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// model is the model.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// totals are its counts over the range.
+	Totals        *UsageTotals `protobuf:"bytes,2,opt,name=totals,proto3" json:"totals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelUsage) Reset() {
+	*x = ModelUsage{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelUsage) ProtoMessage() {}
+
+func (x *ModelUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelUsage.ProtoReflect.Descriptor instead.
+func (*ModelUsage) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ModelUsage) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ModelUsage) GetTotals() *UsageTotals {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+// GetUsageResponse is the usage selected.
+type GetUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// buckets are sorted by start_time, then model; empty buckets are left out.
+	Buckets []*UsageBucket `protobuf:"bytes,1,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	// models are the totals per model over the range, sorted by model.
+	Models []*ModelUsage `protobuf:"bytes,2,rep,name=models,proto3" json:"models,omitempty"`
+	// total is the sum over every bucket and model.
+	Total         *UsageTotals `protobuf:"bytes,3,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageResponse) Reset() {
+	*x = GetUsageResponse{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageResponse) ProtoMessage() {}
+
+func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
+func (*GetUsageResponse) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetUsageResponse) GetBuckets() []*UsageBucket {
+	if x != nil {
+		return x.Buckets
+	}
+	return nil
+}
+
+func (x *GetUsageResponse) GetModels() []*ModelUsage {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *GetUsageResponse) GetTotal() *UsageTotals {
+	if x != nil {
+		return x.Total
+	}
+	return nil
+}
+
 var File_bulwark_v1_admin_proto protoreflect.FileDescriptor
 
 const file_bulwark_v1_admin_proto_rawDesc = "" +
@@ -1171,7 +1612,36 @@ const file_bulwark_v1_admin_proto_rawDesc = "" +
 	"\x10RevokeKeyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"<\n" +
 	"\x11RevokeKeyResponse\x12'\n" +
-	"\x04keys\x18\x01 \x03(\v2\x13.bulwark.v1.KeyInfoR\x04keys*\x87\x01\n" +
+	"\x04keys\x18\x01 \x03(\v2\x13.bulwark.v1.KeyInfoR\x04keys\"\x8f\x02\n" +
+	"\x0fGetUsageRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1c\n" +
+	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x129\n" +
+	"\n" +
+	"start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12>\n" +
+	"\vgranularity\x18\x06 \x01(\x0e2\x1c.bulwark.v1.UsageGranularityR\vgranularity\"\xef\x01\n" +
+	"\vUsageTotals\x12!\n" +
+	"\finput_tokens\x18\x01 \x01(\x03R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\x02 \x01(\x03R\foutputTokens\x12#\n" +
+	"\rcached_tokens\x18\x03 \x01(\x03R\fcachedTokens\x12\x1a\n" +
+	"\brequests\x18\x04 \x01(\x03R\brequests\x12\x18\n" +
+	"\adenials\x18\x05 \x01(\x03R\adenials\x12\x19\n" +
+	"\bcost_usd\x18\x06 \x01(\x01R\acostUsd\x12\"\n" +
+	"\rcost_nano_usd\x18\a \x01(\x03R\vcostNanoUsd\"\x8f\x01\n" +
+	"\vUsageBucket\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12/\n" +
+	"\x06totals\x18\x03 \x01(\v2\x17.bulwark.v1.UsageTotalsR\x06totals\"S\n" +
+	"\n" +
+	"ModelUsage\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12/\n" +
+	"\x06totals\x18\x02 \x01(\v2\x17.bulwark.v1.UsageTotalsR\x06totals\"\xa4\x01\n" +
+	"\x10GetUsageResponse\x121\n" +
+	"\abuckets\x18\x01 \x03(\v2\x17.bulwark.v1.UsageBucketR\abuckets\x12.\n" +
+	"\x06models\x18\x02 \x03(\v2\x16.bulwark.v1.ModelUsageR\x06models\x12-\n" +
+	"\x05total\x18\x03 \x01(\v2\x17.bulwark.v1.UsageTotalsR\x05total*\x87\x01\n" +
 	"\tKeyStatus\x12\x1a\n" +
 	"\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATUS_ACTIVE\x10\x01\x12\x17\n" +
@@ -1181,7 +1651,13 @@ const file_bulwark_v1_admin_proto_rawDesc = "" +
 	"\tKeySource\x12\x1a\n" +
 	"\x16KEY_SOURCE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fKEY_SOURCE_FILE\x10\x01\x12\x14\n" +
-	"\x10KEY_SOURCE_REDIS\x10\x022\xe8\x03\n" +
+	"\x10KEY_SOURCE_REDIS\x10\x02*\xa7\x01\n" +
+	"\x10UsageGranularity\x12!\n" +
+	"\x1dUSAGE_GRANULARITY_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18USAGE_GRANULARITY_MINUTE\x10\x01\x12\x1a\n" +
+	"\x16USAGE_GRANULARITY_HOUR\x10\x02\x12\x19\n" +
+	"\x15USAGE_GRANULARITY_DAY\x10\x03\x12\x1b\n" +
+	"\x17USAGE_GRANULARITY_MONTH\x10\x042\xaf\x04\n" +
 	"\fAdminService\x12Z\n" +
 	"\x0fGetPolicyStatus\x12\".bulwark.v1.GetPolicyStatusRequest\x1a#.bulwark.v1.GetPolicyStatusResponse\x12W\n" +
 	"\x0eReloadPolicies\x12!.bulwark.v1.ReloadPoliciesRequest\x1a\".bulwark.v1.ReloadPoliciesResponse\x12E\n" +
@@ -1189,7 +1665,8 @@ const file_bulwark_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"ResetQuota\x12\x1d.bulwark.v1.ResetQuotaRequest\x1a\x1e.bulwark.v1.ResetQuotaResponse\x12E\n" +
 	"\bListKeys\x12\x1b.bulwark.v1.ListKeysRequest\x1a\x1c.bulwark.v1.ListKeysResponse\x12H\n" +
-	"\tRevokeKey\x12\x1c.bulwark.v1.RevokeKeyRequest\x1a\x1d.bulwark.v1.RevokeKeyResponseB:Z8github.com/bulwark-ai/bulwark/proto/bulwark/v1;bulwarkv1b\x06proto3"
+	"\tRevokeKey\x12\x1c.bulwark.v1.RevokeKeyRequest\x1a\x1d.bulwark.v1.RevokeKeyResponse\x12E\n" +
+	"\bGetUsage\x12\x1b.bulwark.v1.GetUsageRequest\x1a\x1c.bulwark.v1.GetUsageResponseB:Z8github.com/bulwark-ai/bulwark/proto/bulwark/v1;bulwarkv1b\x06proto3"
 
 var (
 	file_bulwark_v1_admin_proto_rawDescOnce sync.Once
@@ -1203,65 +1680,82 @@ func file_bulwark_v1_admin_proto_rawDescGZIP() []byte {
 	return file_bulwark_v1_admin_proto_rawDescData
 }
 
-var file_bulwark_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_bulwark_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_bulwark_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_bulwark_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_bulwark_v1_admin_proto_goTypes = []any{
 	(KeyStatus)(0),                  // 0: bulwark.v1.KeyStatus
 	(KeySource)(0),                  // 1: bulwark.v1.KeySource
-	(*PolicyStatus)(nil),            // 2: bulwark.v1.PolicyStatus
-	(*GetPolicyStatusRequest)(nil),  // 3: bulwark.v1.GetPolicyStatusRequest
-	(*GetPolicyStatusResponse)(nil), // 4: bulwark.v1.GetPolicyStatusResponse
-	(*ReloadPoliciesRequest)(nil),   // 5: bulwark.v1.ReloadPoliciesRequest
-	(*ReloadPoliciesResponse)(nil),  // 6: bulwark.v1.ReloadPoliciesResponse
-	(*QuotaSubject)(nil),            // 7: bulwark.v1.QuotaSubject
-	(*GetQuotaRequest)(nil),         // 8: bulwark.v1.GetQuotaRequest
-	(*GetQuotaResponse)(nil),        // 9: bulwark.v1.GetQuotaResponse
-	(*QuotaCounter)(nil),            // 10: bulwark.v1.QuotaCounter
-	(*ResetQuotaRequest)(nil),       // 11: bulwark.v1.ResetQuotaRequest
-	(*ResetQuotaResponse)(nil),      // 12: bulwark.v1.ResetQuotaResponse
-	(*KeyInfo)(nil),                 // 13: bulwark.v1.KeyInfo
-	(*ListKeysRequest)(nil),         // 14: bulwark.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),        // 15: bulwark.v1.ListKeysResponse
-	(*RevokeKeyRequest)(nil),        // 16: bulwark.v1.RevokeKeyRequest
-	(*RevokeKeyResponse)(nil),       // 17: bulwark.v1.RevokeKeyResponse
-	(*timestamppb.Timestamp)(nil),   // 18: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 19: google.protobuf.Duration
+	(UsageGranularity)(0),           // 2: bulwark.v1.UsageGranularity
+	(*PolicyStatus)(nil),            // 3: bulwark.v1.PolicyStatus
+	(*GetPolicyStatusRequest)(nil),  // 4: bulwark.v1.GetPolicyStatusRequest
+	(*GetPolicyStatusResponse)(nil), // 5: bulwark.v1.GetPolicyStatusResponse
+	(*ReloadPoliciesRequest)(nil),   // 6: bulwark.v1.ReloadPoliciesRequest
+	(*ReloadPoliciesResponse)(nil),  // 7: bulwark.v1.ReloadPoliciesResponse
+	(*QuotaSubject)(nil),            // 8: bulwark.v1.QuotaSubject
+	(*GetQuotaRequest)(nil),         // 9: bulwark.v1.GetQuotaRequest
+	(*GetQuotaResponse)(nil),        // 10: bulwark.v1.GetQuotaResponse
+	(*QuotaCounter)(nil),            // 11: bulwark.v1.QuotaCounter
+	(*ResetQuotaRequest)(nil),       // 12: bulwark.v1.ResetQuotaRequest
+	(*ResetQuotaResponse)(nil),      // 13: bulwark.v1.ResetQuotaResponse
+	(*KeyInfo)(nil),                 // 14: bulwark.v1.KeyInfo
+	(*ListKeysRequest)(nil),         // 15: bulwark.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),        // 16: bulwark.v1.ListKeysResponse
+	(*RevokeKeyRequest)(nil),        // 17: bulwark.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),       // 18: bulwark.v1.RevokeKeyResponse
+	(*GetUsageRequest)(nil),         // 19: bulwark.v1.GetUsageRequest
+	(*UsageTotals)(nil),             // 20: bulwark.v1.UsageTotals
+	(*UsageBucket)(nil),             // 21: bulwark.v1.UsageBucket
+	(*ModelUsage)(nil),              // 22: bulwark.v1.ModelUsage
+	(*GetUsageResponse)(nil),        // 23: bulwark.v1.GetUsageResponse
+	(*timestamppb.Timestamp)(nil),   // 24: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 25: google.protobuf.Duration
 }
 var file_bulwark_v1_admin_proto_depIdxs = []int32{
-	18, // 0: bulwark.v1.PolicyStatus.loaded_at:type_name -> google.protobuf.Timestamp
-	18, // 1: bulwark.v1.PolicyStatus.last_error_at:type_name -> google.protobuf.Timestamp
-	2,  // 2: bulwark.v1.GetPolicyStatusResponse.status:type_name -> bulwark.v1.PolicyStatus
-	2,  // 3: bulwark.v1.ReloadPoliciesResponse.status:type_name -> bulwark.v1.PolicyStatus
-	7,  // 4: bulwark.v1.GetQuotaRequest.subject:type_name -> bulwark.v1.QuotaSubject
-	10, // 5: bulwark.v1.GetQuotaResponse.counters:type_name -> bulwark.v1.QuotaCounter
-	19, // 6: bulwark.v1.QuotaCounter.period:type_name -> google.protobuf.Duration
-	19, // 7: bulwark.v1.QuotaCounter.reset_after:type_name -> google.protobuf.Duration
-	7,  // 8: bulwark.v1.ResetQuotaRequest.subject:type_name -> bulwark.v1.QuotaSubject
-	10, // 9: bulwark.v1.ResetQuotaResponse.counters:type_name -> bulwark.v1.QuotaCounter
+	24, // 0: bulwark.v1.PolicyStatus.loaded_at:type_name -> google.protobuf.Timestamp
+	24, // 1: bulwark.v1.PolicyStatus.last_error_at:type_name -> google.protobuf.Timestamp
+	3,  // 2: bulwark.v1.GetPolicyStatusResponse.status:type_name -> bulwark.v1.PolicyStatus
+	3,  // 3: bulwark.v1.ReloadPoliciesResponse.status:type_name -> bulwark.v1.PolicyStatus
+	8,  // 4: bulwark.v1.GetQuotaRequest.subject:type_name -> bulwark.v1.QuotaSubject
+	11, // 5: bulwark.v1.GetQuotaResponse.counters:type_name -> bulwark.v1.QuotaCounter
+	25, // 6: bulwark.v1.QuotaCounter.period:type_name -> google.protobuf.Duration
+	25, // 7: bulwark.v1.QuotaCounter.reset_after:type_name -> google.protobuf.Duration
+	8,  // 8: bulwark.v1.ResetQuotaRequest.subject:type_name -> bulwark.v1.QuotaSubject
+	11, // 9: bulwark.v1.ResetQuotaResponse.counters:type_name -> bulwark.v1.QuotaCounter
 	0,  // 10: bulwark.v1.KeyInfo.status:type_name -> bulwark.v1.KeyStatus
-	18, // 11: bulwark.v1.KeyInfo.created_at:type_name -> google.protobuf.Timestamp
-	18, // 12: bulwark.v1.KeyInfo.expires_at:type_name -> google.protobuf.Timestamp
-	18, // 13: bulwark.v1.KeyInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	24, // 11: bulwark.v1.KeyInfo.created_at:type_name -> google.protobuf.Timestamp
+	24, // 12: bulwark.v1.KeyInfo.expires_at:type_name -> google.protobuf.Timestamp
+	24, // 13: bulwark.v1.KeyInfo.revoked_at:type_name -> google.protobuf.Timestamp
 	1,  // 14: bulwark.v1.KeyInfo.source:type_name -> bulwark.v1.KeySource
-	13, // 15: bulwark.v1.ListKeysResponse.keys:type_name -> bulwark.v1.KeyInfo
-	13, // 16: bulwark.v1.RevokeKeyResponse.keys:type_name -> bulwark.v1.KeyInfo
-	3,  // 17: bulwark.v1.AdminService.GetPolicyStatus:input_type -> bulwark.v1.GetPolicyStatusRequest
-	5,  // 18: bulwark.v1.AdminService.ReloadPolicies:input_type -> bulwark.v1.ReloadPoliciesRequest
-	8,  // 19: bulwark.v1.AdminService.GetQuota:input_type -> bulwark.v1.GetQuotaRequest
-	11, // 20: bulwark.v1.AdminService.ResetQuota:input_type -> bulwark.v1.ResetQuotaRequest
-	14, // 21: bulwark.v1.AdminService.ListKeys:input_type -> bulwark.v1.ListKeysRequest
-	16, // 22: bulwark.v1.AdminService.RevokeKey:input_type -> bulwark.v1.RevokeKeyRequest
-	4,  // 23: bulwark.v1.AdminService.GetPolicyStatus:output_type -> bulwark.v1.GetPolicyStatusResponse
-	6,  // 24: bulwark.v1.AdminService.ReloadPolicies:output_type -> bulwark.v1.ReloadPoliciesResponse
-	9,  // 25: bulwark.v1.AdminService.GetQuota:output_type -> bulwark.v1.GetQuotaResponse
-	12, // 26: bulwark.v1.AdminService.ResetQuota:output_type -> bulwark.v1.ResetQuotaResponse
-	15, // 27: bulwark.v1.AdminService.ListKeys:output_type -> bulwark.v1.ListKeysResponse
-	17, // 28: bulwark.v1.AdminService.RevokeKey:output_type -> bulwark.v1.RevokeKeyResponse
-	23, // [23:29] is the sub-list for method output_type
-	17, // [17:23] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	14, // 15: bulwark.v1.ListKeysResponse.keys:type_name -> bulwark.v1.KeyInfo
+	14, // 16: bulwark.v1.RevokeKeyResponse.keys:type_name -> bulwark.v1.KeyInfo
+	24, // 17: bulwark.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
+	24, // 18: bulwark.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
+	2,  // 19: bulwark.v1.GetUsageRequest.granularity:type_name -> bulwark.v1.UsageGranularity
+	24, // 20: bulwark.v1.UsageBucket.start_time:type_name -> google.protobuf.Timestamp
+	20, // 21: bulwark.v1.UsageBucket.totals:type_name -> bulwark.v1.UsageTotals
+	20, // 22: bulwark.v1.ModelUsage.totals:type_name -> bulwark.v1.UsageTotals
+	21, // 23: bulwark.v1.GetUsageResponse.buckets:type_name -> bulwark.v1.UsageBucket
+	22, // 24: bulwark.v1.GetUsageResponse.models:type_name -> bulwark.v1.ModelUsage
+	20, // 25: bulwark.v1.GetUsageResponse.total:type_name -> bulwark.v1.UsageTotals
+	4,  // 26: bulwark.v1.AdminService.GetPolicyStatus:input_type -> bulwark.v1.GetPolicyStatusRequest
+	6,  // 27: bulwark.v1.AdminService.ReloadPolicies:input_type -> bulwark.v1.ReloadPoliciesRequest
+	9,  // 28: bulwark.v1.AdminService.GetQuota:input_type -> bulwark.v1.GetQuotaRequest
+	12, // 29: bulwark.v1.AdminService.ResetQuota:input_type -> bulwark.v1.ResetQuotaRequest
+	15, // 30: bulwark.v1.AdminService.ListKeys:input_type -> bulwark.v1.ListKeysRequest
+	17, // 31: bulwark.v1.AdminService.RevokeKey:input_type -> bulwark.v1.RevokeKeyRequest
+	19, // 32: bulwark.v1.AdminService.GetUsage:input_type -> bulwark.v1.GetUsageRequest
+	5,  // 33: bulwark.v1.AdminService.GetPolicyStatus:output_type -> bulwark.v1.GetPolicyStatusResponse
+	7,  // 34: bulwark.v1.AdminService.ReloadPolicies:output_type -> bulwark.v1.ReloadPoliciesResponse
+	10, // 35: bulwark.v1.AdminService.GetQuota:output_type -> bulwark.v1.GetQuotaResponse
+	13, // 36: bulwark.v1.AdminService.ResetQuota:output_type -> bulwark.v1.ResetQuotaResponse
+	16, // 37: bulwark.v1.AdminService.ListKeys:output_type -> bulwark.v1.ListKeysResponse
+	18, // 38: bulwark.v1.AdminService.RevokeKey:output_type -> bulwark.v1.RevokeKeyResponse
+	23, // 39: bulwark.v1.AdminService.GetUsage:output_type -> bulwark.v1.GetUsageResponse
+	33, // [33:40] is the sub-list for method output_type
+	26, // [26:33] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_v1_admin_proto_init() }
@@ -1278,8 +1772,8 @@ func file_bulwark_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_admin_proto_rawDesc), len(file_bulwark_v1_admin_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   16,
+			NumEnums:      3,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	AdminService_ResetQuota_FullMethodName      = "/bulwark.v1.AdminService/ResetQuota"
 	AdminService_ListKeys_FullMethodName        = "/bulwark.v1.AdminService/ListKeys"
 	AdminService_RevokeKey_FullMethodName       = "/bulwark.v1.AdminService/RevokeKey"
+	AdminService_GetUsage_FullMethodName        = "/bulwark.v1.AdminService/GetUsage"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -59,6 +60,12 @@ type AdminServiceClient interface {
 	// once on this replica and, through Redis, on every replica. Revoking a
 	// revoked key succeeds and changes nothing. NOT_FOUND for an unknown id.
 	RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts ...grpc.CallOption) (*RevokeKeyResponse, error)
+	// GetUsage reports the usage attributed to a tenant (all its principals)
+	// or to one principal: tokens, requests, denials and cost, per model, in
+	// time buckets, as every replica recorded them (through Redis; without
+	// Redis, this replica's own). An operator scoped to a tenant reads only
+	// that tenant's usage.
+	GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error)
 }
 
 type adminServiceClient struct {
@@ -129,6 +136,16 @@ func (c *adminServiceClient) RevokeKey(ctx context.Context, in *RevokeKeyRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetUsageResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetUsage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -161,6 +178,12 @@ type AdminServiceServer interface {
 	// once on this replica and, through Redis, on every replica. Revoking a
 	// revoked key succeeds and changes nothing. NOT_FOUND for an unknown id.
 	RevokeKey(context.Context, *RevokeKeyRequest) (*RevokeKeyResponse, error)
+	// GetUsage reports the usage attributed to a tenant (all its principals)
+	// or to one principal: tokens, requests, denials and cost, per model, in
+	// time buckets, as every replica recorded them (through Redis; without
+	// Redis, this replica's own). An operator scoped to a tenant reads only
+	// that tenant's usage.
+	GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -188,6 +211,9 @@ func (UnimplementedAdminServiceServer) ListKeys(context.Context, *ListKeysReques
 }
 func (UnimplementedAdminServiceServer) RevokeKey(context.Context, *RevokeKeyRequest) (*RevokeKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeKey not implemented")
+}
+func (UnimplementedAdminServiceServer) GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetUsage not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -318,6 +344,24 @@ func _AdminService_RevokeKey_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetUsage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetUsage(ctx, req.(*GetUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -348,6 +392,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeKey",
 			Handler:    _AdminService_RevokeKey_Handler,
+		},
+		{
+			MethodName: "GetUsage",
+			Handler:    _AdminService_GetUsage_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
