@@ -51,11 +51,11 @@ func TestInvokeModelFamilies(t *testing.T) {
 // and streamed, and Bedrock's token-count headers.
 func TestInvokeModelUsage(t *testing.T) {
 	for _, tc := range []struct{ name, body, want string }{
-		{"titan", `{"inputTextTokenCount":7,"results":[{"tokenCount":30,"outputText":"hi","completionReason":"FINISH"}]}`, "{7 30 37}"},
-		{"llama", `{"generation":"hi","prompt_token_count":9,"generation_token_count":41,"stop_reason":"stop"}`, "{9 41 50}"},
-		{"nova", `{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":4,"outputTokens":8,"totalTokens":12}}`, "{4 8 12}"},
-		{"cohere command r", `{"text":"hi","meta":{"billed_units":{"input_tokens":3,"output_tokens":5}}}`, "{3 5 8}"},
-		{"anthropic", `{"type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":2,"output_tokens":6}}`, "{2 6 8}"},
+		{"titan", `{"inputTextTokenCount":7,"results":[{"tokenCount":30,"outputText":"hi","completionReason":"FINISH"}]}`, "{7 30 37 0}"},
+		{"llama", `{"generation":"hi","prompt_token_count":9,"generation_token_count":41,"stop_reason":"stop"}`, "{9 41 50 0}"},
+		{"nova", `{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":4,"outputTokens":8,"totalTokens":12}}`, "{4 8 12 0}"},
+		{"cohere command r", `{"text":"hi","meta":{"billed_units":{"input_tokens":3,"output_tokens":5}}}`, "{3 5 8 0}"},
+		{"anthropic", `{"type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":2,"output_tokens":6}}`, "{2 6 8 0}"},
 		{"mistral, none in the body", `{"outputs":[{"text":"hi","stop_reason":"stop"}]}`, "<nil>"},
 	} {
 		r, err := ParseResponse(BedrockInvoke, []byte(tc.body))
