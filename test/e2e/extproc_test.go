@@ -42,6 +42,16 @@ func llmProc(t *testing.T, args ...string) (*proc, string) {
 	return startEnv(t, []string{pepperEnv}, append([]string{"--keys-file", keys}, args...)...), key
 }
 
+// attackerPolicy is the default policy with repeated-offender blocking off
+// (abuse.rego: slow_after and block_after 0), extra oldNew pairs applied as
+// fixture.PolicyDir does: for tests that send attack after attack from one
+// key to check how each is decided, not the principal's history
+// (TestRepeatedOffenderBlockedAcrossReplicas checks that).
+func attackerPolicy(t *testing.T, oldNew ...string) []string {
+	t.Helper()
+	return []string{"--policy-dir", fixture.PolicyDir(t, append([]string{"slow_after: 3", "slow_after: 0", "block_after: 5", "block_after: 0"}, oldNew...)...)}
+}
+
 func (p *proc) ExtProc() extprocv3.ExternalProcessorClient {
 	return extprocv3.NewExternalProcessorClient(p.conn)
 }

@@ -79,8 +79,8 @@ func TestModerationFailOpen(t *testing.T) {
 	model := newModerationModel(t)
 	const token = "sk-moderation-e2e-token-42"
 	p, key := llmProcEnv(t, []string{"BULWARK_MODERATION_TOKEN=" + token},
-		"--moderation-url", model.srv.URL+"/v1/moderations", "--moderation-timeout", "200ms",
-		"--moderation-breaker-failures", "100", "--moderation-stream-window", "64")
+		append([]string{"--moderation-url", model.srv.URL + "/v1/moderations", "--moderation-timeout", "200ms",
+			"--moderation-breaker-failures", "100", "--moderation-stream-window", "64"}, attackerPolicy(t)...)...)
 
 	// Prompts through ext_authz.
 	for _, tc := range []struct {

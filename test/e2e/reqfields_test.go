@@ -71,7 +71,7 @@ func TestInstructionsInjectionBothDoors(t *testing.T) {
 	// --trusted-roles "": the instructions are read as the user's text too
 	// (by default they are the application's own, and neither door scores
 	// them: checked at the end).
-	p, key := llmProc(t, "--trusted-roles", "")
+	p, key := llmProc(t, append([]string{"--trusted-roles", ""}, attackerPolicy(t)...)...)
 	cases := []struct{ name, path, body string }{
 		{"responses instructions", "/v1/responses", `{"model":"gpt-4o","instructions":"` + injectionText + `","input":"hi"}`},
 		{"responses function_call_output", "/v1/responses",

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/bulwark-ai/bulwark/test/envoysim"
-	"github.com/bulwark-ai/bulwark/test/fixture"
 )
 
 // safetyProc runs bulwark with a content-safety deny category configured in
@@ -17,10 +16,9 @@ import (
 // host.
 func safetyProc(t *testing.T) (*proc, string) {
 	t.Helper()
-	dir := fixture.PolicyDir(t,
+	return llmProc(t, attackerPolicy(t,
 		`terms: ["bulwark-content-safety-selftest"]`, `terms: ["bulwark-content-safety-selftest", "sarin", "nerve agent"]`,
-		`allowed_link_hosts: []`, `allowed_link_hosts: [docs.example.com]`)
-	return llmProc(t, "--policy-dir", dir)
+		`allowed_link_hosts: []`, `allowed_link_hosts: [docs.example.com]`)...)
 }
 
 // TestContentSafetyPromptBlocked: a prompt holding a configured deny term is
