@@ -127,8 +127,14 @@ func encode(r *Record, mac hash.Hash) ([]byte, error) {
 	} else if b, err = json.Marshal(r); err != nil {
 		return nil, fmt.Errorf("audit: encode record: %w", err)
 	}
+	return signLine(b, mac), nil
+}
+
+// signLine splices the mac of line (a JSON object) in as its last field;
+// without mac the line is returned as it is.
+func signLine(b []byte, mac hash.Hash) []byte {
 	if mac == nil {
-		return b, nil
+		return b
 	}
 	mac.Reset()
 	mac.Write(b)
@@ -140,7 +146,7 @@ func encode(r *Record, mac hash.Hash) ([]byte, error) {
 	out = append(out, macField...)
 	out = append(out, hexSum[:]...)
 	out = append(out, '"', '}')
-	return out, nil
+	return out
 }
 
 // appendSealed renders an encrypted record's line by hand: it has only
@@ -148,6 +154,14 @@ func encode(r *Record, mac hash.Hash) ([]byte, error) {
 // encryption itself. The result is the JSON json.Marshal would give for
 // these fields (parseLine reads it back the same way).
 func appendSealed(b []byte, r *Record) []byte {
+	return appendSealedTail(appendSealedHead(b, r), r.Dropped, r.Prev)
+}
+
+// appendSealedHead is the part of an encrypted record's line the sealing
+// stage renders (seq, time, type and the encrypted body, whose base64 is
+// most of the line); appendSealedTail is what the writer adds once it knows
+// the chain (dropped, prev).
+func appendSealedHead(b []byte, r *Record) []byte {
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendUint(b, r.Seq, 10)
 	b = append(b, `,"time":"`...)
@@ -156,13 +170,16 @@ func appendSealed(b []byte, r *Record) []byte {
 	b = appendJSONString(b, r.Type)
 	b = append(b, `,"enc":"`...)
 	b = base64.StdEncoding.AppendEncode(b, r.Enc)
-	b = append(b, '"')
-	if r.Dropped > 0 {
+	return append(b, '"')
+}
+
+func appendSealedTail(b []byte, dropped uint64, prev string) []byte {
+	if dropped > 0 {
 		b = append(b, `,"dropped":`...)
-		b = strconv.AppendUint(b, r.Dropped, 10)
+		b = strconv.AppendUint(b, dropped, 10)
 	}
 	b = append(b, `,"prev":`...)
-	b = appendJSONString(b, r.Prev)
+	b = appendJSONString(b, prev)
 	return append(b, '}')
 }
 
