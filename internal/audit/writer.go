@@ -113,7 +113,7 @@ type Writer struct {
 	mac    hash.Hash // HMAC keyed with key, used by the writer goroutine only
 	logger *slog.Logger
 
-	ch      chan Record
+	ch chan Record
 	// in carries the sealing stage's output to the writer (encrypted logs
 	// only; nil otherwise). seqOff is the writer's seq minus the records
 	// it has taken from in: the stage predicts the n-th record's seq as
