@@ -187,7 +187,7 @@ func appendSealedTail(b []byte, dropped uint64, prev string) []byte {
 // escaping (record types, hex hashes), else through encoding/json.
 func appendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if !plainJSON[s[i]] {
 			q, _ := json.Marshal(s) // a string always marshals
 			return append(b, q...)
 		}
@@ -196,6 +196,16 @@ func appendJSONString(b []byte, s string) []byte {
 	b = append(b, s...)
 	return append(b, '"')
 }
+
+// plainJSON marks the bytes json.Marshal writes as they are in a string:
+// one table lookup per byte, where the seven comparisons it replaces cost
+// as much per record as the AES-GCM encryption (callgrind).
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
 
 // newMAC is the HMAC every line of a log signed with key carries.
 func newMAC(key []byte) hash.Hash { return hmac.New(sha256.New, key) }

@@ -81,7 +81,8 @@ func personalAD(seq uint64, sub, kid string) []byte {
 // predicted to get, and the writer, which re-seals a record whose seq was
 // mispredicted, seals the records it makes itself, and reloads the keys. mu
 // guards the keys and both caches; gen counts the reloads that must not
-// let a record sealed before them be written after them.
+// let a record sealed before them be written after them (an erasure: a
+// subject key the file no longer holds).
 type sealer struct {
 	mu    sync.Mutex
 	keys  *Keys
@@ -102,7 +103,8 @@ func (s *sealer) setKeys(k *Keys) {
 	defer s.mu.Unlock()
 	s.keys = k
 	s.subj.keys = k
-	s.gen.Add(1)
+	// gen stays: a record sealed just before under the old primary is still
+	// written as sealed (the keyset keeps that key, readers open it).
 }
 
 // primary is the key id new records are sealed under.

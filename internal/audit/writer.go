@@ -143,9 +143,9 @@ type Writer struct {
 	seal       *sealer   // nil: records in the clear
 	stamps     [2]string // the keyset's and its subject keys' file stamps last seen
 	maintained time.Time
-	segStart   time.Time // when the current file was started (or opened)
-	taken      uint64    // records taken from in
-	resealed   uint64    // records whose predicted seq (or keys) were wrong: sealed again by the writer
+	segStart   time.Time     // when the current file was started (or opened)
+	taken      uint64        // records taken from in
+	resealed   atomic.Uint64 // records whose predicted seq (or keys) were wrong: sealed again by the writer
 
 	written    prometheus.Counter
 	lost       prometheus.Counter
@@ -693,7 +693,7 @@ func (w *Writer) encodeAt(r *Record, p *presealed) ([]byte, error) {
 			return line, nil
 		}
 		if p != nil && p.seq != 0 {
-			w.resealed++
+			w.resealed.Add(1)
 		}
 		if err := w.seal.seal(r); err != nil {
 			return nil, err
