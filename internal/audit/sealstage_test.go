@@ -153,7 +153,10 @@ func TestSealStageKeysetReloadDuringWriting(t *testing.T) {
 	dir := t.TempDir()
 	kek := testKEK(t)
 	keys := newKeyset(t, dir, kek)
-	cfg := Config{Path: filepath.Join(dir, "audit.log"), Keyset: keys.Path, KEK: kek, Buffer: 100000, Overflow: OverflowBlock,
+	// A small buffer that blocks keeps the producer just ahead of the
+	// writer: the sealing stage always has records in flight when the
+	// writer records a queued key event (a seq it did not predict).
+	cfg := Config{Path: filepath.Join(dir, "audit.log"), Keyset: keys.Path, KEK: kek, Buffer: 256, Overflow: OverflowBlock,
 		FlushInterval: 5 * time.Millisecond}
 	w, err := Open(cfg, nil, nil)
 	if err != nil {
@@ -172,10 +175,9 @@ func TestSealStageKeysetReloadDuringWriting(t *testing.T) {
 			default:
 			}
 			ids = append(ids, loggedIDs(w, fmt.Sprintf("k%d", i), 10)...)
-			time.Sleep(10 * time.Millisecond)
 		}
 	}()
-	for range 2 {
+	for range 1 {
 		time.Sleep(1100 * time.Millisecond) // the writer looks at the keyset once a second
 		id, err := RotateKeyset(context.Background(), keys.Path, kek)
 		if err != nil {
@@ -186,7 +188,10 @@ func TestSealStageKeysetReloadDuringWriting(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(1500 * time.Millisecond)
+	waitFor(t, "the rotation on the chain", func() bool {
+		return strings.Contains(string(mustRead(t, cfg.Path)), `"type":"`+TypeKeyRotated+`"`)
+	})
+	time.Sleep(100 * time.Millisecond) // records under the new key
 	close(stop)
 	want := <-logged
 	closeWriter(t, w)
