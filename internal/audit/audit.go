@@ -131,8 +131,14 @@ func encode(r *Record, mac hash.Hash) ([]byte, error) {
 	} else if b, err = json.Marshal(r); err != nil {
 		return nil, fmt.Errorf("audit: encode record: %w", err)
 	}
+	return signLine(b, mac), nil
+}
+
+// signLine splices the mac of line (a JSON object) in as its last field;
+// without mac the line is returned as it is.
+func signLine(b []byte, mac hash.Hash) []byte {
 	if mac == nil {
-		return b, nil
+		return b
 	}
 	mac.Reset()
 	mac.Write(b)
@@ -144,7 +150,7 @@ func encode(r *Record, mac hash.Hash) ([]byte, error) {
 	out = append(out, macField...)
 	out = append(out, hexSum[:]...)
 	out = append(out, '"', '}')
-	return out, nil
+	return out
 }
 
 // appendSealed renders an encrypted record's line by hand: it has only
@@ -152,6 +158,14 @@ func encode(r *Record, mac hash.Hash) ([]byte, error) {
 // encryption itself. The result is the JSON json.Marshal would give for
 // these fields (parseLine reads it back the same way).
 func appendSealed(b []byte, r *Record) []byte {
+	return appendSealedTail(appendSealedHead(b, r), r.Dropped, r.Prev)
+}
+
+// appendSealedHead is the part of an encrypted record's line the sealing
+// stage renders (seq, time, type and the encrypted body, whose base64 is
+// most of the line); appendSealedTail is what the writer adds once it knows
+// the chain (dropped, prev).
+func appendSealedHead(b []byte, r *Record) []byte {
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendUint(b, r.Seq, 10)
 	b = append(b, `,"time":"`...)
@@ -160,13 +174,16 @@ func appendSealed(b []byte, r *Record) []byte {
 	b = appendJSONString(b, r.Type)
 	b = append(b, `,"enc":"`...)
 	b = base64.StdEncoding.AppendEncode(b, r.Enc)
-	b = append(b, '"')
-	if r.Dropped > 0 {
+	return append(b, '"')
+}
+
+func appendSealedTail(b []byte, dropped uint64, prev string) []byte {
+	if dropped > 0 {
 		b = append(b, `,"dropped":`...)
-		b = strconv.AppendUint(b, r.Dropped, 10)
+		b = strconv.AppendUint(b, dropped, 10)
 	}
 	b = append(b, `,"prev":`...)
-	b = appendJSONString(b, r.Prev)
+	b = appendJSONString(b, prev)
 	return append(b, '}')
 }
 
@@ -174,7 +191,7 @@ func appendSealed(b []byte, r *Record) []byte {
 // escaping (record types, hex hashes), else through encoding/json.
 func appendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if !plainJSON[s[i]] {
 			q, _ := json.Marshal(s) // a string always marshals
 			return append(b, q...)
 		}
@@ -183,6 +200,16 @@ func appendJSONString(b []byte, s string) []byte {
 	b = append(b, s...)
 	return append(b, '"')
 }
+
+// plainJSON marks the bytes json.Marshal writes as they are in a string:
+// one table lookup per byte, where the seven comparisons it replaces cost
+// as much per record as the AES-GCM encryption (callgrind).
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
 
 // newMAC is the HMAC every line of a log signed with key carries.
 func newMAC(key []byte) hash.Hash { return hmac.New(sha256.New, key) }

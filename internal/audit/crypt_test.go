@@ -433,3 +433,17 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+// TestAppendJSONStringIsJSON: every byte, alone and inside text, renders as
+// json.Marshal renders it (the fast path's table must not pass a byte JSON
+// escapes).
+func TestAppendJSONStringIsJSON(t *testing.T) {
+	for c := range 256 {
+		for _, s := range []string{string([]byte{byte(c)}), "ab" + string([]byte{byte(c)}) + "cd"} {
+			want, _ := json.Marshal(s)
+			if got := appendJSONString(nil, s); string(got) != string(want) {
+				t.Errorf("byte %#x: got %s, want %s", c, got, want)
+			}
+		}
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/tink-crypto/tink-go/v2/tink"
 )
@@ -74,11 +76,19 @@ func personalAD(seq uint64, sub, kid string) []byte {
 	return []byte("bulwark-audit-personal/v1 seq=" + strconv.FormatUint(seq, 10) + " sub=" + sub + " kid=" + kid)
 }
 
-// sealer encrypts records in the writer goroutine.
+// sealer encrypts records. Two goroutines use it: the sealing stage, which
+// encrypts queued records ahead of the writer under the seq they are
+// predicted to get, and the writer, which re-seals a record whose seq was
+// mispredicted, seals the records it makes itself, and reloads the keys. mu
+// guards the keys and both caches; gen counts the reloads that must not
+// let a record sealed before them be written after them (an erasure: a
+// subject key the file no longer holds).
 type sealer struct {
+	mu    sync.Mutex
 	keys  *Keys
 	subj  *subjectKeys
 	pseud map[string]string // principal id → pseudonym, bounded
+	gen   atomic.Uint64
 }
 
 func newSealer(k *Keys) *sealer {
@@ -89,8 +99,32 @@ func newSealer(k *Keys) *sealer {
 // its primary; the subject keys already made stay valid (the old data key
 // that wraps them is still in the keyset).
 func (s *sealer) setKeys(k *Keys) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.keys = k
 	s.subj.keys = k
+	// gen stays: a record sealed just before under the old primary is still
+	// written as sealed (the keyset keeps that key, readers open it).
+}
+
+// primary is the key id new records are sealed under.
+func (s *sealer) primary() uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys.Primary
+}
+
+// refreshSubjects forgets the subject keys the file no longer holds
+// (erased); when it forgets any, records sealed before are sealed again.
+func (s *sealer) refreshSubjects() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.subj.cache)
+	err := s.subj.refresh()
+	if len(s.subj.cache) != n {
+		s.gen.Add(1)
+	}
+	return err
 }
 
 func (s *sealer) pseudonym(id string) string {
@@ -105,8 +139,31 @@ func (s *sealer) pseudonym(id string) string {
 	return p
 }
 
+// sealHead seals a copy of r as record seq and renders its line up to the
+// encrypted body (appendSealedHead), with room for the rest. It returns
+// the generation of keys it used.
+func (s *sealer) sealHead(r Record, seq uint64) ([]byte, uint64, error) {
+	r.Seq = seq
+	s.mu.Lock()
+	gen := s.gen.Load()
+	err := s.sealLocked(&r)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, 0, err
+	}
+	head := make([]byte, 0, 64+len(r.Type)+base64.StdEncoding.EncodedLen(len(r.Enc))+160)
+	return appendSealedHead(head, &r), gen, nil
+}
+
 // seal replaces r's content by its ciphertext; r.Seq and r.Type are set.
 func (s *sealer) seal(r *Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sealLocked(r)
+}
+
+// sealLocked is seal, with s.mu held.
+func (s *sealer) sealLocked(r *Record) error {
 	b := body{DecisionID: r.DecisionID, TraceID: r.TraceID, Principal: r.Principal, Phase: r.Phase, Route: r.Route,
 		Allowed: r.Allowed, HTTPStatus: r.HTTPStatus, Reason: r.Reason, PolicyRevision: r.PolicyRevision, DryRun: r.DryRun,
 		Signals: r.Signals, Limits: r.Limits, Details: r.Details, Personal: r.Personal}

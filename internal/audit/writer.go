@@ -106,14 +106,23 @@ type Status struct {
 }
 
 // Writer appends records to the chained log from one goroutine. Log is safe
-// for concurrent use.
+// for concurrent use. With a keyset, a sealing stage (its own goroutine)
+// encrypts queued records ahead of the writer, so encryption and the chain
+// run on two cores: encryption then costs little audit throughput, and
+// Log still never waits for it.
 type Writer struct {
 	cfg    Config
 	key    []byte
 	mac    hash.Hash // HMAC keyed with key, used by the writer goroutine only
 	logger *slog.Logger
 
-	ch      chan Record
+	ch chan Record
+	// in carries the sealing stage's output to the writer (encrypted logs
+	// only; nil otherwise). seqOff is the writer's seq minus the records
+	// it has taken from in: the stage predicts the n-th record's seq as
+	// seqOff+n.
+	in      chan presealed
+	seqOff  atomic.Uint64
 	dropped atomic.Uint64
 	done    chan struct{}
 	mu      sync.RWMutex // guards closed against Log racing Close
@@ -137,7 +146,9 @@ type Writer struct {
 	seal       *sealer   // nil: records in the clear
 	stamps     [2]string // the keyset's and its subject keys' file stamps last seen
 	maintained time.Time
-	segStart   time.Time // when the current file was started (or opened)
+	segStart   time.Time     // when the current file was started (or opened)
+	taken      uint64        // records taken from in
+	resealed   atomic.Uint64 // records whose predicted seq (or keys) were wrong: sealed again by the writer
 
 	written    prometheus.Counter
 	lost       prometheus.Counter
@@ -194,6 +205,9 @@ func Open(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, 
 			Help: "Audit records lost because the log could not be written (recorded on the chain by a records_lost record once writing resumes)."}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "bulwark_audit_write_errors_total", Help: "Failed audit writes."}),
 	}
+	if cfg.Keyset != "" {
+		w.in = make(chan presealed, sealAhead)
+	}
 	healthy := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bulwark_audit_sink_healthy",
 		Help: "1 while audit records are written, 0 while writes fail (records are then lost and counted)."}, func() float64 {
 		if w.healthy.Load() {
@@ -202,7 +216,7 @@ func Open(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, 
 		return 0
 	})
 	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bulwark_audit_queue_length",
-		Help: "Audit records waiting to be written (the buffer holds --audit-buffer)."}, func() float64 { return float64(len(w.ch)) })
+		Help: "Audit records waiting to be written (the buffer holds --audit-buffer)."}, func() float64 { return float64(len(w.ch) + len(w.in)) })
 	if reg != nil {
 		for _, c := range []prometheus.Collector{w.written, w.lost, w.lostOnDisk, w.failures, healthy, queued} {
 			if err := reg.Register(c); err != nil {
@@ -250,6 +264,10 @@ func Open(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, 
 	}
 	if w.failing == nil { // a full disk at start: fail already said so
 		w.setHealthy()
+	}
+	if w.seal != nil {
+		w.seqOff.Store(w.seq)
+		go w.sealStage()
 	}
 	go w.run()
 	return w, nil
@@ -508,13 +526,56 @@ func (w *Writer) Close(ctx context.Context) error {
 	}
 }
 
+// sealAhead is how many sealed records may wait for the writer: enough to
+// keep both goroutines busy, few enough that a mispredicted seq (a
+// rotation's segment_start) costs few re-seals.
+const sealAhead = 64
+
+// presealed is a record the sealing stage encrypted ahead of the writer:
+// the record in the clear (the writer seals it again when seq turns out
+// wrong), and, when sealed, the seq and key generation it was sealed under
+// and its line up to the encrypted body.
+type presealed struct {
+	r    Record
+	seq  uint64 // 0: not sealed (not sealable, or sealing failed)
+	gen  uint64
+	head []byte
+}
+
+// sealStage encrypts queued records off the writer goroutine, so the
+// encryption and the chain (hash, HMAC, file) run on two cores. It predicts
+// each record's seq from seqOff; the writer checks the prediction. Closing
+// ch (Close) drains it into in, then closes in.
+func (w *Writer) sealStage() {
+	defer close(w.in)
+	var n uint64
+	for r := range w.ch {
+		n++
+		if r.Time.IsZero() {
+			r.Time = time.Now().UTC()
+		}
+		p := presealed{r: r}
+		if sealable(r.Type) {
+			seq := w.seqOff.Load() + n
+			if head, gen, err := w.seal.sealHead(r, seq); err == nil {
+				p.seq, p.gen, p.head = seq, gen, head
+			}
+		}
+		w.in <- p
+	}
+}
+
 func (w *Writer) run() {
 	defer close(w.done)
 	tick := time.NewTicker(w.cfg.FlushInterval)
 	defer tick.Stop()
+	ch, in := w.ch, w.in
+	if in != nil { // the sealing stage reads ch
+		ch = nil
+	}
 	for {
 		select {
-		case r, ok := <-w.ch:
+		case r, ok := <-ch:
 			if !ok {
 				w.shutdown()
 				return
@@ -523,9 +584,22 @@ func (w *Writer) run() {
 			if len(w.ch) == 0 {
 				w.flush()
 			}
+		case p, ok := <-in:
+			if !ok {
+				w.shutdown()
+				return
+			}
+			w.taken++
+			w.writeRecord(p.r, &p)
+			if len(in) == 0 && len(w.ch) == 0 {
+				w.flush()
+			}
 		case <-tick.C:
 			w.flush()
 			w.maintain()
+		}
+		if in != nil {
+			w.seqOff.Store(w.seq - w.taken)
 		}
 	}
 }
@@ -551,7 +625,11 @@ func (w *Writer) shutdown() {
 	_ = w.lock.Close() // releases the flock
 }
 
-func (w *Writer) write(r Record) {
+func (w *Writer) write(r Record) { w.writeRecord(r, nil) }
+
+// writeRecord appends r to the chain; p, when set, is r as the sealing
+// stage encrypted it, used when its seq and keys are still right.
+func (w *Writer) writeRecord(r Record, p *presealed) {
 	if w.failing != nil {
 		// The record gets its seq, so the records_lost record written when
 		// writing resumes accounts for it by range.
@@ -565,7 +643,7 @@ func (w *Writer) write(r Record) {
 	}
 	r.Dropped = w.dropped.Swap(0)
 	orig := r
-	line, err := w.encodeAt(&r)
+	line, err := w.encodeAt(&r, p)
 	if err != nil {
 		// A record that cannot be encoded is dropped and counted like one
 		// the buffer had no room for; its seq is not spent.
@@ -584,7 +662,7 @@ func (w *Writer) write(r Record) {
 		}
 		// The new file opens with a segment_start: the record follows it.
 		r = orig
-		if line, err = w.encodeAt(&r); err != nil {
+		if line, err = w.encodeAt(&r, p); err != nil {
 			w.dropped.Add(r.Dropped + 1)
 			w.lost.Inc()
 			w.logger.Error("audit record cannot be encoded; dropped (counted on the chain)", "type", orig.Type, "error", err)
@@ -605,12 +683,21 @@ func (w *Writer) write(r Record) {
 }
 
 // encodeAt renders r as the next record of the chain (seq w.seq+1 after
-// w.prev), encrypted when the log has a keyset. It does not advance the
-// chain.
-func (w *Writer) encodeAt(r *Record) ([]byte, error) {
+// w.prev), encrypted when the log has a keyset: from p's sealed head when p
+// was sealed under that seq with the keys in force, else sealed here. It
+// does not advance the chain.
+func (w *Writer) encodeAt(r *Record, p *presealed) ([]byte, error) {
 	r.Seq = w.seq + 1
 	r.Prev = w.prev
 	if w.seal != nil && sealable(r.Type) {
+		if p != nil && p.head != nil && p.seq == r.Seq && p.gen == w.seal.gen.Load() {
+			line := signLine(appendSealedTail(p.head, r.Dropped, r.Prev), w.mac)
+			p.head = nil // spent: a rotation after it seals the record again
+			return line, nil
+		}
+		if p != nil && p.seq != 0 {
+			w.resealed.Add(1)
+		}
 		if err := w.seal.seal(r); err != nil {
 			return nil, err
 		}
@@ -718,7 +805,7 @@ func (w *Writer) appendNow(r Record) error {
 	r.Time = time.Now().UTC()
 	r.Dropped = w.dropped.Swap(0)
 	w.prev = w.durable.prev
-	line, err := w.encodeAt(&r)
+	line, err := w.encodeAt(&r, nil)
 	if err != nil {
 		w.dropped.Add(r.Dropped)
 		return err
@@ -818,7 +905,7 @@ func (w *Writer) rotate() error {
 func (w *Writer) segmentStart() error {
 	r := Record{Type: TypeSegmentStart, Time: time.Now().UTC(), Dropped: w.dropped.Swap(0), Details: map[string]any{
 		"previous_last_seq": w.seq, "previous_last_hash": w.prev, "log_first_seq": w.head.seq, "log_first_prev": w.head.prev}}
-	line, err := w.encodeAt(&r)
+	line, err := w.encodeAt(&r, nil)
 	if err != nil {
 		w.dropped.Add(r.Dropped)
 		return err
@@ -945,15 +1032,15 @@ func (w *Writer) reloadKeys() {
 		if err != nil {
 			w.logger.Error("audit keyset changed but does not open; the keys in force are kept", "error", err)
 		} else {
-			if k.Primary != w.seal.keys.Primary {
-				w.logger.Info("audit keyset reloaded: new records use its new primary key", "key_id", k.Primary, "previous_key_id", w.seal.keys.Primary)
+			if old := w.seal.primary(); k.Primary != old {
+				w.logger.Info("audit keyset reloaded: new records use its new primary key", "key_id", k.Primary, "previous_key_id", old)
 			}
 			w.seal.setKeys(k)
 			w.stamps[0] = ks
 		}
 	}
 	if ss != w.stamps[1] {
-		if err := w.seal.subj.refresh(); err != nil {
+		if err := w.seal.refreshSubjects(); err != nil {
 			w.logger.Error("audit subject keys not reloaded", "error", err)
 		} else {
 			w.stamps[1] = ss
