@@ -52,6 +52,7 @@ var bedrockInvoke = dialect{
 			r.uncapped = f == familyUnknown
 		}
 		r.anthropic()
+		r.templatePrompts()
 	},
 	// Every family's cap is edited in its own field; only an Anthropic
 	// body is suffixed: InvokeModel carries every model's native body, and
