@@ -236,7 +236,8 @@ func (r *reqScanner) templatePrompts() {
 		if kindOf(b, v) != '"' {
 			continue
 		}
-		turns, ok := parseChatTemplate(unquote(b[v.s:v.e]))
+		p := unquote(b[v.s:v.e])
+		turns, ok := parseChatTemplate(p)
 		if !ok {
 			continue
 		}
@@ -248,7 +249,7 @@ func (r *reqScanner) templatePrompts() {
 			r.texts.boundary()
 			r.texts.add(t.role, v, textTurn)
 			last := &r.texts.spans[len(r.texts.spans)-1]
-			last.a, last.z = t.s, t.e
+			last.a, last.z, last.turn = t.s, t.e, p[t.s:t.e]
 			added = true
 		}
 	}

@@ -217,3 +217,25 @@ func FuzzChatTemplate(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkInvokeModelTemplate: ParseRequest of a Llama 3 InvokeModel body
+// of 40 turns, read by its template.
+func BenchmarkInvokeModelTemplate(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a helpful assistant.<|eot_id|>")
+	for i := range 20 {
+		sb.WriteString("<|start_header_id|>user<|end_header_id|>\n\nWhat is the capital of country number ")
+		sb.WriteString(strings.Repeat("x", i))
+		sb.WriteString("?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nIt is a city with a long history and many museums.<|eot_id|>")
+	}
+	sb.WriteString("<|start_header_id|>assistant<|end_header_id|>\n\n")
+	body := []byte(invokeBody(sb.String(), `,"max_gen_len":512`))
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := ParseRequest(BedrockInvoke, body)
+		if err != nil || len(r.Messages) != 41 {
+			b.Fatal(err, len(r.Messages))
+		}
+	}
+}

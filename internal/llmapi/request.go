@@ -135,7 +135,8 @@ type textSpan struct {
 	group int
 	v     vspan
 	kind  textKind
-	a, z  int // textTurn: the turn's range in the string's text
+	a, z  int    // textTurn: the turn's range in the string's text
+	turn  string // textTurn: the turn's text, sharing the prompt's decoded bytes
 }
 
 // textCollector gathers text spans. Reading (ParseRequest, ParseResponse)
@@ -180,7 +181,7 @@ func spanText(b []byte, t textSpan) string {
 		s, _ := decodeText(b[t.v.s+1 : t.v.e-1])
 		return s
 	case textTurn:
-		return unquote(b[t.v.s:t.v.e])[t.a:t.z]
+		return t.turn
 	default:
 		return string(b[t.v.s:t.v.e])
 	}
