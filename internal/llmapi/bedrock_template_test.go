@@ -239,3 +239,24 @@ func BenchmarkInvokeModelTemplate(b *testing.B) {
 		}
 	}
 }
+
+// TestInvokeModelTemplateInBatchLine: a JSONL batch line whose url is an
+// InvokeModel path is read by its prompt's template there too, at its
+// offsets in the whole upload: the turns' texts are read and redacted.
+func TestInvokeModelTemplateInBatchLine(t *testing.T) {
+	line := invokeBody("<s>[INST] mail "+plantedMail+" [/INST]", `,"max_tokens":9`)
+	ct, body := multipartBody(t, [3]string{"file", "batch.jsonl", `{"custom_id":"r1","method":"POST","url":"/model/mistral.mistral-7b-instruct-v0:2/invoke","body":` + line + "}\n"})
+	r, err := ParseRequestBody(Generic, ct, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := messagesOf(r.Messages); !strings.Contains(got, "user:mail "+plantedMail) {
+		t.Errorf("messages %q", got)
+	}
+	out, changed, err := EditRequestBody(Generic, ct, body, RequestEdit{Text: func(_, s string) string {
+		return strings.ReplaceAll(s, plantedMail, "[REDACTED]")
+	}})
+	if err != nil || !changed || !strings.Contains(string(out), `[INST] mail [REDACTED] [/INST]`) {
+		t.Errorf("edited %v %v: %s", changed, err, out)
+	}
+}
