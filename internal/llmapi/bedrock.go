@@ -52,11 +52,13 @@ var bedrockInvoke = dialect{
 			r.uncapped = f == familyUnknown
 		}
 		r.anthropic()
+		r.templatePrompts()
 	},
 	// Every family's cap is edited in its own field; only an Anthropic
 	// body is suffixed: InvokeModel carries every model's native body, and
-	// Bedrock rejects fields a model does not define (Titan's, Llama's
-	// and Mistral's texts are read, and redacted, as unknown JSON).
+	// Bedrock rejects fields a model does not define (Titan's texts are
+	// read, and redacted, as unknown JSON; Llama's and Mistral's prompts
+	// by their chat template, bedrock_template.go).
 	clamp: invokeClamp,
 	systemSuffix: func(ed *editor, top *topFields, suffix string) {
 		if invokeFamilyOf(ed.b, top) == familyAnthropic {

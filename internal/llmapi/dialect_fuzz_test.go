@@ -151,6 +151,9 @@ func FuzzDialectRequest(f *testing.F) {
 	f.Add(uint8(1), []byte(`{"inputText":"hi","textGenerationConfig":{"maxTokenCount":4096}}`), int64(10))
 	f.Add(uint8(1), []byte(`{"prompt":"hi","max_gen_len":2048}`), int64(10))
 	f.Add(uint8(1), []byte(`{"message":"hi","max_tokens":2048}`), int64(10))
+	// Chat-template prompts (bedrock_template.go), escaped and repeated.
+	f.Add(uint8(1), []byte(`{"prompt":"\u003cs\u003e[INST] a\u00e9 [/INST] b\u003c/s\u003e[INST] c [/INST]","prompt":"[INST]x[/INST]","max_tokens":9}`), int64(10))
+	f.Add(uint8(1), []byte(`{"prompt":"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\ns<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nu<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n","max_gen_len":9}`), int64(10))
 	f.Add(uint8(1), []byte(`{"schemaVersion":"messages-v1","messages":[],"inferenceConfig":{"max_new_tokens":1e9}}`), int64(10))
 	f.Fuzz(func(t *testing.T, idx uint8, body []byte, clamp int64) {
 		api := dialectAPIs[int(idx)%len(dialectAPIs)]

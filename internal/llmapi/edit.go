@@ -98,6 +98,7 @@ type editor struct {
 	strs     map[int]strEdit
 	patches  []patch
 	appended map[int]bool // closing brackets that already had a member or element added
+	shifts   map[int]int  // textTurn: how much earlier turns' edits moved the rest of a string
 }
 
 type strEdit struct {
@@ -152,6 +153,18 @@ func (ed *editor) text(t textSpan, fn func(role, text string) string) {
 		old, _ := decodeText(b[t.v.s+1 : t.v.e-1])
 		if nw := fn(t.role, old); nw != old {
 			ed.setString(t.v, base64.StdEncoding.EncodeToString([]byte(nw)))
+		}
+	case textTurn:
+		// The turns of one prompt come in order; each edit keeps the
+		// template's tokens around it and moves the later turns.
+		now, d := ed.stringNow(t.v), ed.shifts[t.v.s]
+		old := now[t.a+d : t.z+d]
+		if nw := fn(t.role, old); nw != old {
+			ed.setString(t.v, now[:t.a+d]+nw+now[t.z+d:])
+			if ed.shifts == nil {
+				ed.shifts = make(map[int]int)
+			}
+			ed.shifts[t.v.s] = d + len(nw) - len(old)
 		}
 	case textJSON:
 		old := compactJSON(b[t.v.s:t.v.e])

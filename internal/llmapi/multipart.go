@@ -253,5 +253,7 @@ func (r *reqScanner) adopt(inner *reqScanner, off int) {
 			last = t.group
 		}
 		r.texts.add(t.role, vspan{t.v.s + off, t.v.e + off}, t.kind)
+		added := &r.texts.spans[len(r.texts.spans)-1]
+		added.a, added.z, added.turn = t.a, t.z, t.turn // a template turn's place in its prompt
 	}
 }

@@ -125,6 +125,7 @@ const (
 	textRaw                     // raw bytes of a non-JSON body
 	textDataURL                 // a JSON string holding a data: URL whose payload is text
 	textBase64                  // a JSON string holding base64 whose payload is text
+	textTurn                    // bytes [a, z) of a JSON string's text: one turn of a chat-template prompt
 )
 
 // textSpan locates one text the model reads. Spans with the same group
@@ -134,6 +135,8 @@ type textSpan struct {
 	group int
 	v     vspan
 	kind  textKind
+	a, z  int    // textTurn: the turn's range in the string's text
+	turn  string // textTurn: the turn's text, sharing the prompt's decoded bytes
 }
 
 // textCollector gathers text spans. Reading (ParseRequest, ParseResponse)
@@ -177,6 +180,8 @@ func spanText(b []byte, t textSpan) string {
 	case textBase64:
 		s, _ := decodeText(b[t.v.s+1 : t.v.e-1])
 		return s
+	case textTurn:
+		return t.turn
 	default:
 		return string(b[t.v.s:t.v.e])
 	}
