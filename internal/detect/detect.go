@@ -248,6 +248,19 @@ func (sc *Scanner) Scan(text string) Result {
 // over the text (each is linear: tens of milliseconds for a MiB), with an
 // error wrapping ctx's and an incomplete Result that must not be used.
 func (sc *Scanner) ScanContext(ctx context.Context, text string) (Result, error) {
+	return sc.scan(ctx, text, CodeState{}, true)
+}
+
+// ScanCode is Scan for a part of an answer (a stream's window): st is the
+// code state at text's start (see CodeState), and final says whether text
+// ends the answer. Markup starting in code is not sanitised; the other
+// detectors read text as Scan does.
+func (sc *Scanner) ScanCode(text string, st CodeState, final bool) Result {
+	res, _ := sc.scan(context.Background(), text, st, final) // a Background context never ends the scan
+	return res
+}
+
+func (sc *Scanner) scan(ctx context.Context, text string, code CodeState, final bool) (Result, error) {
 	s := sc.pool.Get().(*scratch)
 	s.reset(text)
 	defer sc.release(s)
@@ -313,7 +326,7 @@ func (sc *Scanner) ScanContext(ctx context.Context, text string) (Result, error)
 		if err := stopped("markup"); err != nil {
 			return Result{}, err
 		}
-		res.Findings = sc.addMarkup(text, res.Findings, rules.links)
+		res.Findings = sc.addMarkup(text, res.Findings, rules.links, code, final)
 	}
 	return res, nil
 }
