@@ -80,15 +80,19 @@ func (st *CodeState) Advance(p []byte) {
 	}
 }
 
-// InSpan reports whether an inline code span is open (its closer not yet
-// seen): a stream must not release text here, since whether what follows
-// the opener is code depends on input not yet arrived.
+// InSpan reports whether an inline code span that would count as code is
+// open (its closer not yet seen), or a backtick run is being read: a
+// stream must not release text here, since whether what follows the
+// opener is code depends on input not yet arrived.
 func (st *CodeState) InSpan() bool {
-	return st.mode == codeOutside && (st.pend > 0 || st.tick > 0)
+	return st.mode == codeOutside && (st.pend > 0 && !st.bad || st.tick > 0)
 }
 
 // codeSpan is a byte range of code.
-type codeSpan struct{ s, e int }
+type codeSpan struct {
+	s, e   int
+	inline bool
+}
 
 // codeRanges returns the code regions of text, read from state st; final
 // says text ends the answer (a closing run at its very end counts).
@@ -99,6 +103,12 @@ func codeRanges(text string, st CodeState, final bool) []codeSpan {
 	if st.mode == codeOutside && st.pend == 0 && st.tick == 0 && st.run == 0 && !hasCodeMark(text) {
 		return nil
 	}
+	out, _ := codeScan(text, st, final)
+	return out
+}
+
+// codeScan is codeRanges, with the state at text's end.
+func codeScan(text string, st CodeState, final bool) ([]codeSpan, CodeState) {
 	var out []codeSpan
 	st.open, st.fstart = -1, 0 // an open span or fence from before text starts at 0
 	if st.pend > 0 {
@@ -108,12 +118,35 @@ func codeRanges(text string, st CodeState, final bool) []codeSpan {
 		out = st.step(text[i], i, out)
 	}
 	if final && st.mode == codeOutside && st.tick > 0 && st.tick == st.pend && !st.bad && !st.pipe && st.open >= 0 {
-		out = append(out, codeSpan{st.open, len(text)})
+		out = append(out, codeSpan{st.open, len(text), true})
 	}
 	if st.mode == codeFence && st.fstart < len(text) {
-		out = append(out, codeSpan{st.fstart, len(text)})
+		out = append(out, codeSpan{st.fstart, len(text), false})
 	}
-	return out
+	return out, st
+}
+
+// InlineSpans appends to dst the byte ranges of text, read from state st,
+// that are inline code spans, with, when one is open at text's end, its
+// range to the end: a stream's full window must not be cut inside one,
+// since the next window could not tell it is code.
+func InlineSpans(text string, st CodeState, dst [][2]int) [][2]int {
+	rs, end := codeScan(text, st, false)
+	for _, r := range rs {
+		if r.inline {
+			dst = append(dst, [2]int{r.s, r.e})
+		}
+	}
+	if end.InSpan() {
+		o := end.open
+		if end.pend == 0 || o < 0 {
+			o = len(text) - int(end.tick) // a run being read
+		}
+		if o >= 0 {
+			dst = append(dst, [2]int{o, len(text)})
+		}
+	}
+	return dst
 }
 
 func hasCodeMark(text string) bool {
@@ -172,7 +205,7 @@ func (st *CodeState) runEnd(i int, out []codeSpan) []codeSpan {
 	if st.pend > 0 {
 		if n == st.pend {
 			if !st.bad && !st.pipe && st.open >= 0 {
-				out = append(out, codeSpan{st.open, i})
+				out = append(out, codeSpan{st.open, i, true})
 			}
 			st.pend, st.bad, st.pipe = 0, false, false
 		}
@@ -261,7 +294,7 @@ func (st *CodeState) endLine(i int, out []codeSpan) []codeSpan {
 	case codeFence:
 		if (st.phase == phRun || st.phase == phTrail) && st.run >= st.flen && st.lead <= 3 {
 			if i >= 0 {
-				out = append(out, codeSpan{st.fstart, i + 1})
+				out = append(out, codeSpan{st.fstart, i + 1, false})
 			}
 			st.mode = codeOutside
 			st.taint = false

@@ -81,7 +81,7 @@ func TestCodeStateAdvanceMatchesRanges(t *testing.T) {
 			var got []codeSpan
 			for _, r := range whole {
 				if r.e > cut {
-					got = append(got, codeSpan{max(r.s, cut) - cut, r.e - cut})
+					got = append(got, codeSpan{max(r.s, cut) - cut, r.e - cut, r.inline})
 				}
 			}
 			part := codeRanges(text[cut:], st, true)

