@@ -73,3 +73,56 @@ func TestStreamCodeIsNotSanitised(t *testing.T) {
 		}
 	}
 }
+
+// FuzzStreamCode checks answers with markup and code on arbitrary text and
+// splits: the split stream's output equals one Write's, and, for a text
+// short enough that every window sees it from its start, the buffered
+// redaction's; nothing panics.
+func FuzzStreamCode(f *testing.F) {
+	for i, a := range codeAnswers {
+		f.Add(a.text, []byte{byte(i), 1, 7, 3}, uint8(i))
+	}
+	for i, s := range []string{
+		"```\n<img src=x>\n```\n![a](https://evil.example/?d=1)",
+		"`<a href=\"https://e.example\">` ![a](//e.example) `",
+		"~~~\n`x`\n~~~\n`` ` ``",
+		"```\n``` x\n```\n<script>x</script>",
+	} {
+		f.Add(s, []byte{byte(i), 2, 5}, uint8(i))
+	}
+	sc, err := safetyScanner()
+	if err != nil {
+		f.Fatal(err)
+	}
+	r := New(safetyRules, nil)
+	shapes := []StreamOptions{{}, {Step: 16, Lookahead: 128}}
+	f.Fuzz(func(t *testing.T, text string, splits []byte, shape uint8) {
+		if len(text) > 1024 {
+			return // keep each iteration cheap
+		}
+		opt := shapes[int(shape)%len(shapes)]
+		want := feed(t, r, sc, opt, text, []string{text})
+		var pieces []string
+		for i, rest := 0, text; len(rest) > 0; i++ {
+			n := 1
+			if len(splits) > 0 {
+				n = int(splits[i%len(splits)]) % 48
+			}
+			n = min(n, len(rest))
+			pieces = append(pieces, rest[:n])
+			rest = rest[n:]
+			if i > 4*len(text)+16 {
+				pieces = append(pieces, rest)
+				break
+			}
+		}
+		if got := feed(t, r, sc, opt, text, pieces); got.text != want.text {
+			t.Fatalf("split output differs from one Write\n got %q\nwant %q", got.text, want.text)
+		}
+		if len(text) <= leftContext {
+			if buffered, _, _ := r.Text(sc, text, nil); buffered != want.text {
+				t.Fatalf("streamed output differs from buffered\nstream %q\nbuffer %q", want.text, buffered)
+			}
+		}
+	})
+}
