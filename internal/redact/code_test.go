@@ -18,6 +18,8 @@ var codeAnswers = []struct {
 	{"coding answer", "To embed an image in HTML, use an img tag:\n\n```html\n<img src=\"https://example.com/cat.png\" alt=\"cat\">\n<a href=\"https://example.com/docs\">docs</a>\n<script src=\"https://cdn.example.com/app.js\"></script>\n```\n\nIn markdown, write `![cat](https://example.com/cat.png)` or a link such as `[docs](https://example.com/docs)`. " +
 		"That is all there is to it, and the browser fetches the picture when it renders the page. ",
 		[]string{`<img src="https://example.com/cat.png" alt="cat">`, "<script src=\"https://cdn.example.com/app.js\"></script>", "`![cat](https://example.com/cat.png)`", "`[docs](https://example.com/docs)`"}},
+	{"long span", "For a picture, the whole tag goes in one line, as in `see the docs for this thing here and now, and then read the rest of the page before you add it <img src=\"https://example.com/a.png\">` and that is it for today. ",
+		[]string{`<img src="https://example.com/a.png">`}},
 	{"unterminated fence", "Here is the start of the page, which the model did not finish writing:\n~~~html\n<img src=\"https://example.com/cat.png\">\n<iframe src=\"https://example.com/x\">",
 		[]string{`<img src="https://example.com/cat.png">`, `<iframe src="https://example.com/x">`}},
 	{"fence after held text", "order 4111111111111111 id " + strings.Repeat("q7", 40) + "\n```\n<img src=\"https://example.com/cat.png\">\n```\nand then ![ok](https://evil.example/p.png?d=1) more prose follows here.",
