@@ -97,25 +97,31 @@ type codeSpan struct {
 // codeRanges returns the code regions of text, read from state st; final
 // says text ends the answer (a closing run at its very end counts).
 func codeRanges(text string, st CodeState, final bool) []codeSpan {
+	return appendCodeRanges(nil, text, st, final)
+}
+
+// appendCodeRanges is codeRanges appending to out.
+func appendCodeRanges(out []codeSpan, text string, st CodeState, final bool) []codeSpan {
 	if st.mode == codePoison {
-		return nil
+		return out
 	}
 	if st.mode == codeOutside && st.pend == 0 && st.tick == 0 && st.run == 0 && !hasCodeMark(text) {
-		return nil
+		return out
 	}
-	out, _ := codeScan(text, st, final)
+	out, _ = codeScan(out, text, st, final)
 	return out
 }
 
-// codeScan is codeRanges, with the state at text's end.
-func codeScan(text string, st CodeState, final bool) ([]codeSpan, CodeState) {
-	var out []codeSpan
+// codeScan is appendCodeRanges, with the state at text's end.
+func codeScan(out []codeSpan, text string, st CodeState, final bool) ([]codeSpan, CodeState) {
 	st.open, st.fstart = -1, 0 // an open span or fence from before text starts at 0
 	if st.pend > 0 {
 		st.bad = true // its opener is not in text: do not guess
 	}
 	for i := 0; i < len(text); i++ {
-		out = st.step(text[i], i, out)
+		if i = skipPlain(&st, text, i); i < len(text) {
+			out = st.step(text[i], i, out)
+		}
 	}
 	if final && st.mode == codeOutside && st.tick > 0 && st.tick == st.pend && !st.bad && !st.pipe && st.open >= 0 {
 		out = append(out, codeSpan{st.open, len(text), true})
@@ -131,7 +137,7 @@ func codeScan(text string, st CodeState, final bool) ([]codeSpan, CodeState) {
 // range to the end: a stream's full window must not be cut inside one,
 // since the next window could not tell it is code.
 func InlineSpans(text string, st CodeState, dst [][2]int) [][2]int {
-	rs, end := codeScan(text, st, false)
+	rs, end := codeScan(nil, text, st, false)
 	for _, r := range rs {
 		if r.inline {
 			dst = append(dst, [2]int{r.s, r.e})
@@ -147,6 +153,41 @@ func InlineSpans(text string, st CodeState, dst [][2]int) [][2]int {
 		}
 	}
 	return dst
+}
+
+// plainByte marks the bytes that change no state in a line's text outside
+// a fence when no backtick run is being read.
+var plainByte = func() (t [256]bool) {
+	for i := range t {
+		t[i] = true
+	}
+	for _, c := range "\n`<\\]|" {
+		t[c] = false
+	}
+	return t
+}()
+
+// skipPlain returns the first position from i whose byte may change st:
+// in a line's text (its shape read), only line ends inside a fence, and
+// line ends, backticks and the bytes that make spans unsure outside.
+func skipPlain[T ~string | ~[]byte](st *CodeState, t T, i int) int {
+	if st.mode == codePoison {
+		return len(t) // nothing changes a poisoned state
+	}
+	if st.phase != phText || st.tick != 0 {
+		return i
+	}
+	switch st.mode {
+	case codeFence:
+		for i < len(t) && t[i] != '\n' {
+			i++
+		}
+	case codeOutside:
+		for i < len(t) && plainByte[t[i]] {
+			i++
+		}
+	}
+	return i
 }
 
 func hasCodeMark(text string) bool {

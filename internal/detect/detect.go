@@ -181,6 +181,7 @@ const maxPooledBuf = 16 << 20
 
 // scratch holds per-scan buffers, reused through the Scanner's pool.
 type scratch struct {
+	codes    []codeSpan // code regions of an answer (markup)
 	cleanBuf []byte
 	omap     []int32
 	foldBuf  []byte
@@ -260,6 +261,17 @@ func (sc *Scanner) ScanCode(text string, st CodeState, final bool) Result {
 	return res
 }
 
+// SanitizesMarkup reports whether the scanner, with its content rules as
+// they are now, sanitises markup (answers, with output.sanitize on): only
+// then does a stream need to carry the code state.
+func (sc *Scanner) SanitizesMarkup() bool {
+	if sc.cfg.Content == nil || sc.cfg.Direction != DirectionResponse {
+		return false
+	}
+	r := sc.cfg.Content.ContentRules()
+	return r != nil && r.links != nil
+}
+
 func (sc *Scanner) scan(ctx context.Context, text string, code CodeState, final bool) (Result, error) {
 	s := sc.pool.Get().(*scratch)
 	s.reset(text)
@@ -326,7 +338,8 @@ func (sc *Scanner) scan(ctx context.Context, text string, code CodeState, final 
 		if err := stopped("markup"); err != nil {
 			return Result{}, err
 		}
-		res.Findings = sc.addMarkup(text, res.Findings, rules.links, code, final)
+		s.codes = appendCodeRanges(s.codes[:0], text, code, final)
+		res.Findings = sc.addMarkup(text, res.Findings, rules.links, s.codes)
 	}
 	return res, nil
 }

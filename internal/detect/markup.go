@@ -700,9 +700,9 @@ func scheme(u string) (string, bool) {
 
 // addMarkup appends the markup findings of text to finds (the other
 // detectors' findings, sorted), with code point offsets, keeping them
-// sorted by ByteStart.
-func (sc *Scanner) addMarkup(text string, finds []Finding, pol *linkPolicy, st CodeState, final bool) []Finding {
-	mk := scanMarkup(text, finds, pol, sc.dataIn, codeRanges(text, st, final))
+// sorted by ByteStart; markup starting in a code region is not read.
+func (sc *Scanner) addMarkup(text string, finds []Finding, pol *linkPolicy, code []codeSpan) []Finding {
+	mk := scanMarkup(text, finds, pol, sc.dataIn, code)
 	if len(mk) == 0 {
 		return finds
 	}

@@ -41,6 +41,7 @@ var _ termHolder = (*detect.Scanner)(nil)
 // from window to window, since a window cannot see the fence it may be in.
 type codeScanner interface {
 	ScanCode(text string, st detect.CodeState, final bool) detect.Result
+	SanitizesMarkup() bool
 }
 
 var _ codeScanner = (*detect.Scanner)(nil)
@@ -228,6 +229,9 @@ func (r *Redactor) NewStream(sc Scanner, opt StreamOptions) (*Stream, error) {
 	opt = opt.withDefaults()
 	th, _ := sc.(termHolder)
 	cs, _ := sc.(codeScanner)
+	if cs != nil && !cs.SanitizesMarkup() {
+		cs = nil // no markup read: the code state would change nothing
+	}
 	return &Stream{
 		r:      r,
 		sc:     sc,
