@@ -181,6 +181,7 @@ const maxPooledBuf = 16 << 20
 
 // scratch holds per-scan buffers, reused through the Scanner's pool.
 type scratch struct {
+	codes    []codeSpan // code regions of an answer (markup)
 	cleanBuf []byte
 	omap     []int32
 	foldBuf  []byte
@@ -248,6 +249,30 @@ func (sc *Scanner) Scan(text string) Result {
 // over the text (each is linear: tens of milliseconds for a MiB), with an
 // error wrapping ctx's and an incomplete Result that must not be used.
 func (sc *Scanner) ScanContext(ctx context.Context, text string) (Result, error) {
+	return sc.scan(ctx, text, CodeState{}, true)
+}
+
+// ScanCode is Scan for a part of an answer (a stream's window): st is the
+// code state at text's start (see CodeState), and final says whether text
+// ends the answer. Markup starting in code is not sanitised; the other
+// detectors read text as Scan does.
+func (sc *Scanner) ScanCode(text string, st CodeState, final bool) Result {
+	res, _ := sc.scan(context.Background(), text, st, final) // a Background context never ends the scan
+	return res
+}
+
+// SanitizesMarkup reports whether the scanner, with its content rules as
+// they are now, sanitises markup (answers, with output.sanitize on): only
+// then does a stream need to carry the code state.
+func (sc *Scanner) SanitizesMarkup() bool {
+	if sc.cfg.Content == nil || sc.cfg.Direction != DirectionResponse {
+		return false
+	}
+	r := sc.cfg.Content.ContentRules()
+	return r != nil && r.links != nil
+}
+
+func (sc *Scanner) scan(ctx context.Context, text string, code CodeState, final bool) (Result, error) {
 	s := sc.pool.Get().(*scratch)
 	s.reset(text)
 	defer sc.release(s)
@@ -313,7 +338,8 @@ func (sc *Scanner) ScanContext(ctx context.Context, text string) (Result, error)
 		if err := stopped("markup"); err != nil {
 			return Result{}, err
 		}
-		res.Findings = sc.addMarkup(text, res.Findings, rules.links)
+		s.codes = appendCodeRanges(s.codes[:0], text, code, final)
+		res.Findings = sc.addMarkup(text, res.Findings, rules.links, s.codes)
 	}
 	return res, nil
 }

@@ -25,10 +25,11 @@ import (
 // its query and fragment carry no finding; javascript:, vbscript: and data:
 // URLs never are; a URL that does not parse is not.
 //
-// The detector reads each construct where it stands, without state from
-// earlier text (no code-fence tracking: a streamed answer is scanned in
-// windows, and a window cannot know what came long before it), so every
-// construct is judged the same whether it arrives whole or in a window.
+// The detector reads each construct where it stands. Markup that starts in
+// code (a fenced block or an inline code span, see CodeState) is not read:
+// a renderer shows it as text. The code state at a text's start is given
+// (a stream carries it from window to window), so a construct is judged
+// the same whether it arrives whole or in a window.
 
 // DetectorMarkup is the Finding.Detector of unsafe links, images and HTML
 // in answers; the Type says why (the Markup* constants).
@@ -152,7 +153,7 @@ func (m *markupScan) add(typ string, bs, be int) {
 
 // scanMarkup returns the markup findings of text (byte offsets; code
 // points are set by the caller).
-func scanMarkup(text string, finds []Finding, pol *linkPolicy, dataIn func(string) bool) []Finding {
+func scanMarkup(text string, finds []Finding, pol *linkPolicy, dataIn func(string) bool, code []codeSpan) []Finding {
 	if !strings.ContainsAny(text, "](<:") {
 		return nil
 	}
@@ -160,6 +161,13 @@ func scanMarkup(text string, finds []Finding, pol *linkPolicy, dataIn func(strin
 	covered := 0 // text before it belongs to a construct already read
 	t := text
 	for i := 0; i < len(t); i++ {
+		for len(code) > 0 && code[0].e <= i {
+			code = code[1:]
+		}
+		if len(code) > 0 && code[0].s <= i {
+			i = code[0].e - 1 // markup starting in code is shown as text
+			continue
+		}
 		switch t[i] {
 		case ']':
 			if i+1 < len(t) && t[i+1] == '(' && i >= covered {
@@ -692,9 +700,9 @@ func scheme(u string) (string, bool) {
 
 // addMarkup appends the markup findings of text to finds (the other
 // detectors' findings, sorted), with code point offsets, keeping them
-// sorted by ByteStart.
-func (sc *Scanner) addMarkup(text string, finds []Finding, pol *linkPolicy) []Finding {
-	mk := scanMarkup(text, finds, pol, sc.dataIn)
+// sorted by ByteStart; markup starting in a code region is not read.
+func (sc *Scanner) addMarkup(text string, finds []Finding, pol *linkPolicy, code []codeSpan) []Finding {
+	mk := scanMarkup(text, finds, pol, sc.dataIn, code)
 	if len(mk) == 0 {
 		return finds
 	}

@@ -116,11 +116,21 @@ func BenchmarkSafety4KiB(b *testing.B) {
 // BenchmarkSafetyStreamWrite: one 20-byte write of a streamed answer (as
 // BenchmarkStreamWrite), without and with the rules (issue 19: per-chunk
 // cost grows by <= 20 %).
-func BenchmarkSafetyStreamWrite(b *testing.B) {
+func BenchmarkSafetyStreamWrite(b *testing.B) { streamWriteAB(b, benchText) }
+
+// BenchmarkSafetyStreamWriteCode is BenchmarkSafetyStreamWrite on a coding
+// answer: fenced HTML and code spans, whose code state the stream carries
+// (issue 27).
+func BenchmarkSafetyStreamWriteCode(b *testing.B) {
+	const answer = "To embed an image in a page, use an img tag:\n\n```html\n<img src=\"https://example.com/cat.png\" alt=\"cat\">\n<a href=\"https://example.com/docs\">docs</a>\n```\n\n" +
+		"In markdown, write `![cat](https://example.com/cat.png)` or a link such as `[docs](https://example.com/docs)`. The browser fetches the picture when it renders the page, and the link opens the documentation. "
+	streamWriteAB(b, strings.Repeat(answer, 8))
+}
+
+func streamWriteAB(b *testing.B, text string) {
 	base, rules := benchScanners(b)
 	r := New(Rules{{Detector: detect.DetectorMarkup, Action: Remove}, {Action: Replace}}, nil)
 	const piece = 20
-	text := benchText
 	type run struct {
 		st  *Stream
 		off int

@@ -35,6 +35,17 @@ type termHolder interface {
 
 var _ termHolder = (*detect.Scanner)(nil)
 
+// codeScanner is what a Scanner that sanitises answers' markup offers a
+// Stream (detect.Scanner does): a scan of a window given the code state
+// (fenced blocks, inline code spans) at its start, which the Stream carries
+// from window to window, since a window cannot see the fence it may be in.
+type codeScanner interface {
+	ScanCode(text string, st detect.CodeState, final bool) detect.Result
+	SanitizesMarkup() bool
+}
+
+var _ codeScanner = (*detect.Scanner)(nil)
+
 // Stream defaults and limits.
 const (
 	// DefaultStep is the default number of bytes released per full window
@@ -170,6 +181,7 @@ type Stream struct {
 	r      *Redactor
 	sc     Scanner
 	terms  termHolder // sc, when it matches phrases; else nil
+	code   codeScanner
 	step   int
 	window int
 	lits   []literal
@@ -187,6 +199,16 @@ type Stream struct {
 	searched int
 	// text collects the text one Write releases.
 	text []byte
+	// The code state (see detect.CodeState), when code is set: lag is the
+	// state before buf[lagPos], kept at max(0, off-leftContext), where a
+	// window's left context starts; qst is the state before buf[qpos],
+	// where quietCut's search resumes (qpos < 0: unknown).
+	lag    detect.CodeState
+	lagPos int
+	spans  [][2]int         // scratch for codeCut
+	merged []detect.Finding // scratch for codeCut
+	qst    detect.CodeState
+	qpos   int
 
 	// Scratch reused by scan: findings, their report flags, and spares
 	// for sorting them together.
@@ -206,10 +228,16 @@ func (r *Redactor) NewStream(sc Scanner, opt StreamOptions) (*Stream, error) {
 	}
 	opt = opt.withDefaults()
 	th, _ := sc.(termHolder)
+	cs, _ := sc.(codeScanner)
+	if cs != nil && !cs.SanitizesMarkup() {
+		cs = nil // no markup read: the code state would change nothing
+	}
 	return &Stream{
 		r:      r,
 		sc:     sc,
 		terms:  th,
+		code:   cs,
+		qpos:   -1,
 		step:   opt.Step,
 		window: opt.Step + opt.Lookahead,
 		lits:   compileLiterals(opt.Literals),
@@ -317,7 +345,8 @@ func (s *Stream) drain(final bool) Window {
 			ctx = s.off - max(0, s.off-leftContext)
 			ws = unsafe.String(&s.buf[s.off-ctx], ctx+c) // #nosec G103 -- as above
 		}
-		finds, report := s.scan(ws, ctx)
+		wsStart := s.off - ctx
+		finds, report := s.scan(ws, ctx, wsStart, final && wsStart+len(ws) == len(s.buf))
 		if fallback {
 			finds, report = s.wordEdges(finds, report, ws)
 		}
@@ -332,6 +361,9 @@ func (s *Stream) drain(final bool) Window {
 			}
 		} else {
 			c = s.cut(ws, finds)
+			if s.code != nil {
+				c = s.codeCut(ws, finds, c)
+			}
 		}
 		k := 0
 		for k < len(finds) && finds[k].ByteStart < c {
@@ -357,6 +389,13 @@ func (s *Stream) drain(final bool) Window {
 		}
 		s.carry = s.carry[:0]
 		for _, f := range finds[k:] {
+			if f.Detector == detect.DetectorMarkup && s.code != nil {
+				// The next window, which starts at the cut, reads the
+				// construct again with the code state there: one seen here
+				// in a code span this window could not see closed must not
+				// be redacted for that.
+				continue
+			}
 			f.ByteStart -= c
 			f.ByteEnd -= c
 			s.carry = append(s.carry, f)
@@ -373,6 +412,13 @@ func (s *Stream) drain(final bool) Window {
 		out.Text = string(s.text)
 	}
 	if keep := s.off - leftContext; keep > 0 {
+		if s.code != nil {
+			s.codeAt(keep) // the lag state moves to the new buf[0]
+			s.lagPos -= keep
+			if s.qpos -= keep; s.qpos < 0 {
+				s.qpos = -1
+			}
+		}
 		// Keep leftContext released bytes before the pending text.
 		if cap(s.buf) > 4*s.window {
 			// A large Write grew the buffer; do not hold its memory for the
@@ -421,6 +467,26 @@ func (s *Stream) quietCut() int {
 	}
 	lo = max(lo, s.searched)
 	hi := min(pend, s.window-1)
+	if s.code != nil && lo <= hi {
+		// No cut inside an inline code span whose closer has not come:
+		// whether the text after its opener is code depends on it.
+		if s.qpos < 0 || s.qpos > s.off+lo || s.qpos < s.lagPos {
+			s.qst, s.qpos = s.codeAt(s.off+lo), s.off+lo
+		}
+		s.qst.Advance(s.buf[s.qpos : s.off+lo])
+		s.qpos = s.off + lo
+		for p := lo; p <= hi; p++ {
+			if !s.qst.InSpan() && s.quiet(s.off+p) {
+				return p
+			}
+			if p < pend {
+				s.qst.Advance(s.buf[s.off+p : s.off+p+1])
+				s.qpos++
+			}
+		}
+		s.searched = max(lo, hi+1)
+		return 0
+	}
 	for p := lo; p <= hi; p++ {
 		if s.quiet(s.off + p) {
 			return p
@@ -439,8 +505,14 @@ func (s *Stream) quietCut() int {
 // redacted. It is reported only when no finding of its detector that is
 // already reported overlaps it (fresh ones first), so that one value is not
 // counted twice; exact duplicates of fresh findings are dropped.
-func (s *Stream) scan(ws string, ctx int) ([]detect.Finding, []bool) {
-	w := appendClean(s.work[:0], s.sc.Scan(ws).Findings, ws)
+func (s *Stream) scan(ws string, ctx, at int, final bool) ([]detect.Finding, []bool) {
+	var res detect.Result
+	if s.code != nil {
+		res = s.code.ScanCode(ws, s.codeAt(at), final)
+	} else {
+		res = s.sc.Scan(ws)
+	}
+	w := appendClean(s.work[:0], res.Findings, ws)
 	w = appendLiterals(w, ws, s.lits)
 	sortFindings(w)
 	fresh := len(w)
@@ -480,6 +552,44 @@ func (s *Stream) scan(ws string, ctx int) ([]detect.Finding, []bool) {
 	}
 	s.work, s.report = w, rep
 	return w, rep
+}
+
+// codeCut moves the cut c of the full window ws (with its sorted
+// findings) out of an inline code span, as cut does out of a finding: a
+// span cut in two would not be code in either window (the next one starts
+// after its opener), so the stream would sanitise what a buffered answer
+// keeps.
+func (s *Stream) codeCut(ws string, finds []detect.Finding, c int) int {
+	spans := detect.InlineSpans(ws, s.codeAt(s.off), s.spans[:0])
+	s.spans = spans
+	straddles := false
+	for _, sp := range spans {
+		if sp[0] < c && c < sp[1] {
+			straddles = true
+		}
+	}
+	if !straddles {
+		return c
+	}
+	m := append(s.merged[:0], finds...)
+	for _, sp := range spans {
+		m = append(m, detect.Finding{ByteStart: sp[0], ByteEnd: sp[1]})
+	}
+	slices.SortStableFunc(m, func(a, b detect.Finding) int { return cmp.Compare(a.ByteStart, b.ByteStart) })
+	s.merged = m
+	return s.cut(ws, m)
+}
+
+// codeAt returns the code state before buf[i], for i at or after where the
+// current window's left context starts, moving the lag state up to there.
+func (s *Stream) codeAt(i int) detect.CodeState {
+	if lo := max(0, s.off-leftContext); lo > s.lagPos {
+		s.lag.Advance(s.buf[s.lagPos:lo])
+		s.lagPos = lo
+	}
+	st := s.lag
+	st.Advance(s.buf[s.lagPos:max(i, s.lagPos)])
+	return st
 }
 
 // sameSpan reports whether f and g are the same finding, whatever their

