@@ -1,7 +1,9 @@
 package llmapi
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/url"
 	"testing"
 )
 
@@ -187,4 +189,47 @@ func TestInvokeModelPathFamily(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzInvokeModelPathCap: any model id in the path and any body: parsing
+// with the path and clamping with its model never fails on a JSON object
+// and keeps it valid JSON; a capped request's edited body holds the cap,
+// and one capped only by the path's family carries exactly the cap.
+func FuzzInvokeModelPathCap(f *testing.F) {
+	f.Add("meta.llama3-1-70b-instruct-v1:0", []byte(`{"prompt":"hi"}`), int64(64))
+	f.Add("us.mistral.mistral-large-2407-v1:0", []byte(`{"prompt":"hi","temperature":1}`), int64(9))
+	f.Add("arn:aws:bedrock:us-east-1::foundation-model/cohere.command-r-v1:0", []byte(`{"message":"hi"}`), int64(9))
+	f.Add("arn:aws:bedrock:us-east-1:1:inference-profile/eu.meta.llama3", []byte(`{}`), int64(1))
+	f.Add("arn:aws:bedrock:us-east-1:1:provisioned-model/x", []byte(`{"prompt":"hi"}`), int64(5))
+	f.Add("mistral.x", []byte(`{"prompt":"hi","max_gen_len":null}`), int64(5))
+	f.Fuzz(func(t *testing.T, model string, body []byte, clamp int64) {
+		if !json.Valid(body) {
+			return
+		}
+		path := "/model/" + url.PathEscape(model) + "/invoke"
+		r, err := ParseRequest(BedrockInvoke, body)
+		if err != nil {
+			return // not an object
+		}
+		shaped := r.Capped()
+		r.ApplyPath(path)
+		out, _, err := EditRequest(BedrockInvoke, body, RequestEdit{ClampMaxTokens: clamp, Model: r.Model})
+		if err != nil {
+			t.Fatalf("edit: %v", err)
+		}
+		if !json.Valid(out) {
+			t.Fatalf("edit broke JSON: %s", out)
+		}
+		if clamp <= 0 || !r.Capped() {
+			return
+		}
+		r2, err := ParseRequest(BedrockInvoke, out)
+		if err != nil {
+			t.Fatalf("reparse: %v", err)
+		}
+		r2.ApplyPath(path)
+		if !r2.Capped() || r2.MaxTokens > clamp || (!shaped && r2.MaxTokens != clamp) {
+			t.Fatalf("clamp %d (shaped %v): capped %v max %d in %s", clamp, shaped, r2.Capped(), r2.MaxTokens, out)
+		}
+	})
 }
