@@ -8,7 +8,8 @@ import (
 // InvokeModel carries each model's native body, and Bedrock rejects fields
 // a model does not define: the token cap and the usage are read, and the
 // cap edited, per model family, recognised by the body's shape (the path's
-// model id may be an ARN or an inference profile, which name no family).
+// model id only when the shape names none: a provisioned-throughput or
+// application-inference-profile ARN names no family).
 //
 //	family     recognised by                        token cap
 //	Anthropic  anthropic_version, or messages        max_tokens (also Mistral chat, AI21 Jamba, DeepSeek)
