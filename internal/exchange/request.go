@@ -343,6 +343,7 @@ func (x *Session) editRequest(body []byte, out pipeline.Outcome) ([]byte, bool, 
 		}
 	}
 	e.ClampMaxTokens = x.c.opts.ClampMaxTokens
+	e.Model = x.llmReq.Model // an InvokeModel body's family, when its shape names none
 	e.IncludeUsage = x.llmReq.Stream && (x.api == llmapi.OpenAIChat || x.api == llmapi.OpenAICompletions)
 	if x.c.opts.Canary && hasSystemPrompt(x.api) {
 		x.canary = newCanary()

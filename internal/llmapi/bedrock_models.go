@@ -1,11 +1,15 @@
 package llmapi
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // InvokeModel carries each model's native body, and Bedrock rejects fields
 // a model does not define: the token cap and the usage are read, and the
 // cap edited, per model family, recognised by the body's shape (the path's
-// model id may be an ARN or an inference profile, which name no family).
+// model id only when the shape names none: a provisioned-throughput or
+// application-inference-profile ARN names no family).
 //
 //	family     recognised by                        token cap
 //	Anthropic  anthropic_version, or messages        max_tokens (also Mistral chat, AI21 Jamba, DeepSeek)
@@ -16,9 +20,12 @@ import "strconv"
 //
 // The cap is added where absent for Anthropic, Nova and Titan, whose
 // field is known from the shape; for the others it is lowered when over the
-// limit. A body of no known family is not capped (Request.Capped is false),
-// so quota is reserved at the policy's default rather than at a cap the
-// model never saw.
+// limit. A body whose shape names no family (a Llama or Mistral prompt
+// without its cap field) takes the family the path's model id names
+// (invokeFamilyOfModel), and the cap is added in that family's field. A
+// body of neither is not capped (Request.Capped is false), so quota is
+// reserved at the policy's default rather than at a cap the model never
+// saw.
 
 type invokeFamily uint8
 
@@ -51,6 +58,59 @@ func invokeFamilyOf(b []byte, top *topFields) invokeFamily {
 	return familyUnknown
 }
 
+// invokeFamilyOfModel is the family a Bedrock model id names, for a body
+// whose shape names none: a foundation model id (meta.llama3-1-70b-
+// instruct-v1:0), a cross-region inference profile id (us.meta.llama…,
+// eu.mistral.…), or an ARN of either (…:foundation-model/<id>,
+// …:inference-profile/<id>). Only families whose cap field is documented
+// and which generate text are named: provisioned-throughput and
+// application-inference-profile ARNs, embedding models and anything else
+// are familyUnknown.
+func invokeFamilyOfModel(id string) invokeFamily {
+	if strings.HasPrefix(id, "arn:") {
+		parts := strings.SplitN(id, ":", 6) // arn:partition:bedrock:region:account:type/id
+		if len(parts) < 6 {
+			return familyUnknown
+		}
+		kind, rest, ok := strings.Cut(parts[5], "/")
+		if !ok || (kind != "foundation-model" && kind != "inference-profile") {
+			return familyUnknown
+		}
+		id = rest
+	}
+	if f := modelFamily(id); f != familyUnknown {
+		return f
+	}
+	// A cross-region inference profile: a geography (us, eu, apac,
+	// us-gov, global, …) before the model id.
+	if geo, rest, ok := strings.Cut(id, "."); ok && geo != "" && !strings.ContainsAny(geo, "/:") {
+		return modelFamily(rest)
+	}
+	return familyUnknown
+}
+
+// modelFamily maps a foundation model id's provider and model prefix to
+// its family (see the table above): Llama's max_gen_len; max_tokens for
+// Mistral (text and chat), Cohere Command (text and R), AI21 Jamba and
+// DeepSeek.
+func modelFamily(id string) invokeFamily {
+	for _, m := range [...]struct {
+		prefix string
+		f      invokeFamily
+	}{
+		{"meta.llama", familyLlama},
+		{"mistral.", familyMaxTokens},
+		{"cohere.command", familyMaxTokens},
+		{"ai21.jamba", familyMaxTokens},
+		{"deepseek.", familyMaxTokens},
+	} {
+		if strings.HasPrefix(id, m.prefix) {
+			return m.f
+		}
+	}
+	return familyUnknown
+}
+
 // invokeMaxTokens reads the family's token cap (0 when absent).
 func (r *reqScanner) invokeMaxTokens(f invokeFamily) int64 {
 	b := r.b
@@ -77,9 +137,21 @@ func (r *reqScanner) invokeMaxTokens(f invokeFamily) int64 {
 	return max(n, 0)
 }
 
-// invokeClamp caps an InvokeModel body's token limit in its family's field.
+// invokeClamp caps an InvokeModel body's token limit in its family's
+// field: the shape's family, else the family of the path's model id
+// (editor.model), whose field is added.
 func invokeClamp(ed *editor, top *topFields, limit int64) {
-	switch invokeFamilyOf(ed.b, top) {
+	f := invokeFamilyOf(ed.b, top)
+	if f == familyUnknown {
+		switch invokeFamilyOfModel(ed.model) {
+		case familyLlama:
+			ed.setMember(top, "max_gen_len", limit)
+		case familyMaxTokens:
+			ed.setMember(top, "max_tokens", limit)
+		}
+		return
+	}
+	switch f {
 	case familyAnthropic:
 		ed.clamp(AnthropicMessages, top, limit)
 	case familyNova:
@@ -91,6 +163,12 @@ func invokeClamp(ed *editor, top *topFields, limit int64) {
 	case familyMaxTokens:
 		ed.lower(top, "max_tokens", limit)
 	}
+}
+
+// setMember adds the top-level member name with value limit (the shape
+// having none: invokeFamilyOf found no cap field).
+func (ed *editor) setMember(top *topFields, name string, limit int64) {
+	ed.insertMember(top.obj, top.members > 0, name, strconv.AppendInt(nil, limit, 10))
 }
 
 // lower replaces every top-level member name whose value is over limit.

@@ -154,6 +154,12 @@ func (r *Request) ApplyPath(path string) {
 	r.Provider = info.Provider
 	if info.Model != "" {
 		r.Model = info.Model
+		if r.uncapped && r.API == BedrockInvoke && invokeFamilyOfModel(info.Model) != familyUnknown {
+			// The body's shape names no family but the model id does:
+			// EditRequest (given RequestEdit.Model) adds the cap in
+			// that family's field.
+			r.uncapped = false
+		}
 	}
 	if info.Stream {
 		r.Stream = true

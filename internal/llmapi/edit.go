@@ -42,6 +42,12 @@ type RequestEdit struct {
 	// (a new text block when it is an array), Responses' "instructions".
 	// Other APIs ignore it. Text is not applied to the suffix.
 	SystemSuffix string
+	// Model is the request's model id (Request.Model: for Bedrock, the
+	// path's). For an InvokeModel body whose shape names no model family,
+	// the family it names decides which field ClampMaxTokens adds
+	// (max_gen_len for Llama, max_tokens for Mistral, …); see
+	// Request.Capped.
+	Model string
 }
 
 // Clamps reports whether RequestEdit.ClampMaxTokens applies to requests of
@@ -64,7 +70,7 @@ func EditRequest(api API, body []byte, e RequestEdit) ([]byte, bool, error) {
 	if err := sc.scan(api); err != nil {
 		return nil, false, fmt.Errorf("edit %s request: %w", api, err)
 	}
-	ed := editor{b: body}
+	ed := editor{b: body, model: e.Model}
 	if e.Text != nil {
 		for _, t := range sc.texts.spans {
 			ed.text(t, e.Text)
@@ -99,6 +105,7 @@ type editor struct {
 	patches  []patch
 	appended map[int]bool // closing brackets that already had a member or element added
 	shifts   map[int]int  // textTurn: how much earlier turns' edits moved the rest of a string
+	model    string       // RequestEdit.Model: an InvokeModel body's family when its shape names none
 }
 
 type strEdit struct {
