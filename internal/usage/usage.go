@@ -260,10 +260,10 @@ func (s *Store) Add(ctx context.Context, e Entry) (Period, error) {
 	}
 	keys := make([]string, 0, n*len(granularities))
 	exp := make([]int64, 0, n*len(granularities))
-	for i := range n {
+	for _, subj := range subjects[:n] {
 		for _, g := range granularities {
 			start := g.Start(at)
-			keys = append(keys, s.key(subjects[i], g, start))
+			keys = append(keys, s.key(subj, g, start))
 			exp = append(exp, g.Next(start).Add(Retention[g]).Unix())
 		}
 	}
