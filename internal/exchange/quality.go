@@ -57,7 +57,7 @@ func (x *Session) streamQuality() {
 		calls = len(rs.tools.Calls())
 	}
 	a := quality.Answer{Status: rs.status, Text: q.text.String(), Calls: calls, FinishReason: q.finish,
-		MaxTokens: x.llmReq.MaxTokens, Format: x.format, Start: x.start, FirstToken: q.firstToken, End: time.Now()}
+		MaxTokens: x.llmReq.MaxTokens, Format: x.format, Start: x.gen.forwardedAt, FirstToken: q.firstToken, End: time.Now()}
 	if rs.haveUsage {
 		a.OutputTokens = rs.usage.CompletionTokens
 	}
@@ -75,7 +75,7 @@ func (x *Session) bodyQuality(r *llmapi.Response, usage *llmapi.Usage) *quality.
 		return nil
 	}
 	a := quality.Answer{Status: x.resp.status, Text: r.Text, Calls: len(r.ToolCalls), FinishReason: r.FinishReason,
-		MaxTokens: x.llmReq.MaxTokens, Format: x.format, Start: x.start, End: time.Now()}
+		MaxTokens: x.llmReq.MaxTokens, Format: x.format, Start: x.gen.forwardedAt, End: time.Now()}
 	if usage != nil {
 		a.OutputTokens = usage.CompletionTokens
 	}

@@ -71,9 +71,8 @@ type Session struct {
 	// addedUsage: Bulwark set stream_options.include_usage, which the
 	// client did not ask for, so the usage chunk is kept from it.
 	addedUsage bool
-	// start is when the request went on to the model; format is the
-	// answer format it asked for (quality signals).
-	start  time.Time
+	// format is the answer format the request asked for (quality
+	// signals; they time the answer from gen.forwardedAt).
 	format quality.Format
 
 	resp       *responseState
@@ -188,9 +187,8 @@ func (x *Session) RequestHeaders(ctx context.Context, h Head) (Result, error) {
 		res.RemoveHeaders = append(res.RemoveHeaders, "accept-encoding")
 	}
 	x.forwarded = !x.bodyExpected
-	x.start = time.Now()
 	if x.forwarded {
-		x.gen.forwardedAt = x.gen.started
+		x.gen.forwardedAt = time.Now()
 	}
 	return res, nil
 }
@@ -303,7 +301,6 @@ func (x *Session) RequestBody(ctx context.Context, body []byte) (Result, error) 
 			"the request could not be made safe to forward; quote the decision id when reporting this"), nil
 	}
 	x.forwarded = true
-	x.start = time.Now()
 	x.gen.forwardedAt = time.Now()
 	if changed {
 		res.Body, res.BodyChanged = newBody, true
